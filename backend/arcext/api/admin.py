@@ -1,0 +1,66 @@
+"""The arcext admin surface (not ARM; Owner only): the extension catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from .. import errors
+from ..schemas.metadata import (
+    ExtensionTypeBodySchema,
+    ExtensionTypeSchema,
+    ExtensionVersionBodySchema,
+    ExtensionVersionSchema,
+)
+from .base import ArmBlueprint
+from .hooks import services
+
+blp = ArmBlueprint("admin", __name__, url_prefix="/arcext/v1", description="arcext administration (Owner role)")
+
+
+@blp.route("/catalog")
+class CatalogTypes(MethodView):
+    @blp.response(200, ExtensionTypeSchema(many=True))
+    def get(self) -> Any:
+        """Every extension type in the catalog, with whether it supports automatic upgrade"""
+        return services().catalog.list_types()
+
+
+@blp.route("/catalog/<publisher>/<extension_type>")
+class CatalogType(MethodView):
+    @blp.response(200, ExtensionTypeSchema)
+    def get(self, publisher: str, extension_type: str) -> Any:
+        """One extension type"""
+        record = services().catalog.get_type(publisher, extension_type)
+        if record is None:
+            raise errors.resource_not_found("arcext/catalog", f"{publisher}/{extension_type}")
+        return record
+
+    @blp.arguments(ExtensionTypeBodySchema)
+    @blp.response(200, ExtensionTypeSchema)
+    def put(self, body: dict[str, Any], publisher: str, extension_type: str) -> Any:
+        """Add an extension type or change whether it supports automatic upgrade"""
+        svc = services()
+        return svc.catalog.put_type(publisher, extension_type, body["autoUpgradeSupported"], svc.clock.now())
+
+
+@blp.route("/catalog/<publisher>/<extension_type>/versions/<version>")
+class CatalogVersion(MethodView):
+    @blp.arguments(ExtensionVersionBodySchema)
+    @blp.response(200, ExtensionVersionSchema)
+    @blp.alt_response(201, schema=ExtensionVersionSchema, description="Newly published")
+    def put(self, body: dict[str, Any], publisher: str, extension_type: str, version: str) -> Any:
+        """Publish a version (it then appears in ExtensionMetadata); `critical` marks a security fix"""
+        svc = services()
+        record, created = svc.catalog.publish_version(
+            publisher, extension_type, version, body["critical"], svc.clock.now()
+        )
+        return record, 201 if created else 200
+
+
+@blp.route("/health")
+class Health(MethodView):
+    def get(self) -> Any:
+        """Liveness: answers without a token"""
+        return {"status": "ok", "machines": services().store.count_machines()}

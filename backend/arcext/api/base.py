@@ -1,0 +1,110 @@
+"""flask-smorest customised for ARM: 400 on validation errors and the ARM error envelope."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import urlencode
+
+import flask_smorest
+from flask import current_app, request
+from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import HTTPException
+
+from .. import errors
+from ..schemas.common import ErrorResponseSchema
+
+
+class ArmParser(FlaskParser):  # type: ignore[misc]
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
+    ARGUMENTS_PARSER = ArmParser()
+
+
+def _first_error(messages: Any, path: str = "") -> tuple[str, str]:
+    """Flatten webargs' nested messages to (field path, first message)."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key in ("json", "query", "_schema"):
+                return _first_error(value, path)
+            sub = f"{path}.{key}" if path else str(key)
+            return _first_error(value, sub)
+    if isinstance(messages, list) and messages:
+        return _first_error(messages[0], path) if isinstance(messages[0], (dict, list)) else (path, str(messages[0]))
+    return path, str(messages)
+
+
+class ArmApi(flask_smorest.Api):  # type: ignore[misc]
+    ERROR_SCHEMA = ErrorResponseSchema
+
+    def handle_http_exception(self, error: HTTPException) -> Any:
+        data = getattr(error, "data", None) or {}
+        messages = data.get("messages")
+        if messages is not None:
+            target, message = _first_error(messages)
+            if message == "Invalid JSON body.":
+                arm = errors.invalid_request_content("the body is not valid JSON.")
+            elif target in ("api-version",):
+                arm = errors.missing_api_version()
+            elif message == "Unknown field.":
+                arm = errors.invalid_request_content(f"'{target}' is not a property of this resource.", target)
+            else:
+                arm = errors.invalid_request_content(f"'{target or 'body'}': {message}", target or None)
+        elif error.code == 413:
+            arm = errors.request_too_large(int(current_app.config["ARCEXT_MAX_BODY"]))
+        elif error.code == 404:
+            arm = errors.not_found_path(request.path)
+        elif error.code == 405:
+            arm = errors.method_not_allowed(request.method, request.path)
+        elif error.code == 415:
+            arm = errors.unsupported_media_type(request.content_type or "")
+        else:
+            name = (error.name or "Error").title().replace(" ", "")
+            arm = errors.ArmError(error.code or 500, name, error.description or name)
+        return render_arm_error(arm)
+
+
+def render_arm_error(error: errors.ArmError) -> Any:
+    return error.to_body(), error.status, error.headers
+
+
+# --- paging --------------------------------------------------------------------------------
+def encode_token(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str | None) -> str | None:
+    if not token:
+        return None
+    try:
+        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise errors.bad_request("The $skiptoken is not valid; use the nextLink of a previous page.",
+                                 target="$skiptoken") from None
+
+
+def next_link(token: str) -> str:
+    """An absolute nextLink to this same list with the continuation token."""
+    args = {k: v for k, v in request.args.items() if k.lower() != "$skiptoken"}
+    args["$skiptoken"] = encode_token(token)
+    return f"{request.host_url.rstrip('/')}{request.path}?{urlencode(args)}"
+
+
+def page(items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"value": items}
+    if token is not None:
+        body["nextLink"] = next_link(token)
+    return body
+
+
+def page_list(items: list[dict[str, Any]], skiptoken: str | None) -> dict[str, Any]:
+    """Page an in-memory list by position (small lists: extensions of one machine, versions)."""
+    size = int(current_app.config["ARCEXT_PAGE_SIZE"])
+    raw = decode_token(skiptoken)
+    start = int(raw) if raw and raw.isdigit() else 0
+    chunk = items[start : start + size]
+    more = start + size < len(items)
+    return page(chunk, str(start + size) if more else None)

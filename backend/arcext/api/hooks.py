@@ -1,0 +1,115 @@
+"""Per-request hooks: request ids, authentication, authorization by path, api-version, body limits."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+
+from .. import errors
+from ..auth import Principal, Role, scope_contains
+from ..services import Services
+
+log = logging.getLogger("arcext.requests")
+
+PUBLIC_PATHS = ("/arcext/v1/openapi.json", "/arcext/v1/docs", "/arcext/v1/health")
+_SUB_RE = re.compile(r"^/subscriptions/([^/]+)(?:/resourceGroups/([^/]+))?", re.IGNORECASE)
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["arcext"]
+    return svc
+
+
+def principal() -> Principal:
+    p: Principal = g.principal
+    return p
+
+
+def _action(path: str, method: str) -> str:
+    verb = {"GET": "read", "HEAD": "read", "DELETE": "delete", "POST": "action"}.get(method, "write")
+    if "/extensions" in path:
+        return f"Microsoft.HybridCompute/machines/extensions/{verb}"
+    if "/upgradeExtensions" in path:
+        return "Microsoft.HybridCompute/machines/upgradeExtensions/action"
+    if "/machines" in path:
+        return f"Microsoft.HybridCompute/machines/{verb}"
+    if path.startswith("/arcext/"):
+        return f"arcext/admin/{verb}"
+    return f"Microsoft.HybridCompute/{verb}"
+
+
+def _authorize(p: Principal) -> None:
+    path = request.path
+    method = request.method
+    action = _action(path, method)
+    if path.startswith("/arcext/"):
+        if p.role < Role.OWNER:
+            raise errors.authorization_failed(p.name, action, "/arcext/v1")
+        return
+    match = _SUB_RE.match(path)
+    if not match:
+        return  # tenant-level reads such as /providers/Microsoft.HybridCompute/operations
+    sub, rg = match.group(1), match.group(2)
+    role = Role.READER if method in ("GET", "HEAD") else Role.CONTRIBUTOR
+    if rg is None and "/providers/Microsoft.HybridCompute/locations/" in path:
+        # extension metadata and operation status: readable from any scope inside the subscription
+        sub_scope = f"/subscriptions/{sub}"
+        if not (scope_contains(p.scope, sub_scope) or scope_contains(sub_scope, p.scope)):
+            raise errors.authorization_failed(p.name, action, sub_scope)
+        return
+    scope = f"/subscriptions/{sub}" + (f"/resourceGroups/{rg}" if rg else "")
+    p.require(role, scope, action)
+
+
+def before_request() -> Any:
+    g.request_id = str(uuid.uuid4())
+    g.correlation_id = request.headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())
+    path = request.path
+    if path.startswith(PUBLIC_PATHS) or path.startswith("/arcext/v1/static"):
+        return None
+    if request.content_length is not None and request.content_length > current_app.config["ARCEXT_MAX_BODY"]:
+        raise errors.request_too_large(int(current_app.config["ARCEXT_MAX_BODY"]))
+    g.principal = services().tokens.authenticate(request.headers.get("Authorization"))
+    _authorize(g.principal)
+    if path.startswith(("/subscriptions/", "/providers/")) and not request.args.get("api-version"):
+        raise errors.missing_api_version()
+    if request.method in ("PUT", "PATCH", "POST") and request.content_length and not request.is_json:
+        raise errors.unsupported_media_type(request.content_type or "")
+    return None
+
+
+def after_request(response: Response) -> Response:
+    request_id = getattr(g, "request_id", None) or str(uuid.uuid4())
+    response.headers["x-ms-request-id"] = request_id
+    response.headers["x-ms-correlation-request-id"] = getattr(g, "correlation_id", request_id)
+    client_id = request.headers.get("x-ms-client-request-id")
+    if client_id:
+        response.headers["x-ms-client-request-id"] = client_id
+    who = getattr(g, "principal", None)
+    log.info(
+        '%s %s -> %s (request %s, caller %s)',
+        request.method, request.path, response.status_code, request_id, who.name if who else "-",
+    )
+    return response
+
+
+def handle_arm_error(error: errors.ArmError) -> Any:
+    return error.to_body(), error.status, error.headers
+
+
+def handle_unexpected(error: Exception) -> Any:
+    request_id = getattr(g, "request_id", "unknown")
+    log.exception("Unhandled error in request %s", request_id)
+    arm = errors.internal_error(request_id)
+    return arm.to_body(), arm.status
+
+
+def register(app: Flask) -> None:
+    app.before_request(before_request)
+    app.after_request(after_request)
+    app.register_error_handler(errors.ArmError, handle_arm_error)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,33 @@
+"""Answers for long-running operations: 202 with Azure-AsyncOperation, Location and Retry-After."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from flask import Response, current_app, request
+
+from ..store.base import Record
+
+PROVIDER_PREFIX = "/subscriptions/{sub}/providers/Microsoft.HybridCompute/locations/{loc}"
+
+
+def location_slug(location: str) -> str:
+    return location.replace(" ", "").lower() or "global"
+
+
+def operation_urls(op: Record) -> tuple[str, str]:
+    api_version = request.args.get("api-version", "")
+    base = request.host_url.rstrip("/") + PROVIDER_PREFIX.format(
+        sub=op["subscription"], loc=quote(location_slug(op["location"]))
+    )
+    suffix = f"{op['id']}?api-version={quote(api_version)}"
+    return f"{base}/operationstatus/{suffix}", f"{base}/operationresults/{suffix}"
+
+
+def accepted(op: Record) -> Response:
+    status_url, result_url = operation_urls(op)
+    response = Response(status=202)
+    response.headers["Azure-AsyncOperation"] = status_url
+    response.headers["Location"] = result_url
+    response.headers["Retry-After"] = str(current_app.config["ARCEXT_RETRY_AFTER"])
+    return response

@@ -1,0 +1,46 @@
+"""WSGI middleware: ARM paths match case-insensitively.
+
+Werkzeug routes are case-sensitive, so the collection segments of an ARM path (``resourcegroups``,
+``Machines``, ``Extensions`` …) are rewritten to the canonical case before routing. Only keyword
+positions change: resource names keep the caller's case, as ARM preserves it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+_KEYWORDS = [
+    "subscriptions", "resourceGroups", "providers", "machines", "extensions", "locations",
+    "operationstatus", "operationresults", "publishers", "extensionTypes", "versions",
+    "upgradeExtensions", "operations", "eventtypes", "values",
+]
+_NAMESPACES = ["Microsoft.HybridCompute", "Microsoft.Insights"]
+_CANON = {k.lower(): k for k in _KEYWORDS}
+_CANON_NS = {k.lower(): k for k in _NAMESPACES}
+
+
+def canonical_path(path: str) -> str:
+    if not path.lower().startswith(("/subscriptions/", "/providers/")):
+        return path
+    segments = path.split("/")
+    # segments[0] is "" (leading slash): keyword positions are the odd indexes here.
+    for i in range(1, len(segments)):
+        lower = segments[i].lower()
+        if segments[i - 1].lower() == "providers" and lower in _CANON_NS:
+            segments[i] = _CANON_NS[lower]
+        elif i % 2 == 1 and lower in _CANON:
+            segments[i] = _CANON[lower]
+        elif lower == "management" and segments[i - 1].lower() == "eventtypes":
+            segments[i] = "management"
+    return "/".join(segments)
+
+
+class CaseInsensitiveArmPaths:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        environ["PATH_INFO"] = canonical_path(path)
+        result: Iterable[bytes] = self.app(environ, start_response)
+        return result

@@ -1,0 +1,112 @@
+"""The extension catalog: which types exist, which support automatic upgrade, which versions are published."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from . import errors
+from .store.base import Record, Store
+from .upgrades.clock import iso
+
+#: The extensions the Azure Arc documentation lists as supporting automatic extension upgrade
+#: (reference/arc-automatic-extension-upgrade.md, "Supported extensions"), as publisher/type pairs.
+SUPPORTED_SEED: tuple[tuple[str, str, str], ...] = (
+    ("Azure Monitor agent", "Microsoft.Azure.Monitor", "AzureMonitorWindowsAgent"),
+    ("Azure Monitor agent", "Microsoft.Azure.Monitor", "AzureMonitorLinuxAgent"),
+    ("Log Analytics agent", "Microsoft.EnterpriseCloud.Monitoring", "OmsAgentForLinux"),
+    ("Dependency agent", "Microsoft.Azure.Monitoring.DependencyAgent", "DependencyAgentWindows"),
+    ("Dependency agent", "Microsoft.Azure.Monitoring.DependencyAgent", "DependencyAgentLinux"),
+    ("Azure Security agent", "Microsoft.Azure.Security.Monitoring", "AzureSecurityWindowsAgent"),
+    ("Azure Security agent", "Microsoft.Azure.Security.Monitoring", "AzureSecurityLinuxAgent"),
+    ("Key Vault extension", "Microsoft.Azure.KeyVault", "KeyVaultForLinux"),
+    ("Azure Update Manager", "Microsoft.CPlat.Core", "WindowsPatchExtension"),
+    ("Azure Update Manager", "Microsoft.CPlat.Core", "LinuxPatchExtension"),
+    ("Hybrid Runbook Worker", "Microsoft.Azure.Automation.HybridWorker", "HybridWorkerForWindows"),
+    ("Hybrid Runbook Worker", "Microsoft.Azure.Automation.HybridWorker", "HybridWorkerForLinux"),
+    ("Arc-enabled SQL Server agent", "Microsoft.AzureData", "WindowsAgent.SqlServer"),
+    ("Arc-enabled SQL Server agent", "Microsoft.AzureData", "LinuxAgent.SqlServer"),
+)
+
+
+def version_key(version: str) -> tuple[int | str, ...]:
+    """Order versions component by component, numerically where possible (1.10 > 1.9)."""
+    parts: list[int | str] = []
+    for piece in version.split("."):
+        parts.append(int(piece) if piece.isdigit() else piece)
+    return tuple(parts)
+
+
+def validate_version(version: str) -> None:
+    pieces = version.split(".")
+    if not version or len(pieces) > 4 or not all(p.isdigit() for p in pieces):
+        raise errors.invalid_parameter(
+            f"The version '{version}' is not valid: use one to four dot-separated numbers, e.g. 1.10.3.",
+            target="version",
+        )
+
+
+class Catalog:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def seed(self, now: datetime) -> None:
+        """Make sure the documented auto-upgrade types exist (never overrides an operator's change)."""
+        for product, publisher, type_ in SUPPORTED_SEED:
+            if self.store.get_extension_type(publisher, type_) is None:
+                self.store.put_extension_type(
+                    {
+                        "publisher": publisher,
+                        "type": type_,
+                        "product": product,
+                        "autoUpgradeSupported": True,
+                        "updatedAt": iso(now),
+                    }
+                )
+
+    def put_type(self, publisher: str, type_: str, auto_upgrade_supported: bool, now: datetime) -> Record:
+        existing = self.store.get_extension_type(publisher, type_) or {}
+        record = {
+            **existing,
+            "publisher": existing.get("publisher", publisher),
+            "type": existing.get("type", type_),
+            "autoUpgradeSupported": auto_upgrade_supported,
+            "updatedAt": iso(now),
+        }
+        self.store.put_extension_type(record)
+        return record
+
+    def get_type(self, publisher: str, type_: str) -> Record | None:
+        return self.store.get_extension_type(publisher, type_)
+
+    def list_types(self) -> list[Record]:
+        return sorted(self.store.list_extension_types(), key=lambda r: (r["publisher"].lower(), r["type"].lower()))
+
+    def publish_version(
+        self, publisher: str, type_: str, version: str, critical: bool, now: datetime
+    ) -> tuple[Record, bool]:
+        """Publish (or re-flag) a version; returns (record, created)."""
+        validate_version(version)
+        type_record = self.store.get_extension_type(publisher, type_)
+        if type_record is None:
+            type_record = self.put_type(publisher, type_, False, now)
+        existing = {v["version"]: v for v in self.store.list_extension_versions(publisher, type_)}
+        previous = existing.get(version)
+        record: dict[str, Any] = {
+            "publisher": type_record["publisher"],
+            "type": type_record["type"],
+            "version": version,
+            "critical": critical,
+            "publishedAt": previous["publishedAt"] if previous else iso(now),
+        }
+        self.store.put_extension_version(record)
+        return record, previous is None
+
+    def versions(self, publisher: str, type_: str) -> list[Record]:
+        return sorted(self.store.list_extension_versions(publisher, type_), key=lambda r: version_key(r["version"]))
+
+    def get_version(self, publisher: str, type_: str, version: str) -> Record | None:
+        for record in self.store.list_extension_versions(publisher, type_):
+            if record["version"].lower() == version.lower():
+                return record
+        return None

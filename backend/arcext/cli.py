@@ -1,0 +1,143 @@
+"""The `arcext` command: serve, and manage tokens."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .auth import Role, TokenService, normalise_scope
+from .store import TinyDBStore
+from .upgrades.clock import SystemClock
+
+OWNER_TOKEN_FILE = "owner-token"
+
+
+@click.group()
+@click.version_option(package_name="arcext")
+def main() -> None:
+    """arcext: a self-hosted, Azure Arc-compatible control plane for VM extensions."""
+
+
+def _write_secret(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+
+
+def ensure_owner_token(data_dir: Path, tokens: TokenService) -> Path | None:
+    """At first start, issue an Owner token for every subscription and write it (mode 0600)."""
+    path = data_dir / OWNER_TOKEN_FILE
+    if tokens.list():
+        return path if path.exists() else None
+    token, _record = tokens.create(Role.OWNER, "/", "owner", SystemClock().now())
+    _write_secret(path, token)
+    return path
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
+@click.option("--manual-clock", is_flag=True, help="Time moves only through POST /arcext/v1/clock/advance.")
+@click.option("--simulate", is_flag=True, help="Machines without host-connection settings are simulated hosts.")
+@click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="PEM certificate (chain).")
+@click.option("--tls-key", type=click.Path(exists=True, path_type=Path), help="PEM private key.")
+@click.option("--tls-self-signed", is_flag=True, help="Serve https with a certificate made for localhost.")
+def serve(
+    host: str, port: int, data_dir: Path, manual_clock: bool, simulate: bool,
+    tls_cert: Path | None, tls_key: Path | None, tls_self_signed: bool,
+) -> None:
+    """Run the server (embedded store in DATA_DIR; no other service needed)."""
+    from .app import create_app
+    from .serving import ServerThread, ssl_context
+    from .tls import ensure_self_signed
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together.")
+    if tls_self_signed and tls_cert:
+        raise click.UsageError("Use either --tls-self-signed or --tls-cert/--tls-key.")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app({"ARCEXT_DATA_DIR": str(data_dir), "ARCEXT_MANUAL_CLOCK": manual_clock,
+                      "ARCEXT_SIMULATE": simulate})
+    services = app.extensions["arcext"]
+    token_path = ensure_owner_token(data_dir, services.tokens)
+    tls = None
+    if tls_self_signed:
+        tls_cert, tls_key = ensure_self_signed(data_dir / "tls")
+        click.echo(f"Self-signed certificate: {tls_cert} (trust it, e.g. REQUESTS_CA_BUNDLE={tls_cert})")
+    if tls_cert and tls_key:
+        tls = ssl_context(tls_cert, tls_key)
+    server = ServerThread(app, host, port, tls)
+    if token_path:
+        click.echo(f"Owner token written to {token_path.resolve()}")
+    else:
+        click.echo("Tokens exist already; create another with 'arcext token create'.")
+    click.echo(f"arcext listening on {server.url} (data in {data_dir.resolve()})", err=False)
+    sys.stdout.flush()
+    stopped = threading.Event()
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    server.start()
+    stopped.wait()
+    server.stop()
+    services.close()
+
+
+@main.group()
+def token() -> None:
+    """Issue, list and revoke bearer tokens (stored hashed)."""
+
+
+def _tokens(data_dir: Path) -> TokenService:
+    return TokenService(TinyDBStore(data_dir, tokens_only=True))
+
+
+@token.command("create")
+@click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
+@click.option("--role", required=True, type=click.Choice(["Owner", "Contributor", "Reader"], case_sensitive=False))
+@click.option("--scope", required=True, help="/subscriptions/<id>[/resourceGroups/<rg>], or / for every subscription.")
+@click.option("--name", default=None, help="A name for the caller (shown as createdBy and in the activity log).")
+def token_create(data_dir: Path, role: str, scope: str, name: str | None) -> None:
+    """Create a token; the token itself is printed on the last line, once."""
+    try:
+        normalise_scope(scope)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scope") from None
+    value, record = _tokens(data_dir).create(Role.parse(role), scope, name, SystemClock().now())
+    click.echo(f"Created token {record['id']} for '{record['name']}': {record['role']} on {record['scope']}", err=True)
+    click.echo(value)
+
+
+@token.command("list")
+@click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
+def token_list(data_dir: Path) -> None:
+    """List tokens (id, name, role, scope; never the token)."""
+    for record in _tokens(data_dir).list():
+        click.echo(f"{record['id']}\t{record['name']}\t{record['role']}\t{record['scope']}\t{record['createdAt']}")
+
+
+@token.command("revoke")
+@click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
+@click.argument("token_id")
+def token_revoke(data_dir: Path, token_id: str) -> None:
+    """Revoke a token by its id (from 'arcext token list')."""
+    if not _tokens(data_dir).revoke(token_id):
+        raise click.ClickException(f"No token with id '{token_id}'.")
+    click.echo(f"Revoked {token_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,458 @@
+"""Machines and their extensions: the ARM resource rules, independent of HTTP.
+
+Every method takes validated request data (the schemas' output) and returns wire-shaped dicts.
+protectedSettings are sealed before they reach the store and never appear in a returned dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import errors
+from .crypto import SecretBox
+from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, validate_extension_name
+from .operations import FAILED, IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
+from .store.base import MachineDoc, Record, Store
+from .upgrades.clock import Clock, iso
+
+log = logging.getLogger(__name__)
+
+TRANSITIONAL = {"Creating", "Updating", "Deleting"}
+OPERATION_RETENTION = timedelta(days=7)
+
+
+def system_data(existing: dict[str, Any] | None, principal: str, now: datetime) -> dict[str, Any]:
+    stamp = iso(now)
+    created = existing or {"createdBy": principal, "createdByType": "User", "createdAt": stamp}
+    return {
+        "createdBy": created["createdBy"],
+        "createdByType": created["createdByType"],
+        "createdAt": created["createdAt"],
+        "lastModifiedBy": principal,
+        "lastModifiedByType": "User",
+        "lastModifiedAt": stamp,
+    }
+
+
+def _not_found_machine(key: MachineKey) -> errors.ArmError:
+    return errors.resource_not_found(MACHINE_TYPE, key.name, key.resource_group)
+
+
+def _not_found_extension(key: MachineKey, name: str) -> errors.ArmError:
+    return errors.resource_not_found(f"{EXTENSION_TYPE}", f"{key.name}/{name}", key.resource_group)
+
+
+class ResourceService:
+    def __init__(self, store: Store, box: SecretBox, clock: Clock) -> None:
+        self.store = store
+        self.box = box
+        self.clock = clock
+        self.runner = OperationRunner(store, self.complete_operation)
+
+    def start(self) -> None:
+        cutoff = iso(self.clock.now() - OPERATION_RETENTION)
+        removed = self.store.delete_operations_before(cutoff)
+        if removed:
+            log.info("Removed %d operation records older than %s", removed, cutoff)
+        self._reconcile_orphans()
+        self.runner.start()
+
+    def stop(self) -> None:
+        self.runner.stop()
+
+    # --- views ----------------------------------------------------------------------------
+    @staticmethod
+    def extension_view(record: Record) -> dict[str, Any]:
+        return copy.deepcopy(record["resource"])
+
+    def machine_view(self, doc: MachineDoc) -> dict[str, Any]:
+        view = copy.deepcopy(doc["machine"])
+        view.pop("operation", None)
+        view["resources"] = [self.extension_view(r) for r in self._ordered_extensions(doc)]
+        return view
+
+    @staticmethod
+    def _ordered_extensions(doc: MachineDoc) -> list[Record]:
+        return [doc["extensions"][k] for k in sorted(doc["extensions"])]
+
+    # --- machines ---------------------------------------------------------------------------
+    def get_machine(self, key: MachineKey) -> dict[str, Any]:
+        doc = self.store.get_machine(key)
+        if doc is None:
+            raise _not_found_machine(key)
+        return self.machine_view(doc)
+
+    def list_machines(
+        self, subscription: str, resource_group: str | None, after: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        docs, token = self.store.list_machines(subscription, resource_group, after, limit)
+        return [self.machine_view(d) for d in docs], token
+
+    def put_machine(self, key: MachineKey, body: dict[str, Any], principal: str) -> tuple[dict[str, Any], bool]:
+        now = self.clock.now()
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc, bool]:
+            if doc is not None and doc["machine"].get("operation"):
+                raise errors.another_operation_in_progress(key.id, doc["machine"]["operation"])
+            previous = doc["machine"] if doc else None
+            name = previous["name"] if previous else key.name
+            properties = dict(body.get("properties") or {})
+            properties["provisioningState"] = "Succeeded"
+            properties.setdefault("status", previous["properties"].get("status", "Connected") if previous else "Connected")
+            properties["lastStatusChange"] = (
+                previous["properties"].get("lastStatusChange", iso(now)) if previous else iso(now)
+            )
+            machine: dict[str, Any] = {
+                "id": key.with_name(name).id,
+                "name": name,
+                "type": MACHINE_TYPE,
+                "location": body["location"],
+                "systemData": system_data(previous.get("systemData") if previous else None, principal, now),
+                "properties": properties,
+            }
+            for optional in ("tags", "identity", "kind"):
+                if optional in body:
+                    machine[optional] = body[optional]
+            new_doc = {"machine": machine, "extensions": doc["extensions"] if doc else {}}
+            return new_doc, doc is None
+
+        created = self.store.mutate_machine(key, change)
+        return self.get_machine(key), created
+
+    def patch_machine(self, key: MachineKey, body: dict[str, Any], principal: str) -> dict[str, Any]:
+        now = self.clock.now()
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc, None]:
+            if doc is None:
+                raise _not_found_machine(key)
+            machine = doc["machine"]
+            if machine.get("operation"):
+                raise errors.another_operation_in_progress(key.id, machine["operation"])
+            for field in ("tags", "identity", "kind"):
+                if field in body:
+                    machine[field] = body[field]
+            machine["properties"].update(body.get("properties") or {})
+            machine["systemData"] = system_data(machine.get("systemData"), principal, now)
+            return doc, None
+
+        self.store.mutate_machine(key, change)
+        return self.get_machine(key)
+
+    def delete_machine(self, key: MachineKey, principal: str, asynchronous: bool) -> Record | None:
+        """Delete a machine and its extensions; None when there was nothing to delete (204).
+
+        With ``asynchronous`` the machine turns Deleting and an operation finishes the job;
+        otherwise (older api-versions, where Machines_Delete is not long-running) it goes at once."""
+        now = self.clock.now()
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, Record | None]:
+            if doc is None:
+                return None, None
+            busy = self._busy_operation(doc)
+            if busy:
+                raise errors.another_operation_in_progress(key.id, busy)
+            machine = doc["machine"]
+            op = new_operation(
+                "machine.delete", machine["id"], key.subscription, machine["location"], principal, now,
+                machine=[key.subscription, key.resource_group, key.name],
+            )
+            if not asynchronous:
+                op.update(status=SUCCEEDED, endTime=iso(now))
+                return None, op
+            machine["operation"] = op["id"]
+            machine["properties"]["provisioningState"] = "Deleting"
+            return doc, op
+
+        op = self.store.mutate_machine(key, change)
+        if op is not None:
+            self.store.put_operation(op)
+            if op["status"] == IN_PROGRESS:
+                self.runner.submit(op["id"])
+        return op
+
+    @staticmethod
+    def _busy_operation(doc: MachineDoc) -> str | None:
+        if doc["machine"].get("operation"):
+            return str(doc["machine"]["operation"])
+        for record in doc["extensions"].values():
+            if record.get("operation"):
+                return str(record["operation"])
+        return None
+
+    # --- extensions ---------------------------------------------------------------------------
+    def get_extension(self, key: MachineKey, name: str) -> dict[str, Any]:
+        doc = self.store.get_machine(key)
+        if doc is None:
+            raise _not_found_machine(key)
+        record = doc["extensions"].get(name.lower())
+        if record is None:
+            raise _not_found_extension(key, name)
+        return self.extension_view(record)
+
+    def list_extensions(self, key: MachineKey) -> list[dict[str, Any]]:
+        doc = self.store.get_machine(key)
+        if doc is None:
+            raise _not_found_machine(key)
+        return [self.extension_view(r) for r in self._ordered_extensions(doc)]
+
+    def protected_settings(self, key: MachineKey, name: str) -> dict[str, Any] | None:
+        """The decrypted protectedSettings, for host drivers only; never for a response."""
+        doc = self.store.get_machine(key)
+        record = doc["extensions"].get(name.lower()) if doc else None
+        if record is None or not record.get("protected"):
+            return None
+        return self.box.open(record["protected"])
+
+    def _writable_machine(self, key: MachineKey, doc: MachineDoc | None, action: str) -> dict[str, Any]:
+        if doc is None:
+            raise errors.parent_resource_not_found(action, "machines/extensions", key.id)
+        machine: dict[str, Any] = doc["machine"]
+        if machine.get("operation"):
+            raise errors.another_operation_in_progress(key.id, machine["operation"])
+        return machine
+
+    def put_extension(self, key: MachineKey, name: str, body: dict[str, Any], principal: str) -> Record:
+        validate_extension_name(name)
+        now = self.clock.now()
+        props_in = dict(body.get("properties") or {})
+        protected = props_in.pop("protectedSettings", None)
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc, Record]:
+            machine = self._writable_machine(key, doc, "write")
+            assert doc is not None
+            existing = doc["extensions"].get(name.lower())
+            if existing and existing.get("operation"):
+                raise errors.another_operation_in_progress(existing["resource"]["id"], existing["operation"])
+            if existing is None:
+                for field in ("publisher", "type"):
+                    if not props_in.get(field):
+                        raise errors.invalid_parameter(
+                            f"properties.{field} is required to create an extension.", target=f"properties.{field}"
+                        )
+            display = existing["resource"]["name"] if existing else name
+            ext_id = key.with_name(machine["name"]).extension_id(display)
+            op = new_operation(
+                "extension.create" if existing is None else "extension.update",
+                ext_id, key.subscription, body["location"], principal, now,
+                machine=[key.subscription, key.resource_group, key.name], extension=name.lower(),
+            )
+            properties: dict[str, Any] = {
+                "autoUpgradeMinorVersion": False,
+                "enableAutomaticUpgrade": True,
+                **props_in,
+            }
+            if existing:
+                for carried in ("publisher", "type", "typeHandlerVersion"):
+                    if not properties.get(carried) and existing["resource"]["properties"].get(carried):
+                        properties[carried] = existing["resource"]["properties"][carried]
+                if "instanceView" in existing["resource"]["properties"]:
+                    properties["instanceView"] = existing["resource"]["properties"]["instanceView"]
+            properties["provisioningState"] = "Creating" if existing is None else "Updating"
+            resource: dict[str, Any] = {
+                "id": ext_id,
+                "name": display,
+                "type": EXTENSION_TYPE,
+                "location": body["location"],
+                "systemData": system_data(existing["resource"].get("systemData") if existing else None, principal, now),
+                "properties": properties,
+            }
+            if "tags" in body:
+                resource["tags"] = body["tags"]
+            sealed = existing.get("protected") if existing else None
+            if protected is not None:
+                sealed = self.box.seal(protected) if protected else None
+            doc["extensions"][name.lower()] = {
+                "resource": resource,
+                "protected": sealed,
+                "operation": op["id"],
+            }
+            return doc, op
+
+        op = self.store.mutate_machine(key, change)
+        self.store.put_operation(op)
+        self.runner.submit(op["id"])
+        return op
+
+    def patch_extension(self, key: MachineKey, name: str, body: dict[str, Any], principal: str) -> Record:
+        now = self.clock.now()
+        props_in = dict(body.get("properties") or {})
+        protected = props_in.pop("protectedSettings", None)
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc, Record]:
+            if doc is None:
+                raise _not_found_machine(key)
+            self._writable_machine(key, doc, "write")
+            record = doc["extensions"].get(name.lower())
+            if record is None:
+                raise _not_found_extension(key, name)
+            if record.get("operation"):
+                raise errors.another_operation_in_progress(record["resource"]["id"], record["operation"])
+            resource = record["resource"]
+            resource["properties"].update(props_in)
+            resource["properties"]["provisioningState"] = "Updating"
+            if "tags" in body:
+                resource["tags"] = body["tags"]
+            resource["systemData"] = system_data(resource.get("systemData"), principal, now)
+            if protected is not None:
+                record["protected"] = self.box.seal(protected) if protected else None
+            op = new_operation(
+                "extension.update", resource["id"], key.subscription, resource["location"], principal, now,
+                machine=[key.subscription, key.resource_group, key.name], extension=name.lower(),
+            )
+            record["operation"] = op["id"]
+            return doc, op
+
+        op = self.store.mutate_machine(key, change)
+        self.store.put_operation(op)
+        self.runner.submit(op["id"])
+        return op
+
+    def delete_extension(self, key: MachineKey, name: str, principal: str) -> Record | None:
+        now = self.clock.now()
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, Record | None]:
+            if doc is None:
+                return doc, None
+            self._writable_machine(key, doc, "delete")
+            record = doc["extensions"].get(name.lower())
+            if record is None:
+                return doc, None
+            if record.get("operation"):
+                raise errors.another_operation_in_progress(record["resource"]["id"], record["operation"])
+            resource = record["resource"]
+            op = new_operation(
+                "extension.delete", resource["id"], key.subscription, resource["location"], principal, now,
+                machine=[key.subscription, key.resource_group, key.name], extension=name.lower(),
+            )
+            record["operation"] = op["id"]
+            resource["properties"]["provisioningState"] = "Deleting"
+            return doc, op
+
+        op = self.store.mutate_machine(key, change)
+        if op is not None:
+            self.store.put_operation(op)
+            self.runner.submit(op["id"])
+        return op
+
+    # --- completion -----------------------------------------------------------------------
+    def complete_operation(self, op_id: str) -> None:
+        """Carry an operation to its end. Idempotent: safe to run again after a crash."""
+        op = self.store.get_operation(op_id)
+        if op is None or op["status"] != IN_PROGRESS:
+            return
+        key = MachineKey(*op["machine"])
+        try:
+            result = self._apply(op, key)
+        except Exception as exc:  # a bug or a store failure: report it on the operation, never hang
+            log.exception("Operation %s (%s) failed", op_id, op["kind"])
+            op.update(
+                status=FAILED,
+                endTime=iso(self.clock.now()),
+                error={"code": "InternalOperationError", "message": f"The operation failed: {exc}"},
+            )
+            self._release(key, op)
+        else:
+            op.update(status=SUCCEEDED, endTime=iso(self.clock.now()))
+            if result is not None:
+                op["result"] = result
+        self.store.put_operation(op)
+
+    def _apply(self, op: Record, key: MachineKey) -> dict[str, Any] | None:
+        now = self.clock.now()
+        kind = op["kind"]
+        if kind == "machine.delete":
+            def drop(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
+                if doc is not None and doc["machine"].get("operation") not in (None, op["id"]):
+                    return doc, None
+                return None, None
+
+            self.store.mutate_machine(key, drop)
+            return None
+
+        ext = op["extension"]
+
+        def finish(doc: MachineDoc | None) -> tuple[MachineDoc | None, dict[str, Any] | None]:
+            record = doc["extensions"].get(ext) if doc else None
+            if doc is None or record is None or record.get("operation") != op["id"]:
+                return doc, None  # already finished before a restart, or never written
+            if kind == "extension.delete":
+                del doc["extensions"][ext]
+                return doc, None
+            resource = record["resource"]
+            props = resource["properties"]
+            props["provisioningState"] = "Succeeded"
+            props["instanceView"] = {
+                "name": resource["name"],
+                "type": props.get("type"),
+                "typeHandlerVersion": props.get("typeHandlerVersion"),
+                "status": {
+                    "code": "0",
+                    "level": "Information",
+                    "displayStatus": "Provisioning succeeded",
+                    "message": "Extension Message: Default configuration is in effect.",
+                    "time": iso(now),
+                },
+            }
+            record["operation"] = None
+            return doc, copy.deepcopy(resource)
+
+        return self.store.mutate_machine(key, finish)
+
+    def _release(self, key: MachineKey, op: Record) -> None:
+        """After a failed completion: mark the resource Failed and free it for new writes."""
+
+        def release(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
+            if doc is None:
+                return doc, None
+            if doc["machine"].get("operation") == op["id"]:
+                doc["machine"]["operation"] = None
+                doc["machine"]["properties"]["provisioningState"] = "Failed"
+            record = doc["extensions"].get(op.get("extension", ""))
+            if record and record.get("operation") == op["id"]:
+                record["operation"] = None
+                record["resource"]["properties"]["provisioningState"] = "Failed"
+            return doc, None
+
+        try:
+            self.store.mutate_machine(key, release)
+        except Exception:
+            log.exception("Could not release %s after operation %s failed", key.id, op["id"])
+
+    def _reconcile_orphans(self) -> None:
+        """At start: a resource left transitional by an operation whose record never got written.
+
+        The client was never answered, so the change is finished as if it had been acknowledged:
+        the data is already durable and finishing is the least surprising outcome."""
+        for doc in self.store.iter_machines():
+            parsed_id = doc["machine"]["id"]
+            pending: list[str] = []
+            if doc["machine"].get("operation"):
+                pending.append(doc["machine"]["operation"])
+            pending += [r["operation"] for r in doc["extensions"].values() if r.get("operation")]
+            for op_id in pending:
+                if self.store.get_operation(op_id) is None:
+                    log.warning("Found operation %s on %s without a record; finishing it", op_id, parsed_id)
+                    self._recreate_operation(doc, op_id)
+
+    def _recreate_operation(self, doc: MachineDoc, op_id: str) -> None:
+        from .ids import parse_resource_id
+
+        parsed = parse_resource_id(doc["machine"]["id"])
+        assert parsed is not None
+        key = parsed[0]
+        now = self.clock.now()
+        base = {"machine": [key.subscription, key.resource_group, key.name]}
+        if doc["machine"].get("operation") == op_id:
+            op = new_operation("machine.delete", doc["machine"]["id"], key.subscription,
+                               doc["machine"]["location"], "arcext", now, **base)
+        else:
+            ext, record = next((k, r) for k, r in doc["extensions"].items() if r.get("operation") == op_id)
+            state = record["resource"]["properties"].get("provisioningState")
+            kind = {"Deleting": "extension.delete", "Creating": "extension.create"}.get(state, "extension.update")
+            op = new_operation(kind, record["resource"]["id"], key.subscription,
+                               record["resource"]["location"], "arcext", now, extension=ext, **base)
+        op["id"] = op_id
+        self.store.put_operation(op)

@@ -1,0 +1,62 @@
+"""MachineExtension, MachineExtensionUpdate and their list page."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+from .common import ArmSchema, StrictBoolean, StrictString, SystemDataSchema, json_object, tags_field
+
+
+class InstanceViewStatusSchema(Schema):
+    code = fields.String()
+    level = fields.String()
+    displayStatus = fields.String()
+    message = fields.String()
+    time = fields.String()
+
+
+class InstanceViewSchema(Schema):
+    name = fields.String()
+    type = fields.String()
+    typeHandlerVersion = fields.String()
+    status = fields.Nested(InstanceViewStatusSchema)
+
+
+class _ExtensionPropertiesBase(ArmSchema):
+    forceUpdateTag = StrictString()
+    publisher = StrictString()
+    type = StrictString(metadata={"description": 'The extension type, e.g. "CustomScriptExtension".'})
+    typeHandlerVersion = StrictString()
+    enableAutomaticUpgrade = StrictBoolean()
+    autoUpgradeMinorVersion = StrictBoolean()
+    settings = json_object()
+    protectedSettings = json_object(load_only=True, metadata={"description": "Write-only: never returned."})
+
+
+class MachineExtensionPropertiesSchema(_ExtensionPropertiesBase):
+    provisioningState = fields.String(dump_only=True)
+    instanceView = fields.Nested(InstanceViewSchema, dump_only=True)
+
+
+class MachineExtensionSchema(ArmSchema):
+    id = fields.String(dump_only=True)
+    name = fields.String(dump_only=True)
+    type = fields.String(dump_only=True)
+    systemData = fields.Nested(SystemDataSchema, dump_only=True)
+    location = StrictString(metadata={"description": "Required on PUT."})
+    tags = tags_field()
+    properties = fields.Nested(MachineExtensionPropertiesSchema, load_default=dict)
+
+
+class MachineExtensionUpdatePropertiesSchema(_ExtensionPropertiesBase):
+    pass
+
+
+class MachineExtensionUpdateSchema(ArmSchema):
+    tags = tags_field()
+    properties = fields.Nested(MachineExtensionUpdatePropertiesSchema, load_default=dict)
+
+
+class MachineExtensionListSchema(Schema):
+    value = fields.List(fields.Nested(MachineExtensionSchema))
+    nextLink = fields.String()

@@ -1,0 +1,86 @@
+"""The Store protocol: what the domain needs from persistence.
+
+The unit of consistency is one *machine document*: the machine resource plus its extensions.
+Every change goes through ``mutate_machine`` (read, change, write under a per-machine lock), which
+maps onto ``SELECT ... FOR UPDATE`` in a SQL store shared by several server processes. Operations,
+tokens and the catalog are small independent records keyed by id.
+
+Documents are plain JSON-able dicts in the ARM wire shape. Callers receive copies: changing a
+returned dict never changes the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
+
+from ..ids import MachineKey
+
+#: ``{"machine": {<Machine resource>}, "extensions": {<lower name>: <ExtensionRecord>}}`` where an
+#: ExtensionRecord is ``{"resource": {<MachineExtension resource, no protectedSettings>},
+#: "protected": <sealed protectedSettings or None>, "operation": <in-flight operation id or None>}``.
+MachineDoc = dict[str, Any]
+Record = dict[str, Any]
+
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    # --- machine documents -------------------------------------------------------------
+    def get_machine(self, key: MachineKey) -> MachineDoc | None: ...
+
+    def list_machines(
+        self, subscription: str, resource_group: str | None, after: str | None, limit: int
+    ) -> tuple[list[MachineDoc], str | None]:
+        """One page of machines ordered by (resource group, name), case-insensitively.
+
+        ``after`` is the continuation token a previous page returned; the second element is the
+        token for the next page, or None on the last one."""
+        ...
+
+    def mutate_machine(self, key: MachineKey, change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]]) -> T:
+        """Atomically apply ``change`` to the document (None when absent).
+
+        ``change`` returns (new document or None to delete, result). The new document is durable
+        before this returns. An exception inside ``change`` leaves the store untouched."""
+        ...
+
+    def iter_machines(self) -> Iterator[MachineDoc]: ...
+
+    def count_machines(self) -> int: ...
+
+    # --- long-running operations --------------------------------------------------------
+    def put_operation(self, op: Record) -> None: ...
+
+    def get_operation(self, op_id: str) -> Record | None: ...
+
+    def list_operations(self, status: str | None = None) -> list[Record]: ...
+
+    def delete_operations_before(self, iso_time: str) -> int: ...
+
+    # --- tokens (hashed) --------------------------------------------------------------------
+    def put_token(self, token: Record) -> None: ...
+
+    def get_token_by_hash(self, token_hash: str) -> Record | None: ...
+
+    def list_tokens(self) -> list[Record]: ...
+
+    def delete_token(self, token_id: str) -> bool: ...
+
+    # --- extension catalog --------------------------------------------------------------------
+    def put_extension_type(self, record: Record) -> None: ...
+
+    def get_extension_type(self, publisher: str, type_: str) -> Record | None: ...
+
+    def list_extension_types(self) -> list[Record]: ...
+
+    def put_extension_version(self, record: Record) -> None: ...
+
+    def list_extension_versions(self, publisher: str, type_: str) -> list[Record]: ...
+
+    # --- housekeeping -------------------------------------------------------------------------
+    def clear(self, keep_tokens: bool = True) -> None:
+        """Forget every machine, operation and catalog entry (tests' reset)."""
+        ...
+
+    def close(self) -> None: ...

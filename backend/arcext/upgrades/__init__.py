@@ -1,0 +1,1 @@
+"""The upgrade engine: pure domain code (no Flask)."""
