@@ -51,8 +51,14 @@ def ensure_owner_token(data_dir: Path, tokens: TokenService) -> Path | None:
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), help="PEM private key.")
 @click.option("--tls-self-signed", is_flag=True, help="Serve https with a certificate made for localhost.")
 def serve(
-    host: str, port: int, data_dir: Path, manual_clock: bool, simulate: bool,
-    tls_cert: Path | None, tls_key: Path | None, tls_self_signed: bool,
+    host: str,
+    port: int,
+    data_dir: Path,
+    manual_clock: bool,
+    simulate: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_self_signed: bool,
 ) -> None:
     """Run the server (embedded store in DATA_DIR; no other service needed)."""
     from .app import create_app
@@ -66,8 +72,9 @@ def serve(
     if tls_self_signed and tls_cert:
         raise click.UsageError("Use either --tls-self-signed or --tls-cert/--tls-key.")
     data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app({"ARCEXT_DATA_DIR": str(data_dir), "ARCEXT_MANUAL_CLOCK": manual_clock,
-                      "ARCEXT_SIMULATE": simulate})
+    app = create_app(
+        {"ARCEXT_DATA_DIR": str(data_dir), "ARCEXT_MANUAL_CLOCK": manual_clock, "ARCEXT_SIMULATE": simulate}
+    )
     services = app.extensions["arcext"]
     token_path = ensure_owner_token(data_dir, services.tokens)
     tls = None

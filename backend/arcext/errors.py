@@ -77,7 +77,7 @@ def location_required() -> ArmError:
     return ArmError(
         400,
         "LocationRequired",
-        "The location property is required for this definition. Add \"location\" (e.g. \"eastus\") to the request body.",
+        'The location property is required for this definition. Add "location" (e.g. "eastus") to the request body.',
         target="location",
     )
 

@@ -66,10 +66,11 @@ class ResourceService:
     # --- views ----------------------------------------------------------------------------
     @staticmethod
     def extension_view(record: Record) -> dict[str, Any]:
-        return copy.deepcopy(record["resource"])
+        view: dict[str, Any] = copy.deepcopy(record["resource"])
+        return view
 
     def machine_view(self, doc: MachineDoc) -> dict[str, Any]:
-        view = copy.deepcopy(doc["machine"])
+        view: dict[str, Any] = copy.deepcopy(doc["machine"])
         view.pop("operation", None)
         view["resources"] = [self.extension_view(r) for r in self._ordered_extensions(doc)]
         return view
@@ -101,7 +102,9 @@ class ResourceService:
             name = previous["name"] if previous else key.name
             properties = dict(body.get("properties") or {})
             properties["provisioningState"] = "Succeeded"
-            properties.setdefault("status", previous["properties"].get("status", "Connected") if previous else "Connected")
+            properties.setdefault(
+                "status", previous["properties"].get("status", "Connected") if previous else "Connected"
+            )
             properties["lastStatusChange"] = (
                 previous["properties"].get("lastStatusChange", iso(now)) if previous else iso(now)
             )
@@ -156,7 +159,12 @@ class ResourceService:
                 raise errors.another_operation_in_progress(key.id, busy)
             machine = doc["machine"]
             op = new_operation(
-                "machine.delete", machine["id"], key.subscription, machine["location"], principal, now,
+                "machine.delete",
+                machine["id"],
+                key.subscription,
+                machine["location"],
+                principal,
+                now,
                 machine=[key.subscription, key.resource_group, key.name],
             )
             if not asynchronous:
@@ -236,8 +244,13 @@ class ResourceService:
             ext_id = key.with_name(machine["name"]).extension_id(display)
             op = new_operation(
                 "extension.create" if existing is None else "extension.update",
-                ext_id, key.subscription, body["location"], principal, now,
-                machine=[key.subscription, key.resource_group, key.name], extension=name.lower(),
+                ext_id,
+                key.subscription,
+                body["location"],
+                principal,
+                now,
+                machine=[key.subscription, key.resource_group, key.name],
+                extension=name.lower(),
             )
             properties: dict[str, Any] = {
                 "autoUpgradeMinorVersion": False,
@@ -299,8 +312,14 @@ class ResourceService:
             if protected is not None:
                 record["protected"] = self.box.seal(protected) if protected else None
             op = new_operation(
-                "extension.update", resource["id"], key.subscription, resource["location"], principal, now,
-                machine=[key.subscription, key.resource_group, key.name], extension=name.lower(),
+                "extension.update",
+                resource["id"],
+                key.subscription,
+                resource["location"],
+                principal,
+                now,
+                machine=[key.subscription, key.resource_group, key.name],
+                extension=name.lower(),
             )
             record["operation"] = op["id"]
             return doc, op
@@ -324,8 +343,14 @@ class ResourceService:
                 raise errors.another_operation_in_progress(record["resource"]["id"], record["operation"])
             resource = record["resource"]
             op = new_operation(
-                "extension.delete", resource["id"], key.subscription, resource["location"], principal, now,
-                machine=[key.subscription, key.resource_group, key.name], extension=name.lower(),
+                "extension.delete",
+                resource["id"],
+                key.subscription,
+                resource["location"],
+                principal,
+                now,
+                machine=[key.subscription, key.resource_group, key.name],
+                extension=name.lower(),
             )
             record["operation"] = op["id"]
             resource["properties"]["provisioningState"] = "Deleting"
@@ -364,6 +389,7 @@ class ResourceService:
         now = self.clock.now()
         kind = op["kind"]
         if kind == "machine.delete":
+
             def drop(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
                 if doc is not None and doc["machine"].get("operation") not in (None, op["id"]):
                     return doc, None
@@ -446,13 +472,28 @@ class ResourceService:
         now = self.clock.now()
         base = {"machine": [key.subscription, key.resource_group, key.name]}
         if doc["machine"].get("operation") == op_id:
-            op = new_operation("machine.delete", doc["machine"]["id"], key.subscription,
-                               doc["machine"]["location"], "arcext", now, **base)
+            op = new_operation(
+                "machine.delete",
+                doc["machine"]["id"],
+                key.subscription,
+                doc["machine"]["location"],
+                "arcext",
+                now,
+                **base,
+            )
         else:
             ext, record = next((k, r) for k, r in doc["extensions"].items() if r.get("operation") == op_id)
             state = record["resource"]["properties"].get("provisioningState")
             kind = {"Deleting": "extension.delete", "Creating": "extension.create"}.get(state, "extension.update")
-            op = new_operation(kind, record["resource"]["id"], key.subscription,
-                               record["resource"]["location"], "arcext", now, extension=ext, **base)
+            op = new_operation(
+                kind,
+                record["resource"]["id"],
+                key.subscription,
+                record["resource"]["location"],
+                "arcext",
+                now,
+                extension=ext,
+                **base,
+            )
         op["id"] = op_id
         self.store.put_operation(op)

@@ -22,7 +22,6 @@ class ServerThread:
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.server: BaseWSGIServer = make_server(host, port, app, threaded=True, ssl_context=tls)
-        self.server.daemon_threads = True
         self.host = host
         self.port = self.server.server_port
         self.scheme = "https" if tls else "http"

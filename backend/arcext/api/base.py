@@ -16,7 +16,7 @@ from .. import errors
 from ..schemas.common import ErrorResponseSchema
 
 
-class ArmParser(FlaskParser):  # type: ignore[misc]
+class ArmParser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
 
 
@@ -82,8 +82,9 @@ def decode_token(token: str | None) -> str | None:
     try:
         return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise errors.bad_request("The $skiptoken is not valid; use the nextLink of a previous page.",
-                                 target="$skiptoken") from None
+        raise errors.bad_request(
+            "The $skiptoken is not valid; use the nextLink of a previous page.", target="$skiptoken"
+        ) from None
 
 
 def next_link(token: str) -> str:

@@ -30,7 +30,11 @@ class Extension(MethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200, MachineExtensionSchema)
     def get(
-        self, _query: dict[str, Any], subscription_id: str, resource_group: str, machine_name: str,
+        self,
+        _query: dict[str, Any],
+        subscription_id: str,
+        resource_group: str,
+        machine_name: str,
         extension_name: str,
     ) -> Any:
         """MachineExtensions_Get"""
@@ -42,8 +46,13 @@ class Extension(MethodView):
     @blp.response(202, description="Accepted: poll Azure-AsyncOperation; the resource is then Succeeded")
     @blp.alt_response(200, schema=MachineExtensionSchema, description="Never sent by arcext; allowed by the spec")
     def put(
-        self, _query: dict[str, Any], body: dict[str, Any], subscription_id: str, resource_group: str,
-        machine_name: str, extension_name: str,
+        self,
+        _query: dict[str, Any],
+        body: dict[str, Any],
+        subscription_id: str,
+        resource_group: str,
+        machine_name: str,
+        extension_name: str,
     ) -> Any:
         """MachineExtensions_CreateOrUpdate (always 202, never 201)"""
         key = machine_key(subscription_id, resource_group, machine_name)
@@ -57,8 +66,13 @@ class Extension(MethodView):
     @blp.response(202, description="Accepted: poll Azure-AsyncOperation")
     @blp.alt_response(200, schema=MachineExtensionSchema, description="Never sent by arcext; allowed by the spec")
     def patch(
-        self, _query: dict[str, Any], body: dict[str, Any], subscription_id: str, resource_group: str,
-        machine_name: str, extension_name: str,
+        self,
+        _query: dict[str, Any],
+        body: dict[str, Any],
+        subscription_id: str,
+        resource_group: str,
+        machine_name: str,
+        extension_name: str,
     ) -> Any:
         """MachineExtensions_Update (merges properties and tags)"""
         key = machine_key(subscription_id, resource_group, machine_name)
@@ -69,7 +83,11 @@ class Extension(MethodView):
     @blp.response(202, description="Accepted: poll Azure-AsyncOperation")
     @blp.alt_response(204, description="There was no such extension")
     def delete(
-        self, _query: dict[str, Any], subscription_id: str, resource_group: str, machine_name: str,
+        self,
+        _query: dict[str, Any],
+        subscription_id: str,
+        resource_group: str,
+        machine_name: str,
         extension_name: str,
     ) -> Any:
         """MachineExtensions_Delete"""

@@ -91,8 +91,12 @@ def after_request(response: Response) -> Response:
         response.headers["x-ms-client-request-id"] = client_id
     who = getattr(g, "principal", None)
     log.info(
-        '%s %s -> %s (request %s, caller %s)',
-        request.method, request.path, response.status_code, request_id, who.name if who else "-",
+        "%s %s -> %s (request %s, caller %s)",
+        request.method,
+        request.path,
+        response.status_code,
+        request_id,
+        who.name if who else "-",
     )
     return response
 

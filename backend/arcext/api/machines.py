@@ -35,7 +35,11 @@ class Machine(MethodView):
     @blp.arguments(MachineSchema)
     @blp.response(200, MachineSchema)
     def put(
-        self, _query: dict[str, Any], body: dict[str, Any], subscription_id: str, resource_group: str,
+        self,
+        _query: dict[str, Any],
+        body: dict[str, Any],
+        subscription_id: str,
+        resource_group: str,
         machine_name: str,
     ) -> Any:
         """Machines_CreateOrUpdate"""
@@ -49,7 +53,11 @@ class Machine(MethodView):
     @blp.arguments(MachineUpdateSchema)
     @blp.response(200, MachineSchema)
     def patch(
-        self, _query: dict[str, Any], body: dict[str, Any], subscription_id: str, resource_group: str,
+        self,
+        _query: dict[str, Any],
+        body: dict[str, Any],
+        subscription_id: str,
+        resource_group: str,
         machine_name: str,
     ) -> Any:
         """Machines_Update"""
@@ -96,6 +104,9 @@ def _list(subscription_id: str, resource_group: str | None, query: dict[str, Any
     from flask import current_app
 
     items, token = services().resources.list_machines(
-        subscription_id, resource_group, decode_token(query.get("skiptoken")), int(current_app.config["ARCEXT_PAGE_SIZE"])
+        subscription_id,
+        resource_group,
+        decode_token(query.get("skiptoken")),
+        int(current_app.config["ARCEXT_PAGE_SIZE"]),
     )
     return page(items, token)

@@ -43,8 +43,9 @@ def extension_value(subscription_id: str, location: str, record: Record) -> dict
 class ExtensionVersions(MethodView):
     @blp.arguments(ListQuerySchema, location="query")
     @blp.response(200, ExtensionValueListSchema)
-    def get(self, query: dict[str, Any], subscription_id: str, location: str, publisher: str,
-            extension_type: str) -> Any:
+    def get(
+        self, query: dict[str, Any], subscription_id: str, location: str, publisher: str, extension_type: str
+    ) -> Any:
         """ExtensionMetadata_List (newest version first)"""
         validate_subscription(subscription_id)
         versions = list(reversed(services().catalog.versions(publisher, extension_type)))
@@ -56,8 +57,15 @@ class ExtensionVersions(MethodView):
 class ExtensionVersion(MethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200, ExtensionValueSchema)
-    def get(self, _query: dict[str, Any], subscription_id: str, location: str, publisher: str,
-            extension_type: str, version: str) -> Any:
+    def get(
+        self,
+        _query: dict[str, Any],
+        subscription_id: str,
+        location: str,
+        publisher: str,
+        extension_type: str,
+        version: str,
+    ) -> Any:
         """ExtensionMetadata_Get"""
         validate_subscription(subscription_id)
         record = services().catalog.get_version(publisher, extension_type, version)

@@ -10,9 +10,21 @@ from collections.abc import Iterable
 from typing import Any
 
 _KEYWORDS = [
-    "subscriptions", "resourceGroups", "providers", "machines", "extensions", "locations",
-    "operationstatus", "operationresults", "publishers", "extensionTypes", "versions",
-    "upgradeExtensions", "operations", "eventtypes", "values",
+    "subscriptions",
+    "resourceGroups",
+    "providers",
+    "machines",
+    "extensions",
+    "locations",
+    "operationstatus",
+    "operationresults",
+    "publishers",
+    "extensionTypes",
+    "versions",
+    "upgradeExtensions",
+    "operations",
+    "eventtypes",
+    "values",
 ]
 _NAMESPACES = ["Microsoft.HybridCompute", "Microsoft.Insights"]
 _CANON = {k.lower(): k for k in _KEYWORDS}

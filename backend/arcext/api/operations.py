@@ -26,11 +26,20 @@ _OPERATIONS = [
     ("machines/write", "Machines", "Write machines", "Writes any Azure Arc machines"),
     ("machines/delete", "Machines", "Delete machines", "Deletes any Azure Arc machines"),
     ("machines/extensions/read", "Machines/Extensions", "Read extensions", "Reads any Azure Arc extensions"),
-    ("machines/extensions/write", "Machines/Extensions", "Write extensions", "Installs or updates Azure Arc extensions"),
+    (
+        "machines/extensions/write",
+        "Machines/Extensions",
+        "Write extensions",
+        "Installs or updates Azure Arc extensions",
+    ),
     ("machines/extensions/delete", "Machines/Extensions", "Delete extensions", "Deletes Azure Arc extensions"),
     ("machines/upgradeExtensions/action", "Machines", "Upgrade extensions", "Upgrades extensions on a machine"),
-    ("locations/publishers/extensionTypes/versions/read", "Extension metadata", "Read extension versions",
-     "Reads the published versions of an extension type"),
+    (
+        "locations/publishers/extensionTypes/versions/read",
+        "Extension metadata",
+        "Read extension versions",
+        "Reads the published versions of an extension type",
+    ),
     ("operations/read", "Operations", "Read operations", "Lists the operations of Microsoft.HybridCompute"),
 ]
 
@@ -65,8 +74,9 @@ def _visible_operation(subscription_id: str, operation_id: str) -> Record:
         raise errors.operation_not_found(operation_id)
     caller = principal()
     if not scope_contains(caller.scope, op["resourceId"]):
-        raise errors.authorization_failed(caller.name, "Microsoft.HybridCompute/locations/operationstatus/read",
-                                          op["resourceId"])
+        raise errors.authorization_failed(
+            caller.name, "Microsoft.HybridCompute/locations/operationstatus/read", op["resourceId"]
+        )
     return op
 
 

@@ -5,6 +5,8 @@ would report (osName, machineFqdn, …) are writable here."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields, validate
 
 from .common import ArmSchema, StrictString, SystemDataSchema, json_object, tags_field
@@ -18,19 +20,42 @@ class IdentitySchema(ArmSchema):
 
 
 _WRITABLE_STRINGS = (
-    "osType", "osName", "osVersion", "osSku", "osEdition", "vmId", "vmUuid", "displayName", "machineFqdn",
-    "domainName", "adFqdn", "dnsFqdn", "clientPublicKey", "agentVersion", "privateLinkScopeResourceId",
-    "parentClusterResourceId", "mssqlDiscovered",
+    "osType",
+    "osName",
+    "osVersion",
+    "osSku",
+    "osEdition",
+    "vmId",
+    "vmUuid",
+    "displayName",
+    "machineFqdn",
+    "domainName",
+    "adFqdn",
+    "dnsFqdn",
+    "clientPublicKey",
+    "agentVersion",
+    "privateLinkScopeResourceId",
+    "parentClusterResourceId",
+    "mssqlDiscovered",
 )
 _WRITABLE_OBJECTS = (
-    "locationData", "osProfile", "cloudMetadata", "agentUpgrade", "licenseProfile", "serviceStatuses",
-    "networkProfile", "hardwareProfile", "storageProfile", "firmwareProfile", "detectedProperties",
+    "locationData",
+    "osProfile",
+    "cloudMetadata",
+    "agentUpgrade",
+    "licenseProfile",
+    "serviceStatuses",
+    "networkProfile",
+    "hardwareProfile",
+    "storageProfile",
+    "firmwareProfile",
+    "detectedProperties",
     "agentConfiguration",
 )
 
 
-def _machine_properties_fields() -> dict[str, fields.Field]:
-    out: dict[str, fields.Field] = {name: StrictString() for name in _WRITABLE_STRINGS}
+def _machine_properties_fields() -> dict[str, fields.Field[Any]]:
+    out: dict[str, fields.Field[Any]] = {name: StrictString() for name in _WRITABLE_STRINGS}
     out.update({name: json_object() for name in _WRITABLE_OBJECTS})
     out["provisioningState"] = fields.String(dump_only=True)
     out["status"] = fields.String(dump_only=True)

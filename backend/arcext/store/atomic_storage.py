@@ -33,7 +33,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     fsync_dir(path.parent)
 
 
-class AtomicJSONStorage(Storage):  # type: ignore[misc]
+class AtomicJSONStorage(Storage):
     """TinyDB storage for one small JSON file, replaced atomically on every write."""
 
     def __init__(self, path: str | Path) -> None:

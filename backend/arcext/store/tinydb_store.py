@@ -34,18 +34,19 @@ T = TypeVar("T")
 _SEP = "\x00"
 
 
-class _WriteThroughCache(CachingMiddleware):  # type: ignore[misc]
+class _WriteThroughCache(CachingMiddleware):
     """CachingMiddleware that never flushes on its own: the store flushes once per change."""
 
     WRITE_CACHE_SIZE = 1 << 30
 
 
 def _open_db(path: Path) -> TinyDB:
-    return TinyDB(path, storage=_WriteThroughCache(AtomicJSONStorage))
+    return TinyDB(path, storage=_WriteThroughCache(AtomicJSONStorage))  # type: ignore[no-untyped-call]
 
 
 def _flush(db: TinyDB) -> None:
-    db.storage.flush()
+    cache: Any = db.storage
+    cache.flush()
 
 
 class _MachineFile:
@@ -80,7 +81,8 @@ class _MachineFile:
         self.db = _open_db(self.path)
 
     def remove(self) -> None:
-        self.db.storage.storage.remove()
+        cache: Any = self.db.storage
+        cache.storage.remove()
 
 
 class TinyDBStore:
@@ -191,9 +193,7 @@ class TinyDBStore:
                 docs.append(doc)
         return docs, (page[-1] if more and page else None)
 
-    def mutate_machine(
-        self, key: MachineKey, change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]]
-    ) -> T:
+    def mutate_machine(self, key: MachineKey, change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]]) -> T:
         with self._index_lock:
             mf = self._files.get(key.lower)
             if mf is None:
