@@ -143,6 +143,8 @@ class ArcextServer:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {token or self.token}"
         session.verify = self.verify
+        # requests lets REQUESTS_CA_BUNDLE override Session.verify (psf/requests#3829); loopback needs no proxy.
+        session.trust_env = False
         return session
 
     def sdk_client(

@@ -1,0 +1,92 @@
+"""Shared helpers. The arcext pytest plugin (fixtures arcext_server, arcext_session, arcext_client)
+is loaded through its pytest11 entry point, exactly as users get it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from arcext.testing import ArcextServer
+
+API = "2026-07-15"
+SUB = "00000000-0000-0000-0000-000000000000"
+
+
+def rg_url(server: ArcextServer, rg: str = "rg1", sub: str = SUB) -> str:
+    return f"{server.url}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.HybridCompute"
+
+
+def machine_url(server: ArcextServer, machine: str = "m1", rg: str = "rg1", sub: str = SUB) -> str:
+    return f"{rg_url(server, rg, sub)}/machines/{machine}"
+
+
+def ext_url(server: ArcextServer, ext: str = "cse", machine: str = "m1", rg: str = "rg1", sub: str = SUB) -> str:
+    return f"{machine_url(server, machine, rg, sub)}/extensions/{ext}"
+
+
+def put_machine(
+    session: requests.Session,
+    server: ArcextServer,
+    machine: str = "m1",
+    rg: str = "rg1",
+    location: str = "eastus",
+    **extra: Any,
+) -> dict[str, Any]:
+    r = session.put(
+        machine_url(server, machine, rg),
+        params={"api-version": API},
+        json={"location": location, "properties": {"osType": "windows"}, **extra},
+    )
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def wait_operation(session: requests.Session, response: requests.Response, timeout: float = 10) -> dict[str, Any]:
+    """Poll a 202's Azure-AsyncOperation URL (faster than Retry-After) until it is terminal."""
+    assert response.status_code == 202, response.text
+    url = response.headers["Azure-AsyncOperation"]
+    deadline = time.monotonic() + timeout
+    while True:
+        status = session.get(url)
+        assert status.status_code == 200, status.text
+        body: dict[str, Any] = status.json()
+        if body["status"] != "InProgress":
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"operation still InProgress after {timeout}s: {body}")
+        time.sleep(0.02)
+
+
+def put_extension(
+    session: requests.Session,
+    server: ArcextServer,
+    ext: str = "cse",
+    machine: str = "m1",
+    rg: str = "rg1",
+    properties: dict[str, Any] | None = None,
+    wait: bool = True,
+) -> requests.Response:
+    props = properties or {
+        "publisher": "Microsoft.Compute",
+        "type": "CustomScriptExtension",
+        "typeHandlerVersion": "1.10.3",
+        "settings": {"commandToExecute": "hostname"},
+    }
+    r = session.put(
+        ext_url(server, ext, machine, rg), params={"api-version": API}, json={"location": "eastus", "properties": props}
+    )
+    if wait:
+        assert wait_operation(session, r)["status"] == "Succeeded"
+    return r
+
+
+@pytest.fixture
+def seeded(arcext_server: ArcextServer, arcext_session: requests.Session) -> ArcextServer:
+    """A machine m1 in rg1 with one CustomScriptExtension 'cse'."""
+    put_machine(arcext_session, arcext_server)
+    put_extension(arcext_session, arcext_server)
+    return arcext_server

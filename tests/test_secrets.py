@@ -1,0 +1,124 @@
+"""protectedSettings are encrypted at rest and never returned by any endpoint, nor logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import API, SUB, ext_url, machine_url, put_extension, put_machine, rg_url, wait_operation
+
+from arcext.testing import ArcextServer
+
+SECRET = "s3cr3t-Value-7f1d"
+
+
+def _walk(value: object) -> list[str]:
+    """Every key anywhere in a JSON document."""
+    if isinstance(value, dict):
+        return [k for k in value] + [k2 for v in value.values() for k2 in _walk(v)]
+    if isinstance(value, list):
+        return [k for v in value for k in _walk(v)]
+    return []
+
+
+def _check(r: requests.Response) -> None:
+    assert SECRET not in r.text
+    assert "protectedSettings" not in r.text
+    for value in r.headers.values():
+        assert SECRET not in value
+    if r.content and r.headers.get("Content-Type", "").startswith("application/json"):
+        assert "protectedSettings" not in _walk(r.json())
+
+
+def test_protected_settings_never_returned(
+    arcext_server: ArcextServer, arcext_session: requests.Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    s, server = arcext_session, arcext_server
+    put_machine(s, server)
+    seen: list[requests.Response] = []
+    props = {
+        "publisher": "Microsoft.Compute",
+        "type": "CustomScriptExtension",
+        "typeHandlerVersion": "1.10",
+        "settings": {"commandToExecute": "hostname"},
+        "protectedSettings": {"password": SECRET},
+    }
+    created = put_extension(s, server, properties=props, wait=False)
+    seen.append(created)
+    seen.append(s.get(created.headers["Azure-AsyncOperation"]))
+    wait_operation(s, created)
+    seen.append(s.get(created.headers["Azure-AsyncOperation"]))
+    seen.append(s.get(created.headers["Location"]))
+    patched = s.patch(
+        ext_url(server),
+        params={"api-version": API},
+        json={"properties": {"protectedSettings": {"password": SECRET + "2"}, "settings": {"a": 1}}},
+    )
+    seen.append(patched)
+    wait_operation(s, patched)
+    seen += [s.get(patched.headers["Azure-AsyncOperation"]), s.get(patched.headers["Location"])]
+    v = {"api-version": API}
+    seen += [
+        s.get(ext_url(server), params=v),
+        s.get(f"{machine_url(server)}/extensions", params=v),
+        s.get(f"{machine_url(server)}/extensions", params={**v, "$expand": "instanceView"}),
+        s.get(machine_url(server), params=v),
+        s.get(machine_url(server), params={**v, "$expand": "instanceView"}),
+        s.get(f"{rg_url(server)}/machines", params=v),
+        s.get(f"{server.url}/subscriptions/{SUB}/providers/Microsoft.HybridCompute/machines", params=v),
+    ]
+    # a replacing PUT without protectedSettings keeps them (never echoed)
+    replaced = s.put(
+        ext_url(server),
+        params=v,
+        json={"location": "eastus", "properties": {k: v for k, v in props.items() if k != "protectedSettings"}},
+    )
+    seen.append(replaced)
+    wait_operation(s, replaced)
+    deleted = s.delete(ext_url(server), params=v)
+    seen.append(deleted)
+    wait_operation(s, deleted)
+    seen += [s.get(deleted.headers["Azure-AsyncOperation"]), s.get(deleted.headers["Location"])]
+    for r in seen:
+        _check(r)
+    assert SECRET not in caplog.text
+
+
+def test_protected_settings_encrypted_at_rest(arcext_server: ArcextServer, arcext_session: requests.Session) -> None:
+    put_machine(arcext_session, arcext_server)
+    put_extension(
+        arcext_session,
+        arcext_server,
+        properties={"publisher": "P", "type": "T", "protectedSettings": {"password": SECRET}},
+    )
+    data = Path(arcext_server.data_dir)
+    for path in data.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    key = data / "secret.key"
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    # the host-driver path can still read them back
+    key_obj = arcext_server.services.resources
+    from arcext.ids import MachineKey
+
+    assert key_obj.protected_settings(MachineKey(SUB, "rg1", "m1"), "cse") == {"password": SECRET}
+    # and a replacing PUT that omits protectedSettings keeps them; {} clears them
+    r = arcext_session.put(
+        ext_url(arcext_server),
+        params={"api-version": API},
+        json={"location": "eastus", "properties": {"publisher": "P", "type": "T"}},
+    )
+    wait_operation(arcext_session, r)
+    assert key_obj.protected_settings(MachineKey(SUB, "rg1", "m1"), "cse") == {"password": SECRET}
+    r = arcext_session.patch(
+        ext_url(arcext_server), params={"api-version": API}, json={"properties": {"protectedSettings": {}}}
+    )
+    wait_operation(arcext_session, r)
+    assert key_obj.protected_settings(MachineKey(SUB, "rg1", "m1"), "cse") is None
+    assert json.loads((data / "tokens.json").read_text())  # sanity: the data dir is the live one
