@@ -80,8 +80,11 @@ def decode_token(token: str | None) -> str | None:
     if not token:
         return None
     try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True).decode()
+        if not raw:
+            raise ValueError(token)
+        return raw
+    except (binascii.Error, ValueError):
         raise errors.bad_request(
             "The $skiptoken is not valid; use the nextLink of a previous page.", target="$skiptoken"
         ) from None

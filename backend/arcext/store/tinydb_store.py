@@ -291,11 +291,13 @@ class TinyDBStore:
         token = self._token_by_hash.get(token_hash)
         return dict(token) if token is not None else None
 
-    def _tokens_file_mtime(self) -> int:
+    def _tokens_file_mtime(self) -> tuple[int, int, int]:
+        """The tokens file's identity: every atomic write makes a new inode (mtime alone is too coarse)."""
         try:
-            return (self.data_dir / "tokens.json").stat().st_mtime_ns
+            st = (self.data_dir / "tokens.json").stat()
         except FileNotFoundError:
-            return 0
+            return (0, 0, 0)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def list_tokens(self) -> list[Record]:
         with self._meta_lock:

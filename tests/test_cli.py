@@ -1,0 +1,141 @@
+"""The `arcext` command: token management and `serve` (a real subprocess)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from click.testing import CliRunner
+
+from arcext.cli import main
+
+API = "2026-07-15"
+SUB = "00000000-0000-0000-0000-000000000000"
+
+
+def test_token_create_list_revoke(tmp_path: Path) -> None:
+    runner = CliRunner()
+    created = runner.invoke(
+        main,
+        [
+            "token",
+            "create",
+            "--data-dir",
+            str(tmp_path),
+            "--role",
+            "reader",
+            "--scope",
+            f"/subscriptions/{SUB}/resourceGroups/rg1",
+            "--name",
+            "ci",
+        ],
+    )
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip().splitlines()[-1]
+    assert token.startswith("arcext_") and len(token) > 40
+    listed = runner.invoke(main, ["token", "list", "--data-dir", str(tmp_path)])
+    assert "ci\tReader\t/subscriptions/" in listed.stdout and token not in listed.stdout
+    token_id = listed.stdout.split("\t")[0]
+    assert runner.invoke(main, ["token", "revoke", "--data-dir", str(tmp_path), token_id]).exit_code == 0
+    assert runner.invoke(main, ["token", "list", "--data-dir", str(tmp_path)]).stdout == ""
+    missing = runner.invoke(main, ["token", "revoke", "--data-dir", str(tmp_path), token_id])
+    assert missing.exit_code != 0 and "No token" in missing.output
+    bad = runner.invoke(main, ["token", "create", "--data-dir", str(tmp_path), "--role", "Owner", "--scope", "/x"])
+    assert bad.exit_code == 2 and "invalid scope" in bad.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_self_signed_prints_where_the_owner_token_is(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCEXT_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "arcext.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--tls-self-signed",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        while not any("listening on" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line and time.monotonic() < deadline, "".join(lines)
+            lines.append(line)
+        out = "".join(lines)
+        match = re.search(r"Owner token written to (\S+)", out)
+        assert match, out
+        token_file = Path(match.group(1))
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert token not in out  # the token itself is never printed
+        cert = tmp_path / "d" / "tls" / "cert.pem"
+        with requests.Session() as s:
+            s.trust_env = False
+            r = s.get(
+                f"https://127.0.0.1:{port}/subscriptions/{SUB}/providers/Microsoft.HybridCompute/machines",
+                params={"api-version": API},
+                headers={"Authorization": f"Bearer {token}"},
+                verify=str(cert),
+            )
+        assert r.status_code == 200 and r.json() == {"value": []}
+        # a token created by the CLI while the server runs works at once
+        created = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "arcext.cli",
+                "token",
+                "create",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--role",
+                "Reader",
+                "--scope",
+                "/",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        reader = created.stdout.strip().splitlines()[-1]
+        with requests.Session() as s:
+            s.trust_env = False
+            r = s.get(
+                f"https://127.0.0.1:{port}/subscriptions/{SUB}/providers/Microsoft.HybridCompute/machines",
+                params={"api-version": API},
+                headers={"Authorization": f"Bearer {reader}"},
+                verify=str(cert),
+            )
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == 0

@@ -1,0 +1,106 @@
+"""The embedded TinyDB store: atomic changes, persistence across reopen, ordering and paging."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arcext.ids import MachineKey
+from arcext.store import TinyDBStore
+
+SUB = "00000000-0000-0000-0000-000000000000"
+
+
+def doc(key: MachineKey, **props: Any) -> dict[str, Any]:
+    return {"machine": {"id": key.id, "name": key.name, "location": "eastus", "properties": props}, "extensions": {}}
+
+
+def put(store: TinyDBStore, key: MachineKey, **props: Any) -> None:
+    store.mutate_machine(key, lambda _old: (doc(key, **props), None))
+
+
+def test_changes_survive_reopen_and_deletes_stick(tmp_path: Path) -> None:
+    store = TinyDBStore(tmp_path)
+    a, b = MachineKey(SUB, "rg", "A"), MachineKey(SUB, "rg", "b")
+    put(store, a, n=1)
+    put(store, b, n=2)
+    store.mutate_machine(b, lambda _old: (None, None))
+    store.close()
+    reopened = TinyDBStore(tmp_path)
+    assert reopened.get_machine(MachineKey(SUB, "RG", "a"))["machine"]["properties"] == {"n": 1}  # type: ignore[index]
+    assert reopened.get_machine(b) is None
+    assert reopened.count_machines() == 1
+
+
+def test_a_failing_change_leaves_the_document_untouched(tmp_path: Path) -> None:
+    store = TinyDBStore(tmp_path)
+    key = MachineKey(SUB, "rg", "m")
+    put(store, key, n=1)
+
+    def broken(current: Any) -> Any:
+        current["machine"]["properties"]["n"] = 99
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.mutate_machine(key, broken)
+    assert store.get_machine(key)["machine"]["properties"] == {"n": 1}  # type: ignore[index]
+    returned = store.get_machine(key)
+    assert returned is not None
+    returned["machine"]["properties"]["n"] = 5  # callers get copies
+    assert store.get_machine(key)["machine"]["properties"] == {"n": 1}  # type: ignore[index]
+
+
+def test_concurrent_increments_are_not_lost(tmp_path: Path) -> None:
+    store = TinyDBStore(tmp_path)
+    key = MachineKey(SUB, "rg", "m")
+    put(store, key, n=0)
+
+    def bump(current: Any) -> Any:
+        current["machine"]["properties"]["n"] += 1
+        return current, None
+
+    threads = [threading.Thread(target=lambda: [store.mutate_machine(key, bump) for _ in range(25)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get_machine(key)["machine"]["properties"]["n"] == 100  # type: ignore[index]
+    assert TinyDBStore(tmp_path).get_machine(key)["machine"]["properties"]["n"] == 100  # type: ignore[index]
+
+
+def test_listing_orders_by_group_then_name_and_pages(tmp_path: Path) -> None:
+    store = TinyDBStore(tmp_path)
+    for rg, name in [("b", "z"), ("a", "y"), ("a", "X"), ("c", "w")]:
+        put(store, MachineKey(SUB, rg, name))
+    put(store, MachineKey("11111111-1111-1111-1111-111111111111", "a", "other"))
+    first, token = store.list_machines(SUB, None, None, 2)
+    assert [d["machine"]["name"] for d in first] == ["X", "y"] and token is not None
+    rest, end = store.list_machines(SUB, None, token, 10)
+    assert [d["machine"]["name"] for d in rest] == ["z", "w"] and end is None
+    in_a, _ = store.list_machines(SUB, "A", None, 10)
+    assert [d["machine"]["name"] for d in in_a] == ["X", "y"]
+
+
+def test_leftover_temp_files_are_discarded_at_start(tmp_path: Path) -> None:
+    store = TinyDBStore(tmp_path)
+    key = MachineKey(SUB, "rg", "m")
+    put(store, key, n=1)
+    store.close()
+    shard = next(p for p in (tmp_path / "machines").iterdir() if p.is_dir() and any(p.iterdir()))
+    stray = shard / "deadbeef.json.123.tmp"
+    stray.write_text("{half a write")
+    reopened = TinyDBStore(tmp_path)
+    assert not stray.exists()
+    assert reopened.get_machine(key)["machine"]["properties"] == {"n": 1}  # type: ignore[index]
+
+
+def test_tokens_written_by_another_process_are_seen(tmp_path: Path) -> None:
+    server_view = TinyDBStore(tmp_path)
+    cli_view = TinyDBStore(tmp_path, tokens_only=True)
+    cli_view.put_token({"id": "t1", "hash": "h1", "name": "n", "role": "Reader", "scope": "/", "createdAt": "x"})
+    assert server_view.get_token_by_hash("h1") is not None
+    cli_view.delete_token("t1")
+    assert server_view.get_token_by_hash("h1") is None
