@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import requests
-from conftest import API, SUB, ext_url, machine_url, put_extension, put_machine, rg_url, wait_operation
 
 from arcext.testing import ArcextServer
+from conftest import API, SUB, ext_url, machine_url, put_extension, put_machine, rg_url, wait_operation
 
 
 def test_paths_match_case_insensitively(seeded: ArcextServer, arcext_session: requests.Session) -> None:

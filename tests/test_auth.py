@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import requests
-from conftest import API, SUB, ext_url, machine_url, put_machine, rg_url
-from test_bad_input import assert_arm_error
 
 from arcext.testing import ArcextServer
+from conftest import API, SUB, ext_url, machine_url, put_machine, rg_url
+from test_bad_input import assert_arm_error
 
 OTHER_SUB = "11111111-1111-1111-1111-111111111111"
 

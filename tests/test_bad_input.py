@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import API, SUB, ext_url, machine_url, rg_url, wait_operation
 
 from arcext.testing import ArcextServer
+from conftest import API, SUB, ext_url, machine_url, rg_url, wait_operation
 
 
 def snapshot(session: requests.Session, server: ArcextServer) -> Any:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import API, SUB, ext_url, machine_url, put_extension, put_machine, rg_url, wait_operation
 
 from arcext.testing import ArcextServer
+from conftest import API, SUB, ext_url, machine_url, put_extension, put_machine, rg_url, wait_operation
 
 SECRET = "s3cr3t-Value-7f1d"
 
