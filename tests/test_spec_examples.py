@@ -85,15 +85,7 @@ EXAMPLES = _examples()
 #: Real mismatches found by these replays, to be fixed in the backend (strict: the xfail fails once fixed).
 _IDENTITY = ("arcext returns identity {type} only; Azure fills identity.principalId and identity.tenantId "
              "for a SystemAssigned identity")
-KNOWN_MISMATCHES = {
-    "2024-07-10/machine/Machines_Get": _IDENTITY,
-    "2024-07-10/machine/Machines_ListByResourceGroup": _IDENTITY,
-    "2024-07-10/machine/Machines_ListBySubscription": _IDENTITY,
-    "2024-07-10/machine/Machines_Update": _IDENTITY + "; and PATCH replaces nested objects instead of merging "
-    "them (properties.osProfile.windowsConfiguration.patchSettings.status is lost)",
-    "2026-07-15/machine/Machines_Get": _IDENTITY + "; and properties.identityKeyStore / tpmEkCertificate "
-    "(writable in the spec) are dropped from the PUT body",
-    "2026-07-15/machine/Machines_ListByResourceGroup": _IDENTITY,
+KNOWN_MISMATCHES: dict[str, str] = {
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,34 @@ def system_data(existing: dict[str, Any] | None, principal: str, now: datetime) 
         "lastModifiedBy": principal,
         "lastModifiedByType": "User",
         "lastModifiedAt": stamp,
+    }
+
+
+#: The tenant arcext reports for system-assigned identities (there is no Entra ID behind it).
+TENANT_ID = "00000000-0000-0000-0000-00000000a7c0"
+
+
+def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """JSON merge: nested objects merge key by key; any other value replaces."""
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(target.get(k), dict):
+            merge(target[k], v)
+        else:
+            target[k] = copy.deepcopy(v)
+    return target
+
+
+def identity_with_ids(requested: dict[str, Any] | None, previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A SystemAssigned identity gets a principal id (kept across updates) and the arcext tenant."""
+    if requested is None:
+        return previous
+    if requested.get("type") != "SystemAssigned":
+        return {"type": requested.get("type", "None"), "tenantId": TENANT_ID}
+    keep = previous if previous and previous.get("type") == "SystemAssigned" else {}
+    return {
+        "type": "SystemAssigned",
+        "principalId": keep.get("principalId") or str(uuid.uuid4()),
+        "tenantId": TENANT_ID,
     }
 
 
@@ -108,6 +137,7 @@ class ResourceService:
             properties["lastStatusChange"] = (
                 previous["properties"].get("lastStatusChange", iso(now)) if previous else iso(now)
             )
+            properties["errorDetails"] = []
             machine: dict[str, Any] = {
                 "id": key.with_name(name).id,
                 "name": name,
@@ -116,9 +146,12 @@ class ResourceService:
                 "systemData": system_data(previous.get("systemData") if previous else None, principal, now),
                 "properties": properties,
             }
-            for optional in ("tags", "identity", "kind"):
+            for optional in ("tags", "kind"):
                 if optional in body:
                     machine[optional] = body[optional]
+            identity = identity_with_ids(body.get("identity"), previous.get("identity") if previous else None)
+            if identity is not None:
+                machine["identity"] = identity
             new_doc = {"machine": machine, "extensions": doc["extensions"] if doc else {}}
             return new_doc, doc is None
 
@@ -134,10 +167,12 @@ class ResourceService:
             machine = doc["machine"]
             if machine.get("operation"):
                 raise errors.another_operation_in_progress(key.id, machine["operation"])
-            for field in ("tags", "identity", "kind"):
+            for field in ("tags", "kind"):
                 if field in body:
                     machine[field] = body[field]
-            machine["properties"].update(body.get("properties") or {})
+            if "identity" in body:
+                machine["identity"] = identity_with_ids(body["identity"], machine.get("identity"))
+            merge(machine["properties"], body.get("properties") or {})
             machine["systemData"] = system_data(machine.get("systemData"), principal, now)
             return doc, None
 

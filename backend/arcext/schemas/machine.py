@@ -37,6 +37,9 @@ _WRITABLE_STRINGS = (
     "privateLinkScopeResourceId",
     "parentClusterResourceId",
     "mssqlDiscovered",
+    "identityKeyStore",
+    "tpmEkCertificate",
+    "hardwareResourceId",
 )
 _WRITABLE_OBJECTS = (
     "locationData",
