@@ -1,0 +1,238 @@
+function New-AzConnectedMachineExtension {
+    <#
+    .SYNOPSIS
+        Installs an extension on an Azure Arc-enabled machine (PUT), and waits for the operation to finish.
+    .DESCRIPTION
+        Same parameter sets as Az.ConnectedMachine: CreateExpanded (default), CreateViaIdentityMachineExpanded
+        (a machine piped in as -MachineInputObject), CreateViaJsonString and CreateViaJsonFilePath.
+        -EnableAutomaticUpgrade and -AutoUpgradeMinorVersion are switches: given, they send true; given as
+        -Switch:$false, they send false; left out, the server's default applies (automatic upgrade is on by
+        default). The operation is long-running: the cmdlet polls it, honouring Retry-After, and writes the
+        extension when it has finished; -NoWait returns at once, -AsJob runs it as a job.
+    .PARAMETER Name
+        The name of the extension.
+    .PARAMETER MachineName
+        The name of the machine.
+    .PARAMETER ResourceGroupName
+        The name of the resource group.
+    .PARAMETER SubscriptionId
+        The subscription id. Defaults to the connection's subscription.
+    .PARAMETER MachineInputObject
+        A machine from Get-AzConnectedMachine; the extension is created on it.
+    .PARAMETER Location
+        The Azure region of the extension (usually the machine's).
+    .PARAMETER Publisher
+        The extension handler's publisher, for example Microsoft.Azure.Monitor.
+    .PARAMETER ExtensionType
+        The extension type, for example AzureMonitorWindowsAgent.
+    .PARAMETER TypeHandlerVersion
+        The version of the extension handler to install.
+    .PARAMETER ForceRerun
+        Sent as forceUpdateTag: a changed value makes the handler run again.
+    .PARAMETER AutoUpgradeMinorVersion
+        Switch: use the latest minor version at deployment time.
+    .PARAMETER EnableAutomaticUpgrade
+        Switch: let the platform upgrade the extension automatically when a newer version is published.
+    .PARAMETER Setting
+        Public settings of the extension (hashtable). Alias: Settings.
+    .PARAMETER ProtectedSetting
+        Protected settings (hashtable). Sent once; never returned by the server or written by any cmdlet. Alias: ProtectedSettings.
+    .PARAMETER Tag
+        Resource tags (hashtable).
+    .PARAMETER InstanceViewName
+        instanceView.name, as in Az (rarely needed).
+    .PARAMETER InstanceViewType
+        instanceView.type, as in Az (rarely needed).
+    .PARAMETER InstanceViewTypeHandlerVersion
+        instanceView.typeHandlerVersion, as in Az (rarely needed).
+    .PARAMETER StatusCode
+        instanceView.status.code, as in Az (rarely needed).
+    .PARAMETER StatusDisplayStatus
+        instanceView.status.displayStatus, as in Az (rarely needed).
+    .PARAMETER StatusLevel
+        instanceView.status.level, as in Az (rarely needed).
+    .PARAMETER StatusMessage
+        instanceView.status.message, as in Az (rarely needed).
+    .PARAMETER StatusTime
+        instanceView.status.time, as in Az (rarely needed).
+    .PARAMETER JsonString
+        The whole MachineExtension request body as JSON text.
+    .PARAMETER JsonFilePath
+        Path of a file holding the whole MachineExtension request body as JSON.
+    .PARAMETER AsJob
+        Run the command as a job and return the job.
+    .PARAMETER NoWait
+        Return as soon as the server accepted the request, without waiting for the operation.
+    .PARAMETER WhatIf
+        Show what would happen without sending the request.
+    .PARAMETER Confirm
+        Ask for confirmation before sending the request.
+    .EXAMPLE
+        PS C:\> New-AzConnectedMachineExtension -ResourceGroupName contoso-rg -MachineName web01 -Location eastus -Name AzureMonitorWindowsAgent -Publisher Microsoft.Azure.Monitor -ExtensionType AzureMonitorWindowsAgent -TypeHandlerVersion 1.22 -EnableAutomaticUpgrade
+
+        Installs the Azure Monitor agent with automatic upgrade on.
+    .EXAMPLE
+        PS C:\> $settings = @{ commandToExecute = 'powershell.exe -c "Get-Process"' }
+        PS C:\> New-AzConnectedMachineExtension -ResourceGroupName contoso-rg -MachineName web01 -Location eastus -Name custom -Publisher Microsoft.Compute -ExtensionType CustomScriptExtension -Setting $settings -EnableAutomaticUpgrade:$false
+
+        Installs the custom script extension with automatic upgrade explicitly off.
+    .EXAMPLE
+        PS C:\> Get-AzConnectedMachine -ResourceGroupName contoso-rg -Name web01 | New-AzConnectedMachineExtension -Name ama -Location eastus -Publisher Microsoft.Azure.Monitor -ExtensionType AzureMonitorWindowsAgent
+
+        Creates the extension on a piped machine.
+    .INPUTS
+        AzConnectedMachineShim.Machine
+    .OUTPUTS
+        AzConnectedMachineShim.MachineExtension
+    .LINK
+        Update-AzConnectedMachineExtension
+    #>
+    [CmdletBinding(DefaultParameterSetName = 'CreateExpanded', PositionalBinding = $false, SupportsShouldProcess, ConfirmImpact = 'Medium')]
+    [OutputType('AzConnectedMachineShim.MachineExtension')]
+    param(
+        [Parameter(Mandatory)]
+        [string] $Name,
+
+        [Parameter(Mandatory, ParameterSetName = 'CreateExpanded')]
+        [Parameter(Mandatory, ParameterSetName = 'CreateViaJsonString')]
+        [Parameter(Mandatory, ParameterSetName = 'CreateViaJsonFilePath')]
+        [string] $MachineName,
+
+        [Parameter(Mandatory, ParameterSetName = 'CreateExpanded')]
+        [Parameter(Mandatory, ParameterSetName = 'CreateViaJsonString')]
+        [Parameter(Mandatory, ParameterSetName = 'CreateViaJsonFilePath')]
+        [string] $ResourceGroupName,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaJsonString')]
+        [Parameter(ParameterSetName = 'CreateViaJsonFilePath')]
+        [string] $SubscriptionId,
+
+        [Parameter(Mandatory, ParameterSetName = 'CreateViaIdentityMachineExpanded', ValueFromPipeline)]
+        [PSTypeName('AzConnectedMachineShim.Machine')]
+        [psobject] $MachineInputObject,
+
+        [Parameter(Mandatory, ParameterSetName = 'CreateExpanded')]
+        [Parameter(Mandatory, ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $Location,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $Publisher,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $ExtensionType,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $TypeHandlerVersion,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $ForceRerun,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [switch] $AutoUpgradeMinorVersion,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [switch] $EnableAutomaticUpgrade,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [Alias('Settings')]
+        [hashtable] $Setting,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [Alias('ProtectedSettings')]
+        [hashtable] $ProtectedSetting,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [hashtable] $Tag,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $InstanceViewName,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $InstanceViewType,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $InstanceViewTypeHandlerVersion,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $StatusCode,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $StatusDisplayStatus,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $StatusLevel,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [string] $StatusMessage,
+
+        [Parameter(ParameterSetName = 'CreateExpanded')]
+        [Parameter(ParameterSetName = 'CreateViaIdentityMachineExpanded')]
+        [datetime] $StatusTime,
+
+        [Parameter(Mandatory, ParameterSetName = 'CreateViaJsonString')]
+        [string] $JsonString,
+
+        [Parameter(Mandatory, ParameterSetName = 'CreateViaJsonFilePath')]
+        [string] $JsonFilePath,
+
+        [Parameter()]
+        [switch] $AsJob,
+
+        [Parameter()]
+        [switch] $NoWait
+    )
+
+    process {
+        try {
+            $ids = if ($PSCmdlet.ParameterSetName -eq 'CreateViaIdentityMachineExpanded') {
+                Resolve-ArcInputObject -InputObject $MachineInputObject -Kind Machine
+            }
+            else {
+                @{ SubscriptionId = (Resolve-ArcSubscriptionId -SubscriptionId $SubscriptionId | Select-Object -First 1); ResourceGroupName = $ResourceGroupName; MachineName = $MachineName }
+            }
+            $path = Resolve-ArcPath -Route MachineExtension -Values @{
+                subscriptionId = $ids.SubscriptionId; resourceGroupName = $ids.ResourceGroupName; machineName = $ids.MachineName; extensionName = $Name
+            }
+            $body = switch ($PSCmdlet.ParameterSetName) {
+                'CreateViaJsonString' { Read-ArcJsonBody -JsonString $JsonString }
+                'CreateViaJsonFilePath' { Read-ArcJsonBody -JsonFilePath $JsonFilePath }
+                default { New-ArcExtensionBody -BoundParameters $PSBoundParameters }
+            }
+
+            if (-not $PSCmdlet.ShouldProcess("$($ids.MachineName)/$Name", 'Create machine extension')) {
+                return
+            }
+            if ($AsJob) {
+                Start-ArcJob -CommandName $MyInvocation.MyCommand.Name -BoundParameters $PSBoundParameters
+                return
+            }
+            $response = Invoke-ArcRequest -Method PUT -Path $path -Body $body -LongRunning -NoWait:$NoWait
+            if ($response.Body -is [System.Collections.IDictionary] -and $response.Body['id']) {
+                $response.Body | ConvertTo-ArcMachineExtension
+            }
+            else {
+                Write-Verbose "Accepted (HTTP $($response.StatusCode)); status: $($response.Headers['Azure-AsyncOperation'])"
+            }
+        }
+        catch {
+            $PSCmdlet.WriteError($_)
+        }
+    }
+}
