@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
 from . import __version__
-from .api import admin, extensions, hooks, machines, metadata, operations
+from .api import activity, admin, engine_admin, extensions, hooks, machines, metadata, operations, upgrade
 from .api.base import ArmApi
 from .api.middleware import CaseInsensitiveArmPaths
 from .config import DEFAULTS, coerce
 from .services import Services
+from .upgrades.settings import EngineSettings
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -34,15 +36,29 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
+    cfg = app.config
     services = Services.open(
-        Path(app.config["ARCEXT_DATA_DIR"]),
-        manual_clock=bool(app.config["ARCEXT_MANUAL_CLOCK"]),
-        seed_catalog=bool(app.config["ARCEXT_SEED_CATALOG"]),
+        Path(cfg["ARCEXT_DATA_DIR"]),
+        manual_clock=bool(cfg["ARCEXT_MANUAL_CLOCK"]),
+        seed_catalog=bool(cfg["ARCEXT_SEED_CATALOG"]),
+        simulate=bool(cfg["ARCEXT_SIMULATE"]),
+        engine_settings=EngineSettings(
+            concurrency=int(cfg["ARCEXT_UPGRADE_CONCURRENCY"]),
+            retry_delay=timedelta(seconds=float(cfg["ARCEXT_RETRY_DELAY"])),
+            standard_window=timedelta(seconds=float(cfg["ARCEXT_STANDARD_WINDOW"])),
+            critical_window=timedelta(seconds=float(cfg["ARCEXT_CRITICAL_WINDOW"])),
+            batch_fraction=float(cfg["ARCEXT_BATCH_PERCENT"]) / 100,
+            breaker_fraction=float(cfg["ARCEXT_BREAKER_PERCENT"]) / 100,
+            breaker_min_failures=int(cfg["ARCEXT_BREAKER_MIN_FAILURES"]),
+            tick_seconds=float(cfg["ARCEXT_ENGINE_TICK"]),
+        ),
+        simulated_latency_ms=float(cfg["ARCEXT_SIM_LATENCY_MS"]),
+        host_timeout_s=float(cfg["ARCEXT_HOST_TIMEOUT"]),
     )
     app.extensions["arcext"] = services
 
     api = ArmApi(app, spec_kwargs={"info": {"description": "Azure Arc-compatible Microsoft.HybridCompute API"}})
-    for module in (machines, extensions, metadata, operations, admin):
+    for module in (machines, extensions, upgrade, metadata, operations, activity, admin, engine_admin):
         api.register_blueprint(module.blp)
     hooks.register(app)
     app.wsgi_app = CaseInsensitiveArmPaths(app.wsgi_app)  # type: ignore[method-assign]

@@ -10,6 +10,16 @@ DEFAULTS: dict[str, object] = {
     "ARCEXT_MAX_BODY": 1024 * 1024,  # bytes; larger bodies get 413
     "ARCEXT_SEED_CATALOG": True,
     "ARCEXT_SIMULATE": False,  # machines without host-connection settings are simulated hosts
+    "ARCEXT_UPGRADE_CONCURRENCY": 16,  # upgrade jobs running at once
+    "ARCEXT_RETRY_DELAY": 3600,  # seconds before the next attempt after a failed upgrade
+    "ARCEXT_STANDARD_WINDOW": 8 * 7 * 86400,  # seconds for a standard version to reach the fleet
+    "ARCEXT_CRITICAL_WINDOW": 3 * 7 * 86400,  # seconds for a critical version
+    "ARCEXT_BATCH_PERCENT": 20,  # batch size, % of a subscription's eligible machines in a phase
+    "ARCEXT_BREAKER_PERCENT": 20,  # a batch failing more than this % freezes the version's rollout
+    "ARCEXT_BREAKER_MIN_FAILURES": 2,  # ... once at least this many machines of the batch failed
+    "ARCEXT_HOST_TIMEOUT": 600,  # seconds a host operation may take before it counts as hung
+    "ARCEXT_SIM_LATENCY_MS": 0,  # added to every simulated host operation
+    "ARCEXT_ENGINE_TICK": 1.0,  # seconds between scheduler passes
 }
 
 
@@ -20,4 +30,6 @@ def coerce(name: str, value: str) -> object:
         return value.strip().lower() in {"1", "true", "yes", "on"}
     if isinstance(default, int):
         return int(value)
+    if isinstance(default, float):
+        return float(value)
     return value

@@ -9,11 +9,13 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from . import errors
 from .crypto import SecretBox
+from .hosts.base import ExtensionSpec, HostDriver, HostDriverError
 from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, validate_extension_name
 from .operations import FAILED, IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
 from .store.base import MachineDoc, Record, Store
@@ -75,7 +77,14 @@ def _not_found_extension(key: MachineKey, name: str) -> errors.ArmError:
 
 
 class ResourceService:
-    def __init__(self, store: Store, box: SecretBox, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        box: SecretBox,
+        clock: Clock,
+        drivers: Callable[[MachineKey, MachineDoc], HostDriver | None] | None = None,
+    ) -> None:
+        self.drivers = drivers
         self.store = store
         self.box = box
         self.clock = clock
@@ -312,7 +321,11 @@ class ResourceService:
             sealed = existing.get("protected") if existing else None
             if protected is not None:
                 sealed = self.box.seal(protected) if protected else None
+            kept: dict[str, Any] = {
+                k: existing[k] for k in ("upgrade", "lkg", "droppedOut", "outcomes") if existing and k in existing
+            }
             doc["extensions"][name.lower()] = {
+                **kept,
                 "resource": resource,
                 "protected": sealed,
                 "operation": op["id"],
@@ -401,11 +414,21 @@ class ResourceService:
     def complete_operation(self, op_id: str) -> None:
         """Carry an operation to its end. Idempotent: safe to run again after a crash."""
         op = self.store.get_operation(op_id)
-        if op is None or op["status"] != IN_PROGRESS:
-            return
+        if op is None or op["status"] != IN_PROGRESS or op["kind"] == "extension.upgrade":
+            return  # upgrades belong to the engine
         key = MachineKey(*op["machine"])
         try:
+            self._host_work(op, key)
             result = self._apply(op, key)
+        except HostDriverError as exc:
+            log.warning("Operation %s (%s) failed on the host: %s", op_id, op["kind"], exc)
+            op.update(
+                status=FAILED,
+                endTime=iso(self.clock.now()),
+                error={"code": exc.code, "message": f"The host reported: {exc.message}"},
+                httpStatus=502 if exc.retryable else 400,
+            )
+            self._release(key, op)
         except Exception as exc:  # a bug or a store failure: report it on the operation, never hang
             log.exception("Operation %s (%s) failed", op_id, op["kind"])
             op.update(
@@ -419,6 +442,34 @@ class ResourceService:
             if result is not None:
                 op["result"] = result
         self.store.put_operation(op)
+
+    def _host_work(self, op: Record, key: MachineKey) -> None:
+        """Install, reconfigure or remove the extension on the host, when the machine has a driver."""
+        if self.drivers is None or op["kind"] not in ("extension.create", "extension.update", "extension.delete"):
+            return
+        doc = self.store.get_machine(key)
+        record = doc["extensions"].get(op["extension"]) if doc else None
+        if doc is None or record is None or record.get("operation") != op["id"]:
+            return
+        driver = self.drivers(key, doc)
+        if driver is None:
+            return
+        resource = record["resource"]
+        props = resource["properties"]
+        try:
+            if op["kind"] == "extension.delete":
+                driver.remove(resource["name"])
+            else:
+                spec = ExtensionSpec(
+                    name=resource["name"],
+                    publisher=props.get("publisher", ""),
+                    type=props.get("type", ""),
+                    settings=props.get("settings") or {},
+                    protected_settings=self.box.open(record["protected"]) if record.get("protected") else None,
+                )
+                driver.install(spec, props.get("typeHandlerVersion") or "")
+        finally:
+            driver.close()
 
     def _apply(self, op: Record, key: MachineKey) -> dict[str, Any] | None:
         now = self.clock.now()
@@ -458,6 +509,7 @@ class ResourceService:
                 },
             }
             record["operation"] = None
+            record["lkg"] = props.get("typeHandlerVersion")
             return doc, copy.deepcopy(resource)
 
         return self.store.mutate_machine(key, finish)
@@ -492,7 +544,11 @@ class ResourceService:
             pending: list[str] = []
             if doc["machine"].get("operation"):
                 pending.append(doc["machine"]["operation"])
-            pending += [r["operation"] for r in doc["extensions"].values() if r.get("operation")]
+            pending += [
+                r["operation"]
+                for r in doc["extensions"].values()
+                if r.get("operation") and r["operation"] != (r.get("upgrade") or {}).get("operationId")
+            ]
             for op_id in pending:
                 if self.store.get_operation(op_id) is None:
                     log.warning("Found operation %s on %s without a record; finishing it", op_id, parsed_id)

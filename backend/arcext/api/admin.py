@@ -56,6 +56,10 @@ class CatalogVersion(MethodView):
         record, created = svc.catalog.publish_version(
             publisher, extension_type, version, body["critical"], svc.clock.now()
         )
+        if created:
+            rollout = svc.engine.on_version_published(record)
+            if rollout is not None:
+                record = {**record, "rolloutId": rollout["id"]}
         return record, 201 if created else 200
 
 

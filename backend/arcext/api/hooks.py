@@ -46,7 +46,9 @@ def _authorize(p: Principal) -> None:
     path = request.path
     method = request.method
     action = _action(path, method)
-    if path.startswith("/arcext/"):
+    if path.startswith("/arcext/v1/subscriptions/"):
+        path = path[len("/arcext/v1") :]  # per-machine views: the ARM scope rules apply
+    elif path.startswith("/arcext/"):
         if p.role < Role.OWNER:
             raise errors.authorization_failed(p.name, action, "/arcext/v1")
         return
@@ -55,8 +57,11 @@ def _authorize(p: Principal) -> None:
         return  # tenant-level reads such as /providers/Microsoft.HybridCompute/operations
     sub, rg = match.group(1), match.group(2)
     role = Role.READER if method in ("GET", "HEAD") else Role.CONTRIBUTOR
-    if rg is None and "/providers/Microsoft.HybridCompute/locations/" in path:
-        # extension metadata and operation status: readable from any scope inside the subscription
+    if rg is None and (
+        "/providers/Microsoft.HybridCompute/locations/" in path or "/providers/Microsoft.Insights/" in path
+    ):
+        # extension metadata, operation status and the activity log: readable from any scope inside the
+        # subscription (operation status and events are then checked against the token's own scope)
         sub_scope = f"/subscriptions/{sub}"
         if not (scope_contains(p.scope, sub_scope) or scope_contains(sub_scope, p.scope)):
             raise errors.authorization_failed(p.name, action, sub_scope)
@@ -69,7 +74,7 @@ def before_request() -> Any:
     g.request_id = str(uuid.uuid4())
     g.correlation_id = request.headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())
     path = request.path
-    if path.startswith(PUBLIC_PATHS) or path.startswith("/arcext/v1/static"):
+    if path.startswith(PUBLIC_PATHS) or path.startswith(("/arcext/v1/static", "/portal/static")):
         return None
     if request.content_length is not None and request.content_length > current_app.config["ARCEXT_MAX_BODY"]:
         raise errors.request_too_large(int(current_app.config["ARCEXT_MAX_BODY"]))

@@ -74,3 +74,4 @@ class ExtensionVersionSchema(Schema):
     version = fields.String()
     critical = fields.Boolean()
     publishedAt = fields.String()
+    rolloutId = fields.String(metadata={"description": "The rollout the engine planned for this version, if any"})

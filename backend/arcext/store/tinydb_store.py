@@ -27,6 +27,7 @@ from tinydb.middlewares import CachingMiddleware
 from ..ids import MachineKey, parse_resource_id
 from .atomic_storage import AtomicJSONStorage, atomic_write_bytes, fsync_dir
 from .base import MachineDoc, Record
+from .eventlog import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,11 @@ class TinyDBStore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._machines_dir.mkdir(exist_ok=True)
         self._ops_dir.mkdir(exist_ok=True)
+        self._rollouts_dir = self.data_dir / "rollouts"
+        self._rollouts_dir.mkdir(exist_ok=True)
+        self._rollouts_lock = threading.Lock()
+        self._rollouts: dict[str, Record] = {}
+        self._events = EventLog(self.data_dir / "activity")
         self._tokens = _open_db(self.data_dir / "tokens.json")
         self._catalog = _open_db(self.data_dir / "catalog.json")
         self._tokens_mtime = self._tokens_file_mtime()
@@ -115,6 +121,10 @@ class TinyDBStore:
         if not self._tokens_only:
             self._load_machines()
             self._load_operations()
+            for path in self._rollouts_dir.glob("*.json"):
+                rollout = AtomicJSONStorage(path).read()
+                if rollout:
+                    self._rollouts[rollout["id"]] = rollout
 
     def _load_machines(self) -> None:
         for shard in sorted(self._machines_dir.iterdir()):
@@ -235,6 +245,19 @@ class TinyDBStore:
             if doc is not None:
                 yield copy.deepcopy(doc)
 
+    def project_machines(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
+        with self._index_lock:
+            files = list(self._files.values())
+        out: list[T] = []
+        for mf in files:
+            with mf.lock:
+                doc = mf.read()
+                if doc is not None:
+                    value = project(doc)
+                    if value is not None:
+                        out.append(value)
+        return out
+
     def count_machines(self) -> int:
         with self._index_lock:
             return sum(len(keys) for keys in self._by_sub.values())
@@ -347,6 +370,34 @@ class TinyDBStore:
             found = self._catalog.table("versions").search(Query().typeKey == tkey)
         return [r for r in (_strip_key(d) for d in found) if r]
 
+    # --- rollouts ---------------------------------------------------------------------------
+    def _rollout_path(self, rollout_id: str) -> Path:
+        return self._rollouts_dir / f"{rollout_id}.json"
+
+    def put_rollout(self, rollout: Record) -> None:
+        with self._rollouts_lock:
+            atomic_write_bytes(self._rollout_path(rollout["id"]), json.dumps(rollout, separators=(",", ":")).encode())
+            self._rollouts[rollout["id"]] = copy.deepcopy(rollout)
+
+    def get_rollout(self, rollout_id: str) -> Record | None:
+        with self._rollouts_lock:
+            rollout = self._rollouts.get(rollout_id)
+            return copy.deepcopy(rollout) if rollout is not None else None
+
+    def list_rollouts(self) -> list[Record]:
+        with self._rollouts_lock:
+            return [copy.deepcopy(r) for r in self._rollouts.values()]
+
+    # --- activity log -----------------------------------------------------------------------
+    def append_events(self, events: list[Record]) -> None:
+        self._events.append(events)
+
+    def iter_events(self, start_day: str, end_day: str) -> Iterator[Record]:
+        return self._events.between(start_day, end_day)
+
+    def prune_events_before(self, day: str) -> int:
+        return self._events.prune_before(day)
+
     # --- housekeeping -----------------------------------------------------------------------
     def clear(self, keep_tokens: bool = True) -> None:
         with self._index_lock, self._ops_lock, self._meta_lock:
@@ -359,6 +410,11 @@ class TinyDBStore:
             self._ops.clear()
             self._catalog.drop_tables()
             _flush(self._catalog)
+            with self._rollouts_lock:
+                shutil.rmtree(self._rollouts_dir, ignore_errors=True)
+                self._rollouts_dir.mkdir()
+                self._rollouts.clear()
+            self._events.clear()
             if not keep_tokens:
                 self._tokens.drop_tables()
                 _flush(self._tokens)

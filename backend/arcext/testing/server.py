@@ -50,6 +50,7 @@ class ArcextServer:
         port: int = 0,
         tls: bool = False,
         manual_clock: bool = False,
+        simulate: bool = True,
         subscription_id: str = DEFAULT_SUBSCRIPTION,
         config: dict[str, Any] | None = None,
     ) -> None:
@@ -59,6 +60,7 @@ class ArcextServer:
         self.port = port
         self.tls = tls
         self.manual_clock = manual_clock
+        self.simulate = simulate
         self.subscription_id = subscription_id
         self.config = config or {}
         self.token = ""
@@ -73,7 +75,12 @@ class ArcextServer:
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.app = create_app(
-            {"ARCEXT_DATA_DIR": str(self.data_dir), "ARCEXT_MANUAL_CLOCK": self.manual_clock, **self.config}
+            {
+                "ARCEXT_DATA_DIR": str(self.data_dir),
+                "ARCEXT_MANUAL_CLOCK": self.manual_clock,
+                "ARCEXT_SIMULATE": self.simulate,
+                **self.config,
+            }
         )
         self.token = self.create_token("Owner", "/", name="arcext-test-owner")
         context = None
@@ -121,7 +128,9 @@ class ArcextServer:
         svc = self.services
         svc.resources.runner.resume()
         svc.resources.runner.wait_idle()
+        svc.engine.reset()
         svc.store.clear(keep_tokens=True)
+        svc.fleet.clear()
         if self.app is not None and self.app.config.get("ARCEXT_SEED_CATALOG", True):
             svc.catalog.seed(svc.clock.now())
 

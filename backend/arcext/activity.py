@@ -1,0 +1,200 @@
+"""The activity log: Azure Monitor events for every upgrade attempt, and the $filter queries on them.
+
+Each attempt writes a Started event and an end event (Succeeded or Failed) sharing one
+operationId; all attempts of one rollout share its correlationId. Automatic attempts carry the
+caller "Azure Regional Service Manager"; manual ones the token's principal.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import errors
+from .ids import EXTENSION_TYPE, parse_resource_id
+from .store.base import Record, Store
+from .upgrades.clock import iso
+
+AUTOMATIC_CALLER = "Azure Regional Service Manager"
+UPGRADE_OPERATION = "Microsoft.HybridCompute/machines/upgradeExtensions/action"
+UPGRADE_OPERATION_DISPLAY = "Upgrade Extensions on Azure Arc machines"
+RETENTION = timedelta(days=90)
+
+_SUB_STATUS = {
+    "Started": ("Accepted", "Accepted (HTTP Status Code: 202)"),
+    "Succeeded": ("OK", "OK (HTTP Status Code: 200)"),
+    "Failed": ("InternalServerError", "Internal Server Error (HTTP Status Code: 500)"),
+}
+
+
+def upgrade_event(
+    *,
+    status: str,
+    resource_id: str,
+    caller: str,
+    correlation_id: str,
+    operation_id: str,
+    now: datetime,
+    properties: dict[str, Any],
+    level: str | None = None,
+) -> Record:
+    parsed = parse_resource_id(resource_id)
+    assert parsed is not None
+    key = parsed[0]
+    event_id = str(uuid.uuid4())
+    ticks = int(now.timestamp() * 10_000_000) + 621355968000000000
+    sub_value, sub_text = _SUB_STATUS[status]
+    return {
+        "authorization": {"action": UPGRADE_OPERATION, "scope": resource_id},
+        "caller": caller,
+        "channels": "Operation",
+        "claims": {},
+        "correlationId": correlation_id,
+        "description": "",
+        "eventDataId": event_id,
+        "eventName": {
+            "value": "BeginRequest" if status == "Started" else "EndRequest",
+            "localizedValue": "Begin request" if status == "Started" else "End request",
+        },
+        "category": {"value": "Administrative", "localizedValue": "Administrative"},
+        "eventTimestamp": iso(now),
+        "id": f"{resource_id}/events/{event_id}/ticks/{ticks}",
+        "level": level or ("Error" if status == "Failed" else "Informational"),
+        "operationId": operation_id,
+        "operationName": {"value": UPGRADE_OPERATION, "localizedValue": UPGRADE_OPERATION_DISPLAY},
+        "resourceGroupName": key.resource_group,
+        "resourceProviderName": {"value": "Microsoft.HybridCompute", "localizedValue": "Microsoft.HybridCompute"},
+        "resourceType": {"value": EXTENSION_TYPE, "localizedValue": EXTENSION_TYPE},
+        "resourceId": resource_id,
+        "status": {"value": status, "localizedValue": status},
+        "subStatus": {"value": sub_value, "localizedValue": sub_text},
+        "submissionTimestamp": iso(now),
+        "subscriptionId": key.subscription,
+        "properties": {k: v for k, v in properties.items() if v is not None},
+    }
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    start: str
+    end: str
+    resource_group: str | None = None
+    resource_uri: str | None = None
+    correlation_id: str | None = None
+    operation_name: str | None = None
+    caller: str | None = None
+    status: str | None = None
+
+    def matches(self, event: Record) -> bool:
+        ts = event["eventTimestamp"]
+        if ts < self.start or ts > self.end:
+            return False
+        if self.resource_group and event["resourceGroupName"].lower() != self.resource_group.lower():
+            return False
+        if self.resource_uri:
+            rid = event["resourceId"].lower()
+            want = self.resource_uri.lower().rstrip("/")
+            if rid != want and not rid.startswith(want + "/"):
+                return False
+        if self.correlation_id and event["correlationId"].lower() != self.correlation_id.lower():
+            return False
+        if self.operation_name and event["operationName"]["value"].lower() != self.operation_name.lower():
+            return False
+        if self.caller and event["caller"].lower() != self.caller.lower():
+            return False
+        return not (self.status and event["status"]["value"].lower() != self.status.lower())
+
+
+_CLAUSE = re.compile(r"^\s*(\w+)\s+(eq|ge|le)\s+'((?:[^']|'')*)'\s*$", re.IGNORECASE)
+_FIELDS = {
+    "eventtimestamp": "eventTimestamp",
+    "resourcegroupname": "resource_group",
+    "resourceuri": "resource_uri",
+    "resourceid": "resource_uri",
+    "correlationid": "correlation_id",
+    "operationname": "operation_name",
+    "caller": "caller",
+    "status": "status",
+}
+
+
+def _normalise_time(value: str) -> str:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise errors.bad_request(
+            f"'{value}' is not a valid time; use ISO 8601 such as 2026-11-25T00:00:00Z.", target="$filter"
+        ) from None
+    if parsed.tzinfo is None:
+        from datetime import UTC
+
+        parsed = parsed.replace(tzinfo=UTC)
+    return iso(parsed)
+
+
+def parse_filter(text: str | None) -> EventFilter:
+    """Parse Azure Monitor's ``$filter``: clauses joined by ``and``; ``eventTimestamp ge`` is required."""
+    if not text:
+        raise errors.bad_request(
+            "$filter is required and must include \"eventTimestamp ge '<start>'\" "
+            "(for example $filter=eventTimestamp ge '2026-11-01T00:00:00Z' and "
+            "eventTimestamp le '2026-11-25T00:00:00Z').",
+            target="$filter",
+        )
+    values: dict[str, str] = {}
+    start = end = None
+    for clause in re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE):
+        m = _CLAUSE.match(clause)
+        if not m:
+            raise errors.bad_request(
+                f"Cannot parse the $filter clause \"{clause.strip()}\"; use <field> eq|ge|le '<value>'.",
+                target="$filter",
+            )
+        field, op, value = m.group(1).lower(), m.group(2).lower(), m.group(3).replace("''", "'")
+        if field not in _FIELDS:
+            raise errors.bad_request(
+                f"$filter cannot use the field '{m.group(1)}'; use eventTimestamp, resourceGroupName, resourceUri, "
+                "correlationId, operationName, caller or status.",
+                target="$filter",
+            )
+        if field == "eventtimestamp":
+            if op == "ge":
+                start = _normalise_time(value)
+            elif op == "le":
+                end = _normalise_time(value)
+            else:
+                raise errors.bad_request("eventTimestamp takes ge and le, not eq.", target="$filter")
+        elif op != "eq":
+            raise errors.bad_request(f"'{m.group(1)}' takes eq only.", target="$filter")
+        else:
+            values[_FIELDS[field]] = value
+    if start is None:
+        raise errors.bad_request(
+            "$filter must include \"eventTimestamp ge '<start>'\"; the activity log is only queried by time span.",
+            target="$filter",
+        )
+    return EventFilter(start=start, end=end or "9999-12-31T23:59:59.999999Z", **values)
+
+
+class ActivityLog:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def record(self, events: list[Record]) -> None:
+        self.store.append_events(events)
+
+    def query(self, subscription: str, flt: EventFilter) -> list[Record]:
+        """Matching events of one subscription, newest first."""
+        found = [
+            e
+            for e in self.store.iter_events(flt.start[:10], flt.end[:10])
+            if e["subscriptionId"] == subscription.lower() and flt.matches(e)
+        ]
+        found.sort(key=lambda e: e["eventTimestamp"], reverse=True)
+        return found
+
+    def prune(self, now: datetime) -> int:
+        return self.store.prune_events_before(iso(now - RETENTION)[:10])

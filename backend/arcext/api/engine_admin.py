@@ -1,0 +1,161 @@
+"""The engine's admin surface (not ARM): clock, engine runs, simulated-host faults, rollouts, views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from flask.views import MethodView
+from marshmallow import fields, validate
+
+from .. import errors
+from ..ids import machine_key
+from ..schemas.common import ArmSchema, StrictBoolean
+from ..upgrades.clock import ManualClock, iso
+from ..upgrades.views import history_view, pending_view
+from .base import ArmBlueprint
+from .hooks import services
+
+blp = ArmBlueprint("engine_admin", __name__, url_prefix="/arcext/v1", description="Upgrade engine administration")
+
+
+class AdvanceSchema(ArmSchema):
+    seconds = fields.Float(required=True, validate=validate.Range(min=0, max=10 * 365 * 86400))
+
+
+class FaultsSchema(ArmSchema):
+    failUpgrade = fields.Integer(validate=validate.Range(min=0, max=1_000_000), strict=True)
+    failRollback = StrictBoolean()
+    hang = StrictBoolean()
+    unreachable = StrictBoolean()
+    latencyMs = fields.Integer(validate=validate.Range(min=0, max=600_000), strict=True)
+
+
+@blp.route("/clock/advance")
+class ClockAdvance(MethodView):
+    @blp.arguments(AdvanceSchema)
+    @blp.response(200)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Move the manual clock forward (only with `arcext serve --manual-clock`)"""
+        clock = services().clock
+        if not isinstance(clock, ManualClock):
+            raise errors.ArmError(
+                409,
+                "ManualClockNotEnabled",
+                "The server runs on the wall clock; start it with --manual-clock (ARCEXT_MANUAL_CLOCK=true) "
+                "to move time by hand.",
+            )
+        now = clock.advance(body["seconds"])
+        services().engine.kick()
+        return {"now": iso(now)}
+
+
+@blp.route("/clock")
+class Clock(MethodView):
+    @blp.response(200)
+    def get(self) -> Any:
+        """The server's current time and whether it is a manual clock"""
+        clock = services().clock
+        return {"now": iso(clock.now()), "manual": isinstance(clock, ManualClock)}
+
+
+@blp.route("/engine/run")
+class EngineRun(MethodView):
+    @blp.response(200)
+    def post(self) -> Any:
+        """Run the engine until nothing more is due now; returns what it did"""
+        return services().engine.run_until_idle()
+
+
+@blp.route("/simulated-hosts/<machine_name>/faults")
+class SimulatedFaults(MethodView):
+    @blp.arguments(FaultsSchema)
+    @blp.response(200)
+    def put(self, body: dict[str, Any], machine_name: str) -> Any:
+        """Make the simulated host fail upgrades, fail rollbacks, hang, be unreachable or answer slowly (`{}` clears)"""
+        svc = services()
+        if not svc.hosts.simulate:
+            raise errors.ArmError(
+                409, "NotSimulated", "Faults apply to simulated hosts; start the server with --simulate."
+            )
+        keys = _machines_named(machine_name)
+        return {"machines": [k.id for k in keys], "faults": [svc.fleet.set_faults(k, body) for k in keys][0]}
+
+
+@blp.route("/simulated-hosts/<machine_name>")
+class SimulatedHost(MethodView):
+    @blp.response(200)
+    def get(self, machine_name: str) -> Any:
+        """The simulated host's own model: installed versions, settings, handler commands, faults"""
+        svc = services()
+        hosts = [svc.fleet.snapshot(k) for k in _machines_named(machine_name)]
+        return {"hosts": [h for h in hosts if h]}
+
+
+def _machines_named(machine_name: str) -> list[Any]:
+    svc = services()
+    rg = request.args.get("resourceGroup")
+    sub = request.args.get("subscription")
+    keys = []
+    for doc in svc.store.iter_machines():
+        from ..ids import parse_resource_id
+
+        parsed = parse_resource_id(doc["machine"]["id"])
+        if parsed is None:
+            continue
+        key = parsed[0]
+        if key.name.lower() != machine_name.lower():
+            continue
+        if rg and key.resource_group.lower() != rg.lower():
+            continue
+        if sub and key.subscription != sub.lower():
+            continue
+        keys.append(key)
+    if not keys:
+        raise errors.resource_not_found("Microsoft.HybridCompute/machines", machine_name)
+    return keys
+
+
+@blp.route("/rollouts")
+class Rollouts(MethodView):
+    @blp.response(200)
+    def get(self) -> Any:
+        """Every rollout: phase, waves and batches, counts, state and next action"""
+        return {"value": services().engine.rollouts()}
+
+
+@blp.route("/rollouts/<rollout_id>/<action>")
+class RolloutAction(MethodView):
+    @blp.response(200)
+    def post(self, rollout_id: str, action: str) -> Any:
+        """pause, resume or freeze one rollout (a version of an extension type)"""
+        engine = services().engine
+        engine.set_rollout_state(rollout_id, action)
+        return next(r for r in engine.rollouts() if r["id"] == rollout_id)
+
+
+MACHINE = "/subscriptions/<subscription_id>/resourceGroups/<resource_group>/machines/<machine_name>"
+
+
+@blp.route(f"{MACHINE}/pending")
+class Pending(MethodView):
+    @blp.response(200)
+    def get(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
+        """What is queued on this machine, at which version, when it is due and why it waits"""
+        svc = services()
+        key = machine_key(subscription_id, resource_group, machine_name)
+        doc = svc.store.get_machine(key)
+        if doc is None:
+            raise errors.resource_not_found("Microsoft.HybridCompute/machines", machine_name, resource_group)
+        return pending_view(svc.engine, svc.catalog, key, doc)
+
+
+@blp.route(f"{MACHINE}/extensions/<extension_name>/history")
+class History(MethodView):
+    @blp.response(200)
+    def get(self, subscription_id: str, resource_group: str, machine_name: str, extension_name: str) -> Any:
+        """Upgrade attempts of one extension (from → to, outcome, attempt), from the activity log"""
+        svc = services()
+        key = machine_key(subscription_id, resource_group, machine_name)
+        resource_id = key.extension_id(extension_name)
+        return {"value": history_view(svc.activity, key, resource_id, iso(svc.clock.now()))}

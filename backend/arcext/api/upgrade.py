@@ -1,0 +1,53 @@
+"""UpgradeExtensions: the manual upgrade of named extensions on one machine, now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from marshmallow import Schema, fields
+
+from ..ids import machine_key
+from ..schemas.common import ApiVersionQuerySchema, ArmSchema, StrictString
+from .base import ArmBlueprint
+from .hooks import principal, services
+from .lro import accepted
+from .machines import MACHINES
+
+blp = ArmBlueprint("upgrade", __name__, description="Manual extension upgrade (upgradeExtensions)")
+
+
+class ExtensionTargetPropertiesSchema(ArmSchema):
+    targetVersion = StrictString(metadata={"description": "The version to install."})
+
+
+class MachineExtensionUpgradeSchema(ArmSchema):
+    extensionTargets = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(ExtensionTargetPropertiesSchema),
+        required=True,
+        metadata={"description": 'Keyed "<publisher>.<type>" (or a publisher naming exactly one extension).'},
+    )
+
+
+class _Empty(Schema):
+    pass
+
+
+@blp.route(f"{MACHINES}/<machine_name>/upgradeExtensions")
+class UpgradeExtensions(MethodView):
+    @blp.arguments(ApiVersionQuerySchema, location="query")
+    @blp.arguments(MachineExtensionUpgradeSchema)
+    @blp.response(202, description="Accepted: poll Azure-AsyncOperation; the result is []")
+    def post(
+        self,
+        _query: dict[str, Any],
+        body: dict[str, Any],
+        subscription_id: str,
+        resource_group: str,
+        machine_name: str,
+    ) -> Any:
+        """UpgradeExtensions: runs now, without batching; failures roll back to the last known good version"""
+        key = machine_key(subscription_id, resource_group, machine_name)
+        op = services().engine.manual_upgrade(key, body["extensionTargets"], principal().name)
+        return accepted(op)

@@ -1,0 +1,804 @@
+"""The upgrade engine: rollouts of published versions, due jobs, manual upgrades, recovery.
+
+State lives in the store (rollout records; each extension's job on its own record); the engine
+keeps only indexes it can rebuild at start: a heap of due jobs, the open targets of running
+waves, and the manual operations still waiting for their jobs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+from .. import errors
+from ..activity import ActivityLog
+from ..catalog import Catalog
+from ..crypto import SecretBox
+from ..hosts.base import HostDriver
+from ..ids import MachineKey
+from ..operations import FAILED as OP_FAILED
+from ..operations import IN_PROGRESS, SUCCEEDED, new_operation
+from ..store.base import MachineDoc, Record, Store
+from . import jobs as J
+from .clock import Clock, iso
+from .planner import Candidate, plan_waves
+from .policy import handler_matches, ineligibility
+from .settings import EngineSettings
+from .versions import newer
+
+log = logging.getLogger(__name__)
+
+ACTIVE, PAUSED, FROZEN, COMPLETED = "Active", "Paused", "Frozen", "Completed"
+HELD = (PAUSED, FROZEN)
+FAILED_OUTCOMES = (J.ROLLED_BACK, J.DROPPED, J.NOT_RUN)
+
+DriverResolver = Callable[[MachineKey, MachineDoc], HostDriver | None]
+
+
+def _handler(record: dict[str, Any]) -> str:
+    props = record["resource"]["properties"]
+    return f"{props.get('publisher', '')}.{props.get('type', '')}".lower()
+
+
+def _key_of(target: list[str]) -> tuple[MachineKey, str]:
+    return MachineKey(target[0], target[1], target[2]), target[3]
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        box: SecretBox,
+        clock: Clock,
+        catalog: Catalog,
+        activity: ActivityLog,
+        drivers: DriverResolver,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.catalog = catalog
+        self.activity = activity
+        self.drivers = drivers
+        self.settings = settings or EngineSettings()
+        self.runner = J.JobRunner(
+            store,
+            box,
+            clock,
+            drivers,
+            activity.record,
+            self.settings.retry_delay.total_seconds(),
+            self.settings.busy_delay.total_seconds(),
+            self._may_run,
+        )
+        self._lock = threading.RLock()
+        self._due: list[tuple[str, int, tuple[str, str, str], str]] = []
+        self._seq = itertools.count()
+        self._inflight: set[tuple[str, str]] = set()
+        self._futures: set[Future[None]] = set()
+        self._open: dict[str, dict[int, set[tuple[str, str]]]] = {}  # rollout -> wave -> open targets
+        self._manual: dict[str, set[tuple[str, str]]] = {}  # operation id -> targets still running
+        self._pool = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="arcext-upgrade")
+        self._idle = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stats: dict[str, int] = {}
+        self._held: list[tuple[str, int, tuple[str, str, str], str]] = []
+
+    # --- life cycle ---------------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        self.recover()
+        if background:
+            self._thread = threading.Thread(target=self._loop, name="arcext-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.advance()
+            except Exception:  # the scheduler must outlive one bad tick
+                log.exception("Engine tick failed")
+            self._wake.wait(self.settings.tick_seconds)
+            self._wake.clear()
+
+    def reset(self) -> None:
+        """Forget every index (tests' reset; the store is cleared by the caller)."""
+        self.wait_idle()
+        with self._lock:
+            self._due.clear()
+            self._open.clear()
+            self._manual.clear()
+            self._held = []
+            self._stats.clear()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def recover(self) -> None:
+        """Rebuild indexes from the store and reconcile jobs a crash left Running."""
+
+        def project(doc: MachineDoc) -> list[tuple[MachineKey, str, dict[str, Any], dict[str, Any]]] | None:
+            from ..ids import parse_resource_id
+
+            parsed = parse_resource_id(doc["machine"]["id"])
+            if parsed is None:
+                return None
+            found = [
+                (parsed[0], ext, dict(r["upgrade"]), dict(r.get("outcomes") or {}))
+                for ext, r in doc["extensions"].items()
+                if r.get("upgrade")
+            ]
+            return found or None
+
+        running: list[tuple[MachineKey, str]] = []
+        with self._lock:
+            for found in self.store.project_machines(project):
+                for key, ext, job, _outcomes in found:
+                    if job["state"] == J.RUNNING:
+                        running.append((key, ext))
+                    elif job["state"] in J.WAITING:
+                        self._push(job["dueAt"], key, ext)
+            self._rebuild_open_waves()
+            for op in self.store.list_operations(IN_PROGRESS):
+                if op["kind"] == "extension.upgrade":
+                    self._manual[op["id"]] = {(MachineKey(*op["machine"]).lower, t["extension"]) for t in op["targets"]}
+        for key, ext in running:
+            log.info("Reconciling the upgrade of %s on %s interrupted by a restart", ext, key.name)
+            self._submit(key, ext, resume=True)
+        self._refresh_manual_operations()
+
+    def _rebuild_open_waves(self) -> None:
+        for rollout in self.store.list_rollouts():
+            for wave in rollout["waves"]:
+                if wave["state"] != "Running":
+                    continue
+                open_targets: set[tuple[str, str]] = set()
+                for batch in wave["batches"]:
+                    for target in batch["targets"]:
+                        key, ext = _key_of(target)
+                        doc = self.store.get_machine(key)
+                        record = doc["extensions"].get(ext) if doc else None
+                        if record and rollout["id"] not in (record.get("outcomes") or {}) and record.get("upgrade"):
+                            open_targets.add((key.lower, ext))
+                self._open.setdefault(rollout["id"], {})[wave["index"]] = open_targets
+
+    # --- publishing ---------------------------------------------------------------------------
+    def on_version_published(self, version: Record) -> Record | None:
+        """Plan a rollout for a newly published version of a type that supports auto-upgrade."""
+        type_record = self.catalog.get_type(version["publisher"], version["type"])
+        if not type_record or not type_record.get("autoUpgradeSupported"):
+            return None
+        now = self.clock.now()
+        target = version["version"]
+
+        def project(doc: MachineDoc) -> list[Candidate] | None:
+            from ..ids import parse_resource_id
+
+            parsed = parse_resource_id(doc["machine"]["id"])
+            if parsed is None:
+                return None
+            key = parsed[0]
+            out = [
+                Candidate(key.subscription, key.resource_group, key.name, ext, doc["machine"]["location"].lower())
+                for ext, record in doc["extensions"].items()
+                if handler_matches(record, version["publisher"], version["type"])
+                and ineligibility(record, True, target) is None
+            ]
+            return out or None
+
+        candidates = [c for found in self.store.project_machines(project) for c in found]
+        window = self.settings.critical_window if version.get("critical") else self.settings.standard_window
+        rollout_id = str(uuid.uuid4())
+        rollout: Record = {
+            "id": rollout_id,
+            "publisher": version["publisher"],
+            "type": version["type"],
+            "version": target,
+            "critical": bool(version.get("critical")),
+            "createdAt": iso(now),
+            "windowSeconds": window.total_seconds(),
+            "state": ACTIVE if candidates else COMPLETED,
+            "stateReason": None if candidates else "No eligible extensions when the version was published.",
+            "eligible": len(candidates),
+            "waves": plan_waves(rollout_id, candidates, self.settings.batch_fraction, window, now),
+        }
+        self.store.put_rollout(rollout)
+        log.info(
+            "Planned rollout %s of %s.%s %s: %d extensions in %d waves over %s",
+            rollout_id,
+            version["publisher"],
+            version["type"],
+            target,
+            len(candidates),
+            len(rollout["waves"]),
+            window,
+        )
+        self.kick()
+        return rollout
+
+    # --- scheduling -----------------------------------------------------------------------------
+    def _push(self, due: str, key: MachineKey, ext: str) -> None:
+        heapq.heappush(self._due, (due, next(self._seq), (key.subscription, key.resource_group, key.name), ext))
+
+    def advance(self) -> int:
+        """Start and finish waves, dispatch due jobs. Returns how many jobs were dispatched."""
+        now = self.clock.now()
+        with self._lock:
+            for rollout in self.store.list_rollouts():
+                if rollout["state"] == ACTIVE:
+                    self._advance_rollout(rollout, now)
+            return self._dispatch_due(now)
+
+    def _advance_rollout(self, rollout: Record, now: datetime) -> None:
+        changed = False
+        for wave in rollout["waves"]:
+            if wave["state"] == "Completed":
+                continue
+            if wave["state"] == "Running":
+                if self._open.get(rollout["id"], {}).get(wave["index"]):
+                    break
+                self._complete_wave(rollout, wave, now)
+                changed = True
+                if rollout["state"] != ACTIVE:
+                    break
+                continue
+            if wave["notBefore"] <= iso(now):
+                self._start_wave(rollout, wave, now)
+                changed = True
+                if self._open.get(rollout["id"], {}).get(wave["index"]):
+                    break
+                continue
+            break
+        if all(w["state"] == "Completed" for w in rollout["waves"]) and rollout["state"] == ACTIVE:
+            rollout["state"] = COMPLETED
+            rollout["completedAt"] = iso(now)
+            changed = True
+        if changed:
+            self.store.put_rollout(rollout)
+
+    def _start_wave(self, rollout: Record, wave: dict[str, Any], now: datetime) -> None:
+        open_targets: set[tuple[str, str]] = set()
+        job_base = {
+            "toVersion": rollout["version"],
+            "rolloutId": rollout["id"],
+            "correlationId": rollout["id"],
+            "caller": None,
+            "critical": rollout["critical"],
+            "wave": wave["index"],
+            "retry": True,
+        }
+        for batch in wave["batches"]:
+            skipped = 0
+            for target in batch["targets"]:
+                key, ext = _key_of(target)
+                if self._queue_job(key, ext, dict(job_base), now, automatic=True):
+                    open_targets.add((key.lower, ext))
+                    self._push(iso(now), key, ext)
+                else:
+                    skipped += 1
+            batch["skippedAtStart"] = skipped
+        wave["state"] = "Running"
+        wave["startedAt"] = iso(now)
+        self._open.setdefault(rollout["id"], {})[wave["index"]] = open_targets
+        log.info(
+            "Rollout %s (%s %s): wave %d in %s started with %d extensions",
+            rollout["id"],
+            rollout["type"],
+            rollout["version"],
+            wave["index"],
+            wave["region"],
+            len(open_targets),
+        )
+
+    def _queue_job(self, key: MachineKey, ext: str, job: dict[str, Any], now: datetime, automatic: bool) -> bool:
+        """Put a Queued job on the extension's record unless it is ineligible or already headed higher."""
+        type_ok: dict[tuple[str, str], bool] = {}
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, bool]:
+            record = doc["extensions"].get(ext) if doc else None
+            if doc is None or record is None:
+                return doc, False
+            props = record["resource"]["properties"]
+            if automatic:
+                pub, typ = props.get("publisher", ""), props.get("type", "")
+                if (pub, typ) not in type_ok:
+                    t = self.catalog.get_type(pub, typ)
+                    type_ok[(pub, typ)] = bool(t and t.get("autoUpgradeSupported"))
+                reason = ineligibility(record, type_ok[(pub, typ)], job["toVersion"])
+                if reason is not None:
+                    J.remember_outcome(record, job, "Skipped")
+                    return doc, False
+            current = record.get("upgrade")
+            if current and current["state"] == J.RUNNING:
+                return doc, False
+            if (
+                current
+                and current["state"] in J.WAITING
+                and not newer(job["toVersion"], current["toVersion"])
+                and automatic
+            ):
+                return doc, False
+            job.update(
+                state=J.QUEUED,
+                attempt=1,
+                dueAt=iso(now),
+                resourceId=record["resource"]["id"],
+            )
+            record["upgrade"] = job
+            return doc, True
+
+        queued: bool = self.store.mutate_machine(key, change)
+        return queued
+
+    def _complete_wave(self, rollout: Record, wave: dict[str, Any], now: datetime) -> None:
+        wave["state"] = "Completed"
+        wave["completedAt"] = iso(now)
+        tripped: list[str] = []
+        for batch in wave["batches"]:
+            counts = {"succeeded": 0, "failed": 0, "skipped": 0}
+            for target in batch["targets"]:
+                key, ext = _key_of(target)
+                doc = self.store.get_machine(key)
+                record = doc["extensions"].get(ext) if doc else None
+                outcome = (record.get("outcomes") or {}).get(rollout["id"]) if record else None
+                if outcome == J.SUCCEEDED:
+                    counts["succeeded"] += 1
+                elif outcome in FAILED_OUTCOMES:
+                    counts["failed"] += 1
+                else:
+                    counts["skipped"] += 1
+            batch.update(counts)
+            attempted = counts["succeeded"] + counts["failed"]
+            if (
+                attempted
+                and counts["failed"] >= self.settings.breaker_min_failures
+                and counts["failed"] / attempted > self.settings.breaker_fraction
+            ):
+                tripped.append(
+                    f"{counts['failed']} of {attempted} upgrades failed in the batch of subscription "
+                    f"{batch['subscription']} in wave {wave['index']} ({wave['region']})"
+                )
+        self._open.get(rollout["id"], {}).pop(wave["index"], None)
+        if tripped:
+            rollout["state"] = FROZEN
+            rollout["stateReason"] = (
+                "Circuit breaker: "
+                + "; ".join(tripped)
+                + f" (more than {self.settings.breaker_fraction:.0%}). Resume the rollout once the cause is fixed."
+            )
+            rollout["frozenAt"] = iso(now)
+            log.warning(
+                "Rollout %s of %s %s frozen: %s",
+                rollout["id"],
+                rollout["type"],
+                rollout["version"],
+                rollout["stateReason"],
+            )
+
+    def _dispatch_due(self, now: datetime) -> int:
+        stamp = iso(now)
+        dispatched = 0
+        held_again: list[tuple[str, int, tuple[str, str, str], str]] = []
+        rollouts = {r["id"]: r for r in self.store.list_rollouts()}
+        while self._due and self._due[0][0] <= stamp:
+            entry = heapq.heappop(self._due)
+            _, _, parts, ext = entry
+            key = MachineKey(*parts)
+            if (key.lower, ext) in self._inflight:
+                continue
+            doc = self.store.get_machine(key)
+            record = doc["extensions"].get(ext) if doc else None
+            job = record.get("upgrade") if record else None
+            if not job or job["state"] not in J.WAITING:
+                continue
+            if job["dueAt"] > stamp:
+                self._push(job["dueAt"], key, ext)
+                continue
+            rollout = rollouts.get(job.get("rolloutId") or "")
+            if rollout and rollout["state"] in HELD:
+                held_again.append(entry)  # kept for resume
+                continue
+            assert doc is not None
+            if self.drivers(key, doc) is None:
+                self._postpone(key, ext, "NoHostConnection")
+                continue
+            self._submit(key, ext)
+            dispatched += 1
+        self._held.extend(held_again)
+        self._stats["dispatched"] = self._stats.get("dispatched", 0) + dispatched
+        return dispatched
+
+    def _postpone(self, key: MachineKey, ext: str, reason: str) -> None:
+        due = iso(self.clock.now() + self.settings.retry_delay)
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
+            record = doc["extensions"].get(ext) if doc else None
+            if record and record.get("upgrade") and record["upgrade"]["state"] in J.WAITING:
+                record["upgrade"]["dueAt"] = due
+                record["upgrade"]["blockedReason"] = reason
+            return doc, None
+
+        self.store.mutate_machine(key, change)
+        self._push(due, key, ext)
+
+    def _submit(self, key: MachineKey, ext: str, resume: bool = False) -> None:
+        with self._lock:
+            self._inflight.add((key.lower, ext))
+            future = self._pool.submit(self._execute, key, ext, resume)
+            self._futures.add(future)
+
+    def _execute(self, key: MachineKey, ext: str, resume: bool) -> None:
+        result: J.JobResult | None = None
+        try:
+            if resume:
+                doc = self.store.get_machine(key)
+                driver = self.drivers(key, doc) if doc else None
+                result = self.runner.resume(key, ext, driver)
+            else:
+                result = self.runner.run(key, ext)
+        except Exception:
+            log.exception("Upgrade job for %s on %s crashed", ext, key.name)
+        finally:
+            with self._lock:
+                self._inflight.discard((key.lower, ext))
+                if result is not None:
+                    self._on_result(result)
+                self._futures = {f for f in self._futures if not f.done()}
+                self._idle.notify_all()
+            self.kick()
+
+    def _on_result(self, result: J.JobResult) -> None:
+        self._stats[result.outcome] = self._stats.get(result.outcome, 0) + 1
+        job = result.job
+        if result.outcome == J.POSTPONED and job:
+            self._push(job["dueAt"], result.key, result.extension)
+            return
+        if result.outcome in (J.ROLLED_BACK, J.NOT_RUN) and job.get("retry", True):
+            doc = self.store.get_machine(result.key)
+            record = doc["extensions"].get(result.extension) if doc else None
+            retry = record.get("upgrade") if record else None
+            if retry and retry["state"] == J.RETRY_WAIT:
+                self._push(retry["dueAt"], result.key, result.extension)
+        target = (result.key.lower, result.extension)
+        rollout_id = job.get("rolloutId")
+        if rollout_id and not job.get("firstAttemptDone"):
+            for open_targets in self._open.get(rollout_id, {}).values():
+                open_targets.discard(target)
+        operation_id = job.get("manualOperation")
+        if operation_id and operation_id in self._manual:
+            self._manual[operation_id].discard(target)
+            if not self._manual[operation_id]:
+                self._finish_manual(operation_id)
+
+    # --- waiting for work -----------------------------------------------------------------------
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._inflight, timeout)
+
+    def run_until_idle(self, max_rounds: int = 10_000) -> dict[str, Any]:
+        """Run everything that is due now, round after round, until nothing more happens."""
+        before = dict(self._stats)
+        for _ in range(max_rounds):
+            dispatched = self.advance()
+            self.wait_idle()
+            with self._lock:
+                busy = bool(self._inflight)
+                snapshot = dict(self._stats)
+            # stop once a round dispatched nothing and a further advance (which may complete waves
+            # whose jobs just finished, and start the next) changes nothing either
+            if not busy and not dispatched and self.advance() == 0:
+                self.wait_idle()
+                if self._stats == snapshot:
+                    break
+        summary = {k: self._stats.get(k, 0) - before.get(k, 0) for k in self._stats}
+        return {
+            "now": iso(self.clock.now()),
+            "dispatched": summary.get("dispatched", 0),
+            "succeeded": summary.get(J.SUCCEEDED, 0),
+            "rolledBack": summary.get(J.ROLLED_BACK, 0),
+            "rollbackFailed": summary.get(J.DROPPED, 0),
+            "notRun": summary.get(J.NOT_RUN, 0),
+            "cancelled": summary.get(J.CANCELLED, 0),
+            "pending": len(self._due),
+            "rollouts": [
+                {"id": r["id"], "type": r["type"], "version": r["version"], "state": r["state"]}
+                for r in self.store.list_rollouts()
+            ],
+        }
+
+    # --- may this job run now? ------------------------------------------------------------------
+    def _may_run(self, record: dict[str, Any], job: dict[str, Any]) -> str | None:
+        if job.get("manualOperation") and job.get("attempt", 1) == 1:
+            return None  # the user asked for it now
+        props = record["resource"]["properties"]
+        if not props.get("enableAutomaticUpgrade", True):
+            return "AutomaticUpgradeDisabled"
+        if record.get("droppedOut"):
+            return "DroppedOutAfterFailedRollback"
+        type_record = self.catalog.get_type(props.get("publisher", ""), props.get("type", ""))
+        if not job.get("manualOperation") and not (type_record and type_record.get("autoUpgradeSupported")):
+            return "AutomaticUpgradeNotSupported"
+        return None
+
+    # --- operator controls -------------------------------------------------------------------------
+    def set_rollout_state(self, rollout_id: str, action: str) -> Record:
+        with self._lock:
+            rollout = self.store.get_rollout(rollout_id)
+            if rollout is None:
+                raise errors.resource_not_found("arcext/rollouts", rollout_id)
+            now = iso(self.clock.now())
+            if action == "pause":
+                if rollout["state"] == COMPLETED:
+                    raise errors.conflict(f"Rollout {rollout_id} has completed; there is nothing to pause.")
+                rollout["state"], rollout["stateReason"] = PAUSED, f"Paused by an operator at {now}."
+            elif action == "freeze":
+                if rollout["state"] == COMPLETED:
+                    raise errors.conflict(f"Rollout {rollout_id} has completed; there is nothing to freeze.")
+                rollout["state"], rollout["stateReason"] = FROZEN, f"Frozen by an operator at {now}."
+            elif action == "resume":
+                if rollout["state"] not in HELD:
+                    raise errors.conflict(
+                        f"Rollout {rollout_id} is {rollout['state']}; only a paused or frozen rollout can be resumed."
+                    )
+                rollout["state"], rollout["stateReason"] = ACTIVE, f"Resumed by an operator at {now}."
+                held, self._held = self._held, []
+                for entry in held:
+                    heapq.heappush(self._due, entry)
+            else:
+                raise errors.bad_request(f"Unknown action '{action}': use pause, resume or freeze.")
+            self.store.put_rollout(rollout)
+        self.kick()
+        return rollout
+
+    # --- manual upgrade ------------------------------------------------------------------------------
+    def manual_upgrade(self, key: MachineKey, targets: dict[str, Any], principal: str) -> Record:
+        doc = self.store.get_machine(key)
+        if doc is None:
+            raise errors.resource_not_found("Microsoft.HybridCompute/machines", key.name, key.resource_group)
+        if not targets:
+            raise errors.invalid_parameter("extensionTargets must name at least one extension.", "extensionTargets")
+        plan: list[tuple[str, str, str]] = []  # (extension key, from, to)
+        for handler, target in targets.items():
+            ext = self._resolve_target(doc, handler)
+            record = doc["extensions"][ext]
+            props = record["resource"]["properties"]
+            version = (target or {}).get("targetVersion")
+            if not version:
+                raise errors.invalid_parameter(
+                    f"extensionTargets['{handler}'].targetVersion is required.", f"extensionTargets.{handler}"
+                )
+            if self.catalog.get_version(props["publisher"], props["type"], version) is None:
+                known = [v["version"] for v in self.catalog.versions(props["publisher"], props["type"])]
+                raise errors.invalid_parameter(
+                    f"Version '{version}' of {props['publisher']}.{props['type']} is not published"
+                    + (f"; published versions: {', '.join(known)}." if known else "; no version is published."),
+                    f"extensionTargets.{handler}.targetVersion",
+                )
+            current = props.get("typeHandlerVersion") or ""
+            if current and newer(current, version):
+                raise errors.invalid_parameter(
+                    f"Extension '{record['resource']['name']}' runs {current}; upgrading to the older {version} is "
+                    "a downgrade, which upgradeExtensions does not do. Remove and reinstall the extension instead.",
+                    f"extensionTargets.{handler}.targetVersion",
+                )
+            if record.get("operation"):
+                raise errors.another_operation_in_progress(record["resource"]["id"], record["operation"])
+            if current != version:
+                plan.append((ext, current, version))
+        now = self.clock.now()
+        op = new_operation(
+            "extension.upgrade",
+            doc["machine"]["id"],
+            key.subscription,
+            doc["machine"]["location"],
+            principal,
+            now,
+            machine=[key.subscription, key.resource_group, key.name],
+            targets=[{"extension": e, "fromVersion": f, "toVersion": t} for e, f, t in plan],
+        )
+        with self._lock:
+            queued: set[tuple[str, str]] = set()
+            for ext, _from, to in plan:
+                job = {
+                    "toVersion": to,
+                    "correlationId": op["id"],
+                    "manualOperation": op["id"],
+                    "caller": principal,
+                    "retry": True,
+                }
+                if self._queue_job(key, ext, job, now, automatic=False):
+                    queued.add((key.lower, ext))
+                    self._push(iso(now), key, ext)
+            if not queued:
+                op.update(status=SUCCEEDED, endTime=iso(now), result=[])
+            self.store.put_operation(op)
+            if queued:
+                self._manual[op["id"]] = queued
+        self.kick()
+        return op
+
+    @staticmethod
+    def _resolve_target(doc: MachineDoc, handler: str) -> str:
+        wanted = handler.lower()
+        exact: list[str] = [ext for ext, r in doc["extensions"].items() if _handler(r) == wanted]
+        if len(exact) == 1:
+            return exact[0]
+        by_publisher: list[str] = [
+            ext
+            for ext, r in doc["extensions"].items()
+            if str(r["resource"]["properties"].get("publisher", "")).lower() == wanted
+        ]
+        if not exact and len(by_publisher) == 1:
+            return by_publisher[0]
+        installed = (
+            ", ".join(
+                f"{r['resource']['properties'].get('publisher')}.{r['resource']['properties'].get('type')}"
+                for r in doc["extensions"].values()
+            )
+            or "none"
+        )
+        if len(by_publisher) > 1 or len(exact) > 1:
+            raise errors.invalid_parameter(
+                f"'{handler}' matches several extensions on machine '{doc['machine']['name']}'; name one as "
+                f"'<publisher>.<type>' (installed: {installed}).",
+                f"extensionTargets.{handler}",
+            )
+        raise errors.invalid_parameter(
+            f"Machine '{doc['machine']['name']}' has no extension '{handler}'; keys are '<publisher>.<type>' "
+            f"(installed: {installed}).",
+            f"extensionTargets.{handler}",
+        )
+
+    def _finish_manual(self, operation_id: str) -> None:
+        op = self.store.get_operation(operation_id)
+        self._manual.pop(operation_id, None)
+        if op is None or op["status"] != IN_PROGRESS:
+            return
+        key = MachineKey(*op["machine"])
+        doc = self.store.get_machine(key)
+        failures = []
+        for target in op["targets"]:
+            record = doc["extensions"].get(target["extension"]) if doc else None
+            outcome = (record.get("outcomes") or {}).get(operation_id) if record else None
+            if outcome != J.SUCCEEDED:
+                name = record["resource"]["name"] if record else target["extension"]
+                message = {
+                    J.ROLLED_BACK: f"upgrade to {target['toVersion']} failed; {target['fromVersion']} was reinstalled",
+                    J.DROPPED: f"upgrade to {target['toVersion']} failed and the reinstall of the previous version "
+                    "failed; remove and reinstall the extension",
+                    J.NOT_RUN: "the host could not be reached; nothing was changed",
+                }.get(outcome or "", f"the upgrade did not run ({outcome or 'removed'})")
+                failures.append({"code": "ExtensionUpgradeFailed", "target": name, "message": message})
+        op["endTime"] = iso(self.clock.now())
+        if failures:
+            op["status"] = OP_FAILED
+            op["error"] = {
+                "code": "ExtensionUpgradeFailed",
+                "message": f"{len(failures)} of {len(op['targets'])} extension upgrades failed: "
+                + "; ".join(f"{f['target']}: {f['message']}" for f in failures),
+                "details": failures,
+            }
+            op["httpStatus"] = 409
+        else:
+            op["status"] = SUCCEEDED
+            op["result"] = []
+        self.store.put_operation(op)
+
+    def _refresh_manual_operations(self) -> None:
+        """After recovery: finish manual operations whose jobs all ended before the crash."""
+        with self._lock:
+            for operation_id in list(self._manual):
+                op = self.store.get_operation(operation_id)
+                if op is None:
+                    self._manual.pop(operation_id)
+                    continue
+                key = MachineKey(*op["machine"])
+                doc = self.store.get_machine(key)
+                still = set()
+                for target in op["targets"]:
+                    record = doc["extensions"].get(target["extension"]) if doc else None
+                    if record and operation_id not in (record.get("outcomes") or {}) and record.get("upgrade"):
+                        still.add((key.lower, target["extension"]))
+                self._manual[operation_id] = still
+                if not still:
+                    self._finish_manual(operation_id)
+
+    # --- views -----------------------------------------------------------------------------------
+    def rollouts(self) -> list[Record]:
+        now = iso(self.clock.now())
+        out = []
+        for rollout in sorted(self.store.list_rollouts(), key=lambda r: r["createdAt"]):
+            waves = rollout["waves"]
+            summary = {
+                "id": rollout["id"],
+                "publisher": rollout["publisher"],
+                "type": rollout["type"],
+                "version": rollout["version"],
+                "critical": rollout["critical"],
+                "state": rollout["state"],
+                "stateReason": rollout.get("stateReason"),
+                "createdAt": rollout["createdAt"],
+                "completedAt": rollout.get("completedAt"),
+                "windowSeconds": rollout["windowSeconds"],
+                "eligible": rollout.get("eligible", 0),
+                "counts": {
+                    k: sum(b.get(k, 0) for w in waves for b in w["batches"]) for k in ("succeeded", "failed", "skipped")
+                },
+                "phases": [],
+                "nextAction": None,
+            }
+            phases: dict[int, dict[str, Any]] = {}
+            for wave in waves:
+                phase = phases.setdefault(
+                    wave["phase"], {"phase": wave["phase"], "region": wave["region"], "waves": []}
+                )
+                phase["waves"].append(
+                    {
+                        "index": wave["index"],
+                        "state": wave["state"],
+                        "notBefore": wave["notBefore"],
+                        "startedAt": wave.get("startedAt"),
+                        "completedAt": wave.get("completedAt"),
+                        "batches": [
+                            {
+                                "subscription": b["subscription"],
+                                "size": len(b["targets"]),
+                                **{k: b[k] for k in ("succeeded", "failed", "skipped") if k in b},
+                            }
+                            for b in wave["batches"]
+                        ],
+                    }
+                )
+            summary["phases"] = [phases[p] for p in sorted(phases)]
+            pending = next((w for w in waves if w["state"] != "Completed"), None)
+            if rollout["state"] in HELD:
+                summary["nextAction"] = f"{rollout['state']}: waiting for an operator to resume"
+            elif pending and pending["state"] == "Running":
+                summary["nextAction"] = f"wave {pending['index']} ({pending['region']}) is running"
+            elif pending:
+                when = "now" if pending["notBefore"] <= now else f"at {pending['notBefore']}"
+                summary["nextAction"] = f"start wave {pending['index']} ({pending['region']}) {when}"
+            out.append(summary)
+        return out
+
+    def wave_of(self, key: MachineKey, ext: str) -> tuple[Record, dict[str, Any]] | None:
+        """The not-yet-started wave of an active rollout that will queue this extension."""
+        target = [key.subscription, key.resource_group.lower(), key.name.lower(), ext]
+        for rollout in self.store.list_rollouts():
+            if rollout["state"] == COMPLETED:
+                continue
+            for wave in rollout["waves"]:
+                if wave["state"] != "Pending":
+                    continue
+                for batch in wave["batches"]:
+                    for t in batch["targets"]:
+                        if [t[0], t[1].lower(), t[2].lower(), t[3]] == target:
+                            return rollout, wave
+        return None
+
+    def held(self, rollout_id: str | None) -> Record | None:
+        if not rollout_id:
+            return None
+        rollout = self.store.get_rollout(rollout_id)
+        return rollout if rollout and rollout["state"] in HELD else None
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def later(self, seconds: float) -> str:
+        return iso(self.clock.now() + timedelta(seconds=seconds))

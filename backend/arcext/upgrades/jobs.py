@@ -1,0 +1,404 @@
+"""One upgrade attempt of one extension on one machine, step by step.
+
+Every step is written to the extension's record before it is taken (state Running, step
+upgrade → rollback), with a Started event before the host is touched and one end event after, so
+a crash at any point leaves enough on disk to finish or roll back at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..activity import AUTOMATIC_CALLER, upgrade_event
+from ..crypto import SecretBox
+from ..hosts.base import ExtensionSpec, HostAuthError, HostDriver, HostDriverError, HostUnreachable
+from ..ids import MachineKey
+from ..store.base import MachineDoc, Record, Store
+from .clock import Clock, iso
+from .versions import newer
+
+log = logging.getLogger(__name__)
+
+QUEUED = "Queued"
+RETRY_WAIT = "RetryWait"
+RUNNING = "Running"
+FAILED = "Failed"
+WAITING = (QUEUED, RETRY_WAIT)
+
+SUCCEEDED = "Succeeded"
+ROLLED_BACK = "RolledBack"
+NOT_RUN = "NotRun"  # the host could not be reached; nothing changed
+DROPPED = "RollbackFailed"
+CANCELLED = "Cancelled"
+POSTPONED = "Postponed"
+
+
+@dataclass
+class JobResult:
+    key: MachineKey
+    extension: str
+    outcome: str
+    job: dict[str, Any] = field(default_factory=dict)
+
+
+def remember_outcome(record: dict[str, Any], job: dict[str, Any], outcome: str) -> None:
+    """The first attempt's outcome per rollout (or manual operation): the breaker and recovery read it."""
+    if job.get("firstAttemptDone"):
+        return
+    outcomes = record.setdefault("outcomes", {})
+    outcomes[job["correlationId"]] = outcome
+    while len(outcomes) > 20:
+        del outcomes[next(iter(outcomes))]
+
+
+def instance_view(resource: dict[str, Any], version: str, now: datetime, ok: bool, message: str) -> dict[str, Any]:
+    props = resource["properties"]
+    return {
+        "name": resource["name"],
+        "type": props.get("type"),
+        "typeHandlerVersion": version,
+        "status": {
+            "code": "0" if ok else "1",
+            "level": "Information" if ok else "Error",
+            "displayStatus": "Provisioning succeeded" if ok else "Provisioning failed",
+            "message": message,
+            "time": iso(now),
+        },
+    }
+
+
+class JobRunner:
+    """Runs claimed jobs. ``may_run`` is the engine's last-moment check (auto-upgrade still on,
+    rollout not paused or frozen); it returns a reason to skip, or None."""
+
+    def __init__(
+        self,
+        store: Store,
+        box: SecretBox,
+        clock: Clock,
+        drivers: Callable[[MachineKey, MachineDoc], HostDriver | None],
+        record_events: Callable[[list[Record]], None],
+        retry_delay_seconds: float,
+        busy_delay_seconds: float,
+        may_run: Callable[[dict[str, Any], dict[str, Any]], str | None],
+    ) -> None:
+        self.store = store
+        self.box = box
+        self.clock = clock
+        self.drivers = drivers
+        self.record_events = record_events
+        self.retry_delay = retry_delay_seconds
+        self.busy_delay = busy_delay_seconds
+        self.may_run = may_run
+
+    def _later(self, seconds: float) -> str:
+        from datetime import timedelta
+
+        return iso(self.clock.now() + timedelta(seconds=seconds))
+
+    # --- claiming ------------------------------------------------------------------------------
+    def claim(self, key: MachineKey, ext: str) -> tuple[dict[str, Any], MachineDoc] | JobResult:
+        """Move a due job to Running (persisted) or explain why it does not run now."""
+        now = self.clock.now()
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, Any]:
+            record = doc["extensions"].get(ext) if doc else None
+            job = record.get("upgrade") if record else None
+            if doc is None or record is None or not job or job["state"] not in WAITING:
+                return doc, JobResult(key, ext, CANCELLED)
+            if job["dueAt"] > iso(now):
+                return doc, JobResult(key, ext, POSTPONED, job)
+            reason = self.may_run(record, job)
+            if reason is not None:
+                record["upgrade"] = None
+                remember_outcome(record, job, CANCELLED)
+                return doc, JobResult(key, ext, CANCELLED, {**job, "reason": reason})
+            current = record["resource"]["properties"].get("typeHandlerVersion")
+            if current and not newer(job["toVersion"], current):
+                record["upgrade"] = None
+                remember_outcome(record, job, SUCCEEDED if current == job["toVersion"] else CANCELLED)
+                return doc, JobResult(key, ext, CANCELLED, {**job, "reason": "UpToDate"})
+            if record.get("operation"):
+                job["dueAt"] = self._later(self.busy_delay)
+                return doc, JobResult(key, ext, POSTPONED, job)
+            props = record["resource"]["properties"]
+            job.update(
+                state=RUNNING,
+                step="upgrade",
+                operationId=str(uuid.uuid4()),
+                fromVersion=props.get("typeHandlerVersion"),
+                lastKnownGoodVersion=record.get("lkg") or props.get("typeHandlerVersion"),
+                startedAt=iso(now),
+            )
+            record["operation"] = job["operationId"]
+            props["provisioningState"] = "Updating"
+            return doc, (dict(job), doc)
+
+        claimed: tuple[dict[str, Any], MachineDoc] | JobResult = self.store.mutate_machine(key, change)
+        return claimed
+
+    # --- running -------------------------------------------------------------------------------
+    def run(self, key: MachineKey, ext: str, driver: HostDriver | None = None) -> JobResult:
+        claimed = self.claim(key, ext)
+        if isinstance(claimed, JobResult):
+            return claimed
+        job, doc = claimed
+        record = doc["extensions"][ext]
+        resource = record["resource"]
+        props = resource["properties"]
+        spec = ExtensionSpec(
+            name=resource["name"],
+            publisher=props.get("publisher", ""),
+            type=props.get("type", ""),
+            settings=props.get("settings") or {},
+            protected_settings=self.box.open(record["protected"]) if record.get("protected") else None,
+        )
+        self._event("Started", resource["id"], job, {})
+        try:
+            driver = driver or self.drivers(key, doc)
+            if driver is None:
+                raise HostUnreachable(key.name, "connect", "no host connection is configured for this machine")
+            try:
+                driver.upgrade(spec, job["fromVersion"], job["toVersion"])
+            except (HostUnreachable, HostAuthError) as exc:
+                return self._not_run(key, ext, job, exc)
+            except HostDriverError as exc:
+                return self._roll_back(key, ext, job, spec, driver, exc)
+            return self._succeeded(key, ext, job)
+        finally:
+            if driver is not None:
+                driver.close()
+
+    def resume(self, key: MachineKey, ext: str, driver: HostDriver | None) -> JobResult:
+        """A job found Running at start: ask the host what happened, then finish or roll back."""
+        doc = self.store.get_machine(key)
+        record = doc["extensions"].get(ext) if doc else None
+        job = record.get("upgrade") if record else None
+        if doc is None or record is None or not job or job.get("state") != RUNNING:
+            return JobResult(key, ext, CANCELLED)
+        props = record["resource"]["properties"]
+        spec = ExtensionSpec(
+            name=record["resource"]["name"],
+            publisher=props.get("publisher", ""),
+            type=props.get("type", ""),
+            settings=props.get("settings") or {},
+            protected_settings=self.box.open(record["protected"]) if record.get("protected") else None,
+        )
+        interrupted = HostDriverError(key.name, "upgrade", "interrupted by a restart of arcext")
+        if driver is None:
+            return self._not_run(key, ext, job, HostUnreachable(key.name, "reconcile", "no host connection"))
+        try:
+            if job.get("step") == "upgrade":
+                installed = driver.installed(spec.name)
+                if installed and installed.version == job["toVersion"] and installed.state == "enabled":
+                    return self._succeeded(key, ext, job)
+                if installed and installed.version == job["fromVersion"] and installed.state == "enabled":
+                    return self._not_run(key, ext, job, interrupted)
+            return self._roll_back(key, ext, job, spec, driver, interrupted)
+        except HostDriverError as exc:
+            return self._not_run(key, ext, job, exc)
+        finally:
+            driver.close()
+
+    # --- endings -----------------------------------------------------------------------------
+    def _finish(
+        self, key: MachineKey, ext: str, job: dict[str, Any], apply: Callable[[dict[str, Any]], None], outcome: str
+    ) -> None:
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
+            record = doc["extensions"].get(ext) if doc else None
+            if doc is None or record is None or (record.get("upgrade") or {}).get("operationId") != job["operationId"]:
+                return doc, None  # deleted meanwhile
+            record["operation"] = None
+            apply(record)
+            remember_outcome(record, job, outcome)
+            return doc, None
+
+        self.store.mutate_machine(key, change)
+
+    def _succeeded(self, key: MachineKey, ext: str, job: dict[str, Any]) -> JobResult:
+        now = self.clock.now()
+
+        def apply(record: dict[str, Any]) -> None:
+            resource = record["resource"]
+            props = resource["properties"]
+            props["typeHandlerVersion"] = job["toVersion"]
+            props["provisioningState"] = "Succeeded"
+            props["instanceView"] = instance_view(
+                resource,
+                job["toVersion"],
+                now,
+                True,
+                f"Extension upgraded from {job['fromVersion']} to {job['toVersion']}.",
+            )
+            record["lkg"] = job["toVersion"]
+            record["upgrade"] = None
+
+        self._finish(key, ext, job, apply, SUCCEEDED)
+        self._event("Succeeded", self._ext_id(key, ext, job), job, {"rolledBack": False})
+        return JobResult(key, ext, SUCCEEDED, job)
+
+    def _retry_job(self, job: dict[str, Any], error: HostDriverError) -> dict[str, Any]:
+        retry = {
+            k: v
+            for k, v in job.items()
+            if k not in ("operationId", "step", "startedAt", "fromVersion", "lastKnownGoodVersion")
+        }
+        retry.update(
+            state=RETRY_WAIT,
+            attempt=int(job.get("attempt", 1)) + 1,
+            dueAt=self._later(self.retry_delay),
+            lastError={"code": error.code, "message": error.message},
+            firstAttemptDone=True,
+        )
+        return retry
+
+    def _not_run(self, key: MachineKey, ext: str, job: dict[str, Any], error: HostDriverError) -> JobResult:
+        retry = self._retry_job(job, error)
+
+        def apply(record: dict[str, Any]) -> None:
+            record["resource"]["properties"]["provisioningState"] = "Succeeded"
+            record["upgrade"] = retry if job.get("retry", True) else None
+
+        self._finish(key, ext, job, apply, NOT_RUN)
+        self._event(
+            "Failed",
+            self._ext_id(key, ext, job),
+            job,
+            {
+                "rolledBack": False,
+                "errorCode": error.code,
+                "message": error.message,
+                "nextAttemptAt": retry["dueAt"] if job.get("retry", True) else None,
+            },
+            level="Warning",
+        )
+        return JobResult(key, ext, NOT_RUN, {**job, "error": error.code, "message": error.message})
+
+    def _roll_back(
+        self,
+        key: MachineKey,
+        ext: str,
+        job: dict[str, Any],
+        spec: ExtensionSpec,
+        driver: HostDriver,
+        error: HostDriverError,
+    ) -> JobResult:
+        good = job["lastKnownGoodVersion"]
+
+        def mark(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
+            record = doc["extensions"].get(ext) if doc else None
+            if record and (record.get("upgrade") or {}).get("operationId") == job["operationId"]:
+                record["upgrade"]["step"] = "rollback"
+                record["upgrade"]["lastError"] = {"code": error.code, "message": error.message}
+            return doc, None
+
+        self.store.mutate_machine(key, mark)
+        log.warning(
+            "Upgrade of %s on %s to %s failed (%s); reinstalling %s",
+            spec.name,
+            key.name,
+            job["toVersion"],
+            error.code,
+            good,
+        )
+        now = self.clock.now()
+        try:
+            driver.rollback(spec, job["toVersion"], good)
+        except HostDriverError as exc:
+            rollback_error = exc
+
+            def dropped(record: dict[str, Any]) -> None:
+                resource = record["resource"]
+                resource["properties"]["provisioningState"] = "Failed"
+                resource["properties"]["instanceView"] = instance_view(
+                    resource,
+                    job["toVersion"],
+                    now,
+                    False,
+                    f"Upgrade to {job['toVersion']} failed ({error.message}) and reinstalling {good} failed "
+                    f"({rollback_error.message}). Remove and reinstall the extension.",
+                )
+                record["droppedOut"] = True
+                record["upgrade"] = {
+                    **{k: v for k, v in job.items() if k not in ("step",)},
+                    "state": FAILED,
+                    "lastError": {"code": rollback_error.code, "message": rollback_error.message},
+                }
+
+            self._finish(key, ext, job, dropped, DROPPED)
+            self._event(
+                "Failed",
+                self._ext_id(key, ext, job),
+                job,
+                {
+                    "rolledBack": False,
+                    "errorCode": error.code,
+                    "message": error.message,
+                    "rollbackError": rollback_error.message,
+                },
+            )
+            return JobResult(key, ext, DROPPED, {**job, "error": error.code})
+
+        retry = self._retry_job(job, error)
+
+        def rolled_back(record: dict[str, Any]) -> None:
+            resource = record["resource"]
+            props = resource["properties"]
+            props["typeHandlerVersion"] = good
+            props["provisioningState"] = "Succeeded"
+            props["instanceView"] = instance_view(
+                resource,
+                good,
+                now,
+                True,
+                f"Upgrade to {job['toVersion']} failed ({error.message}); {good} was reinstalled.",
+            )
+            record["upgrade"] = retry if job.get("retry", True) else None
+
+        self._finish(key, ext, job, rolled_back, ROLLED_BACK)
+        self._event(
+            "Failed",
+            self._ext_id(key, ext, job),
+            job,
+            {
+                "rolledBack": True,
+                "errorCode": error.code,
+                "message": error.message,
+                "nextAttemptAt": retry["dueAt"] if job.get("retry", True) else None,
+            },
+        )
+        return JobResult(key, ext, ROLLED_BACK, {**job, "error": error.code, "message": error.message})
+
+    # --- activity ------------------------------------------------------------------------------
+    def _ext_id(self, key: MachineKey, ext: str, job: dict[str, Any]) -> str:
+        return str(job.get("resourceId") or key.extension_id(ext))
+
+    def _event(
+        self, status: str, resource_id: str, job: dict[str, Any], extra: dict[str, Any], level: str | None = None
+    ) -> None:
+        properties = {
+            "fromVersion": job.get("fromVersion"),
+            "toVersion": job.get("toVersion"),
+            "lastKnownGoodVersion": job.get("lastKnownGoodVersion"),
+            "attempt": job.get("attempt", 1),
+            "critical": job.get("critical"),
+            "rolloutId": job.get("rolloutId"),
+            "wave": job.get("wave"),
+            **extra,
+        }
+        event = upgrade_event(
+            status=status,
+            resource_id=resource_id,
+            caller=job.get("caller") or AUTOMATIC_CALLER,
+            correlation_id=job["correlationId"],
+            operation_id=job["operationId"],
+            now=self.clock.now(),
+            properties=properties,
+            level=level,
+        )
+        self.record_events([event])

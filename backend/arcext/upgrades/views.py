@@ -1,0 +1,153 @@
+"""What operators read: a machine's pending upgrades and an extension's upgrade history."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from ..activity import UPGRADE_OPERATION, ActivityLog, EventFilter
+from ..catalog import Catalog
+from ..ids import MachineKey
+from ..store.base import MachineDoc
+from . import jobs as J
+from .clock import iso
+from .engine import Engine
+from .policy import auto_upgrade_view, ineligibility
+from .versions import major, newer
+
+_REASONS = {
+    "AutomaticUpgradeDisabled": "automatic upgrade is disabled for this extension",
+    "AutomaticUpgradeNotSupported": "this extension type does not support automatic upgrade",
+    "MajorVersionChange": "the newer version is a new major version, which is only applied manually",
+    "UpToDate": "the newest published version is installed",
+    "DroppedOutAfterFailedRollback": "an upgrade failed and reinstalling the previous version failed too; "
+    "remove and reinstall the extension",
+    "NoVersionInstalled": "no typeHandlerVersion is recorded",
+}
+
+
+def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: MachineDoc) -> dict[str, Any]:
+    now = iso(engine.now())
+    items = []
+    for ext in sorted(doc["extensions"]):
+        record = doc["extensions"][ext]
+        props = record["resource"]["properties"]
+        publisher, type_ = props.get("publisher", ""), props.get("type", "")
+        type_record = catalog.get_type(publisher, type_)
+        supported = bool(type_record and type_record.get("autoUpgradeSupported"))
+        current = props.get("typeHandlerVersion") or ""
+        versions = [v["version"] for v in catalog.versions(publisher, type_)]
+        same_major = [v for v in versions if current and major(v) == major(current)]
+        latest = same_major[-1] if same_major else None
+        newest = versions[-1] if versions else None
+        item: dict[str, Any] = {
+            "name": record["resource"]["name"],
+            "publisher": publisher,
+            "type": type_,
+            "version": current,
+            "automaticUpgrade": auto_upgrade_view(record, supported),
+            "latestVersion": newest,
+            "updateAvailable": bool(newest and current and newer(newest, current)),
+            "state": "UpToDate",
+            "targetVersion": None,
+            "dueAt": None,
+            "attempt": None,
+            "rolloutId": None,
+            "reason": None,
+        }
+        job = record.get("upgrade")
+        if job:
+            item.update(
+                state=job["state"],
+                targetVersion=job.get("toVersion"),
+                dueAt=job.get("dueAt"),
+                attempt=job.get("attempt"),
+                rolloutId=job.get("rolloutId"),
+            )
+            held = engine.held(job.get("rolloutId"))
+            if job["state"] == J.RUNNING:
+                item["reason"] = f"upgrading to {job['toVersion']} now (attempt {job.get('attempt', 1)})"
+            elif job["state"] == J.FAILED:
+                item["reason"] = _REASONS["DroppedOutAfterFailedRollback"]
+            elif held:
+                item["state"] = "Held"
+                item["reason"] = (
+                    f"rollout {held['id']} is {held['state'].lower()}: {held.get('stateReason') or ''}".strip()
+                )
+            elif job.get("blockedReason") == "NoHostConnection":
+                item["reason"] = f"no host connection is configured; checking again at {job['dueAt']}"
+            elif job["state"] == J.RETRY_WAIT:
+                err = (job.get("lastError") or {}).get("message", "the last attempt failed")
+                item["reason"] = f"retrying at {job['dueAt']} after a failed attempt ({err})"
+            else:
+                item["reason"] = "due now" if job["dueAt"] <= now else f"queued, due at {job['dueAt']}"
+        else:
+            scheduled = engine.wave_of(key, ext)
+            if scheduled:
+                rollout, wave = scheduled
+                item.update(
+                    state="Scheduled",
+                    targetVersion=rollout["version"],
+                    dueAt=wave["notBefore"],
+                    rolloutId=rollout["id"],
+                )
+                item["reason"] = f"in wave {wave['index']} ({wave['region']}) of rollout {rollout['id']}; " + (
+                    "starts once the earlier waves complete"
+                    if wave["notBefore"] <= now
+                    else f"not before {wave['notBefore']}"
+                )
+            elif latest:
+                why = ineligibility(record, supported, newest or latest)
+                if why and why != "UpToDate":
+                    item.update(state="NotEligible", reason=_REASONS.get(why, why))
+                elif newer(latest, current):
+                    item.update(state="NotEligible", reason="the newer version has no active rollout here")
+        items.append(item)
+    return {"machine": doc["machine"]["id"], "now": now, "extensions": items}
+
+
+def history_view(activity: ActivityLog, key: MachineKey, resource_id: str, now_iso: str) -> list[dict[str, Any]]:
+    from datetime import datetime
+
+    now = datetime.fromisoformat(now_iso.replace("Z", "+00:00"))
+    flt = EventFilter(
+        start=iso(now - timedelta(days=90)),
+        end=iso(now + timedelta(days=1)),
+        resource_uri=resource_id,
+        operation_name=UPGRADE_OPERATION,
+    )
+    attempts: dict[str, dict[str, Any]] = {}
+    for event in sorted(activity.query(key.subscription, flt), key=lambda e: e["eventTimestamp"]):
+        props = event["properties"]
+        entry = attempts.setdefault(
+            event["operationId"],
+            {
+                "operationId": event["operationId"],
+                "correlationId": event["correlationId"],
+                "caller": event["caller"],
+                "automatic": event["caller"] == "Azure Regional Service Manager",
+                "fromVersion": props.get("fromVersion"),
+                "toVersion": props.get("toVersion"),
+                "lastKnownGoodVersion": props.get("lastKnownGoodVersion"),
+                "attempt": props.get("attempt"),
+                "startedAt": None,
+                "endedAt": None,
+                "outcome": "Running",
+                "message": None,
+            },
+        )
+        status = event["status"]["value"]
+        if status == "Started":
+            entry["startedAt"] = event["eventTimestamp"]
+        else:
+            entry["endedAt"] = event["eventTimestamp"]
+            if status == "Succeeded":
+                entry["outcome"] = "Succeeded"
+            elif props.get("rolledBack"):
+                entry["outcome"] = "RolledBack"
+            elif props.get("rollbackError"):
+                entry["outcome"] = "RollbackFailed"
+            else:
+                entry["outcome"] = "NotRun"
+            entry["message"] = props.get("message")
+    return sorted(attempts.values(), key=lambda a: a["startedAt"] or a["endedAt"] or "", reverse=True)
