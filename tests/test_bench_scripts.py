@@ -1,0 +1,50 @@
+"""Smoke test of the benchmark scripts at tiny sizes: they run and print every figure (no timing asserted)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_bench_store_prints_every_figure() -> None:
+    out = run("bench_store.py", "--machines", "12", "--extensions", "40", "--samples", "20")
+    assert "40 extensions on 12 machines" in out
+    assert re.search(rf"build: {NUMBER} s for 12 machines / 40 extensions", out), out
+    for label, unit in [
+        (r"PATCH extension p50", "ms"),
+        (r"PATCH extension p99", "ms"),
+        (r"GET extension p50", "ms"),
+        (r"list machine's extensions p50", "ms"),
+        (r"cold start: TinyDBStore\(dir\) in a new process", "s"),
+    ]:
+        assert re.search(rf"{label}.*?\s{NUMBER} {unit}\s+target <= {NUMBER} {unit}\s+(PASS|FAIL)", out), (label, out)
+    assert re.search(r"^overall: (PASS|FAIL)", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_bench_api_prints_both_rates_and_ratio() -> None:
+    out = run(
+        "bench_api.py", "--extensions", "40", "--machines", "10", "--seconds", "0.3", "--rounds", "1",
+        "--connections", "2", "--urls", "20",
+    )
+    assert re.search(r"real GET: 200", out), out
+    assert re.search(rf"GET extension, real arcext server\s+{NUMBER} req/s", out), out
+    assert re.search(rf"minimal Flask JSON endpoint\s+{NUMBER} req/s", out), out
+    assert re.search(rf"ratio real / minimal\s+{NUMBER}\s+target >= 0.6 (PASS|FAIL)", out), out
+    assert "errors" not in out.split("results")[1], out
