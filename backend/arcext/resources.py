@@ -6,7 +6,6 @@ protectedSettings are sealed before they reach the store and never appear in a r
 
 from __future__ import annotations
 
-import copy
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from .crypto import SecretBox
 from .hosts.base import ExtensionSpec, HostDriver, HostDriverError
 from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, validate_extension_name
 from .operations import FAILED, IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
-from .store.base import MachineDoc, Record, Store
+from .store.base import MachineDoc, Record, Store, jcopy
 from .upgrades.clock import Clock, iso
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, dict) and isinstance(target.get(k), dict):
             merge(target[k], v)
         else:
-            target[k] = copy.deepcopy(v)
+            target[k] = jcopy(v)
     return target
 
 
@@ -104,11 +103,11 @@ class ResourceService:
     # --- views ----------------------------------------------------------------------------
     @staticmethod
     def extension_view(record: Record) -> dict[str, Any]:
-        view: dict[str, Any] = copy.deepcopy(record["resource"])
+        view: dict[str, Any] = jcopy(record["resource"])
         return view
 
     def machine_view(self, doc: MachineDoc) -> dict[str, Any]:
-        view: dict[str, Any] = copy.deepcopy(doc["machine"])
+        view: dict[str, Any] = jcopy(doc["machine"])
         view.pop("operation", None)
         view["resources"] = [self.extension_view(r) for r in self._ordered_extensions(doc)]
         return view
@@ -236,19 +235,23 @@ class ResourceService:
 
     # --- extensions ---------------------------------------------------------------------------
     def get_extension(self, key: MachineKey, name: str) -> dict[str, Any]:
-        doc = self.store.get_machine(key)
-        if doc is None:
-            raise _not_found_machine(key)
-        record = doc["extensions"].get(name.lower())
-        if record is None:
-            raise _not_found_extension(key, name)
-        return self.extension_view(record)
+        def view(doc: MachineDoc | None) -> dict[str, Any]:
+            if doc is None:
+                raise _not_found_machine(key)
+            record = doc["extensions"].get(name.lower())
+            if record is None:
+                raise _not_found_extension(key, name)
+            return self.extension_view(record)
+
+        return self.store.view_machine(key, view)
 
     def list_extensions(self, key: MachineKey) -> list[dict[str, Any]]:
-        doc = self.store.get_machine(key)
-        if doc is None:
-            raise _not_found_machine(key)
-        return [self.extension_view(r) for r in self._ordered_extensions(doc)]
+        def view(doc: MachineDoc | None) -> list[dict[str, Any]]:
+            if doc is None:
+                raise _not_found_machine(key)
+            return [self.extension_view(r) for r in self._ordered_extensions(doc)]
+
+        return self.store.view_machine(key, view)
 
     def protected_settings(self, key: MachineKey, name: str) -> dict[str, Any] | None:
         """The decrypted protectedSettings, for host drivers only; never for a response."""
@@ -510,7 +513,7 @@ class ResourceService:
             }
             record["operation"] = None
             record["lkg"] = props.get("typeHandlerVersion")
-            return doc, copy.deepcopy(resource)
+            return doc, jcopy(resource)
 
         return self.store.mutate_machine(key, finish)
 
@@ -539,8 +542,7 @@ class ResourceService:
 
         The client was never answered, so the change is finished as if it had been acknowledged:
         the data is already durable and finishing is the least surprising outcome."""
-        for doc in self.store.iter_machines():
-            parsed_id = doc["machine"]["id"]
+        def in_flight(doc: MachineDoc) -> tuple[MachineDoc, list[str]] | None:
             pending: list[str] = []
             if doc["machine"].get("operation"):
                 pending.append(doc["machine"]["operation"])
@@ -549,6 +551,10 @@ class ResourceService:
                 for r in doc["extensions"].values()
                 if r.get("operation") and r["operation"] != (r.get("upgrade") or {}).get("operationId")
             ]
+            return (jcopy(doc), pending) if pending else None
+
+        for doc, pending in self.store.project_machines(in_flight):
+            parsed_id = doc["machine"]["id"]
             for op_id in pending:
                 if self.store.get_operation(op_id) is None:
                     log.warning("Found operation %s on %s without a record; finishing it", op_id, parsed_id)

@@ -10,7 +10,7 @@ are one JSON file each; tokens and the catalog are small TinyDB files of their o
 from __future__ import annotations
 
 import bisect
-import copy
+import gc
 import hashlib
 import json
 import logging
@@ -26,7 +26,7 @@ from tinydb.middlewares import CachingMiddleware
 
 from ..ids import MachineKey, parse_resource_id
 from .atomic_storage import AtomicJSONStorage, atomic_write_bytes, fsync_dir
-from .base import MachineDoc, Record
+from .base import MachineDoc, Record, jcopy
 from .eventlog import EventLog
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,18 @@ class TinyDBStore:
         self._tokens_mtime = self._tokens_file_mtime()
         self._token_by_hash = {t["hash"]: dict(t) for t in self._tokens.table("tokens").all()}
         if not self._tokens_only:
-            self._load_machines()
-            self._load_operations()
+            # Loading allocates millions of long-lived objects; the cyclic GC would rescan them while they
+            # pile up (two thirds of start-up at 25k machines) and pause ~0.8 s on every later full
+            # collection. Nothing loaded forms cycles; freezing only exempts it from the cyclic GC.
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                self._load_machines()
+                self._load_operations()
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+                gc.freeze()
             for path in self._rollouts_dir.glob("*.json"):
                 rollout = AtomicJSONStorage(path).read()
                 if rollout:
@@ -174,7 +184,14 @@ class TinyDBStore:
             return None
         with mf.lock:
             doc = mf.read()
-        return copy.deepcopy(doc) if doc is not None else None
+        return jcopy(doc) if doc is not None else None
+
+    def view_machine(self, key: MachineKey, view: Callable[[MachineDoc | None], T]) -> T:
+        mf = self._files.get(key.lower)
+        if mf is None:
+            return view(None)
+        with mf.lock:
+            return view(mf.read())
 
     def list_machines(
         self, subscription: str, resource_group: str | None, after: str | None, limit: int
@@ -215,14 +232,14 @@ class TinyDBStore:
                 self._files[key.lower] = mf
         with mf.lock:
             current = mf.read()
-            new, result = change(copy.deepcopy(current) if current is not None else None)
+            new, result = change(jcopy(current) if current is not None else None)
             if new is None:
                 if current is not None:
                     mf.remove()
                     mf.reload()
                     self._unindex(key)
                 return result
-            mf.write(copy.deepcopy(new))
+            mf.write(jcopy(new))
             if current is None:
                 with self._index_lock:
                     bisect.insort(self._by_sub.setdefault(key.subscription, []), self._sort_key(key))
@@ -243,7 +260,7 @@ class TinyDBStore:
             with mf.lock:
                 doc = mf.read()
             if doc is not None:
-                yield copy.deepcopy(doc)
+                yield jcopy(doc)
 
     def project_machines(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
         with self._index_lock:
@@ -273,16 +290,16 @@ class TinyDBStore:
                 path.parent.mkdir()
                 fsync_dir(self._ops_dir)
             atomic_write_bytes(path, json.dumps(op, separators=(",", ":")).encode())
-            self._ops[op["id"]] = copy.deepcopy(op)
+            self._ops[op["id"]] = jcopy(op)
 
     def get_operation(self, op_id: str) -> Record | None:
         op = self._ops.get(op_id)
-        return copy.deepcopy(op) if op is not None else None
+        return jcopy(op) if op is not None else None
 
     def list_operations(self, status: str | None = None) -> list[Record]:
         with self._ops_lock:
             ops = list(self._ops.values())
-        return [copy.deepcopy(o) for o in ops if status is None or o.get("status") == status]
+        return [jcopy(o) for o in ops if status is None or o.get("status") == status]
 
     def delete_operations_before(self, iso_time: str) -> int:
         with self._ops_lock:
@@ -377,16 +394,16 @@ class TinyDBStore:
     def put_rollout(self, rollout: Record) -> None:
         with self._rollouts_lock:
             atomic_write_bytes(self._rollout_path(rollout["id"]), json.dumps(rollout, separators=(",", ":")).encode())
-            self._rollouts[rollout["id"]] = copy.deepcopy(rollout)
+            self._rollouts[rollout["id"]] = jcopy(rollout)
 
     def get_rollout(self, rollout_id: str) -> Record | None:
         with self._rollouts_lock:
             rollout = self._rollouts.get(rollout_id)
-            return copy.deepcopy(rollout) if rollout is not None else None
+            return jcopy(rollout) if rollout is not None else None
 
     def list_rollouts(self) -> list[Record]:
         with self._rollouts_lock:
-            return [copy.deepcopy(r) for r in self._rollouts.values()]
+            return [jcopy(r) for r in self._rollouts.values()]
 
     # --- activity log -----------------------------------------------------------------------
     def append_events(self, events: list[Record]) -> None:
