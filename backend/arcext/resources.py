@@ -542,6 +542,7 @@ class ResourceService:
 
         The client was never answered, so the change is finished as if it had been acknowledged:
         the data is already durable and finishing is the least surprising outcome."""
+
         def in_flight(doc: MachineDoc) -> tuple[MachineDoc, list[str]] | None:
             pending: list[str] = []
             if doc["machine"].get("operation"):

@@ -108,9 +108,14 @@ class Engine:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _loop(self) -> None:
+        # On a manual clock the background pass only starts what a user asked for (manual upgrades);
+        # automatic work moves when POST /arcext/v1/engine/run says so, which keeps tests deterministic.
+        from .clock import ManualClock
+
+        automatic = not isinstance(self.clock, ManualClock)
         while not self._stop.is_set():
             try:
-                self.advance()
+                self.advance(automatic=automatic)
             except Exception:  # the scheduler must outlive one bad tick
                 log.exception("Engine tick failed")
             self._wake.wait(self.settings.tick_seconds)
@@ -235,14 +240,17 @@ class Engine:
     def _push(self, due: str, key: MachineKey, ext: str) -> None:
         heapq.heappush(self._due, (due, next(self._seq), (key.subscription, key.resource_group, key.name), ext))
 
-    def advance(self) -> int:
-        """Start and finish waves, dispatch due jobs. Returns how many jobs were dispatched."""
+    def advance(self, automatic: bool = True) -> int:
+        """Start and finish waves, dispatch due jobs. Returns how many jobs were dispatched.
+
+        With ``automatic`` False only manual upgrades are dispatched."""
         now = self.clock.now()
         with self._lock:
-            for rollout in self.store.list_rollouts():
-                if rollout["state"] == ACTIVE:
-                    self._advance_rollout(rollout, now)
-            return self._dispatch_due(now)
+            if automatic:
+                for rollout in self.store.list_rollouts():
+                    if rollout["state"] == ACTIVE:
+                        self._advance_rollout(rollout, now)
+            return self._dispatch_due(now, automatic)
 
     def _advance_rollout(self, rollout: Record, now: datetime) -> None:
         changed = False
@@ -390,10 +398,11 @@ class Engine:
                 rollout["stateReason"],
             )
 
-    def _dispatch_due(self, now: datetime) -> int:
+    def _dispatch_due(self, now: datetime, automatic: bool = True) -> int:
         stamp = iso(now)
         dispatched = 0
         held_again: list[tuple[str, int, tuple[str, str, str], str]] = []
+        later: list[tuple[str, int, tuple[str, str, str], str]] = []
         rollouts = {r["id"]: r for r in self.store.list_rollouts()}
         while self._due and self._due[0][0] <= stamp:
             entry = heapq.heappop(self._due)
@@ -409,6 +418,9 @@ class Engine:
             if job["dueAt"] > stamp:
                 self._push(job["dueAt"], key, ext)
                 continue
+            if not automatic and not job.get("manualOperation"):
+                later.append(entry)
+                continue
             rollout = rollouts.get(job.get("rolloutId") or "")
             if rollout and rollout["state"] in HELD:
                 held_again.append(entry)  # kept for resume
@@ -420,6 +432,8 @@ class Engine:
             self._submit(key, ext)
             dispatched += 1
         self._held.extend(held_again)
+        for entry in later:
+            heapq.heappush(self._due, entry)
         self._stats["dispatched"] = self._stats.get("dispatched", 0) + dispatched
         return dispatched
 

@@ -96,12 +96,16 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                     if wave["notBefore"] <= now
                     else f"not before {wave['notBefore']}"
                 )
-            elif latest:
-                why = ineligibility(record, supported, newest or latest)
-                if why and why != "UpToDate":
+            else:
+                target = latest if latest and current and newer(latest, current) else newest
+                why = ineligibility(record, supported, target) if target else None
+                if target and why and why != "UpToDate":
                     item.update(state="NotEligible", reason=_REASONS.get(why, why))
-                elif newer(latest, current):
-                    item.update(state="NotEligible", reason="the newer version has no active rollout here")
+                elif target and why is None:
+                    item.update(
+                        state="NotEligible",
+                        reason=f"{target} has no active rollout for this extension; use upgradeExtensions",
+                    )
         items.append(item)
     return {"machine": doc["machine"]["id"], "now": now, "extensions": items}
 
