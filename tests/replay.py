@@ -2,7 +2,8 @@
 
 - where the shared folder is, and skipping cleanly when it is not there;
 - a strict shape comparator (keys and JSON types, recursively; values ignored except ARM resource types);
-- preconditions made through the API (machines, extensions, catalog versions);
+- preconditions made through the API (machines, extensions, catalog versions), including those of an
+  upgradeExtensions request (each target's extension installed at an older version, the target published);
 - a fast poller for long-running operations that follows the server's own headers.
 """
 
@@ -352,6 +353,53 @@ class Seeder:
         )
         assert self.server.wait_for_operations(10), "precondition: extension operation did not finish"
 
+    def upgrade(
+        self,
+        sub: str,
+        rg: str,
+        machine: str,
+        location: str,
+        targets: dict[str, Any],
+        recorded: list[dict[str, Any]] | tuple[()] = (),
+    ) -> list[UpgradeTarget]:
+        """What an upgradeExtensions request needs on a machine that exists: each target's extension
+        installed at an older version, the target version published; the machine's other recorded
+        extensions installed as recorded (they make a publisher-only key resolve among several).
+
+        Target versions are published *before* the extensions are installed: a version published while an
+        opted-in extension runs an older one starts an automatic rollout whose first wave runs at once,
+        which would race the manual upgrade under test."""
+        plan = plan_upgrade(targets, recorded)
+        for target in plan:
+            self.version(target.publisher, target.type, target.to_version)
+        planned = {t.name.lower() for t in plan}
+        for resource in recorded:
+            if resource["name"].lower() not in planned:
+                self.extension(sub, rg, machine, resource["name"], extension_put_body(resource, location))
+        for target in plan:
+            props: dict[str, Any] = {
+                "publisher": target.publisher,
+                "type": target.type,
+                "typeHandlerVersion": target.from_version,
+            }
+            if target.settings is not None:
+                props["settings"] = target.settings
+            self.extension(sub, rg, machine, target.name, {"location": location, "properties": props})
+        return plan
+
+    def assert_upgraded(self, sub: str, rg: str, machine: str, plan: list[UpgradeTarget], label: str) -> None:
+        """After a Succeeded upgradeExtensions: every target's extension runs its target version."""
+        for target in plan:
+            url = f"{self.server.url}{machine_path(sub, rg, machine)}/extensions/{quote(target.name)}"
+            response = self.session.get(url, params={"api-version": self.API})
+            assert response.status_code == 200, f"{label}: GET {target.name} -> {response.status_code}"
+            props = response.json()["properties"]
+            assert (props["typeHandlerVersion"], props["provisioningState"]) == (target.to_version, "Succeeded"), (
+                f"{label}: {target.name} ({target.key}) should run {target.to_version} after the upgrade "
+                f"from {target.from_version}: {props}"
+            )
+            assert props["instanceView"]["typeHandlerVersion"] == target.to_version, props["instanceView"]
+
     def version(self, publisher: str, extension_type: str, version: str) -> None:
         catalog = f"{self.server.url}/arcext/v1/catalog/{quote(publisher)}/{quote(extension_type)}"
         url = f"{catalog}/versions/{quote(version)}"
@@ -359,3 +407,63 @@ class Seeder:
         assert response.status_code in (200, 201), (
             f"precondition: publish {version} -> {response.status_code} {response.text}"
         )
+
+
+# --- upgradeExtensions ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class UpgradeTarget:
+    key: str  # the request's key: "<publisher>.<type>" or a publisher naming one extension
+    name: str
+    publisher: str
+    type: str
+    from_version: str
+    to_version: str
+    settings: dict[str, Any] | None = None
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
+
+
+def older_version(version: str) -> str:
+    """A version just below ``version``, component by component: 1.10 → 1.9, 1.10.12 → 1.10.11, 2.0 → 1.0."""
+    parts = [int(p) for p in version.split(".")]
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] > 0:
+            parts[i] -= 1
+            return ".".join(str(p) for p in parts)
+    raise ValueError(f"no version is older than {version}")
+
+
+def plan_upgrade(targets: dict[str, Any], recorded: list[dict[str, Any]] | tuple[()] = ()) -> list[UpgradeTarget]:
+    """The extension each key names: a recorded one whose "publisher.type" or publisher is the key (kept at its
+    recorded version when that is older than the target), else a new one split at the key's last dot."""
+    plan: list[UpgradeTarget] = []
+    for key, target in targets.items():
+        to_version = target["targetVersion"]
+        match = next(
+            (
+                r for r in recorded
+                if key.lower() in (
+                    f"{r['properties']['publisher']}.{r['properties']['type']}".lower(),
+                    r["properties"]["publisher"].lower(),
+                )
+            ),
+            None,
+        )
+        if match is not None:
+            props = match["properties"]
+            recorded_version = props.get("typeHandlerVersion") or ""
+            from_version = (
+                recorded_version
+                if recorded_version and version_tuple(recorded_version) < version_tuple(to_version)
+                else older_version(to_version)
+            )
+            plan.append(UpgradeTarget(key, match["name"], props["publisher"], props["type"], from_version, to_version,
+                                      props.get("settings")))
+        else:
+            publisher, _, extension_type = key.rpartition(".")
+            assert publisher, f"cannot tell the publisher and type of {key!r}"
+            plan.append(UpgradeTarget(key, extension_type, publisher, extension_type, older_version(to_version),
+                                      to_version))
+    return plan

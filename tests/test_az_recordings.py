@@ -5,12 +5,14 @@ One test per recorded scenario (a recording file holds one or more; the entries 
 each other: PUT, poll operationstatus, GET …). Before a scenario, the resources Azure already had are
 created through the API: the recorded machines (location, tags, identity type and properties as Azure
 returned them), the extensions a request reads or deletes without creating, the catalog versions an
-ExtensionMetadata call lists. Then every entry is sent with its recorded method, path, api-version and
+ExtensionMetadata call lists, and for an upgradeExtensions request each target's extension at an older
+version with the target version published. Then every entry is sent with its recorded method, path, api-version and
 body, the host rewritten to the server; operationstatus / operationresults entries follow the
 Azure-AsyncOperation / Location headers arcext returned for the preceding request instead of the
 recorded URL. Each response must have exactly the recorded status, the recorded LRO headers on a 202, and
 the recorded body's shape (ids and timestamps aside). Azure answered InProgress several times where
-arcext may finish sooner: a run of status polls is compared by its final status and body.
+arcext may finish sooner: a run of status polls is compared by its final status and body. After an
+upgradeExtensions scenario every target extension must run its target version.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from replay import (
     LRO_HEADERS,
     SPEC_DOCS,
     Seeder,
+    UpgradeTarget,
     assert_arm_headers,
     assert_lro_headers,
     assert_no_protected_settings,
@@ -49,7 +52,6 @@ require(AZ_RECORDINGS)
 
 MACHINE_TYPE = "microsoft.hybridcompute/machines"
 EXTENSION_TYPE = "microsoft.hybridcompute/machines/extensions"
-ENGINE_REASON = "upgradeExtensions is implemented by the upgrade engine (issue #3)"
 
 
 @dataclass
@@ -192,10 +194,15 @@ def _machine_id(sub: str, rg: str, name: str) -> str:
     return f"/subscriptions/{sub}/resourcegroups/{rg}/providers/microsoft.hybridcompute/machines/{name}".lower()
 
 
-def _prepare(seeder: Seeder, scenario: Scenario) -> None:
+Upgrade = tuple[tuple[str, str, str], list[UpgradeTarget]]
+
+
+def _prepare(seeder: Seeder, scenario: Scenario) -> list[Upgrade]:
+    """Create what Azure had; return the upgrades the scenario's upgradeExtensions requests should make."""
     machines: dict[str, tuple[str, str, str, dict[str, Any]]] = {}
     extensions: dict[str, tuple[tuple[str, str, str], str, dict[str, Any]]] = {}
     created: set[str] = set()
+    upgrades: list[tuple[tuple[str, str, str], dict[str, Any]]] = []
     locations = [e.request_body["location"] for e in scenario.entries
                  if isinstance(e.request_body, dict) and e.request_body.get("location")]
 
@@ -226,6 +233,8 @@ def _prepare(seeder: Seeder, scenario: Scenario) -> None:
         if parts is not None:
             want_machine(*parts[0])
             machine, ext = parts
+            if entry.method == "POST" and entry.path.lower().endswith("/upgradeextensions"):
+                upgrades.append((machine, entry.request_body["extensionTargets"]))
             if ext is not None:
                 ext_id = (f"/subscriptions/{machine[0]}/resourceGroups/{machine[1]}/providers/"
                           f"Microsoft.HybridCompute/machines/{machine[2]}/extensions/{ext}").lower()
@@ -255,6 +264,13 @@ def _prepare(seeder: Seeder, scenario: Scenario) -> None:
     for (sub, rg, parent), name, resource in extensions.values():
         location = resource.get("location") or machines[_machine_id(sub, rg, parent)][3]["location"]
         seeder.extension(sub, rg, parent, name, extension_put_body(resource, location))
+    planned: list[Upgrade] = []
+    for (sub, rg, name), targets in upgrades:
+        prefix = _machine_id(sub, rg, name) + "/extensions/"
+        recorded = [r for key, r in EXTENSIONS.items() if key.startswith(prefix) and key not in extensions]
+        location = machines[_machine_id(sub, rg, name)][3]["location"]
+        planned.append(((sub, rg, name), seeder.upgrade(sub, rg, name, location, targets, recorded)))
+    return planned
 
 
 # --- replay --------------------------------------------------------------------------------------
@@ -269,8 +285,7 @@ KNOWN_MISMATCHES: dict[str, str] = {
 def _cases() -> list[Any]:
     cases = []
     for scenario in SCENARIOS:
-        engine = any("/upgradeextensions" in e.path.lower() for e in scenario.entries)
-        marks: list[Any] = [pytest.mark.skip(reason=ENGINE_REASON)] if engine else []
+        marks: list[Any] = []
         if scenario.id in KNOWN_MISMATCHES:
             marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_MISMATCHES[scenario.id]))
         cases.append(pytest.param(scenario, id=scenario.id, marks=marks))
@@ -282,12 +297,15 @@ def test_every_recording_is_collected() -> None:
     files = {p.name for p in AZ_RECORDINGS.glob("*.Recording.json")}
     assert files and files == {s.file for s in SCENARIOS}
     assert MACHINES and EXTENSIONS
+    upgrading = {s.id for s in SCENARIOS if any(e.path.lower().endswith("/upgradeextensions") for e in s.entries)}
+    assert upgrading == {"Update-AzConnectedExtension::Upgrade", "Update-AzConnectedMachineExtension::Update"}
 
 
 @pytest.mark.parametrize("scenario", _cases())
 def test_az_recording(arcext_server: ArcextServer, scenario: Scenario) -> None:
     session = arcext_server.session()
-    _prepare(Seeder(arcext_server, session), scenario)
+    seeder = Seeder(arcext_server, session)
+    upgrades = _prepare(seeder, scenario)
     optional = _newer_api_keys(scenario)
     last_accepted: requests.Response | None = None
     entries = scenario.entries
@@ -327,6 +345,8 @@ def test_az_recording(arcext_server: ArcextServer, scenario: Scenario) -> None:
         if response.status_code == 202:
             last_accepted = response
         i += 1
+    for (sub, rg, machine), plan in upgrades:
+        seeder.assert_upgraded(sub, rg, machine, plan, scenario.id)
 
 
 def _check(response: requests.Response, entry: Entry, label: str, optional: set[str]) -> None:
@@ -339,6 +359,8 @@ def _check(response: requests.Response, entry: Entry, label: str, optional: set[
         assert_lro_headers(response, [h for h in LRO_HEADERS if h in entry.headers], label)
     if entry.body is None:
         assert not response.content, f"{label}: Azure answered no body; arcext sent {response.text}"
+    elif entry.body == []:  # an action's result (upgradeExtensions): exactly an empty list, not any list
+        assert body_of(response) == [], f"{label}: Azure answered []; arcext sent {response.text}"
     else:
         assert_shape(entry.body, body_of(response), label, optional=optional)
 

@@ -3,10 +3,12 @@
 Each example file is one test: its operation (method and path template) comes from the spec document
 that references it (x-ms-examples), its parameters fill the path, the one object parameter is the body.
 Preconditions are created through the API first (the machine, the extensions the response shows,
-the catalog versions of ExtensionMetadata). The response must carry one of the example's status codes,
+the catalog versions of ExtensionMetadata; for UpgradeExtensions, each target's extension at an older
+version and the target version published). The response must carry one of the example's status codes,
 the headers the example declares for it, and the shape of its body. When arcext answers 202 where the
 example also documents a 200 body (PUT/PATCH), the operation is followed to its end and the resource
-it produced must have that 200 shape.
+it produced must have that 200 shape. An UpgradeExtensions operation must end Succeeded with its result at
+Location (final-state-via location), and every target extension must then run its target version.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from replay import (
     HC,
     SPEC_DOCS,
     Seeder,
+    UpgradeTarget,
     assert_arm_headers,
     assert_lro_headers,
     assert_no_protected_settings,
@@ -38,9 +41,6 @@ from replay import (
 )
 
 require(HC)
-
-#: The upgrade action belongs to the engine issue (#3).
-ENGINE_OPERATIONS = {"UpgradeExtensions"}
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,10 @@ def _response_resources(example: dict[str, Any]) -> list[dict[str, Any]]:
     return list(body["value"]) if isinstance(body.get("value"), list) else [body]
 
 
-def _prepare(seeder: Seeder, ex: Example, example: dict[str, Any], params: dict[str, str], body: Any) -> None:
+def _prepare(
+    seeder: Seeder, ex: Example, example: dict[str, Any], params: dict[str, str], body: Any
+) -> list[UpgradeTarget]:
+    """Create what the request needs; for UpgradeExtensions, return the upgrades it should make."""
     op = ex.operation_id
     sub = params.get("subscriptionId", "")
     rg = params.get("resourceGroupName", "")
@@ -169,17 +172,20 @@ def _prepare(seeder: Seeder, ex: Example, example: dict[str, Any], params: dict[
         for resource in _response_resources(example):
             props = resource["properties"]
             seeder.version(params["publisher"], params["extensionType"], props["version"])
+    elif op == "UpgradeExtensions":
+        seeder.machine(sub, rg, params["machineName"], {"location": "eastus"})
+        return seeder.upgrade(sub, rg, params["machineName"], "eastus", body["extensionTargets"])
+    return []
 
 
 @pytest.mark.parametrize("ex", _cases())
 def test_spec_example(arcext_server: ArcextServer, ex: Example) -> None:
-    if ex.operation_id in ENGINE_OPERATIONS:
-        pytest.skip("UpgradeExtensions is implemented by the upgrade engine (issue #3)")
     example = load_json(ex.path)
     label = f"{ex.id} ({ex.method} {ex.operation_id})"
     params, body = _params(example)
     session = arcext_server.session()
-    _prepare(Seeder(arcext_server, session), ex, example, params, body)
+    seeder = Seeder(arcext_server, session)
+    upgrades = _prepare(seeder, ex, example, params, body)
 
     url = _url(arcext_server, ex.template, params)
     response = session.request(ex.method, url, json=body)
@@ -201,6 +207,10 @@ def test_spec_example(arcext_server: ArcextServer, ex: Example) -> None:
 
     if response.status_code == 202:
         _follow(session, ex, example, response, url, label)
+    if ex.operation_id == "UpgradeExtensions":
+        assert upgrades, f"{label}: the example names no extension to upgrade"
+        seeder.assert_upgraded(params["subscriptionId"], params["resourceGroupName"], params["machineName"],
+                               upgrades, label)
 
 
 def _follow(session: Any, ex: Example, example: dict[str, Any], accepted: Any, url: str, label: str) -> None:
@@ -225,6 +235,14 @@ def _follow(session: Any, ex: Example, example: dict[str, Any], accepted: Any, u
         assert_no_protected_settings(resource, label)
         assert_shape(final_body, resource.json(), f"{label} GET after the operation")
         assert resource.json()["properties"]["provisioningState"] == "Succeeded"
+    if ex.method == "POST":
+        # an action whose result is at Location (final-state-via location); the example documents its
+        # 200 without a body, the recordings (Update-AzConnectedExtension) show Azure's [] there and as the
+        # Succeeded status's properties
+        assert final.get("properties") == [], f"{label}: a Succeeded action status has properties []: {final}"
+        result = session.get(accepted.headers["Location"])
+        assert result.status_code == 200, f"{label}: operationresults -> {result.status_code} {result.text}"
+        assert result.json() == [], f"{label}: operationresults of an action answered {result.text}"
     if ex.method == "DELETE":
         gone = session.get(url)
         assert gone.status_code == 404, f"{label}: the resource still answers {gone.status_code} after the delete"
