@@ -10,7 +10,19 @@ from typing import Any
 from flask import Flask
 
 from . import __version__
-from .api import activity, admin, engine_admin, extensions, hooks, machines, metadata, operations, upgrade
+from . import portal
+from .api import (
+    activity,
+    admin,
+    engine_admin,
+    extensions,
+    hooks,
+    host_connection,
+    machines,
+    metadata,
+    operations,
+    upgrade,
+)
 from .api.base import ArmApi
 from .api.middleware import CaseInsensitiveArmPaths
 from .config import DEFAULTS, coerce
@@ -58,8 +70,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["arcext"] = services
 
     api = ArmApi(app, spec_kwargs={"info": {"description": "Azure Arc-compatible Microsoft.HybridCompute API"}})
-    for module in (machines, extensions, upgrade, metadata, operations, activity, admin, engine_admin):
+    for module in (machines, extensions, upgrade, metadata, operations, activity, admin, engine_admin, host_connection):
         api.register_blueprint(module.blp)
+    app.register_blueprint(portal.bp)
     hooks.register(app)
     app.wsgi_app = CaseInsensitiveArmPaths(app.wsgi_app)  # type: ignore[method-assign]
     services.start()

@@ -134,6 +134,16 @@ def another_operation_in_progress(resource_id: str, operation_id: str) -> ArmErr
     )
 
 
+def upgrade_in_progress(resource_id: str, to_version: str) -> ArmError:
+    return ArmError(
+        409,
+        "AnotherOperationInProgress",
+        f"An automatic upgrade of '{resource_id}' to {to_version} is in progress. Retry when its "
+        "provisioningState is no longer Updating.",
+        target=resource_id,
+    )
+
+
 def conflict(message: str, target: str | None = None) -> ArmError:
     return ArmError(409, "Conflict", message, target=target)
 

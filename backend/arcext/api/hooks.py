@@ -74,8 +74,8 @@ def before_request() -> Any:
     g.request_id = str(uuid.uuid4())
     g.correlation_id = request.headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())
     path = request.path
-    if path.startswith(PUBLIC_PATHS) or path.startswith(("/arcext/v1/static", "/portal/static")):
-        return None
+    if path.startswith(PUBLIC_PATHS) or path.startswith(("/arcext/v1/static", "/portal")):
+        return None  # the portal signs people in with its own session cookie (arcext.portal)
     if request.content_length is not None and request.content_length > current_app.config["ARCEXT_MAX_BODY"]:
         raise errors.request_too_large(int(current_app.config["ARCEXT_MAX_BODY"]))
     g.principal = services().tokens.authenticate(request.headers.get("Authorization"))

@@ -27,6 +27,7 @@ def operation_urls(op: Record) -> tuple[str, str]:
 def accepted(op: Record) -> Response:
     status_url, result_url = operation_urls(op)
     response = Response(status=202)
+    del response.headers["Content-Type"]  # no body, so no (text/html) media type
     response.headers["Azure-AsyncOperation"] = status_url
     response.headers["Location"] = result_url
     response.headers["Retry-After"] = str(current_app.config["ARCEXT_RETRY_AFTER"])

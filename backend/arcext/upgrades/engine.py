@@ -24,6 +24,7 @@ from ..crypto import SecretBox
 from ..hosts.base import HostDriver
 from ..ids import MachineKey
 from ..operations import FAILED as OP_FAILED
+from ..resources import ResourceService
 from ..operations import IN_PROGRESS, SUCCEEDED, new_operation
 from ..store.base import MachineDoc, Record, Store
 from . import jobs as J
@@ -611,7 +612,7 @@ class Engine:
                     f"extensionTargets.{handler}.targetVersion",
                 )
             if record.get("operation"):
-                raise errors.another_operation_in_progress(record["resource"]["id"], record["operation"])
+                raise ResourceService._busy(record)
             if current != version:
                 plan.append((ext, current, version))
         now = self.clock.now()
