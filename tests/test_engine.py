@@ -489,3 +489,31 @@ def test_admin_controls_need_their_preconditions(arcext_server: ArcextServer, ar
     assert r.status_code == 404
     r = arcext_session.put(f"{arcext_server.url}/arcext/v1/simulated-hosts/ghost/faults", json={"failUpgrade": "2"})
     assert r.status_code == 400
+
+
+def test_an_extension_installed_later_joins_the_rollout(arc: ArcextServer, s: requests.Session) -> None:
+    machine(s, arc, "m1")
+    extension(s, arc, "m1")
+    publish(s, arc, "1.1.0")
+    advance(s, arc, 8 * WEEK)
+    run(s, arc)
+    assert ext(s, arc, "m1")["properties"]["typeHandlerVersion"] == "1.1.0"
+    # a server set up after the rollout completed, with the old version
+    machine(s, arc, "late")
+    extension(s, arc, "late")
+    view = pending(s, arc, "late")["ama"]
+    assert view["state"] == "Queued" and view["targetVersion"] == "1.1.0"
+    run(s, arc)
+    assert ext(s, arc, "late")["properties"]["typeHandlerVersion"] == "1.1.0"
+    # an opted-out extension joins when it opts back in
+    extension(s, arc, "late", name="optout", enableAutomaticUpgrade=False)
+    run(s, arc)
+    assert ext(s, arc, "late", "optout")["properties"]["typeHandlerVersion"] == "1.0.0"
+    r = s.patch(
+        ext_url(arc, "optout", "late"),
+        params={"api-version": API},
+        json={"properties": {"enableAutomaticUpgrade": True}},
+    )
+    wait_operation(s, r)
+    run(s, arc)
+    assert ext(s, arc, "late", "optout")["properties"]["typeHandlerVersion"] == "1.1.0"

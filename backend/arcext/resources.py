@@ -84,6 +84,8 @@ class ResourceService:
         drivers: Callable[[MachineKey, MachineDoc], HostDriver | None] | None = None,
     ) -> None:
         self.drivers = drivers
+        #: Called with (machine, extension key) after an install or update succeeded (the engine's hook).
+        self.on_extension_ready: Callable[[MachineKey, str], object] | None = None
         self.store = store
         self.box = box
         self.clock = clock
@@ -452,6 +454,15 @@ class ResourceService:
             if result is not None:
                 op["result"] = result
         self.store.put_operation(op)
+        if (
+            op["status"] == SUCCEEDED
+            and op["kind"] in ("extension.create", "extension.update")
+            and self.on_extension_ready is not None
+        ):
+            try:
+                self.on_extension_ready(key, op["extension"])
+            except Exception:  # the engine's bookkeeping must not fail a finished operation
+                log.exception("Could not reconsider %s on %s for upgrades", op["extension"], key.name)
 
     def _host_work(self, op: Record, key: MachineKey) -> None:
         """Install, reconfigure or remove the extension on the host, when the machine has a driver."""

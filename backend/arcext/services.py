@@ -52,13 +52,15 @@ class Services:
         hosts = HostResolver(fleet, simulate)
         activity = ActivityLog(store)
         engine = Engine(store, box, clock, catalog, activity, hosts, engine_settings)
+        resources = ResourceService(store, box, clock, hosts)
+        resources.on_extension_ready = engine.reconsider
         return cls(
             store=store,
             box=box,
             clock=clock,
             tokens=TokenService(store),
             catalog=catalog,
-            resources=ResourceService(store, box, clock, hosts),
+            resources=resources,
             activity=activity,
             fleet=fleet,
             hosts=hosts,

@@ -32,7 +32,7 @@ from .clock import Clock, iso
 from .planner import Candidate, plan_waves
 from .policy import handler_matches, ineligibility
 from .settings import EngineSettings
-from .versions import newer
+from .versions import newer, version_key
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,13 @@ class Engine:
         from .clock import ManualClock
 
         automatic = not isinstance(self.clock, ManualClock)
+        pruned_on = ""
         while not self._stop.is_set():
             try:
+                today = iso(self.clock.now())[:10]
+                if today != pruned_on:  # the activity log keeps 90 days
+                    self.activity.prune(self.clock.now())
+                    pruned_on = today
                 self.advance(automatic=automatic)
             except Exception:  # the scheduler must outlive one bad tick
                 log.exception("Engine tick failed")
@@ -236,6 +241,58 @@ class Engine:
         )
         self.kick()
         return rollout
+
+    def reconsider(self, key: MachineKey, ext: str) -> bool:
+        """An extension was installed or changed after rollouts were planned: join the newest rollout
+        of its type that it is eligible for (due with its region's next wave, or now)."""
+        with self._lock:
+            doc = self.store.get_machine(key)
+            record = doc["extensions"].get(ext) if doc else None
+            if doc is None or record is None or record.get("upgrade"):
+                return False
+            props = record["resource"]["properties"]
+            type_record = self.catalog.get_type(props.get("publisher", ""), props.get("type", ""))
+            supported = bool(type_record and type_record.get("autoUpgradeSupported"))
+            fitting = [
+                r
+                for r in self.store.list_rollouts()
+                if r["state"] in (ACTIVE, COMPLETED, PAUSED, FROZEN)
+                and handler_matches(record, r["publisher"], r["type"])
+                and ineligibility(record, supported, r["version"]) is None
+            ]
+            if not fitting:
+                return False
+            best = max(fitting, key=lambda r: version_key(r["version"]))
+            region = doc["machine"]["location"].lower()
+            now = self.clock.now()
+            due = iso(now)
+            upcoming = [w for w in best["waves"] if w["state"] == "Pending" and w["region"] == region]
+            if upcoming and upcoming[0]["notBefore"] > due:
+                due = upcoming[0]["notBefore"]
+            job = {
+                "toVersion": best["version"],
+                "rolloutId": best["id"],
+                "correlationId": best["id"],
+                "caller": None,
+                "critical": best["critical"],
+                "wave": None,
+                "retry": True,
+                "firstAttemptDone": True,  # a late joiner: not part of any wave's breaker arithmetic
+            }
+            if not self._queue_job(key, ext, job, now, automatic=True):
+                return False
+
+            def set_due(d: MachineDoc | None) -> tuple[MachineDoc | None, None]:
+                rec = d["extensions"].get(ext) if d else None
+                if rec and rec.get("upgrade"):
+                    rec["upgrade"]["dueAt"] = due
+                return d, None
+
+            self.store.mutate_machine(key, set_due)
+            self._push(due, key, ext)
+            log.info("%s on %s joins rollout %s to %s, due %s", ext, key.name, best["id"], best["version"], due)
+        self.kick()
+        return True
 
     # --- scheduling -----------------------------------------------------------------------------
     def _push(self, due: str, key: MachineKey, ext: str) -> None:
