@@ -9,8 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import __version__
-from . import portal
+from . import __version__, portal
 from .api import (
     activity,
     admin,

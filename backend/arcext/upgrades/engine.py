@@ -24,8 +24,8 @@ from ..crypto import SecretBox
 from ..hosts.base import HostDriver
 from ..ids import MachineKey
 from ..operations import FAILED as OP_FAILED
-from ..resources import ResourceService
 from ..operations import IN_PROGRESS, SUCCEEDED, new_operation
+from ..resources import ResourceService
 from ..store.base import MachineDoc, Record, Store
 from . import jobs as J
 from .clock import Clock, iso
