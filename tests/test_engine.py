@@ -517,3 +517,45 @@ def test_an_extension_installed_later_joins_the_rollout(arc: ArcextServer, s: re
     wait_operation(s, r)
     run(s, arc)
     assert ext(s, arc, "late", "optout")["properties"]["typeHandlerVersion"] == "1.1.0"
+
+
+@pytest.fixture(scope="module")
+def impatient_server() -> Iterator[ArcextServer]:
+    """Host operations time out after half a second."""
+    with ArcextServer(manual_clock=True, simulate=True, config={"ARCEXT_HOST_TIMEOUT": 0.5}) as server:
+        yield server
+
+
+def test_hung_and_unreachable_hosts(impatient_server: ArcextServer) -> None:
+    arc = impatient_server
+    arc.reset()
+    with arc.session() as s:
+        for m in ("hangs", "gone", "slow"):
+            machine(s, arc, m)
+            extension(s, arc, m)
+        faults(s, arc, "hangs", hang=True)
+        faults(s, arc, "gone", unreachable=True)
+        faults(s, arc, "slow", latencyMs=200)
+        publish(s, arc, "1.1.0")
+        advance(s, arc, 8 * WEEK)
+        summary = run(s, arc)
+        assert (summary["succeeded"], summary["rolledBack"], summary["notRun"]) == (1, 1, 1)
+        assert ext(s, arc, "slow")["properties"]["typeHandlerVersion"] == "1.1.0"
+        hung = ext(s, arc, "hangs")
+        assert hung["properties"]["typeHandlerVersion"] == "1.0.0"  # timed out, so the LKG was reinstalled
+        assert (
+            "timed" in hung["properties"]["instanceView"]["status"]["message"]
+            or "no answer" in (hung["properties"]["instanceView"]["status"]["message"])
+        )
+        assert host(s, arc, "hangs")["extensions"]["ama"]["version"] == "1.0.0"
+        gone = pending(s, arc, "gone")["ama"]
+        assert gone["state"] == "RetryWait" and "connection refused" in gone["reason"]
+        failed = {e["resourceId"].split("/")[-3]: e for e in events(s, arc) if e["status"]["value"] == "Failed"}
+        assert failed["gone"]["properties"]["errorCode"] == "HostUnreachable"
+        assert failed["gone"]["properties"]["rolledBack"] is False
+        assert failed["hangs"]["properties"]["errorCode"] == "HostOperationTimedOut"
+        assert failed["hangs"]["properties"]["rolledBack"] is True
+        faults(s, arc, "gone")
+        faults(s, arc, "hangs")
+        advance(s, arc, HOUR)
+        assert run(s, arc)["succeeded"] == 2
