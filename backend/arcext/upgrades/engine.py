@@ -93,6 +93,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stats: dict[str, int] = {}
         self._held: list[tuple[str, int, tuple[str, str, str], str]] = []
+        # The engine is the only writer of rollouts: it keeps them in memory and writes each change through.
+        self._rollouts: dict[str, Record] = {r["id"]: r for r in store.list_rollouts()}
 
     # --- life cycle ---------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -127,10 +129,20 @@ class Engine:
             self._wake.wait(self.settings.tick_seconds)
             self._wake.clear()
 
+    def _rollout_list(self) -> list[Record]:
+        with self._lock:
+            return list(self._rollouts.values())
+
+    def _save_rollout(self, rollout: Record) -> None:
+        with self._lock:
+            self.store.put_rollout(rollout)
+            self._rollouts[rollout["id"]] = rollout
+
     def reset(self) -> None:
         """Forget every index (tests' reset; the store is cleared by the caller)."""
         self.wait_idle()
         with self._lock:
+            self._rollouts.clear()
             self._due.clear()
             self._open.clear()
             self._manual.clear()
@@ -174,7 +186,7 @@ class Engine:
         self._refresh_manual_operations()
 
     def _rebuild_open_waves(self) -> None:
-        for rollout in self.store.list_rollouts():
+        for rollout in self._rollout_list():
             for wave in rollout["waves"]:
                 if wave["state"] != "Running":
                     continue
@@ -228,7 +240,7 @@ class Engine:
             "eligible": len(candidates),
             "waves": plan_waves(rollout_id, candidates, self.settings.batch_fraction, window, now),
         }
-        self.store.put_rollout(rollout)
+        self._save_rollout(rollout)
         log.info(
             "Planned rollout %s of %s.%s %s: %d extensions in %d waves over %s",
             rollout_id,
@@ -244,7 +256,8 @@ class Engine:
 
     def reconsider(self, key: MachineKey, ext: str) -> bool:
         """An extension was installed or changed after rollouts were planned: join the newest rollout
-        of its type that it is eligible for (due with its region's next wave, or now)."""
+        of its type that it is eligible for, due with its region's next wave, or else at the end of
+        the rollout's window (so a late joiner still gets the version within the window, paced)."""
         with self._lock:
             doc = self.store.get_machine(key)
             record = doc["extensions"].get(ext) if doc else None
@@ -255,7 +268,7 @@ class Engine:
             supported = bool(type_record and type_record.get("autoUpgradeSupported"))
             fitting = [
                 r
-                for r in self.store.list_rollouts()
+                for r in self._rollout_list()
                 if r["state"] in (ACTIVE, COMPLETED, PAUSED, FROZEN)
                 and handler_matches(record, r["publisher"], r["type"])
                 and ineligibility(record, supported, r["version"]) is None
@@ -265,10 +278,14 @@ class Engine:
             best = max(fitting, key=lambda r: version_key(r["version"]))
             region = doc["machine"]["location"].lower()
             now = self.clock.now()
-            due = iso(now)
             upcoming = [w for w in best["waves"] if w["state"] == "Pending" and w["region"] == region]
-            if upcoming and upcoming[0]["notBefore"] > due:
-                due = upcoming[0]["notBefore"]
+            if upcoming:
+                due = max(iso(now), upcoming[0]["notBefore"])
+            else:
+                window_end = datetime.fromisoformat(best["createdAt"].replace("Z", "+00:00")) + timedelta(
+                    seconds=best["windowSeconds"]
+                )
+                due = iso(max(now, window_end))
             job = {
                 "toVersion": best["version"],
                 "rolloutId": best["id"],
@@ -305,7 +322,7 @@ class Engine:
         now = self.clock.now()
         with self._lock:
             if automatic:
-                for rollout in self.store.list_rollouts():
+                for rollout in self._rollout_list():
                     if rollout["state"] == ACTIVE:
                         self._advance_rollout(rollout, now)
             return self._dispatch_due(now, automatic)
@@ -335,7 +352,7 @@ class Engine:
             rollout["completedAt"] = iso(now)
             changed = True
         if changed:
-            self.store.put_rollout(rollout)
+            self._save_rollout(rollout)
 
     def _start_wave(self, rollout: Record, wave: dict[str, Any], now: datetime) -> None:
         open_targets: set[tuple[str, str]] = set()
@@ -461,7 +478,7 @@ class Engine:
         dispatched = 0
         held_again: list[tuple[str, int, tuple[str, str, str], str]] = []
         later: list[tuple[str, int, tuple[str, str, str], str]] = []
-        rollouts = {r["id"]: r for r in self.store.list_rollouts()}
+        rollouts = {r["id"]: r for r in self._rollout_list()}
         while self._due and self._due[0][0] <= stamp:
             entry = heapq.heappop(self._due)
             _, _, parts, ext = entry
@@ -589,7 +606,7 @@ class Engine:
             "pending": len(self._due),
             "rollouts": [
                 {"id": r["id"], "type": r["type"], "version": r["version"], "state": r["state"]}
-                for r in self.store.list_rollouts()
+                for r in self._rollout_list()
             ],
         }
 
@@ -610,7 +627,7 @@ class Engine:
     # --- operator controls -------------------------------------------------------------------------
     def set_rollout_state(self, rollout_id: str, action: str) -> Record:
         with self._lock:
-            rollout = self.store.get_rollout(rollout_id)
+            rollout = self._rollouts.get(rollout_id)
             if rollout is None:
                 raise errors.resource_not_found("arcext/rollouts", rollout_id)
             now = iso(self.clock.now())
@@ -633,7 +650,7 @@ class Engine:
                     heapq.heappush(self._due, entry)
             else:
                 raise errors.bad_request(f"Unknown action '{action}': use pause, resume or freeze.")
-            self.store.put_rollout(rollout)
+            self._save_rollout(rollout)
         self.kick()
         return rollout
 
@@ -792,9 +809,14 @@ class Engine:
 
     # --- views -----------------------------------------------------------------------------------
     def rollouts(self) -> list[Record]:
+        """Every rollout as operators read it (a summary, not the stored plan)."""
+        with self._lock:
+            return self._rollouts_view()
+
+    def _rollouts_view(self) -> list[Record]:
         now = iso(self.clock.now())
         out = []
-        for rollout in sorted(self.store.list_rollouts(), key=lambda r: r["createdAt"]):
+        for rollout in sorted(self._rollout_list(), key=lambda r: r["createdAt"]):
             waves = rollout["waves"]
             summary = {
                 "id": rollout["id"],
@@ -849,9 +871,13 @@ class Engine:
         return out
 
     def wave_of(self, key: MachineKey, ext: str) -> tuple[Record, dict[str, Any]] | None:
+        with self._lock:
+            return self._wave_of(key, ext)
+
+    def _wave_of(self, key: MachineKey, ext: str) -> tuple[Record, dict[str, Any]] | None:
         """The not-yet-started wave of an active rollout that will queue this extension."""
         target = [key.subscription, key.resource_group.lower(), key.name.lower(), ext]
-        for rollout in self.store.list_rollouts():
+        for rollout in self._rollout_list():
             if rollout["state"] == COMPLETED:
                 continue
             for wave in rollout["waves"]:
@@ -866,7 +892,7 @@ class Engine:
     def held(self, rollout_id: str | None) -> Record | None:
         if not rollout_id:
             return None
-        rollout = self.store.get_rollout(rollout_id)
+        rollout = self._rollouts.get(rollout_id)
         return rollout if rollout and rollout["state"] in HELD else None
 
     def now(self) -> datetime:
