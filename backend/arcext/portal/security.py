@@ -1,0 +1,141 @@
+"""Portal sessions: the secret key, who is signed in, CSRF tokens and role checks.
+
+The session is Flask's signed cookie. It never holds the bearer token: only the token's id and
+the SHA-256 reference the store already indexes (``auth.hash_token``), which cannot be turned back
+into a token and is useless as one (the API hashes what it is sent). Every request looks the
+reference up again, so revoking a token (even with ``arcext token revoke`` in another process)
+signs its portal sessions out at once. The signing key is generated once and kept in
+``<data-dir>/portal-secret.key`` with mode 0600.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from flask import current_app, g, session
+from flask.sansio.app import App
+
+from .. import errors
+from ..auth import Principal, Role, hash_token
+from ..services import Services
+
+log = logging.getLogger(__name__)
+
+SECRET_FILE = "portal-secret.key"
+SESSION_LIFETIME = timedelta(hours=8)
+CSRF_FIELD = "csrf_token"
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["arcext"]
+    return svc
+
+
+def load_secret_key(data_dir: Path) -> str:
+    """Read the portal's signing key, creating it (mode 0600) on first start."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            log.warning("%s was readable by others; restricting it to mode 0600", path)
+            path.chmod(0o600)
+        key = path.read_text(encoding="ascii").strip()
+        if len(key) >= 32:
+            return key
+        log.warning("%s is too short to be a signing key; writing a new one", path)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(key + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
+
+
+def configure_app(app: App) -> None:
+    """Give the app its signing key and the portal's cookie settings (run once, at registration)."""
+    app.secret_key = load_secret_key(Path(app.config["ARCEXT_DATA_DIR"]))
+    app.config.update(
+        SESSION_COOKIE_NAME="arcext_portal",
+        SESSION_COOKIE_PATH="/portal",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+    )
+
+
+# --- CSRF ---------------------------------------------------------------------------------------
+def csrf_token() -> str:
+    """This session's CSRF token (created on first use; anonymous sessions get one for the sign-in form)."""
+    token = session.get("csrf")
+    if not isinstance(token, str) or not token:
+        token = secrets.token_urlsafe(32)
+        session["csrf"] = token
+    return token
+
+
+def csrf_valid(sent: str | None) -> bool:
+    expected = session.get("csrf")
+    return bool(isinstance(expected, str) and expected and sent and hmac.compare_digest(expected, sent))
+
+
+# --- who is signed in -------------------------------------------------------------------------
+def sign_in(raw_token: str) -> Principal:
+    """Validate a token exactly as the API does and start a fresh session for it (raises ArmError)."""
+    token = raw_token.strip()
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    principal = services().tokens.authenticate(f"Bearer {token}" if token else None)
+    session.clear()
+    session.permanent = True
+    session["tid"] = principal.token_id
+    session["ref"] = hash_token(token)
+    session["csrf"] = secrets.token_urlsafe(32)
+    return principal
+
+
+def sign_out() -> None:
+    session.clear()
+
+
+def current_principal() -> Principal | None:
+    """The signed-in principal, or None (no session, or its token was revoked)."""
+    if "principal" in g:
+        found: Principal | None = g.principal
+        return found
+    principal = None
+    ref, token_id = session.get("ref"), session.get("tid")
+    if isinstance(ref, str) and isinstance(token_id, str):
+        record = services().store.get_token_by_hash(ref)
+        if record is not None and record.get("id") == token_id:
+            principal = Principal(record["id"], record["name"], Role.parse(record["role"]), record["scope"])
+        else:
+            session.pop("ref", None)
+            session.pop("tid", None)
+    if principal is not None:
+        g.principal = principal
+    return principal
+
+
+def principal() -> Principal:
+    """The signed-in principal of a view that requires one (the blueprint redirects anonymous requests)."""
+    found = current_principal()
+    if found is None:
+        raise errors.authentication_failed("Sign in with a token to use the portal.")
+    return found
+
+
+def allows(who: Principal, role: Role, scope: str) -> bool:
+    """The API's own rule (Principal.require), as a yes/no for deciding which buttons to show."""
+    try:
+        who.require(role, scope, "portal")
+    except errors.ArmError:
+        return False
+    return True
