@@ -1,4 +1,4 @@
-"""The `arcext` command: serve, and manage tokens."""
+"""The `arcext` command: serve, manage tokens, and the az-style client commands (arcext.client)."""
 
 from __future__ import annotations
 
@@ -144,6 +144,16 @@ def token_revoke(data_dir: Path, token_id: str) -> None:
     if not _tokens(data_dir).revoke(token_id):
         raise click.ClickException(f"No token with id '{token_id}'.")
     click.echo(f"Revoked {token_id}")
+
+
+def _register_client_commands() -> None:
+    from .client.commands import GROUPS
+
+    for command in GROUPS:
+        main.add_command(command)
+
+
+_register_client_commands()
 
 
 if __name__ == "__main__":
