@@ -108,11 +108,33 @@ def _paths_in(data: Any, max_depth: int = 6) -> set[str]:
     return paths
 
 
+def _item_paths(data: Any, max_depth: int = 6) -> set[str]:
+    """Paths from the top-level items only (the elements of a list result, or the object itself)."""
+    paths: set[str] = set()
+
+    def from_object(obj: dict[str, Any], prefix: str, depth: int) -> None:
+        for key, value in obj.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            paths.add(path)
+            if isinstance(value, dict) and depth < max_depth:
+                from_object(value, path, depth + 1)
+
+    for item in data if isinstance(data, list) else [data]:
+        if isinstance(item, dict):
+            from_object(item, "", 1)
+    return paths
+
+
 def query_warnings(compiled: Any, data: Any) -> list[str]:
-    """A warning for each field path in the query that no object in the data has, with a suggestion."""
+    """A warning for each field path in the query that no object in the data has, with a suggestion.
+
+    A chain is known when it starts at some object of the data (queries project into nested
+    objects); a suggestion is written from the items' root when the name only exists deeper
+    (``[].enableAutoUpgrade`` → ``properties.enableAutomaticUpgrade``)."""
     paths = _paths_in(data)
     if not paths:
         return []
+    roots = _item_paths(data)
     warnings: list[str] = []
     reported: set[str] = set()
     for chain in _field_chains(compiled.parsed):
@@ -124,14 +146,14 @@ def query_warnings(compiled: Any, data: Any) -> list[str]:
             if path in reported:
                 break
             reported.add(path)
-            suggestion = _nearest(chain[: i - 1], chain[i - 1], paths)
+            suggestion = _nearest(chain[: i - 1], chain[i - 1], paths, roots)
             hint = f"; did you mean '{suggestion}'?" if suggestion else "."
             warnings.append(f"--query names '{path}', which no item in the result has, so it is null{hint}")
             break
     return warnings
 
 
-def _nearest(prefix: list[str], name: str, paths: set[str]) -> str | None:
+def _nearest(prefix: list[str], name: str, paths: set[str], roots: set[str]) -> str | None:
     """The real path nearest to prefix.name: a close sibling name first, then the same name elsewhere.
 
     Names are compared without their shared prefix, so ``properties.settings`` is not "near"
@@ -144,13 +166,16 @@ def _nearest(prefix: list[str], name: str, paths: set[str]) -> str | None:
             siblings[last] = path
     close = difflib.get_close_matches(name, sorted(siblings), n=1, cutoff=0.6)
     if close:
-        return siblings[close[0]]
-    elsewhere = sorted((p for p in paths if p.rpartition(".")[2] == name), key=lambda p: (p.count("."), p))
-    if elsewhere:
-        return elsewhere[0]
+        found = siblings[close[0]]
+        if not base and found not in roots:  # only nested: say where it is from the item
+            deeper = sorted((r for r in roots if r.endswith("." + found)), key=lambda r: (r.count("."), r))
+            return deeper[0] if deeper else found
+        return found
     anywhere: dict[str, str] = {}
-    for path in sorted(paths, key=lambda p: (p.count("."), p)):
+    for path in sorted(roots or paths, key=lambda p: (p.count("."), p)):
         anywhere.setdefault(path.rpartition(".")[2], path)
+    if name in anywhere:
+        return anywhere[name]
     close = difflib.get_close_matches(name, sorted(anywhere), n=1, cutoff=0.75)
     return anywhere[close[0]] if close else None
 
