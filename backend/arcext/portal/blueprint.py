@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -90,6 +91,13 @@ def _when(value: str | None) -> str:
     except ValueError:
         return value
     return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@bp.app_template_filter("words")
+def _words(value: str | None) -> str:
+    """'NotEligible' → 'Not eligible' (the engine's states, as a sentence)."""
+    text = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", value or "")
+    return text[:1] + text[1:].lower()
 
 
 @bp.context_processor
