@@ -2,23 +2,56 @@
 
 from __future__ import annotations
 
+import logging
+
+from ..crypto import SecretBox
 from ..ids import MachineKey
 from ..store.base import MachineDoc
+from . import connections
 from .base import HostDriver
+from .packages import PackageStore
 from .simulated import SimulatedFleet
+
+log = logging.getLogger(__name__)
 
 
 class HostResolver:
-    """A machine with host-connection settings gets its real driver (a later milestone); with
-    ``simulate`` every other machine is a simulated host; otherwise it has none (record only)."""
+    """A machine with host-connection settings gets its real driver (psrp, or winrm for WinRS-only
+    hosts); with ``simulate`` every other machine is a simulated host; otherwise it has none.
 
-    def __init__(self, fleet: SimulatedFleet, simulate: bool) -> None:
+    ``box`` and ``packages`` default to the data directory the simulated fleet lives in
+    (``<data-dir>/simhosts``), so ``HostResolver(fleet, simulate)`` keeps working unchanged."""
+
+    def __init__(
+        self,
+        fleet: SimulatedFleet,
+        simulate: bool,
+        box: SecretBox | None = None,
+        packages: PackageStore | None = None,
+        tuning: object | None = None,
+    ) -> None:
         self.fleet = fleet
         self.simulate = simulate
+        data_dir = fleet.directory.parent
+        self.box = box or SecretBox.from_data_dir(data_dir)
+        self.packages = packages or PackageStore(data_dir / "packages")
+        self.tuning = tuning  # a psrp.DriverTuning (tests shorten the status poll)
 
     def __call__(self, key: MachineKey, doc: MachineDoc) -> HostDriver | None:
-        if doc["machine"].get("hostConnection"):
-            return None  # real drivers (psrp, winrm) arrive with the host-driver milestone
+        record = connections.stored(doc)
+        if record:
+            return self.real_driver(key, doc, record)
         if self.simulate:
             return self.fleet.driver(key)
         return None
+
+    def real_driver(self, key: MachineKey, doc: MachineDoc, record: dict[str, object]) -> HostDriver:
+        conn = connections.load(dict(record), self.box)
+        handlers = {
+            name: f"{r['resource']['properties'].get('publisher', '')}.{r['resource']['properties'].get('type', '')}"
+            for name, r in (doc.get("extensions") or {}).items()
+        }
+        from .psrp import DriverTuning, PsrpDriver
+
+        tuning = self.tuning if isinstance(self.tuning, DriverTuning) else None
+        return PsrpDriver(key.name, conn, self.packages, handlers, tuning)

@@ -71,7 +71,12 @@ class FakeHost:
         if auth == "ntlm":
             _register_ntlm_user(username, password)
         self.server = WSManServer(
-            self.machine, username, password, auth=auth, tls=context, address=("127.0.0.1", port),
+            self.machine,
+            username,
+            password,
+            auth=auth,
+            tls=context,
+            address=("127.0.0.1", port),
             max_envelope_kb=max_envelope_kb,
         )
         self._thread: threading.Thread | None = None
@@ -86,8 +91,9 @@ class FakeHost:
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> FakeHost:
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fakehost-{self.name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"fakehost-{self.name}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -126,8 +132,12 @@ class FakeHost:
     def pypsrp_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for pypsrp.wsman.WSMan that reach this host."""
         kwargs: dict[str, Any] = {
-            "server": "127.0.0.1", "port": self.port, "ssl": self.tls, "auth": self.auth,
-            "username": self.username, "password": self.password,
+            "server": "127.0.0.1",
+            "port": self.port,
+            "ssl": self.tls,
+            "auth": self.auth,
+            "username": self.username,
+            "password": self.password,
         }
         if self.tls:
             kwargs["cert_validation"] = str(self.cert_path)
@@ -193,7 +203,10 @@ def make_package(
         manifest["updateMode"] = update_mode
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("HandlerManifest.json", json.dumps([{"name": handler_name, "version": version, "handlerManifest": manifest}]))
+        zf.writestr(
+            "HandlerManifest.json",
+            json.dumps([{"name": handler_name, "version": version, "handlerManifest": manifest}]),
+        )
         for cmd in ("install", "uninstall", "update", "enable", "disable"):
             zf.writestr(f"{cmd}.cmd", f"@echo {cmd} {version}\r\n")
         if behaviour is not None:

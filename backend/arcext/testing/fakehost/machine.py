@@ -146,7 +146,12 @@ class WindowsMachine:
                 seqs = [int(n.split(".")[0]) for n in self.settings_files(handler, version)]
                 versions.append({"version": version, "state": state, "sequenceNumber": max(seqs) if seqs else None})
             return _json(
-                {"handler": handler, "versions": versions, "cached": self.cached(handler), "journal": self.journal(handler)}
+                {
+                    "handler": handler,
+                    "versions": versions,
+                    "cached": self.cached(handler),
+                    "journal": self.journal(handler),
+                }
             )
 
     # Receive-Package.ps1
@@ -172,7 +177,9 @@ class WindowsMachine:
                 raise ScriptFailure(f"The package {handler} {version} is not in the package cache.")
             actual = hashlib.sha256(zpath.read_bytes()).hexdigest()
             if actual != p["Sha256"].lower():
-                raise ScriptFailure(f"The cached package {handler} {version} has SHA-256 {actual}, expected {p['Sha256']}.")
+                raise ScriptFailure(
+                    f"The cached package {handler} {version} has SHA-256 {actual}, expected {p['Sha256']}."
+                )
             d = self.plugin_dir(handler, version)
             marker = d / "arcext.package.sha256"
             expanded = False
@@ -205,7 +212,11 @@ class WindowsMachine:
                 raise ScriptFailure(f"Cannot find path '{PLUGINS}\\{handler}\\{version}\\HandlerManifest.json'.")
             manifest = json.loads(manifest_path.read_text())
             return _json(
-                {"path": rf"{PLUGINS}\{handler}\{version}", "expanded": expanded, "handlerManifest": manifest[0]["handlerManifest"]}
+                {
+                    "path": rf"{PLUGINS}\{handler}\{version}",
+                    "expanded": expanded,
+                    "handlerManifest": manifest[0]["handlerManifest"],
+                }
             )
 
     # Write-RuntimeSettings.ps1
@@ -215,7 +226,9 @@ class WindowsMachine:
             d = self.plugin_dir(p["Handler"], p["Version"]) / "RuntimeSettings"
             d.mkdir(parents=True, exist_ok=True)
             (d / f"{p['SequenceNumber']}.settings").write_bytes(data)
-        return _json({"sequenceNumber": p["SequenceNumber"], "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+        return _json(
+            {"sequenceNumber": p["SequenceNumber"], "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        )
 
     # Copy-RuntimeSettings.ps1
     def op_Copy_RuntimeSettings(self, p: dict[str, Any], inputs: list[Any], cancel: threading.Event) -> str:
@@ -308,19 +321,30 @@ class WindowsMachine:
                 raise ScriptFailure(f"No journal for {handler}; the operation {p['OperationId']} was not started.")
             journal = json.loads(jpath.read_text())
             if journal.get("operationId") != p["OperationId"]:
-                raise ScriptFailure(f"The active operation on {handler} is {journal.get('operationId')}, not {p['OperationId']}.")
+                raise ScriptFailure(
+                    f"The active operation on {handler} is {journal.get('operationId')}, not {p['OperationId']}."
+                )
             recorded = journal.get("steps", {}).get(step)
             state_file = d / "HandlerState"
             if recorded and recorded.get("state") == "done":
                 return _json(
                     {
-                        "step": step, "command": command, "version": version, "exitCode": recorded["exitCode"],
-                        "timedOut": recorded["timedOut"], "durationMs": recorded["durationMs"], "replayed": True,
-                        "state": state_file.read_text().strip(), "stdoutTail": "", "stderrTail": "",
+                        "step": step,
+                        "command": command,
+                        "version": version,
+                        "exitCode": recorded["exitCode"],
+                        "timedOut": recorded["timedOut"],
+                        "durationMs": recorded["durationMs"],
+                        "replayed": True,
+                        "state": state_file.read_text().strip(),
+                        "stdoutTail": "",
+                        "stderrTail": "",
                     }
                 )
             if not state_file.exists():
-                raise ScriptFailure(f"Cannot find path '{PLUGINS}\\{handler}\\{version}\\HandlerState' because it does not exist.")
+                raise ScriptFailure(
+                    f"Cannot find path '{PLUGINS}\\{handler}\\{version}\\HandlerState' because it does not exist."
+                )
             state = state_file.read_text().strip()
             if state not in ALLOWED[command]:
                 raise ScriptFailure(f"Cannot run {command} on {handler} {version} in handler state {state}.")
@@ -329,7 +353,9 @@ class WindowsMachine:
                 raise ScriptFailure(f"HandlerManifest.json of {handler} {version} has no {command}Command.")
             journal.setdefault("steps", {})[step] = {"state": "started", "command": command, "version": version}
             self._save_journal(jpath, journal)
-            self._log("commands", {"handler": handler, "version": version, "command": command, "step": step, "at": _now()})
+            self._log(
+                "commands", {"handler": handler, "version": version, "command": command, "step": step, "at": _now()}
+            )
             behaviour_path = d / BEHAVIOUR_FILE
             behaviour = json.loads(behaviour_path.read_text()) if behaviour_path.exists() else {}
         started = time.monotonic()
@@ -339,7 +365,13 @@ class WindowsMachine:
         duration = int((time.monotonic() - started) * 1000)
         with self.lock:
             if exit_code == 0:
-                nxt = {"install": "Installed", "enable": "Enabled", "disable": "Installed", "uninstall": "NotInstalled", "update": state}[command]
+                nxt = {
+                    "install": "Installed",
+                    "enable": "Enabled",
+                    "disable": "Installed",
+                    "uninstall": "NotInstalled",
+                    "update": state,
+                }[command]
                 if command == "update" and manifest.get("updateMode") == "UpdateWithoutInstall":
                     nxt = "Installed"
             elif command == "update":
@@ -350,8 +382,12 @@ class WindowsMachine:
                 state_file.write_text(nxt)
             journal = json.loads(jpath.read_text())
             journal.setdefault("steps", {})[step] = {
-                "state": "done", "command": command, "version": version, "exitCode": exit_code,
-                "timedOut": timed_out, "durationMs": duration,
+                "state": "done",
+                "command": command,
+                "version": version,
+                "exitCode": exit_code,
+                "timedOut": timed_out,
+                "durationMs": duration,
             }
             self._save_journal(jpath, journal)
             meta = self._read_meta()
@@ -364,8 +400,15 @@ class WindowsMachine:
             self.on_command_done(command, version)
         return _json(
             {
-                "step": step, "command": command, "version": version, "exitCode": exit_code, "timedOut": timed_out,
-                "durationMs": duration, "replayed": False, "state": nxt, "stdoutTail": stdout[-2048:],
+                "step": step,
+                "command": command,
+                "version": version,
+                "exitCode": exit_code,
+                "timedOut": timed_out,
+                "durationMs": duration,
+                "replayed": False,
+                "state": nxt,
+                "stdoutTail": stdout[-2048:],
                 "stderrTail": stderr[-2048:],
             }
         )
@@ -433,7 +476,16 @@ class WindowsMachine:
                     if beat != "none":
                         hb.write_text(
                             json.dumps(
-                                [{"version": 1.0, "heartbeat": {"status": "notready" if beat == "notready" else "ready", "code": 0, "formattedMessage": {"lang": "en-US", "message": beat}}}]
+                                [
+                                    {
+                                        "version": 1.0,
+                                        "heartbeat": {
+                                            "status": "notready" if beat == "notready" else "ready",
+                                            "code": 0,
+                                            "formattedMessage": {"lang": "en-US", "message": beat},
+                                        },
+                                    }
+                                ]
                             )
                         )
                         if beat == "stale":

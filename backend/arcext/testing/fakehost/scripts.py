@@ -155,12 +155,14 @@ def bind(info: ScriptInfo, supplied: list[tuple[str | None, Any]]) -> dict[str, 
         if param.name in bound:
             raise BindingError(f"Cannot bind parameter because parameter '{param.name}' is specified more than once.")
         value = _coerce(param, value)
-        if param.validate_set and value not in param.validate_set and str(value).lower() not in [
-            v.lower() for v in param.validate_set
-        ]:
+        if (
+            param.validate_set
+            and value not in param.validate_set
+            and str(value).lower() not in [v.lower() for v in param.validate_set]
+        ):
             raise BindingError(
                 f"Cannot validate argument on parameter '{param.name}'. The argument \"{value}\" does not belong "
-                f"to the set \"{','.join(param.validate_set)}\"."
+                f'to the set "{",".join(param.validate_set)}".'
             )
         bound[param.name] = value
     for param in info.parameters:
@@ -169,7 +171,5 @@ def bind(info: ScriptInfo, supplied: list[tuple[str | None, Any]]) -> dict[str, 
                 f"Cannot process command because of one or more missing mandatory parameters: {param.name}."
             )
         if param.mandatory and param.name in bound and param.type == "string" and bound[param.name] == "":
-            raise BindingError(
-                f"Cannot bind argument to parameter '{param.name}' because it is an empty string."
-            )
+            raise BindingError(f"Cannot bind argument to parameter '{param.name}' because it is an empty string.")
     return bound

@@ -213,6 +213,10 @@ class WSManServer(ThreadingHTTPServer):
         return int(self.server_address[1])
 
     def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         if self.tls is not None:
             try:
                 request = self.tls.wrap_socket(request, server_side=True)
@@ -253,10 +257,10 @@ class WSManServer(ThreadingHTTPServer):
         with self.faults_lock:
             self.faults.clear()
 
-    def take_fault(self, action: str) -> str | None:
+    def take_fault(self, action: str, kinds: tuple[str, ...] | None = None) -> str | None:
         with self.faults_lock:
             for fault in self.faults:
-                if fault.action in (action, "*"):
+                if fault.action in (action, "*") and (kinds is None or fault.kind in kinds):
                     fault.count -= 1
                     if fault.count <= 0:
                         self.faults.remove(fault)
@@ -344,9 +348,10 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in headers.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
+        buffer: list[bytes] = getattr(self, "_headers_buffer", [])
+        # headers and body in one write: no Nagle/delayed-ACK stall between them
+        self.wfile.write(b"".join(buffer) + b"\r\n" + body)
+        self._headers_buffer = []  # type: ignore[var-annotated]
 
     def _reset(self) -> None:
         """Drop the TCP connection with a RST (SO_LINGER 0), as a network failure would."""
@@ -361,8 +366,10 @@ class _Handler(BaseHTTPRequestHandler):
     # --- auth -----------------------------------------------------------------------------------
     def _authenticate(self) -> bool:
         header = self.headers.get("Authorization", "")
-        if self.server.take_fault("auth") == "401":
-            self._send(401, b"", {"WWW-Authenticate": 'Basic realm="WSMAN"' if self.server.auth == "basic" else "Negotiate"})
+        if self.server.take_fault("auth", ("401",)) == "401":
+            self._send(
+                401, b"", {"WWW-Authenticate": 'Basic realm="WSMAN"' if self.server.auth == "basic" else "Negotiate"}
+            )
             return False
         if self.server.auth == "basic":
             expected = base64.b64encode(f"{self.server.username}:{self.server.password}".encode()).decode()
@@ -407,7 +414,7 @@ class _Handler(BaseHTTPRequestHandler):
             expected = int(head.split(b"Length=")[1].split(b"\r\n")[0])
             data = payload.replace(b"\tContent-Type: application/octet-stream\r\n", b"", 1)
             hlen = struct.unpack("<i", data[:4])[0]
-            plain = self.ntlm.unwrap_winrm(data[4 : 4 + hlen], data[4 + hlen :])
+            plain: bytes = self.ntlm.unwrap_winrm(data[4 : 4 + hlen], data[4 + hlen :])
             if len(plain) != expected:
                 raise ValueError("decrypted length mismatch")
             out += plain
@@ -426,7 +433,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "",
             ]
         ).encode()
-        return head + wrapped + b"--Encrypted Boundary--\r\n"
+        out: bytes = head + wrapped + b"--Encrypted Boundary--\r\n"
+        return out
 
     # --- SOAP -----------------------------------------------------------------------------------
     def _dispatch(self, body: bytes) -> tuple[int, str]:
@@ -442,7 +450,9 @@ class _Handler(BaseHTTPRequestHandler):
         selectors = {
             s.get("Name", ""): (s.text or "").strip() for s in header.findall("wsman:SelectorSet/wsman:Selector", NS)
         }
-        options = {o.get("Name", ""): (o.text or "").strip() for o in header.findall("wsman:OptionSet/wsman:Option", NS)}
+        options = {
+            o.get("Name", ""): (o.text or "").strip() for o in header.findall("wsman:OptionSet/wsman:Option", NS)
+        }
         action = ACTION_NAMES.get(action_uri, action_uri.rsplit("/", 1)[-1])
         self.server.actions.append(action)
         try:
@@ -466,9 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise action_not_supported(action_uri)
             if fault == "broken":
                 self._break_pool(selectors.get("ShellId", ""))
-            response_action, response_body = handler(
-                soap_body, resource_uri, selectors, options, timeout, to
-            )
+            response_action, response_body = handler(soap_body, resource_uri, selectors, options, timeout, to)
             text = self._envelope(response_action, message_id, response_body)
             self.server.last_envelopes[action] = text
             return 200, text
@@ -536,8 +544,15 @@ class _Handler(BaseHTTPRequestHandler):
                 2150858811,
             )
 
-    def _op_Create(self, body: ET.Element, resource_uri: str, selectors: dict[str, str], options: dict[str, str],
-                   timeout: float, to: str) -> tuple[str, str]:
+    def _op_Create(
+        self,
+        body: ET.Element,
+        resource_uri: str,
+        selectors: dict[str, str],
+        options: dict[str, str],
+        timeout: float,
+        to: str,
+    ) -> tuple[str, str]:
         self._check_ps_resource(resource_uri)
         shell_el = body.find("rsp:Shell", NS)
         creation = body.find("rsp:Shell/pwsh:creationXml", NS)
@@ -579,8 +594,15 @@ class _Handler(BaseHTTPRequestHandler):
             f"</rsp:ShellInactivity></rsp:Shell>"
         )
 
-    def _op_Get(self, body: ET.Element, resource_uri: str, selectors: dict[str, str], options: dict[str, str],
-                timeout: float, to: str) -> tuple[str, str]:
+    def _op_Get(
+        self,
+        body: ET.Element,
+        resource_uri: str,
+        selectors: dict[str, str],
+        options: dict[str, str],
+        timeout: float,
+        to: str,
+    ) -> tuple[str, str]:
         if resource_uri == CONFIG_RESOURCE:
             cfg = (
                 '<cfg:Config xmlns:cfg="http://schemas.microsoft.com/wbem/wsman/1/config">'
@@ -594,8 +616,15 @@ class _Handler(BaseHTTPRequestHandler):
             return "http://schemas.xmlsoap.org/ws/2004/09/transfer/GetResponse", self._shell_xml(shell)
         raise action_not_supported(f"Get {resource_uri}")
 
-    def _op_Delete(self, body: ET.Element, resource_uri: str, selectors: dict[str, str], options: dict[str, str],
-                   timeout: float, to: str) -> tuple[str, str]:
+    def _op_Delete(
+        self,
+        body: ET.Element,
+        resource_uri: str,
+        selectors: dict[str, str],
+        options: dict[str, str],
+        timeout: float,
+        to: str,
+    ) -> tuple[str, str]:
         self._check_ps_resource(resource_uri)
         shell = self._shell(selectors)
         with shell.lock:
@@ -609,8 +638,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.shells.pop(shell.id, None)
         return "http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse", ""
 
-    def _op_Command(self, body: ET.Element, resource_uri: str, selectors: dict[str, str], options: dict[str, str],
-                    timeout: float, to: str) -> tuple[str, str]:
+    def _op_Command(
+        self,
+        body: ET.Element,
+        resource_uri: str,
+        selectors: dict[str, str],
+        options: dict[str, str],
+        timeout: float,
+        to: str,
+    ) -> tuple[str, str]:
         self._check_ps_resource(resource_uri)
         shell = self._shell(selectors)
         line = body.find("rsp:CommandLine", NS)
@@ -627,11 +663,20 @@ class _Handler(BaseHTTPRequestHandler):
             shell.runs[command_id] = run
             shell.pool.receive_data(PSRPPayload(base64.b64decode(args), StreamType.default, command_id))
             self._pump(shell)
-        body_xml = f"<rsp:CommandResponse><rsp:CommandId>{str(command_id).upper()}</rsp:CommandId></rsp:CommandResponse>"
+        body_xml = (
+            f"<rsp:CommandResponse><rsp:CommandId>{str(command_id).upper()}</rsp:CommandId></rsp:CommandResponse>"
+        )
         return "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse", body_xml
 
-    def _op_Send(self, body: ET.Element, resource_uri: str, selectors: dict[str, str], options: dict[str, str],
-                 timeout: float, to: str) -> tuple[str, str]:
+    def _op_Send(
+        self,
+        body: ET.Element,
+        resource_uri: str,
+        selectors: dict[str, str],
+        options: dict[str, str],
+        timeout: float,
+        to: str,
+    ) -> tuple[str, str]:
         self._check_ps_resource(resource_uri)
         shell = self._shell(selectors)
         from psrpcore import PSRPPayload, StreamType
@@ -647,8 +692,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._pump(shell)
         return "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SendResponse", "<rsp:SendResponse/>"
 
-    def _op_Signal(self, body: ET.Element, resource_uri: str, selectors: dict[str, str], options: dict[str, str],
-                   timeout: float, to: str) -> tuple[str, str]:
+    def _op_Signal(
+        self,
+        body: ET.Element,
+        resource_uri: str,
+        selectors: dict[str, str],
+        options: dict[str, str],
+        timeout: float,
+        to: str,
+    ) -> tuple[str, str]:
         self._check_ps_resource(resource_uri)
         shell = self._shell(selectors)
         signal = body.find("rsp:Signal", NS)
@@ -678,8 +730,15 @@ class _Handler(BaseHTTPRequestHandler):
                 shell.cond.notify_all()
         return "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SignalResponse", "<rsp:SignalResponse/>"
 
-    def _op_Receive(self, body: ET.Element, resource_uri: str, selectors: dict[str, str], options: dict[str, str],
-                    timeout: float, to: str) -> tuple[str, str]:
+    def _op_Receive(
+        self,
+        body: ET.Element,
+        resource_uri: str,
+        selectors: dict[str, str],
+        options: dict[str, str],
+        timeout: float,
+        to: str,
+    ) -> tuple[str, str]:
         self._check_ps_resource(resource_uri)
         shell = self._shell(selectors)
         desired = body.find("rsp:Receive/rsp:DesiredStream", NS)
@@ -701,14 +760,21 @@ class _Handler(BaseHTTPRequestHandler):
                 shell.cond.wait(remaining)
             if shell.closed:
                 raise shell_not_found()
+            if self.server.take_fault("Receive", ("reset",)) == "reset":  # injected while this Receive was waiting
+                raise _Reset()
             streams = []
             attr = f' CommandId="{str(target).upper()}"' if target is not None else ""
             while queue:
-                streams.append(f'<rsp:Stream Name="stdout"{attr}>{base64.b64encode(queue.popleft()).decode()}</rsp:Stream>')
+                streams.append(
+                    f'<rsp:Stream Name="stdout"{attr}>{base64.b64encode(queue.popleft()).decode()}</rsp:Stream>'
+                )
             state = ""
             if run is not None and run.done and not queue:
                 run.done_sent = True
-                state = f'<rsp:CommandState CommandId="{str(target).upper()}" State="{DONE}"><rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>'
+                state = (
+                    f'<rsp:CommandState CommandId="{str(target).upper()}" State="{DONE}">'
+                    "<rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>"
+                )
         return (
             "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse",
             f"<rsp:ReceiveResponse>{''.join(streams)}{state}</rsp:ReceiveResponse>",
@@ -731,7 +797,9 @@ class _Handler(BaseHTTPRequestHandler):
                 if run.metadata.no_input:
                     run.input_done.set()
                 run.thread = threading.Thread(
-                    target=_execute, args=(self.server, shell, run), name=f"fakehost-pipeline-{run.command_id}",
+                    target=_execute,
+                    args=(self.server, shell, run),
+                    name=f"fakehost-pipeline-{run.command_id}",
                     daemon=True,
                 )
                 run.thread.start()

@@ -1,0 +1,252 @@
+"""Per-machine host-connection settings for the real drivers (psrp, winrm).
+
+Stored in the machine document as ``doc["hostConnection"]`` (next to ``machine`` and ``extensions``,
+so the ARM machine view never shows it): the public settings in clear, the credentials sealed with
+the data directory's SecretBox. Credentials are never returned, printed or logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .. import errors
+from ..crypto import SecretBox
+from ..ids import MachineKey
+from ..store.base import MachineDoc, Store
+from ..upgrades.clock import iso
+
+DRIVERS = ("psrp",)  # "winrm" (pywinrm, WinRS-only hosts) is not built yet
+AUTHS = ("negotiate", "ntlm", "kerberos", "certificate", "basic")
+TRANSPORTS = ("https", "http")
+SECRET_FIELDS = ("password", "certificatePem", "certificateKeyPem", "certificateKeyPassword")
+PUBLIC_DEFAULTS: dict[str, Any] = {
+    "driver": "psrp",
+    "transport": "https",
+    "auth": "negotiate",
+    "certValidation": True,
+    "caCertificatePath": None,
+    "configurationName": "Microsoft.PowerShell",
+    "operationTimeoutSeconds": 20,
+    "connectionTimeoutSeconds": 10,
+    "extensionsAllowList": [],
+    "extensionsBlockList": [],
+    "handlerTimeoutSeconds": {},
+    "statusDeadlineSeconds": 300,
+    "heartbeatMaxAgeSeconds": 600,
+    "protectedSettingsCertificatePem": None,
+}
+HANDLER_COMMANDS = ("install", "enable", "disable", "update", "uninstall")
+
+
+@dataclass(frozen=True)
+class HostConnection:
+    """Everything a driver needs to reach one host (secrets included; never log this object)."""
+
+    driver: str
+    address: str
+    port: int
+    transport: str
+    auth: str
+    username: str | None
+    configuration_name: str
+    cert_validation: bool
+    ca_certificate_path: str | None
+    operation_timeout_s: int
+    connection_timeout_s: int
+    allow_list: tuple[str, ...]
+    block_list: tuple[str, ...]
+    handler_timeouts: dict[str, int]
+    status_deadline_s: int
+    heartbeat_max_age_s: int
+    protected_settings_certificate_pem: str | None
+    password: str | None = field(default=None, repr=False)
+    certificate_pem: str | None = field(default=None, repr=False)
+    certificate_key_pem: str | None = field(default=None, repr=False)
+    certificate_key_password: str | None = field(default=None, repr=False)
+
+    @property
+    def ssl(self) -> bool:
+        return self.transport == "https"
+
+
+def _bad(message: str, target: str) -> errors.ArmError:
+    return errors.invalid_parameter(message, target=target)
+
+
+def _extension_pattern(value: Any, target: str) -> str:
+    if not isinstance(value, str) or value.count("/") != 1 or not all(value.split("/")):
+        raise _bad(f"'{value}' is not an extension: use Publisher/Type (azcmagent's allowlist format).", target)
+    return value
+
+
+def validate(body: dict[str, Any], previous: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check a PUT body; returns (public settings, secrets). Secrets not given are kept from ``previous``."""
+    if not isinstance(body, dict):
+        raise errors.invalid_request_content("The host connection must be a JSON object.")
+    known = set(PUBLIC_DEFAULTS) | set(SECRET_FIELDS) | {"address", "port", "username"}
+    for key in body:
+        if key not in known:
+            raise _bad(f"Unknown host-connection setting '{key}'.", key)
+    public: dict[str, Any] = {k: body.get(k, v) for k, v in PUBLIC_DEFAULTS.items()}
+    address = body.get("address")
+    if not isinstance(address, str) or not address.strip() or any(c.isspace() for c in address.strip()):
+        raise _bad("'address' (host name or IP address of the Windows host) is required.", "address")
+    public["address"] = address.strip()
+    for name, allowed in (("driver", DRIVERS), ("transport", TRANSPORTS), ("auth", AUTHS)):
+        if public[name] not in allowed:
+            raise _bad(f"'{name}' must be one of {', '.join(allowed)}.", name)
+    port = body.get("port", 5986 if public["transport"] == "https" else 5985)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise _bad("'port' must be a TCP port number.", "port")
+    public["port"] = port
+    https = public["transport"] == "https"
+    if public["auth"] == "basic" and not https:
+        raise _bad("Basic authentication is allowed only over https (it cannot encrypt messages).", "auth")
+    if public["auth"] == "certificate" and not https:
+        raise _bad("Certificate authentication needs https.", "auth")
+    if public["driver"] == "winrm" and public["auth"] == "negotiate":
+        public["auth"] = "ntlm"
+    username = body.get("username")
+    if public["auth"] != "certificate" and (not isinstance(username, str) or not username):
+        raise _bad("'username' is required for this authentication.", "username")
+    public["username"] = username if isinstance(username, str) else None
+    if not isinstance(public["certValidation"], bool):
+        raise _bad("'certValidation' must be true or false.", "certValidation")
+    for name in ("caCertificatePath", "protectedSettingsCertificatePem"):
+        if public[name] is not None and not isinstance(public[name], str):
+            raise _bad(f"'{name}' must be a string.", name)
+    if not isinstance(public["configurationName"], str) or not public["configurationName"].strip():
+        raise _bad(
+            "'configurationName' (the PowerShell session configuration, e.g. a JEA endpoint) is invalid.",
+            "configurationName",
+        )
+    for name in (
+        "operationTimeoutSeconds",
+        "connectionTimeoutSeconds",
+        "statusDeadlineSeconds",
+        "heartbeatMaxAgeSeconds",
+    ):
+        value = public[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 86400:
+            raise _bad(f"'{name}' must be a whole number of seconds between 1 and 86400.", name)
+    timeouts = public["handlerTimeoutSeconds"]
+    if not isinstance(timeouts, dict) or any(
+        k not in HANDLER_COMMANDS or isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 86400
+        for k, v in timeouts.items()
+    ):
+        raise _bad(f"'handlerTimeoutSeconds' maps {', '.join(HANDLER_COMMANDS)} to seconds.", "handlerTimeoutSeconds")
+    for name in ("extensionsAllowList", "extensionsBlockList"):
+        if not isinstance(public[name], list):
+            raise _bad(f"'{name}' must be a list of Publisher/Type names.", name)
+        public[name] = [_extension_pattern(v, name) for v in public[name]]
+    old = previous or {}
+    secrets = {k: body[k] if k in body else old.get(k) for k in SECRET_FIELDS}
+    secrets = {k: v for k, v in secrets.items() if v is not None}
+    for k, v in secrets.items():
+        if not isinstance(v, str):
+            raise _bad(f"'{k}' must be a string.", k)
+    if public["auth"] == "certificate":
+        if not secrets.get("certificatePem") or not secrets.get("certificateKeyPem"):
+            raise _bad("Certificate authentication needs 'certificatePem' and 'certificateKeyPem'.", "certificatePem")
+    elif not secrets.get("password"):
+        raise _bad("'password' is required for this authentication.", "password")
+    return public, secrets
+
+
+def stored(doc: MachineDoc) -> dict[str, Any] | None:
+    """The stored settings of a machine document (new place first, then the machine resource)."""
+    value = doc.get("hostConnection") or doc.get("machine", {}).get("hostConnection")
+    return value if isinstance(value, dict) else None
+
+
+def view(record: dict[str, Any]) -> dict[str, Any]:
+    """What the API returns: the public settings, never a secret."""
+    out = {k: v for k, v in record.items() if k != "credentials"}
+    out["hasCredentials"] = bool(record.get("credentials"))
+    return out
+
+
+def load(record: dict[str, Any], box: SecretBox) -> HostConnection:
+    secrets = box.open(record["credentials"]) if record.get("credentials") else {}
+    p = {**PUBLIC_DEFAULTS, **record}
+    return HostConnection(
+        driver=p["driver"],
+        address=p["address"],
+        port=int(p["port"]),
+        transport=p["transport"],
+        auth=p["auth"],
+        username=p.get("username"),
+        configuration_name=p["configurationName"],
+        cert_validation=bool(p["certValidation"]),
+        ca_certificate_path=p.get("caCertificatePath"),
+        operation_timeout_s=int(p["operationTimeoutSeconds"]),
+        connection_timeout_s=int(p["connectionTimeoutSeconds"]),
+        allow_list=tuple(p["extensionsAllowList"]),
+        block_list=tuple(p["extensionsBlockList"]),
+        handler_timeouts={str(k): int(v) for k, v in p["handlerTimeoutSeconds"].items()},
+        status_deadline_s=int(p["statusDeadlineSeconds"]),
+        heartbeat_max_age_s=int(p["heartbeatMaxAgeSeconds"]),
+        protected_settings_certificate_pem=p.get("protectedSettingsCertificatePem"),
+        password=secrets.get("password"),
+        certificate_pem=secrets.get("certificatePem"),
+        certificate_key_pem=secrets.get("certificateKeyPem"),
+        certificate_key_password=secrets.get("certificateKeyPassword"),
+    )
+
+
+def extension_allowed(conn: HostConnection, publisher: str, type_: str) -> str | None:
+    """azcmagent semantics: the blocklist wins; a non-empty allowlist admits only its entries.
+    Returns why the extension is refused, or None."""
+    name = f"{publisher}/{type_}".lower()
+    if any(p.lower() == name for p in conn.block_list):
+        return f"{publisher}/{type_} is in the machine's extensions blocklist"
+    if conn.allow_list and not any(p.lower() == name for p in conn.allow_list):
+        return f"{publisher}/{type_} is not in the machine's extensions allowlist"
+    return None
+
+
+class HostConnectionService:
+    def __init__(self, store: Store, box: SecretBox) -> None:
+        self.store = store
+        self.box = box
+
+    def _missing(self, key: MachineKey) -> errors.ArmError:
+        return errors.resource_not_found("Microsoft.HybridCompute/machines", key.name, key.resource_group)
+
+    def get(self, key: MachineKey) -> dict[str, Any]:
+        doc = self.store.get_machine(key)
+        if doc is None:
+            raise self._missing(key)
+        record = stored(doc)
+        if record is None:
+            raise errors.resource_not_found("arcext/hostConnection", key.name, key.resource_group)
+        return view(record)
+
+    def put(self, key: MachineKey, body: dict[str, Any], now: datetime) -> tuple[dict[str, Any], bool]:
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, tuple[dict[str, Any], bool]]:
+            if doc is None:
+                raise self._missing(key)
+            current = stored(doc)
+            previous_secrets = self.box.open(current["credentials"]) if current and current.get("credentials") else None
+            public, secrets = validate(body, previous_secrets)
+            record = {**public, "credentials": self.box.seal(secrets), "updatedAt": iso(now)}
+            doc["hostConnection"] = record
+            doc["machine"].pop("hostConnection", None)
+            return doc, (view(record), current is None)
+
+        result: tuple[dict[str, Any], bool] = self.store.mutate_machine(key, change)
+        return result
+
+    def delete(self, key: MachineKey) -> bool:
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, bool]:
+            if doc is None:
+                raise self._missing(key)
+            existed = stored(doc) is not None
+            doc.pop("hostConnection", None)
+            doc["machine"].pop("hostConnection", None)
+            return doc, existed
+
+        deleted: bool = self.store.mutate_machine(key, change)
+        return deleted

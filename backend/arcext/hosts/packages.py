@@ -1,0 +1,133 @@
+"""Extension packages: zips with a HandlerManifest.json, attached to published versions.
+
+Blobs live under ``<data-dir>/packages/blobs/<sha256>.zip`` (content-addressed, written atomically);
+``<data-dir>/packages/index.json`` maps publisher/type/version to the blob and its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .. import errors
+from ..upgrades.clock import iso
+
+MAX_PACKAGE_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PackageRef:
+    publisher: str
+    type: str
+    version: str
+    sha256: str
+    size: int
+    path: Path
+    manifest: dict[str, Any]
+
+
+def read_manifest(data: bytes) -> dict[str, Any]:
+    """The handlerManifest of a package zip, or an ArmError saying what is wrong with it."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = {n.lower(): n for n in zf.namelist()}
+            if "handlermanifest.json" not in names:
+                raise errors.invalid_request_content("The package has no HandlerManifest.json at its root.")
+            raw = zf.read(names["handlermanifest.json"])
+    except zipfile.BadZipFile:
+        raise errors.invalid_request_content("The package is not a zip file.") from None
+    try:
+        doc = json.loads(raw.decode("utf-8-sig"))
+        entry = doc[0] if isinstance(doc, list) else doc
+        manifest = entry["handlerManifest"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise errors.invalid_request_content(
+            'HandlerManifest.json must be [{"name", "version", "handlerManifest": {...}}].'
+        ) from None
+    if not isinstance(manifest, dict) or not manifest.get("enableCommand") or not manifest.get("installCommand"):
+        raise errors.invalid_request_content("handlerManifest needs at least installCommand and enableCommand.")
+    return manifest
+
+
+class PackageStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.index_path = root / "index.json"
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(publisher: str, type_: str, version: str) -> str:
+        return f"{publisher}/{type_}/{version}".lower()
+
+    def _index(self) -> dict[str, Any]:
+        if not self.index_path.exists():
+            return {}
+        data: dict[str, Any] = json.loads(self.index_path.read_text())
+        return data
+
+    def put(self, publisher: str, type_: str, version: str, data: bytes, now: datetime) -> dict[str, Any]:
+        if len(data) > MAX_PACKAGE_BYTES:
+            raise errors.request_too_large(MAX_PACKAGE_BYTES)
+        manifest = read_manifest(data)
+        sha = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            blob = self.blobs / f"{sha}.zip"
+            if not blob.exists():
+                tmp = blob.with_suffix(".tmp")
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, blob)
+            index = self._index()
+            record = {
+                "publisher": publisher,
+                "type": type_,
+                "version": version,
+                "sha256": sha,
+                "size": len(data),
+                "handlerManifest": manifest,
+                "uploadedAt": iso(now),
+            }
+            index[self._key(publisher, type_, version)] = record
+            tmp_index = self.index_path.with_suffix(".tmp")
+            tmp_index.write_text(json.dumps(index, indent=1))
+            os.replace(tmp_index, self.index_path)
+        return record
+
+    def record(self, publisher: str, type_: str, version: str) -> dict[str, Any] | None:
+        with self._lock:
+            value = self._index().get(self._key(publisher, type_, version))
+        return dict(value) if value else None
+
+    def get(self, publisher: str, type_: str, version: str) -> PackageRef | None:
+        record = self.record(publisher, type_, version)
+        if record is None:
+            return None
+        path = self.blobs / f"{record['sha256']}.zip"
+        if not path.exists():
+            return None
+        return PackageRef(publisher, type_, version, record["sha256"], record["size"], path, record["handlerManifest"])
+
+    def delete(self, publisher: str, type_: str, version: str) -> bool:
+        with self._lock:
+            index = self._index()
+            removed = index.pop(self._key(publisher, type_, version), None)
+            if removed is None:
+                return False
+            tmp_index = self.index_path.with_suffix(".tmp")
+            tmp_index.write_text(json.dumps(index, indent=1))
+            os.replace(tmp_index, self.index_path)
+            if not any(r["sha256"] == removed["sha256"] for r in index.values()):
+                (self.blobs / f"{removed['sha256']}.zip").unlink(missing_ok=True)
+            return True

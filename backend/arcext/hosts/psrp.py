@@ -1,0 +1,771 @@
+"""The ``psrp`` driver: drives a Windows host over PowerShell Remoting with pypsrp (>=0.9.1,<1.0).
+
+The only PowerShell it sends is the project's own ``hosts/scripts/*.ps1`` files, each as one
+``add_script`` with ``add_parameters`` (values never enter the script text); every script ends with
+one JSON document, and any error-stream entry is a failure. Library errors become the driver's error
+taxonomy in exactly one place (:meth:`PsrpDriver._boundary`).
+
+On the host it follows the VM-extension handler protocol (reference/remote-hosts.md §5):
+stage the package (chunked upload sized from the max payload, SHA-256 verified, kept in a cache as
+the last-known-good copy), copy the settings byte for byte, then old.disable → new.update →
+old.uninstall → new.install → new.enable with per-command timeouts, and gate on the status file and
+the heartbeat. Each handler step is journalled on the host, so after a dropped connection the driver
+reconnects once and resumes from the journal. Rollback uses the same primitives.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, TypeVar
+
+from .base import (
+    ExtensionSpec,
+    HandlerFailed,
+    HostAuthError,
+    HostDriverError,
+    HostTimeout,
+    HostUnreachable,
+    InstalledExtension,
+    IntegrityError,
+    ProtocolError,
+    RemoteScriptError,
+    SessionLost,
+)
+from .connections import HostConnection, extension_allowed
+from .packages import PackageRef, PackageStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: The agent scripts and the parameters the driver sends to each (tests check these against the
+#: scripts' real param() blocks).
+SCRIPT_PARAMETERS: dict[str, frozenset[str]] = {
+    "Get-ExtensionState": frozenset({"Handler"}),
+    "Receive-Package": frozenset({"Handler", "Version", "Sha256"}),
+    "Expand-Package": frozenset({"Handler", "Version", "Sha256"}),
+    "Write-RuntimeSettings": frozenset({"Handler", "Version", "SequenceNumber", "ContentBase64"}),
+    "Copy-RuntimeSettings": frozenset({"Handler", "FromVersion", "ToVersion"}),
+    "Invoke-HandlerCommand": frozenset(
+        {"Handler", "Version", "Command", "TimeoutSeconds", "OperationId", "Step", "Environment"}
+    ),
+    "Get-HandlerStatus": frozenset({"Handler", "Version", "SequenceNumber"}),
+    "Remove-HandlerVersion": frozenset({"Handler", "Version", "PurgeCache"}),
+    "Write-Journal": frozenset({"Handler", "ContentJson"}),
+}
+
+#: WALA's handler timeouts (seconds) and ExtensionErrorCodes per command.
+DEFAULT_TIMEOUTS = {"install": 900, "update": 900, "disable": 900, "enable": 300, "uninstall": 300}
+ERROR_CODES = {"install": 1007, "update": 1008, "enable": 1009, "disable": 1010, "uninstall": 1008}
+TIMED_OUT_CODE = 1011
+INVALID_STATUS_CODE = 1012
+STATE_NAMES = {
+    "Enabled": "enabled",
+    "Installed": "disabled",
+    "FailedUpgrade": "failed",
+    "NotInstalled": "transitioning",
+}
+
+
+def script_text(name: str) -> str:
+    return (resources.files("arcext.hosts") / "scripts" / f"{name}.ps1").read_text(encoding="utf-8")
+
+
+class PackageMissing(HostDriverError):
+    """No package is published for the version the host needs."""
+
+    code = "ExtensionPackageNotPublished"
+
+
+class ExtensionBlocked(HostDriverError):
+    """The machine's extensions allow/block list refuses this extension."""
+
+    code = "ExtensionBlockedByHostPolicy"
+
+
+class HandlerCommandFailed(HandlerFailed):
+    """A handler command failed; ``wala_code`` is the VM-extension error code (1007-1012)."""
+
+    def __init__(self, host: str, op: str, message: str, exit_code: int | None, wala_code: int) -> None:
+        super().__init__(host, op, f"[{wala_code}] {message}", exit_code)
+        self.wala_code = wala_code
+
+
+@dataclass(frozen=True)
+class DriverTuning:
+    """Timing knobs; the defaults suit real hosts, tests shrink them."""
+
+    status_poll_s: float = 2.0
+    deadline_margin_s: float = 15.0
+    reconnection_backoff: float = 0.1
+    reconnect_attempts: int = 1
+    alive_check_after_s: float = 0.0  # check the pool with is_alive() before reuse when idle this long
+
+
+def settings_document(spec: ExtensionSpec, conn: HostConnection) -> bytes:
+    """RuntimeSettings\\<N>.settings for a fresh install. protectedSettings are encrypted to the host's
+    certificate (CMS EnvelopedData) when the connection names one."""
+    handler_settings: dict[str, Any] = {"publicSettings": spec.settings or {}}
+    if spec.protected_settings:
+        raw = json.dumps(spec.protected_settings, separators=(",", ":")).encode()
+        if conn.protected_settings_certificate_pem:
+            from cryptography import x509
+            from cryptography.hazmat.primitives import hashes, serialization
+            from cryptography.hazmat.primitives.serialization import pkcs7
+
+            cert = x509.load_pem_x509_certificate(conn.protected_settings_certificate_pem.encode())
+            envelope = (
+                pkcs7.PKCS7EnvelopeBuilder().set_data(raw).add_recipient(cert).encrypt(serialization.Encoding.DER, [])
+            )
+            handler_settings["protectedSettings"] = base64.b64encode(envelope).decode()
+            handler_settings["protectedSettingsCertThumbprint"] = cert.fingerprint(hashes.SHA1()).hex().upper()
+        else:
+            handler_settings["protectedSettings"] = base64.b64encode(raw).decode()
+            handler_settings["protectedSettingsCertThumbprint"] = None
+    document = {"runtimeSettings": [{"handlerSettings": handler_settings}]}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+class PsrpDriver:
+    """HostDriver over one Windows host; one runspace pool per driver (= per host per job)."""
+
+    def __init__(
+        self,
+        host: str,
+        conn: HostConnection,
+        packages: PackageStore,
+        handlers: dict[str, str] | None = None,
+        tuning: DriverTuning | None = None,
+    ) -> None:
+        self.name = host
+        self.conn = conn
+        self.packages = packages
+        self.handlers = {k.lower(): v for k, v in (handlers or {}).items()}
+        self.tuning = tuning or DriverTuning()
+        self._wsman: Any = None
+        self._pool: Any = None
+        self._last_used = 0.0
+        self.pools_opened = 0
+        self.scripts_run: list[str] = []
+
+    # ============================================================================================
+    # The one boundary where pypsrp/requests errors become the driver's taxonomy
+    # ============================================================================================
+    def _boundary(self, op: str, fn: Callable[[], T], opened: bool) -> T:
+        import requests
+        from pypsrp.exceptions import (
+            AuthenticationError,
+            InvalidPipelineStateError,
+            InvalidPSRPOperation,
+            InvalidRunspacePoolStateError,
+            WinRMError,
+            WinRMTransportError,
+            WSManFaultError,
+        )
+
+        try:
+            return fn()
+        except HostDriverError:
+            raise
+        except AuthenticationError as exc:
+            raise HostAuthError(self.name, op, f"credentials were refused ({exc})") from None
+        except requests.exceptions.ConnectTimeout:
+            raise HostUnreachable(self.name, op, "connection timed out") from None
+        except requests.exceptions.ReadTimeout:
+            self._discard()
+            raise HostTimeout(self.name, op, "the host stopped answering (read timeout)") from None
+        except requests.exceptions.SSLError as exc:
+            raise HostUnreachable(self.name, op, f"TLS failed: {exc}") from None
+        except requests.exceptions.ConnectionError as exc:
+            self._discard()
+            if opened:
+                raise SessionLost(self.name, op, f"the connection dropped ({type(exc).__name__})") from None
+            raise HostUnreachable(self.name, op, f"cannot connect ({type(exc).__name__})") from None
+        except WSManFaultError as exc:
+            if exc.code == 0x8033805B:
+                self._discard()
+                raise SessionLost(self.name, op, "the remote shell is gone (0x8033805B)") from None
+            raise ProtocolError(self.name, op, f"WSManFault {exc.code}: {exc.reason}") from None
+        except InvalidPSRPOperation as exc:
+            self._discard()
+            raise SessionLost(self.name, op, f"the runspace pool broke: {exc}") from None
+        except (InvalidRunspacePoolStateError, InvalidPipelineStateError) as exc:
+            self._discard()
+            raise SessionLost(self.name, op, f"the runspace pool is not usable: {exc}") from None
+        except WinRMTransportError as exc:
+            if exc.code == 401:
+                raise HostAuthError(self.name, op, "credentials were refused (HTTP 401)") from None
+            raise ProtocolError(self.name, op, f"HTTP {exc.code} from the WinRM service") from None
+        except WinRMError as exc:
+            raise ProtocolError(self.name, op, str(exc)) from None
+        except ValueError as exc:  # pypsrp refuses an auth/encryption combination before sending anything
+            if not opened:
+                raise HostAuthError(self.name, op, f"invalid connection settings: {exc}") from None
+            raise ProtocolError(self.name, op, f"unexpected answer: {exc}") from None
+
+    def _with_deadline(self, op: str, seconds: float, fn: Callable[[], T]) -> T:
+        """Run ``fn`` but give up after ``seconds``: a silent host cannot stall a job beyond it."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+                box["error"] = exc
+
+        worker = threading.Thread(target=target, name=f"psrp-{self.name}-{op}", daemon=True)
+        worker.start()
+        worker.join(seconds)
+        if worker.is_alive():
+            self._discard(close=False)
+            raise HostTimeout(self.name, op, f"no answer within the driver's deadline of {seconds:.0f} s")
+        if "error" in box:
+            raise box["error"]
+        value: T = box["value"]
+        return value
+
+    # ============================================================================================
+    # Connection and runspace pool
+    # ============================================================================================
+    def _new_wsman(self) -> Any:
+        from pypsrp.wsman import WSMan
+
+        c = self.conn
+        kwargs: dict[str, Any] = {
+            "port": c.port,
+            "ssl": c.ssl,
+            "auth": c.auth,
+            "username": c.username,
+            "password": c.password,
+            "cert_validation": c.ca_certificate_path or c.cert_validation,
+            "connection_timeout": c.connection_timeout_s,
+            "operation_timeout": c.operation_timeout_s,
+            "read_timeout": c.operation_timeout_s + 10,
+            "reconnection_retries": 0,
+            "reconnection_backoff": self.tuning.reconnection_backoff,
+            "encryption": "auto",
+        }
+        if c.auth == "certificate":
+            kwargs.pop("username")
+            kwargs.pop("password")
+            kwargs["certificate_pem"] = c.certificate_pem
+            kwargs["certificate_key_pem"] = c.certificate_key_pem
+            if c.certificate_key_password:
+                kwargs["certificate_key_password"] = c.certificate_key_password
+        return WSMan(c.address, **kwargs)
+
+    def _open_pool(self) -> Any:
+        from pypsrp.powershell import RunspacePool
+
+        def opening() -> Any:
+            wsman = self._new_wsman()
+            self._wsman = wsman
+            wsman.update_max_payload_size()
+            pool = RunspacePool(wsman, configuration_name=self.conn.configuration_name)
+            pool.open()
+            return pool
+
+        deadline = self.conn.connection_timeout_s + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
+        pool = self._with_deadline("connect", deadline, lambda: self._boundary("connect", opening, opened=False))
+        self.pools_opened += 1
+        return pool
+
+    def _ensure_pool(self) -> Any:
+        if self._pool is not None:
+            idle = time.monotonic() - self._last_used
+            if idle >= self.tuning.alive_check_after_s:
+                pool = self._pool
+                alive = False
+                try:
+                    alive = bool(
+                        self._with_deadline(
+                            "is_alive",
+                            self.conn.operation_timeout_s + self.tuning.deadline_margin_s,
+                            lambda: self._boundary("is_alive", lambda: pool.is_alive(timeout=5), opened=True),
+                        )
+                    )
+                except HostDriverError:
+                    alive = False
+                if not alive:
+                    log.info("Runspace pool on %s is gone; opening a new one", self.name)
+                    self._discard()
+        if self._pool is None:
+            self._pool = self._open_pool()
+        self._last_used = time.monotonic()
+        return self._pool
+
+    def _discard(self, close: bool = True) -> None:
+        """Forget the pool (and its HTTP session); best effort to close it on the host."""
+        pool, wsman = self._pool, self._wsman
+        self._pool = None
+        self._wsman = None
+        if close and pool is not None:
+            try:
+                pool.close()
+            except Exception:  # noqa: BLE001 - the session is already broken; closing is courtesy
+                pass
+        if wsman is not None:
+            try:
+                wsman.transport.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def close(self) -> None:
+        self._discard()
+
+    # ============================================================================================
+    # Running one agent script
+    # ============================================================================================
+    def _script(
+        self, name: str, params: dict[str, Any], deadline_s: float | None = None, input_: Iterator[str] | None = None
+    ) -> dict[str, Any]:
+        if set(params) - SCRIPT_PARAMETERS[name]:
+            raise ValueError(f"{name}.ps1 takes no parameter(s) {sorted(set(params) - SCRIPT_PARAMETERS[name])}")
+        from pypsrp.powershell import PowerShell
+
+        pool = self._ensure_pool()
+        text = script_text(name)
+        self.scripts_run.append(name)
+
+        def run() -> tuple[list[Any], bool, list[Any]]:
+            with PowerShell(pool) as ps:
+                ps.add_script(text)
+                ps.add_parameters(params)
+                ps.invoke(input=iter(list(input_)) if input_ is not None else None)
+                return list(ps.output), bool(ps.had_errors), list(ps.streams.error)
+
+        deadline = deadline_s or (2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s)
+        output, had_errors, error_stream = self._with_deadline(
+            name, deadline, lambda: self._boundary(name, run, opened=True)
+        )
+        self._last_used = time.monotonic()
+        if had_errors or error_stream:
+            detail = "; ".join(str(e) for e in error_stream) or "the pipeline failed"
+            raise RemoteScriptError(self.name, name, detail)
+        if not output:
+            raise ProtocolError(self.name, name, "the script returned no JSON document")
+        try:
+            result = json.loads(str(output[-1]))
+        except ValueError:
+            raise ProtocolError(self.name, name, "the script's last output is not JSON") from None
+        if not isinstance(result, dict):
+            raise ProtocolError(self.name, name, "the script's JSON document is not an object")
+        return result
+
+    # ============================================================================================
+    # Primitives
+    # ============================================================================================
+    def host_state(self, handler: str) -> dict[str, Any]:
+        return self._script("Get-ExtensionState", {"Handler": handler})
+
+    @staticmethod
+    def _versions(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {v["version"]: v for v in state.get("versions") or []}
+
+    def _package(self, spec: ExtensionSpec, version: str) -> PackageRef:
+        ref = self.packages.get(spec.publisher, spec.type, version)
+        if ref is None:
+            raise PackageMissing(
+                self.name, "stage", f"no package is attached to {spec.publisher}/{spec.type} {version}"
+            )
+        return ref
+
+    def stage(self, handler: str, version: str, ref: PackageRef | None, cached: list[str]) -> dict[str, Any]:
+        """Upload (unless cached on the host) and extract one version; returns its handlerManifest."""
+        if version not in cached:
+            if ref is None:
+                raise PackageMissing(self.name, "stage", f"{handler} {version} is neither published nor cached")
+            self.upload(handler, version, ref)
+        if ref is None:
+            raise PackageMissing(self.name, "stage", f"the package hash of {handler} {version} is unknown")
+        result = self._script("Expand-Package", {"Handler": handler, "Version": version, "Sha256": ref.sha256})
+        manifest: dict[str, Any] = result.get("handlerManifest") or {}
+        return manifest
+
+    def upload(self, handler: str, version: str, ref: PackageRef) -> None:
+        max_payload = int(getattr(self._wsman, "max_payload_size", 153600) or 153600)
+        chunk = max(3, (max_payload - 82) // 4 * 3)
+
+        def chunks() -> Iterator[str]:
+            with open(ref.path, "rb") as fh:
+                while True:
+                    data = fh.read(chunk)
+                    if not data:
+                        return
+                    yield base64.b64encode(data).decode()
+
+        for attempt in (1, 2):
+            deadline = 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s + ref.size / 50_000
+            result = self._script(
+                "Receive-Package",
+                {"Handler": handler, "Version": version, "Sha256": ref.sha256},
+                deadline_s=deadline,
+                input_=chunks(),
+            )
+            if result.get("verified") and result.get("sha256") == ref.sha256:
+                return
+            if attempt == 2:
+                raise IntegrityError(
+                    self.name, "upload", f"{handler} {version}: the host computed SHA-256 {result.get('sha256')}"
+                )
+
+    def write_journal(self, handler: str, journal: dict[str, Any]) -> None:
+        self._script("Write-Journal", {"Handler": handler, "ContentJson": json.dumps(journal)})
+
+    def handler_command(
+        self, op_id: str, step: str, handler: str, version: str, command: str, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        timeout = self.conn.handler_timeouts.get(command, DEFAULT_TIMEOUTS[command])
+        params: dict[str, Any] = {
+            "Handler": handler,
+            "Version": version,
+            "Command": command,
+            "TimeoutSeconds": timeout,
+            "OperationId": op_id,
+            "Step": step,
+        }
+        if env:
+            params["Environment"] = env
+        result = self._script(
+            "Invoke-HandlerCommand",
+            params,
+            deadline_s=timeout + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s,
+        )
+        if result.get("timedOut"):
+            raise HandlerCommandFailed(
+                self.name, step, f"{command} of {handler} {version} timed out after {timeout} s", None, TIMED_OUT_CODE
+            )
+        exit_code = int(result.get("exitCode", -1))
+        if exit_code != 0:
+            tail = (result.get("stderrTail") or "").strip().splitlines()
+            raise HandlerCommandFailed(
+                self.name,
+                step,
+                f"{command} of {handler} {version} exited with {exit_code}" + (f": {tail[-1]}" if tail else ""),
+                exit_code,
+                ERROR_CODES[command],
+            )
+        return result
+
+    def health_gate(self, handler: str, version: str, seq: int, manifest: dict[str, Any]) -> None:
+        """Wait for a terminal status (and a fresh ready heartbeat when the handler reports one)."""
+        wants_heartbeat = manifest.get("reportHeartbeat") in (True, "true", "True")
+        deadline = time.monotonic() + self.conn.status_deadline_s
+        last = "no status file yet"
+        while True:
+            result = self._script("Get-HandlerStatus", {"Handler": handler, "Version": version, "SequenceNumber": seq})
+            if result.get("statusError"):
+                raise HandlerCommandFailed(self.name, "health", str(result["statusError"]), None, INVALID_STATUS_CODE)
+            status = result.get("status")
+            if status is not None:
+                value = str(status.get("status", "")).lower()
+                if value == "error":
+                    raise HandlerCommandFailed(
+                        self.name, "health", f"{handler} {version} reports error: {status.get('message')}", None, 1009
+                    )
+                if value in ("success", "warning"):
+                    if not wants_heartbeat:
+                        return
+                    beat = result.get("heartbeat")
+                    if beat is None:
+                        last = "status success but no heartbeat yet"
+                    elif int(beat.get("ageSeconds", 0)) > self.conn.heartbeat_max_age_s:
+                        last = f"heartbeat is stale ({beat.get('ageSeconds')} s old; the handler is unresponsive)"
+                    elif str(beat.get("status", "")).lower() != "ready":
+                        last = f"heartbeat says {beat.get('status')}"
+                    else:
+                        return
+                else:
+                    last = f"status is {value or 'empty'}"
+            if time.monotonic() >= deadline:
+                raise HandlerCommandFailed(
+                    self.name,
+                    "health",
+                    f"{handler} {version} not healthy after {self.conn.status_deadline_s} s: {last}",
+                    None,
+                    1009,
+                )
+            time.sleep(self.tuning.status_poll_s)
+
+    # ============================================================================================
+    # HostDriver
+    # ============================================================================================
+    def _handler_of(self, name: str) -> str | None:
+        return self.handlers.get(name.lower())
+
+    def _check_policy(self, spec: ExtensionSpec, op: str) -> None:
+        reason = extension_allowed(self.conn, spec.publisher, spec.type)
+        if reason is not None:
+            raise ExtensionBlocked(self.name, op, reason)
+
+    def _resumable(self, op: str, fn: Callable[[], None]) -> None:
+        """Run a journalled operation; after a dropped session reconnect and resume from the journal."""
+        attempts = 0
+        while True:
+            try:
+                fn()
+                return
+            except SessionLost as exc:
+                attempts += 1
+                if attempts > self.tuning.reconnect_attempts:
+                    raise
+                log.warning(
+                    "%s on %s lost its session (%s); reconnecting to resume from the journal",
+                    op,
+                    self.name,
+                    exc.message,
+                )
+                self._discard()
+
+    def installed(self, name: str) -> InstalledExtension | None:
+        handler = self._handler_of(name)
+        if handler is None:
+            return None
+        state = self.host_state(handler)
+        versions = self._versions(state)
+        if not versions:
+            return None
+        enabled = [v for v in versions.values() if v["state"] == "Enabled"]
+        chosen = enabled[0] if enabled else sorted(versions.values(), key=lambda v: v["version"])[-1]
+        return InstalledExtension(name, chosen["version"], STATE_NAMES.get(chosen["state"], "transitioning"))
+
+    def _start(self, handler: str, kind: str, state: dict[str, Any], **fields: Any) -> str:
+        journal = state.get("journal")
+        if (
+            journal
+            and not journal.get("finished")
+            and journal.get("kind") == kind
+            and all(journal.get(k) == v for k, v in fields.items())
+        ):
+            log.info(
+                "Resuming %s of %s on %s from the host journal %s", kind, handler, self.name, journal["operationId"]
+            )
+            return str(journal["operationId"])
+        op_id = str(uuid.uuid4())
+        self.write_journal(
+            handler,
+            {
+                "operationId": op_id,
+                "kind": kind,
+                **fields,
+                "startedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "finished": False,
+                "steps": {},
+            },
+        )
+        return op_id
+
+    def _finish(self, handler: str, op_id: str, kind: str, outcome: str, **fields: Any) -> None:
+        self.write_journal(
+            handler,
+            {"operationId": op_id, "kind": kind, **fields, "finished": True, "outcome": outcome, "steps": {}},
+        )
+
+    @staticmethod
+    def _done(state: dict[str, Any], op_id: str, step: str) -> bool:
+        journal = state.get("journal") or {}
+        return journal.get("operationId") == op_id and step in (journal.get("steps") or {})
+
+    def _settings_seq(self, handler: str, version: str) -> int:
+        versions = self._versions(self.host_state(handler))
+        seq = versions.get(version, {}).get("sequenceNumber")
+        if seq is None:
+            raise HandlerCommandFailed(self.name, "settings", f"{handler} {version} has no settings file", None, 1009)
+        return int(seq)
+
+    # --- install (extension create / reconfigure) ----------------------------------------------
+    def install(self, spec: ExtensionSpec, version: str) -> None:
+        self._check_policy(spec, "install")
+        self._ensure_pool()
+        self._resumable("install", lambda: self._install_once(spec, version))
+
+    def _install_once(self, spec: ExtensionSpec, version: str) -> None:
+        handler = spec.handler
+        self.handlers[spec.name.lower()] = handler
+        state = self.host_state(handler)
+        settings = settings_document(spec, self.conn)
+        op_id = self._start(handler, "install", state, version=version)
+        ref = self._package(spec, version)
+        manifest = self.stage(handler, version, ref, state.get("cached") or [])
+        state = self.host_state(handler)
+        current = self._versions(state).get(version)
+        seq = current.get("sequenceNumber") if current else None
+        if current and current["state"] == "Enabled" and not self._done(state, op_id, "install.enable"):
+            seq = (seq or 0) + 1  # a new goal state for a running extension: next sequence number
+            self._script(
+                "Write-RuntimeSettings",
+                {
+                    "Handler": handler,
+                    "Version": version,
+                    "SequenceNumber": seq,
+                    "ContentBase64": base64.b64encode(settings).decode(),
+                },
+            )
+        elif seq is None:
+            seq = 0
+            self._script(
+                "Write-RuntimeSettings",
+                {
+                    "Handler": handler,
+                    "Version": version,
+                    "SequenceNumber": seq,
+                    "ContentBase64": base64.b64encode(settings).decode(),
+                },
+            )
+        if (current and current["state"] == "NotInstalled") or self._done(state, op_id, "install.install"):
+            self.handler_command(op_id, "install.install", handler, version, "install")
+        self.handler_command(op_id, "install.enable", handler, version, "enable")
+        self.health_gate(handler, version, int(seq), manifest)
+        self._finish(handler, op_id, "install", "succeeded", version=version)
+
+    # --- upgrade -----------------------------------------------------------------------------------
+    def upgrade(self, spec: ExtensionSpec, from_version: str, to_version: str) -> None:
+        self._check_policy(spec, "upgrade")
+        ref = self._package(spec, to_version)
+        self._ensure_pool()
+        self._resumable("upgrade", lambda: self._upgrade_once(spec, from_version, to_version, ref))
+
+    def _upgrade_once(self, spec: ExtensionSpec, old: str, new: str, ref: PackageRef) -> None:
+        handler = spec.handler
+        self.handlers[spec.name.lower()] = handler
+        state = self.host_state(handler)
+        op_id = self._start(handler, "upgrade", state, fromVersion=old, toVersion=new)
+        manifest = self.stage(handler, new, ref, state.get("cached") or [])
+        state = self.host_state(handler)
+        versions = self._versions(state)
+        old_v, new_v = versions.get(old), versions.get(new)
+        # settings: the old version's files, byte for byte (same N); a fresh file only if the old is gone
+        if old_v is not None and old_v.get("sequenceNumber") is not None:
+            self._script("Copy-RuntimeSettings", {"Handler": handler, "FromVersion": old, "ToVersion": new})
+        elif new_v is None or new_v.get("sequenceNumber") is None:
+            self._script(
+                "Write-RuntimeSettings",
+                {
+                    "Handler": handler,
+                    "Version": new,
+                    "SequenceNumber": 0,
+                    "ContentBase64": base64.b64encode(settings_document(spec, self.conn)).decode(),
+                },
+            )
+        env = {"AZURE_GUEST_AGENT_UPDATING_FROM_VERSION": old, "VERSION": new}
+        if (old_v is not None and old_v["state"] == "Enabled") or self._done(state, op_id, "old.disable"):
+            self.handler_command(op_id, "old.disable", handler, old, "disable")
+        self.handler_command(op_id, "new.update", handler, new, "update", env)
+        if old_v is not None or self._done(state, op_id, "old.uninstall"):
+            self.handler_command(op_id, "old.uninstall", handler, old, "uninstall")
+        # WALA removes the old directory here; its package stays in the host cache (the LKG copy)
+        self._script("Remove-HandlerVersion", {"Handler": handler, "Version": old})
+        state = self.host_state(handler)
+        new_v = self._versions(state).get(new) or {}
+        if manifest.get("updateMode", "UpdateWithInstall") != "UpdateWithoutInstall" and (
+            new_v.get("state") == "NotInstalled" or self._done(state, op_id, "new.install")
+        ):
+            self.handler_command(op_id, "new.install", handler, new, "install")
+        self.handler_command(op_id, "new.enable", handler, new, "enable")
+        self.health_gate(handler, new, self._settings_seq(handler, new), manifest)
+        # healthy: the new version is now the last known good; the old cached package can go
+        self._script("Remove-HandlerVersion", {"Handler": handler, "Version": old, "PurgeCache": True})
+        self._finish(handler, op_id, "upgrade", "succeeded", fromVersion=old, toVersion=new)
+
+    # --- rollback ----------------------------------------------------------------------------------
+    def rollback(self, spec: ExtensionSpec, failed_version: str, good_version: str) -> None:
+        self._ensure_pool()
+        self._resumable("rollback", lambda: self._rollback_once(spec, failed_version, good_version))
+
+    def _step_fn(self, op_id: str, step: str, handler: str, version: str, command: str) -> Callable[[], Any]:
+        return lambda: self.handler_command(op_id, step, handler, version, command)
+
+    def _ignore(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except (HandlerFailed, RemoteScriptError) as exc:
+            log.info("Rollback on %s: ignoring %s", self.name, exc.message)
+
+    def _rollback_once(self, spec: ExtensionSpec, bad: str, good: str) -> None:
+        handler = spec.handler
+        state = self.host_state(handler)
+        op_id = self._start(handler, "rollback", state, fromVersion=bad, toVersion=good)
+        versions = self._versions(state)
+        bad_v = versions.get(bad)
+        if bad != good and bad_v is not None:
+            if bad_v["state"] == "Enabled" or self._done(state, op_id, "rollback.new.disable"):
+                self._ignore(lambda: self.handler_command(op_id, "rollback.new.disable", handler, bad, "disable"))
+            state = self.host_state(handler)
+            bad_v = self._versions(state).get(bad) or {}
+            if bad_v.get("state") in ("Installed", "FailedUpgrade") or self._done(
+                state, op_id, "rollback.new.uninstall"
+            ):
+                self._ignore(lambda: self.handler_command(op_id, "rollback.new.uninstall", handler, bad, "uninstall"))
+        state = self.host_state(handler)
+        good_v = self._versions(state).get(good)
+        ref = self.packages.get(spec.publisher, spec.type, good)
+        manifest: dict[str, Any] = dict(ref.manifest) if ref is not None else {}
+        if good_v is None:
+            if ref is None:
+                raise PackageMissing(self.name, "rollback", f"no package is attached to {handler} {good}")
+            manifest = self.stage(handler, good, ref, state.get("cached") or [])  # from the host cache if there
+        state = self.host_state(handler)
+        versions = self._versions(state)
+        good_v = versions.get(good) or {}
+        if good_v.get("sequenceNumber") is None:
+            if bad in versions and versions[bad].get("sequenceNumber") is not None:
+                self._script("Copy-RuntimeSettings", {"Handler": handler, "FromVersion": bad, "ToVersion": good})
+            else:
+                self._script(
+                    "Write-RuntimeSettings",
+                    {
+                        "Handler": handler,
+                        "Version": good,
+                        "SequenceNumber": 0,
+                        "ContentBase64": base64.b64encode(settings_document(spec, self.conn)).decode(),
+                    },
+                )
+        if bad != good:
+            self._script("Remove-HandlerVersion", {"Handler": handler, "Version": bad, "PurgeCache": True})
+        if good_v.get("state") == "NotInstalled" or self._done(state, op_id, "rollback.lkg.install"):
+            self.handler_command(op_id, "rollback.lkg.install", handler, good, "install")
+        if good_v.get("state") != "Enabled" or self._done(state, op_id, "rollback.lkg.enable"):
+            self.handler_command(op_id, "rollback.lkg.enable", handler, good, "enable")
+        self.health_gate(handler, good, self._settings_seq(handler, good), manifest)
+        self._finish(handler, op_id, "rollback", "succeeded", fromVersion=bad, toVersion=good)
+
+    # --- remove ------------------------------------------------------------------------------------
+    def remove(self, name: str) -> None:
+        handler = self._handler_of(name)
+        if handler is None:
+            return
+        self._ensure_pool()
+        self._resumable("remove", lambda: self._remove_once(handler))
+
+    def _remove_once(self, handler: str) -> None:
+        state = self.host_state(handler)
+        versions = self._versions(state)
+        if not versions and not state.get("cached"):
+            return
+        op_id = self._start(handler, "remove", state)
+        for version, v in versions.items():
+            if v["state"] == "Enabled" or self._done(state, op_id, f"remove.{version}.disable"):
+                self._ignore(self._step_fn(op_id, f"remove.{version}.disable", handler, version, "disable"))
+            state = self.host_state(handler)
+            current = self._versions(state).get(version) or {}
+            if current.get("state") in ("Installed", "FailedUpgrade") or self._done(
+                state, op_id, f"remove.{version}.uninstall"
+            ):
+                self.handler_command(op_id, f"remove.{version}.uninstall", handler, version, "uninstall")
+            self._script("Remove-HandlerVersion", {"Handler": handler, "Version": version, "PurgeCache": True})
+        for version in state.get("cached") or []:
+            self._script("Remove-HandlerVersion", {"Handler": handler, "Version": version, "PurgeCache": True})
+        self._finish(handler, op_id, "remove", "succeeded")
+
+
+def package_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
