@@ -124,6 +124,17 @@ class Rollouts(MethodView):
         return {"value": services().engine.rollouts()}
 
 
+@blp.route("/rollouts/<rollout_id>")
+class Rollout(MethodView):
+    @blp.response(200)
+    def get(self, rollout_id: str) -> Any:
+        """One rollout: phases, waves and batches with counts, state and next action"""
+        found = [r for r in services().engine.rollouts() if r["id"] == rollout_id]
+        if not found:
+            raise errors.resource_not_found("arcext/rollouts", rollout_id)
+        return found[0]
+
+
 @blp.route("/rollouts/<rollout_id>/<action>")
 class RolloutAction(MethodView):
     @blp.response(200)
