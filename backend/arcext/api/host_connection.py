@@ -1,7 +1,56 @@
-"""Per-machine host-connection settings for the real drivers (psrp, winrm). Placeholder blueprint."""
+"""Per-machine host-connection settings for the real drivers (psrp):
+PUT/GET/DELETE /arcext/v1/subscriptions/{sub}/resourceGroups/{rg}/machines/{m}/hostConnection.
+
+The auth hook applies ARM scope rules to /arcext/v1/subscriptions/... paths: reading needs Reader,
+changing needs Contributor on the machine's scope. Credentials are accepted, sealed, and never returned.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from flask import request
+from flask.views import MethodView
+
+from .. import errors
+from ..hosts.connections import HostConnectionService
+from ..ids import machine_key
 from .base import ArmBlueprint
+from .hooks import services
 
 blp = ArmBlueprint("host_connection", __name__, url_prefix="/arcext/v1", description="Host connections (psrp, winrm)")
+
+HOST_CONNECTION = (
+    "/subscriptions/<subscription_id>/resourceGroups/<resource_group>/machines/<machine_name>/hostConnection"
+)
+
+
+def _service() -> HostConnectionService:
+    svc = services()
+    return HostConnectionService(svc.store, svc.hosts.box)
+
+
+@blp.route(HOST_CONNECTION)
+class HostConnection(MethodView):
+    def get(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
+        """The machine's host-connection settings (never its credentials)"""
+        return _service().get(machine_key(subscription_id, resource_group, machine_name))
+
+    def put(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
+        """Set how arcext reaches the Windows host: address, port, transport, auth, credentials, JEA
+        configuration, certificate validation, extensions allow/block list, handler timeouts"""
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise errors.invalid_request_content("The body must be a JSON object.")
+        key = machine_key(subscription_id, resource_group, machine_name)
+        view, created = _service().put(key, body, services().clock.now())
+        return view, 201 if created else 200
+
+    def delete(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
+        """Forget the host connection (the machine is then a record-only or simulated host again)"""
+        deleted = _service().delete(machine_key(subscription_id, resource_group, machine_name))
+        return ("", 200) if deleted else ("", 204)
+
+
+# The package routes (issue item 3) ride on this blueprint until app.py registers api/packages.py itself.
+from . import packages as _packages  # noqa: E402,F401

@@ -1,8 +1,8 @@
 """Per-machine host-connection settings for the real drivers (psrp, winrm).
 
-Stored in the machine document as ``doc["hostConnection"]`` (next to ``machine`` and ``extensions``,
-so the ARM machine view never shows it): the public settings in clear, the credentials sealed with
-the data directory's SecretBox. Credentials are never returned, printed or logged.
+Stored in the machine document as ``doc["machine"]["hostConnection"]``: the public settings in clear,
+the credentials sealed with the data directory's SecretBox. Credentials are never returned, printed
+or logged (the ARM machine schema does not dump the field).
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ def validate(body: dict[str, Any], previous: dict[str, Any] | None = None) -> tu
 
 
 def stored(doc: MachineDoc) -> dict[str, Any] | None:
-    """The stored settings of a machine document (new place first, then the machine resource)."""
-    value = doc.get("hostConnection") or doc.get("machine", {}).get("hostConnection")
+    """The stored settings of a machine document, if any."""
+    value = (doc.get("machine") or {}).get("hostConnection")
     return value if isinstance(value, dict) else None
 
 
@@ -232,8 +232,7 @@ class HostConnectionService:
             previous_secrets = self.box.open(current["credentials"]) if current and current.get("credentials") else None
             public, secrets = validate(body, previous_secrets)
             record = {**public, "credentials": self.box.seal(secrets), "updatedAt": iso(now)}
-            doc["hostConnection"] = record
-            doc["machine"].pop("hostConnection", None)
+            doc["machine"]["hostConnection"] = record
             return doc, (view(record), current is None)
 
         result: tuple[dict[str, Any], bool] = self.store.mutate_machine(key, change)
@@ -244,7 +243,6 @@ class HostConnectionService:
             if doc is None:
                 raise self._missing(key)
             existed = stored(doc) is not None
-            doc.pop("hostConnection", None)
             doc["machine"].pop("hostConnection", None)
             return doc, existed
 

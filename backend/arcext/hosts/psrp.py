@@ -340,7 +340,7 @@ class PsrpDriver:
             with PowerShell(pool) as ps:
                 ps.add_script(text)
                 ps.add_parameters(params)
-                ps.invoke(input=iter(list(input_)) if input_ is not None else None)
+                ps.invoke(input=input_)  # a generator: pypsrp sends one PipelineInput per chunk
                 return list(ps.output), bool(ps.had_errors), list(ps.streams.error)
 
         deadline = deadline_s or (2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s)

@@ -36,10 +36,12 @@ if ($journal.operationId -ne $OperationId) {
 $recorded = $journal.steps.PSObject.Properties[$Step]
 if ($recorded -and $recorded.Value.state -eq 'done') {
     $result = $recorded.Value
+    $current = 'Removed'
+    if (Test-Path -LiteralPath $stateFile) { $current = (Get-Content -LiteralPath $stateFile -Raw).Trim() }
     [pscustomobject]@{
         step = $Step; command = $Command; version = $Version; exitCode = $result.exitCode
         timedOut = $result.timedOut; durationMs = $result.durationMs; replayed = $true
-        state = (Get-Content -LiteralPath $stateFile -Raw).Trim(); stdoutTail = ''; stderrTail = ''
+        state = $current; stdoutTail = ''; stderrTail = ''
     } | ConvertTo-Json -Compress
     return
 }

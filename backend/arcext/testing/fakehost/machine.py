@@ -336,7 +336,7 @@ class WindowsMachine:
                         "timedOut": recorded["timedOut"],
                         "durationMs": recorded["durationMs"],
                         "replayed": True,
-                        "state": state_file.read_text().strip(),
+                        "state": state_file.read_text().strip() if state_file.exists() else "Removed",
                         "stdoutTail": "",
                         "stderrTail": "",
                     }
@@ -429,7 +429,14 @@ class WindowsMachine:
         cancel: threading.Event,
     ) -> tuple[int, bool, str, str]:
         """What the handler's program would do: exit code, hang, files it writes."""
-        spec = behaviour.get(command, {})
+        spec = dict(behaviour.get(command, {}))
+        runs = sum(
+            1
+            for c in self._read_meta()["commands"]
+            if c["handler"] == handler and c["version"] == version and c["command"] == command
+        )
+        if runs <= int(spec.pop("fromRun", 1)) - 1:
+            spec = {}  # the behaviour applies from the n-th run of this command on ("fromRun": n)
         if spec.get("hang"):
             cancel.wait(timeout_s)
             return 1011, True, "", f"{command} did not exit within {timeout_s} s and was killed\n"

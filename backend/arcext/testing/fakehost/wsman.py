@@ -217,16 +217,22 @@ class WSManServer(ThreadingHTTPServer):
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        conn = request
         if self.tls is not None:
             try:
-                request = self.tls.wrap_socket(request, server_side=True)
+                conn = self.tls.wrap_socket(request, server_side=True)
             except (ssl.SSLError, OSError):
                 return
-        self._open_connections.add(request)
+        self._open_connections.add(conn)
         try:
-            super().finish_request(request, client_address)
+            super().finish_request(conn, client_address)
         finally:
-            self._open_connections.discard(request)
+            self._open_connections.discard(conn)
+            if conn is not request:
+                try:
+                    conn.close()
+                except OSError:
+                    pass
 
     def shutdown_all(self) -> None:
         self.stopping.set()
@@ -319,7 +325,14 @@ class _Handler(BaseHTTPRequestHandler):
             if not encrypted:
                 self._send(400, b"", {})  # WinRM refuses unencrypted traffic over http (AllowUnencrypted=false)
                 return
-            body = self._unwrap(body, content_type)
+            try:
+                body = self._unwrap(body, content_type)
+            except Exception as exc:  # noqa: BLE001 - a message sealed for another context (stale client)
+                log.info("cannot decrypt a message: %s", exc)
+                self.ntlm = None
+                self.authenticated = False
+                self._send(400, b"", {})
+                return
         try:
             status, text = self._dispatch(body)
         except _Reset:
