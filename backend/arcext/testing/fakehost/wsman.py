@@ -469,7 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
         action = ACTION_NAMES.get(action_uri, action_uri.rsplit("/", 1)[-1])
         self.server.actions.append(action)
         try:
-            fault = self.server.take_fault(action)
+            fault = self.server.take_fault(action, ("401", "500", "reset", "hang"))
             if fault == "reset":
                 raise _Reset()
             if fault == "hang":
@@ -487,8 +487,6 @@ class _Handler(BaseHTTPRequestHandler):
             handler = getattr(self, f"_op_{action}", None)
             if handler is None or action_uri not in ACTION_NAMES:
                 raise action_not_supported(action_uri)
-            if fault == "broken":
-                self._break_pool(selectors.get("ShellId", ""))
             response_action, response_body = handler(soap_body, resource_uri, selectors, options, timeout, to)
             text = self._envelope(response_action, message_id, response_body)
             self.server.last_envelopes[action] = text
@@ -529,7 +527,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise shell_not_found()
         return shell
 
-    def _break_pool(self, shell_id: str) -> None:
+    def _break_pool(self, shell_id: str, target: uuid.UUID | None = None) -> None:
         from psrpcore.types import ErrorCategoryInfo, ErrorRecord, NETException
 
         with self.server.shells_lock:
@@ -545,6 +543,10 @@ class _Handler(BaseHTTPRequestHandler):
             for run in shell.runs.values():
                 run.cancel.set()
             shell.flush()
+            if target is not None:  # the Broken state reaches the client on the stream it is reading
+                pool_queue = shell.queues.pop(None, deque())
+                shell.queues.setdefault(target, deque()).extend(pool_queue)
+                shell.cond.notify_all()
 
     # --- actions --------------------------------------------------------------------------------
     def _check_ps_resource(self, resource_uri: str) -> None:
@@ -759,6 +761,8 @@ class _Handler(BaseHTTPRequestHandler):
         target = uuid.UUID(cid) if cid else None
         wait = max(0.2, timeout - 1.0)  # Windows answers TimedOut just before the client's OperationTimeout
         deadline = time.monotonic() + wait
+        if self.server.take_fault("Receive", ("broken",)) == "broken":
+            self._break_pool(shell.id, target)
         with shell.lock:
             if target is not None and target not in shell.runs:
                 raise shell_not_found(command=True)
