@@ -300,6 +300,11 @@ def test_bad_actions_and_unknown_extensions_are_400(fleet: ArcextServer) -> None
     assert portal.get("/portal/activity?timespan=custom&start=yesterday").status_code == 400
     assert portal.post("/portal/rollouts/nope/pause").status_code == 404
     assert portal.post("/portal/rollouts/nope/explode").status_code == 400
+    missing = portal.get("/portal/no/such/page")
+    assert missing.status_code == 404 and "There is no portal page at /portal/no/such/page." in missing.text
+    css = portal.get("/portal/static/portal.css")
+    assert css.status_code == 200
+    css.close()
 
 
 def test_enable_reports_extensions_already_enabled(fleet: ArcextServer) -> None:

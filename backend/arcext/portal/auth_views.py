@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 
 from .. import errors
 from . import security
@@ -44,3 +44,9 @@ def signout() -> Any:
     security.sign_out()
     flash("You are signed out.", "info")
     return redirect(url_for("portal.signin"), 303)
+
+
+@bp.route("/<path:rest>", methods=["GET", "POST"])
+def not_found(rest: str) -> Any:
+    """Unknown portal paths get the portal's own page, not the API's JSON."""
+    abort(404, description=f"There is no portal page at /portal/{rest}.")
