@@ -178,6 +178,7 @@ def test_enable_fails_1009_rolls_back(arc: ArcextServer, s: requests.Session, fa
     assert body["properties"]["typeHandlerVersion"] == "1.0.0"
     assert body["properties"]["provisioningState"] == "Succeeded"
     assert "[1009]" in body["properties"]["instanceView"]["status"]["message"]
+    assert "exited with 3" in body["properties"]["instanceView"]["status"]["message"]
     model = fake.machine
     assert model.versions(HANDLER) == {"1.0.0": "Enabled"}
     assert model.settings_files(HANDLER, "1.0.0") == {"0.settings": settings}
