@@ -367,11 +367,6 @@ def test_sigkill_mid_rollout_then_restart_settles(tmp_path: Path, session: reque
     assert set(ends) <= started, "end events without a Started event"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a job the restart interrupted before the host changed ends NotRun (counted as a failed "
-    "upgrade by the circuit breaker, next attempt an hour later) instead of running again",
-)
 def test_restart_is_not_an_upgrade_failure(tmp_path: Path, session: requests.Session) -> None:
     """No host fails: the only trouble is the restart. With the default circuit breaker (20%, at
     least 2 failures) the rollout must still complete and every extension reach 1.1.0 promptly."""

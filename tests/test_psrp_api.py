@@ -82,3 +82,30 @@ def test_packages_attach_by_sha256(arc: ArcextServer) -> None:
         assert s.get(url).json()["handlerManifest"]["enableCommand"] == "enable.cmd"
         bad = s.put(url, json={"zipBase64": base64.b64encode(b"not a zip").decode()})
         assert bad.status_code == 400
+
+
+def test_packages_upload_as_raw_zip_beyond_the_json_body_limit(arc: ArcextServer) -> None:
+    """A package is a zip body (application/zip), and may be larger than ARM's 1 MiB body limit."""
+    import hashlib
+    import io
+    import os
+    import zipfile
+
+    buffer = io.BytesIO(make_package("Contoso.Fake.Agent", "2.1.0"))
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr("payload.bin", os.urandom(2 * 1024 * 1024))  # incompressible: the zip is > 2 MiB
+    data = buffer.getvalue()
+    assert len(data) > 2 * 1024 * 1024
+    url = f"{arc.url}/arcext/v1/catalog/Contoso.Fake/Agent/versions/2.1.0/package"
+    with arc.session() as s:
+        r = s.put(url, data=data, headers={"Content-Type": "application/zip"})
+        assert r.status_code == 201, r.text
+        assert r.json()["sha256"] == hashlib.sha256(data).hexdigest()
+        # the same size as JSON on an ARM route is still refused
+        too_big = s.put(
+            machine_url(arc, "m1"),
+            params={"api-version": API},
+            data=b'{"location": "' + b"x" * (1024 * 1024) + b'"}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert too_big.status_code == 413

@@ -196,5 +196,9 @@ class ActivityLog:
         found.sort(key=lambda e: e["eventTimestamp"], reverse=True)
         return found
 
+    def for_operation(self, operation_id: str, since: str) -> list[Record]:
+        """The events of one attempt (used when reconciling after a crash)."""
+        return [e for e in self.store.iter_events(since[:10], "9999-12-31") if e["operationId"] == operation_id]
+
     def prune(self, now: datetime) -> int:
         return self.store.prune_events_before(iso(now - RETENTION)[:10])

@@ -83,11 +83,13 @@ def serve(
         click.echo(f"Self-signed certificate: {tls_cert} (trust it, e.g. REQUESTS_CA_BUNDLE={tls_cert})")
     if tls_cert and tls_key:
         tls = ssl_context(tls_cert, tls_key)
+        app.config["SESSION_COOKIE_SECURE"] = True  # the portal's session cookie travels over https only
     server = ServerThread(app, host, port, tls)
     if token_path:
         click.echo(f"Owner token written to {token_path.resolve()}")
     else:
         click.echo("Tokens exist already; create another with 'arcext token create'.")
+    click.echo(f"Portal: {server.url}/portal/ (sign in with a token)")
     click.echo(f"arcext listening on {server.url} (data in {data_dir.resolve()})", err=False)
     sys.stdout.flush()
     stopped = threading.Event()
@@ -148,9 +150,11 @@ def token_revoke(data_dir: Path, token_id: str) -> None:
 
 def _register_client_commands() -> None:
     from .client.commands import GROUPS
+    from .testing.fakehost.__main__ import fakehost
 
     for command in GROUPS:
         main.add_command(command)
+    main.add_command(fakehost)
 
 
 _register_client_commands()

@@ -111,6 +111,7 @@ class ResourceService:
     def machine_view(self, doc: MachineDoc) -> dict[str, Any]:
         view: dict[str, Any] = jcopy(doc["machine"])
         view.pop("operation", None)
+        view.pop("hostConnection", None)  # holds sealed credentials; served by its own API only
         view["resources"] = [self.extension_view(r) for r in self._ordered_extensions(doc)]
         return view
 
@@ -159,6 +160,8 @@ class ResourceService:
             for optional in ("tags", "kind"):
                 if optional in body:
                     machine[optional] = body[optional]
+            if previous and previous.get("hostConnection"):
+                machine["hostConnection"] = previous["hostConnection"]  # set through its own API only
             identity = identity_with_ids(body.get("identity"), previous.get("identity") if previous else None)
             if identity is not None:
                 machine["identity"] = identity

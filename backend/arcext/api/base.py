@@ -54,7 +54,7 @@ class ArmApi(flask_smorest.Api):  # type: ignore[misc]
             else:
                 arm = errors.invalid_request_content(f"'{target or 'body'}': {message}", target or None)
         elif error.code == 413:
-            arm = errors.request_too_large(int(current_app.config["ARCEXT_MAX_BODY"]))
+            arm = errors.request_too_large(int(request.max_content_length or current_app.config["ARCEXT_MAX_BODY"]))
         elif error.code == 404:
             arm = errors.not_found_path(request.path)
         elif error.code == 405:

@@ -15,6 +15,10 @@ from ..services import Services
 
 log = logging.getLogger("arcext.requests")
 
+#: Extension packages are zips, larger than ARM bodies: their own content type and size limit.
+PACKAGE_RE = re.compile(r"^/arcext/v1/catalog/[^/]+/[^/]+/versions/[^/]+/package$")
+PACKAGE_MAX_BODY = 512 * 1024 * 1024
+
 PUBLIC_PATHS = ("/arcext/v1/openapi.json", "/arcext/v1/docs", "/arcext/v1/health")
 _SUB_RE = re.compile(r"^/subscriptions/([^/]+)(?:/resourceGroups/([^/]+))?", re.IGNORECASE)
 
@@ -76,13 +80,21 @@ def before_request() -> Any:
     path = request.path
     if path.startswith(PUBLIC_PATHS) or path.startswith(("/arcext/v1/static", "/portal")):
         return None  # the portal signs people in with its own session cookie (arcext.portal)
-    if request.content_length is not None and request.content_length > current_app.config["ARCEXT_MAX_BODY"]:
-        raise errors.request_too_large(int(current_app.config["ARCEXT_MAX_BODY"]))
+    package_upload = PACKAGE_RE.match(path) is not None
+    limit = PACKAGE_MAX_BODY if package_upload else int(current_app.config["ARCEXT_MAX_BODY"])
+    request.max_content_length = limit
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.request_too_large(limit)
     g.principal = services().tokens.authenticate(request.headers.get("Authorization"))
     _authorize(g.principal)
     if path.startswith(("/subscriptions/", "/providers/")) and not request.args.get("api-version"):
         raise errors.missing_api_version()
-    if request.method in ("PUT", "PATCH", "POST") and request.content_length and not request.is_json:
+    if (
+        request.method in ("PUT", "PATCH", "POST")
+        and request.content_length
+        and not request.is_json
+        and not (package_upload and request.mimetype in ("application/zip", "application/octet-stream"))
+    ):
         raise errors.unsupported_media_type(request.content_type or "")
     return None
 

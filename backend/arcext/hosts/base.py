@@ -36,6 +36,7 @@ class InstalledExtension:
 class HostDriverError(Exception):
     retryable: bool = False
     outcome_known: bool = True
+    nothing_ran: bool = False  # True: the host was not changed, so there is nothing to roll back
     code: str = "HostError"
 
     def __init__(self, host: str, op: str, message: str) -> None:
@@ -49,13 +50,22 @@ class HostUnreachable(HostDriverError):
     """Nothing ran: the host could not be reached."""
 
     retryable = True
+    nothing_ran = True
     code = "HostUnreachable"
 
 
 class HostAuthError(HostDriverError):
     """Credentials were refused; an operator must act, retrying will not help."""
 
+    nothing_ran = True
     code = "HostAuthenticationFailed"
+
+
+class UpgradeRefused(HostDriverError):
+    """The host (or the driver) refused before changing anything: no package, blocked by policy."""
+
+    nothing_ran = True
+    code = "UpgradeRefused"
 
 
 class HostTimeout(HostDriverError):

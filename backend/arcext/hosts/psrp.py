@@ -40,6 +40,7 @@ from .base import (
     ProtocolError,
     RemoteScriptError,
     SessionLost,
+    UpgradeRefused,
 )
 from .connections import HostConnection, extension_allowed
 from .packages import PackageRef, PackageStore
@@ -80,13 +81,13 @@ def script_text(name: str) -> str:
     return (resources.files("arcext.hosts") / "scripts" / f"{name}.ps1").read_text(encoding="utf-8")
 
 
-class PackageMissing(HostDriverError):
+class PackageMissing(UpgradeRefused):
     """No package is published for the version the host needs."""
 
     code = "ExtensionPackageNotPublished"
 
 
-class ExtensionBlocked(HostDriverError):
+class ExtensionBlocked(UpgradeRefused):
     """The machine's extensions allow/block list refuses this extension."""
 
     code = "ExtensionBlockedByHostPolicy"

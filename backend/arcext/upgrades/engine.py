@@ -79,6 +79,7 @@ class Engine:
             self.settings.busy_delay.total_seconds(),
             self._may_run,
         )
+        self.runner.events_for = activity.for_operation
         self._lock = threading.RLock()
         self._due: list[tuple[str, int, tuple[str, str, str], str]] = []
         self._seq = itertools.count()
@@ -554,6 +555,9 @@ class Engine:
     def _on_result(self, result: J.JobResult) -> None:
         self._stats[result.outcome] = self._stats.get(result.outcome, 0) + 1
         job = result.job
+        if result.outcome == J.REQUEUED:
+            self._push(job["dueAt"], result.key, result.extension)
+            return  # the same attempt runs again; it stays open in its wave or manual operation
         if result.outcome == J.POSTPONED and job:
             self._push(job["dueAt"], result.key, result.extension)
             return

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..activity import AUTOMATIC_CALLER, upgrade_event
 from ..crypto import SecretBox
-from ..hosts.base import ExtensionSpec, HostAuthError, HostDriver, HostDriverError, HostUnreachable
+from ..hosts.base import ExtensionSpec, HostDriver, HostDriverError, HostUnreachable
 from ..ids import MachineKey
 from ..store.base import MachineDoc, Record, Store
 from .clock import Clock, iso
@@ -25,6 +25,17 @@ from .versions import newer
 log = logging.getLogger(__name__)
 
 QUEUED = "Queued"
+REQUEUED = "Requeued"
+#: Fields that belong to one attempt, dropped when the job is queued again.
+_ATTEMPT_FIELDS = (
+    "operationId",
+    "step",
+    "startedAt",
+    "fromVersion",
+    "lastKnownGoodVersion",
+    "endRecorded",
+    "interrupted",
+)
 RETRY_WAIT = "RetryWait"
 RUNNING = "Running"
 FAILED = "Failed"
@@ -44,6 +55,21 @@ class JobResult:
     extension: str
     outcome: str
     job: dict[str, Any] = field(default_factory=dict)
+
+
+def error_fields(error: HostDriverError) -> dict[str, Any]:
+    fields: dict[str, Any] = {"code": error.code, "message": error.message}
+    for attribute in ("exit_code", "wala_code"):
+        value = getattr(error, attribute, None)
+        if value is not None:
+            fields["handlerExitCode" if attribute == "exit_code" else "extensionErrorCode"] = value
+    return fields
+
+
+def _apply_to(doc: MachineDoc | None, ext: str, job: dict[str, Any], fn: Callable[[dict[str, Any]], None]) -> None:
+    record = doc["extensions"].get(ext) if doc else None
+    if record is not None and (record.get("upgrade") or {}).get("operationId") == job["operationId"]:
+        fn(record)
 
 
 def remember_outcome(record: dict[str, Any], job: dict[str, Any], outcome: str) -> None:
@@ -95,6 +121,8 @@ class JobRunner:
         self.retry_delay = retry_delay_seconds
         self.busy_delay = busy_delay_seconds
         self.may_run = may_run
+        #: (operationId, since) -> that attempt's events; set by the engine (used after a crash only)
+        self.events_for: Callable[[str, str], list[Record]] | None = None
 
     def _later(self, seconds: float) -> str:
         from datetime import timedelta
@@ -165,9 +193,9 @@ class JobRunner:
                 raise HostUnreachable(key.name, "connect", "no host connection is configured for this machine")
             try:
                 driver.upgrade(spec, job["fromVersion"], job["toVersion"])
-            except (HostUnreachable, HostAuthError) as exc:
-                return self._not_run(key, ext, job, exc)
             except HostDriverError as exc:
+                if exc.nothing_ran:  # unreachable, refused credentials, no package, blocked by policy
+                    return self._not_run(key, ext, job, exc)
                 return self._roll_back(key, ext, job, spec, driver, exc)
             return self._succeeded(key, ext, job)
         finally:
@@ -189,6 +217,7 @@ class JobRunner:
             settings=props.get("settings") or {},
             protected_settings=self.box.open(record["protected"]) if record.get("protected") else None,
         )
+        job["endRecorded"] = self.has_end_event(job)
         interrupted = HostDriverError(key.name, "upgrade", "interrupted by a restart of arcext")
         if driver is None:
             return self._not_run(key, ext, job, HostUnreachable(key.name, "reconcile", "no host connection"))
@@ -198,24 +227,42 @@ class JobRunner:
                 if installed and installed.version == job["toVersion"] and installed.state == "enabled":
                     return self._succeeded(key, ext, job)
                 if installed and installed.version == job["fromVersion"] and installed.state == "enabled":
-                    return self._not_run(key, ext, job, interrupted)
-            return self._roll_back(key, ext, job, spec, driver, interrupted)
+                    return self._requeue(key, ext, job, "interrupted by a restart of arcext before the host changed")
+                return self._roll_back(key, ext, job, spec, driver, interrupted, interrupted=True)
+            # the crash came during a rollback: the upgrade had failed; finish the rollback
+            failed = HostDriverError(key.name, "upgrade", (job.get("lastError") or {}).get("message", "failed"))
+            failed.code = (job.get("lastError") or {}).get("code", failed.code)
+            return self._roll_back(key, ext, job, spec, driver, failed, interrupted=bool(job.get("interrupted")))
         except HostDriverError as exc:
             return self._not_run(key, ext, job, exc)
         finally:
             driver.close()
 
     # --- endings -----------------------------------------------------------------------------
-    def _finish(
-        self, key: MachineKey, ext: str, job: dict[str, Any], apply: Callable[[dict[str, Any]], None], outcome: str
+    def _conclude(
+        self,
+        key: MachineKey,
+        ext: str,
+        job: dict[str, Any],
+        apply: Callable[[dict[str, Any]], None],
+        outcome: str | None,
+        status: str,
+        extra: dict[str, Any],
+        level: str | None = None,
     ) -> None:
+        """Write the attempt's end event, then its end state (an event first: a crash in between
+        leaves a Running job whose end event exists, which resume() finishes without a second one)."""
+        if not job.get("endRecorded"):
+            self._event(status, self._ext_id(key, ext, job), job, extra, level=level)
+
         def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
             record = doc["extensions"].get(ext) if doc else None
             if doc is None or record is None or (record.get("upgrade") or {}).get("operationId") != job["operationId"]:
                 return doc, None  # deleted meanwhile
             record["operation"] = None
             apply(record)
-            remember_outcome(record, job, outcome)
+            if outcome is not None:
+                remember_outcome(record, job, outcome)
             return doc, None
 
         self.store.mutate_machine(key, change)
@@ -238,21 +285,20 @@ class JobRunner:
             record["lkg"] = job["toVersion"]
             record["upgrade"] = None
 
-        self._finish(key, ext, job, apply, SUCCEEDED)
-        self._event("Succeeded", self._ext_id(key, ext, job), job, {"rolledBack": False})
+        self._conclude(key, ext, job, apply, SUCCEEDED, "Succeeded", {"rolledBack": False})
         return JobResult(key, ext, SUCCEEDED, job)
 
+    @staticmethod
+    def _next_job(job: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in job.items() if k not in _ATTEMPT_FIELDS}
+
     def _retry_job(self, job: dict[str, Any], error: HostDriverError) -> dict[str, Any]:
-        retry = {
-            k: v
-            for k, v in job.items()
-            if k not in ("operationId", "step", "startedAt", "fromVersion", "lastKnownGoodVersion")
-        }
+        retry = self._next_job(job)
         retry.update(
             state=RETRY_WAIT,
             attempt=int(job.get("attempt", 1)) + 1,
             dueAt=self._later(self.retry_delay),
-            lastError={"code": error.code, "message": error.message},
+            lastError=error_fields(error),
             firstAttemptDone=True,
         )
         return retry
@@ -264,20 +310,33 @@ class JobRunner:
             record["resource"]["properties"]["provisioningState"] = "Succeeded"
             record["upgrade"] = retry if job.get("retry", True) else None
 
-        self._finish(key, ext, job, apply, NOT_RUN)
-        self._event(
-            "Failed",
-            self._ext_id(key, ext, job),
-            job,
-            {
-                "rolledBack": False,
-                "errorCode": error.code,
-                "message": error.message,
-                "nextAttemptAt": retry["dueAt"] if job.get("retry", True) else None,
-            },
-            level="Warning",
-        )
+        extra = {
+            "rolledBack": False,
+            "errorCode": error.code,
+            "message": error.message,
+            "nextAttemptAt": retry["dueAt"] if job.get("retry", True) else None,
+        }
+        self._conclude(key, ext, job, apply, NOT_RUN, "Failed", extra, level="Warning")
         return JobResult(key, ext, NOT_RUN, {**job, "error": error.code, "message": error.message})
+
+    def _requeue(self, key: MachineKey, ext: str, job: dict[str, Any], reason: str) -> JobResult:
+        """Interrupted by a restart with the host back on its previous version: run the same attempt
+        again now. A restart is not an upgrade failure, so nothing counts against the rollout."""
+        again = self._next_job(job)
+        again.update(state=QUEUED, dueAt=iso(self.clock.now()))
+
+        def apply(record: dict[str, Any]) -> None:
+            record["resource"]["properties"]["provisioningState"] = "Succeeded"
+            record["upgrade"] = again
+
+        extra = {
+            "rolledBack": False,
+            "errorCode": "InterruptedByRestart",
+            "message": reason,
+            "nextAttemptAt": again["dueAt"],
+        }
+        self._conclude(key, ext, job, apply, None, "Failed", extra, level="Warning")
+        return JobResult(key, ext, REQUEUED, again)
 
     def _roll_back(
         self,
@@ -287,6 +346,7 @@ class JobRunner:
         spec: ExtensionSpec,
         driver: HostDriver,
         error: HostDriverError,
+        interrupted: bool = False,
     ) -> JobResult:
         good = job["lastKnownGoodVersion"]
 
@@ -295,6 +355,7 @@ class JobRunner:
             if record and (record.get("upgrade") or {}).get("operationId") == job["operationId"]:
                 record["upgrade"]["step"] = "rollback"
                 record["upgrade"]["lastError"] = {"code": error.code, "message": error.message}
+                record["upgrade"]["interrupted"] = interrupted
             return doc, None
 
         self.store.mutate_machine(key, mark)
@@ -315,6 +376,7 @@ class JobRunner:
             def dropped(record: dict[str, Any]) -> None:
                 resource = record["resource"]
                 resource["properties"]["provisioningState"] = "Failed"
+                resource["properties"]["typeHandlerVersion"] = job["toVersion"]  # what the host has
                 resource["properties"]["instanceView"] = instance_view(
                     resource,
                     job["toVersion"],
@@ -325,24 +387,36 @@ class JobRunner:
                 )
                 record["droppedOut"] = True
                 record["upgrade"] = {
-                    **{k: v for k, v in job.items() if k not in ("step",)},
+                    **{k: v for k, v in job.items() if k not in ("step", "endRecorded")},
                     "state": FAILED,
                     "lastError": {"code": rollback_error.code, "message": rollback_error.message},
                 }
 
-            self._finish(key, ext, job, dropped, DROPPED)
-            self._event(
-                "Failed",
-                self._ext_id(key, ext, job),
-                job,
-                {
-                    "rolledBack": False,
-                    "errorCode": error.code,
-                    "message": error.message,
-                    "rollbackError": rollback_error.message,
-                },
-            )
+            extra = {
+                "rolledBack": False,
+                "errorCode": error.code,
+                "message": error.message,
+                "rollbackError": rollback_error.message,
+            }
+            self._conclude(key, ext, job, dropped, DROPPED, "Failed", extra)
             return JobResult(key, ext, DROPPED, {**job, "error": error.code})
+
+        if interrupted:
+
+            def restored(record: dict[str, Any]) -> None:
+                resource = record["resource"]
+                resource["properties"]["typeHandlerVersion"] = good
+                resource["properties"]["instanceView"] = instance_view(
+                    resource, good, now, True, f"{good} was reinstalled after a restart interrupted the upgrade."
+                )
+
+            # the upgrade never finished because arcext stopped, not because the version failed
+            def restore(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
+                _apply_to(doc, ext, job, restored)
+                return doc, None
+
+            self.store.mutate_machine(key, restore)
+            return self._requeue(key, ext, job, f"{error.message}; {good} was reinstalled")
 
         retry = self._retry_job(job, error)
 
@@ -360,21 +434,21 @@ class JobRunner:
             )
             record["upgrade"] = retry if job.get("retry", True) else None
 
-        self._finish(key, ext, job, rolled_back, ROLLED_BACK)
-        self._event(
-            "Failed",
-            self._ext_id(key, ext, job),
-            job,
-            {
-                "rolledBack": True,
-                "errorCode": error.code,
-                "message": error.message,
-                "nextAttemptAt": retry["dueAt"] if job.get("retry", True) else None,
-            },
-        )
+        extra = {
+            "rolledBack": True,
+            "errorCode": error.code,
+            "message": error.message,
+            "nextAttemptAt": retry["dueAt"] if job.get("retry", True) else None,
+        }
+        self._conclude(key, ext, job, rolled_back, ROLLED_BACK, "Failed", extra)
         return JobResult(key, ext, ROLLED_BACK, {**job, "error": error.code, "message": error.message})
 
     # --- activity ------------------------------------------------------------------------------
+    def has_end_event(self, job: dict[str, Any]) -> bool:
+        if self.events_for is None:
+            return False
+        return any(e["status"]["value"] != "Started" for e in self.events_for(job["operationId"], job["startedAt"]))
+
     def _ext_id(self, key: MachineKey, ext: str, job: dict[str, Any]) -> str:
         return str(job.get("resourceId") or key.extension_id(ext))
 
