@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+def atomic_write_bytes(path: Path, payload: bytes, sync: bool = True) -> None:
+    """Replace ``path`` with ``payload`` atomically; with ``sync`` (the default) durably, too.
+
+    ``sync=False`` is for callers that sync everything at once afterwards (the store's checkpoint)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(payload)
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 class AtomicJSONStorage(Storage):

@@ -1,10 +1,12 @@
-"""The embedded store: many small TinyDB files plus in-memory indexes built at start.
+"""The embedded store: small TinyDB files, a write-ahead journal, and in-memory indexes.
 
 Naive single-file TinyDB rewrites the whole database on every write (about 1 s at 50,000
-documents). Here each machine document is its own TinyDB file (tables ``machine`` and
-``extensions``) kept in memory by TinyDB's CachingMiddleware; a change rewrites only that
-machine's file, atomically and with fsync, so an acknowledged write survives kill -9. Operations
-are one JSON file each; tokens and the catalog are small TinyDB files of their own.
+documents). Here each machine document (the machine and its extensions) is its own small TinyDB
+file, a *snapshot* (tables ``machine`` and ``extensions``), and all documents live in memory. A
+change is appended to the journal (store/journal.py) and fsynced before it is acknowledged, so it
+survives kill -9; a background checkpoint writes changed documents to their snapshot files and
+drops journal segments they cover. Start-up loads the snapshots and replays the journal.
+Operations and rollouts are one JSON file each; tokens and the catalog are small TinyDB files.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..ids import MachineKey, parse_resource_id
 from .atomic_storage import AtomicJSONStorage, atomic_write_bytes, fsync_dir
 from .base import MachineDoc, Record, jcopy
 from .eventlog import EventLog
+from .journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -50,40 +53,34 @@ def _flush(db: TinyDB) -> None:
     cache.flush()
 
 
-class _MachineFile:
-    """One machine document on disk and in memory."""
+def _snapshot_layout(doc: MachineDoc) -> dict[str, Any]:
+    """A machine document in TinyDB's on-disk layout: {table: {doc_id: document}}."""
+    return {
+        "machine": {"1": doc["machine"]},
+        "extensions": {str(i): {"key": k, "record": v} for i, (k, v) in enumerate(doc["extensions"].items(), 1)},
+    }
 
-    __slots__ = ("db", "lock", "path")
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.db = _open_db(path)
-        self.lock = threading.Lock()
-
-    def read(self) -> MachineDoc | None:
-        machine = self.db.table("machine").get(doc_id=1)
+def _read_snapshot(path: Path) -> MachineDoc | None:
+    db = TinyDB(path, storage=AtomicJSONStorage)
+    try:
+        machine = db.table("machine").get(doc_id=1)
         if machine is None:
             return None
-        extensions = {d["key"]: d["record"] for d in self.db.table("extensions").all()}
+        extensions = {d["key"]: d["record"] for d in db.table("extensions").all()}
         return {"machine": dict(machine), "extensions": extensions}
+    finally:
+        db.close()
 
-    def write(self, doc: MachineDoc) -> None:
-        self.db.drop_tables()
-        self.db.table("machine").insert(doc["machine"])
-        ext = self.db.table("extensions")
-        ext.insert_multiple({"key": k, "record": v} for k, v in doc["extensions"].items())
-        try:
-            _flush(self.db)
-        except BaseException:
-            self.reload()
-            raise
 
-    def reload(self) -> None:
-        self.db = _open_db(self.path)
+class _Slot:
+    """One machine key: its lock and its current document (None once deleted)."""
 
-    def remove(self) -> None:
-        cache: Any = self.db.storage
-        cache.storage.remove()
+    __slots__ = ("doc", "lock")
+
+    def __init__(self, doc: MachineDoc | None = None) -> None:
+        self.doc = doc
+        self.lock = threading.Lock()
 
 
 class TinyDBStore:
@@ -96,7 +93,13 @@ class TinyDBStore:
         self._machines_dir = self.data_dir / "machines"
         self._ops_dir = self.data_dir / "operations"
         self._index_lock = threading.RLock()
-        self._files: dict[str, _MachineFile] = {}
+        self._slots: dict[str, _Slot] = {}
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        self._wake_checkpoint = threading.Event()
         # subscription -> sorted ["<rg lower>\0<name lower>"]
         self._by_sub: dict[str, list[str]] = {}
         self._ops: dict[str, Record] = {}
@@ -119,6 +122,7 @@ class TinyDBStore:
         self._tokens_mtime = self._tokens_file_mtime()
         self._token_by_hash = {t["hash"]: dict(t) for t in self._tokens.table("tokens").all()}
         if not self._tokens_only:
+            self._journal = Journal(self.data_dir / "journal")
             # Loading allocates millions of long-lived objects; the cyclic GC would rescan them while they
             # pile up (two thirds of start-up at 25k machines) and pause ~0.8 s on every later full
             # collection. Nothing loaded forms cycles; freezing only exempts it from the cyclic GC.
@@ -135,6 +139,8 @@ class TinyDBStore:
                 rollout = AtomicJSONStorage(path).read()
                 if rollout:
                     self._rollouts[rollout["id"]] = rollout
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="arcext-checkpoint", daemon=True)
+            self._checkpointer.start()
 
     def _load_machines(self) -> None:
         for shard in sorted(self._machines_dir.iterdir()):
@@ -143,17 +149,26 @@ class TinyDBStore:
             for entry in os.scandir(shard):
                 path = Path(entry.path)
                 if entry.name.endswith(".tmp"):
-                    os.unlink(path)  # a write that never got its rename: it was never acknowledged
+                    os.unlink(path)  # a snapshot write that never got its rename
                     continue
-                mf = _MachineFile(path)
-                doc = mf.read()
+                doc = _read_snapshot(path)
                 parsed = parse_resource_id(doc["machine"]["id"]) if doc else None
                 if parsed is None:
                     log.warning("Ignoring unreadable machine document %s", path)
                     continue
-                key = parsed[0]
-                self._files[key.lower] = mf
-                self._by_sub.setdefault(key.subscription, []).append(self._sort_key(key))
+                self._slots[parsed[0].lower] = _Slot(doc)
+        replayed = 0
+        for record in Journal.replay(self._journal.segments()):
+            slot = self._slots.setdefault(record["k"], _Slot())
+            slot.doc = record["d"]
+            self._dirty.add(record["k"])
+            replayed += 1
+        if replayed:
+            log.info("Replayed %d journal records", replayed)
+        for key_lower, slot in self._slots.items():
+            if slot.doc is not None:
+                sub, rg, name = key_lower.split("/")
+                self._by_sub.setdefault(sub, []).append(f"{rg}{_SEP}{name}")
         for keys in self._by_sub.values():
             keys.sort()
 
@@ -173,25 +188,20 @@ class TinyDBStore:
     def _sort_key(key: MachineKey) -> str:
         return f"{key.resource_group.lower()}{_SEP}{key.name.lower()}"
 
-    def _machine_path(self, key: MachineKey) -> Path:
-        digest = hashlib.sha1(key.lower.encode()).hexdigest()
-        return self._machines_dir / digest[:2] / f"{digest}.json"
-
     # --- machine documents -----------------------------------------------------------------
     def get_machine(self, key: MachineKey) -> MachineDoc | None:
-        mf = self._files.get(key.lower)
-        if mf is None:
+        slot = self._slots.get(key.lower)
+        if slot is None:
             return None
-        with mf.lock:
-            doc = mf.read()
-        return jcopy(doc) if doc is not None else None
+        with slot.lock:
+            return jcopy(slot.doc) if slot.doc is not None else None
 
     def view_machine(self, key: MachineKey, view: Callable[[MachineDoc | None], T]) -> T:
-        mf = self._files.get(key.lower)
-        if mf is None:
+        slot = self._slots.get(key.lower)
+        if slot is None:
             return view(None)
-        with mf.lock:
-            return view(mf.read())
+        with slot.lock:
+            return view(slot.doc)
 
     def list_machines(
         self, subscription: str, resource_group: str | None, after: str | None, limit: int
@@ -221,29 +231,32 @@ class TinyDBStore:
         return docs, (page[-1] if more and page else None)
 
     def mutate_machine(self, key: MachineKey, change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]]) -> T:
+        """Read-change-journal under the machine's lock; the new document is durable before this returns.
+
+        The document ``change`` returns becomes the store's own: callers must not keep changing it."""
         with self._index_lock:
-            mf = self._files.get(key.lower)
-            if mf is None:
-                # An entry, once made, stays for the life of the process (empty after a delete),
-                # so two writers of one key always share one lock.
-                path = self._machine_path(key)
-                path.parent.mkdir(exist_ok=True)
-                mf = _MachineFile(path)
-                self._files[key.lower] = mf
-        with mf.lock:
-            current = mf.read()
+            slot = self._slots.get(key.lower)
+            if slot is None:
+                # a slot, once made, stays for the life of the process (empty after a delete),
+                # so two writers of one key always share one lock
+                slot = self._slots[key.lower] = _Slot()
+        with slot.lock:
+            current = slot.doc
             new, result = change(jcopy(current) if current is not None else None)
-            if new is None:
-                if current is not None:
-                    mf.remove()
-                    mf.reload()
-                    self._unindex(key)
+            if new is None and current is None:
                 return result
-            mf.write(jcopy(new))
-            if current is None:
+            with self._dirty_lock:
+                self._dirty.add(key.lower)  # before the append: a checkpoint must not miss this change
+            self._journal.append({"k": key.lower, "d": new})
+            slot.doc = new
+            if new is None:
+                self._unindex(key)
+            elif current is None:
                 with self._index_lock:
                     bisect.insort(self._by_sub.setdefault(key.subscription, []), self._sort_key(key))
-            return result
+        if self._journal.bytes_written > self.checkpoint_bytes:
+            self._wake_checkpoint.set()
+        return result
 
     def _unindex(self, key: MachineKey) -> None:
         with self._index_lock:
@@ -255,25 +268,69 @@ class TinyDBStore:
 
     def iter_machines(self) -> Iterator[MachineDoc]:
         with self._index_lock:
-            files = list(self._files.values())
-        for mf in files:
-            with mf.lock:
-                doc = mf.read()
+            slots = list(self._slots.values())
+        for slot in slots:
+            with slot.lock:
+                doc = jcopy(slot.doc) if slot.doc is not None else None
             if doc is not None:
-                yield jcopy(doc)
+                yield doc
 
     def project_machines(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
         with self._index_lock:
-            files = list(self._files.values())
+            slots = list(self._slots.values())
         out: list[T] = []
-        for mf in files:
-            with mf.lock:
-                doc = mf.read()
-                if doc is not None:
-                    value = project(doc)
+        for slot in slots:
+            with slot.lock:
+                if slot.doc is not None:
+                    value = project(slot.doc)
                     if value is not None:
                         out.append(value)
         return out
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    checkpoint_bytes = 64 * 1024 * 1024  # journal size that triggers a checkpoint
+    checkpoint_seconds = 30.0  # and at least this often while anything changed
+
+    def _checkpoint_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake_checkpoint.wait(self.checkpoint_seconds)
+            self._wake_checkpoint.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.checkpoint()
+            except Exception:  # keep journaling; the next checkpoint tries again
+                log.exception("Checkpoint failed")
+
+    def checkpoint(self) -> int:
+        """Write changed documents to their snapshots, sync, and drop the journal segments they cover."""
+        with self._checkpoint_lock:
+            with self._dirty_lock:
+                if not self._dirty:
+                    return 0
+            old_segments = self._journal.rotate()
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, set()
+            for key_lower in dirty:
+                slot = self._slots.get(key_lower)
+                if slot is None:
+                    continue
+                with slot.lock:
+                    doc = slot.doc
+                    payload = json.dumps(_snapshot_layout(doc), separators=(",", ":")).encode() if doc else None
+                path = self._snapshot_path(key_lower)
+                if payload is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    path.parent.mkdir(exist_ok=True)
+                    atomic_write_bytes(path, payload, sync=False)
+            os.sync()  # every snapshot is on disk before the journal that covered it goes
+            self._journal.remove(old_segments)
+            return len(dirty)
+
+    def _snapshot_path(self, key_lower: str) -> Path:
+        digest = hashlib.sha1(key_lower.encode()).hexdigest()
+        return self._machines_dir / digest[:2] / f"{digest}.json"
 
     def count_machines(self) -> int:
         with self._index_lock:
@@ -417,12 +474,15 @@ class TinyDBStore:
 
     # --- housekeeping -----------------------------------------------------------------------
     def clear(self, keep_tokens: bool = True) -> None:
-        with self._index_lock, self._ops_lock, self._meta_lock:
+        with self._checkpoint_lock, self._index_lock, self._ops_lock, self._meta_lock:
+            self._journal.remove(self._journal.rotate())
+            with self._dirty_lock:
+                self._dirty.clear()
             for sub in (self._machines_dir, self._ops_dir):
                 shutil.rmtree(sub, ignore_errors=True)
                 sub.mkdir()
             fsync_dir(self.data_dir)
-            self._files.clear()
+            self._slots.clear()
             self._by_sub.clear()
             self._ops.clear()
             self._catalog.drop_tables()
@@ -438,6 +498,13 @@ class TinyDBStore:
                 self._token_by_hash.clear()
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._stop.set()
+            self._wake_checkpoint.set()
+            self._checkpointer.join(timeout=30)
+            self._checkpointer = None
+            self.checkpoint()  # a clean stop leaves nothing to replay
+            self._journal.close()
         with self._meta_lock:
             self._tokens.close()
             self._catalog.close()
