@@ -45,6 +45,10 @@ class HostResolver:
             return self.fleet.driver(key)
         return None
 
+    def available(self, doc: MachineDoc) -> bool:
+        """Whether the machine has a driver, without building one (the scheduler asks per due job)."""
+        return bool(connections.stored(doc)) or self.simulate
+
     def real_driver(self, key: MachineKey, doc: MachineDoc, record: dict[str, object]) -> HostDriver:
         conn = connections.load(dict(record), self.box)
         handlers = {

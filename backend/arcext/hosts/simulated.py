@@ -2,9 +2,10 @@
 
 Each host keeps, per extension, the installed version, handler state, settings and a digest of the
 protected settings (never the secret itself), plus the order of handler commands it ran. Hosts live
-in ``<data-dir>/simhosts/`` (atomic renames, so they survive kill -9 of the server, like a real
-machine would) and take faults set through the admin API: fail the next n upgrades, fail rollbacks,
-hang past the deadline, be unreachable, answer slowly.
+in ``<data-dir>/simhosts/hosts.jsonl``, an append-only log of their changes (written before the
+driver call returns, so they survive kill -9 of the server, like a real machine would; compacted at
+start), and take faults set through the admin API: fail the next n upgrades, fail rollbacks, hang
+past the deadline, be unreachable, answer slowly.
 """
 
 from __future__ import annotations
@@ -40,13 +41,48 @@ class SimulatedFleet:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._stop = threading.Event()
-        for path in self.directory.glob("*.json"):
-            data = json.loads(path.read_text())
-            self._hosts[data["key"]] = data
+        self._log_path = self.directory / "hosts.jsonl"
+        self._log_lock = threading.Lock()
+        self._load()
 
     # --- state ----------------------------------------------------------------------------
-    def _path(self, key_lower: str) -> Path:
-        return self.directory / f"{hashlib.sha1(key_lower.encode()).hexdigest()}.json"
+    def _load(self) -> None:
+        if self._log_path.exists():
+            with open(self._log_path, "rb") as fh:
+                for line in fh:
+                    if not line.endswith(b"\n"):
+                        break  # torn by a crash
+                    self._apply(json.loads(line))
+        # compact: one record per host
+        tmp = self._log_path.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            for host in self._hosts.values():
+                fh.write(json.dumps(self._record_of(host, set(host["extensions"]), host["commands"])).encode() + b"\n")
+        os.replace(tmp, self._log_path)
+        self._log_fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND)
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        host = self._hosts.setdefault(
+            record["k"], {"key": record["k"], "machineId": record["m"], "extensions": {}, "faults": {}, "commands": []}
+        )
+        host["faults"] = record["f"]
+        host["commands"].extend(record["c"])
+        del host["commands"][:-200]
+        for name, entry in record["x"].items():
+            if entry is None:
+                host["extensions"].pop(name, None)
+            else:
+                host["extensions"][name] = entry
+
+    @staticmethod
+    def _record_of(host: dict[str, Any], changed: set[str], commands: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "k": host["key"],
+            "m": host["machineId"],
+            "f": host["faults"],
+            "c": commands,
+            "x": {name: host["extensions"].get(name) for name in changed},
+        }
 
     def _lock(self, key_lower: str) -> threading.Lock:
         with self._guard:
@@ -59,11 +95,13 @@ class SimulatedFleet:
             self._hosts[key.lower] = host
         return host
 
-    def _save(self, key_lower: str) -> None:
-        path = self._path(key_lower)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._hosts[key_lower]))
-        os.replace(tmp, path)  # atomic; no fsync needed to survive the death of the server process
+    def _save(
+        self, key_lower: str, changed: set[str] | None = None, commands: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Append what changed; no fsync needed to survive the death of the server process."""
+        line = json.dumps(self._record_of(self._hosts[key_lower], changed or set(), commands or [])).encode()
+        with self._log_lock:
+            os.write(self._log_fd, line + b"\n")
 
     def snapshot(self, key: MachineKey) -> dict[str, Any] | None:
         """The host's own model (for tests and the admin API)."""
@@ -87,9 +125,8 @@ class SimulatedFleet:
             return dict(host["faults"])
 
     def clear(self) -> None:
-        with self._guard:
-            for key_lower in list(self._hosts):
-                self._path(key_lower).unlink(missing_ok=True)
+        with self._guard, self._log_lock:
+            os.ftruncate(self._log_fd, 0)
             self._hosts.clear()
 
     def shutdown(self) -> None:
@@ -107,6 +144,8 @@ class SimulatedDriver:
         self.fleet = fleet
         self.key = key
         self.name = key.name
+        self._commands: list[dict[str, Any]] = []
+        self._changed: set[str] = set()
 
     # --- helpers ------------------------------------------------------------------------------
     def _enter(self, op: str) -> dict[str, Any]:
@@ -122,11 +161,18 @@ class SimulatedDriver:
 
     def _record(self, ext: str, command: str, version: str) -> None:
         host = self.fleet._host(self.key)
-        host["commands"].append({"extension": ext, "command": command, "version": version})
+        entry = {"extension": ext, "command": command, "version": version}
+        host["commands"].append(entry)
         del host["commands"][:-200]
+        self._commands.append(entry)
+
+    def _flush(self) -> None:
+        self.fleet._save(self.key.lower, self._changed, self._commands)
+        self._commands, self._changed = [], set()
 
     def _set(self, spec: ExtensionSpec, version: str, state: str) -> None:
         host = self.fleet._host(self.key)
+        self._changed.add(spec.name.lower())
         host["extensions"][spec.name.lower()] = {
             "name": spec.name,
             "handler": spec.handler,
@@ -149,7 +195,7 @@ class SimulatedDriver:
             for command in ("install", "enable"):
                 self._record(spec.name, command, version)
             self._set(spec, version, "enabled")
-            self.fleet._save(self.key.lower)
+            self._flush()
 
     def upgrade(self, spec: ExtensionSpec, from_version: str, to_version: str) -> None:
         faults = self._enter("upgrade")
@@ -158,7 +204,7 @@ class SimulatedDriver:
             self._record(spec.name, "disable", from_version)
             self._set(spec, to_version, "transitioning")
             self._record(spec.name, "update", to_version)
-            self.fleet._save(self.key.lower)
+            self._flush()
         if faults.get("hang"):
             self.fleet._stop.wait(self.fleet.operation_timeout_s)
             raise HostTimeout(
@@ -173,12 +219,12 @@ class SimulatedDriver:
                     del host["faults"]["failUpgrade"]
                 self._record(spec.name, "enable", to_version)
                 self._set(spec, to_version, "failed")
-                self.fleet._save(self.key.lower)
+                self._flush()
                 raise HandlerFailed(self.name, "upgrade", "enable exited with code 1009 (simulated)", exit_code=1009)
             for command in ("uninstall", "install", "enable"):
                 self._record(spec.name, command, from_version if command == "uninstall" else to_version)
             self._set(spec, to_version, "enabled")
-            self.fleet._save(self.key.lower)
+            self._flush()
 
     def rollback(self, spec: ExtensionSpec, failed_version: str, good_version: str) -> None:
         faults = self._enter("rollback")
@@ -186,22 +232,23 @@ class SimulatedDriver:
             self._record(spec.name, "uninstall", failed_version)
             if faults.get("failRollback"):
                 self._set(spec, failed_version, "failed")
-                self.fleet._save(self.key.lower)
+                self._flush()
                 raise HandlerFailed(self.name, "rollback", f"reinstalling {good_version} failed (simulated)", 1)
             for command in ("install", "enable"):
                 self._record(spec.name, command, good_version)
             self._set(spec, good_version, "enabled")
-            self.fleet._save(self.key.lower)
+            self._flush()
 
     def remove(self, name: str) -> None:
         self._enter("remove")
         with self.fleet._lock(self.key.lower):
             host = self.fleet._host(self.key)
             ext = host["extensions"].pop(name.lower(), None)
+            self._changed.add(name.lower())
             if ext:
                 for command in ("disable", "uninstall"):
                     self._record(name, command, ext["version"])
-            self.fleet._save(self.key.lower)
+            self._flush()
 
     def close(self) -> None:
         pass

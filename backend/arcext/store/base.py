@@ -53,11 +53,17 @@ class Store(Protocol):
         token for the next page, or None on the last one."""
         ...
 
-    def mutate_machine(self, key: MachineKey, change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]]) -> T:
+    def mutate_machine(
+        self,
+        key: MachineKey,
+        change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
+        extension: str | None = None,
+    ) -> T:
         """Atomically apply ``change`` to the document (None when absent).
 
         ``change`` returns (new document or None to delete, result). The new document is durable
-        before this returns. An exception inside ``change`` leaves the store untouched."""
+        before this returns. An exception inside ``change`` leaves the store untouched. With
+        ``extension``, ``change`` may change only that extension's record (add, replace or remove it)."""
         ...
 
     def iter_machines(self) -> Iterator[MachineDoc]: ...

@@ -160,7 +160,14 @@ class TinyDBStore:
         replayed = 0
         for record in Journal.replay(self._journal.segments()):
             slot = self._slots.setdefault(record["k"], _Slot())
-            slot.doc = record["d"]
+            if "x" in record:  # one extension's record
+                if slot.doc is not None:
+                    if record["r"] is None:
+                        slot.doc["extensions"].pop(record["x"], None)
+                    else:
+                        slot.doc["extensions"][record["x"]] = record["r"]
+            else:
+                slot.doc = record["d"]
             self._dirty.add(record["k"])
             replayed += 1
         if replayed:
@@ -230,10 +237,18 @@ class TinyDBStore:
                 docs.append(doc)
         return docs, (page[-1] if more and page else None)
 
-    def mutate_machine(self, key: MachineKey, change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]]) -> T:
+    def mutate_machine(
+        self,
+        key: MachineKey,
+        change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
+        extension: str | None = None,
+    ) -> T:
         """Read-change-journal under the machine's lock; the new document is durable before this returns.
 
-        The document ``change`` returns becomes the store's own: callers must not keep changing it."""
+        The document ``change`` returns becomes the store's own: callers must not keep changing it.
+        With ``extension``, only that extension's record is a private copy (the rest of the document
+        is shared and must not be changed) and only that record is journaled: the upgrade engine's
+        steps touch one extension, and copying and journaling whole machines was most of their cost."""
         with self._index_lock:
             slot = self._slots.get(key.lower)
             if slot is None:
@@ -242,6 +257,8 @@ class TinyDBStore:
                 slot = self._slots[key.lower] = _Slot()
         with slot.lock:
             current = slot.doc
+            if extension is not None and current is not None:
+                return self._mutate_extension(key, slot, current, extension, change)
             new, result = change(jcopy(current) if current is not None else None)
             if new is None and current is None:
                 return result
@@ -256,6 +273,38 @@ class TinyDBStore:
                     bisect.insort(self._by_sub.setdefault(key.subscription, []), self._sort_key(key))
         if self._journal.bytes_written > self.checkpoint_bytes:
             self._wake_checkpoint.set()
+        return result
+
+    def _mutate_extension(
+        self,
+        key: MachineKey,
+        slot: _Slot,
+        current: MachineDoc,
+        extension: str,
+        change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
+    ) -> T:
+        record = current["extensions"].get(extension)
+        draft: MachineDoc = {
+            "machine": current["machine"],
+            "extensions": {
+                **current["extensions"],
+                **({extension: jcopy(record)} if record is not None else {}),
+            },
+        }
+        new, result = change(draft)
+        if new is None:
+            raise ValueError("an extension-scoped change cannot delete the machine")
+        changed = new["extensions"].get(extension)
+        if changed == record:
+            return result  # nothing changed: nothing to write
+        with self._dirty_lock:
+            self._dirty.add(key.lower)
+        self._journal.append({"k": key.lower, "x": extension, "r": changed})
+        slot.doc = {"machine": current["machine"], "extensions": {**current["extensions"]}}
+        if changed is None:
+            slot.doc["extensions"].pop(extension, None)
+        else:
+            slot.doc["extensions"][extension] = changed
         return result
 
     def _unindex(self, key: MachineKey) -> None:

@@ -13,8 +13,9 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from .. import errors
@@ -41,11 +42,29 @@ HELD = (PAUSED, FROZEN)
 FAILED_OUTCOMES = (J.ROLLED_BACK, J.DROPPED, J.NOT_RUN)
 
 DriverResolver = Callable[[MachineKey, MachineDoc], HostDriver | None]
+#: A due job: (due time, sequence, (subscription, group, machine), extension key, rollout id of a wave
+#: target not yet claimed, or "").
+Entry = tuple[str, int, tuple[str, str, str], str, str]
 
 
 def _handler(record: dict[str, Any]) -> str:
     props = record["resource"]["properties"]
     return f"{props.get('publisher', '')}.{props.get('type', '')}".lower()
+
+
+def _wave_target_state(doc: MachineDoc | None, ext: str, rollout_id: str) -> str:
+    """done (outcome recorded, or gone), claimed (its job exists) or unclaimed."""
+    record = doc["extensions"].get(ext) if doc else None
+    if record is None or rollout_id in (record.get("outcomes") or {}):
+        return "done"
+    job = record.get("upgrade")
+    return "claimed" if job and job.get("rolloutId") == rollout_id else "unclaimed"
+
+
+def _waiting_version(doc: MachineDoc | None, ext: str) -> str | None:
+    record = doc["extensions"].get(ext) if doc else None
+    job = record.get("upgrade") if record else None
+    return str(job["toVersion"]) if job and job["state"] in J.WAITING else None
 
 
 def _key_of(target: list[str]) -> tuple[MachineKey, str]:
@@ -81,10 +100,9 @@ class Engine:
         )
         self.runner.events_for = activity.for_operation
         self._lock = threading.RLock()
-        self._due: list[tuple[str, int, tuple[str, str, str], str]] = []
+        self._due: list[Entry] = []
         self._seq = itertools.count()
         self._inflight: set[tuple[str, str]] = set()
-        self._futures: set[Future[None]] = set()
         self._open: dict[str, dict[int, set[tuple[str, str]]]] = {}  # rollout -> wave -> open targets
         self._manual: dict[str, set[tuple[str, str]]] = {}  # operation id -> targets still running
         self._pool = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="arcext-upgrade")
@@ -93,7 +111,7 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stats: dict[str, int] = {}
-        self._held: list[tuple[str, int, tuple[str, str, str], str]] = []
+        self._held: list[Entry] = []
         # The engine is the only writer of rollouts: it keeps them in memory and writes each change through.
         self._rollouts: dict[str, Record] = {r["id"]: r for r in store.list_rollouts()}
 
@@ -192,13 +210,18 @@ class Engine:
                 if wave["state"] != "Running":
                     continue
                 open_targets: set[tuple[str, str]] = set()
+                now = iso(self.clock.now())
                 for batch in wave["batches"]:
                     for target in batch["targets"]:
                         key, ext = _key_of(target)
-                        doc = self.store.get_machine(key)
-                        record = doc["extensions"].get(ext) if doc else None
-                        if record and rollout["id"] not in (record.get("outcomes") or {}) and record.get("upgrade"):
-                            open_targets.add((key.lower, ext))
+                        state = self.store.view_machine(
+                            key, partial(_wave_target_state, ext=ext, rollout_id=rollout["id"])
+                        )
+                        if state == "done":
+                            continue
+                        open_targets.add((key.lower, ext))
+                        if state == "unclaimed":
+                            self._push(now, key, ext, rollout["id"])
                 self._open.setdefault(rollout["id"], {})[wave["index"]] = open_targets
 
     # --- publishing ---------------------------------------------------------------------------
@@ -306,15 +329,30 @@ class Engine:
                     rec["upgrade"]["dueAt"] = due
                 return d, None
 
-            self.store.mutate_machine(key, set_due)
+            self.store.mutate_machine(key, set_due, extension=ext)
             self._push(due, key, ext)
             log.info("%s on %s joins rollout %s to %s, due %s", ext, key.name, best["id"], best["version"], due)
         self.kick()
         return True
 
     # --- scheduling -----------------------------------------------------------------------------
-    def _push(self, due: str, key: MachineKey, ext: str) -> None:
-        heapq.heappush(self._due, (due, next(self._seq), (key.subscription, key.resource_group, key.name), ext))
+    def _push(self, due: str, key: MachineKey, ext: str, rollout_id: str = "") -> None:
+        heapq.heappush(
+            self._due, (due, next(self._seq), (key.subscription, key.resource_group, key.name), ext, rollout_id)
+        )
+
+    @staticmethod
+    def wave_job(rollout: Record, wave_index: int | None) -> dict[str, Any]:
+        """The job a wave's target gets when it is claimed (its first attempt for this rollout)."""
+        return {
+            "toVersion": rollout["version"],
+            "rolloutId": rollout["id"],
+            "correlationId": rollout["id"],
+            "caller": None,
+            "critical": rollout["critical"],
+            "wave": wave_index,
+            "retry": True,
+        }
 
     def advance(self, automatic: bool = True) -> int:
         """Start and finish waves, dispatch due jobs. Returns how many jobs were dispatched.
@@ -356,26 +394,22 @@ class Engine:
             self._save_rollout(rollout)
 
     def _start_wave(self, rollout: Record, wave: dict[str, Any], now: datetime) -> None:
+        # Nothing is written per target: the wave's targets are in the (durable) plan, and a target's
+        # job is written once, as Running, when a worker claims it (JobRunner.claim with the template).
         open_targets: set[tuple[str, str]] = set()
-        job_base = {
-            "toVersion": rollout["version"],
-            "rolloutId": rollout["id"],
-            "correlationId": rollout["id"],
-            "caller": None,
-            "critical": rollout["critical"],
-            "wave": wave["index"],
-            "retry": True,
-        }
         for batch in wave["batches"]:
-            skipped = 0
             for target in batch["targets"]:
                 key, ext = _key_of(target)
-                if self._queue_job(key, ext, dict(job_base), now, automatic=True):
-                    open_targets.add((key.lower, ext))
-                    self._push(iso(now), key, ext)
-                else:
-                    skipped += 1
-            batch["skippedAtStart"] = skipped
+                open_targets.add((key.lower, ext))
+                waiting = self.store.view_machine(key, partial(_waiting_version, ext=ext))
+                if waiting is not None and newer(rollout["version"], waiting):
+                    # an older version's job waits here (a retry, a late joiner): this wave supersedes it now,
+                    # before a worker could run the older upgrade first
+                    job = self.wave_job(rollout, wave["index"])
+                    if self._queue_job(key, ext, job, now, automatic=True):
+                        self._push(iso(now), key, ext)
+                        continue
+                self._push(iso(now), key, ext, rollout["id"])
         wave["state"] = "Running"
         wave["startedAt"] = iso(now)
         self._open.setdefault(rollout["id"], {})[wave["index"]] = open_targets
@@ -417,6 +451,14 @@ class Engine:
                 and automatic
             ):
                 return doc, False
+            if (
+                current
+                and current.get("rolloutId")
+                and current["rolloutId"] != job.get("rolloutId")
+                and not current.get("firstAttemptDone")
+            ):
+                J.remember_outcome(record, current, "Superseded")
+                superseded.append(current["rolloutId"])
             job.update(
                 state=J.QUEUED,
                 attempt=1,
@@ -426,7 +468,10 @@ class Engine:
             record["upgrade"] = job
             return doc, True
 
-        queued: bool = self.store.mutate_machine(key, change)
+        superseded: list[str] = []
+        queued: bool = self.store.mutate_machine(key, change, extension=ext)
+        for rollout_id in superseded:  # the older rollout's wave no longer waits for this target
+            self._close_target(rollout_id, key, ext)
         return queued
 
     def _complete_wave(self, rollout: Record, wave: dict[str, Any], now: datetime) -> None:
@@ -477,41 +522,78 @@ class Engine:
     def _dispatch_due(self, now: datetime, automatic: bool = True) -> int:
         stamp = iso(now)
         dispatched = 0
-        held_again: list[tuple[str, int, tuple[str, str, str], str]] = []
-        later: list[tuple[str, int, tuple[str, str, str], str]] = []
-        rollouts = {r["id"]: r for r in self._rollout_list()}
+        held_again: list[Entry] = []
+        later: list[Entry] = []
         while self._due and self._due[0][0] <= stamp:
             entry = heapq.heappop(self._due)
-            _, _, parts, ext = entry
+            _, _, parts, ext, wave_rollout = entry
             key = MachineKey(*parts)
             if (key.lower, ext) in self._inflight:
+                if wave_rollout:
+                    later.append(entry)  # a wave target: claim it once the running job is done
                 continue
-            doc = self.store.get_machine(key)
-            record = doc["extensions"].get(ext) if doc else None
-            job = record.get("upgrade") if record else None
-            if not job or job["state"] not in J.WAITING:
-                continue
+            job, reachable, exists = self.store.view_machine(key, partial(self._job_and_reach, key=key, ext=ext))
+            template: dict[str, Any] | None = None
+            if job is None or job["state"] not in J.WAITING:
+                if not wave_rollout or job is not None:
+                    continue
+                rollout = self._rollouts.get(wave_rollout)
+                if rollout is None:
+                    continue
+                if not exists:  # removed meanwhile: nothing to upgrade, the wave need not wait for it
+                    self._close_target(wave_rollout, key, ext)
+                    continue
+                template = self.wave_job(rollout, self._wave_index(rollout, key, ext))
+                job = {**template, "dueAt": stamp, "state": J.QUEUED}
             if job["dueAt"] > stamp:
                 self._push(job["dueAt"], key, ext)
                 continue
             if not automatic and not job.get("manualOperation"):
                 later.append(entry)
                 continue
-            rollout = rollouts.get(job.get("rolloutId") or "")
+            rollout = self._rollouts.get(job.get("rolloutId") or "")
             if rollout and rollout["state"] in HELD:
                 held_again.append(entry)  # kept for resume
                 continue
-            assert doc is not None
-            if self.drivers(key, doc) is None:
-                self._postpone(key, ext, "NoHostConnection")
+            if not reachable:
+                if template is None:
+                    self._postpone(key, ext, "NoHostConnection")
+                else:
+                    due_later = iso(now + self.settings.retry_delay)
+                    later.append((due_later, entry[1], entry[2], entry[3], entry[4]))
                 continue
-            self._submit(key, ext)
+            self._submit(key, ext, template=template)
             dispatched += 1
         self._held.extend(held_again)
         for entry in later:
             heapq.heappush(self._due, entry)
         self._stats["dispatched"] = self._stats.get("dispatched", 0) + dispatched
         return dispatched
+
+    def _wave_index(self, rollout: Record, key: MachineKey, ext: str) -> int | None:
+        for wave in rollout["waves"]:
+            if wave["state"] == "Running" and (key.lower, ext) in self._open.get(rollout["id"], {}).get(
+                wave["index"], ()
+            ):
+                return int(wave["index"])
+        return None
+
+    def _close_target(self, rollout_id: str, key: MachineKey, ext: str) -> None:
+        for open_targets in self._open.get(rollout_id, {}).values():
+            open_targets.discard((key.lower, ext))
+
+    def _job_and_reach(
+        self, doc: MachineDoc | None, key: MachineKey, ext: str
+    ) -> tuple[dict[str, Any] | None, bool, bool]:
+        """The extension's job, whether its machine has a driver (asked without building one), and
+        whether the extension exists."""
+        record = doc["extensions"].get(ext) if doc else None
+        if doc is None or record is None:
+            return None, False, False
+        job = record.get("upgrade")
+        available = getattr(self.drivers, "available", None)
+        reachable = available(doc) if available is not None else self.drivers(key, doc) is not None
+        return (dict(job) if job else None), reachable, True
 
     def _postpone(self, key: MachineKey, ext: str, reason: str) -> None:
         due = iso(self.clock.now() + self.settings.retry_delay)
@@ -523,16 +605,15 @@ class Engine:
                 record["upgrade"]["blockedReason"] = reason
             return doc, None
 
-        self.store.mutate_machine(key, change)
+        self.store.mutate_machine(key, change, extension=ext)
         self._push(due, key, ext)
 
-    def _submit(self, key: MachineKey, ext: str, resume: bool = False) -> None:
+    def _submit(self, key: MachineKey, ext: str, resume: bool = False, template: dict[str, Any] | None = None) -> None:
         with self._lock:
             self._inflight.add((key.lower, ext))
-            future = self._pool.submit(self._execute, key, ext, resume)
-            self._futures.add(future)
+            self._pool.submit(self._execute, key, ext, resume, template)
 
-    def _execute(self, key: MachineKey, ext: str, resume: bool) -> None:
+    def _execute(self, key: MachineKey, ext: str, resume: bool, template: dict[str, Any] | None) -> None:
         result: J.JobResult | None = None
         try:
             if resume:
@@ -540,7 +621,7 @@ class Engine:
                 driver = self.drivers(key, doc) if doc else None
                 result = self.runner.resume(key, ext, driver)
             else:
-                result = self.runner.run(key, ext)
+                result = self.runner.run(key, ext, template=template)
         except Exception:
             log.exception("Upgrade job for %s on %s crashed", ext, key.name)
         finally:
@@ -548,7 +629,6 @@ class Engine:
                 self._inflight.discard((key.lower, ext))
                 if result is not None:
                     self._on_result(result)
-                self._futures = {f for f in self._futures if not f.done()}
                 self._idle.notify_all()
             self.kick()
 
@@ -568,6 +648,8 @@ class Engine:
             if retry and retry["state"] == J.RETRY_WAIT:
                 self._push(retry["dueAt"], result.key, result.extension)
         target = (result.key.lower, result.extension)
+        if job.get("superseded"):
+            self._close_target(job["superseded"], result.key, result.extension)
         rollout_id = job.get("rolloutId")
         if rollout_id and not job.get("firstAttemptDone"):
             for open_targets in self._open.get(rollout_id, {}).values():
@@ -879,17 +961,20 @@ class Engine:
             return self._wave_of(key, ext)
 
     def _wave_of(self, key: MachineKey, ext: str) -> tuple[Record, dict[str, Any]] | None:
-        """The not-yet-started wave of an active rollout that will queue this extension."""
-        target = [key.subscription, key.resource_group.lower(), key.name.lower(), ext]
-        for rollout in self._rollout_list():
+        target = (key.lower, ext)
+        for rollout in self._rollouts.values():
             if rollout["state"] == COMPLETED:
                 continue
             for wave in rollout["waves"]:
+                if wave["state"] == "Running":
+                    if target in self._open.get(rollout["id"], {}).get(wave["index"], ()):
+                        return rollout, wave
+                    continue
                 if wave["state"] != "Pending":
                     continue
                 for batch in wave["batches"]:
                     for t in batch["targets"]:
-                        if [t[0], t[1].lower(), t[2].lower(), t[3]] == target:
+                        if MachineKey(t[0], t[1], t[2]).lower == key.lower and t[3] == ext:
                             return rollout, wave
         return None
 

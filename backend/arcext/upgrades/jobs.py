@@ -20,6 +20,7 @@ from ..hosts.base import ExtensionSpec, HostDriver, HostDriverError, HostUnreach
 from ..ids import MachineKey
 from ..store.base import MachineDoc, Record, Store
 from .clock import Clock, iso
+from .policy import ineligibility
 from .versions import newer
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ QUEUED = "Queued"
 REQUEUED = "Requeued"
 #: Fields that belong to one attempt, dropped when the job is queued again.
 _ATTEMPT_FIELDS = (
+    "superseded",
     "operationId",
     "step",
     "startedAt",
@@ -130,13 +132,43 @@ class JobRunner:
         return iso(self.clock.now() + timedelta(seconds=seconds))
 
     # --- claiming ------------------------------------------------------------------------------
-    def claim(self, key: MachineKey, ext: str) -> tuple[dict[str, Any], MachineDoc] | JobResult:
-        """Move a due job to Running (persisted) or explain why it does not run now."""
+    def claim(
+        self, key: MachineKey, ext: str, template: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], MachineDoc] | JobResult:
+        """Move a due job to Running (persisted) or explain why it does not run now.
+
+        ``template`` is a wave's job for a target that has none yet: it is checked for eligibility
+        and written straight as Running (one write per attempt start, not two)."""
         now = self.clock.now()
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, Any]:
             record = doc["extensions"].get(ext) if doc else None
             job = record.get("upgrade") if record else None
+            if template is not None:
+                if doc is None or record is None:
+                    return doc, JobResult(key, ext, CANCELLED, dict(template))
+                if job and job["state"] == RUNNING:
+                    remember_outcome(record, template, "Skipped")
+                    return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "AnotherUpgradeRunning"})
+                fresh = {
+                    **template,
+                    "state": QUEUED,
+                    "attempt": 1,
+                    "dueAt": iso(now),
+                    "resourceId": record["resource"]["id"],
+                }
+                if job and job["state"] in WAITING:
+                    if not newer(template["toVersion"], job["toVersion"]):
+                        remember_outcome(record, template, "Skipped")
+                        return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "AlreadyQueued"})
+                    if job.get("rolloutId") and not job.get("firstAttemptDone"):
+                        remember_outcome(record, job, "Superseded")
+                        fresh["superseded"] = job["rolloutId"]
+                why = ineligibility(record, True, template["toVersion"]) or self.may_run(record, fresh)
+                if why is not None:
+                    remember_outcome(record, template, "Skipped")
+                    return doc, JobResult(key, ext, CANCELLED, {**template, "reason": why})
+                record["upgrade"] = job = fresh
             if doc is None or record is None or not job or job["state"] not in WAITING:
                 return doc, JobResult(key, ext, CANCELLED)
             if job["dueAt"] > iso(now):
@@ -167,12 +199,14 @@ class JobRunner:
             props["provisioningState"] = "Updating"
             return doc, (dict(job), doc)
 
-        claimed: tuple[dict[str, Any], MachineDoc] | JobResult = self.store.mutate_machine(key, change)
+        claimed: tuple[dict[str, Any], MachineDoc] | JobResult = self.store.mutate_machine(key, change, extension=ext)
         return claimed
 
     # --- running -------------------------------------------------------------------------------
-    def run(self, key: MachineKey, ext: str, driver: HostDriver | None = None) -> JobResult:
-        claimed = self.claim(key, ext)
+    def run(
+        self, key: MachineKey, ext: str, driver: HostDriver | None = None, template: dict[str, Any] | None = None
+    ) -> JobResult:
+        claimed = self.claim(key, ext, template)
         if isinstance(claimed, JobResult):
             return claimed
         job, doc = claimed
@@ -265,7 +299,7 @@ class JobRunner:
                 remember_outcome(record, job, outcome)
             return doc, None
 
-        self.store.mutate_machine(key, change)
+        self.store.mutate_machine(key, change, extension=ext)
 
     def _succeeded(self, key: MachineKey, ext: str, job: dict[str, Any]) -> JobResult:
         now = self.clock.now()
@@ -358,7 +392,7 @@ class JobRunner:
                 record["upgrade"]["interrupted"] = interrupted
             return doc, None
 
-        self.store.mutate_machine(key, mark)
+        self.store.mutate_machine(key, mark, extension=ext)
         log.warning(
             "Upgrade of %s on %s to %s failed (%s); reinstalling %s",
             spec.name,
@@ -415,7 +449,7 @@ class JobRunner:
                 _apply_to(doc, ext, job, restored)
                 return doc, None
 
-            self.store.mutate_machine(key, restore)
+            self.store.mutate_machine(key, restore, extension=ext)
             return self._requeue(key, ext, job, f"{error.message}; {good} was reinstalled")
 
         retry = self._retry_job(job, error)

@@ -83,7 +83,20 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                 item["reason"] = "due now" if job["dueAt"] <= now else f"queued, due at {job['dueAt']}"
         else:
             scheduled = engine.wave_of(key, ext)
-            if scheduled:
+            if scheduled and scheduled[1]["state"] == "Running":
+                rollout, wave = scheduled
+                item.update(
+                    state="Queued", targetVersion=rollout["version"], dueAt=wave["startedAt"], rolloutId=rollout["id"]
+                )
+                held = engine.held(rollout["id"])
+                if held:
+                    item["state"] = "Held"
+                    item["reason"] = f"rollout {held['id']} is {held['state'].lower()}: {held.get('stateReason') or ''}"
+                else:
+                    item["reason"] = (
+                        f"in wave {wave['index']} ({wave['region']}) of rollout {rollout['id']}, running now"
+                    )
+            elif scheduled:
                 rollout, wave = scheduled
                 item.update(
                     state="Scheduled",
