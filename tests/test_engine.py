@@ -400,18 +400,21 @@ def test_batches_phases_and_the_circuit_breaker(arc: ArcextServer, s: requests.S
     assert done["counts"] == {"succeeded": 100, "failed": 0, "skipped": 0}
 
     # a version that fails on half the machines is frozen after its first batch
-    for m in names[::2]:
+    rollout_id = publish(s, arc, "1.2.0")["rolloutId"]
+    plan = s.get(f"{arc.url}/arcext/v1/rollouts/{rollout_id}", params={"$expand": "targets"}).json()
+    order = [t.split("/")[-3] for p in plan["phases"] for w in p["waves"] for b in w["batches"] for t in b["targets"]]
+    assert sorted(order) == names
+    failing = order[::2]  # half the machines, every other one in rollout order (so in every batch too)
+    for m in failing:
         faults(s, arc, m, failUpgrade=1)
-    publish(s, arc, "1.2.0")
     advance(s, arc, 8 * WEEK)
     run(s, arc)
     frozen = next(r for r in rollouts(s, arc) if r["version"] == "1.2.0")
     assert frozen["state"] == "Frozen" and "Circuit breaker" in frozen["stateReason"]
     first = frozen["phases"][0]["waves"][0]
     assert first["state"] == "Completed"
-    assert all(
-        w["state"] == "Pending" for p in frozen["phases"] for w in p["waves"][1 if p is frozen["phases"][0] else 0 :]
-    )
+    later_waves = [w for p in frozen["phases"] for w in p["waves"]][1:]
+    assert later_waves and all(w["state"] == "Pending" for w in later_waves)
     attempted = sum(b["size"] for b in first["batches"])
     started = [
         e for e in events(s, arc) if e["status"]["value"] == "Started" and e["properties"]["toVersion"] == "1.2.0"
@@ -424,7 +427,7 @@ def test_batches_phases_and_the_circuit_breaker(arc: ArcextServer, s: requests.S
     assert run(s, arc)["dispatched"] == 0
     held = [p for p in (pending(s, arc, m)["ama"] for m in names) if p["state"] == "Held"]
     assert held and all("frozen" in p["reason"] for p in held)
-    for m in names[::2]:
+    for m in failing:
         faults(s, arc, m)
     r = s.post(f"{arc.url}/arcext/v1/rollouts/{frozen['id']}/resume")
     assert r.status_code == 200 and r.json()["state"] == "Active"

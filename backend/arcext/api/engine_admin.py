@@ -128,8 +128,10 @@ class Rollouts(MethodView):
 class Rollout(MethodView):
     @blp.response(200)
     def get(self, rollout_id: str) -> Any:
-        """One rollout: phases, waves and batches with counts, state and next action"""
-        found = [r for r in services().engine.rollouts() if r["id"] == rollout_id]
+        """One rollout: phases, waves and batches with counts, state and next action (`?$expand=targets`:
+        the extensions of every batch)"""
+        expand = request.args.get("$expand", "").lower() == "targets"
+        found = [r for r in services().engine.rollouts(targets=expand) if r["id"] == rollout_id]
         if not found:
             raise errors.resource_not_found("arcext/rollouts", rollout_id)
         return found[0]

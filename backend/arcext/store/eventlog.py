@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .atomic_storage import fsync_dir
 from .base import Record
+from .groupcommit import GroupCommitFile
 
 
 class EventLog:
@@ -22,65 +23,39 @@ class EventLog:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._cond = threading.Condition()
-        self._pending: list[Record] = []
-        self._queued = 0
-        self._flushed = 0
-        self._flushing = False
+        self._day_lock = threading.Lock()
         self._days: dict[str, list[Record]] = {}
         for path in sorted(self.directory.glob("*.jsonl")):
-            events: list[Record] = []
             with open(path, "rb") as fh:
                 for line in fh:
                     if not line.endswith(b"\n"):
                         break  # a torn final line from a crash: never acknowledged
-                    events.append(json.loads(line))
-            self._days[path.stem] = events
+                    event = json.loads(line)
+                    self._days.setdefault(event["eventTimestamp"][:10], []).append(event)
+        self._file_day = ""
+        self._writer: GroupCommitFile | None = None
+
+    def _writer_for(self, day: str) -> GroupCommitFile:
+        with self._day_lock:
+            if self._writer is None or day != self._file_day:
+                path = self.directory / f"{day}.jsonl"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                fsync_dir(self.directory)
+                if self._writer is None:
+                    self._writer = GroupCommitFile(fd)
+                else:
+                    os.close(self._writer.swap(fd))
+                self._file_day = day
+            return self._writer
 
     def append(self, events: Iterable[Record]) -> None:
-        """Durably append ``events``; returns once they are fsynced.
-
-        Group commit: concurrent callers queue their events and one of them writes and fsyncs
-        everything queued so far, so 64 upgrade workers cost one fsync per burst, not 64."""
-        batch = list(events)
-        if not batch:
-            return
-        with self._cond:
-            self._pending.extend(batch)
-            self._queued += 1
-            ticket = self._queued
-            while self._flushed < ticket:
-                if not self._flushing:
-                    self._flushing = True
-                    todo, self._pending = self._pending, []
-                    upto = self._queued
-                    self._cond.release()
-                    try:
-                        self._write(todo)
-                    finally:
-                        self._cond.acquire()
-                        self._flushing = False
-                        self._flushed = upto
-                        self._cond.notify_all()
-                else:
-                    self._cond.wait()
-
-    def _write(self, events: list[Record]) -> None:
+        """Durably append ``events``; returns once they are fsynced (group commit with other callers)."""
         by_day: dict[str, list[Record]] = {}
         for event in events:
             by_day.setdefault(event["eventTimestamp"][:10], []).append(event)
         for day, batch in by_day.items():
-            path = self.directory / f"{day}.jsonl"
-            new = not path.exists()
             payload = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in batch)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, payload)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if new:
-                fsync_dir(self.directory)
+            self._writer_for(day).append(payload)
             with self._lock:
                 self._days.setdefault(day, []).extend(batch)
 
@@ -95,12 +70,25 @@ class EventLog:
         with self._lock:
             old = [d for d in self._days if d < day]
             for d in old:
-                (self.directory / f"{d}.jsonl").unlink(missing_ok=True)
+                if d != self._file_day:
+                    (self.directory / f"{d}.jsonl").unlink(missing_ok=True)
                 del self._days[d]
         return len(old)
 
+    def close(self) -> None:
+        with self._day_lock:
+            if self._writer is not None:
+                self._writer.close()
+                os.close(self._writer.swap(-1))
+                self._writer = None
+
     def clear(self) -> None:
-        with self._lock:
-            for d in list(self._days):
-                (self.directory / f"{d}.jsonl").unlink(missing_ok=True)
+        with self._day_lock, self._lock:
+            for path in self.directory.glob("*.jsonl"):
+                path.unlink()
+            if self._writer is not None:
+                self._writer.close()
+                os.close(self._writer.swap(-1))
+                self._writer = None
+            self._file_day = ""
             self._days.clear()

@@ -11,27 +11,25 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .atomic_storage import fsync_dir
+from .groupcommit import GroupCommitFile
 
 
 class Journal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._cond = threading.Condition()
-        self._pending: list[bytes] = []
-        self._queued = 0
-        self._flushed = 0
-        self._flushing = False
         segments = self.segments()
         self._seq = int(segments[-1].stem) + 1 if segments else 1
-        self._fd = self._open_segment()
         self.bytes_written = 0
+        self._writer = GroupCommitFile(self._open_segment(), self._count)
+
+    def _count(self, payload: bytes) -> None:
+        self.bytes_written += len(payload)
 
     def segments(self) -> list[Path]:
         return sorted(self.directory.glob("*.log"))
@@ -44,48 +42,15 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record; returns once it is on disk."""
-        line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
-        with self._cond:
-            self._pending.append(line)
-            self._queued += 1
-            ticket = self._queued
-            while self._flushed < ticket:
-                if self._flushing:
-                    self._cond.wait()
-                    continue
-                self._flushing = True
-                batch, self._pending = self._pending, []
-                upto = self._queued
-                fd = self._fd
-                self._cond.release()
-                try:
-                    payload = b"".join(batch)
-                    view = memoryview(payload)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    self._cond.acquire()
-                    self._flushing = False
-                    self._flushed = upto
-                    self.bytes_written += len(payload)
-                    self._cond.notify_all()
+        self._writer.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
 
     def rotate(self) -> list[Path]:
         """Start a new segment; returns the older ones (to delete once a checkpoint covers them)."""
-        with self._cond:
-            while self._flushing or self._pending:
-                if self._flushing:
-                    self._cond.wait()
-                    continue
-                # nothing is flushing but records wait: let their writers flush them first
-                self._cond.wait(0.01)
-            old = self.segments()
-            os.close(self._fd)
-            self._seq += 1
-            self._fd = self._open_segment()
-            self.bytes_written = 0
-            return old
+        old = self.segments()
+        self._seq += 1
+        os.close(self._writer.swap(self._open_segment()))
+        self.bytes_written = 0
+        return old
 
     @staticmethod
     def replay(paths: list[Path]) -> Iterator[dict[str, Any]]:
@@ -103,7 +68,5 @@ class Journal:
         fsync_dir(self.directory)
 
     def close(self) -> None:
-        with self._cond:
-            while self._flushing:
-                self._cond.wait()
-            os.close(self._fd)
+        self._writer.close()
+        os.close(self._writer.swap(-1))

@@ -137,8 +137,14 @@ class TinyDBStore:
                 gc.freeze()
             for path in self._rollouts_dir.glob("*.json"):
                 rollout = AtomicJSONStorage(path).read()
-                if rollout:
-                    self._rollouts[rollout["id"]] = rollout
+                plan_path = path.with_suffix(".plan")
+                if not rollout or not plan_path.exists():
+                    continue
+                plan = json.loads(plan_path.read_bytes())
+                for wave, targets in zip(rollout["waves"], plan, strict=True):
+                    for batch, batch_targets in zip(wave["batches"], targets, strict=True):
+                        batch["targets"] = batch_targets
+                self._rollouts[rollout["id"]] = rollout
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="arcext-checkpoint", daemon=True)
             self._checkpointer.start()
 
@@ -498,9 +504,23 @@ class TinyDBStore:
         return self._rollouts_dir / f"{rollout_id}.json"
 
     def put_rollout(self, rollout: Record) -> None:
+        """A rollout is stored as its plan (the waves' targets: large, written once) and its state
+        (small, rewritten on every change). The store keeps a reference, not a copy: its writer
+        (the engine) owns the record."""
         with self._rollouts_lock:
-            atomic_write_bytes(self._rollout_path(rollout["id"]), json.dumps(rollout, separators=(",", ":")).encode())
-            self._rollouts[rollout["id"]] = jcopy(rollout)
+            plan_path = self._rollouts_dir / f"{rollout['id']}.plan"
+            if rollout["id"] not in self._rollouts and not plan_path.exists():
+                plan = [[batch["targets"] for batch in wave["batches"]] for wave in rollout["waves"]]
+                atomic_write_bytes(plan_path, json.dumps(plan, separators=(",", ":")).encode())
+            state = {
+                **rollout,
+                "waves": [
+                    {**wave, "batches": [{k: v for k, v in b.items() if k != "targets"} for b in wave["batches"]]}
+                    for wave in rollout["waves"]
+                ],
+            }
+            atomic_write_bytes(self._rollout_path(rollout["id"]), json.dumps(state, separators=(",", ":")).encode())
+            self._rollouts[rollout["id"]] = rollout
 
     def get_rollout(self, rollout_id: str) -> Record | None:
         with self._rollouts_lock:
@@ -554,6 +574,7 @@ class TinyDBStore:
             self._checkpointer = None
             self.checkpoint()  # a clean stop leaves nothing to replay
             self._journal.close()
+        self._events.close()
         with self._meta_lock:
             self._tokens.close()
             self._catalog.close()

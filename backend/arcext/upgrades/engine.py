@@ -894,12 +894,12 @@ class Engine:
                     self._finish_manual(operation_id)
 
     # --- views -----------------------------------------------------------------------------------
-    def rollouts(self) -> list[Record]:
-        """Every rollout as operators read it (a summary, not the stored plan)."""
+    def rollouts(self, targets: bool = False) -> list[Record]:
+        """Every rollout as operators read it; with ``targets``, each batch lists its extensions' ids."""
         with self._lock:
-            return self._rollouts_view()
+            return self._rollouts_view(targets)
 
-    def _rollouts_view(self) -> list[Record]:
+    def _rollouts_view(self, targets: bool = False) -> list[Record]:
         now = iso(self.clock.now())
         out = []
         for rollout in sorted(self._rollout_list(), key=lambda r: r["createdAt"]):
@@ -939,6 +939,11 @@ class Engine:
                                 "subscription": b["subscription"],
                                 "size": len(b["targets"]),
                                 **{k: b[k] for k in ("succeeded", "failed", "skipped") if k in b},
+                                **(
+                                    {"targets": [MachineKey(*t[:3]).extension_id(t[3]) for t in b["targets"]]}
+                                    if targets
+                                    else {}
+                                ),
                             }
                             for b in wave["batches"]
                         ],
