@@ -113,7 +113,9 @@ class Store(Protocol):
     def list_rollouts(self) -> list[Record]: ...
 
     # --- activity log (append-only) ---------------------------------------------------------------
-    def append_events(self, events: list[Record]) -> None: ...
+    def append_events(self, events: list[Record], durable: bool = True) -> None:
+        """Append to the activity log; ``durable=False`` returns before the fsync (ordered before later appends)."""
+        ...
 
     def iter_events(self, start_day: str, end_day: str) -> Iterator[Record]:
         """Events whose eventTimestamp falls on the UTC days start_day..end_day (YYYY-MM-DD), oldest first."""

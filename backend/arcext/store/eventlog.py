@@ -48,14 +48,15 @@ class EventLog:
                 self._file_day = day
             return self._writer
 
-    def append(self, events: Iterable[Record]) -> None:
-        """Durably append ``events``; returns once they are fsynced (group commit with other callers)."""
+    def append(self, events: Iterable[Record], durable: bool = True) -> None:
+        """Append ``events``; with ``durable`` (the default) returns once they are fsynced (group commit
+        with other callers), otherwise at once (they are written before any later append)."""
         by_day: dict[str, list[Record]] = {}
         for event in events:
             by_day.setdefault(event["eventTimestamp"][:10], []).append(event)
         for day, batch in by_day.items():
             payload = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in batch)
-            self._writer_for(day).append(payload)
+            self._writer_for(day).append(payload, wait=durable)
             with self._lock:
                 self._days.setdefault(day, []).extend(batch)
 

@@ -32,10 +32,13 @@ class GroupCommitFile:
         self._thread = threading.Thread(target=self._run, name="arcext-group-commit", daemon=True)
         self._thread.start()
 
-    def append(self, data: bytes) -> None:
-        """Append ``data``; returns once it is on disk (fsynced)."""
+    def append(self, data: bytes, wait: bool = True) -> None:
+        """Append ``data``; returns once it is on disk (fsynced), or at once with ``wait=False``
+        (later appends are written after it, so a waited-for append also covers it)."""
         request = _Request(data)
         self._queue.put(request)
+        if not wait:
+            return
         request.done.wait()
         if request.error is not None:
             raise request.error

@@ -532,8 +532,8 @@ class TinyDBStore:
             return [jcopy(r) for r in self._rollouts.values()]
 
     # --- activity log -----------------------------------------------------------------------
-    def append_events(self, events: list[Record]) -> None:
-        self._events.append(events)
+    def append_events(self, events: list[Record], durable: bool = True) -> None:
+        self._events.append(events, durable)
 
     def iter_events(self, start_day: str, end_day: str) -> Iterator[Record]:
         return self._events.between(start_day, end_day)

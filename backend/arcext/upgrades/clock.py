@@ -35,4 +35,6 @@ class ManualClock:
 
 def iso(ts: datetime) -> str:
     """ARM timestamps: ISO 8601 in UTC with a trailing Z and 7 fractional digits trimmed to 6."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

@@ -110,7 +110,7 @@ class JobRunner:
         box: SecretBox,
         clock: Clock,
         drivers: Callable[[MachineKey, MachineDoc], HostDriver | None],
-        record_events: Callable[[list[Record]], None],
+        record_events: Callable[[list[Record], bool], None],
         retry_delay_seconds: float,
         busy_delay_seconds: float,
         may_run: Callable[[dict[str, Any], dict[str, Any]], str | None],
@@ -220,7 +220,9 @@ class JobRunner:
             settings=props.get("settings") or {},
             protected_settings=self.box.open(record["protected"]) if record.get("protected") else None,
         )
-        self._event("Started", resource["id"], job, {})
+        # The Started event need not be on disk before the host is touched: the Running job is (journal),
+        # and after a crash resume() writes a missing Started before the end event.
+        self._event("Started", resource["id"], job, {}, durable=False)
         try:
             driver = driver or self.drivers(key, doc)
             if driver is None:
@@ -251,7 +253,10 @@ class JobRunner:
             settings=props.get("settings") or {},
             protected_settings=self.box.open(record["protected"]) if record.get("protected") else None,
         )
-        job["endRecorded"] = self.has_end_event(job)
+        recorded = self.events_for(job["operationId"], job["startedAt"]) if self.events_for else []
+        job["endRecorded"] = any(e["status"]["value"] != "Started" for e in recorded)
+        if not any(e["status"]["value"] == "Started" for e in recorded):
+            self._event("Started", record["resource"]["id"], job, {})
         interrupted = HostDriverError(key.name, "upgrade", "interrupted by a restart of arcext")
         if driver is None:
             return self._not_run(key, ext, job, HostUnreachable(key.name, "reconcile", "no host connection"))
@@ -478,16 +483,17 @@ class JobRunner:
         return JobResult(key, ext, ROLLED_BACK, {**job, "error": error.code, "message": error.message})
 
     # --- activity ------------------------------------------------------------------------------
-    def has_end_event(self, job: dict[str, Any]) -> bool:
-        if self.events_for is None:
-            return False
-        return any(e["status"]["value"] != "Started" for e in self.events_for(job["operationId"], job["startedAt"]))
-
     def _ext_id(self, key: MachineKey, ext: str, job: dict[str, Any]) -> str:
         return str(job.get("resourceId") or key.extension_id(ext))
 
     def _event(
-        self, status: str, resource_id: str, job: dict[str, Any], extra: dict[str, Any], level: str | None = None
+        self,
+        status: str,
+        resource_id: str,
+        job: dict[str, Any],
+        extra: dict[str, Any],
+        level: str | None = None,
+        durable: bool = True,
     ) -> None:
         properties = {
             "fromVersion": job.get("fromVersion"),
@@ -509,4 +515,4 @@ class JobRunner:
             properties=properties,
             level=level,
         )
-        self.record_events([event])
+        self.record_events([event], durable)
