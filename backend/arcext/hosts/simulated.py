@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..ids import MachineKey
 from .base import ExtensionSpec, HandlerFailed, HostTimeout, HostUnreachable, InstalledExtension
 
@@ -52,12 +54,12 @@ class SimulatedFleet:
                 for line in fh:
                     if not line.endswith(b"\n"):
                         break  # torn by a crash
-                    self._apply(json.loads(line))
+                    self._apply(orjson.loads(line))
         # compact: one record per host
         tmp = self._log_path.with_suffix(".tmp")
         with open(tmp, "wb") as fh:
             for host in self._hosts.values():
-                fh.write(json.dumps(self._record_of(host, set(host["extensions"]), host["commands"])).encode() + b"\n")
+                fh.write(orjson.dumps(self._record_of(host, set(host["extensions"]), host["commands"])) + b"\n")
         os.replace(tmp, self._log_path)
         self._log_fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND)
 
@@ -99,7 +101,7 @@ class SimulatedFleet:
         self, key_lower: str, changed: set[str] | None = None, commands: list[dict[str, Any]] | None = None
     ) -> None:
         """Append what changed; no fsync needed to survive the death of the server process."""
-        line = json.dumps(self._record_of(self._hosts[key_lower], changed or set(), commands or [])).encode()
+        line = orjson.dumps(self._record_of(self._hosts[key_lower], changed or set(), commands or []))
         with self._log_lock:
             os.write(self._log_fd, line + b"\n")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
 from tinydb.storages import Storage
 
 
@@ -53,13 +53,13 @@ class AtomicJSONStorage(Storage):
             return None
         if not raw:
             return None
-        data = json.loads(raw)
+        data = orjson.loads(raw)
         if not isinstance(data, dict):
             raise ValueError(f"{self.path} does not hold a TinyDB document")
         return data
 
     def write(self, data: dict[str, Any]) -> None:
-        atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode())
+        atomic_write_bytes(self.path, orjson.dumps(data))
 
     def close(self) -> None:
         pass

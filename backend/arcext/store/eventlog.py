@@ -7,11 +7,12 @@ default), grouped by day so a time-bounded query only looks at the days it cover
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import orjson
 
 from .atomic_storage import fsync_dir
 from .base import Record
@@ -30,7 +31,7 @@ class EventLog:
                 for line in fh:
                     if not line.endswith(b"\n"):
                         break  # a torn final line from a crash: never acknowledged
-                    event = json.loads(line)
+                    event = orjson.loads(line)
                     self._days.setdefault(event["eventTimestamp"][:10], []).append(event)
         self._file_day = ""
         self._writer: GroupCommitFile | None = None
@@ -55,7 +56,7 @@ class EventLog:
         for event in events:
             by_day.setdefault(event["eventTimestamp"][:10], []).append(event)
         for day, batch in by_day.items():
-            payload = b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in batch)
+            payload = b"".join(orjson.dumps(e) + b"\n" for e in batch)
             self._writer_for(day).append(payload, wait=durable)
             with self._lock:
                 self._days.setdefault(day, []).extend(batch)

@@ -9,11 +9,12 @@ drops the old segments; at start, snapshots are loaded and the remaining segment
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from .atomic_storage import fsync_dir
 from .groupcommit import GroupCommitFile
@@ -42,7 +43,7 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record; returns once it is on disk."""
-        self._writer.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        self._writer.append(orjson.dumps(record) + b"\n")
 
     def rotate(self) -> list[Path]:
         """Start a new segment; returns the older ones (to delete once a checkpoint covers them)."""
@@ -60,7 +61,7 @@ class Journal:
                 for line in fh:
                     if not line.endswith(b"\n"):
                         break
-                    yield json.loads(line)
+                    yield orjson.loads(line)
 
     def remove(self, paths: list[Path]) -> None:
         for path in paths:

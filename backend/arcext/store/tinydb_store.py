@@ -14,7 +14,6 @@ from __future__ import annotations
 import bisect
 import gc
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from tinydb import Query, TinyDB
 from tinydb.middlewares import CachingMiddleware
 
@@ -140,7 +140,7 @@ class TinyDBStore:
                 plan_path = path.with_suffix(".plan")
                 if not rollout or not plan_path.exists():
                     continue
-                plan = json.loads(plan_path.read_bytes())
+                plan = orjson.loads(plan_path.read_bytes())
                 for wave, targets in zip(rollout["waves"], plan, strict=True):
                     for batch, batch_targets in zip(wave["batches"], targets, strict=True):
                         batch["targets"] = batch_targets
@@ -372,7 +372,7 @@ class TinyDBStore:
                     continue
                 with slot.lock:
                     doc = slot.doc
-                    payload = json.dumps(_snapshot_layout(doc), separators=(",", ":")).encode() if doc else None
+                    payload = orjson.dumps(_snapshot_layout(doc)) if doc else None
                 path = self._snapshot_path(key_lower)
                 if payload is None:
                     path.unlink(missing_ok=True)
@@ -401,7 +401,7 @@ class TinyDBStore:
             if not path.parent.exists():
                 path.parent.mkdir()
                 fsync_dir(self._ops_dir)
-            atomic_write_bytes(path, json.dumps(op, separators=(",", ":")).encode())
+            atomic_write_bytes(path, orjson.dumps(op))
             self._ops[op["id"]] = jcopy(op)
 
     def get_operation(self, op_id: str) -> Record | None:
@@ -511,7 +511,7 @@ class TinyDBStore:
             plan_path = self._rollouts_dir / f"{rollout['id']}.plan"
             if rollout["id"] not in self._rollouts and not plan_path.exists():
                 plan = [[batch["targets"] for batch in wave["batches"]] for wave in rollout["waves"]]
-                atomic_write_bytes(plan_path, json.dumps(plan, separators=(",", ":")).encode())
+                atomic_write_bytes(plan_path, orjson.dumps(plan))
             state = {
                 **rollout,
                 "waves": [
@@ -519,7 +519,7 @@ class TinyDBStore:
                     for wave in rollout["waves"]
                 ],
             }
-            atomic_write_bytes(self._rollout_path(rollout["id"]), json.dumps(state, separators=(",", ":")).encode())
+            atomic_write_bytes(self._rollout_path(rollout["id"]), orjson.dumps(state))
             self._rollouts[rollout["id"]] = rollout
 
     def get_rollout(self, rollout_id: str) -> Record | None:
