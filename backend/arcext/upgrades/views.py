@@ -80,7 +80,13 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                 err = (job.get("lastError") or {}).get("message", "the last attempt failed")
                 item["reason"] = f"retrying at {job['dueAt']} after a failed attempt ({err})"
             else:
-                item["reason"] = "due now" if job["dueAt"] <= now else f"queued, due at {job['dueAt']}"
+                when = "due now" if job["dueAt"] <= now else f"due at {job['dueAt']}"
+                if job.get("manualOperation"):
+                    item["reason"] = f"manual upgrade requested by {job.get('caller')}, {when}"
+                elif job.get("rolloutId") and job.get("wave") is None:
+                    item["reason"] = f"joined rollout {job['rolloutId']} after it was planned; {when}"
+                else:
+                    item["reason"] = when
         else:
             scheduled = engine.wave_of(key, ext)
             if scheduled and scheduled[1]["state"] == "Running":
