@@ -14,7 +14,7 @@ from typing import Any
 
 from . import errors
 from .crypto import SecretBox
-from .hosts.base import ExtensionSpec, HostDriver, HostDriverError
+from .hosts.base import HostDriver, HostDriverError, spec_of
 from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, validate_extension_name
 from .operations import FAILED, IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
 from .store.base import MachineDoc, Record, Store, jcopy
@@ -484,14 +484,7 @@ class ResourceService:
             if op["kind"] == "extension.delete":
                 driver.remove(resource["name"])
             else:
-                spec = ExtensionSpec(
-                    name=resource["name"],
-                    publisher=props.get("publisher", ""),
-                    type=props.get("type", ""),
-                    settings=props.get("settings") or {},
-                    protected_settings=self.box.open(record["protected"]) if record.get("protected") else None,
-                )
-                driver.install(spec, props.get("typeHandlerVersion") or "")
+                driver.install(spec_of(record, self.box.open), props.get("typeHandlerVersion") or "")
         finally:
             driver.close()
 

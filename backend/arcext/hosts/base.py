@@ -7,6 +7,7 @@ retry can help and whether the outcome on the host is known.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +25,19 @@ class ExtensionSpec:
     @property
     def handler(self) -> str:
         return f"{self.publisher}.{self.type}"
+
+
+def spec_of(record: dict[str, Any], unseal: Callable[[str], dict[str, Any]]) -> ExtensionSpec:
+    """The spec of a stored extension record; ``unseal`` decrypts its sealed protectedSettings."""
+    resource = record["resource"]
+    props = resource["properties"]
+    return ExtensionSpec(
+        name=resource["name"],
+        publisher=props.get("publisher", ""),
+        type=props.get("type", ""),
+        settings=props.get("settings") or {},
+        protected_settings=unseal(record["protected"]) if record.get("protected") else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..activity import AUTOMATIC_CALLER, upgrade_event
 from ..crypto import SecretBox
-from ..hosts.base import ExtensionSpec, HostDriver, HostDriverError, HostUnreachable
+from ..hosts.base import ExtensionSpec, HostDriver, HostDriverError, HostUnreachable, spec_of
 from ..ids import MachineKey
 from ..store.base import MachineDoc, Record, Store
 from .clock import Clock, iso
@@ -212,14 +212,7 @@ class JobRunner:
         job, doc = claimed
         record = doc["extensions"][ext]
         resource = record["resource"]
-        props = resource["properties"]
-        spec = ExtensionSpec(
-            name=resource["name"],
-            publisher=props.get("publisher", ""),
-            type=props.get("type", ""),
-            settings=props.get("settings") or {},
-            protected_settings=self.box.open(record["protected"]) if record.get("protected") else None,
-        )
+        spec = spec_of(record, self.box.open)
         # The Started event need not be on disk before the host is touched: the Running job is (journal),
         # and after a crash resume() writes a missing Started before the end event.
         self._event("Started", resource["id"], job, {}, durable=False)
@@ -245,14 +238,7 @@ class JobRunner:
         job = record.get("upgrade") if record else None
         if doc is None or record is None or not job or job.get("state") != RUNNING:
             return JobResult(key, ext, CANCELLED)
-        props = record["resource"]["properties"]
-        spec = ExtensionSpec(
-            name=record["resource"]["name"],
-            publisher=props.get("publisher", ""),
-            type=props.get("type", ""),
-            settings=props.get("settings") or {},
-            protected_settings=self.box.open(record["protected"]) if record.get("protected") else None,
-        )
+        spec = spec_of(record, self.box.open)
         recorded = self.events_for(job["operationId"], job["startedAt"]) if self.events_for else []
         job["endRecorded"] = any(e["status"]["value"] != "Started" for e in recorded)
         if not any(e["status"]["value"] == "Started" for e in recorded):
