@@ -301,8 +301,8 @@ class TinyDBStore:
         if new is None:
             raise ValueError("an extension-scoped change cannot delete the machine")
         changed = new["extensions"].get(extension)
-        if changed == record:
-            return result  # nothing changed: nothing to write
+        if changed is None and record is None:
+            return result  # nothing was there and nothing is: nothing to write
         with self._dirty_lock:
             self._dirty.add(key.lower)
         self._journal.append({"k": key.lower, "x": extension, "r": changed})

@@ -112,6 +112,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stats: dict[str, int] = {}
         self._held: list[Entry] = []
+        self._manual_queue: list[Entry] = []  # manual jobs, for the background pass on a manual clock
         # The engine is the only writer of rollouts: it keeps them in memory and writes each change through.
         self._rollouts: dict[str, Record] = {r["id"]: r for r in store.list_rollouts()}
 
@@ -524,8 +525,19 @@ class Engine:
         dispatched = 0
         held_again: list[Entry] = []
         later: list[Entry] = []
-        while self._due and self._due[0][0] <= stamp:
-            entry = heapq.heappop(self._due)
+        pending: list[Entry] = []
+        if not automatic:
+            # only what a user asked for: the manual queue, leaving the shared heap alone
+            pending, self._manual_queue = self._manual_queue, []
+        while True:
+            if not automatic:
+                if not pending:
+                    break
+                entry = pending.pop()
+            else:
+                if not self._due or self._due[0][0] > stamp:
+                    break
+                entry = heapq.heappop(self._due)
             _, _, parts, ext, wave_rollout = entry
             key = MachineKey(*parts)
             if (key.lower, ext) in self._inflight:
@@ -549,7 +561,6 @@ class Engine:
                 self._push(job["dueAt"], key, ext)
                 continue
             if not automatic and not job.get("manualOperation"):
-                later.append(entry)
                 continue
             rollout = self._rollouts.get(job.get("rolloutId") or "")
             if rollout and rollout["state"] in HELD:
@@ -628,9 +639,15 @@ class Engine:
             with self._lock:
                 self._inflight.discard((key.lower, ext))
                 if result is not None:
-                    self._on_result(result)
-                self._idle.notify_all()
-            self.kick()
+                    try:
+                        self._on_result(result)
+                    except Exception:  # bookkeeping must not leave waiters hanging
+                        log.exception("Could not record the result of %s on %s", ext, key.name)
+                idle = not self._inflight
+                if idle:
+                    self._idle.notify_all()
+            if idle:
+                self.kick()  # the last job of a wave may have finished: let the scheduler move on now
 
     def _on_result(self, result: J.JobResult) -> None:
         self._stats[result.outcome] = self._stats.get(result.outcome, 0) + 1
@@ -799,6 +816,9 @@ class Engine:
                 if self._queue_job(key, ext, job, now, automatic=False):
                     queued.add((key.lower, ext))
                     self._push(iso(now), key, ext)
+                    self._manual_queue.append(
+                        (iso(now), next(self._seq), (key.subscription, key.resource_group, key.name), ext, "")
+                    )
             if not queued:
                 op.update(status=SUCCEEDED, endTime=iso(now), result=[])
             self.store.put_operation(op)
