@@ -112,7 +112,8 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stats: dict[str, int] = {}
         self._held: list[Entry] = []
-        self._manual_queue: list[Entry] = []  # manual jobs, for the background pass on a manual clock
+        self._manual_queue: list[Entry] = []
+        self._completions = 0  # manual jobs, for the background pass on a manual clock
         # The engine is the only writer of rollouts: it keeps them in memory and writes each change through.
         self._rollouts: dict[str, Record] = {r["id"]: r for r in store.list_rollouts()}
 
@@ -643,11 +644,11 @@ class Engine:
                         self._on_result(result)
                     except Exception:  # bookkeeping must not leave waiters hanging
                         log.exception("Could not record the result of %s on %s", ext, key.name)
-                idle = not self._inflight
-                if idle:
-                    self._idle.notify_all()
+                self._completions += 1
+                idle = not self._inflight or self._completions % 16 == 0
+                self._idle.notify_all()  # only run_until_idle and wait_idle wait on it
             if idle:
-                self.kick()  # the last job of a wave may have finished: let the scheduler move on now
+                self.kick()  # a wave may have ended: let the scheduler move on (every 16 results, or when idle)
 
     def _on_result(self, result: J.JobResult) -> None:
         self._stats[result.outcome] = self._stats.get(result.outcome, 0) + 1
@@ -678,6 +679,9 @@ class Engine:
                 self._finish_manual(operation_id)
 
     # --- waiting for work -----------------------------------------------------------------------
+    def _progressed(self, seen: int) -> bool:
+        return self._completions - seen >= 16 or not self._inflight
+
     def wait_idle(self, timeout: float = 60.0) -> bool:
         with self._idle:
             return self._idle.wait_for(lambda: not self._inflight, timeout)
@@ -685,18 +689,22 @@ class Engine:
     def run_until_idle(self, max_rounds: int = 10_000) -> dict[str, Any]:
         """Run everything that is due now, round after round, until nothing more happens."""
         before = dict(self._stats)
-        for _ in range(max_rounds):
+        for _ in range(max_rounds * 100):
             dispatched = self.advance()
-            self.wait_idle()
-            with self._lock:
-                busy = bool(self._inflight)
-                snapshot = dict(self._stats)
-            # stop once a round dispatched nothing and a further advance (which may complete waves
-            # whose jobs just finished, and start the next) changes nothing either
-            if not busy and not dispatched and self.advance() == 0:
+            with self._idle:
+                if self._inflight:
+                    # advance again as jobs finish (a few at a time), so one rollout's next wave starts
+                    # when its current one ends, not when every rollout's jobs have ended
+                    self._idle.wait_for(partial(self._progressed, self._completions), 5.0)
+                    continue
+            if dispatched:
+                continue
+            # nothing runs and nothing was due: one more advance may complete waves and start the next
+            if self.advance() == 0:
                 self.wait_idle()
-                if self._stats == snapshot:
-                    break
+                with self._lock:
+                    if not self._inflight:
+                        break
         summary = {k: self._stats.get(k, 0) - before.get(k, 0) for k in self._stats}
         return {
             "now": iso(self.clock.now()),
