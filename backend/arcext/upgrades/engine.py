@@ -1019,6 +1019,3 @@ class Engine:
 
     def now(self) -> datetime:
         return self.clock.now()
-
-    def later(self, seconds: float) -> str:
-        return iso(self.clock.now() + timedelta(seconds=seconds))
