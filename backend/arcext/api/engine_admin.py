@@ -9,8 +9,9 @@ from flask.views import MethodView
 from marshmallow import fields, validate
 
 from .. import errors
-from ..ids import machine_key
+from ..ids import MachineKey, machine_key, parse_resource_id
 from ..schemas.common import ArmSchema, StrictBoolean
+from ..store.base import MachineDoc
 from ..upgrades.clock import ManualClock, iso
 from ..upgrades.views import history_view, pending_view
 from .base import ArmBlueprint
@@ -92,25 +93,22 @@ class SimulatedHost(MethodView):
         return {"hosts": [h for h in hosts if h]}
 
 
-def _machines_named(machine_name: str) -> list[Any]:
-    svc = services()
-    rg = request.args.get("resourceGroup")
-    sub = request.args.get("subscription")
-    keys = []
-    for doc in svc.store.iter_machines():
-        from ..ids import parse_resource_id
+def _machines_named(machine_name: str) -> list[MachineKey]:
+    """Machines called ``machine_name`` (narrowed by ?subscription= and ?resourceGroup=)."""
+    rg = (request.args.get("resourceGroup") or "").lower()
+    sub = (request.args.get("subscription") or "").lower()
+    wanted = machine_name.lower()
 
+    def named(doc: MachineDoc) -> MachineKey | None:
         parsed = parse_resource_id(doc["machine"]["id"])
         if parsed is None:
-            continue
+            return None
         key = parsed[0]
-        if key.name.lower() != machine_name.lower():
-            continue
-        if rg and key.resource_group.lower() != rg.lower():
-            continue
-        if sub and key.subscription != sub.lower():
-            continue
-        keys.append(key)
+        if key.name.lower() != wanted or (rg and key.resource_group.lower() != rg) or (sub and key.subscription != sub):
+            return None
+        return key
+
+    keys = services().store.project_machines(named)  # no copies: a projection of the ids only
     if not keys:
         raise errors.resource_not_found("Microsoft.HybridCompute/machines", machine_name)
     return keys
