@@ -8,6 +8,7 @@ from typing import Any
 from . import errors
 from .store.base import Record, Store
 from .upgrades.clock import iso
+from .upgrades.versions import version_key
 
 #: The extensions the Azure Arc documentation lists as supporting automatic extension upgrade
 #: (reference/arc-automatic-extension-upgrade.md, "Supported extensions"), as publisher/type pairs.
@@ -27,14 +28,6 @@ SUPPORTED_SEED: tuple[tuple[str, str, str], ...] = (
     ("Arc-enabled SQL Server agent", "Microsoft.AzureData", "WindowsAgent.SqlServer"),
     ("Arc-enabled SQL Server agent", "Microsoft.AzureData", "LinuxAgent.SqlServer"),
 )
-
-
-def version_key(version: str) -> tuple[int | str, ...]:
-    """Order versions component by component, numerically where possible (1.10 > 1.9)."""
-    parts: list[int | str] = []
-    for piece in version.split("."):
-        parts.append(int(piece) if piece.isdigit() else piece)
-    return tuple(parts)
 
 
 def validate_version(version: str) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from .ids import MachineKey
 from .store.base import Record, Store
 from .upgrades.clock import iso
 
@@ -30,21 +31,22 @@ TERMINAL = {SUCCEEDED, FAILED, CANCELED}
 
 def new_operation(
     kind: str,
+    key: MachineKey,
     resource_id: str,
-    subscription: str,
     location: str,
     initiated_by: str,
     now: datetime,
     **extra: Any,
 ) -> Record:
-    op_id = str(uuid.uuid4())
+    """An InProgress operation on machine ``key`` (or one of its extensions: ``extension=<key>``)."""
     return {
-        "id": op_id,
+        "id": str(uuid.uuid4()),
         "kind": kind,
         "status": IN_PROGRESS,
         "startTime": iso(now),
         "resourceId": resource_id,
-        "subscription": subscription,
+        "subscription": key.subscription,
+        "machine": [key.subscription, key.resource_group, key.name],
         "location": location,
         "initiatedBy": initiated_by,
         **extra,

@@ -15,7 +15,7 @@ from typing import Any
 from . import errors
 from .crypto import SecretBox
 from .hosts.base import HostDriver, HostDriverError, spec_of
-from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, validate_extension_name
+from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, parse_resource_id, validate_extension_name
 from .operations import FAILED, IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
 from .store.base import MachineDoc, Record, Store, jcopy
 from .upgrades.clock import Clock, iso
@@ -208,12 +208,11 @@ class ResourceService:
             machine = doc["machine"]
             op = new_operation(
                 "machine.delete",
+                key,
                 machine["id"],
-                key.subscription,
                 machine["location"],
                 principal,
                 now,
-                machine=[key.subscription, key.resource_group, key.name],
             )
             if not asynchronous:
                 op.update(status=SUCCEEDED, endTime=iso(now))
@@ -303,12 +302,11 @@ class ResourceService:
             ext_id = key.with_name(machine["name"]).extension_id(display)
             op = new_operation(
                 "extension.create" if existing is None else "extension.update",
+                key,
                 ext_id,
-                key.subscription,
                 body["location"],
                 principal,
                 now,
-                machine=[key.subscription, key.resource_group, key.name],
                 extension=name.lower(),
             )
             properties: dict[str, Any] = {
@@ -376,12 +374,11 @@ class ResourceService:
                 record["protected"] = self.box.seal(protected) if protected else None
             op = new_operation(
                 "extension.update",
+                key,
                 resource["id"],
-                key.subscription,
                 resource["location"],
                 principal,
                 now,
-                machine=[key.subscription, key.resource_group, key.name],
                 extension=name.lower(),
             )
             record["operation"] = op["id"]
@@ -407,12 +404,11 @@ class ResourceService:
             resource = record["resource"]
             op = new_operation(
                 "extension.delete",
+                key,
                 resource["id"],
-                key.subscription,
                 resource["location"],
                 principal,
                 now,
-                machine=[key.subscription, key.resource_group, key.name],
                 extension=name.lower(),
             )
             record["operation"] = op["id"]
@@ -576,22 +572,18 @@ class ResourceService:
                     self._recreate_operation(doc, op_id)
 
     def _recreate_operation(self, doc: MachineDoc, op_id: str) -> None:
-        from .ids import parse_resource_id
-
         parsed = parse_resource_id(doc["machine"]["id"])
         assert parsed is not None
         key = parsed[0]
         now = self.clock.now()
-        base = {"machine": [key.subscription, key.resource_group, key.name]}
         if doc["machine"].get("operation") == op_id:
             op = new_operation(
                 "machine.delete",
+                key,
                 doc["machine"]["id"],
-                key.subscription,
                 doc["machine"]["location"],
                 "arcext",
                 now,
-                **base,
             )
         else:
             ext, record = next((k, r) for k, r in doc["extensions"].items() if r.get("operation") == op_id)
@@ -599,13 +591,12 @@ class ResourceService:
             kind = {"Deleting": "extension.delete", "Creating": "extension.create"}.get(state, "extension.update")
             op = new_operation(
                 kind,
+                key,
                 record["resource"]["id"],
-                key.subscription,
                 record["resource"]["location"],
                 "arcext",
                 now,
                 extension=ext,
-                **base,
             )
         op["id"] = op_id
         self.store.put_operation(op)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app
 from flask.views import MethodView
 
 from .. import errors
@@ -101,8 +101,6 @@ class MachinesInSubscription(MethodView):
 
 
 def _list(subscription_id: str, resource_group: str | None, query: dict[str, Any]) -> dict[str, Any]:
-    from flask import current_app
-
     items, token = services().resources.list_machines(
         subscription_id,
         resource_group,

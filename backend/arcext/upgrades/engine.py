@@ -23,7 +23,7 @@ from ..activity import ActivityLog
 from ..catalog import Catalog
 from ..crypto import SecretBox
 from ..hosts.base import HostDriver
-from ..ids import MachineKey
+from ..ids import MachineKey, parse_resource_id
 from ..operations import FAILED as OP_FAILED
 from ..operations import IN_PROGRESS, SUCCEEDED, new_operation
 from ..resources import ResourceService
@@ -176,14 +176,12 @@ class Engine:
     def recover(self) -> None:
         """Rebuild indexes from the store and reconcile jobs a crash left Running."""
 
-        def project(doc: MachineDoc) -> list[tuple[MachineKey, str, dict[str, Any], dict[str, Any]]] | None:
-            from ..ids import parse_resource_id
-
+        def project(doc: MachineDoc) -> list[tuple[MachineKey, str, str, str]] | None:
             parsed = parse_resource_id(doc["machine"]["id"])
             if parsed is None:
                 return None
             found = [
-                (parsed[0], ext, dict(r["upgrade"]), dict(r.get("outcomes") or {}))
+                (parsed[0], ext, r["upgrade"]["state"], r["upgrade"].get("dueAt", ""))
                 for ext, r in doc["extensions"].items()
                 if r.get("upgrade")
             ]
@@ -192,11 +190,11 @@ class Engine:
         running: list[tuple[MachineKey, str]] = []
         with self._lock:
             for found in self.store.project_machines(project):
-                for key, ext, job, _outcomes in found:
-                    if job["state"] == J.RUNNING:
+                for key, ext, state, due in found:
+                    if state == J.RUNNING:
                         running.append((key, ext))
-                    elif job["state"] in J.WAITING:
-                        self._push(job["dueAt"], key, ext)
+                    elif state in J.WAITING:
+                        self._push(due, key, ext)
             self._rebuild_open_waves()
             for op in self.store.list_operations(IN_PROGRESS):
                 if op["kind"] == "extension.upgrade":
@@ -236,8 +234,6 @@ class Engine:
         target = version["version"]
 
         def project(doc: MachineDoc) -> list[Candidate] | None:
-            from ..ids import parse_resource_id
-
             parsed = parse_resource_id(doc["machine"]["id"])
             if parsed is None:
                 return None
@@ -803,12 +799,11 @@ class Engine:
         now = self.clock.now()
         op = new_operation(
             "extension.upgrade",
+            key,
             doc["machine"]["id"],
-            key.subscription,
             doc["machine"]["location"],
             principal,
             now,
-            machine=[key.subscription, key.resource_group, key.name],
             targets=[{"extension": e, "fromVersion": f, "toVersion": t} for e, f, t in plan],
         )
         with self._lock:
