@@ -136,8 +136,15 @@ def settings_document(spec: ExtensionSpec, conn: HostConnection) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-class PsrpDriver:
-    """HostDriver over one Windows host; one runspace pool per driver (= per host per job)."""
+class AgentScriptDriver:
+    """The VM-extension handler protocol on one Windows host, over one transport-neutral primitive:
+    run one of the agent scripts with named parameters (and optional pipeline input) and get its one
+    JSON document back. A subclass supplies the transport: :class:`PsrpDriver` (a PSRP runspace pool)
+    or :class:`arcext.hosts.winrm.WinrmDriver` (a WinRS cmd shell); it implements ``_ensure_session``,
+    ``_invoke``, ``_discard`` and ``_upload_chunk_size``, and maps its library's errors to the
+    driver taxonomy at its own single boundary."""
+
+    kind = "agent"  # names the deadline threads
 
     def __init__(
         self,
@@ -152,66 +159,7 @@ class PsrpDriver:
         self.packages = packages
         self.handlers = {k.lower(): v for k, v in (handlers or {}).items()}
         self.tuning = tuning or DriverTuning()
-        self._wsman: Any = None
-        self._pool: Any = None
-        self._last_used = 0.0
-        self.pools_opened = 0
         self.scripts_run: list[str] = []
-
-    # ============================================================================================
-    # The one boundary where pypsrp/requests errors become the driver's taxonomy
-    # ============================================================================================
-    def _boundary(self, op: str, fn: Callable[[], T], opened: bool) -> T:
-        import requests
-        from pypsrp.exceptions import (
-            AuthenticationError,
-            InvalidPipelineStateError,
-            InvalidPSRPOperation,
-            InvalidRunspacePoolStateError,
-            WinRMError,
-            WinRMTransportError,
-            WSManFaultError,
-        )
-
-        try:
-            return fn()
-        except HostDriverError:
-            raise
-        except AuthenticationError as exc:
-            raise HostAuthError(self.name, op, f"credentials were refused ({exc})") from None
-        except requests.exceptions.ConnectTimeout:
-            raise HostUnreachable(self.name, op, "connection timed out") from None
-        except requests.exceptions.ReadTimeout:
-            self._discard()
-            raise HostTimeout(self.name, op, "the host stopped answering (read timeout)") from None
-        except requests.exceptions.SSLError as exc:
-            raise HostUnreachable(self.name, op, f"TLS failed: {exc}") from None
-        except requests.exceptions.ConnectionError as exc:
-            self._discard()
-            if opened:
-                raise SessionLost(self.name, op, f"the connection dropped ({type(exc).__name__})") from None
-            raise HostUnreachable(self.name, op, f"cannot connect ({type(exc).__name__})") from None
-        except WSManFaultError as exc:
-            if exc.code == 0x8033805B:
-                self._discard()
-                raise SessionLost(self.name, op, "the remote shell is gone (0x8033805B)") from None
-            raise ProtocolError(self.name, op, f"WSManFault {exc.code}: {exc.reason}") from None
-        except InvalidPSRPOperation as exc:
-            self._discard()
-            raise SessionLost(self.name, op, f"the runspace pool broke: {exc}") from None
-        except (InvalidRunspacePoolStateError, InvalidPipelineStateError) as exc:
-            self._discard()
-            raise SessionLost(self.name, op, f"the runspace pool is not usable: {exc}") from None
-        except WinRMTransportError as exc:
-            if exc.code == 401:
-                raise HostAuthError(self.name, op, "credentials were refused (HTTP 401)") from None
-            raise ProtocolError(self.name, op, f"HTTP {exc.code} from the WinRM service") from None
-        except WinRMError as exc:
-            raise ProtocolError(self.name, op, str(exc)) from None
-        except ValueError as exc:  # pypsrp refuses an auth/encryption combination before sending anything
-            if not opened:
-                raise HostAuthError(self.name, op, f"invalid connection settings: {exc}") from None
-            raise ProtocolError(self.name, op, f"unexpected answer: {exc}") from None
 
     def _with_deadline(self, op: str, seconds: float, fn: Callable[[], T]) -> T:
         """Run ``fn`` but give up after ``seconds``: a silent host cannot stall a job beyond it."""
@@ -223,7 +171,7 @@ class PsrpDriver:
             except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
                 box["error"] = exc
 
-        worker = threading.Thread(target=target, name=f"psrp-{self.name}-{op}", daemon=True)
+        worker = threading.Thread(target=target, name=f"{self.kind}-{self.name}-{op}", daemon=True)
         worker.start()
         worker.join(seconds)
         if worker.is_alive():
@@ -235,90 +183,24 @@ class PsrpDriver:
         return value
 
     # ============================================================================================
-    # Connection and runspace pool
+    # The transport (a subclass provides it)
     # ============================================================================================
-    def _new_wsman(self) -> Any:
-        from pypsrp.wsman import WSMan
-
-        c = self.conn
-        kwargs: dict[str, Any] = {
-            "port": c.port,
-            "ssl": c.ssl,
-            "auth": c.auth,
-            "username": c.username,
-            "password": c.password,
-            "cert_validation": c.ca_certificate_path or c.cert_validation,
-            "connection_timeout": c.connection_timeout_s,
-            "operation_timeout": c.operation_timeout_s,
-            "read_timeout": c.operation_timeout_s + 10,
-            "reconnection_retries": 0,
-            "reconnection_backoff": self.tuning.reconnection_backoff,
-            "encryption": "auto",
-        }
-        if c.auth == "certificate":
-            kwargs.pop("username")
-            kwargs.pop("password")
-            kwargs["certificate_pem"] = c.certificate_pem
-            kwargs["certificate_key_pem"] = c.certificate_key_pem
-            if c.certificate_key_password:
-                kwargs["certificate_key_password"] = c.certificate_key_password
-        return WSMan(c.address, **kwargs)
-
-    def _open_pool(self) -> Any:
-        from pypsrp.powershell import RunspacePool
-
-        def opening() -> Any:
-            wsman = self._new_wsman()
-            self._wsman = wsman
-            wsman.update_max_payload_size()
-            pool = RunspacePool(wsman, configuration_name=self.conn.configuration_name)
-            pool.open()
-            return pool
-
-        deadline = self.conn.connection_timeout_s + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
-        pool = self._with_deadline("connect", deadline, lambda: self._boundary("connect", opening, opened=False))
-        self.pools_opened += 1
-        return pool
-
-    def _ensure_pool(self) -> Any:
-        if self._pool is not None:
-            idle = time.monotonic() - self._last_used
-            if idle >= self.tuning.alive_check_after_s:
-                pool = self._pool
-                alive = False
-                try:
-                    alive = bool(
-                        self._with_deadline(
-                            "is_alive",
-                            self.conn.operation_timeout_s + self.tuning.deadline_margin_s,
-                            lambda: self._boundary("is_alive", lambda: pool.is_alive(timeout=5), opened=True),
-                        )
-                    )
-                except HostDriverError:
-                    alive = False
-                if not alive:
-                    log.info("Runspace pool on %s is gone; opening a new one", self.name)
-                    self._discard()
-        if self._pool is None:
-            self._pool = self._open_pool()
-        self._last_used = time.monotonic()
-        return self._pool
+    def _ensure_session(self) -> None:
+        """Open the host session unless it is open (and usable)."""
+        raise NotImplementedError
 
     def _discard(self, close: bool = True) -> None:
-        """Forget the pool (and its HTTP session); best effort to close it on the host."""
-        pool, wsman = self._pool, self._wsman
-        self._pool = None
-        self._wsman = None
-        if close and pool is not None:
-            try:
-                pool.close()
-            except Exception:  # noqa: BLE001 - the session is already broken; closing is courtesy
-                pass
-        if wsman is not None:
-            try:
-                wsman.transport.close()
-            except Exception:  # noqa: BLE001
-                pass
+        """Forget the session; with ``close``, best effort to close it on the host first."""
+        raise NotImplementedError
+
+    def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Iterator[str] | None) -> list[Any]:
+        """Run one agent script on the open session within ``deadline`` seconds; its output items.
+        Raises RemoteScriptError when the script reported any error."""
+        raise NotImplementedError
+
+    def _upload_chunk_size(self) -> int:
+        """Package bytes per pipeline-input chunk (sized from the transport's envelope)."""
+        raise NotImplementedError
 
     def close(self) -> None:
         self._discard()
@@ -331,27 +213,10 @@ class PsrpDriver:
     ) -> dict[str, Any]:
         if set(params) - SCRIPT_PARAMETERS[name]:
             raise ValueError(f"{name}.ps1 takes no parameter(s) {sorted(set(params) - SCRIPT_PARAMETERS[name])}")
-        from pypsrp.powershell import PowerShell
-
-        pool = self._ensure_pool()
-        text = script_text(name)
+        self._ensure_session()
         self.scripts_run.append(name)
-
-        def run() -> tuple[list[Any], bool, list[Any]]:
-            with PowerShell(pool) as ps:
-                ps.add_script(text)
-                ps.add_parameters(params)
-                ps.invoke(input=input_)  # a generator: pypsrp sends one PipelineInput per chunk
-                return list(ps.output), bool(ps.had_errors), list(ps.streams.error)
-
         deadline = deadline_s or (2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s)
-        output, had_errors, error_stream = self._with_deadline(
-            name, deadline, lambda: self._boundary(name, run, opened=True)
-        )
-        self._last_used = time.monotonic()
-        if had_errors or error_stream:
-            detail = "; ".join(str(e) for e in error_stream) or "the pipeline failed"
-            raise RemoteScriptError(self.name, name, detail)
+        output = self._invoke(name, params, deadline, input_)
         if not output:
             raise ProtocolError(self.name, name, "the script returned no JSON document")
         try:
@@ -393,8 +258,7 @@ class PsrpDriver:
         return manifest
 
     def upload(self, handler: str, version: str, ref: PackageRef) -> None:
-        max_payload = int(getattr(self._wsman, "max_payload_size", 153600) or 153600)
-        chunk = max(3, (max_payload - 82) // 4 * 3)
+        chunk = self._upload_chunk_size()
 
         def chunks() -> Iterator[str]:
             with open(ref.path, "rb") as fh:
@@ -586,7 +450,7 @@ class PsrpDriver:
     # --- install (extension create / reconfigure) ----------------------------------------------
     def install(self, spec: ExtensionSpec, version: str) -> None:
         self._check_policy(spec, "install")
-        self._ensure_pool()
+        self._ensure_session()
         self._resumable("install", lambda: self._install_once(spec, version))
 
     def _install_once(self, spec: ExtensionSpec, version: str) -> None:
@@ -632,7 +496,7 @@ class PsrpDriver:
     def upgrade(self, spec: ExtensionSpec, from_version: str, to_version: str) -> None:
         self._check_policy(spec, "upgrade")
         ref = self._package(spec, to_version)
-        self._ensure_pool()
+        self._ensure_session()
         self._resumable("upgrade", lambda: self._upgrade_once(spec, from_version, to_version, ref))
 
     def _upgrade_once(self, spec: ExtensionSpec, old: str, new: str, ref: PackageRef) -> None:
@@ -679,7 +543,7 @@ class PsrpDriver:
 
     # --- rollback ----------------------------------------------------------------------------------
     def rollback(self, spec: ExtensionSpec, failed_version: str, good_version: str) -> None:
-        self._ensure_pool()
+        self._ensure_session()
         self._resumable("rollback", lambda: self._rollback_once(spec, failed_version, good_version))
 
     def _step_fn(self, op_id: str, step: str, handler: str, version: str, command: str) -> Callable[[], Any]:
@@ -744,7 +608,7 @@ class PsrpDriver:
         handler = self._handler_of(name)
         if handler is None:
             return
-        self._ensure_pool()
+        self._ensure_session()
         self._resumable("remove", lambda: self._remove_once(handler))
 
     def _remove_once(self, handler: str) -> None:
@@ -766,6 +630,199 @@ class PsrpDriver:
         for version in state.get("cached") or []:
             self._script("Remove-HandlerVersion", {"Handler": handler, "Version": version, "PurgeCache": True})
         self._finish(handler, op_id, "remove", "succeeded")
+
+
+class PsrpDriver(AgentScriptDriver):
+    """HostDriver over one Windows host; one runspace pool per driver (= per host per job)."""
+
+    kind = "psrp"
+
+    def __init__(
+        self,
+        host: str,
+        conn: HostConnection,
+        packages: PackageStore,
+        handlers: dict[str, str] | None = None,
+        tuning: DriverTuning | None = None,
+    ) -> None:
+        super().__init__(host, conn, packages, handlers, tuning)
+        self._wsman: Any = None
+        self._pool: Any = None
+        self._last_used = 0.0
+        self.pools_opened = 0
+
+    # ============================================================================================
+    # The one boundary where pypsrp/requests errors become the driver's taxonomy
+    # ============================================================================================
+    def _boundary(self, op: str, fn: Callable[[], T], opened: bool) -> T:
+        import requests
+        from pypsrp.exceptions import (
+            AuthenticationError,
+            InvalidPipelineStateError,
+            InvalidPSRPOperation,
+            InvalidRunspacePoolStateError,
+            WinRMError,
+            WinRMTransportError,
+            WSManFaultError,
+        )
+
+        try:
+            return fn()
+        except HostDriverError:
+            raise
+        except AuthenticationError as exc:
+            raise HostAuthError(self.name, op, f"credentials were refused ({exc})") from None
+        except requests.exceptions.ConnectTimeout:
+            raise HostUnreachable(self.name, op, "connection timed out") from None
+        except requests.exceptions.ReadTimeout:
+            self._discard()
+            raise HostTimeout(self.name, op, "the host stopped answering (read timeout)") from None
+        except requests.exceptions.SSLError as exc:
+            raise HostUnreachable(self.name, op, f"TLS failed: {exc}") from None
+        except requests.exceptions.ConnectionError as exc:
+            self._discard()
+            if opened:
+                raise SessionLost(self.name, op, f"the connection dropped ({type(exc).__name__})") from None
+            raise HostUnreachable(self.name, op, f"cannot connect ({type(exc).__name__})") from None
+        except WSManFaultError as exc:
+            if exc.code == 0x8033805B:
+                self._discard()
+                raise SessionLost(self.name, op, "the remote shell is gone (0x8033805B)") from None
+            raise ProtocolError(self.name, op, f"WSManFault {exc.code}: {exc.reason}") from None
+        except InvalidPSRPOperation as exc:
+            self._discard()
+            raise SessionLost(self.name, op, f"the runspace pool broke: {exc}") from None
+        except (InvalidRunspacePoolStateError, InvalidPipelineStateError) as exc:
+            self._discard()
+            raise SessionLost(self.name, op, f"the runspace pool is not usable: {exc}") from None
+        except WinRMTransportError as exc:
+            if exc.code == 401:
+                raise HostAuthError(self.name, op, "credentials were refused (HTTP 401)") from None
+            raise ProtocolError(self.name, op, f"HTTP {exc.code} from the WinRM service") from None
+        except WinRMError as exc:
+            raise ProtocolError(self.name, op, str(exc)) from None
+        except ValueError as exc:  # pypsrp refuses an auth/encryption combination before sending anything
+            if not opened:
+                raise HostAuthError(self.name, op, f"invalid connection settings: {exc}") from None
+            raise ProtocolError(self.name, op, f"unexpected answer: {exc}") from None
+
+    # ============================================================================================
+    # Connection and runspace pool
+    # ============================================================================================
+    def _new_wsman(self) -> Any:
+        from pypsrp.wsman import WSMan
+
+        c = self.conn
+        kwargs: dict[str, Any] = {
+            "port": c.port,
+            "ssl": c.ssl,
+            "auth": c.auth,
+            "username": c.username,
+            "password": c.password,
+            "cert_validation": c.ca_certificate_path or c.cert_validation,
+            "connection_timeout": c.connection_timeout_s,
+            "operation_timeout": c.operation_timeout_s,
+            "read_timeout": c.operation_timeout_s + 10,
+            "reconnection_retries": 0,
+            "reconnection_backoff": self.tuning.reconnection_backoff,
+            "encryption": "auto",
+        }
+        if c.auth == "certificate":
+            kwargs.pop("username")
+            kwargs.pop("password")
+            kwargs["certificate_pem"] = c.certificate_pem
+            kwargs["certificate_key_pem"] = c.certificate_key_pem
+            if c.certificate_key_password:
+                kwargs["certificate_key_password"] = c.certificate_key_password
+        return WSMan(c.address, **kwargs)
+
+    def _open_pool(self) -> Any:
+        from pypsrp.powershell import RunspacePool
+
+        def opening() -> Any:
+            wsman = self._new_wsman()
+            self._wsman = wsman
+            wsman.update_max_payload_size()
+            pool = RunspacePool(wsman, configuration_name=self.conn.configuration_name)
+            pool.open()
+            return pool
+
+        deadline = self.conn.connection_timeout_s + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
+        pool = self._with_deadline("connect", deadline, lambda: self._boundary("connect", opening, opened=False))
+        self.pools_opened += 1
+        return pool
+
+    def _ensure_pool(self) -> Any:
+        if self._pool is not None:
+            idle = time.monotonic() - self._last_used
+            if idle >= self.tuning.alive_check_after_s:
+                pool = self._pool
+                alive = False
+                try:
+                    alive = bool(
+                        self._with_deadline(
+                            "is_alive",
+                            self.conn.operation_timeout_s + self.tuning.deadline_margin_s,
+                            lambda: self._boundary("is_alive", lambda: pool.is_alive(timeout=5), opened=True),
+                        )
+                    )
+                except HostDriverError:
+                    alive = False
+                if not alive:
+                    log.info("Runspace pool on %s is gone; opening a new one", self.name)
+                    self._discard()
+        if self._pool is None:
+            self._pool = self._open_pool()
+        self._last_used = time.monotonic()
+        return self._pool
+
+    def _discard(self, close: bool = True) -> None:
+        """Forget the pool (and its HTTP session); best effort to close it on the host."""
+        pool, wsman = self._pool, self._wsman
+        self._pool = None
+        self._wsman = None
+        if close and pool is not None:
+            try:
+                pool.close()
+            except Exception:  # noqa: BLE001 - the session is already broken; closing is courtesy
+                pass
+        if wsman is not None:
+            try:
+                wsman.transport.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _ensure_session(self) -> None:
+        self._ensure_pool()
+
+    def _upload_chunk_size(self) -> int:
+        max_payload = int(getattr(self._wsman, "max_payload_size", 153600) or 153600)
+        return max(3, (max_payload - 82) // 4 * 3)
+
+    # ============================================================================================
+    # Running one agent script
+    # ============================================================================================
+    def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Iterator[str] | None) -> list[Any]:
+        from pypsrp.powershell import PowerShell
+
+        pool = self._pool
+        text = script_text(name)
+
+        def run() -> tuple[list[Any], bool, list[Any]]:
+            with PowerShell(pool) as ps:
+                ps.add_script(text)
+                ps.add_parameters(params)
+                ps.invoke(input=input_)  # a generator: pypsrp sends one PipelineInput per chunk
+                return list(ps.output), bool(ps.had_errors), list(ps.streams.error)
+
+        output, had_errors, error_stream = self._with_deadline(
+            name, deadline, lambda: self._boundary(name, run, opened=True)
+        )
+        self._last_used = time.monotonic()
+        if had_errors or error_stream:
+            detail = "; ".join(str(e) for e in error_stream) or "the pipeline failed"
+            raise RemoteScriptError(self.name, name, detail)
+        return output
 
 
 def package_sha256(data: bytes) -> str:
