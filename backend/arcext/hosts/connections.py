@@ -17,7 +17,7 @@ from ..ids import MachineKey
 from ..store.base import MachineDoc, Store
 from ..upgrades.clock import iso
 
-DRIVERS = ("psrp",)  # "winrm" (pywinrm, WinRS-only hosts) is not built yet
+DRIVERS = ("psrp", "winrm")  # winrm: pywinrm over WinRS, for hosts that do not allow PSRP
 AUTHS = ("negotiate", "ntlm", "kerberos", "certificate", "basic")
 TRANSPORTS = ("https", "http")
 SECRET_FIELDS = ("password", "certificatePem", "certificateKeyPem", "certificateKeyPassword")
@@ -107,7 +107,7 @@ def validate(body: dict[str, Any], previous: dict[str, Any] | None = None) -> tu
     if public["auth"] == "certificate" and not https:
         raise _bad("Certificate authentication needs https.", "auth")
     if public["driver"] == "winrm" and public["auth"] == "negotiate":
-        public["auth"] = "ntlm"
+        public["auth"] = "ntlm"  # pywinrm has no SPNEGO negotiation: NTLM (docs/hosts.md says so)
     username = body.get("username")
     if public["auth"] != "certificate" and (not isinstance(username, str) or not username):
         raise _bad("'username' is required for this authentication.", "username")
@@ -120,6 +120,12 @@ def validate(body: dict[str, Any], previous: dict[str, Any] | None = None) -> tu
     if not isinstance(public["configurationName"], str) or not public["configurationName"].strip():
         raise _bad(
             "'configurationName' (the PowerShell session configuration, e.g. a JEA endpoint) is invalid.",
+            "configurationName",
+        )
+    if public["driver"] == "winrm" and public["configurationName"] != PUBLIC_DEFAULTS["configurationName"]:
+        raise _bad(
+            "'configurationName' (a JEA or other session configuration) needs the psrp driver: "
+            "the winrm driver runs in the WinRS cmd shell.",
             "configurationName",
         )
     for name in (
@@ -150,6 +156,12 @@ def validate(body: dict[str, Any], previous: dict[str, Any] | None = None) -> tu
     if public["auth"] == "certificate":
         if not secrets.get("certificatePem") or not secrets.get("certificateKeyPem"):
             raise _bad("Certificate authentication needs 'certificatePem' and 'certificateKeyPem'.", "certificatePem")
+        if public["driver"] == "winrm" and secrets.get("certificateKeyPassword"):
+            raise _bad(
+                "The winrm driver (pywinrm) cannot use an encrypted certificate key; use the psrp driver "
+                "or an unencrypted key.",
+                "certificateKeyPassword",
+            )
     elif not secrets.get("password"):
         raise _bad("'password' is required for this authentication.", "password")
     return public, secrets

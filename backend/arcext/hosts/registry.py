@@ -35,7 +35,7 @@ class HostResolver:
         data_dir = fleet.directory.parent
         self.box = box or SecretBox.from_data_dir(data_dir)
         self.packages = packages or PackageStore(data_dir / "packages")
-        self.tuning = tuning  # a psrp.DriverTuning (tests shorten the status poll)
+        self.tuning = tuning  # a psrp.DriverTuning for either real driver (tests shorten the status poll)
 
     def __call__(self, key: MachineKey, doc: MachineDoc) -> HostDriver | None:
         record = connections.stored(doc)
@@ -58,4 +58,8 @@ class HostResolver:
         from .psrp import DriverTuning, PsrpDriver
 
         tuning = self.tuning if isinstance(self.tuning, DriverTuning) else None
+        if conn.driver == "winrm":
+            from .winrm import WinrmDriver
+
+            return WinrmDriver(key.name, conn, self.packages, handlers, tuning)
         return PsrpDriver(key.name, conn, self.packages, handlers, tuning)

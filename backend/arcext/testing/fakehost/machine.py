@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
 import time
 import zipfile
@@ -25,6 +26,7 @@ from typing import Any
 PLUGINS = r"C:\Packages\Plugins"
 STATE = r"C:\ProgramData\arcext"
 BEHAVIOUR_FILE = "fakehost-behaviour.json"
+SCRIPT_NAME = re.compile(r"[A-Za-z]+-[A-Za-z]+")
 
 ALLOWED = {
     "install": ("NotInstalled",),
@@ -73,6 +75,17 @@ class WindowsMachine:
 
     def journal_path(self, handler: str) -> Path:
         return self.path(rf"{STATE}\journal\{handler}.json")
+
+    def agent_script_path(self, name: str) -> Path:
+        """Where the WinRS bootstrap keeps an uploaded agent script (%ProgramData%\\arcext\\scripts)."""
+        return self.path(rf"{STATE}\scripts\{name}.ps1")
+
+    def agent_script(self, name: str) -> bytes | None:
+        """The bytes of an uploaded agent script, or None when it is not on disk."""
+        if not SCRIPT_NAME.fullmatch(name):
+            return None
+        path = self.agent_script_path(name)
+        return path.read_bytes() if path.is_file() else None
 
     # --- the model's own record (commands run, scripts seen) --------------------------------------
     def _read_meta(self) -> dict[str, Any]:
@@ -136,6 +149,36 @@ class WindowsMachine:
         op = getattr(self, "op_" + script.replace("-", "_"))
         result: str = op(params, inputs, cancel)
         return result
+
+    # Install-AgentScripts.ps1 (the WinRS bootstrap; ``inputs`` are its stdin lines)
+    def op_Install_AgentScripts(self, p: dict[str, Any], inputs: list[Any], cancel: threading.Event) -> str:
+        try:
+            files = json.loads("".join(str(line) for line in inputs))
+        except ValueError as exc:
+            raise ScriptFailure(f"Invalid JSON primitive: {exc}") from None
+        written: list[str] = []
+        unchanged: list[str] = []
+        with self.lock:
+            for entry in files if isinstance(files, list) else [files]:
+                name = str(entry.get("name", ""))
+                if not SCRIPT_NAME.fullmatch(name):
+                    raise ScriptFailure(f"Invalid agent script name '{name}'.")
+                data = base64.b64decode(str(entry.get("contentBase64", "")))
+                actual = hashlib.sha256(data).hexdigest()
+                if actual != str(entry.get("sha256", "")).lower():
+                    raise ScriptFailure(
+                        f"Agent script {name} arrived with SHA-256 {actual}, not {entry.get('sha256')}."
+                    )
+                path = self.agent_script_path(name)
+                if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == actual:
+                    unchanged.append(name)
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+                written.append(name)
+        return _json({"written": written, "unchanged": unchanged})
 
     # Get-ExtensionState.ps1
     def op_Get_ExtensionState(self, p: dict[str, Any], inputs: list[Any], cancel: threading.Event) -> str:

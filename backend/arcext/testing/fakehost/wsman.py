@@ -55,6 +55,7 @@ ACTION = {
 ACTION_NAMES = {v: k for k, v in ACTION.items()}
 PS_RESOURCE_PREFIX = "http://schemas.microsoft.com/powershell/"
 SHELL_RESOURCE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
+CMD_RESOURCE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
 CONFIG_RESOURCE = "http://schemas.microsoft.com/wbem/wsman/1/config"
 SIGNAL_TERMINATE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/Terminate"
 SIGNAL_CTRL_C = "powershell/signal/ctrl_c"
@@ -205,6 +206,10 @@ class WSManServer(ThreadingHTTPServer):
         #: last envelopes per action/fault, for the fidelity comparison with real transcripts
         self.last_envelopes: dict[str, str] = {}
         self._open_connections: set[socket.socket] = set()
+        from .winrs import WinrsEndpoint
+
+        #: the WinRS cmd shell resource (pywinrm's side of the host)
+        self.winrs = WinrsEndpoint(self)
         super().__init__(address, _Handler)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -236,6 +241,7 @@ class WSManServer(ThreadingHTTPServer):
 
     def shutdown_all(self) -> None:
         self.stopping.set()
+        self.winrs.stop()
         with self.shells_lock:
             shells = list(self.shells.values())
         for shell in shells:
@@ -274,8 +280,11 @@ class WSManServer(ThreadingHTTPServer):
         return None
 
     def open_shells(self) -> list[str]:
+        """Ids of the shells still open: runspace pools and WinRS cmd shells."""
         with self.shells_lock:
-            return list(self.shells)
+            pools = list(self.shells)
+        with self.winrs.lock:
+            return pools + list(self.winrs.shells)
 
 
 def _parse_timeout(text: str | None) -> float:
@@ -468,6 +477,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         action = ACTION_NAMES.get(action_uri, action_uri.rsplit("/", 1)[-1])
         self.server.actions.append(action)
+        prefix = "WinRS:" if resource_uri == CMD_RESOURCE else ""  # last_envelopes keys per protocol
         try:
             fault = self.server.take_fault(action, ("401", "500", "reset", "hang"))
             if fault == "reset":
@@ -484,16 +494,23 @@ class _Handler(BaseHTTPRequestHandler):
                     INTERNAL_ERROR,
                 )
             timeout = _parse_timeout(header.findtext("wsman:OperationTimeout", None, NS))
-            handler = getattr(self, f"_op_{action}", None)
-            if handler is None or action_uri not in ACTION_NAMES:
+            if action_uri not in ACTION_NAMES:
                 raise action_not_supported(action_uri)
-            response_action, response_body = handler(soap_body, resource_uri, selectors, options, timeout, to)
+            if resource_uri == CMD_RESOURCE:  # WinRS (pywinrm): its own module
+                response_action, response_body = self.server.winrs.handle(
+                    self, action, soap_body, selectors, options, timeout, to
+                )
+            else:
+                handler = getattr(self, f"_op_{action}", None)
+                if handler is None:
+                    raise action_not_supported(action_uri)
+                response_action, response_body = handler(soap_body, resource_uri, selectors, options, timeout, to)
             text = self._envelope(response_action, message_id, response_body)
-            self.server.last_envelopes[action] = text
+            self.server.last_envelopes[prefix + action] = text
             return 200, text
         except Fault as f:
             text = self._fault(message_id, f)
-            self.server.last_envelopes[f"Fault:{f.subcode}"] = text
+            self.server.last_envelopes[f"{prefix}Fault:{f.subcode}"] = text
             return 500, text
 
     def _envelope(self, action: str, relates_to: str, body: str) -> str:

@@ -1,0 +1,387 @@
+"""The ``winrm`` driver: the psrp driver's handler protocol over a WinRS cmd shell, with pywinrm 0.5.0,
+for Windows hosts that allow WinRS but not PowerShell Remoting (no PSRP endpoint, or a policy that
+blocks it).
+
+WinRS runs processes through cmd.exe, whose 8191-character command line caps a
+``powershell.exe -EncodedCommand`` script at about 3 KB (diyan/pywinrm#184); several agent scripts
+are larger. So the driver uploads first and then runs (reference/remote-hosts.md §3, §6.2):
+
+* when it opens its shell it runs the small bootstrap ``Install-AgentScripts.ps1`` as
+  ``-EncodedCommand``; its stdin carries every agent script (name, SHA-256, content), which it
+  verifies and writes to ``%ProgramData%\\arcext\\scripts`` (unchanged files are left alone);
+* every agent script then runs through the fixed wrapper ``Invoke-AgentScript.ps1`` (also
+  ``-EncodedCommand``). Its stdin carries one JSON header line ``{"script", "sha256", "parameters"}``
+  and, for Receive-Package, the base64 chunks as further lines. The wrapper checks the uploaded
+  file's SHA-256, runs it from the verified bytes with the parameters splatted, and writes one JSON
+  envelope ``{"output": [...], "errors": [...]}`` (exit code 1 on any error).
+
+Parameter values only ever travel on stdin as JSON; the only command lines sent are the two fixed
+encoded scripts. pywinrm/requests errors become the driver taxonomy in one place
+(:meth:`WinrmDriver._boundary`); every call runs under the same per-operation deadline as psrp's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from functools import lru_cache
+from typing import Any, TypeVar
+from xml.etree import ElementTree as ET
+
+from .base import (
+    HostAuthError,
+    HostDriverError,
+    HostTimeout,
+    HostUnreachable,
+    ProtocolError,
+    RemoteScriptError,
+    SessionLost,
+)
+from .connections import HostConnection
+from .packages import PackageStore
+from .psrp import SCRIPT_PARAMETERS, AgentScriptDriver, DriverTuning, script_text
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: The two scripts the driver sends as -EncodedCommand (neither takes parameters: all input is stdin).
+WINRS_SCRIPTS: dict[str, frozenset[str]] = {"Install-AgentScripts": frozenset(), "Invoke-AgentScript": frozenset()}
+POWERSHELL = "powershell.exe"
+POWERSHELL_ARGS = ("-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand")
+#: cmd.exe's maximum command line (characters), which WinRS goes through.
+CMD_LINE_LIMIT = 8191
+#: the WinRS fault for a shell (or command) the service no longer knows
+SHELL_GONE = 0x8033805B
+#: pywinrm asks for envelopes of at most this size (MaxEnvelopeSize); a Send carries base64 of stdin.
+ENVELOPE_BYTES = 153600
+ENVELOPE_OVERHEAD = 4096
+AUTH_TRANSPORTS = {
+    "basic": "ssl",
+    "negotiate": "ntlm",
+    "ntlm": "ntlm",
+    "kerberos": "kerberos",
+    "certificate": "certificate",
+}
+CLIXML_NS = "{http://schemas.microsoft.com/powershell/2004/04}"
+
+
+def encoded_command(name: str) -> tuple[str, list[str]]:
+    """The command and arguments that run one of the WinRS scripts (its text, UTF-16LE, base64)."""
+    if name not in WINRS_SCRIPTS:
+        raise ValueError(f"{name}.ps1 is not sent inline; it runs through Invoke-AgentScript")
+    encoded = base64.b64encode(script_text(name).encode("utf-16-le")).decode()
+    return POWERSHELL, [*POWERSHELL_ARGS, encoded]
+
+
+def command_line_length(name: str) -> int:
+    """How long cmd.exe's command line would be for ``name`` sent inline as -EncodedCommand."""
+    encoded = base64.b64encode(script_text(name).encode("utf-16-le")).decode()
+    return len(" ".join([POWERSHELL, *POWERSHELL_ARGS, encoded]))
+
+
+def script_sha256(name: str) -> str:
+    return hashlib.sha256(script_text(name).encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def agent_scripts_payload() -> bytes:
+    """The bootstrap's stdin: every agent script the handler protocol runs, with its SHA-256."""
+    files = [
+        {
+            "name": name,
+            "sha256": script_sha256(name),
+            "contentBase64": base64.b64encode(script_text(name).encode("utf-8")).decode(),
+        }
+        for name in sorted(SCRIPT_PARAMETERS)
+    ]
+    return json.dumps(files).encode("ascii") + b"\n"
+
+
+def stdin_budget() -> int:
+    """Raw stdin bytes per Send: their base64 must fit the envelope."""
+    return (ENVELOPE_BYTES - ENVELOPE_OVERHEAD) // 4 * 3
+
+
+def stdin_pieces(lines: Iterable[bytes], budget: int) -> Iterator[bytes]:
+    """Cut a stream of stdin lines into Send-sized pieces (lines may span pieces: stdin is a stream)."""
+    buf = bytearray()
+    for line in lines:
+        buf += line
+        while len(buf) >= budget:
+            yield bytes(buf[:budget])
+            del buf[:budget]
+    if buf:
+        yield bytes(buf)
+
+
+def stderr_errors(raw: bytes) -> str:
+    """What stderr says went wrong. powershell.exe writes progress records as CLIXML to a redirected
+    stderr (e.g. "Preparing modules for first use"); those are not errors and are dropped."""
+    text = raw.decode("utf-8", "replace").strip()
+    if not text.startswith("#< CLIXML"):
+        return text
+    messages: list[str] = []
+    for part in text.split("#< CLIXML"):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            root = ET.fromstring(part)
+        except ET.ParseError:
+            messages.append(part)
+            continue
+        for node in root.iter(f"{CLIXML_NS}S"):
+            if node.get("S") == "Error":
+                messages.append((node.text or "").replace("_x000D_", "").replace("_x000A_", "\n"))
+    return "".join(messages).strip()
+
+
+class WinrmDriver(AgentScriptDriver):
+    """HostDriver over one Windows host through WinRS; one cmd shell per driver (= per host per job)."""
+
+    kind = "winrm"
+
+    def __init__(
+        self,
+        host: str,
+        conn: HostConnection,
+        packages: PackageStore,
+        handlers: dict[str, str] | None = None,
+        tuning: DriverTuning | None = None,
+    ) -> None:
+        super().__init__(host, conn, packages, handlers, tuning)
+        self._protocol: Any = None
+        self._shell_id: str | None = None
+        self._cert_files: list[str] = []
+        self.shells_opened = 0
+        #: the bootstrap's answer the last time a shell was opened ({"written": [...], "unchanged": [...]})
+        self.scripts_installed: dict[str, Any] | None = None
+
+    # ============================================================================================
+    # The one boundary where pywinrm/requests errors become the driver's taxonomy
+    # ============================================================================================
+    def _boundary(self, op: str, fn: Callable[[], T], opened: bool) -> T:
+        import requests
+        from winrm.exceptions import (
+            AuthenticationError,
+            WinRMError,
+            WinRMOperationTimeoutError,
+            WinRMTransportError,
+            WSManFaultError,
+        )
+
+        try:
+            return fn()
+        except HostDriverError:
+            raise
+        except AuthenticationError as exc:  # InvalidCredentialsError: HTTP 401, or missing credentials
+            raise HostAuthError(self.name, op, f"credentials were refused ({exc})") from None
+        except requests.exceptions.ConnectTimeout:
+            raise HostUnreachable(self.name, op, "connection timed out") from None
+        except requests.exceptions.ReadTimeout:
+            self._discard(close=False)
+            raise HostTimeout(self.name, op, "the host stopped answering (read timeout)") from None
+        except requests.exceptions.SSLError as exc:
+            raise HostUnreachable(self.name, op, f"TLS failed: {exc}") from None
+        except requests.exceptions.RequestException as exc:  # ConnectionError, a reset mid-body, ...
+            self._discard()  # best effort (bounded) to delete the shell so it does not count against quotas
+            if opened:
+                raise SessionLost(self.name, op, f"the connection dropped ({type(exc).__name__})") from None
+            raise HostUnreachable(self.name, op, f"cannot connect ({type(exc).__name__})") from None
+        except WSManFaultError as exc:
+            if exc.wsman_fault_code == SHELL_GONE:
+                self._discard(close=False)
+                raise SessionLost(self.name, op, "the remote shell is gone (0x8033805B)") from None
+            raise ProtocolError(self.name, op, f"WSManFault {exc.wsman_fault_code}: {exc.reason}") from None
+        except WinRMTransportError as exc:
+            if exc.code == 401:
+                raise HostAuthError(self.name, op, "credentials were refused (HTTP 401)") from None
+            raise ProtocolError(self.name, op, f"HTTP {exc.code} from the WinRM service") from None
+        except WinRMOperationTimeoutError:  # Receive long-polls are retried inside pywinrm; this is another op
+            raise HostTimeout(self.name, op, "a WS-Management operation timed out on the host") from None
+        except WinRMError as exc:
+            if not opened:  # pywinrm refuses an auth/transport combination before sending anything
+                raise HostAuthError(self.name, op, f"invalid connection settings: {exc}") from None
+            raise ProtocolError(self.name, op, str(exc)) from None
+        except (ValueError, KeyError, StopIteration, AssertionError, ET.ParseError) as exc:
+            # pywinrm parses answers with next(...)/assert: a malformed answer surfaces as these
+            if not opened:
+                raise HostAuthError(self.name, op, f"invalid connection settings: {exc}") from None
+            raise ProtocolError(
+                self.name, op, f"unexpected answer from the WinRM service ({type(exc).__name__})"
+            ) from None
+
+    # ============================================================================================
+    # Connection and the cmd shell
+    # ============================================================================================
+    def _endpoint(self) -> str:
+        c = self.conn
+        host = f"[{c.address}]" if ":" in c.address and not c.address.startswith("[") else c.address
+        return f"{'https' if c.ssl else 'http'}://{host}:{c.port}/wsman"
+
+    def _cert_file(self, pem: str) -> str:
+        fd, path = tempfile.mkstemp(prefix="arcext-winrm-", suffix=".pem")  # 0600
+        with os.fdopen(fd, "w") as fh:
+            fh.write(pem)
+        self._cert_files.append(path)
+        return path
+
+    def _new_protocol(self) -> Any:
+        from winrm.protocol import Protocol
+
+        c = self.conn
+        transport = AUTH_TRANSPORTS.get(c.auth)
+        if transport is None:
+            raise HostAuthError(self.name, "connect", f"the winrm driver cannot use {c.auth} authentication")
+        if c.auth == "basic" and not c.ssl:
+            raise HostAuthError(self.name, "connect", "Basic authentication is allowed only over https")
+        read_timeout = c.operation_timeout_s + 10
+        kwargs: dict[str, Any] = {
+            "transport": transport,
+            "username": c.username,
+            "password": c.password,
+            "server_cert_validation": "validate" if c.cert_validation else "ignore",
+            "ca_trust_path": c.ca_certificate_path,  # None: the system (certifi) store, never env vars
+            "operation_timeout_sec": c.operation_timeout_s,
+            "read_timeout_sec": read_timeout,
+            "message_encryption": "auto",  # over http NTLM/Kerberos encrypt every message
+            "proxy": None,
+        }
+        if transport == "certificate":
+            if c.certificate_key_password:
+                raise HostAuthError(self.name, "connect", "pywinrm cannot use an encrypted certificate key")
+            kwargs["username"] = kwargs["password"] = None
+            kwargs["cert_pem"] = self._cert_file(c.certificate_pem or "")
+            kwargs["cert_key_pem"] = self._cert_file(c.certificate_key_pem or "")
+        protocol = Protocol(self._endpoint(), **kwargs)
+        # requests takes (connect, read): a host that does not accept the connection fails fast
+        protocol.transport.read_timeout_sec = (c.connection_timeout_s, read_timeout)  # type: ignore[assignment]
+        return protocol
+
+    def _open_shell(self) -> None:
+        def opening() -> tuple[Any, str]:
+            protocol = self._new_protocol()
+            self._protocol = protocol
+            shell_id: str = protocol.open_shell(codepage=65001, noprofile=True)
+            return protocol, shell_id
+
+        deadline = self.conn.connection_timeout_s + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
+        protocol, shell_id = self._with_deadline(
+            "connect", deadline, lambda: self._boundary("connect", opening, opened=False)
+        )
+        self._protocol, self._shell_id = protocol, shell_id
+        self.shells_opened += 1
+        self._install_scripts()
+
+    def _install_scripts(self) -> None:
+        """Upload every agent script (the bootstrap writes only those whose hash differs)."""
+        name = "Install-AgentScripts"
+        deadline = 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
+        stdout, stderr, code = self._with_deadline(
+            name, deadline, lambda: self._boundary(name, lambda: self._run(name, [agent_scripts_payload()]), True)
+        )
+        problem = stderr_errors(stderr)
+        if problem or code != 0:
+            raise RemoteScriptError(self.name, name, problem or f"exit code {code}")
+        try:
+            result = json.loads(stdout.decode("utf-8-sig").strip())
+        except ValueError:
+            raise ProtocolError(self.name, name, "the bootstrap's output is not JSON") from None
+        if not isinstance(result, dict):
+            raise ProtocolError(self.name, name, "the bootstrap's JSON document is not an object")
+        self.scripts_installed = result
+        log.debug("Agent scripts on %s: %s", self.name, result)
+
+    def _ensure_session(self) -> None:
+        if self._shell_id is None:
+            self._open_shell()
+
+    def _discard(self, close: bool = True) -> None:
+        """Forget the shell (and its HTTP session); with ``close``, delete it on the host (bounded)."""
+        protocol, shell_id = self._protocol, self._shell_id
+        self._protocol = None
+        self._shell_id = None
+        if protocol is None:
+            return
+
+        def closing() -> None:
+            try:
+                if close and shell_id is not None:
+                    protocol.close_shell(shell_id, close_session=True)
+                else:
+                    protocol.transport.close_session()
+            except Exception:  # noqa: BLE001 - the session may already be broken; closing is courtesy
+                pass
+
+        worker = threading.Thread(target=closing, name=f"winrm-{self.name}-close", daemon=True)
+        worker.start()
+        worker.join(self.conn.operation_timeout_s + self.tuning.deadline_margin_s)
+
+    def close(self) -> None:
+        self._discard()
+        for path in self._cert_files:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._cert_files.clear()
+
+    def _upload_chunk_size(self) -> int:
+        return max(3, (stdin_budget() - 1) // 4 * 3)  # one base64 line (+ newline) per Send at most
+
+    # ============================================================================================
+    # Running one script
+    # ============================================================================================
+    def _run(self, name: str, stdin: Iterable[bytes]) -> tuple[bytes, bytes, int]:
+        """Run one of the two WinRS scripts in the shell, feeding ``stdin``; (stdout, stderr, exit code)."""
+        protocol, shell_id = self._protocol, self._shell_id
+        if protocol is None or shell_id is None:
+            raise SessionLost(self.name, name, "the shell was discarded")
+        command, arguments = encoded_command(name)
+        command_id = protocol.run_command(shell_id, command, arguments)
+        pending: bytes | None = None
+        for piece in stdin_pieces(stdin, stdin_budget()):
+            if pending is not None:
+                protocol.send_command_input(shell_id, command_id, pending)
+            pending = piece
+        protocol.send_command_input(shell_id, command_id, pending or b"", end=True)
+        stdout, stderr, code = protocol.get_command_output(shell_id, command_id)  # loops over long-poll timeouts
+        protocol.cleanup_command(shell_id, command_id)
+        return bytes(stdout), bytes(stderr), int(code)
+
+    def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Iterator[str] | None) -> list[Any]:
+        header = json.dumps({"script": name, "sha256": script_sha256(name), "parameters": params})
+
+        def lines() -> Iterator[bytes]:
+            yield header.encode("ascii") + b"\n"
+            for chunk in input_ or ():
+                yield str(chunk).encode("ascii") + b"\n"
+
+        stdout, stderr, code = self._with_deadline(
+            name, deadline, lambda: self._boundary(name, lambda: self._run("Invoke-AgentScript", lines()), True)
+        )
+        envelope: Any = None
+        try:
+            envelope = json.loads(stdout.decode("utf-8-sig").strip())
+        except ValueError:
+            pass
+        valid = (
+            isinstance(envelope, dict)
+            and isinstance(envelope.get("output"), list)
+            and isinstance(envelope.get("errors"), list)
+        )
+        errors = [str(e) for e in envelope["errors"]] if valid else []
+        problem = stderr_errors(stderr)
+        if errors or problem or code != 0:
+            detail = "; ".join(errors + ([problem] if problem else [])) or f"exit code {code}"
+            raise RemoteScriptError(self.name, name, detail)
+        if not valid:
+            raise ProtocolError(self.name, name, "the wrapper's output is not a JSON envelope")
+        output: list[Any] = envelope["output"]
+        return output
