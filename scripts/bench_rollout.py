@@ -384,6 +384,11 @@ def bench_rollout(data_dir: Path, args: argparse.Namespace) -> list[Figure]:
         Figure("  of which system (information)", (usage1.ru_stime - usage0.ru_stime) / per_job * 1000, "ms"),
         Figure("simulated-host CPU per job (information)", meter.cpu / per_job * 1000, "ms"),
         Figure(
+            "context switches per job (information)",
+            (usage1.ru_nvcsw - usage0.ru_nvcsw + usage1.ru_nivcsw - usage0.ru_nivcsw) / per_job,
+            "",
+        ),
+        Figure(
             "wall overhead per job-slot: (wall-ideal) x conc / jobs",
             (wall - ideal) * args.concurrency / per_job * 1000,
             "ms",

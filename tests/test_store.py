@@ -158,3 +158,50 @@ def test_concurrent_writers_share_fsyncs_and_lose_nothing(tmp_path: Path) -> Non
         t.join()
     reopened = TinyDBStore(tmp_path)  # replay only: no checkpoint ran
     assert all(reopened.get_machine(k)["machine"]["properties"] == {"n": 19} for k in keys)  # type: ignore[index]
+
+
+def _event(key: MachineKey, n: int) -> dict[str, Any]:
+    return {"eventDataId": f"event-{n}", "eventTimestamp": "2026-11-25T03:00:00.000000Z", "resourceId": key.id, "n": n}
+
+
+def test_events_of_a_change_are_restored_from_the_journal_when_the_log_lost_them(tmp_path: Path) -> None:
+    """Events handed in with a change are durable with it: a crash that lost the activity log's unsynced
+    tail puts them back from the journal at start, once each."""
+    store = TinyDBStore(tmp_path)
+    key = MachineKey(SUB, "rg", "m")
+    store.mutate_machine(key, lambda _old: (doc(key, n=1), None), events=[_event(key, 1)])
+    filled: list[dict[str, Any]] = []
+
+    def change(current: Any) -> Any:
+        current["machine"]["properties"]["n"] = 2
+        filled.append(_event(key, 2))  # a change may add its events as it decides
+        return current, None
+
+    store.mutate_machine(key, change, events=filled)
+    assert [e["n"] for e in store.iter_events("2026-11-25", "2026-11-25")] == [1, 2]
+    for log_file in (tmp_path / "activity").glob("*.jsonl"):
+        log_file.write_bytes(b"")  # the crash: the log's writes never reached the disk
+    reopened = TinyDBStore(tmp_path)
+    assert reopened.get_machine(key)["machine"]["properties"] == {"n": 2}  # type: ignore[index]
+    assert [e["n"] for e in reopened.iter_events("2026-11-25", "2026-11-25")] == [1, 2]
+    reopened.close()
+    again = TinyDBStore(tmp_path)  # restoring twice adds nothing twice
+    assert [e["n"] for e in again.iter_events("2026-11-25", "2026-11-25")] == [1, 2]
+
+
+def test_a_checkpoint_syncs_the_events_before_dropping_the_journal_that_carried_them(tmp_path: Path) -> None:
+    store = TinyDBStore(tmp_path)
+    key = MachineKey(SUB, "rg", "m")
+    store.mutate_machine(key, lambda _old: (doc(key, n=1), None), events=[_event(key, 1)])
+    assert store.checkpoint() == 1
+    assert all(p.stat().st_size == 0 for p in (tmp_path / "journal").glob("*.log"))
+    (log_file,) = (tmp_path / "activity").glob("*.jsonl")
+    assert b'"event-1"' in log_file.read_bytes()  # on disk, not only in memory
+    assert [e["n"] for e in TinyDBStore(tmp_path).iter_events("2026-11-25", "2026-11-25")] == [1]
+
+
+def test_events_of_a_change_that_changed_nothing_are_still_recorded(tmp_path: Path) -> None:
+    store = TinyDBStore(tmp_path)
+    key = MachineKey(SUB, "rg", "absent")
+    store.mutate_machine(key, lambda current: (current, None), events=[_event(key, 7)])
+    assert [e["n"] for e in TinyDBStore(tmp_path).iter_events("2026-11-25", "2026-11-25")] == [7]

@@ -8,13 +8,12 @@ caller "Azure Regional Service Manager"; manual ones the token's principal.
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from . import errors
-from .ids import EXTENSION_TYPE, parse_resource_id
+from .ids import EXTENSION_TYPE, new_uuid, parse_resource_id
 from .store.base import Record, Store
 from .upgrades.clock import iso
 
@@ -44,7 +43,7 @@ def upgrade_event(
     parsed = parse_resource_id(resource_id)
     assert parsed is not None
     key = parsed[0]
-    event_id = str(uuid.uuid4())
+    event_id = new_uuid()
     ticks = int(now.timestamp() * 10_000_000) + 621355968000000000
     sub_value, sub_text = _SUB_STATUS[status]
     return {

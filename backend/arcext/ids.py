@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import errors
 
@@ -25,9 +27,10 @@ class MachineKey:
     resource_group: str
     name: str
 
-    @property
-    def lower(self) -> str:
-        return f"{self.subscription}/{self.resource_group}/{self.name}".lower()
+    lower: str = field(init=False, repr=False, compare=False)  # the store's key, made once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lower", f"{self.subscription}/{self.resource_group}/{self.name}".lower())
 
     @property
     def id(self) -> str:
@@ -42,6 +45,42 @@ class MachineKey:
 
     def extension_id(self, extension_name: str) -> str:
         return f"{self.id}/extensions/{extension_name}"
+
+
+class _RandomPool:
+    """Random bytes for version-4 UUIDs, read from the OS 4 KiB at a time.
+
+    ``uuid.uuid4()`` makes one getrandom call per id, and each call releases and retakes the GIL: with
+    dozens of upgrade workers (three ids per job) that was a measurable share of the engine's system
+    time. The bytes are the same kind (os.urandom); a forked child starts a fresh pool."""
+
+    size = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buffer = b""
+        self._pos = 0
+
+    def take16(self) -> bytes:
+        with self._lock:
+            if self._pos + 16 > len(self._buffer):
+                self._buffer = os.urandom(self.size)
+                self._pos = 0
+            chunk = self._buffer[self._pos : self._pos + 16]
+            self._pos += 16
+            return chunk
+
+
+_random_pool = _RandomPool()
+os.register_at_fork(after_in_child=_random_pool._reset)
+
+
+def new_uuid() -> str:
+    """A random (version-4) UUID string, as ``str(uuid.uuid4())`` but with one syscall per 256 ids."""
+    return str(uuid.UUID(bytes=_random_pool.take16(), version=4))
 
 
 def validate_subscription(subscription: str) -> None:

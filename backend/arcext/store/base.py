@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
+import orjson
+
 from ..ids import MachineKey
 
 #: ``{"machine": {<Machine resource>}, "extensions": {<lower name>: <ExtensionRecord>}}`` where an
@@ -26,11 +28,20 @@ T = TypeVar("T")
 
 
 def jcopy(value: Any) -> Any:
-    """A deep copy of a JSON-shaped value (dicts, lists, scalars), several times faster than deepcopy."""
+    """A deep copy of a JSON-shaped value (dicts, lists, scalars): an orjson round trip, about twice
+    as fast as copying in Python and ten times as fast as deepcopy. Values orjson cannot encode
+    (a non-string key, say) are copied in Python."""
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except TypeError:
+        return _py_copy(value)
+
+
+def _py_copy(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: jcopy(v) for k, v in value.items()}
+        return {k: _py_copy(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [jcopy(v) for v in value]
+        return [_py_copy(v) for v in value]
     return value
 
 
@@ -58,12 +69,16 @@ class Store(Protocol):
         key: MachineKey,
         change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
         extension: str | None = None,
+        events: list[Record] | None = None,
     ) -> T:
         """Atomically apply ``change`` to the document (None when absent).
 
         ``change`` returns (new document or None to delete, result). The new document is durable
         before this returns. An exception inside ``change`` leaves the store untouched. With
-        ``extension``, ``change`` may change only that extension's record (add, replace or remove it)."""
+        ``extension``, ``change`` may change only that extension's record (add, replace or remove it).
+
+        ``events`` (which ``change`` may fill) are activity-log events that belong to this change: they
+        are durable together with it (one durable write instead of two), also when nothing changed."""
         ...
 
     def iter_machines(self) -> Iterator[MachineDoc]: ...

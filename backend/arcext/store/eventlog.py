@@ -1,4 +1,5 @@
-"""Append-only activity-log segments: one JSON-lines file per UTC day, fsynced on append.
+"""Append-only activity-log segments: one JSON-lines file per UTC day, fsynced on append (or, for
+events that travel in the store's journal, when the journal is checkpointed: see ``sync``).
 
 TinyDB rewrites its whole file on every insert, which an append-heavy log cannot afford, so events
 go to plain JSON-lines segments; every segment is read back into memory at start (90 days by
@@ -51,7 +52,8 @@ class EventLog:
 
     def append(self, events: Iterable[Record], durable: bool = True) -> None:
         """Append ``events``; with ``durable`` (the default) returns once they are fsynced (group commit
-        with other callers), otherwise at once (they are written before any later append)."""
+        with other callers), otherwise at once (written in order; on disk after the next durable append
+        or ``sync``)."""
         by_day: dict[str, list[Record]] = {}
         for event in events:
             by_day.setdefault(event["eventTimestamp"][:10], []).append(event)
@@ -60,6 +62,26 @@ class EventLog:
             self._writer_for(day).append(payload, wait=durable)
             with self._lock:
                 self._days.setdefault(day, []).extend(batch)
+
+    def sync(self) -> None:
+        """Return once every event appended so far is on disk."""
+        with self._day_lock:
+            writer = self._writer
+        if writer is not None:
+            writer.sync()
+
+    def ensure(self, events: list[Record]) -> int:
+        """Durably append those of ``events`` the log does not hold (by eventDataId); returns how many.
+
+        After a crash, events that were written with ``durable=False`` but travelled in the journal are
+        put back from it."""
+        days = {e["eventTimestamp"][:10] for e in events}
+        with self._lock:
+            known = {e["eventDataId"] for d in days for e in self._days.get(d, ())}
+        missing = [e for e in events if e["eventDataId"] not in known]
+        if missing:
+            self.append(missing, durable=True)
+        return len(missing)
 
     def between(self, start_day: str, end_day: str) -> Iterator[Record]:
         with self._lock:

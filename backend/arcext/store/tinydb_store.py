@@ -119,6 +119,8 @@ class TinyDBStore:
         self._events = EventLog(self.data_dir / "activity")
         self._tokens = _open_db(self.data_dir / "tokens.json")
         self._catalog = _open_db(self.data_dir / "catalog.json")
+        # the engine asks for a type on every job: a dict, kept in step with the catalog table
+        self._types_by_key: dict[str, Record] = {d["key"]: dict(d) for d in self._catalog.table("types").all()}
         self._tokens_mtime = self._tokens_file_mtime()
         self._token_by_hash = {t["hash"]: dict(t) for t in self._tokens.table("tokens").all()}
         if not self._tokens_only:
@@ -128,6 +130,7 @@ class TinyDBStore:
             # collection. Nothing loaded forms cycles; freezing only exempts it from the cyclic GC.
             gc_was_enabled = gc.isenabled()
             gc.disable()
+            self._journal_events: list[Record] = []
             try:
                 self._load_machines()
                 self._load_operations()
@@ -135,6 +138,10 @@ class TinyDBStore:
                 if gc_was_enabled:
                     gc.enable()
                 gc.freeze()
+            restored = self._events.ensure(self._journal_events)
+            if restored:
+                log.info("Restored %d activity-log events from the journal", restored)
+            del self._journal_events
             for path in self._rollouts_dir.glob("*.json"):
                 rollout = AtomicJSONStorage(path).read()
                 plan_path = path.with_suffix(".plan")
@@ -165,6 +172,8 @@ class TinyDBStore:
                 self._slots[parsed[0].lower] = _Slot(doc)
         replayed = 0
         for record in Journal.replay(self._journal.segments()):
+            if "ev" in record:
+                self._journal_events.extend(record["ev"])
             slot = self._slots.setdefault(record["k"], _Slot())
             if "x" in record:  # one extension's record
                 if slot.doc is not None:
@@ -248,8 +257,14 @@ class TinyDBStore:
         key: MachineKey,
         change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
         extension: str | None = None,
+        events: list[Record] | None = None,
     ) -> T:
         """Read-change-journal under the machine's lock; the new document is durable before this returns.
+
+        ``events`` (filled by ``change`` or before) go to the activity log without an fsync of their own
+        and into the journal record: the one durable write covers both. A crash before the event log
+        reached the disk is repaired at start from the journal; a checkpoint syncs the event log before it
+        drops journal segments.
 
         The document ``change`` returns becomes the store's own: callers must not keep changing it.
         With ``extension``, only that extension's record is a private copy (the rest of the document
@@ -264,13 +279,15 @@ class TinyDBStore:
         with slot.lock:
             current = slot.doc
             if extension is not None and current is not None:
-                return self._mutate_extension(key, slot, current, extension, change)
+                return self._mutate_extension(key, slot, current, extension, change, events)
             new, result = change(jcopy(current) if current is not None else None)
             if new is None and current is None:
+                if events:
+                    self._events.append(events, durable=True)
                 return result
             with self._dirty_lock:
                 self._dirty.add(key.lower)  # before the append: a checkpoint must not miss this change
-            self._journal.append({"k": key.lower, "d": new})
+            self._journal.append(self._with_events({"k": key.lower, "d": new}, events))
             slot.doc = new
             if new is None:
                 self._unindex(key)
@@ -288,6 +305,7 @@ class TinyDBStore:
         current: MachineDoc,
         extension: str,
         change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
+        events: list[Record] | None,
     ) -> T:
         record = current["extensions"].get(extension)
         draft: MachineDoc = {
@@ -301,17 +319,26 @@ class TinyDBStore:
         if new is None:
             raise ValueError("an extension-scoped change cannot delete the machine")
         changed = new["extensions"].get(extension)
-        if changed is None and record is None:
-            return result  # nothing was there and nothing is: nothing to write
+        if changed is None and record is None:  # nothing was there and nothing is: nothing to write
+            if events:
+                self._events.append(events, durable=True)
+            return result
         with self._dirty_lock:
             self._dirty.add(key.lower)
-        self._journal.append({"k": key.lower, "x": extension, "r": changed})
+        self._journal.append(self._with_events({"k": key.lower, "x": extension, "r": changed}, events))
         slot.doc = {"machine": current["machine"], "extensions": {**current["extensions"]}}
         if changed is None:
             slot.doc["extensions"].pop(extension, None)
         else:
             slot.doc["extensions"][extension] = changed
         return result
+
+    def _with_events(self, entry: dict[str, Any], events: list[Record] | None) -> dict[str, Any]:
+        """The journal entry, carrying ``events`` after handing them to the activity log (not fsynced)."""
+        if events:
+            self._events.append(events, durable=False)
+            entry["ev"] = events
+        return entry
 
     def _unindex(self, key: MachineKey) -> None:
         with self._index_lock:
@@ -380,6 +407,7 @@ class TinyDBStore:
                     path.parent.mkdir(exist_ok=True)
                     atomic_write_bytes(path, payload, sync=False)
             os.sync()  # every snapshot is on disk before the journal that covered it goes
+            self._events.sync()  # and so is every event that travelled in it
             self._journal.remove(old_segments)
             return len(dirty)
 
@@ -475,12 +503,13 @@ class TinyDBStore:
         with self._meta_lock:
             self._catalog.table("types").upsert({**record, "key": key}, Query().key == key)
             _flush(self._catalog)
+            self._types_by_key[key] = jcopy({**record, "key": key})
 
     def get_extension_type(self, publisher: str, type_: str) -> Record | None:
         key = self._type_key(publisher, type_)
         with self._meta_lock:
-            found = self._catalog.table("types").get(Query().key == key)
-        return _strip_key(found)
+            found = self._types_by_key.get(key)
+            return _strip_key(jcopy(found) if found is not None else None)
 
     def list_extension_types(self) -> list[Record]:
         with self._meta_lock:
@@ -556,6 +585,7 @@ class TinyDBStore:
             self._ops.clear()
             self._catalog.drop_tables()
             _flush(self._catalog)
+            self._types_by_key.clear()
             with self._rollouts_lock:
                 shutil.rmtree(self._rollouts_dir, ignore_errors=True)
                 self._rollouts_dir.mkdir()

@@ -61,6 +61,13 @@ def _wave_target_state(doc: MachineDoc | None, ext: str, rollout_id: str) -> str
     return "claimed" if job and job.get("rolloutId") == rollout_id else "unclaimed"
 
 
+def _outcome_of(doc: MachineDoc | None, ext: str, rollout_id: str) -> str | None:
+    """What the rollout did to the extension (its remembered outcome), read without copying the document."""
+    record = doc["extensions"].get(ext) if doc else None
+    outcome: str | None = (record.get("outcomes") or {}).get(rollout_id) if record else None
+    return outcome
+
+
 def _waiting_version(doc: MachineDoc | None, ext: str) -> str | None:
     record = doc["extensions"].get(ext) if doc else None
     job = record.get("upgrade") if record else None
@@ -480,9 +487,7 @@ class Engine:
             counts = {"succeeded": 0, "failed": 0, "skipped": 0}
             for target in batch["targets"]:
                 key, ext = _key_of(target)
-                doc = self.store.get_machine(key)
-                record = doc["extensions"].get(ext) if doc else None
-                outcome = (record.get("outcomes") or {}).get(rollout["id"]) if record else None
+                outcome = self.store.view_machine(key, partial(_outcome_of, ext=ext, rollout_id=rollout["id"]))
                 if outcome == J.SUCCEEDED:
                     counts["succeeded"] += 1
                 elif outcome in FAILED_OUTCOMES:
@@ -642,7 +647,8 @@ class Engine:
                         log.exception("Could not record the result of %s on %s", ext, key.name)
                 self._completions += 1
                 idle = not self._inflight or self._completions % 16 == 0
-                self._idle.notify_all()  # only run_until_idle and wait_idle wait on it
+                if idle:  # what run_until_idle and wait_idle wait for (waking them per job costs GIL switches)
+                    self._idle.notify_all()
             if idle:
                 self.kick()  # a wave may have ended: let the scheduler move on (every 16 results, or when idle)
 
@@ -676,7 +682,7 @@ class Engine:
 
     # --- waiting for work -----------------------------------------------------------------------
     def _progressed(self, seen: int) -> bool:
-        return self._completions - seen >= 16 or not self._inflight
+        return self._completions // 16 > seen // 16 or not self._inflight  # _execute notifies on these
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         with self._idle:

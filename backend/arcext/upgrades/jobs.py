@@ -8,7 +8,6 @@ a crash at any point leaves enough on disk to finish or roll back at the next st
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +16,7 @@ from typing import Any
 from ..activity import AUTOMATIC_CALLER, upgrade_event
 from ..crypto import SecretBox
 from ..hosts.base import ExtensionSpec, HostDriver, HostDriverError, HostUnreachable, spec_of
-from ..ids import MachineKey
+from ..ids import MachineKey, new_uuid
 from ..store.base import MachineDoc, Record, Store
 from .clock import Clock, iso
 from .policy import ineligibility
@@ -190,16 +189,20 @@ class JobRunner:
             job.update(
                 state=RUNNING,
                 step="upgrade",
-                operationId=str(uuid.uuid4()),
+                operationId=new_uuid(),
                 fromVersion=props.get("typeHandlerVersion"),
                 lastKnownGoodVersion=record.get("lkg") or props.get("typeHandlerVersion"),
                 startedAt=iso(now),
             )
             record["operation"] = job["operationId"]
             props["provisioningState"] = "Updating"
+            started.append(self._make_event("Started", record["resource"]["id"], job, {}))
             return doc, (dict(job), doc)
 
-        claimed: tuple[dict[str, Any], MachineDoc] | JobResult = self.store.mutate_machine(key, change, extension=ext)
+        started: list[Record] = []  # the attempt's Started event, durable with the Running job
+        claimed: tuple[dict[str, Any], MachineDoc] | JobResult = self.store.mutate_machine(
+            key, change, extension=ext, events=started
+        )
         return claimed
 
     # --- running -------------------------------------------------------------------------------
@@ -211,11 +214,7 @@ class JobRunner:
             return claimed
         job, doc = claimed
         record = doc["extensions"][ext]
-        resource = record["resource"]
         spec = spec_of(record, self.box.open)
-        # The Started event need not be on disk before the host is touched: the Running job is (journal),
-        # and after a crash resume() writes a missing Started before the end event.
-        self._event("Started", resource["id"], job, {}, durable=False)
         try:
             driver = driver or self.drivers(key, doc)
             if driver is None:
@@ -275,10 +274,10 @@ class JobRunner:
         extra: dict[str, Any],
         level: str | None = None,
     ) -> None:
-        """Write the attempt's end event, then its end state (an event first: a crash in between
-        leaves a Running job whose end event exists, which resume() finishes without a second one)."""
-        if not job.get("endRecorded"):
-            self._event(status, self._ext_id(key, ext, job), job, extra, level=level)
+        """Write the attempt's end state and its end event, durable together (one journal write)."""
+        events = (
+            [] if job.get("endRecorded") else [self._make_event(status, self._ext_id(key, ext, job), job, extra, level)]
+        )
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
             record = doc["extensions"].get(ext) if doc else None
@@ -290,7 +289,7 @@ class JobRunner:
                 remember_outcome(record, job, outcome)
             return doc, None
 
-        self.store.mutate_machine(key, change, extension=ext)
+        self.store.mutate_machine(key, change, extension=ext, events=events)
 
     def _succeeded(self, key: MachineKey, ext: str, job: dict[str, Any]) -> JobResult:
         now = self.clock.now()
@@ -479,8 +478,17 @@ class JobRunner:
         job: dict[str, Any],
         extra: dict[str, Any],
         level: str | None = None,
-        durable: bool = True,
     ) -> None:
+        self.record_events([self._make_event(status, resource_id, job, extra, level)], True)
+
+    def _make_event(
+        self,
+        status: str,
+        resource_id: str,
+        job: dict[str, Any],
+        extra: dict[str, Any],
+        level: str | None = None,
+    ) -> Record:
         properties = {
             "fromVersion": job.get("fromVersion"),
             "toVersion": job.get("toVersion"),
@@ -501,4 +509,4 @@ class JobRunner:
             properties=properties,
             level=level,
         )
-        self.record_events([event], durable)
+        return event
