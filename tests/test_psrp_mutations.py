@@ -14,17 +14,18 @@ from arcext.crypto import SecretBox
 from arcext.hosts import connections
 from arcext.hosts.base import ExtensionSpec, HostDriverError
 from arcext.hosts.packages import PackageStore
-from arcext.hosts.psrp import DriverTuning, HandlerCommandFailed, PsrpDriver
+from arcext.hosts.psrp import AgentScriptDriver, DriverTuning, HandlerCommandFailed, PsrpDriver
 from arcext.testing.fakehost import FakeHost, make_package
 
 HANDLER = "Contoso.Fake.Agent"
 ORDER = [("1.0.0", "disable"), ("1.1.0", "update"), ("1.0.0", "uninstall"), ("1.1.0", "install"), ("1.1.0", "enable")]
 
 
-def scenario(tmp: Path, new_behaviour: dict[str, Any]) -> None:
+def scenario(tmp: Path, new_behaviour: dict[str, Any], driver: type[AgentScriptDriver] = PsrpDriver) -> None:
     """Install 1.0.0, upgrade to 1.1.0 (rolling back on failure, as the engine does) and check the
-    fake host's model. Raises AssertionError when the host is not in the state the protocol demands."""
-    with FakeHost(tmp / "host", auth="basic", tls=True) as host:
+    fake host's model. Raises AssertionError when the host is not in the state the protocol demands.
+    ``driver`` is the driver class (the fake host speaks PSRP and WinRS)."""
+    with FakeHost(tmp / "host", auth="basic", tls=True, driver=driver.kind) as host:
         public, secrets = connections.validate(host.connection(operationTimeoutSeconds=2, statusDeadlineSeconds=1))
         box = SecretBox.from_data_dir(tmp / "data")
         conn = connections.load({**public, "credentials": box.seal(secrets)}, box)
@@ -32,7 +33,7 @@ def scenario(tmp: Path, new_behaviour: dict[str, Any]) -> None:
         store.put("Contoso.Fake", "Agent", "1.0.0", make_package(HANDLER, "1.0.0"), datetime.now(UTC))
         store.put("Contoso.Fake", "Agent", "1.1.0", make_package(HANDLER, "1.1.0", new_behaviour), datetime.now(UTC))
         spec = ExtensionSpec("agent", "Contoso.Fake", "Agent", {"w": 1}, {"k": "secret"})
-        d = PsrpDriver("m1", conn, store, tuning=DriverTuning(status_poll_s=0.1))
+        d = driver("m1", conn, store, tuning=DriverTuning(status_poll_s=0.1))
         d.install(spec, "1.0.0")
         before = host.machine.settings_files(HANDLER, "1.0.0")
         failed = False

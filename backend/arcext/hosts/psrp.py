@@ -144,7 +144,7 @@ class AgentScriptDriver:
     ``_invoke``, ``_discard`` and ``_upload_chunk_size``, and maps its library's errors to the
     driver taxonomy at its own single boundary."""
 
-    kind = "agent"  # names the deadline threads
+    kind = "agent"  # the hostConnection driver name; also names the deadline threads
 
     def __init__(
         self,

@@ -43,5 +43,5 @@ try {
 } catch {
     $errors += $_.ToString()
 }
-[Console]::Out.Write((ConvertTo-Json -InputObject ([ordered]@{ output = $output; errors = $errors }) -Compress))
+[Console]::Out.Write(([ordered]@{ output = $output; errors = $errors } | ConvertTo-Json -Compress))
 exit [int]($errors.Count -gt 0)

@@ -5,9 +5,10 @@ Python model of a Windows machine that runs arcext's own agent scripts (see refe
         host.connection()  # -> hostConnection settings for the arcext API / the psrp driver
         host.machine.versions("Contoso.Agent")
 
-Unmodified pypsrp talks to it over real HTTP(S): Basic over TLS, or NTLM with WinRM message
-encryption over http. ``FakeFleet`` runs several; ``python -m arcext.testing.fakehost`` runs a fleet
-as its own process whose state survives restarts.
+Unmodified pypsrp (PSRP) and pywinrm (the WinRS cmd shell, :mod:`.winrs`) talk to it over real
+HTTP(S): Basic over TLS, or NTLM with WinRM message encryption over http; ``FakeHost(...,
+driver="winrm")`` makes ``connection()`` ask for the winrm driver. ``FakeFleet`` runs several;
+``python -m arcext.testing.fakehost`` runs a fleet as its own process whose state survives restarts.
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ class FakeHost:
         tls: bool = True,
         port: int = 0,
         max_envelope_kb: int = 500,
+        driver: str = "psrp",
     ) -> None:
         self.root = Path(root)
+        self.driver = driver  # what connection() asks arcext to use: psrp, or winrm (WinRS via pywinrm)
         self.name = name
         self.username = username
         self.password = password
@@ -116,7 +119,7 @@ class FakeHost:
     def connection(self, **overrides: Any) -> dict[str, Any]:
         """hostConnection settings (the arcext API body) for this host."""
         body: dict[str, Any] = {
-            "driver": "psrp",
+            "driver": self.driver,
             "address": "127.0.0.1",
             "port": self.port,
             "transport": "https" if self.tls else "http",

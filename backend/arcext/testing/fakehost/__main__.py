@@ -29,10 +29,17 @@ import click
     show_default=True,
     help="basic = Basic over TLS (self-signed); ntlm = NTLM with message encryption over http.",
 )
+@click.option(
+    "--driver",
+    type=click.Choice(["psrp", "winrm"]),
+    default="psrp",
+    show_default=True,
+    help="The driver the printed hostConnection asks for (every host speaks PSRP and WinRS).",
+)
 @click.option("--username", default="arcext", show_default=True)
 @click.option("--password", default="Secret-Passw0rd!", show_default=True)
-def fakehost(count: int, state_dir: Path, base_port: int, auth: str, username: str, password: str) -> None:
-    """Run fake Windows hosts (WS-Management/PSRP) for arcext's psrp driver."""
+def fakehost(count: int, state_dir: Path, base_port: int, auth: str, driver: str, username: str, password: str) -> None:
+    """Run fake Windows hosts (WS-Management: PSRP and WinRS) for arcext's psrp and winrm drivers."""
     from . import FakeHost
 
     hosts = [
@@ -44,6 +51,7 @@ def fakehost(count: int, state_dir: Path, base_port: int, auth: str, username: s
             auth=auth,
             tls=auth == "basic",
             port=base_port + i,
+            driver=driver,
         )
         for i in range(count)
     ]

@@ -89,8 +89,8 @@ class WinrsEndpoint:
         self.lock = threading.Lock()
         #: shells ever created (one per driver per job)
         self.shells_opened = 0
-        #: every Command: (inline script name or None, command line length)
-        self.commands: list[tuple[str | None, int]] = []
+        #: every Command: (the inline script it ran or None, the whole command line)
+        self.commands: list[tuple[str | None, str]] = []
 
     @property
     def machine(self) -> WindowsMachine:
@@ -164,6 +164,8 @@ class WinrsEndpoint:
         with self.lock:
             self.shells[shell.id] = shell
             self.shells_opened += 1
+        with self.server.shells_lock:
+            self.server.pools_opened += 1  # the server counts every shell, of either kind
         address = escape(to or f"http://127.0.0.1:{self.server.port}/wsman")
         body_xml = (
             f"<x:ResourceCreated><a:Address>{address}</a:Address><a:ReferenceParameters>"
@@ -217,7 +219,7 @@ class WinrsEndpoint:
         line = " ".join([command, *arguments]).strip()
         cmd = WinrsCommand(str(uuid.uuid4()).upper(), line, None)
         problem = self._recognise(cmd)
-        self.commands.append((cmd.script, len(line)))
+        self.commands.append((cmd.script, line))
         with shell.lock:
             shell.commands[cmd.id] = cmd
             if problem is not None:

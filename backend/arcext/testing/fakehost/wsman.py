@@ -201,7 +201,7 @@ class WSManServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         #: every request's action name in arrival order (round-trip counting)
         self.actions: list[str] = []
-        #: shells ever created (pools opened), for the one-pool-per-job assertion
+        #: shells ever created (runspace pools and WinRS cmd shells), for the one-shell-per-job assertion
         self.pools_opened = 0
         #: last envelopes per action/fault, for the fidelity comparison with real transcripts
         self.last_envelopes: dict[str, str] = {}
@@ -505,29 +505,31 @@ class _Handler(BaseHTTPRequestHandler):
                 if handler is None:
                     raise action_not_supported(action_uri)
                 response_action, response_body = handler(soap_body, resource_uri, selectors, options, timeout, to)
-            text = self._envelope(response_action, message_id, response_body)
+            text = self._envelope(response_action, message_id, response_body, activity=not prefix)
             self.server.last_envelopes[prefix + action] = text
             return 200, text
         except Fault as f:
-            text = self._fault(message_id, f)
+            text = self._fault(message_id, f, activity=not prefix)
             self.server.last_envelopes[f"{prefix}Fault:{f.subcode}"] = text
             return 500, text
 
-    def _envelope(self, action: str, relates_to: str, body: str) -> str:
-        activity = str(uuid.uuid4()).upper()
+    def _envelope(self, action: str, relates_to: str, body: str, activity: bool = True) -> str:
+        # p:ActivityId: always in the PSRP transcripts, in only some of the WinRS ones (never in SendResponse)
+        activity_id = f"<p:ActivityId>{str(uuid.uuid4()).upper()}</p:ActivityId>" if activity else ""
         return (
             f"<s:Envelope {ENVELOPE_NS}><s:Header><a:Action>{action}</a:Action>"
-            f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID><p:ActivityId>{activity}</p:ActivityId>"
+            f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>{activity_id}"
             f"<a:To>{ANONYMOUS}</a:To><a:RelatesTo>{escape(relates_to)}</a:RelatesTo></s:Header>"
             f"<s:Body>{body}</s:Body></s:Envelope>"
         )
 
-    def _fault(self, relates_to: str, f: Fault) -> str:
+    def _fault(self, relates_to: str, f: Fault, activity: bool = True) -> str:
         detail = f"<w:FaultDetail>{f.detail}</w:FaultDetail>" if f.detail else ""
+        activity_id = f"<p:ActivityId>{str(uuid.uuid4()).upper()}</p:ActivityId>" if activity else ""
         return (
             f"<s:Envelope {FAULT_NS}><s:Header><a:Action>http://schemas.dmtf.org/wbem/wsman/1/wsman/fault</a:Action>"
             f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>"
-            f"<p:ActivityId>{str(uuid.uuid4()).upper()}</p:ActivityId><a:To>{ANONYMOUS}</a:To>"
+            f"{activity_id}<a:To>{ANONYMOUS}</a:To>"
             f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo></s:Header><s:Body><s:Fault><s:Code>"
             f"<s:Value>{f.code}</s:Value><s:Subcode><s:Value>{f.subcode}</s:Value></s:Subcode></s:Code>"
             f'<s:Reason><s:Text xml:lang="en-US">{escape(f.reason)}</s:Text></s:Reason><s:Detail>{detail}'
