@@ -7,7 +7,7 @@ from __future__ import annotations
 import glob
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -68,19 +68,28 @@ def test_unknown_script_and_bad_parameters_are_terminating_errors(fake: FakeHost
 
 
 def test_receive_long_poll_times_out_and_pypsrp_polls_again(fake: FakeHost, tmp_path: Path) -> None:
-    d = driver(tmp_path, fake, handlerTimeoutSeconds={"install": 30})
+    check_long_poll(driver(tmp_path, fake, handlerTimeoutSeconds={"install": 30}), fake, "Fault:w:TimedOut")
+
+
+def check_long_poll(d: AgentScriptDriver, fake: FakeHost, fault_key: str) -> None:
+    """A 2.5 s install against a 2 s OperationTimeout: the host answers TimedOut, the client polls again."""
     spec_pkg = make_package(HANDLER, "1.0.0", {"install": {"sleepSeconds": 2.5}})
     d.packages.put("Contoso.Fake", "Agent", "1.0.0", spec_pkg, datetime.now(UTC))
     from arcext.hosts.base import ExtensionSpec
 
     d.install(ExtensionSpec("agent", "Contoso.Fake", "Agent", {"x": 1}), "1.0.0")
     d.close()
-    assert "Fault:w:TimedOut" in fake.server.last_envelopes, "the 2 s OperationTimeout fault was answered"
+    assert fault_key in fake.server.last_envelopes, "the 2 s OperationTimeout fault was answered"
     assert fake.machine.versions(HANDLER) == {"1.0.0": "Enabled"}
 
 
 def test_driver_maps_injected_faults_to_its_taxonomy(fake: FakeHost, tmp_path: Path) -> None:
-    d = driver(tmp_path, fake)
+    check_fault_mapping(driver(tmp_path, fake), fake, lambda: fake.inject("Receive", "broken"))
+
+
+def check_fault_mapping(d: AgentScriptDriver, fake: FakeHost, break_session: Callable[[], None]) -> None:
+    """An HTTP 401, a WSManFault 500, a session that breaks (``break_session``) and a Receive that
+    never answers, each as the driver's taxonomy says; after the broken session a fresh one works."""
     fake.inject("auth", "401")
     with pytest.raises(HostAuthError):
         d.installed("agent")
@@ -88,15 +97,15 @@ def test_driver_maps_injected_faults_to_its_taxonomy(fake: FakeHost, tmp_path: P
     fake.inject("Command", "500")
     with pytest.raises(ProtocolError, match="WSManFault"):
         d.installed("agent")
-    fake.inject("Receive", "broken")
+    break_session()
     with pytest.raises(SessionLost):
         d.installed("agent")
-    assert d.installed("agent") is None, "the next call opens a fresh pool"
+    assert d.installed("agent") is None, "the next call opens a fresh session"
     fake.inject("Receive", "hang")
     started = time.monotonic()
     with pytest.raises(HostTimeout):
         d.installed("agent")
-    assert time.monotonic() - started < 10, "the driver's own deadline, not pypsrp's 138 s retry stall"
+    assert time.monotonic() - started < 10, "the driver's own deadline, not the library's retry stall"
     d.close()
 
 
@@ -175,21 +184,21 @@ def test_envelopes_match_real_windows_transcripts(fake: FakeHost, tmp_path: Path
     pool.shell.id = shell_id
     with pytest.raises(Exception):  # noqa: B017 - Get on a deleted shell: InvalidSelectors fault
         pool.shell._get_shell()
-    compared = compare_envelopes(
-        fake.server.last_envelopes,
-        _recorded(),
-        [
-            ("Create", "CreateResponse"),
-            ("Command", "CommandResponse"),
-            ("Send", "SendResponse"),
-            ("Receive", "ReceiveResponse"),
-            ("Signal", "SignalResponse"),
-            ("Delete", "DeleteResponse"),
-            ("Fault:w:TimedOut", "Fault:w:TimedOut"),
-            ("Fault:w:InvalidSelectors", "Fault:w:InvalidSelectors"),
-        ],
-    )
+    compared = compare_envelopes(fake.server.last_envelopes, _recorded(), RESPONSES)
     assert {"Create", "Command", "Receive", "Signal", "Delete", "Fault:w:InvalidSelectors"} <= set(compared), compared
+
+
+#: (the fake's last_envelopes key, the recorded response it must look like)
+RESPONSES = [
+    ("Create", "CreateResponse"),
+    ("Command", "CommandResponse"),
+    ("Send", "SendResponse"),
+    ("Receive", "ReceiveResponse"),
+    ("Signal", "SignalResponse"),
+    ("Delete", "DeleteResponse"),
+    ("Fault:w:TimedOut", "Fault:w:TimedOut"),
+    ("Fault:w:InvalidSelectors", "Fault:w:InvalidSelectors"),
+]
 
 
 def compare_envelopes(

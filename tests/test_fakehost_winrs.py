@@ -15,7 +15,7 @@ from winrm.protocol import Protocol
 from arcext.hosts.psrp import script_text
 from arcext.hosts.winrm import encoded_command
 from arcext.testing.fakehost import FakeHost
-from test_fakehost_protocol import HANDLER, RECORDINGS, _recorded, compare_envelopes
+from test_fakehost_protocol import HANDLER, RECORDINGS, RESPONSES, _recorded, compare_envelopes
 
 
 @pytest.fixture
@@ -99,16 +99,7 @@ def test_winrs_envelopes_match_real_windows_transcripts(fake: FakeHost, protocol
     compared = compare_envelopes(
         mine,
         _recorded("test_winrs_*.yml"),
-        [
-            ("Create", "CreateResponse"),
-            ("Command", "CommandResponse"),
-            ("Send", "SendResponse"),
-            ("Receive", "ReceiveResponse"),
-            ("Signal", "SignalResponse"),
-            ("Delete", "DeleteResponse"),
-            ("Fault:w:TimedOut", "Fault:w:TimedOut"),
-            ("Fault:w:InvalidSelectors", "Fault:w:InvalidSelectors"),
-        ],
+        RESPONSES,
         # one recorded host sends p:ActivityId in every response, the other in none; the fake never does
         optional=frozenset({"/Envelope/Header/ActivityId"}),
     )

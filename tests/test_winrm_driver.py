@@ -9,7 +9,6 @@ import hashlib
 import logging
 import os
 import stat
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,6 @@ from arcext.hosts import connections
 from arcext.hosts.base import (
     ExtensionSpec,
     HostAuthError,
-    HostTimeout,
     HostUnreachable,
     ProtocolError,
     RemoteScriptError,
@@ -40,7 +38,7 @@ from arcext.hosts.winrm import (
     stderr_errors,
 )
 from arcext.testing.fakehost import FakeHost, make_package
-from test_fakehost_protocol import HANDLER, driver
+from test_fakehost_protocol import HANDLER, check_fault_mapping, check_long_poll, driver
 
 SPEC = ExtensionSpec("agent", "Contoso.Fake", "Agent", {"x": 1})
 
@@ -150,42 +148,20 @@ def test_a_large_package_is_uploaded_in_envelope_sized_sends(fake: FakeHost, tmp
 
 
 def test_receive_long_polls_through_a_slow_handler(fake: FakeHost, tmp_path: Path) -> None:
-    d = winrm(tmp_path, fake, handlerTimeoutSeconds={"install": 30})
-    d.packages.put(
-        "Contoso.Fake",
-        "Agent",
-        "1.0.0",
-        make_package(HANDLER, "1.0.0", {"install": {"sleepSeconds": 2.5}}),
-        datetime.now(UTC),
-    )
-    d.install(SPEC, "1.0.0")
-    d.close()
-    assert "WinRS:Fault:w:TimedOut" in fake.server.last_envelopes, "the 2 s OperationTimeout fault was answered"
-    assert fake.machine.versions(HANDLER) == {"1.0.0": "Enabled"}
+    check_long_poll(winrm(tmp_path, fake, handlerTimeoutSeconds={"install": 30}), fake, "WinRS:Fault:w:TimedOut")
 
 
 # --- the error boundary ---------------------------------------------------------------------------
 def test_injected_faults_map_to_the_taxonomy(fake: FakeHost, tmp_path: Path) -> None:
     d = winrm(tmp_path, fake)
-    fake.inject("auth", "401")
-    with pytest.raises(HostAuthError):
-        d.installed("agent")
-    d.close()
-    fake.inject("Command", "500")
-    with pytest.raises(ProtocolError, match="WSManFault"):
-        d.installed("agent")
-    with fake.server.winrs.lock:
-        fake.server.winrs.shells.clear()  # the service forgot the shell (restart, idle timeout)
-    with pytest.raises(SessionLost, match="0x8033805B"):
-        d.installed("agent")
-    assert d.installed("agent") is None, "the next call opens a fresh shell"
-    fake.inject("Receive", "hang")
-    started = time.monotonic()
-    with pytest.raises(HostTimeout):
-        d.installed("agent")
-    assert time.monotonic() - started < 10, "the driver's own deadline, not a stall"
+
+    def forget_shells() -> None:  # the service forgot the shell (restart, idle timeout): 0x8033805B
+        with fake.server.winrs.lock:
+            fake.server.winrs.shells.clear()
+
+    check_fault_mapping(d, fake, forget_shells)
     fake.inject("Receive", "reset")
-    with pytest.raises(SessionLost):
+    with pytest.raises(SessionLost, match="connection dropped"):
         d.installed("agent")
     d.close()
 

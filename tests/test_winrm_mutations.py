@@ -57,21 +57,10 @@ def test_the_honest_winrm_driver_passes_both_scenarios(tmp_path: Path) -> None:
     scenario(tmp_path / "fails", {"enable": {"exitCode": 3}}, WinrmDriver)
 
 
-@pytest.mark.parametrize(
-    ("breakage", "behaviour"),
-    [
-        (skip_upload, {}),
-        (interpolate_parameters, {}),
-        (trust_stdout, {}),
-    ],
-    ids=["skip-upload", "interpolate-parameters", "trust-stdout"],
-)
+@pytest.mark.parametrize("breakage", [skip_upload, interpolate_parameters, trust_stdout], ids=lambda b: b.__name__)
 def test_each_breakage_is_caught(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    breakage: Callable[[pytest.MonkeyPatch], None],
-    behaviour: dict[str, Any],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, breakage: Callable[[pytest.MonkeyPatch], None]
 ) -> None:
     breakage(monkeypatch)
     with pytest.raises((AssertionError, HostDriverError)):
-        scenario(tmp_path, behaviour, WinrmDriver)
+        scenario(tmp_path, {}, WinrmDriver)

@@ -2,7 +2,9 @@
 
 Skipped unless ARCEXT_WINRM_HOST, ARCEXT_WINRM_USER and ARCEXT_WINRM_PASSWORD are set. Optional:
 ARCEXT_WINRM_PORT, ARCEXT_WINRM_TRANSPORT (https|http, default https), ARCEXT_WINRM_AUTH (default
-negotiate), ARCEXT_WINRM_CA (CA bundle path; default: validate against the system store).
+negotiate; the winrm driver uses NTLM for it), ARCEXT_WINRM_CA (CA bundle path; default: validate
+against the system store), ARCEXT_WINRM_DRIVER (psrp, winrm, or "psrp,winrm"; default psrp): which
+drivers run the scenario. The winrm driver also runs the WinRS bootstrap and wrapper for real.
 The test package's handler commands are .cmd files that exit 0 and write a success status file.
 """
 
@@ -21,9 +23,12 @@ from arcext.crypto import SecretBox
 from arcext.hosts import connections
 from arcext.hosts.base import ExtensionSpec
 from arcext.hosts.packages import PackageStore
-from arcext.hosts.psrp import PsrpDriver
+from arcext.hosts.psrp import AgentScriptDriver, PsrpDriver
+from arcext.hosts.winrm import WinrmDriver
 
 HOST = os.environ.get("ARCEXT_WINRM_HOST")
+DRIVERS = {d.strip() for d in os.environ.get("ARCEXT_WINRM_DRIVER", "psrp").split(",") if d.strip()}
+CLASSES: dict[str, type[AgentScriptDriver]] = {"psrp": PsrpDriver, "winrm": WinrmDriver}
 pytestmark = pytest.mark.skipif(
     not (HOST and os.environ.get("ARCEXT_WINRM_USER") and os.environ.get("ARCEXT_WINRM_PASSWORD")),
     reason="no real Windows host: set ARCEXT_WINRM_HOST/USER/PASSWORD to run the .ps1 scripts for real "
@@ -58,8 +63,12 @@ def package(version: str) -> bytes:
     return buf.getvalue()
 
 
-def test_install_upgrade_remove_on_a_real_host(tmp_path: Path) -> None:
+@pytest.mark.parametrize("driver", sorted(CLASSES))
+def test_install_upgrade_remove_on_a_real_host(tmp_path: Path, driver: str) -> None:
+    if driver not in DRIVERS:
+        pytest.skip(f"ARCEXT_WINRM_DRIVER does not name {driver} (set ARCEXT_WINRM_DRIVER=psrp,winrm for both)")
     body = {
+        "driver": driver,
         "address": HOST,
         "transport": os.environ.get("ARCEXT_WINRM_TRANSPORT", "https"),
         "auth": os.environ.get("ARCEXT_WINRM_AUTH", "negotiate"),
@@ -78,7 +87,7 @@ def test_install_upgrade_remove_on_a_real_host(tmp_path: Path) -> None:
     for v in ("1.0.0", "1.1.0"):
         store.put("Arcext", "Test", v, package(v), datetime.now(UTC))
     spec = ExtensionSpec("arcext-test", "Arcext", "Test", {"hello": "world"})
-    d = PsrpDriver("real", conn, store)
+    d = CLASSES[driver]("real", conn, store)
     try:
         d.install(spec, "1.0.0")
         assert d.installed("arcext-test") is not None

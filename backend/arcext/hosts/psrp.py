@@ -636,20 +636,11 @@ class PsrpDriver(AgentScriptDriver):
     """HostDriver over one Windows host; one runspace pool per driver (= per host per job)."""
 
     kind = "psrp"
-
-    def __init__(
-        self,
-        host: str,
-        conn: HostConnection,
-        packages: PackageStore,
-        handlers: dict[str, str] | None = None,
-        tuning: DriverTuning | None = None,
-    ) -> None:
-        super().__init__(host, conn, packages, handlers, tuning)
-        self._wsman: Any = None
-        self._pool: Any = None
-        self._last_used = 0.0
-        self.pools_opened = 0
+    # per instance once assigned; these are the values before the first connection
+    _wsman: Any = None
+    _pool: Any = None
+    _last_used = 0.0
+    pools_opened = 0
 
     # ============================================================================================
     # The one boundary where pypsrp/requests errors become the driver's taxonomy

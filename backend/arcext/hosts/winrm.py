@@ -43,9 +43,7 @@ from .base import (
     RemoteScriptError,
     SessionLost,
 )
-from .connections import HostConnection
-from .packages import PackageStore
-from .psrp import SCRIPT_PARAMETERS, AgentScriptDriver, DriverTuning, script_text
+from .psrp import SCRIPT_PARAMETERS, AgentScriptDriver, script_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -146,22 +144,13 @@ class WinrmDriver(AgentScriptDriver):
     """HostDriver over one Windows host through WinRS; one cmd shell per driver (= per host per job)."""
 
     kind = "winrm"
-
-    def __init__(
-        self,
-        host: str,
-        conn: HostConnection,
-        packages: PackageStore,
-        handlers: dict[str, str] | None = None,
-        tuning: DriverTuning | None = None,
-    ) -> None:
-        super().__init__(host, conn, packages, handlers, tuning)
-        self._protocol: Any = None
-        self._shell_id: str | None = None
-        self._cert_files: list[str] = []
-        self.shells_opened = 0
-        #: the bootstrap's answer the last time a shell was opened ({"written": [...], "unchanged": [...]})
-        self.scripts_installed: dict[str, Any] | None = None
+    # per instance once assigned; these are the values before the first connection
+    _protocol: Any = None
+    _shell_id: str | None = None
+    _cert_files: tuple[str, ...] = ()  # temporary PEM files for certificate auth, removed by close()
+    shells_opened = 0
+    #: the bootstrap's answer the last time a shell was opened ({"written": [...], "unchanged": [...]})
+    scripts_installed: dict[str, Any] | None = None
 
     # ============================================================================================
     # The one boundary where pywinrm/requests errors become the driver's taxonomy
@@ -229,7 +218,7 @@ class WinrmDriver(AgentScriptDriver):
         fd, path = tempfile.mkstemp(prefix="arcext-winrm-", suffix=".pem")  # 0600
         with os.fdopen(fd, "w") as fh:
             fh.write(pem)
-        self._cert_files.append(path)
+        self._cert_files = (*self._cert_files, path)
         return path
 
     def _new_protocol(self) -> Any:
@@ -330,7 +319,7 @@ class WinrmDriver(AgentScriptDriver):
                 os.unlink(path)
             except OSError:
                 pass
-        self._cert_files.clear()
+        self._cert_files = ()
 
     def _upload_chunk_size(self) -> int:
         return max(3, (stdin_budget() - 1) // 4 * 3)  # one base64 line (+ newline) per Send at most

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
@@ -47,6 +47,18 @@ CMD_LINE_LIMIT = 8191
 #: the scripts the fake runs when they arrive inline as -EncodedCommand
 INLINE_SCRIPTS = ("Install-AgentScripts", "Invoke-AgentScript")
 ENCODED_FLAGS = ("-encodedcommand", "-enc", "-ec", "-e")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One WS-Management request to the cmd shell resource, as the dispatcher parsed it."""
+
+    client_ip: str
+    body: ET.Element
+    selectors: dict[str, str]
+    options: dict[str, str]
+    timeout: float
+    to: str
 
 
 @dataclass
@@ -107,20 +119,12 @@ class WinrsEndpoint:
                 shell.cond.notify_all()
 
     # --- dispatch -------------------------------------------------------------------------------
-    def handle(
-        self,
-        handler: Any,
-        action: str,
-        body: ET.Element,
-        selectors: dict[str, str],
-        options: dict[str, str],
-        timeout: float,
-        to: str,
-    ) -> tuple[str, str]:
+    def handle(self, action: str, req: Request) -> tuple[str, str]:
+        """(response action, response body) of one WinRS request; raises Fault."""
         op = getattr(self, f"_op_{action}", None)
         if op is None:
             raise action_not_supported(action)
-        result: tuple[str, str] = op(handler, body, selectors, options, timeout, to)
+        result: tuple[str, str] = op(req)
         return result
 
     def _shell(self, selectors: dict[str, str]) -> WinrsShell:
@@ -138,16 +142,8 @@ class WinrsEndpoint:
         return cmd
 
     # --- actions --------------------------------------------------------------------------------
-    def _op_Create(
-        self,
-        handler: Any,
-        body: ET.Element,
-        selectors: dict[str, str],
-        options: dict[str, str],
-        timeout: float,
-        to: str,
-    ) -> tuple[str, str]:
-        shell_el = body.find("rsp:Shell", NS)
+    def _op_Create(self, req: Request) -> tuple[str, str]:
+        shell_el = req.body.find("rsp:Shell", NS)
         if shell_el is None:
             raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
         inputs = (shell_el.findtext("rsp:InputStreams", "stdin", NS) or "").split()
@@ -155,10 +151,10 @@ class WinrsEndpoint:
         if inputs != ["stdin"] or sorted(outputs) != ["stderr", "stdout"]:
             raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
         try:
-            codepage = int(options.get("WINRS_CODEPAGE", "437"))
+            codepage = int(req.options.get("WINRS_CODEPAGE", "437"))
         except ValueError:
             raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87) from None
-        noprofile = options.get("WINRS_NOPROFILE", "FALSE").upper() == "TRUE"
+        noprofile = req.options.get("WINRS_NOPROFILE", "FALSE").upper() == "TRUE"
         idle = shell_el.findtext("rsp:IdleTimeOut", "PT7200.000S", NS) or "PT7200.000S"
         shell = WinrsShell(str(uuid.uuid4()).upper(), codepage, noprofile, idle)
         with self.lock:
@@ -166,7 +162,7 @@ class WinrsEndpoint:
             self.shells_opened += 1
         with self.server.shells_lock:
             self.server.pools_opened += 1  # the server counts every shell, of either kind
-        address = escape(to or f"http://127.0.0.1:{self.server.port}/wsman")
+        address = escape(req.to or f"http://127.0.0.1:{self.server.port}/wsman")
         body_xml = (
             f"<x:ResourceCreated><a:Address>{address}</a:Address><a:ReferenceParameters>"
             f"<w:ResourceURI>{CMD_RESOURCE}</w:ResourceURI><w:SelectorSet>"
@@ -174,23 +170,15 @@ class WinrsEndpoint:
             f'</x:ResourceCreated><rsp:Shell xmlns:rsp="{SHELL_NS}"><rsp:ShellId>{shell.id}</rsp:ShellId>'
             f"<rsp:ResourceUri>{CMD_RESOURCE}</rsp:ResourceUri>"
             f"<rsp:Owner>{escape(self.server.machine.name)}\\{escape(self.server.username)}</rsp:Owner>"
-            f"<rsp:ClientIP>{escape(handler.client_address[0])}</rsp:ClientIP>"
+            f"<rsp:ClientIP>{escape(req.client_ip)}</rsp:ClientIP>"
             f"<rsp:IdleTimeOut>{escape(idle)}</rsp:IdleTimeOut><rsp:InputStreams>stdin</rsp:InputStreams>"
             f"<rsp:OutputStreams>stdout stderr</rsp:OutputStreams><rsp:ShellRunTime>P0DT0H0M0S</rsp:ShellRunTime>"
             f"<rsp:ShellInactivity>P0DT0H0M0S</rsp:ShellInactivity></rsp:Shell>"
         )
         return "http://schemas.xmlsoap.org/ws/2004/09/transfer/CreateResponse", body_xml
 
-    def _op_Delete(
-        self,
-        handler: Any,
-        body: ET.Element,
-        selectors: dict[str, str],
-        options: dict[str, str],
-        timeout: float,
-        to: str,
-    ) -> tuple[str, str]:
-        shell = self._shell(selectors)
+    def _op_Delete(self, req: Request) -> tuple[str, str]:
+        shell = self._shell(req.selectors)
         with shell.lock:
             shell.closed = True
             for cmd in shell.commands.values():
@@ -201,17 +189,9 @@ class WinrsEndpoint:
             self.shells.pop(shell.id, None)
         return "http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse", ""
 
-    def _op_Command(
-        self,
-        handler: Any,
-        body: ET.Element,
-        selectors: dict[str, str],
-        options: dict[str, str],
-        timeout: float,
-        to: str,
-    ) -> tuple[str, str]:
-        shell = self._shell(selectors)
-        line_el = body.find("rsp:CommandLine", NS)
+    def _op_Command(self, req: Request) -> tuple[str, str]:
+        shell = self._shell(req.selectors)
+        line_el = req.body.find("rsp:CommandLine", NS)
         if line_el is None:
             raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
         command = (line_el.findtext("rsp:Command", "", NS) or "").strip()
@@ -233,18 +213,10 @@ class WinrsEndpoint:
         body_xml = f"<rsp:CommandResponse><rsp:CommandId>{cmd.id}</rsp:CommandId></rsp:CommandResponse>"
         return "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse", body_xml
 
-    def _op_Send(
-        self,
-        handler: Any,
-        body: ET.Element,
-        selectors: dict[str, str],
-        options: dict[str, str],
-        timeout: float,
-        to: str,
-    ) -> tuple[str, str]:
-        shell = self._shell(selectors)
+    def _op_Send(self, req: Request) -> tuple[str, str]:
+        shell = self._shell(req.selectors)
         with shell.lock:
-            for stream in body.findall("rsp:Send/rsp:Stream", NS):
+            for stream in req.body.findall("rsp:Send/rsp:Stream", NS):
                 if stream.get("Name") != "stdin":
                     raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
                 cmd = self._command(shell, stream.get("CommandId"))
@@ -256,17 +228,9 @@ class WinrsEndpoint:
             shell.cond.notify_all()
         return "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SendResponse", "<rsp:SendResponse/>"
 
-    def _op_Receive(
-        self,
-        handler: Any,
-        body: ET.Element,
-        selectors: dict[str, str],
-        options: dict[str, str],
-        timeout: float,
-        to: str,
-    ) -> tuple[str, str]:
-        shell = self._shell(selectors)
-        desired = body.find("rsp:Receive/rsp:DesiredStream", NS)
+    def _op_Receive(self, req: Request) -> tuple[str, str]:
+        shell = self._shell(req.selectors)
+        desired = req.body.find("rsp:Receive/rsp:DesiredStream", NS)
         if desired is None or not desired.get("CommandId"):
             raise Fault(
                 "s:Sender",
@@ -275,7 +239,7 @@ class WinrsEndpoint:
                 87,
                 "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/InvalidValue",
             )
-        wait = max(0.2, timeout - 1.0)  # Windows answers TimedOut just before the client's OperationTimeout
+        wait = max(0.2, req.timeout - 1.0)  # Windows answers TimedOut just before the client's OperationTimeout
         deadline = time.monotonic() + wait
         with shell.lock:
             cmd = self._command(shell, desired.get("CommandId"))
@@ -308,18 +272,10 @@ class WinrsEndpoint:
             f"<rsp:ReceiveResponse>{''.join(streams)}{state}</rsp:ReceiveResponse>",
         )
 
-    def _op_Signal(
-        self,
-        handler: Any,
-        body: ET.Element,
-        selectors: dict[str, str],
-        options: dict[str, str],
-        timeout: float,
-        to: str,
-    ) -> tuple[str, str]:
-        shell = self._shell(selectors)
-        signal = body.find("rsp:Signal", NS)
-        code = (body.findtext("rsp:Signal/rsp:Code", "", NS) or "").strip().lower()
+    def _op_Signal(self, req: Request) -> tuple[str, str]:
+        shell = self._shell(req.selectors)
+        signal = req.body.find("rsp:Signal", NS)
+        code = (req.body.findtext("rsp:Signal/rsp:Code", "", NS) or "").strip().lower()
         if signal is None or code not in (SIGNAL_CTRL_C, SIGNAL_TERMINATE):
             raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
         with shell.lock:

@@ -497,9 +497,10 @@ class _Handler(BaseHTTPRequestHandler):
             if action_uri not in ACTION_NAMES:
                 raise action_not_supported(action_uri)
             if resource_uri == CMD_RESOURCE:  # WinRS (pywinrm): its own module
-                response_action, response_body = self.server.winrs.handle(
-                    self, action, soap_body, selectors, options, timeout, to
-                )
+                from .winrs import Request
+
+                request = Request(self.client_address[0], soap_body, selectors, options, timeout, to)
+                response_action, response_body = self.server.winrs.handle(action, request)
             else:
                 handler = getattr(self, f"_op_{action}", None)
                 if handler is None:
