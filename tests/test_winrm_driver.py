@@ -155,7 +155,8 @@ def test_receive_long_polls_through_a_slow_handler(fake: FakeHost, tmp_path: Pat
 def test_injected_faults_map_to_the_taxonomy(fake: FakeHost, tmp_path: Path) -> None:
     d = winrm(tmp_path, fake)
 
-    def forget_shells() -> None:  # the service forgot the shell (restart, idle timeout): 0x8033805B
+    def forget_shells() -> None:  # the service forgets the open shell (restart, idle timeout): 0x8033805B
+        assert d.installed("agent") is None  # (the failed bootstrap above discarded the last one)
         with fake.server.winrs.lock:
             fake.server.winrs.shells.clear()
 

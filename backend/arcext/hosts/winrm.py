@@ -266,7 +266,11 @@ class WinrmDriver(AgentScriptDriver):
         )
         self._protocol, self._shell_id = protocol, shell_id
         self.shells_opened += 1
-        self._install_scripts()
+        try:
+            self._install_scripts()
+        except HostDriverError:
+            self._discard()  # the next call opens a new shell and uploads again
+            raise
 
     def _install_scripts(self) -> None:
         """Upload every agent script (the bootstrap writes only those whose hash differs)."""
