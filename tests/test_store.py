@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 
 from arcext.ids import MachineKey
 from arcext.store import TinyDBStore
+from arcext.store.groupcommit import GroupCommitFile
 
 SUB = "00000000-0000-0000-0000-000000000000"
 
@@ -205,3 +208,26 @@ def test_events_of_a_change_that_changed_nothing_are_still_recorded(tmp_path: Pa
     key = MachineKey(SUB, "rg", "absent")
     store.mutate_machine(key, lambda current: (current, None), events=[_event(key, 7)])
     assert [e["n"] for e in TinyDBStore(tmp_path).iter_events("2026-11-25", "2026-11-25")] == [7]
+
+
+def test_group_commit_writes_unwaited_appends_in_order_and_soon(tmp_path: Path) -> None:
+    """Unwaited appends are buffered: they reach the file ahead of the next waited one, and on their own
+    within ``lazy_seconds``."""
+    path = tmp_path / "log"
+    writer = GroupCommitFile(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    writer.lazy_seconds = 0.05
+    try:
+        writer.append(b"a\n", wait=False)
+        writer.append(b"b\n", wait=False)
+        writer.append(b"c\n")  # returns once a, b and c are on disk, in that order
+        assert path.read_bytes() == b"a\nb\nc\n"
+        writer.append(b"d\n", wait=False)
+        deadline = time.monotonic() + 5
+        while path.read_bytes() != b"a\nb\nc\nd\n" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert path.read_bytes() == b"a\nb\nc\nd\n"
+        writer.append(b"e\n", wait=False)
+    finally:
+        writer.close()
+        os.close(writer.swap(-1))
+    assert path.read_bytes() == b"a\nb\nc\nd\ne\n"  # close writes what is still buffered

@@ -45,6 +45,7 @@ def upgrade_event(
     key = parsed[0]
     event_id = new_uuid()
     ticks = int(now.timestamp() * 10_000_000) + 621355968000000000
+    stamp = iso(now)
     sub_value, sub_text = _SUB_STATUS[status]
     return {
         "authorization": {"action": UPGRADE_OPERATION, "scope": resource_id},
@@ -59,7 +60,7 @@ def upgrade_event(
             "localizedValue": "Begin request" if status == "Started" else "End request",
         },
         "category": {"value": "Administrative", "localizedValue": "Administrative"},
-        "eventTimestamp": iso(now),
+        "eventTimestamp": stamp,
         "id": f"{resource_id}/events/{event_id}/ticks/{ticks}",
         "level": level or ("Error" if status == "Failed" else "Informational"),
         "operationId": operation_id,
@@ -70,7 +71,7 @@ def upgrade_event(
         "resourceId": resource_id,
         "status": {"value": status, "localizedValue": status},
         "subStatus": {"value": sub_value, "localizedValue": sub_text},
-        "submissionTimestamp": iso(now),
+        "submissionTimestamp": stamp,
         "subscriptionId": key.subscription,
         "properties": {k: v for k, v in properties.items() if v is not None},
     }
@@ -189,15 +190,15 @@ class ActivityLog:
         """Matching events of one subscription, newest first."""
         found = [
             e
-            for e in self.store.iter_events(flt.start[:10], flt.end[:10])
-            if e["subscriptionId"] == subscription.lower() and flt.matches(e)
+            for e in self.store.iter_events(flt.start[:10], flt.end[:10], ("subscriptionId", subscription.lower()))
+            if flt.matches(e)
         ]
         found.sort(key=lambda e: e["eventTimestamp"], reverse=True)
         return found
 
     def for_operation(self, operation_id: str, since: str) -> list[Record]:
         """The events of one attempt (used when reconciling after a crash)."""
-        return [e for e in self.store.iter_events(since[:10], "9999-12-31") if e["operationId"] == operation_id]
+        return list(self.store.iter_events(since[:10], "9999-12-31", ("operationId", operation_id)))
 
     def prune(self, now: datetime) -> int:
         return self.store.prune_events_before(iso(now - RETENTION)[:10])

@@ -132,8 +132,9 @@ class Store(Protocol):
         """Append to the activity log; ``durable=False`` returns before the fsync (ordered before later appends)."""
         ...
 
-    def iter_events(self, start_day: str, end_day: str) -> Iterator[Record]:
-        """Events whose eventTimestamp falls on the UTC days start_day..end_day (YYYY-MM-DD), oldest first."""
+    def iter_events(self, start_day: str, end_day: str, where: tuple[str, str] | None = None) -> Iterator[Record]:
+        """Events whose eventTimestamp falls on the UTC days start_day..end_day (YYYY-MM-DD), oldest first;
+        with ``where`` = (field, value) only those whose top-level string field equals value."""
         ...
 
     def prune_events_before(self, day: str) -> int: ...

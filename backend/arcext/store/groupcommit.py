@@ -4,8 +4,12 @@ Callers hand their bytes to the writer. A waiting caller (``wait=True``) blocks 
 its bytes are fsynced, so each caller wakes exactly once (a shared condition would wake every waiter on
 every flush). The writer takes everything queued, writes it, fsyncs when anyone in the batch waits,
 and releases those callers: under load, dozens of appends share one fsync; alone, an append costs one
-write and one fsync. Appends nobody waits for are written at once and made durable by the next waited
-append (or ``sync``): the activity log's events ride in the journal until then.
+write and one fsync.
+
+Appends nobody waits for (``wait=False``: the activity log's events, which ride in the journal until
+the log is synced) are only buffered: the writer writes them ahead of the next waited-for append, on
+``sync``, when the buffer passes ``lazy_bytes`` or after ``lazy_seconds``. Waking the writer thread for
+each of them cost a thread switch per upgrade step.
 """
 
 from __future__ import annotations
@@ -32,21 +36,34 @@ class _Request:
 
 
 class GroupCommitFile:
+    lazy_bytes = 256 * 1024
+    lazy_seconds = 1.0
+
     def __init__(self, fd: int, after_write: Callable[[bytes], None] | None = None) -> None:
         self._fd = fd
         self._after_write = after_write
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._pending: list[bytes] = []  # unwaited appends, in order
+        self._pending_size = 0
+        self._pending_lock = threading.Lock()
         self._switch = threading.Lock()  # held by the writer while it writes; by swap() to change files
         self._thread = threading.Thread(target=self._run, name="arcext-group-commit", daemon=True)
         self._thread.start()
 
     def append(self, data: bytes, wait: bool = True) -> None:
         """Append ``data``; returns once it is on disk (fsynced), or at once with ``wait=False``
-        (written in order, fsynced by the next waited-for append or ``sync``)."""
-        request = _Request(data, wait)
-        self._queue.put(request)
-        if request.done is None:
+        (written in order, soon; fsynced by the next waited-for append or ``sync``)."""
+        if not wait:
+            with self._pending_lock:
+                self._pending.append(data)
+                self._pending_size += len(data)
+                full = self._pending_size >= self.lazy_bytes
+            if full:
+                self._queue.put(_Request(b"", wait=False))  # wake the writer to write the buffer
             return
+        request = _Request(data, wait=True)
+        self._queue.put(request)
+        assert request.done is not None
         request.done.acquire()
         if request.error is not None:
             raise request.error
@@ -55,12 +72,29 @@ class GroupCommitFile:
         """Return once everything appended before is on disk."""
         self.append(b"", wait=True)
 
+    def _take_pending(self) -> bytes:
+        with self._pending_lock:
+            data = b"".join(self._pending)
+            self._pending = []
+            self._pending_size = 0
+        return data
+
+    def _write(self, payload: bytes, sync: bool) -> None:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        if sync:
+            os.fsync(self._fd)
+        if payload and self._after_write is not None:
+            self._after_write(payload)
+
     def swap(self, fd: int) -> int:
-        """Send later appends to ``fd``; returns the previous descriptor, fsynced (-1 closes nothing new)."""
+        """Send later appends to ``fd``; returns the previous descriptor with everything appended so far
+        written to it and fsynced (-1 opens nothing new)."""
         with self._switch:
+            if self._fd >= 0:
+                self._write(self._take_pending(), sync=True)
             old, self._fd = self._fd, fd
-            if old >= 0:
-                os.fsync(old)
             return old
 
     def close(self) -> None:
@@ -69,12 +103,13 @@ class GroupCommitFile:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while True:
+            try:
+                first = self._queue.get(timeout=self.lazy_seconds)
+            except queue.Empty:
+                first = _Request(b"", wait=False)  # idle: write what is buffered
+            stop = first is None
+            batch = [] if first is None else [first]
+            while not stop:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -83,17 +118,12 @@ class GroupCommitFile:
                     stop = True
                     break
                 batch.append(item)
-            payload = b"".join(r.data for r in batch)
             error: BaseException | None = None
             with self._switch:
                 try:
-                    view = memoryview(payload)
-                    while view:
-                        view = view[os.write(self._fd, view) :]
-                    if any(r.done is not None for r in batch):
-                        os.fsync(self._fd)
-                    if self._after_write is not None:
-                        self._after_write(payload)
+                    payload = self._take_pending() + b"".join(r.data for r in batch)
+                    if payload or batch:
+                        self._write(payload, sync=stop or any(r.done is not None for r in batch))
                 except BaseException as exc:  # every waiter learns that its append failed
                     error = exc
             for request in batch:

@@ -12,6 +12,7 @@ Operations and rollouts are one JSON file each; tokens and the catalog are small
 from __future__ import annotations
 
 import bisect
+import contextlib
 import gc
 import hashlib
 import logging
@@ -29,7 +30,7 @@ from tinydb.middlewares import CachingMiddleware
 from ..ids import MachineKey, parse_resource_id
 from .atomic_storage import AtomicJSONStorage, atomic_write_bytes, fsync_dir
 from .base import MachineDoc, Record, jcopy
-from .eventlog import EventLog
+from .eventlog import EventLog, field_fragment
 from .journal import Journal
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ class TinyDBStore:
         self.data_dir = Path(data_dir)
         self._tokens_only = tokens_only
         self._machines_dir = self.data_dir / "machines"
+        self._machines_dir_str = os.fspath(self._machines_dir)
+        self._shards_made: set[str] = set()  # snapshot shard folders known to exist
         self._ops_dir = self.data_dir / "operations"
         self._index_lock = threading.RLock()
         self._slots: dict[str, _Slot] = {}
@@ -279,7 +282,9 @@ class TinyDBStore:
         with slot.lock:
             current = slot.doc
             if extension is not None and current is not None:
-                return self._mutate_extension(key, slot, current, extension, change, events)
+                scoped = self._mutate_extension(key, slot, current, extension, change, events)
+                self._maybe_checkpoint()
+                return scoped
             new, result = change(jcopy(current) if current is not None else None)
             if new is None and current is None:
                 if events:
@@ -294,9 +299,12 @@ class TinyDBStore:
             elif current is None:
                 with self._index_lock:
                     bisect.insort(self._by_sub.setdefault(key.subscription, []), self._sort_key(key))
+        self._maybe_checkpoint()
+        return result
+
+    def _maybe_checkpoint(self) -> None:
         if self._journal.bytes_written > self.checkpoint_bytes:
             self._wake_checkpoint.set()
-        return result
 
     def _mutate_extension(
         self,
@@ -334,10 +342,12 @@ class TinyDBStore:
         return result
 
     def _with_events(self, entry: dict[str, Any], events: list[Record] | None) -> dict[str, Any]:
-        """The journal entry, carrying ``events`` after handing them to the activity log (not fsynced)."""
+        """The journal entry, carrying ``events`` after handing them to the activity log (not fsynced);
+        each event is serialized once, for both."""
         if events:
-            self._events.append(events, durable=False)
-            entry["ev"] = events
+            lines = [orjson.dumps(e) for e in events]
+            self._events.append_lines(lines, durable=False)
+            entry["ev"] = [orjson.Fragment(line) for line in lines]
         return entry
 
     def _unindex(self, key: MachineKey) -> None:
@@ -400,20 +410,25 @@ class TinyDBStore:
                 with slot.lock:
                     doc = slot.doc
                     payload = orjson.dumps(_snapshot_layout(doc)) if doc else None
-                path = self._snapshot_path(key_lower)
+                shard, path = self._snapshot_location(key_lower)
                 if payload is None:
-                    path.unlink(missing_ok=True)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
                 else:
-                    path.parent.mkdir(exist_ok=True)
+                    if shard not in self._shards_made:
+                        os.makedirs(shard, exist_ok=True)
+                        self._shards_made.add(shard)
                     atomic_write_bytes(path, payload, sync=False)
             os.sync()  # every snapshot is on disk before the journal that covered it goes
             self._events.sync()  # and so is every event that travelled in it
             self._journal.remove(old_segments)
             return len(dirty)
 
-    def _snapshot_path(self, key_lower: str) -> Path:
+    def _snapshot_location(self, key_lower: str) -> tuple[str, str]:
+        """(shard folder, file) of a machine's snapshot, as strings."""
         digest = hashlib.sha1(key_lower.encode()).hexdigest()
-        return self._machines_dir / digest[:2] / f"{digest}.json"
+        shard = f"{self._machines_dir_str}{os.sep}{digest[:2]}"
+        return shard, f"{shard}{os.sep}{digest}.json"
 
     def count_machines(self) -> int:
         with self._index_lock:
@@ -564,8 +579,12 @@ class TinyDBStore:
     def append_events(self, events: list[Record], durable: bool = True) -> None:
         self._events.append(events, durable)
 
-    def iter_events(self, start_day: str, end_day: str) -> Iterator[Record]:
-        return self._events.between(start_day, end_day)
+    def iter_events(self, start_day: str, end_day: str, where: tuple[str, str] | None = None) -> Iterator[Record]:
+        if where is None:
+            return self._events.between(start_day, end_day)
+        name, value = where
+        found = self._events.between(start_day, end_day, contains=field_fragment(name, value))
+        return (e for e in found if e.get(name) == value)  # the fragment could also sit deeper in an event
 
     def prune_events_before(self, day: str) -> int:
         return self._events.prune_before(day)
@@ -579,6 +598,7 @@ class TinyDBStore:
             for sub in (self._machines_dir, self._ops_dir):
                 shutil.rmtree(sub, ignore_errors=True)
                 sub.mkdir()
+            self._shards_made.clear()
             fsync_dir(self.data_dir)
             self._slots.clear()
             self._by_sub.clear()

@@ -13,7 +13,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -34,6 +33,7 @@ from .planner import Candidate, plan_waves
 from .policy import handler_matches, ineligibility
 from .settings import EngineSettings
 from .versions import newer, version_key
+from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Engine:
         self._inflight: set[tuple[str, str]] = set()
         self._open: dict[str, dict[int, set[tuple[str, str]]]] = {}  # rollout -> wave -> open targets
         self._manual: dict[str, set[tuple[str, str]]] = {}  # operation id -> targets still running
-        self._pool = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="arcext-upgrade")
+        self._pool = WorkerPool(self.settings.concurrency, "arcext-upgrade")
         self._idle = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -136,7 +136,7 @@ class Engine:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(cancel_pending=True)
 
     def _loop(self) -> None:
         # On a manual clock the background pass only starts what a user asked for (manual upgrades);

@@ -139,6 +139,7 @@ class JobRunner:
         ``template`` is a wave's job for a target that has none yet: it is checked for eligibility
         and written straight as Running (one write per attempt start, not two)."""
         now = self.clock.now()
+        stamp = iso(now)
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, Any]:
             record = doc["extensions"].get(ext) if doc else None
@@ -153,7 +154,7 @@ class JobRunner:
                     **template,
                     "state": QUEUED,
                     "attempt": 1,
-                    "dueAt": iso(now),
+                    "dueAt": stamp,
                     "resourceId": record["resource"]["id"],
                 }
                 if job and job["state"] in WAITING:
@@ -170,7 +171,7 @@ class JobRunner:
                 record["upgrade"] = job = fresh
             if doc is None or record is None or not job or job["state"] not in WAITING:
                 return doc, JobResult(key, ext, CANCELLED)
-            if job["dueAt"] > iso(now):
+            if job["dueAt"] > stamp:
                 return doc, JobResult(key, ext, POSTPONED, job)
             reason = self.may_run(record, job)
             if reason is not None:
@@ -192,7 +193,7 @@ class JobRunner:
                 operationId=new_uuid(),
                 fromVersion=props.get("typeHandlerVersion"),
                 lastKnownGoodVersion=record.get("lkg") or props.get("typeHandlerVersion"),
-                startedAt=iso(now),
+                startedAt=stamp,
             )
             record["operation"] = job["operationId"]
             props["provisioningState"] = "Updating"
