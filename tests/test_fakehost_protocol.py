@@ -109,6 +109,33 @@ def check_fault_mapping(d: AgentScriptDriver, fake: FakeHost, break_session: Cal
     d.close()
 
 
+def test_a_late_failure_of_an_abandoned_call_keeps_the_new_pool(fake: FakeHost, tmp_path: Path) -> None:
+    check_late_failure_keeps_the_new_session(driver(tmp_path, fake), fake)
+
+
+def check_late_failure_keeps_the_new_session(d: AgentScriptDriver, fake: FakeHost) -> None:
+    """A call the deadline abandoned fails later (its read timeout, a reset): by then the driver has
+    opened a new session, which the late failure must leave alone."""
+    import requests
+
+    assert d.installed("agent") is None
+    abandoned = d._session()
+
+    def late_failure() -> None:
+        d._discard(close=False)  # the deadline gave up on this call ...
+        assert d.installed("agent") is None  # ... and the next call opened a new session
+        raise requests.exceptions.ReadTimeout("read timed out")
+
+    with pytest.raises(HostTimeout):
+        d._boundary("Get-ExtensionState", late_failure, opened=True)
+    current = d._session()
+    assert current is not None and current is not abandoned, "the new session is still the driver's"
+    opened = fake.server.pools_opened
+    assert d.installed("agent") is None
+    assert fake.server.pools_opened == opened, "and it is reused, not reopened"
+    d.close()
+
+
 def test_wrong_password_and_refused_connection(fake: FakeHost, tmp_path: Path) -> None:
     d = driver(tmp_path, fake, password="wrong")
     with pytest.raises(HostAuthError):

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from arcext.hosts import connections
 from arcext.hosts.base import (
     ExtensionSpec,
     HostAuthError,
+    HostTimeout,
     HostUnreachable,
     ProtocolError,
     RemoteScriptError,
@@ -38,7 +40,13 @@ from arcext.hosts.winrm import (
     stderr_errors,
 )
 from arcext.testing.fakehost import FakeHost, make_package
-from test_fakehost_protocol import HANDLER, check_fault_mapping, check_long_poll, driver
+from test_fakehost_protocol import (
+    HANDLER,
+    check_fault_mapping,
+    check_late_failure_keeps_the_new_session,
+    check_long_poll,
+    driver,
+)
 
 SPEC = ExtensionSpec("agent", "Contoso.Fake", "Agent", {"x": 1})
 
@@ -164,6 +172,30 @@ def test_injected_faults_map_to_the_taxonomy(fake: FakeHost, tmp_path: Path) -> 
     fake.inject("Receive", "reset")
     with pytest.raises(SessionLost, match="connection dropped"):
         d.installed("agent")
+    d.close()
+
+
+def test_a_late_failure_of_an_abandoned_call_keeps_the_new_shell(fake: FakeHost, tmp_path: Path) -> None:
+    check_late_failure_keeps_the_new_session(winrm(tmp_path, fake), fake)
+
+
+def test_a_call_the_deadline_abandoned_stops_polling_and_deletes_its_shell(fake: FakeHost, tmp_path: Path) -> None:
+    d = winrm(tmp_path, fake)
+    slow = make_package(HANDLER, "1.0.0", {"disable": {"sleepSeconds": 4}})
+    d.packages.put("Contoso.Fake", "Agent", "1.0.0", slow, datetime.now(UTC))
+    d.install(SPEC, "1.0.0")
+    params = {"Handler": HANDLER, "Version": "1.0.0", "Command": "disable", "TimeoutSeconds": 30}
+    params |= {"OperationId": fake.machine.journal(HANDLER)["operationId"], "Step": "s"}
+    with pytest.raises(HostTimeout, match="deadline"):
+        d._invoke("Invoke-HandlerCommand", params, 1.0, None)  # the command runs 4 s: abandoned after 1 s
+    waited = time.monotonic()
+    while fake.server.open_shells() and time.monotonic() - waited < 3:
+        time.sleep(0.1)
+    assert fake.server.open_shells() == [], "the abandoned call noticed at its next long-poll and deleted the shell"
+    receives = fake.server.actions.count("Receive")
+    time.sleep(2.5)
+    assert fake.server.actions.count("Receive") == receives, "nothing polls the host any more"
+    assert d.installed("agent") is not None, "the driver opens a new shell"
     d.close()
 
 

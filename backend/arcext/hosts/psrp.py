@@ -3,7 +3,8 @@
 The only PowerShell it sends is the project's own ``hosts/scripts/*.ps1`` files, each as one
 ``add_script`` with ``add_parameters`` (values never enter the script text); every script ends with
 one JSON document, and any error-stream entry is a failure. Library errors become the driver's error
-taxonomy in exactly one place (:meth:`PsrpDriver._boundary`).
+taxonomy in exactly one place (:meth:`AgentScriptDriver._boundary`, with
+:meth:`PsrpDriver._library_error` for pypsrp's own exceptions).
 
 On the host it follows the VM-extension handler protocol (reference/remote-hosts.md §5):
 stage the package (chunked upload sized from the max payload, SHA-256 verified, kept in a cache as
@@ -47,6 +48,12 @@ from .packages import PackageRef, PackageStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: how :meth:`AgentScriptDriver._boundary` discards the session after an error
+FORGET = "forget"  # drop it without a word to the host (it stopped answering)
+CLOSE = "close"  # best effort to close it on the host, then drop it
+Mapped = tuple[HostDriverError, str | None]
+#: the WS-Management fault for a shell (or command) the service no longer knows
+SHELL_GONE = 0x8033805B
 
 #: The agent scripts and the parameters the driver sends to each (tests check these against the
 #: scripts' real param() blocks).
@@ -141,8 +148,8 @@ class AgentScriptDriver:
     run one of the agent scripts with named parameters (and optional pipeline input) and get its one
     JSON document back. A subclass supplies the transport: :class:`PsrpDriver` (a PSRP runspace pool)
     or :class:`arcext.hosts.winrm.WinrmDriver` (a WinRS cmd shell); it implements ``_ensure_session``,
-    ``_invoke``, ``_discard`` and ``_upload_chunk_size``, and maps its library's errors to the
-    driver taxonomy at its own single boundary."""
+    ``_session``, ``_invoke``, ``_discard``, ``_upload_chunk_size`` and ``_library_error`` (its
+    library's exceptions in the driver taxonomy; :meth:`_boundary` is the one place they are mapped)."""
 
     kind = "agent"  # the hostConnection driver name; also names the deadline threads
 
@@ -183,14 +190,61 @@ class AgentScriptDriver:
         return value
 
     # ============================================================================================
+    # The one boundary where a library's errors become the driver's taxonomy
+    # ============================================================================================
+    def _boundary(self, op: str, fn: Callable[[], T], opened: bool) -> T:
+        """Run ``fn`` (one library call); map what it raises to the taxonomy. The session is
+        discarded only if it is still the one ``fn`` used: a late failure of a call the deadline
+        abandoned must not discard the session its successor opened."""
+        session = self._session()
+        try:
+            return fn()
+        except HostDriverError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped below; anything unmapped is re-raised as is
+            mapped = self._library_error(op, exc, opened) or self._requests_error(op, exc, opened)
+            if mapped is None:
+                raise
+            error, discard = mapped
+            if discard is not None and session is not None:  # (a failed connect cleans up itself)
+                self._discard(close=discard == CLOSE, only=session)
+            raise error from None
+
+    def _requests_error(self, op: str, exc: Exception, opened: bool) -> Mapped | None:
+        """The HTTP layer (requests), the same under both libraries."""
+        import requests
+
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return HostUnreachable(self.name, op, "connection timed out"), None
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return HostTimeout(self.name, op, "the host stopped answering (read timeout)"), FORGET
+        if isinstance(exc, requests.exceptions.SSLError):
+            return HostUnreachable(self.name, op, f"TLS failed: {exc}"), None
+        if isinstance(exc, requests.exceptions.RequestException):  # ConnectionError, a reset mid-body, ...
+            if opened:
+                return SessionLost(self.name, op, f"the connection dropped ({type(exc).__name__})"), CLOSE
+            return HostUnreachable(self.name, op, f"cannot connect ({type(exc).__name__})"), CLOSE
+        return None
+
+    # ============================================================================================
     # The transport (a subclass provides it)
     # ============================================================================================
     def _ensure_session(self) -> None:
         """Open the host session unless it is open (and usable)."""
         raise NotImplementedError
 
-    def _discard(self, close: bool = True) -> None:
-        """Forget the session; with ``close``, best effort to close it on the host first."""
+    def _session(self) -> object | None:
+        """The open session (its identity is what :meth:`_boundary` compares), or None."""
+        raise NotImplementedError
+
+    def _library_error(self, op: str, exc: Exception, opened: bool) -> Mapped | None:
+        """The driver error for one of the library's own exceptions (and how to discard the
+        session: None, FORGET or CLOSE); None for anything else."""
+        raise NotImplementedError
+
+    def _discard(self, close: bool = True, only: object | None = None) -> None:
+        """Forget the session; with ``close``, best effort to close it on the host first. With
+        ``only``, do nothing unless ``only`` is still the open session."""
         raise NotImplementedError
 
     def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Iterator[str] | None) -> list[Any]:
@@ -643,10 +697,13 @@ class PsrpDriver(AgentScriptDriver):
     pools_opened = 0
 
     # ============================================================================================
-    # The one boundary where pypsrp/requests errors become the driver's taxonomy
+    # pypsrp's errors in the driver's taxonomy (AgentScriptDriver._boundary is the one place)
     # ============================================================================================
-    def _boundary(self, op: str, fn: Callable[[], T], opened: bool) -> T:
-        import requests
+    def _session(self) -> object | None:
+        session: object | None = self._pool
+        return session
+
+    def _library_error(self, op: str, exc: Exception, opened: bool) -> Mapped | None:
         from pypsrp.exceptions import (
             AuthenticationError,
             InvalidPipelineStateError,
@@ -657,45 +714,27 @@ class PsrpDriver(AgentScriptDriver):
             WSManFaultError,
         )
 
-        try:
-            return fn()
-        except HostDriverError:
-            raise
-        except AuthenticationError as exc:
-            raise HostAuthError(self.name, op, f"credentials were refused ({exc})") from None
-        except requests.exceptions.ConnectTimeout:
-            raise HostUnreachable(self.name, op, "connection timed out") from None
-        except requests.exceptions.ReadTimeout:
-            self._discard()
-            raise HostTimeout(self.name, op, "the host stopped answering (read timeout)") from None
-        except requests.exceptions.SSLError as exc:
-            raise HostUnreachable(self.name, op, f"TLS failed: {exc}") from None
-        except requests.exceptions.ConnectionError as exc:
-            self._discard()
-            if opened:
-                raise SessionLost(self.name, op, f"the connection dropped ({type(exc).__name__})") from None
-            raise HostUnreachable(self.name, op, f"cannot connect ({type(exc).__name__})") from None
-        except WSManFaultError as exc:
-            if exc.code == 0x8033805B:
-                self._discard()
-                raise SessionLost(self.name, op, "the remote shell is gone (0x8033805B)") from None
-            raise ProtocolError(self.name, op, f"WSManFault {exc.code}: {exc.reason}") from None
-        except InvalidPSRPOperation as exc:
-            self._discard()
-            raise SessionLost(self.name, op, f"the runspace pool broke: {exc}") from None
-        except (InvalidRunspacePoolStateError, InvalidPipelineStateError) as exc:
-            self._discard()
-            raise SessionLost(self.name, op, f"the runspace pool is not usable: {exc}") from None
-        except WinRMTransportError as exc:
+        if isinstance(exc, AuthenticationError):
+            return HostAuthError(self.name, op, f"credentials were refused ({exc})"), None
+        if isinstance(exc, WSManFaultError):
+            if exc.code == SHELL_GONE:
+                return SessionLost(self.name, op, "the remote shell is gone (0x8033805B)"), FORGET
+            return ProtocolError(self.name, op, f"WSManFault {exc.code}: {exc.reason}"), None
+        if isinstance(exc, InvalidPSRPOperation):
+            return SessionLost(self.name, op, f"the runspace pool broke: {exc}"), CLOSE
+        if isinstance(exc, (InvalidRunspacePoolStateError, InvalidPipelineStateError)):
+            return SessionLost(self.name, op, f"the runspace pool is not usable: {exc}"), CLOSE
+        if isinstance(exc, WinRMTransportError):
             if exc.code == 401:
-                raise HostAuthError(self.name, op, "credentials were refused (HTTP 401)") from None
-            raise ProtocolError(self.name, op, f"HTTP {exc.code} from the WinRM service") from None
-        except WinRMError as exc:
-            raise ProtocolError(self.name, op, str(exc)) from None
-        except ValueError as exc:  # pypsrp refuses an auth/encryption combination before sending anything
+                return HostAuthError(self.name, op, "credentials were refused (HTTP 401)"), None
+            return ProtocolError(self.name, op, f"HTTP {exc.code} from the WinRM service"), None
+        if isinstance(exc, WinRMError):
+            return ProtocolError(self.name, op, str(exc)), None
+        if isinstance(exc, ValueError):  # pypsrp refuses an auth/encryption combination before sending anything
             if not opened:
-                raise HostAuthError(self.name, op, f"invalid connection settings: {exc}") from None
-            raise ProtocolError(self.name, op, f"unexpected answer: {exc}") from None
+                return HostAuthError(self.name, op, f"invalid connection settings: {exc}"), None
+            return ProtocolError(self.name, op, f"unexpected answer: {exc}"), None
+        return None
 
     # ============================================================================================
     # Connection and runspace pool
@@ -730,16 +769,20 @@ class PsrpDriver(AgentScriptDriver):
     def _open_pool(self) -> Any:
         from pypsrp.powershell import RunspacePool
 
-        def opening() -> Any:
+        def opening() -> tuple[Any, Any]:
             wsman = self._new_wsman()
-            self._wsman = wsman
-            wsman.update_max_payload_size()
-            pool = RunspacePool(wsman, configuration_name=self.conn.configuration_name)
-            pool.open()
-            return pool
+            try:
+                wsman.update_max_payload_size()
+                pool = RunspacePool(wsman, configuration_name=self.conn.configuration_name)
+                pool.open()
+            except BaseException:
+                quietly(wsman.transport.close)
+                raise
+            return wsman, pool
 
         deadline = self.conn.connection_timeout_s + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
-        pool = self._with_deadline("connect", deadline, lambda: self._boundary("connect", opening, opened=False))
+        wsman, pool = self._with_deadline("connect", deadline, lambda: self._boundary("connect", opening, opened=False))
+        self._wsman = wsman
         self.pools_opened += 1
         return pool
 
@@ -767,21 +810,17 @@ class PsrpDriver(AgentScriptDriver):
         self._last_used = time.monotonic()
         return self._pool
 
-    def _discard(self, close: bool = True) -> None:
+    def _discard(self, close: bool = True, only: object | None = None) -> None:
         """Forget the pool (and its HTTP session); best effort to close it on the host."""
+        if only is not None and only is not self._pool:
+            return  # an abandoned call failed late: its pool is already gone, keep the current one
         pool, wsman = self._pool, self._wsman
         self._pool = None
         self._wsman = None
         if close and pool is not None:
-            try:
-                pool.close()
-            except Exception:  # noqa: BLE001 - the session is already broken; closing is courtesy
-                pass
+            quietly(pool.close)  # the session may already be broken; closing is courtesy
         if wsman is not None:
-            try:
-                wsman.transport.close()
-            except Exception:  # noqa: BLE001
-                pass
+            quietly(wsman.transport.close)
 
     def _ensure_session(self) -> None:
         self._ensure_pool()
@@ -814,6 +853,14 @@ class PsrpDriver(AgentScriptDriver):
             detail = "; ".join(str(e) for e in error_stream) or "the pipeline failed"
             raise RemoteScriptError(self.name, name, detail)
         return output
+
+
+def quietly(fn: Callable[[], Any]) -> None:
+    """Call ``fn`` and ignore what it raises (closing a session that may already be broken)."""
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - closing is courtesy
+        pass
 
 
 def package_sha256(data: bytes) -> str:

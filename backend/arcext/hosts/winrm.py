@@ -29,7 +29,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any, TypeVar
 from xml.etree import ElementTree as ET
@@ -38,12 +38,11 @@ from .base import (
     HostAuthError,
     HostDriverError,
     HostTimeout,
-    HostUnreachable,
     ProtocolError,
     RemoteScriptError,
     SessionLost,
 )
-from .psrp import SCRIPT_PARAMETERS, AgentScriptDriver, script_text
+from .psrp import FORGET, SCRIPT_PARAMETERS, SHELL_GONE, AgentScriptDriver, Mapped, quietly, script_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,8 +53,6 @@ POWERSHELL = "powershell.exe"
 POWERSHELL_ARGS = ("-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand")
 #: cmd.exe's maximum command line (characters), which WinRS goes through.
 CMD_LINE_LIMIT = 8191
-#: the WinRS fault for a shell (or command) the service no longer knows
-SHELL_GONE = 0x8033805B
 #: pywinrm asks for envelopes of at most this size (MaxEnvelopeSize); a Send carries base64 of stdin.
 ENVELOPE_BYTES = 153600
 ENVELOPE_OVERHEAD = 4096
@@ -140,6 +137,12 @@ def stderr_errors(raw: bytes) -> str:
     return "".join(messages).strip()
 
 
+def _close_shell(protocol: Any, shell_id: str) -> None:
+    """Delete the shell on the host and close the HTTP session; best effort."""
+    quietly(lambda: protocol.close_shell(shell_id, close_session=True))
+    quietly(protocol.transport.close_session)
+
+
 class WinrmDriver(AgentScriptDriver):
     """HostDriver over one Windows host through WinRS; one cmd shell per driver (= per host per job)."""
 
@@ -153,10 +156,13 @@ class WinrmDriver(AgentScriptDriver):
     scripts_installed: dict[str, Any] | None = None
 
     # ============================================================================================
-    # The one boundary where pywinrm/requests errors become the driver's taxonomy
+    # pywinrm's errors in the driver's taxonomy (AgentScriptDriver._boundary is the one place)
     # ============================================================================================
-    def _boundary(self, op: str, fn: Callable[[], T], opened: bool) -> T:
-        import requests
+    def _session(self) -> object | None:
+        session: object | None = self._protocol
+        return session
+
+    def _library_error(self, op: str, exc: Exception, opened: bool) -> Mapped | None:
         from winrm.exceptions import (
             AuthenticationError,
             WinRMError,
@@ -165,46 +171,30 @@ class WinrmDriver(AgentScriptDriver):
             WSManFaultError,
         )
 
-        try:
-            return fn()
-        except HostDriverError:
-            raise
-        except AuthenticationError as exc:  # InvalidCredentialsError: HTTP 401, or missing credentials
-            raise HostAuthError(self.name, op, f"credentials were refused ({exc})") from None
-        except requests.exceptions.ConnectTimeout:
-            raise HostUnreachable(self.name, op, "connection timed out") from None
-        except requests.exceptions.ReadTimeout:
-            self._discard(close=False)
-            raise HostTimeout(self.name, op, "the host stopped answering (read timeout)") from None
-        except requests.exceptions.SSLError as exc:
-            raise HostUnreachable(self.name, op, f"TLS failed: {exc}") from None
-        except requests.exceptions.RequestException as exc:  # ConnectionError, a reset mid-body, ...
-            self._discard()  # best effort (bounded) to delete the shell so it does not count against quotas
-            if opened:
-                raise SessionLost(self.name, op, f"the connection dropped ({type(exc).__name__})") from None
-            raise HostUnreachable(self.name, op, f"cannot connect ({type(exc).__name__})") from None
-        except WSManFaultError as exc:
+        if isinstance(exc, AuthenticationError):  # InvalidCredentialsError: HTTP 401, or missing credentials
+            return HostAuthError(self.name, op, f"credentials were refused ({exc})"), None
+        if isinstance(exc, WSManFaultError):
             if exc.wsman_fault_code == SHELL_GONE:
-                self._discard(close=False)
-                raise SessionLost(self.name, op, "the remote shell is gone (0x8033805B)") from None
-            raise ProtocolError(self.name, op, f"WSManFault {exc.wsman_fault_code}: {exc.reason}") from None
-        except WinRMTransportError as exc:
+                return SessionLost(self.name, op, "the remote shell is gone (0x8033805B)"), FORGET
+            return ProtocolError(self.name, op, f"WSManFault {exc.wsman_fault_code}: {exc.reason}"), None
+        if isinstance(exc, WinRMTransportError):  # (not a WinRMError in pywinrm 0.5)
             if exc.code == 401:
-                raise HostAuthError(self.name, op, "credentials were refused (HTTP 401)") from None
-            raise ProtocolError(self.name, op, f"HTTP {exc.code} from the WinRM service") from None
-        except WinRMOperationTimeoutError:  # Receive long-polls are retried inside pywinrm; this is another op
-            raise HostTimeout(self.name, op, "a WS-Management operation timed out on the host") from None
-        except WinRMError as exc:
+                return HostAuthError(self.name, op, "credentials were refused (HTTP 401)"), None
+            return ProtocolError(self.name, op, f"HTTP {exc.code} from the WinRM service"), None
+        if isinstance(exc, WinRMOperationTimeoutError):  # Receive long-polls are retried in _run; another op
+            return HostTimeout(self.name, op, "a WS-Management operation timed out on the host"), FORGET
+        if isinstance(exc, WinRMError):
             if not opened:  # pywinrm refuses an auth/transport combination before sending anything
-                raise HostAuthError(self.name, op, f"invalid connection settings: {exc}") from None
-            raise ProtocolError(self.name, op, str(exc)) from None
-        except (ValueError, KeyError, StopIteration, AssertionError, ET.ParseError) as exc:
+                return HostAuthError(self.name, op, f"invalid connection settings: {exc}"), None
+            return ProtocolError(self.name, op, str(exc)), None
+        if isinstance(exc, (ValueError, KeyError, StopIteration, AssertionError, ET.ParseError)):
             # pywinrm parses answers with next(...)/assert: a malformed answer surfaces as these
             if not opened:
-                raise HostAuthError(self.name, op, f"invalid connection settings: {exc}") from None
-            raise ProtocolError(
+                return HostAuthError(self.name, op, f"invalid connection settings: {exc}"), None
+            return ProtocolError(
                 self.name, op, f"unexpected answer from the WinRM service ({type(exc).__name__})"
-            ) from None
+            ), None
+        return None
 
     # ============================================================================================
     # Connection and the cmd shell
@@ -256,8 +246,11 @@ class WinrmDriver(AgentScriptDriver):
     def _open_shell(self) -> None:
         def opening() -> tuple[Any, str]:
             protocol = self._new_protocol()
-            self._protocol = protocol
-            shell_id: str = protocol.open_shell(codepage=65001, noprofile=True)
+            try:
+                shell_id: str = protocol.open_shell(codepage=65001, noprofile=True)
+            except BaseException:
+                quietly(protocol.transport.close_session)
+                raise
             return protocol, shell_id
 
         deadline = self.conn.connection_timeout_s + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
@@ -295,26 +288,24 @@ class WinrmDriver(AgentScriptDriver):
         if self._shell_id is None:
             self._open_shell()
 
-    def _discard(self, close: bool = True) -> None:
+    def _discard(self, close: bool = True, only: object | None = None) -> None:
         """Forget the shell (and its HTTP session); with ``close``, delete it on the host (bounded)."""
+        if only is not None and only is not self._protocol:
+            return  # an abandoned call failed late: its shell is already gone, keep the current one
         protocol, shell_id = self._protocol, self._shell_id
         self._protocol = None
         self._shell_id = None
         if protocol is None:
             return
-
-        def closing() -> None:
-            try:
-                if close and shell_id is not None:
-                    protocol.close_shell(shell_id, close_session=True)
-                else:
-                    protocol.transport.close_session()
-            except Exception:  # noqa: BLE001 - the session may already be broken; closing is courtesy
-                pass
-
-        worker = threading.Thread(target=closing, name=f"winrm-{self.name}-close", daemon=True)
-        worker.start()
-        worker.join(self.conn.operation_timeout_s + self.tuning.deadline_margin_s)
+        if close and shell_id is not None:
+            closing = threading.Thread(
+                target=_close_shell, args=(protocol, shell_id), name=f"winrm-{self.name}-close", daemon=True
+            )
+            closing.start()
+            closing.join(self.conn.operation_timeout_s + self.tuning.deadline_margin_s)
+        else:
+            # a call still running in it (abandoned by the deadline) deletes the shell when it notices
+            quietly(protocol.transport.close_session)
 
     def close(self) -> None:
         self._discard()
@@ -344,9 +335,30 @@ class WinrmDriver(AgentScriptDriver):
                 protocol.send_command_input(shell_id, command_id, pending)
             pending = piece
         protocol.send_command_input(shell_id, command_id, pending or b"", end=True)
-        stdout, stderr, code = protocol.get_command_output(shell_id, command_id)  # loops over long-poll timeouts
+        stdout, stderr, code = self._output(protocol, shell_id, command_id, name)
         protocol.cleanup_command(shell_id, command_id)
-        return bytes(stdout), bytes(stderr), int(code)
+        return stdout, stderr, code
+
+    def _output(self, protocol: Any, shell_id: str, command_id: str, name: str) -> tuple[bytes, bytes, int]:
+        """Receive until the command is done, long-poll after long-poll (pywinrm's get_command_output,
+        but it stops once the driver's deadline has abandoned this call and deletes the shell, instead
+        of polling a hung command for ever from a thread nobody waits for)."""
+        from winrm.exceptions import WinRMOperationTimeoutError
+
+        stdout: list[bytes] = []
+        stderr: list[bytes] = []
+        while True:
+            if self._protocol is not protocol:
+                _close_shell(protocol, shell_id)
+                raise SessionLost(self.name, name, "the call was abandoned (driver deadline); its shell is deleted")
+            try:
+                out, err, code, done = protocol.get_command_output_raw(shell_id, command_id)
+            except WinRMOperationTimeoutError:  # the host's long-poll ended with no output yet
+                continue
+            stdout.append(out)
+            stderr.append(err)
+            if done:
+                return b"".join(stdout), b"".join(stderr), int(code)
 
     def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Iterator[str] | None) -> list[Any]:
         header = json.dumps({"script": name, "sha256": script_sha256(name), "parameters": params})
