@@ -30,7 +30,7 @@ from xml.sax.saxutils import escape
 
 from .machine import ScriptFailure, WindowsMachine
 from .scripts import BindingError, bind, known_scripts
-from .wsman import CMD_RESOURCE, NS, Fault, _Reset, action_not_supported, shell_not_found, timed_out
+from .wsman import CMD_RESOURCE, NS, Fault, action_not_supported, long_poll, receive_deadline, shell_not_found
 
 if TYPE_CHECKING:
     from .wsman import WSManServer
@@ -91,6 +91,15 @@ class WinrsShell:
     def encode(self, text: str) -> bytes:
         return text.encode("utf-8" if self.codepage == 65001 else "cp437", "replace")
 
+    def cancel(self, close: bool = False) -> None:
+        """Cancel every command (and with ``close`` mark the shell deleted); wake every waiter."""
+        with self.lock:
+            self.closed = self.closed or close
+            for cmd in self.commands.values():
+                cmd.cancel.set()
+                cmd.stdin_done.set()
+            self.cond.notify_all()
+
 
 class WinrsEndpoint:
     """The cmd shell resource of one fake host (``WSManServer.winrs``)."""
@@ -112,11 +121,7 @@ class WinrsEndpoint:
         with self.lock:
             shells = list(self.shells.values())
         for shell in shells:
-            with shell.lock:
-                for cmd in shell.commands.values():
-                    cmd.cancel.set()
-                    cmd.stdin_done.set()
-                shell.cond.notify_all()
+            shell.cancel()
 
     # --- dispatch -------------------------------------------------------------------------------
     def handle(self, action: str, req: Request) -> tuple[str, str]:
@@ -179,12 +184,7 @@ class WinrsEndpoint:
 
     def _op_Delete(self, req: Request) -> tuple[str, str]:
         shell = self._shell(req.selectors)
-        with shell.lock:
-            shell.closed = True
-            for cmd in shell.commands.values():
-                cmd.cancel.set()
-                cmd.stdin_done.set()
-            shell.cond.notify_all()
+        shell.cancel(close=True)
         with self.lock:
             self.shells.pop(shell.id, None)
         return "http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse", ""
@@ -239,19 +239,12 @@ class WinrsEndpoint:
                 87,
                 "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/InvalidValue",
             )
-        wait = max(0.2, req.timeout - 1.0)  # Windows answers TimedOut just before the client's OperationTimeout
-        deadline = time.monotonic() + wait
+        deadline = receive_deadline(req.timeout)
         with shell.lock:
             cmd = self._command(shell, desired.get("CommandId"))
-            while not (cmd.stdout or cmd.stderr or (cmd.done and not cmd.done_sent) or shell.closed):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.server.stopping.is_set():
-                    raise timed_out()
-                shell.cond.wait(remaining)
-            if shell.closed:
-                raise shell_not_found()
-            if self.server.take_fault("Receive", ("reset",)) == "reset":  # injected while this Receive waited
-                raise _Reset()
+            long_poll(
+                self.server, shell, lambda: bool(cmd.stdout or cmd.stderr or (cmd.done and not cmd.done_sent)), deadline
+            )
             streams: list[str] = []
             for name, queue in (("stdout", cmd.stdout), ("stderr", cmd.stderr)):
                 while queue:

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -99,6 +100,27 @@ class Fault(Exception):
 def timed_out() -> Fault:
     msg = "The WS-Management service cannot complete the operation within the time specified in OperationTimeout.  "
     return Fault("s:Receiver", "w:TimedOut", msg, TIMED_OUT)
+
+
+def receive_deadline(timeout: float) -> float:
+    """When a Receive that has nothing to send answers TimedOut: Windows does so just before the
+    client's OperationTimeout."""
+    return time.monotonic() + max(0.2, timeout - 1.0)
+
+
+def long_poll(server: WSManServer, shell: Any, ready: Callable[[], bool], deadline: float) -> None:
+    """A Receive's long-poll (``shell.lock`` held): wait on ``shell.cond`` until ``ready()``; the
+    TimedOut fault at ``deadline``, ShellNotFound once the shell is deleted, a connection reset
+    when one was injected while the Receive waited."""
+    while not (ready() or shell.closed):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or server.stopping.is_set():
+            raise timed_out()
+        shell.cond.wait(remaining)
+    if shell.closed:
+        raise shell_not_found()
+    if server.take_fault("Receive", ("reset",)) == "reset":
+        raise _Reset()
 
 
 def shell_not_found(command: bool = False) -> Fault:
@@ -779,26 +801,20 @@ class _Handler(BaseHTTPRequestHandler):
         desired = body.find("rsp:Receive/rsp:DesiredStream", NS)
         cid = desired.get("CommandId") if desired is not None else None
         target = uuid.UUID(cid) if cid else None
-        wait = max(0.2, timeout - 1.0)  # Windows answers TimedOut just before the client's OperationTimeout
-        deadline = time.monotonic() + wait
+        deadline = receive_deadline(timeout)
         if self.server.take_fault("Receive", ("broken",)) == "broken":
             self._break_pool(shell.id, target)
         with shell.lock:
             if target is not None and target not in shell.runs:
                 raise shell_not_found(command=True)
-            while True:
-                queue = shell.queues.get(target)
+
+            def ready() -> bool:
                 run = shell.runs.get(target) if target is not None else None
-                if queue or (run is not None and run.done and not run.done_sent) or shell.closed:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.server.stopping.is_set():
-                    raise timed_out()
-                shell.cond.wait(remaining)
-            if shell.closed:
-                raise shell_not_found()
-            if self.server.take_fault("Receive", ("reset",)) == "reset":  # injected while this Receive was waiting
-                raise _Reset()
+                return bool(shell.queues.get(target)) or (run is not None and run.done and not run.done_sent)
+
+            long_poll(self.server, shell, ready, deadline)
+            queue = shell.queues.get(target)
+            run = shell.runs.get(target) if target is not None else None
             streams = []
             attr = f' CommandId="{str(target).upper()}"' if target is not None else ""
             while queue:
