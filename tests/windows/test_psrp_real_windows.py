@@ -3,7 +3,7 @@
 Skipped unless ARCEXT_WINRM_HOST, ARCEXT_WINRM_USER and ARCEXT_WINRM_PASSWORD are set. Optional:
 ARCEXT_WINRM_PORT, ARCEXT_WINRM_TRANSPORT (https|http, default https), ARCEXT_WINRM_AUTH (default
 negotiate; the winrm driver uses NTLM for it), ARCEXT_WINRM_CA (CA bundle path; default: validate
-against the system store), ARCEXT_WINRM_DRIVER (psrp, winrm, or "psrp,winrm"; default psrp): which
+against the system store), ARCEXT_WINRM_DRIVER (psrp, winrm, or "psrp,winrm"; default both): which
 drivers run the scenario. The winrm driver also runs the WinRS bootstrap and wrapper for real.
 The test package's handler commands are .cmd files that exit 0 and write a success status file.
 """
@@ -27,7 +27,7 @@ from arcext.hosts.psrp import AgentScriptDriver, PsrpDriver
 from arcext.hosts.winrm import WinrmDriver
 
 HOST = os.environ.get("ARCEXT_WINRM_HOST")
-DRIVERS = {d.strip() for d in os.environ.get("ARCEXT_WINRM_DRIVER", "psrp").split(",") if d.strip()}
+DRIVERS = {d.strip() for d in os.environ.get("ARCEXT_WINRM_DRIVER", "psrp,winrm").split(",") if d.strip()}
 CLASSES: dict[str, type[AgentScriptDriver]] = {"psrp": PsrpDriver, "winrm": WinrmDriver}
 pytestmark = pytest.mark.skipif(
     not (HOST and os.environ.get("ARCEXT_WINRM_USER") and os.environ.get("ARCEXT_WINRM_PASSWORD")),
@@ -66,7 +66,7 @@ def package(version: str) -> bytes:
 @pytest.mark.parametrize("driver", sorted(CLASSES))
 def test_install_upgrade_remove_on_a_real_host(tmp_path: Path, driver: str) -> None:
     if driver not in DRIVERS:
-        pytest.skip(f"ARCEXT_WINRM_DRIVER does not name {driver} (set ARCEXT_WINRM_DRIVER=psrp,winrm for both)")
+        pytest.skip(f"ARCEXT_WINRM_DRIVER does not name {driver} (unset it to run both)")
     body = {
         "driver": driver,
         "address": HOST,

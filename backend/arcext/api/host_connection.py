@@ -1,4 +1,6 @@
-"""Per-machine host-connection settings for the real drivers (psrp):
+"""Per-machine host-connection settings for the real drivers (``driver``: psrp, the default, over
+PowerShell Remoting with pypsrp; or winrm, over a WinRS cmd shell with pywinrm, for hosts that do not
+allow PSRP):
 PUT/GET/DELETE /arcext/v1/subscriptions/{sub}/resourceGroups/{rg}/machines/{m}/hostConnection.
 
 The auth hook applies ARM scope rules to /arcext/v1/subscriptions/... paths: reading needs Reader,
