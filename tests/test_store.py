@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from arcext.ids import MachineKey
 from arcext.store import TinyDBStore
 from arcext.store.groupcommit import GroupCommitFile
+from arcext.store.tinydb_store import _shard_of
 
 SUB = "00000000-0000-0000-0000-000000000000"
 
@@ -92,8 +95,8 @@ def test_leftover_temp_files_are_discarded_at_start(tmp_path: Path) -> None:
     key = MachineKey(SUB, "rg", "m")
     put(store, key, n=1)
     store.close()
-    shard = next(p for p in (tmp_path / "machines").iterdir() if p.is_dir() and any(p.iterdir()))
-    stray = shard / "deadbeef.json.123.tmp"
+    assert [p.name for p in (tmp_path / "machines").iterdir()] == [f"{_shard_of(key.lower)}.json"]
+    stray = tmp_path / "machines" / "ab.json.123.456.tmp"
     stray.write_text("{half a write")
     reopened = TinyDBStore(tmp_path)
     assert not stray.exists()
@@ -134,8 +137,10 @@ def test_checkpoint_moves_changes_into_snapshots_and_drops_the_journal(tmp_path:
         put(store, key, n=i)
     store.mutate_machine(keys[0], lambda _old: (None, None))
     assert store.checkpoint() == 5
-    snapshots = list((tmp_path / "machines").rglob("*.json"))
-    assert len(snapshots) == 4
+    shards = sorted((tmp_path / "machines").glob("*.json"))
+    assert [p.name for p in shards] == sorted({f"{_shard_of(k.lower)}.json" for k in keys[1:]})
+    stored = [d["key"] for p in shards for d in orjson.loads(p.read_bytes())["machines"].values()]
+    assert sorted(stored) == sorted(k.lower for k in keys[1:])  # TinyDB layout: {"machines": {id: doc}}
     assert all(p.stat().st_size == 0 for p in (tmp_path / "journal").glob("*.log"))
     put(store, keys[1], n=10)  # after the checkpoint: journal only
     reopened = TinyDBStore(tmp_path)
@@ -231,3 +236,24 @@ def test_group_commit_writes_unwaited_appends_in_order_and_soon(tmp_path: Path) 
         writer.close()
         os.close(writer.swap(-1))
     assert path.read_bytes() == b"a\nb\nc\nd\ne\n"  # close writes what is still buffered
+
+
+def test_snapshots_of_the_first_layout_are_read_and_moved_into_shards(tmp_path: Path) -> None:
+    """Data directories written before shard files (one TinyDB file per machine) open unchanged."""
+    keys = [MachineKey(SUB, "rg", f"old{i}") for i in range(3)]
+    for i, key in enumerate(keys):
+        digest = hashlib.sha1(key.lower.encode()).hexdigest()
+        folder = tmp_path / "machines" / digest[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        legacy = {
+            "machine": {"1": doc(key, n=i)["machine"]},
+            "extensions": {"1": {"key": "ext", "record": {"resource": {"name": "ext"}, "n": i}}},
+        }
+        (folder / f"{digest}.json").write_bytes(orjson.dumps(legacy))
+    store = TinyDBStore(tmp_path)
+    assert [store.get_machine(k)["extensions"]["ext"]["n"] for k in keys] == [0, 1, 2]  # type: ignore[index]
+    assert store.checkpoint() == 3
+    assert not [p for p in (tmp_path / "machines").iterdir() if p.is_dir()], "first-layout folders removed"
+    store.close()
+    reopened = TinyDBStore(tmp_path)
+    assert [reopened.get_machine(k)["machine"]["properties"] for k in keys] == [{"n": 0}, {"n": 1}, {"n": 2}]  # type: ignore[index]

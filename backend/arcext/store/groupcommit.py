@@ -1,38 +1,37 @@
-"""Appends to one file with group commit: one writer thread, one fsync per burst.
+"""Appends to one file with group commit: one write and one fsync per burst, done by a caller.
 
-Callers hand their bytes to the writer. A waiting caller (``wait=True``) blocks on its own lock until
-its bytes are fsynced, so each caller wakes exactly once (a shared condition would wake every waiter on
-every flush). The writer takes everything queued, writes it, fsyncs when anyone in the batch waits,
-and releases those callers: under load, dozens of appends share one fsync; alone, an append costs one
-write and one fsync.
+Leader and followers: a caller whose append finds no flush in progress becomes the leader. It takes
+everything buffered (its own bytes and whatever others appended), writes it, fsyncs, and releases the
+callers that data covered. Callers that append while a flush is in progress wait on their own lock;
+when the flush ends, the first of those still waiting is woken as the next leader. Under load dozens
+of appends share one fsync; alone, an append costs one write and one fsync in the caller's own thread,
+with no hand-off to a writer thread (two thread switches per append, which the upgrade workers paid
+twice per job).
 
 Appends nobody waits for (``wait=False``: the activity log's events, which ride in the journal until
-the log is synced) are only buffered: the writer writes them ahead of the next waited-for append, on
-``sync``, when the buffer passes ``lazy_bytes`` or after ``lazy_seconds``. Waking the writer thread for
-each of them cost a thread switch per upgrade step.
+the log is synced) are only buffered: they are written ahead of the next waited-for append, on
+``sync``, when the buffer passes ``lazy_bytes`` or within ``lazy_seconds`` (a timer thread).
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from collections.abc import Callable
 
 
-class _Request:
-    """One append; ``done`` is a lock taken at creation and released by the writer: the caller's
-    second acquire blocks until then (one futex wake, where an Event costs a condition and two locks)."""
+class _Waiter:
+    """A waiting append: ``lock`` is taken at creation and released when the append is on disk (or the
+    waiter is made the next leader: ``lead``)."""
 
-    __slots__ = ("data", "done", "error")
+    __slots__ = ("error", "lead", "lock", "seq")
 
-    def __init__(self, data: bytes, wait: bool) -> None:
-        self.data = data
-        self.done: threading.Lock | None = None
-        if wait:
-            self.done = threading.Lock()
-            self.done.acquire()
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.lead = False
         self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.lock.acquire()
 
 
 class GroupCommitFile:
@@ -42,42 +41,87 @@ class GroupCommitFile:
     def __init__(self, fd: int, after_write: Callable[[bytes], None] | None = None) -> None:
         self._fd = fd
         self._after_write = after_write
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._pending: list[bytes] = []  # unwaited appends, in order
-        self._pending_size = 0
-        self._pending_lock = threading.Lock()
-        self._switch = threading.Lock()  # held by the writer while it writes; by swap() to change files
-        self._thread = threading.Thread(target=self._run, name="arcext-group-commit", daemon=True)
-        self._thread.start()
+        self._mutex = threading.Lock()
+        self._buffer: list[bytes] = []  # appended, not yet written, in order
+        self._buffered = 0
+        self._appended = 0  # sequence number of the last waited-for append
+        self._flushing = False  # a leader is writing
+        self._waiters: list[_Waiter] = []
+        self._closed = threading.Event()
+        self._timer = threading.Thread(target=self._lazy_flusher, name="arcext-group-commit", daemon=True)
+        self._timer.start()
 
+    # --- appending ----------------------------------------------------------------------------------
     def append(self, data: bytes, wait: bool = True) -> None:
         """Append ``data``; returns once it is on disk (fsynced), or at once with ``wait=False``
         (written in order, soon; fsynced by the next waited-for append or ``sync``)."""
-        if not wait:
-            with self._pending_lock:
-                self._pending.append(data)
-                self._pending_size += len(data)
-                full = self._pending_size >= self.lazy_bytes
-            if full:
-                self._queue.put(_Request(b"", wait=False))  # wake the writer to write the buffer
+        with self._mutex:
+            if data:
+                self._buffer.append(data)
+                self._buffered += len(data)
+            if not wait:
+                if self._buffered < self.lazy_bytes or self._flushing:
+                    return
+                self._flushing = True  # a full buffer: write it now, without an fsync
+                waiter = None
+            else:
+                self._appended += 1
+                waiter = _Waiter(self._appended)
+                if self._flushing:
+                    self._waiters.append(waiter)
+                else:
+                    self._flushing = True
+                    waiter.lead = True
+        if waiter is None:
+            self._lead(sync=False, own=None)
             return
-        request = _Request(data, wait=True)
-        self._queue.put(request)
-        assert request.done is not None
-        request.done.acquire()
-        if request.error is not None:
-            raise request.error
+        if not waiter.lead:
+            waiter.lock.acquire()  # released when our bytes are on disk, or when it is our turn to lead
+            if not waiter.lead:
+                if waiter.error is not None:
+                    raise waiter.error
+                return
+        self._lead(sync=True, own=waiter)
+        if waiter.error is not None:
+            raise waiter.error
 
     def sync(self) -> None:
         """Return once everything appended before is on disk."""
         self.append(b"", wait=True)
 
-    def _take_pending(self) -> bytes:
-        with self._pending_lock:
-            data = b"".join(self._pending)
-            self._pending = []
-            self._pending_size = 0
-        return data
+    def _lead(self, sync: bool, own: _Waiter | None) -> None:
+        """Write (and with ``sync`` fsync) everything buffered; release the waiters it covers and hand the
+        lead to the first one still waiting."""
+        with self._mutex:
+            payload = b"".join(self._buffer)
+            self._buffer = []
+            self._buffered = 0
+            covered = self._appended
+        error: BaseException | None = None
+        try:
+            self._write(payload, sync)
+        except BaseException as exc:  # every append in this flush learns that it failed
+            error = exc
+        with self._mutex:
+            if own is not None:
+                own.error = error
+            if not sync:  # an unsynced flush covers no waiter
+                covered = 0
+            remaining = []
+            for waiter in self._waiters:
+                if waiter.seq <= covered:
+                    waiter.error = error
+                    waiter.lock.release()
+                else:
+                    remaining.append(waiter)
+            self._waiters = remaining
+            if remaining:
+                nxt = remaining.pop(0)
+                self._waiters = remaining
+                nxt.lead = True
+                nxt.lock.release()  # still flushing: the next leader takes over
+            else:
+                self._flushing = False
 
     def _write(self, payload: bytes, sync: bool) -> None:
         view = memoryview(payload)
@@ -88,47 +132,48 @@ class GroupCommitFile:
         if payload and self._after_write is not None:
             self._after_write(payload)
 
+    def _become_leader(self) -> bool:
+        """Take the lead if nobody has it (for the timer and for swap)."""
+        with self._mutex:
+            if self._flushing:
+                return False
+            self._flushing = True
+            return True
+
+    def _lazy_flusher(self) -> None:
+        while not self._closed.wait(self.lazy_seconds):
+            with self._mutex:
+                idle_data = bool(self._buffer)
+            if idle_data and self._become_leader():
+                self._lead(sync=False, own=None)
+
+    # --- files ------------------------------------------------------------------------------------
     def swap(self, fd: int) -> int:
         """Send later appends to ``fd``; returns the previous descriptor with everything appended so far
         written to it and fsynced (-1 opens nothing new)."""
-        with self._switch:
-            if self._fd >= 0:
-                self._write(self._take_pending(), sync=True)
-            old, self._fd = self._fd, fd
-            return old
+        while not self._become_leader():
+            self.sync()  # wait for the flush in progress to end, then try again
+        old = self._fd
+        try:
+            if old >= 0:
+                with self._mutex:
+                    payload = b"".join(self._buffer)
+                    self._buffer = []
+                    self._buffered = 0
+                self._write(payload, sync=True)
+            self._fd = fd
+        finally:
+            with self._mutex:
+                # waiters that queued meanwhile had their bytes buffered for the new file: lead them there
+                if self._waiters:
+                    nxt = self._waiters.pop(0)
+                    nxt.lead = True
+                    nxt.lock.release()
+                else:
+                    self._flushing = False
+        return old
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                first = self._queue.get(timeout=self.lazy_seconds)
-            except queue.Empty:
-                first = _Request(b"", wait=False)  # idle: write what is buffered
-            stop = first is None
-            batch = [] if first is None else [first]
-            while not stop:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            error: BaseException | None = None
-            with self._switch:
-                try:
-                    payload = self._take_pending() + b"".join(r.data for r in batch)
-                    if payload or batch:
-                        self._write(payload, sync=stop or any(r.done is not None for r in batch))
-                except BaseException as exc:  # every waiter learns that its append failed
-                    error = exc
-            for request in batch:
-                request.error = error
-                if request.done is not None:
-                    request.done.release()
-            if stop:
-                return
+        """Stop the timer; what is still buffered is written by the ``swap`` that follows (or a last sync)."""
+        self._closed.set()
+        self._timer.join(timeout=10)
