@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 
@@ -21,10 +22,19 @@ class ExtensionSpec:
     type: str
     settings: dict[str, Any] = field(default_factory=dict)
     protected_settings: dict[str, Any] | None = field(default=None, repr=False)  # never logged
+    #: decrypts the stored protectedSettings when a driver asks (``protected()``); an upgrade copies the
+    #: host's own settings files and never needs them, so most jobs never hold the plaintext at all
+    unseal: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def handler(self) -> str:
         return f"{self.publisher}.{self.type}"
+
+    def protected(self) -> dict[str, Any] | None:
+        """The protected settings in clear, decrypted now if they are sealed."""
+        if self.protected_settings is not None:
+            return self.protected_settings
+        return self.unseal() if self.unseal is not None else None
 
 
 def spec_of(record: dict[str, Any], unseal: Callable[[str], dict[str, Any]]) -> ExtensionSpec:
@@ -36,7 +46,7 @@ def spec_of(record: dict[str, Any], unseal: Callable[[str], dict[str, Any]]) -> 
         publisher=props.get("publisher", ""),
         type=props.get("type", ""),
         settings=props.get("settings") or {},
-        protected_settings=unseal(record["protected"]) if record.get("protected") else None,
+        unseal=partial(unseal, record["protected"]) if record.get("protected") else None,
     )
 
 

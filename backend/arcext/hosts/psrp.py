@@ -123,8 +123,9 @@ def settings_document(spec: ExtensionSpec, conn: HostConnection) -> bytes:
     """RuntimeSettings\\<N>.settings for a fresh install. protectedSettings are encrypted to the host's
     certificate (CMS EnvelopedData) when the connection names one."""
     handler_settings: dict[str, Any] = {"publicSettings": spec.settings or {}}
-    if spec.protected_settings:
-        raw = json.dumps(spec.protected_settings, separators=(",", ":")).encode()
+    protected = spec.protected()
+    if protected:
+        raw = json.dumps(protected, separators=(",", ":")).encode()
         if conn.protected_settings_certificate_pem:
             from cryptography import x509
             from cryptography.hazmat.primitives import hashes, serialization

@@ -172,16 +172,20 @@ class SimulatedDriver:
         self.fleet._save(self.key.lower, self._changed, self._commands)
         self._commands, self._changed = [], set()
 
-    def _set(self, spec: ExtensionSpec, version: str, state: str) -> None:
+    def _set(self, spec: ExtensionSpec, version: str, state: str, carry: bool = False) -> None:
+        """Record the extension's version and state. An install writes the settings from the spec; an
+        upgrade or a rollback (``carry``) keeps the ones on the host, as the handler protocol copies the
+        old version's settings files (only a host that lost them gets the spec's)."""
         host = self.fleet._host(self.key)
         self._changed.add(spec.name.lower())
+        old = host["extensions"].get(spec.name.lower()) if carry else None
         host["extensions"][spec.name.lower()] = {
             "name": spec.name,
             "handler": spec.handler,
             "version": version,
             "state": state,
-            "settings": copy.deepcopy(spec.settings),
-            "protectedSha256": protected_digest(spec.protected_settings),
+            "settings": old["settings"] if old else copy.deepcopy(spec.settings),
+            "protectedSha256": old["protectedSha256"] if old else protected_digest(spec.protected()),
         }
 
     # --- HostDriver ------------------------------------------------------------------------------
@@ -204,7 +208,7 @@ class SimulatedDriver:
         lock = self.fleet._lock(self.key.lower)
         with lock:
             self._record(spec.name, "disable", from_version)
-            self._set(spec, to_version, "transitioning")
+            self._set(spec, to_version, "transitioning", carry=True)
             self._record(spec.name, "update", to_version)
             self._flush()
         if faults.get("hang"):
@@ -220,12 +224,12 @@ class SimulatedDriver:
                 if remaining - 1 == 0:
                     del host["faults"]["failUpgrade"]
                 self._record(spec.name, "enable", to_version)
-                self._set(spec, to_version, "failed")
+                self._set(spec, to_version, "failed", carry=True)
                 self._flush()
                 raise HandlerFailed(self.name, "upgrade", "enable exited with code 1009 (simulated)", exit_code=1009)
             for command in ("uninstall", "install", "enable"):
                 self._record(spec.name, command, from_version if command == "uninstall" else to_version)
-            self._set(spec, to_version, "enabled")
+            self._set(spec, to_version, "enabled", carry=True)
             self._flush()
 
     def rollback(self, spec: ExtensionSpec, failed_version: str, good_version: str) -> None:
@@ -233,12 +237,12 @@ class SimulatedDriver:
         with self.fleet._lock(self.key.lower):
             self._record(spec.name, "uninstall", failed_version)
             if faults.get("failRollback"):
-                self._set(spec, failed_version, "failed")
+                self._set(spec, failed_version, "failed", carry=True)
                 self._flush()
                 raise HandlerFailed(self.name, "rollback", f"reinstalling {good_version} failed (simulated)", 1)
             for command in ("install", "enable"):
                 self._record(spec.name, command, good_version)
-            self._set(spec, good_version, "enabled")
+            self._set(spec, good_version, "enabled", carry=True)
             self._flush()
 
     def remove(self, name: str) -> None:
