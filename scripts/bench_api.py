@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each server")
     parser.add_argument("--urls", type=int, default=2000, help="distinct extensions to GET")
     parser.add_argument(
-        "--gc-freeze", action="store_true",
+        "--gc-freeze",
+        action="store_true",
         help="diagnostic: gc.freeze() after create_app, i.e. keep the loaded store out of the cyclic GC",
     )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -175,14 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         rng = random.Random(7)
         picks = [(key, name) for key, names in layout for name in names]
         picks = rng.sample(picks, min(args.urls, len(picks)))
-        real_urls = [
-            f"{real.url}{key.extension_id(name)}?api-version={API_VERSION}" for key, name in picks
-        ]
+        real_urls = [f"{real.url}{key.extension_id(name)}?api-version={API_VERSION}" for key, name in picks]
         check = requests.get(real_urls[0], headers={"Authorization": f"Bearer {token}"}, timeout=10)
         check.raise_for_status()
         payload = check.json()
-        print(f"  real GET: {check.status_code}, {len(check.content)} bytes; "
-              f"minimal endpoint returns the same JSON body")
+        print(
+            f"  real GET: {check.status_code}, {len(check.content)} bytes; minimal endpoint returns the same JSON body"
+        )
 
         minimal = ServerThread(minimal_app(payload)).start()
         servers.append(minimal)
@@ -203,14 +203,16 @@ def main(argv: list[str] | None = None) -> int:
                 res = load(urls, tok, args.connections, args.seconds)
                 results[name].append(res["rps"])
                 errors[name] += res["errors"]
-                print(f"  round {r + 1} {name:<7} {res['rps']:>9.1f} req/s ({res['ok']:,} ok, "
-                      f"{res['errors']} errors {res['statuses'] or ''})", flush=True)
+                print(
+                    f"  round {r + 1} {name:<7} {res['rps']:>9.1f} req/s ({res['ok']:,} ok, "
+                    f"{res['errors']} errors {res['statuses'] or ''})",
+                    flush=True,
+                )
 
         real_rps = statistics.median(results["real"])
         minimal_rps = statistics.median(results["minimal"])
         ratio = real_rps / minimal_rps if minimal_rps else float("nan")
-        print(f"results ({args.connections} keep-alive connections, {args.rounds} x {args.seconds:g} s each, "
-              "median):")
+        print(f"results ({args.connections} keep-alive connections, {args.rounds} x {args.seconds:g} s each, median):")
         print(f"  GET extension, real arcext server     {real_rps:>9.1f} req/s")
         print(f"  minimal Flask JSON endpoint           {minimal_rps:>9.1f} req/s")
         verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"

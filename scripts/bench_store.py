@@ -261,9 +261,7 @@ def drop_page_cache() -> str:
     return "dropped just before"
 
 
-def measure(
-    data_dir: Path, layout: list[tuple[MachineKey, list[str]]], samples: int, seed: int
-) -> list[Figure]:
+def measure(data_dir: Path, layout: list[tuple[MachineKey, list[str]]], samples: int, seed: int) -> list[Figure]:
     rng = random.Random(seed)
     store = TinyDBStore(data_dir)
     service = ResourceService(store, SecretBox.from_data_dir(data_dir), SystemClock())
@@ -333,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, help="build here (must be empty or absent; kept afterwards)")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument(
-        "--drop-caches", action="store_true",
+        "--drop-caches",
+        action="store_true",
         help="before the cold start, sync and drop the OS page cache (root only; affects the whole machine)",
     )
     args = parser.parse_args(argv)
@@ -344,13 +343,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"arcext store benchmark: {args.extensions:,} extensions on {args.machines:,} machines in {data_dir}")
         t0 = time.perf_counter()
         layout = build_store(
-            data_dir, args.machines, args.extensions, threads=args.threads,
+            data_dir,
+            args.machines,
+            args.extensions,
+            threads=args.threads,
             progress=lambda n: print(f"  built {n:,} machines ({time.perf_counter() - t0:.1f} s)", flush=True),
         )
         build = time.perf_counter() - t0
         total = sum(len(names) for _key, names in layout)
-        print(f"  build: {build:.1f} s for {len(layout):,} machines / {total:,} extensions "
-              f"({build / max(1, len(layout)) * 1000:.2f} ms per machine document, {args.threads} threads)")
+        print(
+            f"  build: {build:.1f} s for {len(layout):,} machines / {total:,} extensions "
+            f"({build / max(1, len(layout)) * 1000:.2f} ms per machine document, {args.threads} threads)"
+        )
 
         figures = measure(data_dir, layout, args.samples, args.seed)
         page_cache = "warm (the files had just been written)"
@@ -364,8 +368,10 @@ def main(argv: list[str] | None = None) -> int:
             Figure("  create_app(dir) in a new process (info)", app_open, "s"),
             Figure("  same, whole subprocess wall time", app_wall, "s"),
         ]
-        print(f"results ({args.samples:,} samples each; PATCH = ResourceService.patch_extension, i.e. the "
-              "read-modify-write the API acknowledges with 202, completion timed apart):")
+        print(
+            f"results ({args.samples:,} samples each; PATCH = ResourceService.patch_extension, i.e. the "
+            "read-modify-write the API acknowledges with 202, completion timed apart):"
+        )
         for figure in figures:
             print(figure.line())
         failed = [f.label.strip() for f in figures if f.target is not None and f.value > f.target]

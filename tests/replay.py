@@ -43,7 +43,12 @@ OPTIONAL_ANYWHERE = frozenset({"nextLink"})
 #: Machine properties the server owns (not part of a PUT body when seeding from a recorded machine).
 MACHINE_SERVER_OWNED = frozenset({"provisioningState", "status", "lastStatusChange", "errorDetails", "statusReason"})
 EXTENSION_WRITABLE = (
-    "publisher", "type", "typeHandlerVersion", "settings", "enableAutomaticUpgrade", "autoUpgradeMinorVersion",
+    "publisher",
+    "type",
+    "typeHandlerVersion",
+    "settings",
+    "enableAutomaticUpgrade",
+    "autoUpgradeMinorVersion",
     "forceUpdateTag",
 )
 TERMINAL = {"Succeeded", "Failed", "Canceled"}
@@ -54,8 +59,9 @@ ARM_RESPONSE_HEADERS = ("x-ms-request-id", "x-ms-correlation-request-id")
 def require(path: Path) -> Path:
     """Skip the calling test (or module, at collection) when the shared folder is not beside the clone."""
     if not path.exists():
-        pytest.skip(f"shared data not found at {path} (CI puts a copy of shared/ beside the clone)",
-                    allow_module_level=True)
+        pytest.skip(
+            f"shared data not found at {path} (CI puts a copy of shared/ beside the clone)", allow_module_level=True
+        )
     return path
 
 
@@ -297,7 +303,8 @@ def machine_put_body(resource: dict[str, Any], default_location: str = "eastus")
     if identity.get("type"):
         body["identity"] = {"type": identity["type"]}
     props = {
-        k: strip_nulls(v) for k, v in (resource.get("properties") or {}).items()
+        k: strip_nulls(v)
+        for k, v in (resource.get("properties") or {}).items()
         if v is not None and k not in MACHINE_SERVER_OWNED
     }
     body["properties"] = props
@@ -318,7 +325,8 @@ def extension_put_body(resource: dict[str, Any], default_location: str) -> dict[
 def split_machine_path(path: str) -> tuple[str, str, str] | None:
     match = re.match(
         r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.HybridCompute/machines/([^/?]+)",
-        path, re.IGNORECASE,
+        path,
+        re.IGNORECASE,
     )
     return (match.group(1), match.group(2), match.group(3)) if match else None
 
@@ -443,8 +451,10 @@ def plan_upgrade(targets: dict[str, Any], recorded: list[dict[str, Any]] | tuple
         to_version = target["targetVersion"]
         match = next(
             (
-                r for r in recorded
-                if key.lower() in (
+                r
+                for r in recorded
+                if key.lower()
+                in (
                     f"{r['properties']['publisher']}.{r['properties']['type']}".lower(),
                     r["properties"]["publisher"].lower(),
                 )
@@ -459,11 +469,21 @@ def plan_upgrade(targets: dict[str, Any], recorded: list[dict[str, Any]] | tuple
                 if recorded_version and version_tuple(recorded_version) < version_tuple(to_version)
                 else older_version(to_version)
             )
-            plan.append(UpgradeTarget(key, match["name"], props["publisher"], props["type"], from_version, to_version,
-                                      props.get("settings")))
+            plan.append(
+                UpgradeTarget(
+                    key,
+                    match["name"],
+                    props["publisher"],
+                    props["type"],
+                    from_version,
+                    to_version,
+                    props.get("settings"),
+                )
+            )
         else:
             publisher, _, extension_type = key.rpartition(".")
             assert publisher, f"cannot tell the publisher and type of {key!r}"
-            plan.append(UpgradeTarget(key, extension_type, publisher, extension_type, older_version(to_version),
-                                      to_version))
+            plan.append(
+                UpgradeTarget(key, extension_type, publisher, extension_type, older_version(to_version), to_version)
+            )
     return plan

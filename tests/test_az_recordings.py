@@ -203,12 +203,16 @@ def _prepare(seeder: Seeder, scenario: Scenario) -> list[Upgrade]:
     extensions: dict[str, tuple[tuple[str, str, str], str, dict[str, Any]]] = {}
     created: set[str] = set()
     upgrades: list[tuple[tuple[str, str, str], dict[str, Any]]] = []
-    locations = [e.request_body["location"] for e in scenario.entries
-                 if isinstance(e.request_body, dict) and e.request_body.get("location")]
+    locations = [
+        e.request_body["location"]
+        for e in scenario.entries
+        if isinstance(e.request_body, dict) and e.request_body.get("location")
+    ]
 
     # the machine as this scenario saw it beats the same machine recorded at another time
-    own = {r["id"].lower(): r for e in scenario.entries for r in _resources(e.body)
-           if r["type"].lower() == MACHINE_TYPE}
+    own = {
+        r["id"].lower(): r for e in scenario.entries for r in _resources(e.body) if r["type"].lower() == MACHINE_TYPE
+    }
 
     def want_machine(sub: str, rg: str, name: str, resource: dict[str, Any] | None = None) -> None:
         key = _machine_id(sub, rg, name)
@@ -236,8 +240,10 @@ def _prepare(seeder: Seeder, scenario: Scenario) -> list[Upgrade]:
             if entry.method == "POST" and entry.path.lower().endswith("/upgradeextensions"):
                 upgrades.append((machine, entry.request_body["extensionTargets"]))
             if ext is not None:
-                ext_id = (f"/subscriptions/{machine[0]}/resourceGroups/{machine[1]}/providers/"
-                          f"Microsoft.HybridCompute/machines/{machine[2]}/extensions/{ext}").lower()
+                ext_id = (
+                    f"/subscriptions/{machine[0]}/resourceGroups/{machine[1]}/providers/"
+                    f"Microsoft.HybridCompute/machines/{machine[2]}/extensions/{ext}"
+                ).lower()
                 if entry.method == "PUT":
                     created.add(ext_id)
                 elif ext_id not in created and ext_id in EXTENSIONS:
@@ -275,11 +281,12 @@ def _prepare(seeder: Seeder, scenario: Scenario) -> list[Upgrade]:
 
 # --- replay --------------------------------------------------------------------------------------
 #: Real mismatches found by these replays, to be fixed in the backend (strict: the xfail fails once fixed).
-_IDENTITY = ("arcext returns identity {type} only; Azure fills identity.principalId and identity.tenantId "
-             "for a SystemAssigned identity")
+_IDENTITY = (
+    "arcext returns identity {type} only; Azure fills identity.principalId and identity.tenantId "
+    "for a SystemAssigned identity"
+)
 _ERROR_DETAILS = "Azure always returns properties.errorDetails ([] when healthy); arcext omits it"
-KNOWN_MISMATCHES: dict[str, str] = {
-}
+KNOWN_MISMATCHES: dict[str, str] = {}
 
 
 def _cases() -> list[Any]:

@@ -14,9 +14,7 @@ NUMBER = r"\d+(?:\.\d+)?"
 
 
 def run(script: str, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -40,8 +38,19 @@ def test_bench_store_prints_every_figure() -> None:
 @pytest.mark.slow
 def test_bench_api_prints_both_rates_and_ratio() -> None:
     out = run(
-        "bench_api.py", "--extensions", "40", "--machines", "10", "--seconds", "0.3", "--rounds", "1",
-        "--connections", "2", "--urls", "20",
+        "bench_api.py",
+        "--extensions",
+        "40",
+        "--machines",
+        "10",
+        "--seconds",
+        "0.3",
+        "--rounds",
+        "1",
+        "--connections",
+        "2",
+        "--urls",
+        "20",
     )
     assert re.search(r"real GET: 200", out), out
     assert re.search(rf"GET extension, real arcext server\s+{NUMBER} req/s", out), out

@@ -34,17 +34,23 @@ TERMINAL = {"Succeeded", "Failed", "Canceled"}
 
 # --- helpers ---------------------------------------------------------------------------------------
 def publish(session: requests.Session, server: ArcextServer, publisher: str, ext_type: str, version: str) -> None:
-    r = session.put(f"{server.url}/arcext/v1/catalog/{publisher}/{ext_type}/versions/{version}",
-                    json={"critical": False})
+    r = session.put(
+        f"{server.url}/arcext/v1/catalog/{publisher}/{ext_type}/versions/{version}", json={"critical": False}
+    )
     assert r.status_code in (200, 201), r.text
 
 
-def install(session: requests.Session, server: ArcextServer, name: str, handler: tuple[str, str], version: str,
-            **props: Any) -> None:
-    r = session.put(ext_url(server, name, MACHINE, RG), params={"api-version": API}, json={
-        "location": "eastus",
-        "properties": {"publisher": handler[0], "type": handler[1], "typeHandlerVersion": version, **props},
-    })
+def install(
+    session: requests.Session, server: ArcextServer, name: str, handler: tuple[str, str], version: str, **props: Any
+) -> None:
+    r = session.put(
+        ext_url(server, name, MACHINE, RG),
+        params={"api-version": API},
+        json={
+            "location": "eastus",
+            "properties": {"publisher": handler[0], "type": handler[1], "typeHandlerVersion": version, **props},
+        },
+    )
     assert r.status_code in (200, 202), r.text
     assert server.wait_for_operations(10)
     assert get_ext(session, server, name)["properties"]["provisioningState"] == "Succeeded"
@@ -66,8 +72,9 @@ def host(session: requests.Session, server: ArcextServer) -> dict[str, Any]:
     return found
 
 
-def upgrade(session: requests.Session, server: ArcextServer, targets: dict[str, str],
-            machine: str = MACHINE) -> requests.Response:
+def upgrade(
+    session: requests.Session, server: ArcextServer, targets: dict[str, str], machine: str = MACHINE
+) -> requests.Response:
     return session.post(
         f"{machine_url(server, machine, RG)}/upgradeExtensions",
         params={"api-version": API},
@@ -100,8 +107,10 @@ def events(session: requests.Session, server: ArcextServer, resource_id: str, si
     """Activity-log events of one extension since ``since``, oldest first."""
     r = session.get(
         f"{server.url}/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values",
-        params={"api-version": "2015-04-01",
-                "$filter": f"eventTimestamp ge '{since}' and resourceUri eq '{resource_id}'"},
+        params={
+            "api-version": "2015-04-01",
+            "$filter": f"eventTimestamp ge '{since}' and resourceUri eq '{resource_id}'",
+        },
     )
     assert r.status_code == 200, r.text
     found: list[dict[str, Any]] = r.json()["value"]
@@ -141,13 +150,18 @@ def fleet(arcext_server: ArcextServer, arcext_session: requests.Session) -> Arce
 
 
 # --- the SDK ----------------------------------------------------------------------------------------
-def test_sdk_begin_upgrade_extensions_completes(fleet: ArcextServer, arcext_session: requests.Session,
-                                                arcext_client: Any) -> None:
+def test_sdk_begin_upgrade_extensions_completes(
+    fleet: ArcextServer, arcext_session: requests.Session, arcext_client: Any
+) -> None:
     before_host = host(arcext_session, fleet)["extensions"]["cse"]
     poller = arcext_client.begin_upgrade_extensions(
-        RG, MACHINE,
-        MachineExtensionUpgrade(extension_targets={"Microsoft.Compute.CustomScriptExtension":
-                                                   ExtensionTargetProperties(target_version="1.10")}),
+        RG,
+        MACHINE,
+        MachineExtensionUpgrade(
+            extension_targets={
+                "Microsoft.Compute.CustomScriptExtension": ExtensionTargetProperties(target_version="1.10")
+            }
+        ),
     )
     assert poller.result(timeout=30) is None
     assert poller.done() and poller.status().lower() == "succeeded"
@@ -171,8 +185,14 @@ def test_sdk_begin_upgrade_extensions_completes(fleet: ArcextServer, arcext_sess
 def test_several_targets_at_once(fleet: ArcextServer, arcext_session: requests.Session) -> None:
     s = arcext_session
     since = an_hour_ago()
-    accepted = upgrade(s, fleet, {"Microsoft.Compute.CustomScriptExtension": "1.10",
-                                  "Microsoft.Azure.Monitor.AzureMonitorWindowsAgent": "1.22.0"})
+    accepted = upgrade(
+        s,
+        fleet,
+        {
+            "Microsoft.Compute.CustomScriptExtension": "1.10",
+            "Microsoft.Azure.Monitor.AzureMonitorWindowsAgent": "1.22.0",
+        },
+    )
     status = finish(s, accepted)
     assert status["status"] == "Succeeded", status
     assert status["properties"] == [], "Azure's Succeeded status of upgradeExtensions has properties []"
@@ -211,8 +231,9 @@ def test_publisher_only_key_naming_several_extensions_is_rejected(
     publish(s, fleet, "Microsoft.Compute", "BGInfo", "2.2")
     install(s, fleet, "bginfo", ("Microsoft.Compute", "BGInfo"), "2.1")
     before = {n: get_ext(s, fleet, n) for n in ("cse", "bginfo")}
-    error = assert_error(upgrade(s, fleet, {"Microsoft.Compute": "1.10"}), "InvalidParameter",
-                         "Microsoft.Compute", "several")
+    error = assert_error(
+        upgrade(s, fleet, {"Microsoft.Compute": "1.10"}), "InvalidParameter", "Microsoft.Compute", "several"
+    )
     assert "Microsoft.Compute" in error.get("target", ""), error
     assert {n: get_ext(s, fleet, n) for n in ("cse", "bginfo")} == before
 
@@ -220,14 +241,20 @@ def test_publisher_only_key_naming_several_extensions_is_rejected(
 # --- 400s: a clear error, nothing changed ----------------------------------------------------------
 BAD_TARGETS = {
     # name: (targets, message fragments)
-    "unknown target version": ({"Microsoft.Compute.CustomScriptExtension": "1.11"},
-                               ("1.11", "not published", "1.10")),
-    "extension the machine does not have": ({"Microsoft.Azure.Security.IaaSAntimalware": "1.5"},
-                                            ("Microsoft.Azure.Security.IaaSAntimalware", "no extension")),
+    "unknown target version": ({"Microsoft.Compute.CustomScriptExtension": "1.11"}, ("1.11", "not published", "1.10")),
+    "extension the machine does not have": (
+        {"Microsoft.Azure.Security.IaaSAntimalware": "1.5"},
+        ("Microsoft.Azure.Security.IaaSAntimalware", "no extension"),
+    ),
     "downgrade": ({"Microsoft.Compute.CustomScriptExtension": "1.8"}, ("1.9", "1.8", "downgrade")),
     # all or nothing: the valid target of a request with one bad target is not upgraded either
-    "one bad target among good ones": ({"Microsoft.Azure.Monitor.AzureMonitorWindowsAgent": "1.22.0",
-                                        "Microsoft.Compute.CustomScriptExtension": "1.8"}, ("downgrade",)),
+    "one bad target among good ones": (
+        {
+            "Microsoft.Azure.Monitor.AzureMonitorWindowsAgent": "1.22.0",
+            "Microsoft.Compute.CustomScriptExtension": "1.8",
+        },
+        ("downgrade",),
+    ),
 }
 
 
@@ -253,15 +280,20 @@ def test_bad_target_is_a_clear_400_and_changes_nothing(
         assert events(s, fleet, resource["id"], since) == []
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"extensionTargets": {}}, "at least one"),
-    ({"extensionTargets": {"Microsoft.Compute.CustomScriptExtension": {}}}, "targetVersion"),
-])
-def test_malformed_targets_are_400(fleet: ArcextServer, arcext_session: requests.Session,
-                                   body: dict[str, Any], fragment: str) -> None:
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ({"extensionTargets": {}}, "at least one"),
+        ({"extensionTargets": {"Microsoft.Compute.CustomScriptExtension": {}}}, "targetVersion"),
+    ],
+)
+def test_malformed_targets_are_400(
+    fleet: ArcextServer, arcext_session: requests.Session, body: dict[str, Any], fragment: str
+) -> None:
     before = get_ext(arcext_session, fleet, "cse")
-    r = arcext_session.post(f"{machine_url(fleet, MACHINE, RG)}/upgradeExtensions", params={"api-version": API},
-                            json=body)
+    r = arcext_session.post(
+        f"{machine_url(fleet, MACHINE, RG)}/upgradeExtensions", params={"api-version": API}, json=body
+    )
     assert r.status_code == 400, r.text
     assert fragment.lower() in r.json()["error"]["message"].lower(), r.text
     assert get_ext(arcext_session, fleet, "cse") == before
@@ -303,8 +335,10 @@ def test_manual_upgrade_runs_at_once_with_the_user_as_caller(
     # the manual attempt is not reported as an automatic one
     automatic = arcext_session.get(
         f"{fleet.url}/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values",
-        params={"api-version": "2015-04-01",
-                "$filter": f"eventTimestamp ge '{since}' and caller eq '{AUTOMATIC_CALLER}'"},
+        params={
+            "api-version": "2015-04-01",
+            "$filter": f"eventTimestamp ge '{since}' and caller eq '{AUTOMATIC_CALLER}'",
+        },
     )
     assert automatic.status_code == 200, automatic.text
     assert automatic.json()["value"] == []
@@ -340,8 +374,9 @@ def test_failing_manual_upgrade_rolls_back(fleet: ArcextServer, arcext_session: 
     assert end["properties"]["lastKnownGoodVersion"] == "1.9"
 
 
-def test_failing_manual_upgrade_fails_the_sdk_poller(fleet: ArcextServer, arcext_session: requests.Session,
-                                                     arcext_client: Any) -> None:
+def test_failing_manual_upgrade_fails_the_sdk_poller(
+    fleet: ArcextServer, arcext_session: requests.Session, arcext_client: Any
+) -> None:
     faults = arcext_session.put(f"{fleet.url}/arcext/v1/simulated-hosts/{MACHINE}/faults", json={"failUpgrade": 1})
     assert faults.status_code == 200, faults.text
     poller = arcext_client.begin_upgrade_extensions(

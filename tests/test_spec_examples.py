@@ -83,16 +83,18 @@ def _examples() -> list[Example]:
 EXAMPLES = _examples()
 
 #: Real mismatches found by these replays, to be fixed in the backend (strict: the xfail fails once fixed).
-_IDENTITY = ("arcext returns identity {type} only; Azure fills identity.principalId and identity.tenantId "
-             "for a SystemAssigned identity")
-KNOWN_MISMATCHES: dict[str, str] = {
-}
+_IDENTITY = (
+    "arcext returns identity {type} only; Azure fills identity.principalId and identity.tenantId "
+    "for a SystemAssigned identity"
+)
+KNOWN_MISMATCHES: dict[str, str] = {}
 
 
 def _cases() -> list[Any]:
     return [
         pytest.param(e, id=e.id, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_MISMATCHES[e.id])])
-        if e.id in KNOWN_MISMATCHES else pytest.param(e, id=e.id)
+        if e.id in KNOWN_MISMATCHES
+        else pytest.param(e, id=e.id)
         for e in EXAMPLES
     ]
 
@@ -102,9 +104,17 @@ def test_every_saved_example_is_collected() -> None:
     versions = {e.api_version for e in EXAMPLES}
     assert versions == set(SPEC_DOCS)
     ops = {e.operation_id for e in EXAMPLES}
-    assert {"MachineExtensions_CreateOrUpdate", "MachineExtensions_Update", "MachineExtensions_Get",
-            "MachineExtensions_Delete", "MachineExtensions_List", "Machines_Get", "Machines_Delete",
-            "ExtensionMetadata_Get", "ExtensionMetadata_List"} <= ops
+    assert {
+        "MachineExtensions_CreateOrUpdate",
+        "MachineExtensions_Update",
+        "MachineExtensions_Get",
+        "MachineExtensions_Delete",
+        "MachineExtensions_List",
+        "Machines_Get",
+        "Machines_Delete",
+        "ExtensionMetadata_Get",
+        "ExtensionMetadata_List",
+    } <= ops
 
 
 def _params(example: dict[str, Any]) -> tuple[dict[str, str], Any]:
@@ -147,20 +157,31 @@ def _prepare(
     rg = params.get("resourceGroupName", "")
     if op.startswith("MachineExtensions_"):
         resources = _response_resources(example)
-        location = (body or {}).get("location") or next((r["location"] for r in resources if r.get("location")),
-                                                         "eastus2euap")
+        location = (body or {}).get("location") or next(
+            (r["location"] for r in resources if r.get("location")), "eastus2euap"
+        )
         seeder.machine(sub, rg, params["machineName"], {"location": location})
         if op in ("MachineExtensions_Get", "MachineExtensions_List", "MachineExtensions_Update"):
             for resource in resources:
-                seeder.extension(sub, rg, params["machineName"], resource["name"],
-                                 extension_put_body(resource, location))
+                seeder.extension(
+                    sub, rg, params["machineName"], resource["name"], extension_put_body(resource, location)
+                )
         elif op == "MachineExtensions_Delete":
             # the example has no body: install the extension it deletes so the 202 path is exercised
-            seeder.extension(sub, rg, params["machineName"], params["extensionName"], {
-                "location": location,
-                "properties": {"publisher": "Microsoft.EnterpriseCloud.Monitoring",
-                               "type": "MicrosoftMonitoringAgent", "typeHandlerVersion": "1.0"},
-            })
+            seeder.extension(
+                sub,
+                rg,
+                params["machineName"],
+                params["extensionName"],
+                {
+                    "location": location,
+                    "properties": {
+                        "publisher": "Microsoft.EnterpriseCloud.Monitoring",
+                        "type": "MicrosoftMonitoringAgent",
+                        "typeHandlerVersion": "1.0",
+                    },
+                },
+            )
     elif op in ("Machines_Get", "Machines_Update", "Machines_ListByResourceGroup", "Machines_ListBySubscription"):
         for resource in _response_resources(example):
             parsed = split_machine_path(resource["id"])
@@ -209,8 +230,9 @@ def test_spec_example(arcext_server: ArcextServer, ex: Example) -> None:
         _follow(session, ex, example, response, url, label)
     if ex.operation_id == "UpgradeExtensions":
         assert upgrades, f"{label}: the example names no extension to upgrade"
-        seeder.assert_upgraded(params["subscriptionId"], params["resourceGroupName"], params["machineName"],
-                               upgrades, label)
+        seeder.assert_upgraded(
+            params["subscriptionId"], params["resourceGroupName"], params["machineName"], upgrades, label
+        )
 
 
 def _follow(session: Any, ex: Example, example: dict[str, Any], accepted: Any, url: str, label: str) -> None:
