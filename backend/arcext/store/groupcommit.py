@@ -15,9 +15,12 @@ the log is synced) are only buffered: they are written ahead of the next waited-
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 
 class _Waiter:
@@ -102,6 +105,8 @@ class GroupCommitFile:
             self._write(payload, sync)
         except BaseException as exc:  # every append in this flush learns that it failed
             error = exc
+        if error is not None and own is None:
+            log.error("Writing buffered appends failed: %s", error)  # nobody waits to be told
         with self._mutex:
             if own is not None:
                 own.error = error

@@ -21,8 +21,9 @@ foreach ($file in $files) {
         $unchanged += $file.name
         continue
     }
-    [System.IO.File]::WriteAllBytes("$path.tmp", $bytes)
-    Move-Item -LiteralPath "$path.tmp" -Destination $path -Force
+    $tmp = "$path.$PID.$([guid]::NewGuid().ToString('N')).tmp"  # two jobs uploading at once never share it
+    [System.IO.File]::WriteAllBytes($tmp, $bytes)
+    Move-Item -LiteralPath $tmp -Destination $path -Force
     $written += $file.name
 }
 [pscustomobject]@{ written = $written; unchanged = $unchanged } | ConvertTo-Json -Compress
