@@ -11,6 +11,11 @@ twice per job).
 Appends nobody waits for (``wait=False``: the activity log's events, which ride in the journal until
 the log is synced) are only buffered: they are written ahead of the next waited-for append, on
 ``sync``, when the buffer passes ``lazy_bytes`` or within ``lazy_seconds`` (a timer thread).
+
+A failed write or fsync fails the file for good: whatever came after it would sit behind a hole (or a
+torn line), and an fsync that succeeds after a failed one says nothing about the bytes that failed. Every
+later waited append, ``sync`` and ``swap`` raises that error; unwaited bytes are dropped. The owner
+recovers by restarting (the journal replays up to the tear; the event log is repaired from it).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class GroupCommitFile:
         self._appended = 0  # sequence number of the last waited-for append
         self._flushing = False  # a leader is writing
         self._waiters: list[_Waiter] = []
+        self._failed: BaseException | None = None  # the first failed write or fsync (see the module doc)
         self._closed = threading.Event()
         self._timer = threading.Thread(target=self._lazy_flusher, name="arcext-group-commit", daemon=True)
         self._timer.start()
@@ -100,12 +106,9 @@ class GroupCommitFile:
             self._buffer = []
             self._buffered = 0
             covered = self._appended
-        error: BaseException | None = None
-        try:
-            self._write(payload, sync)
-        except BaseException as exc:  # every append in this flush learns that it failed
-            error = exc
-        if error is not None and own is None:
+        failed_before = self._failed is not None
+        error = self._write_or_fail(payload, sync)
+        if error is not None and own is None and not failed_before:
             log.error("Writing buffered appends failed: %s", error)  # nobody waits to be told
         with self._mutex:
             if own is not None:
@@ -127,6 +130,16 @@ class GroupCommitFile:
                 nxt.lock.release()  # still flushing: the next leader takes over
             else:
                 self._flushing = False
+
+    def _write_or_fail(self, payload: bytes, sync: bool) -> BaseException | None:
+        """Write (by the leader only); the error the file has failed with, now or before, if any."""
+        if self._failed is not None:
+            return self._failed  # the payload goes nowhere: it would follow a hole
+        try:
+            self._write(payload, sync)
+        except BaseException as exc:  # every append in this flush, and every later one, learns that it failed
+            self._failed = exc
+        return self._failed
 
     def _write(self, payload: bytes, sync: bool) -> None:
         view = memoryview(payload)
@@ -165,7 +178,9 @@ class GroupCommitFile:
                     payload = b"".join(self._buffer)
                     self._buffer = []
                     self._buffered = 0
-                self._write(payload, sync=True)
+                error = self._write_or_fail(payload, sync=True)
+                if error is not None:
+                    raise error
             self._fd = fd
         finally:
             with self._mutex:

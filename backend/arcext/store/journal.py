@@ -49,7 +49,13 @@ class Journal:
         """Start a new segment; returns the older ones (to delete once a checkpoint covers them)."""
         old = self.segments()
         self._seq += 1
-        os.close(self._writer.swap(self._open_segment()))
+        fd = self._open_segment()
+        try:
+            old_fd = self._writer.swap(fd)
+        except BaseException:  # the journal failed a write (see groupcommit): it stays on its segment
+            os.close(fd)
+            raise
+        os.close(old_fd)
         self.bytes_written = 0
         return old
 
