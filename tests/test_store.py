@@ -257,3 +257,127 @@ def test_snapshots_of_the_first_layout_are_read_and_moved_into_shards(tmp_path: 
     store.close()
     reopened = TinyDBStore(tmp_path)
     assert [reopened.get_machine(k)["machine"]["properties"] for k in keys] == [{"n": 0}, {"n": 1}, {"n": 2}]  # type: ignore[index]
+
+
+def test_a_torn_last_event_line_is_cut_off_so_later_appends_stay_readable(tmp_path: Path) -> None:
+    """A crash can leave the day's log ending in half a line; the next append must not continue it."""
+    key = MachineKey(SUB, "rg", "m")
+    store = TinyDBStore(tmp_path)
+    store.append_events([_event(key, 1)])
+    store.close()
+    (log_file,) = (tmp_path / "activity").glob("*.jsonl")
+    with open(log_file, "ab") as fh:
+        fh.write(orjson.dumps(_event(key, 2))[:25])  # the crash tore the second event
+    reopened = TinyDBStore(tmp_path)
+    assert [e["n"] for e in reopened.iter_events("2026-11-25", "2026-11-25")] == [1]
+    reopened.append_events([_event(key, 3)])
+    reopened.close()
+    again = TinyDBStore(tmp_path)
+    assert [e["n"] for e in again.iter_events("2026-11-25", "2026-11-25")] == [1, 3]
+
+
+def test_events_of_a_change_whose_journal_write_failed_are_not_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log gets a change's events only once the journal holds the change: an event logged first could
+    outlive a journal write that failed or never reached the disk (a Started with no Running job)."""
+    store = TinyDBStore(tmp_path)
+    key = MachineKey(SUB, "rg", "m")
+
+    def failing_append(record: dict[str, Any]) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store._journal, "append", failing_append)
+    with pytest.raises(OSError):
+        store.mutate_machine(key, lambda _old: (doc(key, n=1), None), events=[_event(key, 1)])
+    assert list(store.iter_events("2026-11-25", "2026-11-25")) == []
+    assert store.get_machine(key) is None
+
+
+def _keys_in_two_shards() -> tuple[MachineKey, MachineKey]:
+    first = MachineKey(SUB, "rg", "a0")
+    for i in range(1, 100):
+        other = MachineKey(SUB, "rg", f"b{i}")
+        if _shard_of(other.lower) != _shard_of(first.lower):
+            return first, other
+    raise AssertionError("no second shard")
+
+
+def test_a_failed_checkpoint_leaves_its_machines_for_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint that fails after taking the changed set must give it back: the next checkpoint drops
+    every old journal segment, including the records of the machines the failed one did not write."""
+    from arcext.store import tinydb_store
+
+    store = TinyDBStore(tmp_path)
+    a, b = _keys_in_two_shards()
+    put(store, a, n=1)
+    real_write = tinydb_store.atomic_write_bytes
+    failures = [OSError(28, "No space left on device")]
+
+    def write(path: Any, payload: bytes, sync: bool = True) -> None:
+        if failures:
+            raise failures.pop()
+        real_write(path, payload, sync)
+
+    monkeypatch.setattr(tinydb_store, "atomic_write_bytes", write)
+    with pytest.raises(OSError):
+        store.checkpoint()
+    put(store, b, n=2)
+    assert store.checkpoint() == 2
+    crashed = TinyDBStore(tmp_path)  # no close: what is on disk now is all a restart has
+    assert crashed.get_machine(a)["machine"]["properties"] == {"n": 1}  # type: ignore[index]
+    assert crashed.get_machine(b)["machine"]["properties"] == {"n": 2}  # type: ignore[index]
+
+
+def test_a_machine_deleted_before_the_migrating_checkpoint_stays_deleted_after_a_crash_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First-layout files are removed before the journal segments: a crash between the two must not bring
+    back a machine that was deleted (its shard no longer holds it; only the journal says it is gone)."""
+    key = MachineKey(SUB, "rg", "old")
+    digest = hashlib.sha1(key.lower.encode()).hexdigest()
+    folder = tmp_path / "machines" / digest[:2]
+    folder.mkdir(parents=True)
+    legacy = {"machine": {"1": doc(key, n=1)["machine"]}, "extensions": {}}
+    (folder / f"{digest}.json").write_bytes(orjson.dumps(legacy))
+    store = TinyDBStore(tmp_path)
+    assert store.get_machine(key) is not None
+    store.mutate_machine(key, lambda _old: (None, None))
+
+    def crash() -> None:
+        raise SystemExit("crash")
+
+    monkeypatch.setattr(store, "_remove_legacy_snapshots", crash)
+    with pytest.raises(SystemExit):
+        store.checkpoint()
+    assert TinyDBStore(tmp_path).get_machine(key) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_new_uuid_works_in_a_child_forked_while_another_thread_held_the_pool(tmp_path: Path) -> None:
+    """The pooled random bytes behind event and operation ids: a fork while a thread was taking some
+    (its lock held) must not leave the child's pool locked forever."""
+    from arcext import ids
+
+    taken = (tmp_path / "child").as_posix()
+    ids.new_uuid()
+    with ids._random_pool._lock:  # another thread in the middle of take16() at the moment of the fork
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                Path(taken).write_text(ids.new_uuid())
+            finally:
+                os._exit(0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child blocked on the random pool's lock")
+    assert len(Path(taken).read_text()) == 36

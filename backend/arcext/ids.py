@@ -57,10 +57,11 @@ class _RandomPool:
     size = 4096
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
+        # a new lock too: a fork while another thread held the old one leaves it held in the child forever
+        self._lock = threading.Lock()
         self._buffer = b""
         self._pos = 0
 

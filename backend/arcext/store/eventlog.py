@@ -53,9 +53,14 @@ class EventLog:
         self._days: dict[str, list[bytes]] = {}
         for path in sorted(self.directory.glob("*.jsonl")):
             with open(path, "rb") as fh:
+                offset = 0
                 for line in fh:
                     if not line.endswith(b"\n"):
-                        break  # a torn final line from a crash: never acknowledged
+                        # a torn final line from a crash (never acknowledged): cut it off, or the next
+                        # append to this day's file would continue it and make one unreadable line of both
+                        os.truncate(path, offset)
+                        break
+                    offset += len(line)
                     line = line[:-1]
                     if _TIMESTAMP not in line:  # written by another serializer: normalise it once
                         line = orjson.dumps(orjson.loads(line))

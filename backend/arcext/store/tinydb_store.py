@@ -313,7 +313,7 @@ class TinyDBStore:
                 return result
             with self._dirty_lock:
                 self._dirty.add(key.lower)  # before the append: a checkpoint must not miss this change
-            self._journal.append(self._with_events({"k": key.lower, "d": new}, events))
+            self._journal_with_events({"k": key.lower, "d": new}, events)
             slot.doc = new
             if new is None:
                 self._unindex(key)
@@ -354,7 +354,7 @@ class TinyDBStore:
             return result
         with self._dirty_lock:
             self._dirty.add(key.lower)
-        self._journal.append(self._with_events({"k": key.lower, "x": extension, "r": changed}, events))
+        self._journal_with_events({"k": key.lower, "x": extension, "r": changed}, events)
         slot.doc = {"machine": current["machine"], "extensions": {**current["extensions"]}}
         if changed is None:
             slot.doc["extensions"].pop(extension, None)
@@ -362,14 +362,26 @@ class TinyDBStore:
             slot.doc["extensions"][extension] = changed
         return result
 
-    def _with_events(self, entry: dict[str, Any], events: list[Record] | None) -> dict[str, Any]:
-        """The journal entry, carrying ``events`` after handing them to the activity log (not fsynced);
-        each event is serialized once, for both."""
-        if events:
-            lines = [orjson.dumps(e) for e in events]
+    def _journal_with_events(self, entry: dict[str, Any], events: list[Record] | None) -> None:
+        """Journal ``entry`` carrying ``events``, then hand them to the activity log (not fsynced); each
+        event is serialized once, for both. Called under the machine's slot lock.
+
+        The log gets them only once the journal holds them: a log written first could reach the disk
+        (the lazy flush, another caller's sync) before a crash lost the journal write, leaving an event
+        for a change that never happened (a Started with no Running job, so no end event ever), and
+        would keep them even when the journal write failed. A checkpoint still sees them: the slot lock
+        is held until they are in the log, and a checkpoint takes the lock of every dirty machine (this
+        one is, before the journal write) before it syncs the log."""
+        if not events:
+            self._journal.append(entry)
+            return
+        lines = [orjson.dumps(e) for e in events]
+        entry["ev"] = [orjson.Fragment(line) for line in lines]
+        self._journal.append(entry)
+        try:
             self._events.append_lines(lines, durable=False)
-            entry["ev"] = [orjson.Fragment(line) for line in lines]
-        return entry
+        except Exception:  # the change is durable and so are its events (journal): do not report a failure
+            log.exception("Could not hand %d activity-log events to the log; start-up restores them", len(lines))
 
     def _unindex(self, key: MachineKey) -> None:
         with self._index_lock:
@@ -428,29 +440,41 @@ class TinyDBStore:
             old_segments = self._journal.rotate()
             with self._dirty_lock:
                 dirty, self._dirty = self._dirty, set()
-            for shard in sorted({_shard_of(k) for k in dirty}):
-                with self._index_lock:
-                    keys = sorted(self._shard_keys.get(shard, ()))
-                docs: list[tuple[str, MachineDoc]] = []
-                for key_lower in keys:
-                    slot = self._slots.get(key_lower)
-                    if slot is None:
-                        continue
-                    with slot.lock:
-                        doc = slot.doc  # documents are replaced, never changed in place: safe to read after
-                    if doc is not None:
-                        docs.append((key_lower, doc))
-                path = f"{self._machines_dir_str}{os.sep}{shard}.json"
-                if docs:
-                    atomic_write_bytes(path, orjson.dumps(_shard_layout(docs)), sync=False)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-            os.sync()  # every snapshot is on disk before the journal that covered it goes
-            self._events.sync()  # and so is every event that travelled in it
-            self._journal.remove(old_segments)
+            try:
+                self._write_shards(dirty)
+            except BaseException:
+                # the old segments stay, but the next checkpoint drops them too: it must rewrite these
+                with self._dirty_lock:
+                    self._dirty |= dirty
+                raise
+            # first-layout files go before the journal: with the journal gone, a leftover file of a machine
+            # deleted since would bring it back at the next start (no shard holds it, no record deletes it)
             self._remove_legacy_snapshots()
+            self._journal.remove(old_segments)
             return len(dirty)
+
+    def _write_shards(self, dirty: set[str]) -> None:
+        """Rewrite the shard files holding ``dirty`` machines and sync them and the event log."""
+        for shard in sorted({_shard_of(k) for k in dirty}):
+            with self._index_lock:
+                keys = sorted(self._shard_keys.get(shard, ()))
+            docs: list[tuple[str, MachineDoc]] = []
+            for key_lower in keys:
+                slot = self._slots.get(key_lower)
+                if slot is None:
+                    continue
+                with slot.lock:  # also waits for a writer between its journal write and its events
+                    doc = slot.doc  # documents are replaced, never changed in place: safe to read after
+                if doc is not None:
+                    docs.append((key_lower, doc))
+            path = f"{self._machines_dir_str}{os.sep}{shard}.json"
+            if docs:
+                atomic_write_bytes(path, orjson.dumps(_shard_layout(docs)), sync=False)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        os.sync()  # every snapshot is on disk before the journal that covered it goes
+        self._events.sync()  # and so is every event that travelled in it
 
     def _remove_legacy_snapshots(self) -> None:
         """First-layout files are gone once a checkpoint has written their machines into shards."""
