@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,17 +21,21 @@ def _open(path: Path) -> int:
 
 
 def test_many_threads_mixed_appends_with_concurrent_swaps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    synced: dict[int, int] = {}  # fd -> file size at its last fsync
+    synced: dict[int, int] = {}  # fd -> file size at its last fsync or fdatasync
     synced_lock = threading.Lock()
-    real_fsync = os.fsync
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
 
-    def fsync(fd: int) -> None:
-        size = os.fstat(fd).st_size
-        real_fsync(fd)
-        with synced_lock:
-            synced[fd] = max(synced.get(fd, 0), size)
+    def tracked(real: Callable[[int], None]) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            size = os.fstat(fd).st_size
+            real(fd)
+            with synced_lock:
+                synced[fd] = max(synced.get(fd, 0), size)
 
-    monkeypatch.setattr(groupcommit.os, "fsync", fsync)
+        return sync
+
+    monkeypatch.setattr(groupcommit.os, "fsync", tracked(real_fsync))
+    monkeypatch.setattr(groupcommit.os, "fdatasync", tracked(real_fdatasync))
     paths = [tmp_path / "0.log"]
     fds = {_open(paths[0]): paths[0]}
     writer = GroupCommitFile(next(iter(fds)))

@@ -62,7 +62,7 @@ def serve(
 ) -> None:
     """Run the server (embedded store in DATA_DIR; no other service needed)."""
     from .app import create_app
-    from .serving import ServerThread, ssl_context
+    from .serving import ServerThread, ssl_context, tune_gc_for_serving
     from .tls import ensure_self_signed
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -72,6 +72,7 @@ def serve(
     if tls_self_signed and tls_cert:
         raise click.UsageError("Use either --tls-self-signed or --tls-cert/--tls-key.")
     data_dir.mkdir(parents=True, exist_ok=True)
+    tune_gc_for_serving()
     app = create_app(
         {"ARCEXT_DATA_DIR": str(data_dir), "ARCEXT_MANUAL_CLOCK": manual_clock, "ARCEXT_SIMULATE": simulate}
     )

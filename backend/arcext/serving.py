@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import gc
 import ssl
 import threading
 from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
+
+#: The cyclic GC's thresholds in a server process (``arcext serve``). The fleet lives in memory, and
+#: every upgrade step replaces an extension record with new objects: with CPython's defaults
+#: (700, 10, 10) a full collection ran whenever a quarter of the heap was new, three of them (0.8 s of
+#: CPU) in a 30,000-job rollout of bench_rollout; with these, 0.2 s. Only cyclic garbage waits longer
+#: (nothing the store holds forms cycles; refcounting frees the rest at once). Set per process, so the
+#: test harness, which serves in the caller's process, leaves the caller's GC alone.
+SERVER_GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc_for_serving() -> None:
+    gc.set_threshold(*SERVER_GC_THRESHOLDS)
 
 
 def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:

@@ -146,7 +146,9 @@ class GroupCommitFile:
         while view:
             view = view[os.write(self._fd, view) :]
         if sync:
-            os.fsync(self._fd)
+            # append-only files: fdatasync flushes the data and the size (all a reader needs), not timestamps,
+            # which spares a metadata commit per flush and made the engine's runs steadier
+            os.fdatasync(self._fd)
         if payload and self._after_write is not None:
             self._after_write(payload)
 
