@@ -183,8 +183,8 @@ class ActivityLog:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def record(self, events: list[Record], durable: bool = True) -> None:
-        self.store.append_events(events, durable)
+    def record(self, events: list[Record]) -> None:
+        self.store.append_events(events)
 
     def query(self, subscription: str, flt: EventFilter) -> list[Record]:
         """Matching events of one subscription, newest first."""

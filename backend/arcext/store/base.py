@@ -128,8 +128,9 @@ class Store(Protocol):
     def list_rollouts(self) -> list[Record]: ...
 
     # --- activity log (append-only) ---------------------------------------------------------------
-    def append_events(self, events: list[Record], durable: bool = True) -> None:
-        """Append to the activity log; ``durable=False`` returns before the fsync (ordered before later appends)."""
+    def append_events(self, events: list[Record]) -> None:
+        """Append to the activity log; returns once the events are on disk. (Events that belong to a machine
+        change travel with it instead: ``mutate_machine(..., events=)``.)"""
         ...
 
     def iter_events(self, start_day: str, end_day: str, where: tuple[str, str] | None = None) -> Iterator[Record]:

@@ -54,10 +54,8 @@ def _flush(db: TinyDB) -> None:
     cache.flush()
 
 
-SHARDS = 256  # snapshot files: machines/<00..ff>.json, by the first byte of sha1(key)
-
-
 def _shard_of(key_lower: str) -> str:
+    """The snapshot file a machine lives in: machines/<00..ff>.json, by the first byte of sha1(key)."""
     return hashlib.sha1(key_lower.encode()).hexdigest()[:2]
 
 
@@ -635,8 +633,8 @@ class TinyDBStore:
             return [jcopy(r) for r in self._rollouts.values()]
 
     # --- activity log -----------------------------------------------------------------------
-    def append_events(self, events: list[Record], durable: bool = True) -> None:
-        self._events.append(events, durable)
+    def append_events(self, events: list[Record]) -> None:
+        self._events.append(events, durable=True)
 
     def iter_events(self, start_day: str, end_day: str, where: tuple[str, str] | None = None) -> Iterator[Record]:
         if where is None:

@@ -109,7 +109,7 @@ class JobRunner:
         box: SecretBox,
         clock: Clock,
         drivers: Callable[[MachineKey, MachineDoc], HostDriver | None],
-        record_events: Callable[[list[Record], bool], None],
+        record_events: Callable[[list[Record]], None],
         retry_delay_seconds: float,
         busy_delay_seconds: float,
         may_run: Callable[[dict[str, Any], dict[str, Any]], str | None],
@@ -242,7 +242,7 @@ class JobRunner:
         recorded = self.events_for(job["operationId"], job["startedAt"]) if self.events_for else []
         job["endRecorded"] = any(e["status"]["value"] != "Started" for e in recorded)
         if not any(e["status"]["value"] == "Started" for e in recorded):
-            self._event("Started", record["resource"]["id"], job, {})
+            self.record_events([self._make_event("Started", record["resource"]["id"], job, {})])
         interrupted = HostDriverError(key.name, "upgrade", "interrupted by a restart of arcext")
         if driver is None:
             return self._not_run(key, ext, job, HostUnreachable(key.name, "reconcile", "no host connection"))
@@ -471,16 +471,6 @@ class JobRunner:
     # --- activity ------------------------------------------------------------------------------
     def _ext_id(self, key: MachineKey, ext: str, job: dict[str, Any]) -> str:
         return str(job.get("resourceId") or key.extension_id(ext))
-
-    def _event(
-        self,
-        status: str,
-        resource_id: str,
-        job: dict[str, Any],
-        extra: dict[str, Any],
-        level: str | None = None,
-    ) -> None:
-        self.record_events([self._make_event(status, resource_id, job, extra, level)], True)
 
     def _make_event(
         self,
