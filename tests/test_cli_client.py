@@ -255,8 +255,10 @@ def test_create_show_update_delete(arc: ArcextServer, s: requests.Session, cli: 
     key = machine_key(SUB, "rg1", "m1")
     assert arc.services.resources.protected_settings(key, "cse") == {"password": "s3cret"}
 
-    nothing = cli("connectedmachine", "extension", "update", "-n", "cse", "--machine-name", "m1", "-g", "rg1")
-    assert nothing.exit_code == 2 and nothing.stderr.startswith("ERROR: Nothing to update")
+    # az's generic update: an update naming no property is a GET and a PUT of what was read; it succeeds
+    nothing = cli.json("connectedmachine", "extension", "update", "-n", "cse", "--machine-name", "m1", "-g", "rg1")
+    assert nothing["properties"]["settings"] == {"commandToExecute": "whoami"} and nothing["tags"] == {"env": "prod"}
+    assert arc.services.resources.protected_settings(key, "cse") == {"password": "s3cret"}
 
     # --no-wait prints nothing and returns at once; the operation finishes on the server
     no_wait = cli(
@@ -328,7 +330,7 @@ def test_upgrade_extension_now_and_no_wait(arc: ArcextServer, s: requests.Sessio
 
     bad = cli("connectedmachine", "upgrade-extension", "--machine-name", "m1", "-g", "rg1",
               "--extension-targets", "{not json")  # fmt: skip
-    assert bad.exit_code == 2 and bad.stderr.startswith("ERROR: --extension-targets: not valid JSON")
+    assert bad.exit_code == 2 and bad.stderr.startswith("ERROR: --extension-targets: neither JSON")
     unknown = cli("connectedmachine", "upgrade-extension", "--machine-name", "m1", "-g", "rg1",
                   "--extension-targets", json.dumps({"Nope.Nothing": {"targetVersion": "1.0"}}))  # fmt: skip
     assert unknown.exit_code in (1, 3) and unknown.stderr.startswith("ERROR: (")
@@ -544,12 +546,12 @@ def test_exit_codes_and_error_printing(arc: ArcextServer, s: requests.Session, c
     assert no_location_type.exit_code == 1 and no_location_type.stderr.startswith("ERROR: (InvalidParameter) ")
 
     reader = arc.create_token("Reader", f"/subscriptions/{SUB}", "ci-reader")
-    forbidden = cli("connectedmachine", "extension", "update", "-n", "x", "--machine-name", "m1", "-g", "rg1",
-                    "--enable-auto-upgrade", "false", env={"ARCEXT_TOKEN": reader})  # fmt: skip
+    forbidden = cli("connectedmachine", "extension", "create", "-n", "x", "--machine-name", "m1", "-g", "rg1",
+                    "-l", "eastus", "--publisher", "P", "--type", "T", env={"ARCEXT_TOKEN": reader})  # fmt: skip
     assert forbidden.exit_code == 1 and forbidden.stderr.startswith("ERROR: (AuthorizationFailed) ")
 
     usage = cli("connectedmachine", "extension", "show", "--machine-name", "m1", "-g", "rg1")
-    assert usage.exit_code == 2 and "Missing option" in usage.stderr
+    assert usage.exit_code == 2 and "arguments are required: --name" in usage.stderr  # az's wording
     bad_query = cli("connectedmachine", "extension", "list", "--machine-name", "m1", "-g", "rg1", "--query", "[?")
     assert bad_query.exit_code == 2 and "invalid JMESPath" in bad_query.stderr
     bad_bool = cli("connectedmachine", "extension", "update", "-n", "x", "--machine-name", "m1", "-g", "rg1",

@@ -205,7 +205,8 @@ def test_every_format_through_the_server(cli_env: dict[str, str | None], fmt: st
         (item,) = json.loads(out)
         assert item["name"] == "cse" and item["properties"]["enableAutomaticUpgrade"] is True
         assert "\x1b[" not in out
-    elif fmt == "yaml":
+    elif fmt in ("yaml", "yamlc"):  # yamlc is plain yaml when stdout is not a terminal
+        assert "\x1b[" not in out
         (item,) = yaml.safe_load(out)
         assert item["properties"]["typeHandlerVersion"] == "1.10.3"
     elif fmt == "table":

@@ -4,12 +4,19 @@ The file is ``$ARCEXT_CONFIG_DIR/config.json`` (default ``~/.arcext/config.json`
 atomically with mode 0600 in a 0700 directory. ``ARCEXT_ENDPOINT``, ``ARCEXT_TOKEN``,
 ``ARCEXT_SUBSCRIPTION_ID`` and ``ARCEXT_CA_BUNDLE`` override its values; a command's
 ``--subscription`` overrides both.
+
+``--subscription`` takes a name or an id, as az's does. az looks names up in its local profile;
+arcext's profile is the ``subscriptions`` map ``{name: id}`` of the file (``arcext login
+--subscription ID --subscription-name NAME`` adds to it) and ``ARCEXT_SUBSCRIPTION_NAMES`` (a JSON
+object of the same shape). A name matches case-insensitively; a value that is no known name is used
+as the id.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +25,8 @@ from typing import Any
 from .errors import UsageProblem
 
 CONFIG_DIR_ENV = "ARCEXT_CONFIG_DIR"
+NAMES_ENV = "ARCEXT_SUBSCRIPTION_NAMES"
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 CONFIG_FILE = "config.json"
 ENV_KEYS = {
     "endpoint": "ARCEXT_ENDPOINT",
@@ -100,6 +109,35 @@ def settings() -> tuple[dict[str, Any], dict[str, str]]:
     return values, sources
 
 
+def subscription_names() -> dict[str, str]:
+    """Subscription names → ids: the file's ``subscriptions``, then ARCEXT_SUBSCRIPTION_NAMES over it."""
+    names: dict[str, str] = {}
+    stored = load_file().get("subscriptions")
+    if isinstance(stored, dict):
+        names.update({str(k): str(v) for k, v in stored.items()})
+    raw = os.environ.get(NAMES_ENV)
+    if raw:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise UsageProblem(f'{NAMES_ENV}: expected a JSON object {{"name": "subscription id"}}.')
+        names.update({str(k): str(v) for k, v in parsed.items()})
+    return names
+
+
+def subscription_id(value: str) -> str:
+    """A subscription id from a name or an id (az's --subscription takes both)."""
+    if _GUID.match(value):
+        return value
+    names = subscription_names()
+    if value in names:
+        return names[value]
+    lowered = {k.lower(): v for k, v in names.items()}
+    return lowered.get(value.lower(), value)
+
+
 def resolve(subscription: str | None = None, *, need_subscription: bool = True) -> Connection:
     values, _sources = settings()
     endpoint = values.get("endpoint")
@@ -109,6 +147,8 @@ def resolve(subscription: str | None = None, *, need_subscription: bool = True) 
             "Not logged in: run 'arcext login --endpoint URL --token TOKEN' or set ARCEXT_ENDPOINT and ARCEXT_TOKEN."
         )
     sub = subscription or values.get("subscription")
+    if sub:
+        sub = subscription_id(str(sub))
     if need_subscription and not sub:
         raise UsageProblem(
             "No subscription: pass --subscription, set ARCEXT_SUBSCRIPTION_ID, "

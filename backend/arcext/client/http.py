@@ -8,6 +8,7 @@ operation status.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +28,7 @@ DEFAULT_WAIT_TIMEOUT = 3600.0
 USER_AGENT = "arcext-cli"
 
 sleep = time.sleep  # tests replace this to see the delays
+log = logging.getLogger("arcext.client")  # --debug / --verbose; never logs headers (the token is one)
 
 
 def segment(value: str) -> str:
@@ -100,17 +102,17 @@ class ArmClient:
             raise ValueError("this command needs a subscription")
         return self.connection.subscription
 
-    def subscription_path(self) -> str:
-        return f"/subscriptions/{segment(self.subscription)}"
+    def subscription_path(self, subscription: str | None = None) -> str:
+        return f"/subscriptions/{segment(subscription or self.subscription)}"
 
-    def machine_path(self, resource_group: str, machine: str) -> str:
+    def machine_path(self, resource_group: str, machine: str, subscription: str | None = None) -> str:
         return (
-            f"{self.subscription_path()}/resourceGroups/{segment(resource_group)}"
+            f"{self.subscription_path(subscription)}/resourceGroups/{segment(resource_group)}"
             f"/providers/Microsoft.HybridCompute/machines/{segment(machine)}"
         )
 
-    def extension_path(self, resource_group: str, machine: str, name: str) -> str:
-        return f"{self.machine_path(resource_group, machine)}/extensions/{segment(name)}"
+    def extension_path(self, resource_group: str, machine: str, name: str, subscription: str | None = None) -> str:
+        return f"{self.machine_path(resource_group, machine, subscription)}/extensions/{segment(name)}"
 
     def url(self, path_or_url: str) -> str:
         if path_or_url.startswith(("http://", "https://")):
@@ -137,6 +139,8 @@ class ArmClient:
         if arm and not absolute:
             query.setdefault("api-version", api_version or self.api_version)
         url = self.url(path_or_url)
+        log.info("Request: %s %s", method, url.split("?")[0])
+        log.debug("Request query: %s", query)
         try:
             response = self.session.request(
                 method, url, params=query or None, json=json, timeout=self.timeout, verify=self.verify
@@ -155,6 +159,8 @@ class ArmClient:
             raise ConnectionProblem(
                 f"Cannot reach {self.connection.endpoint}: {_reason(exc)}", "ConnectionError"
             ) from None
+        log.info("Response status: %s", response.status_code)
+        log.debug("Response headers: %s", {k: v for k, v in response.headers.items() if k.lower() != "set-cookie"})
         if response.status_code >= 400:
             raise arm_error(response)
         return response

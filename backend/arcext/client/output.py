@@ -7,7 +7,7 @@
   least two wider than their header, two spaces apart, a line of dashes under the headers).
   A list of scalars is a ``Result`` column, a list of lists ``Column1..n``.
 - tsv: one line per item, values tab-separated; a nested list prints its length, a dict nothing.
-- jsonc is coloured only when stdout is a terminal; otherwise it is json.
+- jsonc (yamlc) is coloured only when stdout is a terminal; otherwise it is json (yaml).
 - A query result of null prints nothing (az prints nothing for None).
 
 ``query_warnings`` is arcext's addition: a field path the query names that no object in the data
@@ -28,7 +28,7 @@ import jmespath
 import yaml
 from jmespath.exceptions import JMESPathError
 
-FORMATS = ("json", "jsonc", "table", "tsv", "yaml", "none")
+FORMATS = ("json", "jsonc", "table", "tsv", "yaml", "yamlc", "none")
 TABLE_SKIP_KEYS = ("id", "type", "etag")
 Transformer = Callable[[Any], Any]
 
@@ -208,6 +208,17 @@ def format_yaml(result: Any) -> str:
     return text
 
 
+def format_yamlc(result: Any) -> str:
+    """yaml coloured (pygments' YAML lexer through rich), as az's yamlc."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, color_system="standard", width=10_000)
+    console.print(Syntax(format_yaml(result), "yaml", background_color="default"), soft_wrap=True, end="")
+    return buffer.getvalue()
+
+
 def _tsv_cell(value: Any) -> str:
     if isinstance(value, list):
         return str(len(value))
@@ -309,8 +320,10 @@ def render(
         return format_json(result)
     if output == "jsonc":
         return format_jsonc(result)
-    if output == "yaml":
+    if output == "yaml" or (output == "yamlc" and not color):
         return format_yaml(result)
+    if output == "yamlc":
+        return format_yamlc(result)
     if output == "tsv":
         return format_tsv(result)
     if output == "table":

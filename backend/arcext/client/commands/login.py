@@ -22,6 +22,11 @@ from .common import ClientCommand, emit, output_options
 )
 @click.option("--subscription", metavar="ID", help="Default subscription for the client commands.")
 @click.option(
+    "--subscription-name",
+    metavar="NAME",
+    help="A name for --subscription, so commands take '--subscription NAME' as az does.",
+)
+@click.option(
     "--ca-bundle",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM file of the CA (or self-signed certificate) to trust for https.",
@@ -31,6 +36,7 @@ def login(
     endpoint: str,
     token: str | None,
     subscription: str | None,
+    subscription_name: str | None,
     ca_bundle: Path | None,
     output: str,
     query: str | None,
@@ -49,9 +55,17 @@ def login(
     connection = config.Connection(endpoint, token, subscription, bundle)
     with ArmClient(connection) as arm:
         arm.get_json("/providers/Microsoft.HybridCompute/operations")  # 401 for a bad token; nothing is stored
+    if subscription_name and not subscription:
+        raise UsageProblem("--subscription-name names the --subscription given with it.")
     values: dict[str, Any] = {"endpoint": endpoint, "token": token}
     if subscription:
         values["subscription"] = subscription
+    names = config.load_file().get("subscriptions")
+    names = dict(names) if isinstance(names, dict) else {}
+    if subscription_name:
+        names[subscription_name] = subscription
+    if names:
+        values["subscriptions"] = names
     if bundle:
         values["caBundle"] = bundle
     path = config.save_file(values)
