@@ -19,12 +19,12 @@
 
     # Explicit lists, never wildcards: the file names in Public/ are the exported functions.
     FunctionsToExport    = @(
-        'Connect-AzConnectedMachineShim'
-        'Disconnect-AzConnectedMachineShim'
+        'Connect-Arcext'
+        'Disconnect-Arcext'
         'Get-AzConnectedExtensionMetadata'
         'Get-AzConnectedMachine'
         'Get-AzConnectedMachineExtension'
-        'Get-AzConnectedMachineExtensionUpgradeHistory'
+        'Get-ArcextExtensionUpgradeHistory'
         'New-AzConnectedMachineExtension'
         'Remove-AzConnectedMachineExtension'
         'Set-AzConnectedMachineExtension'
@@ -33,7 +33,12 @@
     )
     CmdletsToExport      = @()
     VariablesToExport    = @()
-    AliasesToExport      = @()
+    # arcext's own cmdlets under their first names (before they took arcext nouns).
+    AliasesToExport      = @(
+        'Connect-AzConnectedMachineShim'
+        'Disconnect-AzConnectedMachineShim'
+        'Get-AzConnectedMachineExtensionUpgradeHistory'
+    )
 
     PrivateData          = @{
         PSData = @{

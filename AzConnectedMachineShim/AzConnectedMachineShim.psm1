@@ -4,7 +4,7 @@
 
 $script:ModuleRoot = $PSScriptRoot
 
-# Connection set by Connect-AzConnectedMachineShim; $null means "use the ARCEXT_* environment variables".
+# Connection set by Connect-Arcext; $null means "use the ARCEXT_* environment variables".
 $script:ArcShimContext = $null
 
 $private = @(Get-ChildItem -Path (Join-Path $PSScriptRoot 'Private') -Filter '*.ps1' -File -ErrorAction Stop)
@@ -19,4 +19,14 @@ foreach ($file in @($private + $public)) {
     }
 }
 
-Export-ModuleMember -Function $public.BaseName
+# arcext's own cmdlets have arcext nouns so nobody mistakes them for Az's; their first names stay as aliases.
+$script:ArcShimAliases = [ordered]@{
+    'Connect-AzConnectedMachineShim'                = 'Connect-Arcext'
+    'Disconnect-AzConnectedMachineShim'             = 'Disconnect-Arcext'
+    'Get-AzConnectedMachineExtensionUpgradeHistory' = 'Get-ArcextExtensionUpgradeHistory'
+}
+foreach ($alias in $script:ArcShimAliases.Keys) {
+    Set-Alias -Name $alias -Value $script:ArcShimAliases[$alias] -Scope Script
+}
+
+Export-ModuleMember -Function $public.BaseName -Alias @($script:ArcShimAliases.Keys)

@@ -370,9 +370,10 @@ JOB = {"AsJob": ("switch", {ALL: "O"}), "NoWait": ("switch", {ALL: "O"})}
 EXTENSION_TYPE = TYPE_PREFIX + "MachineExtension"
 MACHINE_TYPE = TYPE_PREFIX + "Machine"
 
-# cmdlet -> (default parameter set, {parameter: (type, {set: flag})})
+# arcext's own cmdlets: cmdlet -> (default parameter set, {parameter: (type, {set: flag})}). The cmdlets named
+# after Az.ConnectedMachine's are checked against the real module's table in tests/test_powershell_fidelity.py.
 EXPECTED: dict[str, tuple[str | None, dict[str, tuple[str, dict[str, str]]]]] = {
-    "Connect-AzConnectedMachineShim": (
+    "Connect-Arcext": (
         None,
         {
             "Endpoint": ("uri", {ALL: "M"}),
@@ -382,133 +383,8 @@ EXPECTED: dict[str, tuple[str | None, dict[str, tuple[str, dict[str, str]]]]] = 
             "PassThru": ("switch", {ALL: "O"}),
         },
     ),
-    "Disconnect-AzConnectedMachineShim": (None, {}),
-    "Get-AzConnectedMachine": (
-        "List1",
-        {
-            "Name": ("string", {"Get": "M"}),
-            "ResourceGroupName": ("string", {"Get": "M", "List": "M"}),
-            "SubscriptionId": ("string[]", {ALL: "O"}),
-            "Expand": ("string", {"Get": "O", "List": "O"}),
-        },
-    ),
-    "Get-AzConnectedMachineExtension": (
-        "List",
-        {
-            "Name": ("string", {"Get": "M"}),
-            "MachineName": ("string", {ALL: "M"}),
-            "ResourceGroupName": ("string", {ALL: "M"}),
-            "SubscriptionId": ("string[]", {ALL: "O"}),
-            "Expand": ("string", {"List": "O"}),
-        },
-    ),
-    "New-AzConnectedMachineExtension": (
-        "CreateExpanded",
-        {
-            "Name": ("string", {ALL: "M"}),
-            "MachineName": ("string", _sets(["CreateExpanded", "CreateViaJsonString", "CreateViaJsonFilePath"], "M")),
-            "ResourceGroupName": (
-                "string",
-                _sets(["CreateExpanded", "CreateViaJsonString", "CreateViaJsonFilePath"], "M"),
-            ),
-            "SubscriptionId": ("string", _sets(["CreateExpanded", "CreateViaJsonString", "CreateViaJsonFilePath"])),
-            "MachineInputObject": ("psobject", {"CreateViaIdentityMachineExpanded": "MP"}),
-            "Location": ("string", _sets(["CreateExpanded", "CreateViaIdentityMachineExpanded"], "M")),
-            **_expanded(["CreateExpanded", "CreateViaIdentityMachineExpanded"], update=False),
-            "JsonString": ("string", {"CreateViaJsonString": "M"}),
-            "JsonFilePath": ("string", {"CreateViaJsonFilePath": "M"}),
-            **JOB,
-        },
-    ),
-    "Set-AzConnectedMachineExtension": (
-        "UpdateExpanded",
-        {
-            "Name": ("string", {ALL: "M"}),
-            "MachineName": ("string", {ALL: "M"}),
-            "ResourceGroupName": ("string", {ALL: "M"}),
-            "SubscriptionId": ("string", {ALL: "O"}),
-            "Location": ("string", {"UpdateExpanded": "M"}),
-            **_expanded(["UpdateExpanded"], update=False),
-            "JsonString": ("string", {"UpdateViaJsonString": "M"}),
-            "JsonFilePath": ("string", {"UpdateViaJsonFilePath": "M"}),
-            **JOB,
-        },
-    ),
-    "Update-AzConnectedMachineExtension": (
-        "UpdateExpanded",
-        {
-            "Name": (
-                "string",
-                _sets(
-                    [
-                        "UpdateExpanded",
-                        "UpdateViaIdentityMachineExpanded",
-                        "UpdateViaJsonString",
-                        "UpdateViaJsonFilePath",
-                    ],
-                    "M",
-                ),
-            ),
-            "MachineName": ("string", _sets(["UpdateExpanded", "UpdateViaJsonString", "UpdateViaJsonFilePath"], "M")),
-            "ResourceGroupName": (
-                "string",
-                _sets(["UpdateExpanded", "UpdateViaJsonString", "UpdateViaJsonFilePath"], "M"),
-            ),
-            "SubscriptionId": ("string", _sets(["UpdateExpanded", "UpdateViaJsonString", "UpdateViaJsonFilePath"])),
-            "InputObject": ("psobject", {"UpdateViaIdentityExpanded": "MP"}),
-            "MachineInputObject": ("psobject", {"UpdateViaIdentityMachineExpanded": "MP"}),
-            **_expanded(
-                ["UpdateExpanded", "UpdateViaIdentityExpanded", "UpdateViaIdentityMachineExpanded"], update=True
-            ),
-            "JsonString": ("string", {"UpdateViaJsonString": "M"}),
-            "JsonFilePath": ("string", {"UpdateViaJsonFilePath": "M"}),
-            **JOB,
-        },
-    ),
-    "Remove-AzConnectedMachineExtension": (
-        "Delete",
-        {
-            "Name": ("string", {"Delete": "M", "DeleteViaIdentityMachine": "M"}),
-            "MachineName": ("string", {"Delete": "M"}),
-            "ResourceGroupName": ("string", {"Delete": "M"}),
-            "SubscriptionId": ("string", {"Delete": "O"}),
-            "InputObject": ("psobject", {"DeleteViaIdentity": "MP"}),
-            "MachineInputObject": ("psobject", {"DeleteViaIdentityMachine": "MP"}),
-            **JOB,
-            "PassThru": ("switch", {ALL: "O"}),
-        },
-    ),
-    "Update-AzConnectedExtension": (
-        "UpgradeExpanded",
-        {
-            "MachineName": (
-                "string",
-                _sets(["UpgradeExpanded", "UpgradeViaJsonString", "UpgradeViaJsonFilePath"], "M"),
-            ),
-            "ResourceGroupName": (
-                "string",
-                _sets(["UpgradeExpanded", "UpgradeViaJsonString", "UpgradeViaJsonFilePath"], "M"),
-            ),
-            "SubscriptionId": ("string", _sets(["UpgradeExpanded", "UpgradeViaJsonString", "UpgradeViaJsonFilePath"])),
-            "InputObject": ("psobject", {"UpgradeViaIdentityExpanded": "MP"}),
-            "ExtensionTarget": ("hashtable", _sets(["UpgradeExpanded", "UpgradeViaIdentityExpanded"])),
-            "JsonString": ("string", {"UpgradeViaJsonString": "M"}),
-            "JsonFilePath": ("string", {"UpgradeViaJsonFilePath": "M"}),
-            **JOB,
-            "PassThru": ("switch", {ALL: "O"}),
-        },
-    ),
-    "Get-AzConnectedExtensionMetadata": (
-        "List",
-        {
-            "Location": ("string", {ALL: "M"}),
-            "Publisher": ("string", {ALL: "M"}),
-            "ExtensionType": ("string", {ALL: "M"}),
-            "Version": ("string", {"Get": "M"}),
-            "SubscriptionId": ("string[]", {ALL: "O"}),
-        },
-    ),
-    "Get-AzConnectedMachineExtensionUpgradeHistory": (
+    "Disconnect-Arcext": (None, {}),
+    "Get-ArcextExtensionUpgradeHistory": (
         "Get",
         {
             "Name": ("string", {"Get": "M"}),
@@ -523,44 +399,38 @@ EXPECTED: dict[str, tuple[str | None, dict[str, tuple[str, dict[str, str]]]]] = 
     ),
 }
 
-# (cmdlet, parameter) -> aliases; every other parameter has none (as -ResourceGroupName in Az).
+# (cmdlet, parameter) -> aliases of arcext's own cmdlets; every other parameter has none.
 EXPECTED_ALIASES: dict[tuple[str, str], list[str]] = {
-    ("Connect-AzConnectedMachineShim", "Endpoint"): ["BackendUri", "Uri"],
-    ("Connect-AzConnectedMachineShim", "Token"): ["AccessToken"],
-    ("Connect-AzConnectedMachineShim", "SubscriptionId"): ["Subscription"],
-    ("Get-AzConnectedMachine", "Name"): ["MachineName"],
-    **{
-        (cmdlet, "Setting"): ["Settings"]
-        for cmdlet in (
-            "New-AzConnectedMachineExtension",
-            "Set-AzConnectedMachineExtension",
-            "Update-AzConnectedMachineExtension",
-        )
-    },
-    **{
-        (cmdlet, "ProtectedSetting"): ["ProtectedSettings"]
-        for cmdlet in (
-            "New-AzConnectedMachineExtension",
-            "Set-AzConnectedMachineExtension",
-            "Update-AzConnectedMachineExtension",
-        )
-    },
+    ("Connect-Arcext", "Endpoint"): ["BackendUri", "Uri"],
+    ("Connect-Arcext", "Token"): ["AccessToken"],
+    ("Connect-Arcext", "SubscriptionId"): ["Subscription"],
 }
 
-# Pipeline parameters take only the module's own objects, so binding a piped object is never ambiguous.
+# arcext's own pipeline parameters take only the module's objects. (The Az-named cmdlets' identity parameters
+# take anything with an Id, as Az's do: tests/test_powershell_fidelity.py.)
 EXPECTED_PS_TYPE_NAMES = {
-    "InputObject": {
-        "Update-AzConnectedMachineExtension": EXTENSION_TYPE,
-        "Remove-AzConnectedMachineExtension": EXTENSION_TYPE,
-        "Get-AzConnectedMachineExtensionUpgradeHistory": EXTENSION_TYPE,
-        "Update-AzConnectedExtension": MACHINE_TYPE,
-    },
-    "MachineInputObject": {
-        "New-AzConnectedMachineExtension": MACHINE_TYPE,
-        "Update-AzConnectedMachineExtension": MACHINE_TYPE,
-        "Remove-AzConnectedMachineExtension": MACHINE_TYPE,
-    },
+    "InputObject": {"Get-ArcextExtensionUpgradeHistory": EXTENSION_TYPE},
 }
+
+# The old names of arcext's own cmdlets, kept as aliases (issue #13, item 7).
+EXPECTED_MODULE_ALIASES = {
+    "Connect-AzConnectedMachineShim": "Connect-Arcext",
+    "Disconnect-AzConnectedMachineShim": "Disconnect-Arcext",
+    "Get-AzConnectedMachineExtensionUpgradeHistory": "Get-ArcextExtensionUpgradeHistory",
+}
+
+
+def az_table() -> dict[str, Any]:
+    table: dict[str, Any] = json.loads((PESTER / "fixtures" / "az-connectedmachine-parameters.json").read_text())
+    cmdlets: dict[str, Any] = table["cmdlets"]
+    return cmdlets
+
+
+def default_parameter_set(name: str) -> str | None:
+    if name in EXPECTED:
+        return EXPECTED[name][0]
+    default: str = az_table()[name]["defaultParameterSet"]
+    return default
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -614,8 +484,18 @@ def test_manifest_exports_exactly_the_public_functions() -> None:
     assert not any("*" in name or "?" in name for name in exported), "no wildcards in FunctionsToExport"
     assert sorted(exported) == public_names()
     assert len(set(exported)) == len(exported)
-    for key in ("CmdletsToExport", "VariablesToExport", "AliasesToExport"):
+    for key in ("CmdletsToExport", "VariablesToExport"):
         assert data[key] == [], key
+    assert sorted(data["AliasesToExport"]) == sorted(EXPECTED_MODULE_ALIASES), "AliasesToExport"
+
+
+def test_root_module_defines_and_exports_the_old_names_as_aliases() -> None:
+    parsed = parse(MODULE / "AzConnectedMachineShim.psm1")
+    text = parsed.source.decode()
+    for alias, target in EXPECTED_MODULE_ALIASES.items():
+        assert re.search(rf"'{re.escape(alias)}'\s*=\s*'{re.escape(target)}'", text), alias
+        assert target in public_names()
+    assert "Set-Alias" in text and "-Alias @($script:ArcShimAliases.Keys)" in text
 
 
 def test_no_private_function_is_exported_or_public() -> None:
@@ -649,7 +529,7 @@ def test_every_module_file_defines_functions_by_file_name() -> None:
             assert names == [], "ArcRoutes.ps1 holds data only"
         else:
             assert names == [path.stem], f"{path.name} must define exactly function {path.stem}"
-    assert set(public_functions()) == set(EXPECTED), "the cmdlet list of issue #5"
+    assert set(public_functions()) == set(EXPECTED) | set(az_table()), "the cmdlet list of issues #5 and #13"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -657,18 +537,17 @@ def test_every_module_file_defines_functions_by_file_name() -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", public_names())
 def test_cmdlet_binding_and_output_type(name: str) -> None:
     function = public_functions()[name]
     assert function.cmdlet_binding is not None, f"{name} has no [CmdletBinding()]"
     binding = function.cmdlet_binding.named
     assert binding.get("positionalbinding") is False
-    default_set, _ = EXPECTED[name]
-    assert binding.get("defaultparametersetname") == default_set
+    assert binding.get("defaultparametersetname") == default_parameter_set(name)
     assert function.output_types, f"{name} has no [OutputType()]"
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", public_names())
 def test_comment_based_help(name: str) -> None:
     function = public_functions()[name]
     help_text = function.help
@@ -711,7 +590,7 @@ def test_pipeline_parameters_accept_only_module_objects(name: str) -> None:
         assert from_pipeline == (expected is not None), parameter.name
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", public_names())
 def test_state_changing_cmdlets_support_should_process(name: str) -> None:
     function = public_functions()[name]
     assert function.cmdlet_binding is not None
@@ -814,9 +693,11 @@ def test_extension_object_has_az_property_names() -> None:
         "InstanceView",
         "SubscriptionId",
         "Type",
-        "Tag",
+        "Tags",  # Az's current name; Tag is an alias property (issue #13, item 5)
     }
     assert required <= properties, sorted(required - properties)
+    for path in (PRIVATE / "ConvertTo-ArcMachineExtension.ps1", PRIVATE / "ConvertTo-ArcMachine.ps1"):
+        assert "-MemberType AliasProperty -Name Tag -Value Tags" in path.read_text(), path.name
 
 
 def test_no_output_object_carries_protected_settings() -> None:

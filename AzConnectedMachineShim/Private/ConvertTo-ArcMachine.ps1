@@ -17,14 +17,14 @@ function ConvertTo-ArcMachine {
 
     process {
         $ids = Resolve-ArcResourceId -Id ([string]$Resource['id'])
-        [pscustomobject]@{
+        $object = [pscustomobject]@{
             PSTypeName          = 'AzConnectedMachineShim.Machine'
             Name                = $Resource['name']
             Id                  = $Resource['id']
             Type                = $Resource['type']
             Location            = $Resource['location']
             Kind                = $Resource['kind']
-            Tag                 = $Resource['tags']
+            Tags                = $Resource['tags']
             SubscriptionId      = if ($ids) { $ids.SubscriptionId } else { $null }
             ResourceGroupName   = if ($ids) { $ids.ResourceGroupName } else { $null }
             Status              = Get-ArcValue -InputObject $Resource -Path 'properties.status'
@@ -43,5 +43,7 @@ function ConvertTo-ArcMachine {
             IdentityPrincipalId = Get-ArcValue -InputObject $Resource -Path 'identity.principalId'
             IdentityTenantId    = Get-ArcValue -InputObject $Resource -Path 'identity.tenantId'
         }
+        # Az's current objects name it Tags; Tag (this module's earlier name) stays as an alias
+        Add-Member -InputObject $object -MemberType AliasProperty -Name Tag -Value Tags -PassThru
     }
 }

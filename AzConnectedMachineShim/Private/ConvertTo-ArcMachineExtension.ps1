@@ -4,7 +4,7 @@ function ConvertTo-ArcMachineExtension {
         Turns a MachineExtension ARM resource into the module's output object.
     .DESCRIPTION
         Property names follow Az.ConnectedMachine's IMachineExtension (properties.* flattened, properties.type
-        as MachineExtensionType, ResourceGroupName and MachineName parsed from Id). Protected settings are
+        as MachineExtensionType, ResourceGroupName and MachineName parsed from Id; Tags, with Tag as an alias). Protected settings are
         never part of the object, even if a server returned them.
     .EXAMPLE
         $response.Body | ConvertTo-ArcMachineExtension
@@ -19,13 +19,13 @@ function ConvertTo-ArcMachineExtension {
     process {
         $ids = Resolve-ArcResourceId -Id ([string]$Resource['id'])
         $instanceView = Get-ArcValue -InputObject $Resource -Path 'properties.instanceView'
-        [pscustomobject]@{
+        $object = [pscustomobject]@{
             PSTypeName                     = 'AzConnectedMachineShim.MachineExtension'
             Name                           = $Resource['name']
             Id                             = $Resource['id']
             Type                           = $Resource['type']
             Location                       = $Resource['location']
-            Tag                            = $Resource['tags']
+            Tags                           = $Resource['tags']
             SubscriptionId                 = if ($ids) { $ids.SubscriptionId } else { $null }
             ResourceGroupName              = if ($ids) { $ids.ResourceGroupName } else { $null }
             MachineName                    = if ($ids) { $ids.MachineName } else { $null }
@@ -53,5 +53,7 @@ function ConvertTo-ArcMachineExtension {
             SystemDataLastModifiedBy       = Get-ArcValue -InputObject $Resource -Path 'systemData.lastModifiedBy'
             SystemDataLastModifiedByType   = Get-ArcValue -InputObject $Resource -Path 'systemData.lastModifiedByType'
         }
+        # Az's current objects name it Tags; Tag (this module's earlier name) stays as an alias
+        Add-Member -InputObject $object -MemberType AliasProperty -Name Tag -Value Tags -PassThru
     }
 }

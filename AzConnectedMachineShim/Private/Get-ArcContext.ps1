@@ -3,7 +3,7 @@ function Get-ArcContext {
     .SYNOPSIS
         Returns the connection every request uses: endpoint, bearer token, default subscription, TLS check.
     .DESCRIPTION
-        Each value comes from Connect-AzConnectedMachineShim when it set one, otherwise from the environment:
+        Each value comes from Connect-Arcext when it set one, otherwise from the environment:
         ARCEXT_ENDPOINT, ARCEXT_TOKEN, ARCEXT_SUBSCRIPTION_ID and ARCEXT_SKIP_CERTIFICATE_CHECK (1/true/yes).
         Without an endpoint or a token this is a terminating error that says how to connect.
     .EXAMPLE
@@ -38,7 +38,7 @@ function Get-ArcContext {
         Token                = $token
         SubscriptionId       = if ($subscriptionId) { $subscriptionId } else { $null }
         SkipCertificateCheck = $skipCertificateCheck
-        Source               = if ($stored) { 'Connect-AzConnectedMachineShim' } else { 'Environment' }
+        Source               = if ($stored) { 'Connect-Arcext' } else { 'Environment' }
     }
     if ($AllowIncomplete) {
         return $context
@@ -47,13 +47,13 @@ function Get-ArcContext {
     $parsed = $null
     if (-not $context.Endpoint -or -not [uri]::TryCreate($context.Endpoint, [System.UriKind]::Absolute, [ref]$parsed) -or $parsed.Scheme -notin @('http', 'https')) {
         $PSCmdlet.ThrowTerminatingError((New-ArcErrorRecord `
-                    -Message "No arcext endpoint is configured (got '$($context.Endpoint)'). Run Connect-AzConnectedMachineShim -Endpoint <url> -Token <token>, or set ARCEXT_ENDPOINT and ARCEXT_TOKEN." `
+                    -Message "No arcext endpoint is configured (got '$($context.Endpoint)'). Run Connect-Arcext -Endpoint <url> -Token <token>, or set ARCEXT_ENDPOINT and ARCEXT_TOKEN." `
                     -ErrorId 'ArcShimNotConnected' -Category InvalidOperation -TargetObject $context.Endpoint `
-                    -RecommendedAction 'Connect-AzConnectedMachineShim -Endpoint http://127.0.0.1:5000 -Token (Read-Host -AsSecureString)'))
+                    -RecommendedAction 'Connect-Arcext -Endpoint http://127.0.0.1:5000 -Token (Read-Host -AsSecureString)'))
     }
     if (-not $context.Token) {
         $PSCmdlet.ThrowTerminatingError((New-ArcErrorRecord `
-                    -Message 'No arcext token is configured. Pass -Token to Connect-AzConnectedMachineShim or set ARCEXT_TOKEN (create one with: arcext token create --role Owner --scope /subscriptions/<id>).' `
+                    -Message 'No arcext token is configured. Pass -Token to Connect-Arcext or set ARCEXT_TOKEN (create one with: arcext token create --role Owner --scope /subscriptions/<id>).' `
                     -ErrorId 'ArcShimNoToken' -Category AuthenticationError -TargetObject $context.Endpoint))
     }
     $context

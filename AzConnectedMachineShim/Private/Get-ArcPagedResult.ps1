@@ -16,10 +16,12 @@ function Get-ArcPagedResult {
 
         [System.Collections.IDictionary] $Query,
 
-        [string] $ApiVersion
+        [string] $ApiVersion,
+
+        [hashtable] $ProxySetting
     )
 
-    $request = @{ Method = 'GET'; Path = $Path }
+    $request = @{ Method = 'GET'; Path = $Path; ProxySetting = $ProxySetting }
     if ($Query) { $request.Query = $Query }
     if ($ApiVersion) { $request.ApiVersion = $ApiVersion }
 
@@ -34,7 +36,7 @@ function Get-ArcPagedResult {
         if ([string]::IsNullOrEmpty($next)) {
             break
         }
-        $request = @{ Method = 'GET'; Path = [string]$next }
+        $request = @{ Method = 'GET'; Path = [string]$next; ProxySetting = $ProxySetting }
         if ($ApiVersion) { $request.ApiVersion = $ApiVersion }
     }
 }

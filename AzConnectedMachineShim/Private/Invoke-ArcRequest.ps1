@@ -20,7 +20,8 @@ function Invoke-ArcRequest {
         operations are errors. -NoWait returns the first response without polling.
 
         Links that point to another host are rebased onto the configured endpoint, so the token is only
-        ever sent to that endpoint.
+        ever sent to that endpoint. -ProxySetting (Az's -Proxy, -ProxyCredential, -ProxyUseDefaultCredentials)
+        is passed to every exchange, polls included.
     .EXAMPLE
         Invoke-ArcRequest -Method GET -Path (Resolve-ArcPath -Route Machine -Values $ids)
     .EXAMPLE
@@ -48,7 +49,10 @@ function Invoke-ArcRequest {
 
         [switch] $LongRunning,
 
-        [switch] $NoWait
+        [switch] $NoWait,
+
+        # -Proxy, -ProxyCredential, -ProxyUseDefaultCredentials for Invoke-WebRequest (Get-ArcProxySetting).
+        [hashtable] $ProxySetting
     )
 
     $context = Get-ArcContext
@@ -116,6 +120,11 @@ function Invoke-ArcRequest {
         }
         if ($context.SkipCertificateCheck) {
             $request.SkipCertificateCheck = $true
+        }
+        if ($ProxySetting) {
+            foreach ($key in $ProxySetting.Keys) {
+                $request[$key] = $ProxySetting[$key]
+            }
         }
         Write-Verbose "$RequestMethod $RequestUri"
         try {

@@ -6,8 +6,7 @@ function New-ArcExtensionBody {
         Only parameters the caller bound are sent, so a PATCH is a partial update. The switches are sent as
         booleans exactly when given: -EnableAutomaticUpgrade sends true, -EnableAutomaticUpgrade:$false sends
         false, leaving it out sends nothing. -ProtectedSetting goes into the request only (never into output).
-        For a PATCH, -TypeHandlerVersion is left out of the body, as Az.ConnectedMachine does (the version of an
-        installed extension changes through Update-AzConnectedExtension).
+        -TypeHandlerVersion is sent in a PATCH too, as Az.ConnectedMachine sends it.
     .EXAMPLE
         $body = New-ArcExtensionBody -BoundParameters $PSBoundParameters -Patch
     #>
@@ -39,10 +38,6 @@ function New-ArcExtensionBody {
     $properties = [ordered]@{}
     foreach ($name in $propertyMap.Keys) {
         if (-not $BoundParameters.Contains($name)) {
-            continue
-        }
-        if ($Patch -and $name -eq 'TypeHandlerVersion') {
-            Write-Warning 'Update-AzConnectedMachineExtension does not send -TypeHandlerVersion (Az.ConnectedMachine strips it from PATCH too). Use Update-AzConnectedExtension -ExtensionTarget to change the version of an installed extension.'
             continue
         }
         $properties[$propertyMap[$name]] = $BoundParameters[$name]

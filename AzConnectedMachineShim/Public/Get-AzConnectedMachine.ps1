@@ -13,6 +13,20 @@ function Get-AzConnectedMachine {
         One or more subscription ids. Defaults to the connection's subscription.
     .PARAMETER Expand
         Sent as $expand, for example instanceView.
+    .PARAMETER DefaultProfile
+        Accepted and ignored, as in Az (where it is not functional either); the shim's connection comes from Connect-Arcext or ARCEXT_* variables. Aliases: AzureRMContext, AzureCredential.
+    .PARAMETER Break
+        Accepted and ignored (Az waits for a .NET debugger).
+    .PARAMETER HttpPipelineAppend
+        Accepted and ignored (Az's SendAsync pipeline steps have no equivalent here).
+    .PARAMETER HttpPipelinePrepend
+        Accepted and ignored (Az's SendAsync pipeline steps have no equivalent here).
+    .PARAMETER Proxy
+        The URI of a proxy server for the requests to the arcext endpoint.
+    .PARAMETER ProxyCredential
+        Credentials for the -Proxy server.
+    .PARAMETER ProxyUseDefaultCredentials
+        Use the current user's credentials for the -Proxy server.
     .EXAMPLE
         PS C:\> Get-AzConnectedMachine
 
@@ -48,24 +62,47 @@ function Get-AzConnectedMachine {
 
         [Parameter(ParameterSetName = 'Get')]
         [Parameter(ParameterSetName = 'List')]
-        [string] $Expand
+        [string] $Expand,
+
+        [Parameter()]
+        [Alias('AzureRMContext', 'AzureCredential')]
+        [psobject] $DefaultProfile,
+
+        [Parameter(DontShow)]
+        [switch] $Break,
+
+        [Parameter(DontShow)]
+        [object[]] $HttpPipelineAppend,
+
+        [Parameter(DontShow)]
+        [object[]] $HttpPipelinePrepend,
+
+        [Parameter(DontShow)]
+        [uri] $Proxy,
+
+        [Parameter(DontShow)]
+        [pscredential] $ProxyCredential,
+
+        [Parameter(DontShow)]
+        [switch] $ProxyUseDefaultCredentials
     )
 
     process {
+        $proxy = Get-ArcProxySetting -BoundParameters $PSBoundParameters
         foreach ($subscription in (Resolve-ArcSubscriptionId -SubscriptionId $SubscriptionId)) {
             try {
                 $values = @{ subscriptionId = $subscription; resourceGroupName = $ResourceGroupName; machineName = $Name }
                 $query = [ordered]@{ '$expand' = $Expand }
                 switch ($PSCmdlet.ParameterSetName) {
                     'Get' {
-                        $response = Invoke-ArcRequest -Method GET -Path (Resolve-ArcPath -Route Machine -Values $values) -Query $query
+                        $response = Invoke-ArcRequest -ProxySetting $proxy -Method GET -Path (Resolve-ArcPath -Route Machine -Values $values) -Query $query
                         $response.Body | ConvertTo-ArcMachine
                     }
                     'List' {
-                        Get-ArcPagedResult -Path (Resolve-ArcPath -Route MachinesByResourceGroup -Values $values) -Query $query | ConvertTo-ArcMachine
+                        Get-ArcPagedResult -ProxySetting $proxy -Path (Resolve-ArcPath -Route MachinesByResourceGroup -Values $values) -Query $query | ConvertTo-ArcMachine
                     }
                     default {
-                        Get-ArcPagedResult -Path (Resolve-ArcPath -Route MachinesBySubscription -Values $values) | ConvertTo-ArcMachine
+                        Get-ArcPagedResult -ProxySetting $proxy -Path (Resolve-ArcPath -Route MachinesBySubscription -Values $values) | ConvertTo-ArcMachine
                     }
                 }
             }

@@ -17,6 +17,20 @@ function Get-AzConnectedMachineExtension {
         One or more subscription ids. Defaults to the connection's subscription.
     .PARAMETER Expand
         Sent as $expand on the list request.
+    .PARAMETER DefaultProfile
+        Accepted and ignored, as in Az (where it is not functional either); the shim's connection comes from Connect-Arcext or ARCEXT_* variables. Aliases: AzureRMContext, AzureCredential.
+    .PARAMETER Break
+        Accepted and ignored (Az waits for a .NET debugger).
+    .PARAMETER HttpPipelineAppend
+        Accepted and ignored (Az's SendAsync pipeline steps have no equivalent here).
+    .PARAMETER HttpPipelinePrepend
+        Accepted and ignored (Az's SendAsync pipeline steps have no equivalent here).
+    .PARAMETER Proxy
+        The URI of a proxy server for the requests to the arcext endpoint.
+    .PARAMETER ProxyCredential
+        Credentials for the -Proxy server.
+    .PARAMETER ProxyUseDefaultCredentials
+        Use the current user's credentials for the -Proxy server.
     .EXAMPLE
         PS C:\> Get-AzConnectedMachineExtension -ResourceGroup resourceGroupName -MachineName machineName | Format-Table Name, EnableAutomaticUpgrade
 
@@ -35,32 +49,55 @@ function Get-AzConnectedMachineExtension {
     [CmdletBinding(DefaultParameterSetName = 'List', PositionalBinding = $false)]
     [OutputType('AzConnectedMachineShim.MachineExtension')]
     param(
-        [Parameter(Mandatory, ParameterSetName = 'Get')]
-        [string] $Name,
-
         [Parameter(Mandatory)]
         [string] $MachineName,
 
         [Parameter(Mandatory)]
         [string] $ResourceGroupName,
 
+        [Parameter(Mandatory, ParameterSetName = 'Get')]
+        [string] $Name,
+
         [Parameter()]
         [string[]] $SubscriptionId,
 
         [Parameter(ParameterSetName = 'List')]
-        [string] $Expand
+        [string] $Expand,
+
+        [Parameter()]
+        [Alias('AzureRMContext', 'AzureCredential')]
+        [psobject] $DefaultProfile,
+
+        [Parameter(DontShow)]
+        [switch] $Break,
+
+        [Parameter(DontShow)]
+        [object[]] $HttpPipelineAppend,
+
+        [Parameter(DontShow)]
+        [object[]] $HttpPipelinePrepend,
+
+        [Parameter(DontShow)]
+        [uri] $Proxy,
+
+        [Parameter(DontShow)]
+        [pscredential] $ProxyCredential,
+
+        [Parameter(DontShow)]
+        [switch] $ProxyUseDefaultCredentials
     )
 
     process {
+        $proxy = Get-ArcProxySetting -BoundParameters $PSBoundParameters
         foreach ($subscription in (Resolve-ArcSubscriptionId -SubscriptionId $SubscriptionId)) {
             try {
                 $values = @{ subscriptionId = $subscription; resourceGroupName = $ResourceGroupName; machineName = $MachineName; extensionName = $Name }
                 if ($PSCmdlet.ParameterSetName -eq 'Get') {
-                    $response = Invoke-ArcRequest -Method GET -Path (Resolve-ArcPath -Route MachineExtension -Values $values)
+                    $response = Invoke-ArcRequest -ProxySetting $proxy -Method GET -Path (Resolve-ArcPath -Route MachineExtension -Values $values)
                     $response.Body | ConvertTo-ArcMachineExtension
                 }
                 else {
-                    Get-ArcPagedResult -Path (Resolve-ArcPath -Route MachineExtensions -Values $values) -Query ([ordered]@{ '$expand' = $Expand }) |
+                    Get-ArcPagedResult -ProxySetting $proxy -Path (Resolve-ArcPath -Route MachineExtensions -Values $values) -Query ([ordered]@{ '$expand' = $Expand }) |
                         ConvertTo-ArcMachineExtension
                 }
             }

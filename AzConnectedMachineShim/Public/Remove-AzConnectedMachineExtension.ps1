@@ -29,6 +29,20 @@ function Remove-AzConnectedMachineExtension {
         Show what would happen without sending the request.
     .PARAMETER Confirm
         Ask for confirmation before sending the request.
+    .PARAMETER DefaultProfile
+        Accepted and ignored, as in Az (where it is not functional either); the shim's connection comes from Connect-Arcext or ARCEXT_* variables. Aliases: AzureRMContext, AzureCredential.
+    .PARAMETER Break
+        Accepted and ignored (Az waits for a .NET debugger).
+    .PARAMETER HttpPipelineAppend
+        Accepted and ignored (Az's SendAsync pipeline steps have no equivalent here).
+    .PARAMETER HttpPipelinePrepend
+        Accepted and ignored (Az's SendAsync pipeline steps have no equivalent here).
+    .PARAMETER Proxy
+        The URI of a proxy server for the requests to the arcext endpoint.
+    .PARAMETER ProxyCredential
+        Credentials for the -Proxy server.
+    .PARAMETER ProxyUseDefaultCredentials
+        Use the current user's credentials for the -Proxy server.
     .EXAMPLE
         PS C:\> Remove-AzConnectedMachineExtension -ResourceGroupName contoso-rg -MachineName web01 -Name custom -PassThru
 
@@ -49,11 +63,11 @@ function Remove-AzConnectedMachineExtension {
     [OutputType([bool])]
     param(
         [Parameter(Mandatory, ParameterSetName = 'Delete')]
-        [Parameter(Mandatory, ParameterSetName = 'DeleteViaIdentityMachine')]
-        [string] $Name,
+        [string] $MachineName,
 
         [Parameter(Mandatory, ParameterSetName = 'Delete')]
-        [string] $MachineName,
+        [Parameter(Mandatory, ParameterSetName = 'DeleteViaIdentityMachine')]
+        [string] $Name,
 
         [Parameter(Mandatory, ParameterSetName = 'Delete')]
         [string] $ResourceGroupName,
@@ -62,25 +76,46 @@ function Remove-AzConnectedMachineExtension {
         [string] $SubscriptionId,
 
         [Parameter(Mandatory, ParameterSetName = 'DeleteViaIdentity', ValueFromPipeline)]
-        [PSTypeName('AzConnectedMachineShim.MachineExtension')]
-        [psobject] $InputObject,
+        [object] $InputObject,
 
         [Parameter(Mandatory, ParameterSetName = 'DeleteViaIdentityMachine', ValueFromPipeline)]
-        [PSTypeName('AzConnectedMachineShim.Machine')]
-        [psobject] $MachineInputObject,
+        [object] $MachineInputObject,
+
+        [Parameter()]
+        [Alias('AzureRMContext', 'AzureCredential')]
+        [psobject] $DefaultProfile,
 
         [Parameter()]
         [switch] $AsJob,
+
+        [Parameter(DontShow)]
+        [switch] $Break,
+
+        [Parameter(DontShow)]
+        [object[]] $HttpPipelineAppend,
+
+        [Parameter(DontShow)]
+        [object[]] $HttpPipelinePrepend,
 
         [Parameter()]
         [switch] $NoWait,
 
         [Parameter()]
-        [switch] $PassThru
+        [switch] $PassThru,
+
+        [Parameter(DontShow)]
+        [uri] $Proxy,
+
+        [Parameter(DontShow)]
+        [pscredential] $ProxyCredential,
+
+        [Parameter(DontShow)]
+        [switch] $ProxyUseDefaultCredentials
     )
 
     process {
         try {
+            $proxy = Get-ArcProxySetting -BoundParameters $PSBoundParameters
             $ids = switch ($PSCmdlet.ParameterSetName) {
                 'DeleteViaIdentity' { Resolve-ArcInputObject -InputObject $InputObject -Kind Extension }
                 'DeleteViaIdentityMachine' {
@@ -108,7 +143,7 @@ function Remove-AzConnectedMachineExtension {
                 Start-ArcJob -CommandName $MyInvocation.MyCommand.Name -BoundParameters $PSBoundParameters
                 return
             }
-            $null = Invoke-ArcRequest -Method DELETE -Path $path -LongRunning -NoWait:$NoWait
+            $null = Invoke-ArcRequest -ProxySetting $proxy -Method DELETE -Path $path -LongRunning -NoWait:$NoWait
             if ($PassThru) {
                 $true
             }

@@ -3,7 +3,9 @@ function Set-AzConnectedMachineExtension {
     .SYNOPSIS
         Replaces an extension of an Azure Arc-enabled machine (PUT with the full definition), and waits for it.
     .DESCRIPTION
-        Same parameter sets as Az.ConnectedMachine: UpdateExpanded (default), UpdateViaJsonString and
+        Same parameter sets as Az.ConnectedMachine: UpdateExpanded (default), Update (the whole extension as
+        -ExtensionParameter, or piped in: an extension of another machine is copied, as Az's help example 2
+        does; protected settings are never returned, so they are not copied), UpdateViaJsonString and
         UpdateViaJsonFilePath. Unlike Update-AzConnectedMachineExtension (PATCH), the request carries the whole
         extension definition, so -Location is required. -EnableAutomaticUpgrade and -AutoUpgradeMinorVersion
         are switches (-Switch:$false sends false; left out, nothing is sent). The operation is long-running;
@@ -64,16 +66,37 @@ function Set-AzConnectedMachineExtension {
         Show what would happen without sending the request.
     .PARAMETER Confirm
         Ask for confirmation before sending the request.
+    .PARAMETER ExtensionParameter
+        The whole extension as one object: an extension from Get-AzConnectedMachineExtension (of this or another machine), an Az-style object or a hashtable with Location, Tag, Setting, ProtectedSetting, Publisher, MachineExtensionType (or Type/ExtensionType), TypeHandlerVersion, EnableAutomaticUpgrade, AutoUpgradeMinorVersion, ForceUpdateTag; or an ARM-shaped hashtable with 'properties'.
+    .PARAMETER DefaultProfile
+        Accepted and ignored, as in Az (where it is not functional either); the shim's connection comes from Connect-Arcext or ARCEXT_* variables. Aliases: AzureRMContext, AzureCredential.
+    .PARAMETER Break
+        Accepted and ignored (Az waits for a .NET debugger).
+    .PARAMETER HttpPipelineAppend
+        Accepted and ignored (Az's SendAsync pipeline steps have no equivalent here).
+    .PARAMETER HttpPipelinePrepend
+        Accepted and ignored (Az's SendAsync pipeline steps have no equivalent here).
+    .PARAMETER Proxy
+        The URI of a proxy server for the requests to the arcext endpoint.
+    .PARAMETER ProxyCredential
+        Credentials for the -Proxy server.
+    .PARAMETER ProxyUseDefaultCredentials
+        Use the current user's credentials for the -Proxy server.
     .EXAMPLE
         PS C:\> Set-AzConnectedMachineExtension -ResourceGroupName contoso-rg -MachineName web01 -Location eastus -Name networkWatcher -Publisher Microsoft.Azure.NetworkWatcher -ExtensionType NetworkWatcherAgentWindows -TypeHandlerVersion 1.4.2798.3 -Setting @{ commandToExecute = 'powershell.exe ls' }
 
         Replaces the extension definition with new settings.
     .EXAMPLE
+        PS C:\> $otherExtension = Get-AzConnectedMachineExtension -Name custom -ResourceGroupName ContosoTest -MachineName other
+        PS C:\> $otherExtension | Set-AzConnectedMachineExtension -Name custom -ResourceGroupName ContosoTest -MachineName important
+
+        Az's help example 2: copies an extension definition from one machine to another (Update set).
+    .EXAMPLE
         PS C:\> Set-AzConnectedMachineExtension -ResourceGroupName contoso-rg -MachineName web01 -Name networkWatcher -JsonFilePath ./networkWatcher.json
 
         Sends a complete MachineExtension body kept in a file.
     .INPUTS
-        None.
+        AzConnectedMachineShim.MachineExtension (or any extension object, as -ExtensionParameter)
     .OUTPUTS
         AzConnectedMachineShim.MachineExtension
     .LINK
@@ -83,10 +106,10 @@ function Set-AzConnectedMachineExtension {
     [OutputType('AzConnectedMachineShim.MachineExtension')]
     param(
         [Parameter(Mandatory)]
-        [string] $Name,
+        [string] $MachineName,
 
         [Parameter(Mandatory)]
-        [string] $MachineName,
+        [string] $Name,
 
         [Parameter(Mandatory)]
         [string] $ResourceGroupName,
@@ -94,20 +117,11 @@ function Set-AzConnectedMachineExtension {
         [Parameter()]
         [string] $SubscriptionId,
 
+        [Parameter(Mandatory, ParameterSetName = 'Update', ValueFromPipeline)]
+        [object] $ExtensionParameter,
+
         [Parameter(Mandatory, ParameterSetName = 'UpdateExpanded')]
         [string] $Location,
-
-        [Parameter(ParameterSetName = 'UpdateExpanded')]
-        [string] $Publisher,
-
-        [Parameter(ParameterSetName = 'UpdateExpanded')]
-        [string] $ExtensionType,
-
-        [Parameter(ParameterSetName = 'UpdateExpanded')]
-        [string] $TypeHandlerVersion,
-
-        [Parameter(ParameterSetName = 'UpdateExpanded')]
-        [string] $ForceRerun,
 
         [Parameter(ParameterSetName = 'UpdateExpanded')]
         [switch] $AutoUpgradeMinorVersion,
@@ -116,15 +130,10 @@ function Set-AzConnectedMachineExtension {
         [switch] $EnableAutomaticUpgrade,
 
         [Parameter(ParameterSetName = 'UpdateExpanded')]
-        [Alias('Settings')]
-        [hashtable] $Setting,
+        [string] $ExtensionType,
 
         [Parameter(ParameterSetName = 'UpdateExpanded')]
-        [Alias('ProtectedSettings')]
-        [hashtable] $ProtectedSetting,
-
-        [Parameter(ParameterSetName = 'UpdateExpanded')]
-        [hashtable] $Tag,
+        [string] $ForceRerun,
 
         [Parameter(ParameterSetName = 'UpdateExpanded')]
         [string] $InstanceViewName,
@@ -134,6 +143,17 @@ function Set-AzConnectedMachineExtension {
 
         [Parameter(ParameterSetName = 'UpdateExpanded')]
         [string] $InstanceViewTypeHandlerVersion,
+
+        [Parameter(ParameterSetName = 'UpdateExpanded')]
+        [Alias('ProtectedSettings')]
+        [hashtable] $ProtectedSetting,
+
+        [Parameter(ParameterSetName = 'UpdateExpanded')]
+        [string] $Publisher,
+
+        [Parameter(ParameterSetName = 'UpdateExpanded')]
+        [Alias('Settings')]
+        [hashtable] $Setting,
 
         [Parameter(ParameterSetName = 'UpdateExpanded')]
         [string] $StatusCode,
@@ -150,21 +170,50 @@ function Set-AzConnectedMachineExtension {
         [Parameter(ParameterSetName = 'UpdateExpanded')]
         [datetime] $StatusTime,
 
-        [Parameter(Mandatory, ParameterSetName = 'UpdateViaJsonString')]
-        [string] $JsonString,
+        [Parameter(ParameterSetName = 'UpdateExpanded')]
+        [hashtable] $Tag,
+
+        [Parameter(ParameterSetName = 'UpdateExpanded')]
+        [string] $TypeHandlerVersion,
 
         [Parameter(Mandatory, ParameterSetName = 'UpdateViaJsonFilePath')]
         [string] $JsonFilePath,
 
+        [Parameter(Mandatory, ParameterSetName = 'UpdateViaJsonString')]
+        [string] $JsonString,
+
+        [Parameter()]
+        [Alias('AzureRMContext', 'AzureCredential')]
+        [psobject] $DefaultProfile,
+
         [Parameter()]
         [switch] $AsJob,
 
+        [Parameter(DontShow)]
+        [switch] $Break,
+
+        [Parameter(DontShow)]
+        [object[]] $HttpPipelineAppend,
+
+        [Parameter(DontShow)]
+        [object[]] $HttpPipelinePrepend,
+
         [Parameter()]
-        [switch] $NoWait
+        [switch] $NoWait,
+
+        [Parameter(DontShow)]
+        [uri] $Proxy,
+
+        [Parameter(DontShow)]
+        [pscredential] $ProxyCredential,
+
+        [Parameter(DontShow)]
+        [switch] $ProxyUseDefaultCredentials
     )
 
     process {
         try {
+            $proxy = Get-ArcProxySetting -BoundParameters $PSBoundParameters
             $ids = @{ SubscriptionId = (Resolve-ArcSubscriptionId -SubscriptionId $SubscriptionId | Select-Object -First 1); ResourceGroupName = $ResourceGroupName; MachineName = $MachineName }
             $path = Resolve-ArcPath -Route MachineExtension -Values @{
                 subscriptionId = $ids.SubscriptionId; resourceGroupName = $ids.ResourceGroupName; machineName = $ids.MachineName; extensionName = $Name
@@ -172,6 +221,16 @@ function Set-AzConnectedMachineExtension {
             $body = switch ($PSCmdlet.ParameterSetName) {
                 'UpdateViaJsonString' { Read-ArcJsonBody -JsonString $JsonString }
                 'UpdateViaJsonFilePath' { Read-ArcJsonBody -JsonFilePath $JsonFilePath }
+                'Update' {
+                    $whole = ConvertFrom-ArcExtensionParameter -InputObject $ExtensionParameter
+                    if (-not $whole.Contains('location')) {
+                        # as Az requires Location in IMachineExtension; a piped extension always carries it
+                        $machineValues = @{ subscriptionId = $ids.SubscriptionId; resourceGroupName = $ids.ResourceGroupName; machineName = $ids.MachineName }
+                        $machine = Invoke-ArcRequest -ProxySetting $proxy -Method GET -Path (Resolve-ArcPath -Route Machine -Values $machineValues)
+                        $whole.Insert(0, 'location', [string]$machine.Body['location'])
+                    }
+                    $whole
+                }
                 default { New-ArcExtensionBody -BoundParameters $PSBoundParameters }
             }
 
@@ -182,7 +241,7 @@ function Set-AzConnectedMachineExtension {
                 Start-ArcJob -CommandName $MyInvocation.MyCommand.Name -BoundParameters $PSBoundParameters
                 return
             }
-            $response = Invoke-ArcRequest -Method PUT -Path $path -Body $body -LongRunning -NoWait:$NoWait
+            $response = Invoke-ArcRequest -ProxySetting $proxy -Method PUT -Path $path -Body $body -LongRunning -NoWait:$NoWait
             if ($response.Body -is [System.Collections.IDictionary] -and $response.Body['id']) {
                 $response.Body | ConvertTo-ArcMachineExtension
             }

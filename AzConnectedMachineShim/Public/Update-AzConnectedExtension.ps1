@@ -6,7 +6,10 @@ function Update-AzConnectedExtension {
         The manual upgrade of Azure Arc: for each "Publisher.Type" key of -ExtensionTarget, the extension of that
         type on the machine is upgraded to targetVersion, right away, initiated by the caller (the activity log
         records the token's principal). Same parameter sets as Az.ConnectedMachine: UpgradeExpanded (default),
-        UpgradeViaIdentityExpanded (a machine piped in), UpgradeViaJsonString and UpgradeViaJsonFilePath.
+        UpgradeViaIdentityExpanded (a machine piped in, with -ExtensionTarget), UpgradeViaIdentity (a machine
+        as -InputObject with the whole request as -ExtensionUpgradeParameter), UpgradeViaJsonString and
+        UpgradeViaJsonFilePath. -InputObject takes a machine object, any object with Id, a hashtable with Id or
+        with SubscriptionId/ResourceGroupName/MachineName, or the machine id.
         The operation is long-running and waited for; -NoWait returns at once, -AsJob runs it as a job, and
         -PassThru writes $true when it succeeded.
     .PARAMETER MachineName
@@ -34,6 +37,22 @@ function Update-AzConnectedExtension {
         Show what would happen without sending the request.
     .PARAMETER Confirm
         Ask for confirmation before sending the request.
+    .PARAMETER ExtensionUpgradeParameter
+        The upgrade request as one object: a hashtable or object with ExtensionTarget (@{ '<publisher>.<type>' = @{ targetVersion = '<version>' } }). Taken from the pipeline.
+    .PARAMETER DefaultProfile
+        Accepted and ignored, as in Az (where it is not functional either); the shim's connection comes from Connect-Arcext or ARCEXT_* variables. Aliases: AzureRMContext, AzureCredential.
+    .PARAMETER Break
+        Accepted and ignored (Az waits for a .NET debugger).
+    .PARAMETER HttpPipelineAppend
+        Accepted and ignored (Az's SendAsync pipeline steps have no equivalent here).
+    .PARAMETER HttpPipelinePrepend
+        Accepted and ignored (Az's SendAsync pipeline steps have no equivalent here).
+    .PARAMETER Proxy
+        The URI of a proxy server for the requests to the arcext endpoint.
+    .PARAMETER ProxyCredential
+        Credentials for the -Proxy server.
+    .PARAMETER ProxyUseDefaultCredentials
+        Use the current user's credentials for the -Proxy server.
     .EXAMPLE
         PS C:\> $target = @{ 'Microsoft.Compute.CustomScriptExtension' = @{ targetVersion = '1.10.12' } }
         PS C:\> Update-AzConnectedExtension -ResourceGroupName contoso-rg -MachineName web01 -ExtensionTarget $target
@@ -48,7 +67,7 @@ function Update-AzConnectedExtension {
     .OUTPUTS
         System.Boolean, with -PassThru.
     .LINK
-        Get-AzConnectedMachineExtensionUpgradeHistory
+        Get-ArcextExtensionUpgradeHistory
     .LINK
         Get-AzConnectedExtensionMetadata
     #>
@@ -56,47 +75,73 @@ function Update-AzConnectedExtension {
     [OutputType([bool])]
     param(
         [Parameter(Mandatory, ParameterSetName = 'UpgradeExpanded')]
-        [Parameter(Mandatory, ParameterSetName = 'UpgradeViaJsonString')]
         [Parameter(Mandatory, ParameterSetName = 'UpgradeViaJsonFilePath')]
+        [Parameter(Mandatory, ParameterSetName = 'UpgradeViaJsonString')]
         [string] $MachineName,
 
         [Parameter(Mandatory, ParameterSetName = 'UpgradeExpanded')]
-        [Parameter(Mandatory, ParameterSetName = 'UpgradeViaJsonString')]
         [Parameter(Mandatory, ParameterSetName = 'UpgradeViaJsonFilePath')]
+        [Parameter(Mandatory, ParameterSetName = 'UpgradeViaJsonString')]
         [string] $ResourceGroupName,
 
         [Parameter(ParameterSetName = 'UpgradeExpanded')]
-        [Parameter(ParameterSetName = 'UpgradeViaJsonString')]
         [Parameter(ParameterSetName = 'UpgradeViaJsonFilePath')]
+        [Parameter(ParameterSetName = 'UpgradeViaJsonString')]
         [string] $SubscriptionId,
 
+        [Parameter(Mandatory, ParameterSetName = 'UpgradeViaIdentity', ValueFromPipeline)]
         [Parameter(Mandatory, ParameterSetName = 'UpgradeViaIdentityExpanded', ValueFromPipeline)]
-        [PSTypeName('AzConnectedMachineShim.Machine')]
-        [psobject] $InputObject,
+        [object] $InputObject,
 
         [Parameter(ParameterSetName = 'UpgradeExpanded')]
         [Parameter(ParameterSetName = 'UpgradeViaIdentityExpanded')]
         [hashtable] $ExtensionTarget,
 
-        [Parameter(Mandatory, ParameterSetName = 'UpgradeViaJsonString')]
-        [string] $JsonString,
+        [Parameter(Mandatory, ParameterSetName = 'UpgradeViaIdentity', ValueFromPipeline)]
+        [object] $ExtensionUpgradeParameter,
 
         [Parameter(Mandatory, ParameterSetName = 'UpgradeViaJsonFilePath')]
         [string] $JsonFilePath,
 
+        [Parameter(Mandatory, ParameterSetName = 'UpgradeViaJsonString')]
+        [string] $JsonString,
+
+        [Parameter()]
+        [Alias('AzureRMContext', 'AzureCredential')]
+        [psobject] $DefaultProfile,
+
         [Parameter()]
         [switch] $AsJob,
+
+        [Parameter(DontShow)]
+        [switch] $Break,
+
+        [Parameter(DontShow)]
+        [object[]] $HttpPipelineAppend,
+
+        [Parameter(DontShow)]
+        [object[]] $HttpPipelinePrepend,
 
         [Parameter()]
         [switch] $NoWait,
 
         [Parameter()]
-        [switch] $PassThru
+        [switch] $PassThru,
+
+        [Parameter(DontShow)]
+        [uri] $Proxy,
+
+        [Parameter(DontShow)]
+        [pscredential] $ProxyCredential,
+
+        [Parameter(DontShow)]
+        [switch] $ProxyUseDefaultCredentials
     )
 
     process {
         try {
-            $ids = if ($PSCmdlet.ParameterSetName -eq 'UpgradeViaIdentityExpanded') {
+            $proxy = Get-ArcProxySetting -BoundParameters $PSBoundParameters
+            $ids = if ($PSCmdlet.ParameterSetName -in @('UpgradeViaIdentity', 'UpgradeViaIdentityExpanded')) {
                 Resolve-ArcInputObject -InputObject $InputObject -Kind Machine
             }
             else {
@@ -104,6 +149,18 @@ function Update-AzConnectedExtension {
             }
             $path = Resolve-ArcPath -Route UpgradeExtensions -Values @{
                 subscriptionId = $ids.SubscriptionId; resourceGroupName = $ids.ResourceGroupName; machineName = $ids.MachineName
+            }
+            if ($PSCmdlet.ParameterSetName -eq 'UpgradeViaIdentity') {
+                # -ExtensionUpgradeParameter: an object or hashtable with ExtensionTarget (Az's IMachineExtensionUpgrade)
+                $upgrade = $ExtensionUpgradeParameter
+                $ExtensionTarget = $null
+                foreach ($name in @('ExtensionTarget', 'extensionTargets', 'ExtensionTargets')) {
+                    $value = if ($upgrade -is [System.Collections.IDictionary]) { $upgrade[$name] } elseif ($upgrade.PSObject.Properties[$name]) { $upgrade.$name } else { $null }
+                    if ($null -ne $value) {
+                        $ExtensionTarget = if ($value -is [System.Collections.IDictionary]) { $value } else { $t = @{}; foreach ($p in $value.PSObject.Properties) { $t[$p.Name] = $p.Value }; $t }
+                        break
+                    }
+                }
             }
             $body = switch ($PSCmdlet.ParameterSetName) {
                 'UpgradeViaJsonString' { Read-ArcJsonBody -JsonString $JsonString }
@@ -113,7 +170,15 @@ function Update-AzConnectedExtension {
                     if ($ExtensionTarget) {
                         foreach ($key in $ExtensionTarget.Keys) {
                             $value = $ExtensionTarget[$key]
-                            $targets[[string]$key] = if ($value -is [System.Collections.IDictionary]) { $value } else { @{ targetVersion = [string]$value } }
+                            $targets[[string]$key] = if ($value -is [System.Collections.IDictionary]) {
+                                $value
+                            }
+                            elseif ($value -isnot [string] -and $value.PSObject.Properties['TargetVersion']) {
+                                @{ targetVersion = [string]$value.TargetVersion }
+                            }
+                            else {
+                                @{ targetVersion = [string]$value }
+                            }
                         }
                     }
                     @{ extensionTargets = $targets }
@@ -128,7 +193,7 @@ function Update-AzConnectedExtension {
                 Start-ArcJob -CommandName $MyInvocation.MyCommand.Name -BoundParameters $PSBoundParameters
                 return
             }
-            $null = Invoke-ArcRequest -Method POST -Path $path -Body $body -LongRunning -NoWait:$NoWait
+            $null = Invoke-ArcRequest -ProxySetting $proxy -Method POST -Path $path -Body $body -LongRunning -NoWait:$NoWait
             if ($PassThru) {
                 $true
             }

@@ -13,7 +13,7 @@ BeforeAll {
     $script:Rp = "/subscriptions/$script:Sub/resourceGroups/ytongtest/providers/Microsoft.HybridCompute"
     $script:ExtensionPath = "$script:Rp/machines/testmachine/extensions/networkWatcher"
     $token = ConvertTo-SecureString -String 'unit-test-token' -AsPlainText -Force
-    Connect-AzConnectedMachineShim -Endpoint $script:Endpoint -Token $token -SubscriptionId $script:Sub
+    Connect-Arcext -Endpoint $script:Endpoint -Token $token -SubscriptionId $script:Sub
 }
 
 AfterAll {
@@ -65,10 +65,10 @@ Describe 'Get-AzConnectedMachineExtension' {
         $table | Should -Match 'networkWatcher\s+True'
     }
 
-    It 'uses the default table view of the module' {
+    It 'uses the default table view of Az (issue #13, item 5)' {
         $table = Get-AzConnectedMachineExtension -ResourceGroupName ytongtest -MachineName testmachine | Out-String
-        $table | Should -Match 'EnableAutomaticUpgrade'
-        $table | Should -Match 'TypeHandlerVersion'
+        $table | Should -Match 'ResourceGroupName\s+Name\s+Location\s+TypeHandlerVersion\s+ProvisioningState\s+Publisher'
+        $table | Should -Not -Match 'EnableAutomaticUpgrade'
     }
 
     It 'takes -SubscriptionId over the default subscription' {
@@ -130,11 +130,11 @@ Describe 'Update-AzConnectedMachineExtension' {
         Should -Invoke -ModuleName AzConnectedMachineShim Invoke-ArcRequest -Times 0 -Exactly -ParameterFilter { $Method -eq 'PATCH' }
     }
 
-    It 'does not send -TypeHandlerVersion, as Az does not, and says so' {
-        $null = Update-AzConnectedMachineExtension -ResourceGroupName ytongtest -MachineName testmachine -Name networkWatcher -TypeHandlerVersion 2.0 -WarningVariable warnings -WarningAction SilentlyContinue
-        $warnings | Should -Not -BeNullOrEmpty
+    It 'sends -TypeHandlerVersion in the PATCH, as Az does, without a warning (issue #13, item 1)' {
+        $null = Update-AzConnectedMachineExtension -ResourceGroupName ytongtest -MachineName testmachine -Name networkWatcher -TypeHandlerVersion 2.0 -WarningVariable warnings
+        $warnings | Should -BeNullOrEmpty
         Should -Invoke -ModuleName AzConnectedMachineShim Invoke-ArcRequest -Times 1 -Exactly -ParameterFilter {
-            $Method -eq 'PATCH' -and ($Body | ConvertTo-Json -Depth 10 -Compress) -eq '{"properties":{}}'
+            $Method -eq 'PATCH' -and ($Body | ConvertTo-Json -Depth 10 -Compress) -eq '{"properties":{"typeHandlerVersion":"2.0"}}'
         }
     }
 
@@ -318,7 +318,7 @@ Describe 'Get-AzConnectedExtensionMetadata' {
     }
 }
 
-Describe 'Get-AzConnectedMachineExtensionUpgradeHistory' {
+Describe 'Get-ArcextExtensionUpgradeHistory' {
     BeforeAll {
         # Activity-log pages in the shape arcext serves (Azure Monitor event fields); no Azure recording exists for them.
         Mock -ModuleName AzConnectedMachineShim Invoke-ArcRequest {
@@ -348,7 +348,7 @@ Describe 'Get-AzConnectedMachineExtensionUpgradeHistory' {
     }
 
     It 'reads upgrade events of the extension from the activity log, across pages' {
-        $result = @(Get-AzConnectedMachineExtensionUpgradeHistory -ResourceGroupName ytongtest -MachineName testmachine -Name networkWatcher)
+        $result = @(Get-ArcextExtensionUpgradeHistory -ResourceGroupName ytongtest -MachineName testmachine -Name networkWatcher)
         $result.Count | Should -Be 2
         $result[0].PSObject.TypeNames[0] | Should -Be 'AzConnectedMachineShim.ExtensionUpgradeEvent'
         $result[0].IsAutomatic | Should -BeTrue
@@ -366,7 +366,7 @@ Describe 'Get-AzConnectedMachineExtensionUpgradeHistory' {
     }
 
     It 'filters by caller' {
-        $result = @(Get-AzConnectedMachineExtensionUpgradeHistory -ResourceGroupName ytongtest -MachineName testmachine -Name networkWatcher -Caller 'Azure Regional Service Manager')
+        $result = @(Get-ArcextExtensionUpgradeHistory -ResourceGroupName ytongtest -MachineName testmachine -Name networkWatcher -Caller 'Azure Regional Service Manager')
         $result.Count | Should -Be 1
         $result[0].IsAutomatic | Should -BeTrue
     }
@@ -391,7 +391,7 @@ Describe 'Connection' {
 
     It 'returns the connection without the token with -PassThru' {
         $token = ConvertTo-SecureString -String 'unit-test-token' -AsPlainText -Force
-        $context = Connect-AzConnectedMachineShim -Endpoint "$script:Endpoint/" -Token $token -SubscriptionId $script:Sub -PassThru
+        $context = Connect-Arcext -Endpoint "$script:Endpoint/" -Token $token -SubscriptionId $script:Sub -PassThru
         $context.PSObject.TypeNames[0] | Should -Be 'AzConnectedMachineShim.Context'
         $context.Endpoint | Should -Be $script:Endpoint
         $context.PSObject.Properties.Name | Should -Not -Contain 'Token'

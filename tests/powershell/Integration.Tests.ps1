@@ -121,13 +121,13 @@ Describe 'AzConnectedMachineShim against a live arcext backend' -Tag 'Integratio
 
     It 'reports a wrong token as PermissionDenied' {
         try {
-            Connect-AzConnectedMachineShim -Endpoint $script:Endpoint -Token (ConvertTo-SecureString -String 'not-a-token' -AsPlainText -Force) -SkipCertificateCheck
+            Connect-Arcext -Endpoint $script:Endpoint -Token (ConvertTo-SecureString -String 'not-a-token' -AsPlainText -Force) -SkipCertificateCheck
             Get-AzConnectedMachineExtension -ResourceGroupName $script:ResourceGroup -MachineName $script:MachineName -ErrorVariable err -ErrorAction SilentlyContinue
             $err[0].CategoryInfo.Category | Should -Be 'PermissionDenied'
             $err[0].FullyQualifiedErrorId | Should -BeLike 'AuthenticationFailed,*'
         }
         finally {
-            Disconnect-AzConnectedMachineShim
+            Disconnect-Arcext
         }
     }
 
@@ -140,7 +140,7 @@ Describe 'AzConnectedMachineShim against a live arcext backend' -Tag 'Integratio
 
         It 'shows the manual upgrade in the upgrade history' {
             $history = @(Get-AzConnectedMachineExtension -ResourceGroupName $script:ResourceGroup -MachineName $script:MachineName -Name $script:ExtensionName |
-                    Get-AzConnectedMachineExtensionUpgradeHistory -StartTime (Get-Date).AddHours(-1))
+                    Get-ArcextExtensionUpgradeHistory -StartTime (Get-Date).AddHours(-1))
             $history | Where-Object { $_.ToVersion -eq '1.1' -and -not $_.IsAutomatic } | Should -Not -BeNullOrEmpty
         }
     }

@@ -21,7 +21,7 @@ AfterAll {
 
 Describe 'Invoke-ArcRequest' {
     BeforeEach {
-        Connect-AzConnectedMachineShim -Endpoint $script:Endpoint -Token $script:Token -SubscriptionId $script:Sub
+        Connect-Arcext -Endpoint $script:Endpoint -Token $script:Token -SubscriptionId $script:Sub
         Mock -ModuleName AzConnectedMachineShim Start-Sleep -MockWith { $null }
         Mock -ModuleName AzConnectedMachineShim Invoke-WebRequest {
             Invoke-RecordedExchange -Method $Method -Uri $Uri -Body $Body -Headers $Headers
@@ -91,7 +91,7 @@ Describe 'Invoke-ArcRequest' {
 
     Context 'links to another host' {
         It 'rebases Azure-AsyncOperation links onto the configured endpoint, so the token stays there' {
-            Connect-AzConnectedMachineShim -Endpoint 'http://127.0.0.1:5999' -Token $script:Token -SubscriptionId $script:Sub
+            Connect-Arcext -Endpoint 'http://127.0.0.1:5999' -Token $script:Token -SubscriptionId $script:Sub
             Set-RecordedExchange -Entry @(Get-AzRecording -Name New-AzConnectedMachineExtension)
             $null = New-AzConnectedMachineExtension -Name networkWatcher -ResourceGroupName ytongtest -MachineName testmachine -Location eastus
             foreach ($request in Get-RecordedRequest) {
@@ -178,7 +178,7 @@ Describe 'Invoke-ArcRequest' {
             foreach ($name in 'ARCEXT_ENDPOINT', 'ARCEXT_TOKEN', 'ARCEXT_SUBSCRIPTION_ID') {
                 $script:SavedEnvironment[$name] = [Environment]::GetEnvironmentVariable($name)
             }
-            Disconnect-AzConnectedMachineShim
+            Disconnect-Arcext
         }
 
         AfterEach {

@@ -1,16 +1,16 @@
-function Disconnect-AzConnectedMachineShim {
+function Disconnect-Arcext {
     <#
     .SYNOPSIS
-        Forgets the connection set by Connect-AzConnectedMachineShim.
+        Forgets the connection set by Connect-Arcext.
     .DESCRIPTION
         After this the cmdlets use the ARCEXT_ENDPOINT, ARCEXT_TOKEN and ARCEXT_SUBSCRIPTION_ID environment
         variables again, or fail with ArcShimNotConnected when those are not set.
     .EXAMPLE
-        PS C:\> Disconnect-AzConnectedMachineShim
+        PS C:\> Disconnect-Arcext
 
         Drops the stored endpoint, token and default subscription of this session.
     .EXAMPLE
-        PS C:\> Disconnect-AzConnectedMachineShim; $env:ARCEXT_ENDPOINT = 'http://127.0.0.1:5001'
+        PS C:\> Disconnect-Arcext; $env:ARCEXT_ENDPOINT = 'http://127.0.0.1:5001'
 
         Switches the session back to the environment variables, pointing at another server.
     .INPUTS
@@ -18,7 +18,7 @@ function Disconnect-AzConnectedMachineShim {
     .OUTPUTS
         None.
     .LINK
-        Connect-AzConnectedMachineShim
+        Connect-Arcext
     #>
     [CmdletBinding(PositionalBinding = $false)]
     [OutputType([void])]

@@ -1,4 +1,4 @@
-function Get-AzConnectedMachineExtensionUpgradeHistory {
+function Get-ArcextExtensionUpgradeHistory {
     <#
     .SYNOPSIS
         Gets the upgrade history of a machine extension from the activity log: automatic and manual upgrades, rollbacks, retries.
@@ -27,11 +27,11 @@ function Get-AzConnectedMachineExtensionUpgradeHistory {
     .PARAMETER Caller
         Only events of this caller, for example 'Azure Regional Service Manager' for automatic upgrades.
     .EXAMPLE
-        PS C:\> Get-AzConnectedMachineExtensionUpgradeHistory -ResourceGroupName contoso-rg -MachineName web01 -Name AzureMonitorWindowsAgent
+        PS C:\> Get-ArcextExtensionUpgradeHistory -ResourceGroupName contoso-rg -MachineName web01 -Name AzureMonitorWindowsAgent
 
         Shows every upgrade of the extension in the last 90 days, with from/to versions and status.
     .EXAMPLE
-        PS C:\> Get-AzConnectedMachineExtension -ResourceGroupName contoso-rg -MachineName web01 | Get-AzConnectedMachineExtensionUpgradeHistory -StartTime (Get-Date).AddDays(-7) | Where-Object IsAutomatic
+        PS C:\> Get-AzConnectedMachineExtension -ResourceGroupName contoso-rg -MachineName web01 | Get-ArcextExtensionUpgradeHistory -StartTime (Get-Date).AddDays(-7) | Where-Object IsAutomatic
 
         Shows the automatic upgrades of the last week for every extension of a machine.
     .INPUTS

@@ -1,4 +1,4 @@
-function Connect-AzConnectedMachineShim {
+function Connect-Arcext {
     <#
     .SYNOPSIS
         Points the AzConnectedMachineShim cmdlets at an arcext endpoint, with a token and a default subscription.
@@ -24,12 +24,12 @@ function Connect-AzConnectedMachineShim {
         Write the resulting connection (without the token) to the pipeline.
     .EXAMPLE
         PS C:\> $token = Read-Host -Prompt 'arcext token' -AsSecureString
-        PS C:\> Connect-AzConnectedMachineShim -Endpoint http://127.0.0.1:5000 -Token $token -SubscriptionId 00000000-0000-0000-0000-000000000001
+        PS C:\> Connect-Arcext -Endpoint http://127.0.0.1:5000 -Token $token -SubscriptionId 00000000-0000-0000-0000-000000000001
 
         Connects the session to a local arcext server; later cmdlets use that subscription by default.
     .EXAMPLE
         PS C:\> $env:ARCEXT_TOKEN = (arcext token create --data-dir ./.arcext --role Owner --scope /subscriptions/$sub | Select-Object -Last 1)
-        PS C:\> Connect-AzConnectedMachineShim -Endpoint https://arcext.example.test:8443 -SubscriptionId $sub -SkipCertificateCheck -PassThru
+        PS C:\> Connect-Arcext -Endpoint https://arcext.example.test:8443 -SubscriptionId $sub -SkipCertificateCheck -PassThru
 
         Uses the token from ARCEXT_TOKEN, trusts the server's self-signed certificate and shows the connection.
     .INPUTS
@@ -37,7 +37,7 @@ function Connect-AzConnectedMachineShim {
     .OUTPUTS
         AzConnectedMachineShim.Context, with -PassThru.
     .LINK
-        Disconnect-AzConnectedMachineShim
+        Disconnect-Arcext
     #>
     [CmdletBinding(PositionalBinding = $false)]
     [OutputType('AzConnectedMachineShim.Context')]
@@ -89,7 +89,7 @@ function Connect-AzConnectedMachineShim {
             Endpoint             = $script:ArcShimContext.Endpoint
             SubscriptionId       = $script:ArcShimContext.SubscriptionId
             SkipCertificateCheck = $script:ArcShimContext.SkipCertificateCheck
-            Source               = 'Connect-AzConnectedMachineShim'
+            Source               = 'Connect-Arcext'
         }
     }
 }
