@@ -293,6 +293,8 @@ def test_global_options_scripts_pass(arc: ArcextServer, s: requests.Session, cli
     assert "WARNING" in cli(*misspelt).stderr
     quiet = cli(*misspelt, "--only-show-errors")
     assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert cli("logout").stderr.startswith("WARNING: not logged in")
+    assert cli("logout", "--only-show-errors").stderr == ""
 
     debug = cli(*base, "--debug")
     assert debug.exit_code == 0 and json.loads(debug.stdout)[0]["name"] == "ama"

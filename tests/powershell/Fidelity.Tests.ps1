@@ -276,7 +276,7 @@ Describe 'arcext''s own cmdlets have arcext names, the old ones are aliases (ite
 
     It 'exports no Az-prefixed cmdlet that Az.ConnectedMachine does not have' {
         $own = (Get-Command -Module AzConnectedMachineShim -CommandType Function).Name | Where-Object { $_ -like '*-Az*' }
-        $own | Sort-Object | Should -Be @(
+        $own | Sort-Object -Unique | Should -Be @(
             'Get-AzConnectedExtensionMetadata', 'Get-AzConnectedMachine', 'Get-AzConnectedMachineExtension',
             'New-AzConnectedMachineExtension', 'Remove-AzConnectedMachineExtension', 'Set-AzConnectedMachineExtension',
             'Update-AzConnectedExtension', 'Update-AzConnectedMachineExtension'

@@ -11,7 +11,7 @@ import click
 from .. import config
 from ..errors import UsageProblem
 from ..http import ArmClient
-from .common import ClientCommand, emit, output_options
+from .common import ClientCommand, emit, global_options, output_options, warn
 
 
 @click.command("login", cls=ClientCommand)
@@ -77,10 +77,11 @@ def login(
 
 
 @click.command("logout", cls=ClientCommand)
+@global_options
 def logout() -> None:
     """Forget the stored endpoint and token."""
     if not config.remove_file():
-        click.echo(f"WARNING: not logged in ({config.config_path()} does not exist).", err=True)
+        warn(f"not logged in ({config.config_path()} does not exist).")
 
 
 @click.group()
