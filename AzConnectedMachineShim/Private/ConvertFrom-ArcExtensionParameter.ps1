@@ -51,7 +51,7 @@ function ConvertFrom-ArcExtensionParameter {
         return Read-ArcJsonBody -JsonString $InputObject
     }
     $armProperties = & $read @('properties')
-    if ($armProperties -is [System.Collections.IDictionary]) {
+    if ($InputObject -is [System.Collections.IDictionary] -and $armProperties -is [System.Collections.IDictionary]) {
         $body = [ordered]@{}
         foreach ($key in $InputObject.Keys) {
             if ([string]$key -in @('location', 'tags', 'properties')) { $body[[string]$key] = $InputObject[$key] }

@@ -100,6 +100,13 @@ Describe 'Whole-object parameter sets and the examples of Az''s help (item 2)' {
         }
     }
 
+    It 'Set: takes an ARM-shaped hashtable as -ExtensionParameter' {
+        $null = Set-AzConnectedMachineExtension -Name custom -ResourceGroupName rg1 -MachineName m1 -ExtensionParameter @{ location = 'eastus'; properties = @{ publisher = 'P'; type = 'T' } }
+        Should -Invoke -ModuleName AzConnectedMachineShim Invoke-ArcRequest -Times 1 -Exactly -ParameterFilter {
+            $Method -eq 'PUT' -and $Body.location -eq 'eastus' -and $Body.properties.publisher -eq 'P' -and $Body.properties.type -eq 'T'
+        }
+    }
+
     It 'Update: the four examples of Az''s help' {
         $splat = @{ ResourceGroupName = 'rg1'; MachineName = 'm1'; Name = 'custom'; Settings = @{ commandToExecute = 'ls -l' } }
         $null = Update-AzConnectedMachineExtension @splat
