@@ -190,7 +190,8 @@ class ArcextServer:
             cert, key = ensure_self_signed(self.data_dir / "tls")
             self.ca_cert = cert
             context = ssl_context(cert, key)
-        self._server = ServerThread(self.app, self.host, self.port, context).start()
+        # a short accept-loop poll: stop() returns in milliseconds (mock_arc() starts a server per block)
+        self._server = ServerThread(self.app, self.host, self.port, context, poll_interval=0.02).start()
         return self
 
     def stop(self) -> None:
