@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import unittest
 from collections.abc import Iterator
 from typing import Any
 
@@ -216,3 +217,22 @@ def test_passthrough_hosts_reach_the_network(arcext_server: ArcextServer) -> Non
         client.machines.create_or_update(RG, "web-01", {"location": "eastus"})  # over loopback HTTP
         assert arc.requests == []  # the mock answered nothing
     assert arcext_server.services.store.count_machines() == 1
+
+
+@mock_arc()
+class TestAsAClassDecorator:
+    def test_each_method_gets_a_fresh_mock(self) -> None:
+        seed({"web-01": ["ama"]})
+        assert turn_off_automatic_upgrade(SUB, RG) == ["web-01/ama"]
+
+    def test_and_a_fresh_server(self) -> None:
+        assert automatic_upgrade() == {}
+
+
+@mock_arc()
+class UnittestCase(unittest.TestCase):
+    def setUp(self) -> None:
+        seed({"web-01": ["ama"]})  # setUp runs inside the mock too
+
+    def test_set_up_and_test_share_the_mock(self) -> None:
+        self.assertEqual(turn_off_automatic_upgrade(SUB, RG), ["web-01/ama"])

@@ -29,6 +29,7 @@ import json
 import os
 import threading
 import time
+import unittest
 import urllib.parse
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -225,7 +226,10 @@ class MockArc:
         self.stop()
 
     def __call__(self, func: F) -> F:
-        """As a decorator: each call of ``func`` runs inside a fresh mock (a new, empty arcext)."""
+        """As a decorator: each call of ``func`` runs inside a fresh mock (a new, empty arcext).
+
+        On a class, every ``test*`` method is wrapped so; on a ``unittest.TestCase``, the mock starts
+        in ``setUp`` and stops at cleanup, so ``setUp`` and the test share it (as moto does)."""
         options = {
             "arm_hosts": self.arm_hosts,
             "login_hosts": self.login_hosts,
@@ -233,6 +237,8 @@ class MockArc:
             "environment": self.environment,
             **self._server_options,
         }
+        if isinstance(func, type):
+            return self._decorate_class(func, options)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -248,6 +254,24 @@ class MockArc:
                 return func(*args, **kwargs)
 
         return run  # type: ignore[return-value]
+
+    def _decorate_class(self, cls: type, options: dict[str, Any]) -> type:
+        if issubclass(cls, unittest.TestCase):
+            set_up = cls.setUp
+            given = self._given_server
+
+            @functools.wraps(set_up)
+            def set_up_mocked(case: unittest.TestCase) -> None:
+                mock = MockArc(given, **options).start()
+                case.addCleanup(mock.stop)
+                set_up(case)
+
+            cls.setUp = set_up_mocked  # type: ignore[method-assign,assignment]
+            return cls
+        for name, attribute in list(vars(cls).items()):
+            if name.startswith("test") and inspect.isfunction(attribute):
+                setattr(cls, name, self(attribute))
+        return cls
 
     # --- state --------------------------------------------------------------------------------
     @property
