@@ -5,6 +5,7 @@ nothing leaves the process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import unittest
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.transport import AioHttpTransport, AsyncioRequestsTransport, RequestsTransport
+from azure.core.rest import HttpRequest
 from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
 from azure.identity.aio import ClientSecretCredential as AsyncClientSecretCredential
 from azure.mgmt.hybridcompute import HybridComputeManagementClient
@@ -236,3 +238,17 @@ class UnittestCase(unittest.TestCase):
 
     def test_set_up_and_test_share_the_mock(self) -> None:
         self.assertEqual(turn_off_automatic_upgrade(SUB, RG), ["web-01/ama"])
+
+
+def test_send_request_with_a_streamed_body_and_a_streamed_answer() -> None:
+    """The client's own send_request: a chunked upload reaches arcext whole; stream=True reads the answer."""
+    url = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.HybridCompute/machines/web-01"
+    with mock_arc(), HybridComputeManagementClient(DefaultAzureCredential(), SUB) as client:
+        chunks = iter([b'{"location": ', b'"eastus"}'])
+        put = HttpRequest("PUT", url, params={"api-version": "2024-07-10"}, content=chunks)
+        put.headers["Content-Type"] = "application/json"
+        created = client.send_request(put)
+        assert created.status_code == 200 and created.json()["location"] == "eastus"
+        got = client.send_request(HttpRequest("GET", url, params={"api-version": "2024-07-10"}), stream=True)
+        assert json.loads(b"".join(got.iter_bytes()))["name"] == "web-01"
+        got.close()

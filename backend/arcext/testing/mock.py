@@ -172,6 +172,7 @@ class MockArc:
     def start(self) -> MockArc:
         if self._server is not None:
             raise RuntimeError("this mock_arc() is already active")
+        _transport_classes()  # fails before anything changed when azure-core is missing
         if self._given_server is None:
             self._server = ArcextServer(**self._server_options).start()
             self._owns_server = True
@@ -327,7 +328,8 @@ class MockArc:
             base_url=f"{parts.scheme}://{parts.netloc}",
             query_string=parts.query,
             method=method,
-            headers=list(headers.items()),
+            # the body is whole here: a chunked upload's framing header would make werkzeug re-read it
+            headers=[(k, v) for k, v in headers.items() if k.lower() != "transfer-encoding"],
             data=body,
         )
         try:
@@ -462,7 +464,13 @@ def current_mock() -> MockArc | None:
 
 
 def _transport_classes() -> list[tuple[type, bool]]:
-    from azure.core.pipeline.transport import AsyncioRequestsTransport, RequestsTransport
+    try:
+        from azure.core.pipeline.transport import AsyncioRequestsTransport, RequestsTransport
+    except ImportError as missing:
+        raise RuntimeError(
+            "mock_arc() routes azure-core's transports: install azure-core (any Azure SDK client brings it, "
+            "or `pip install arcext[test]`)"
+        ) from missing
 
     classes: list[tuple[type, bool]] = [(RequestsTransport, False), (AsyncioRequestsTransport, True)]
     try:
