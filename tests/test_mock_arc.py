@@ -252,3 +252,25 @@ def test_send_request_with_a_streamed_body_and_a_streamed_answer() -> None:
         got = client.send_request(HttpRequest("GET", url, params={"api-version": "2024-07-10"}), stream=True)
         assert json.loads(b"".join(got.iter_bytes()))["name"] == "web-01"
         got.close()
+
+
+def test_absolute_urls_from_the_servers_own_address_are_shown_as_arm() -> None:
+    """A server that builds Location/Azure-AsyncOperation and nextLink from its own public URL (contract 7)
+    still works under mock_arc(): the mock shows those URLs as the ARM endpoint the client called."""
+    with ArcextServer(config={"ARCEXT_PAGE_SIZE": 1}) as server:
+        assert server.app is not None
+        inner = server.app.wsgi_app
+        own = server.url.split("//")[1]
+
+        def as_its_public_url(environ: dict[str, Any], start_response: Any) -> Any:
+            environ.update({"HTTP_HOST": own, "wsgi.url_scheme": "http"})
+            return inner(environ, start_response)
+
+        server.app.wsgi_app = as_its_public_url  # type: ignore[method-assign]
+        with mock_arc(server) as arc, HybridComputeManagementClient(DefaultAzureCredential(), SUB) as client:
+            seed({"web-01": ["ama"], "web-02": ["ama"]})  # two LROs, each polled
+            assert sorted(m.name for m in client.machines.list_by_resource_group(RG)) == ["web-01", "web-02"]
+            assert turn_off_automatic_upgrade(SUB, RG) == ["web-01/ama", "web-02/ama"]
+            polled = [url for method, url in arc.requests if "/operationstatus/" in url]
+            assert polled and all(url.startswith("https://management.azure.com/") for url in polled)
+            assert any("skiptoken" in url.lower() for _method, url in arc.requests)  # a nextLink was followed

@@ -345,7 +345,11 @@ class MockArc:
             if close is not None:
                 close()
         code, _, reason = status.partition(" ")
-        return int(code), reason, list(response_headers.items()), data
+        answer_headers = list(response_headers.items())
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin.lower() != self.server.url.lower():
+            answer_headers, data = _present_as(self.server.url, origin, answer_headers, data)
+        return int(code), reason, answer_headers, data
 
     # --- Microsoft Entra ID and managed identity, answered locally ------------------------------
     def _issued(self, client_id: str | None) -> str:
@@ -441,6 +445,24 @@ class MockArc:
                 cls = RequestsTransport if kind == "sync" else AsyncioRequestsTransport
                 found = self._transports[kind] = cls(session=self._session, session_owner=False)
             return found
+
+
+def _present_as(
+    server_url: str, origin: str, headers: list[tuple[str, str]], body: bytes
+) -> tuple[list[tuple[str, str]], bytes]:
+    """Show the server as the origin the client called (as a reverse proxy rewrites Location): a
+    server that builds absolute URLs from its configured public URL (``--public-url``) would send
+    the client's polls and nextLinks to ``http://127.0.0.1:port``, which azure-core's bearer-token
+    policy refuses (not https) and which is not the endpoint the code under test knows."""
+    old, new = server_url.encode(), origin.encode()
+    rewritten = [
+        (k, v.replace(server_url, origin) if k.lower() in ("location", "azure-asyncoperation") else v)
+        for k, v in headers
+    ]
+    if old in body:
+        body = body.replace(old, new)
+        rewritten = [(k, str(len(body)) if k.lower() == "content-length" else v) for k, v in rewritten]
+    return rewritten, body
 
 
 def _authority_host() -> str:
