@@ -8,7 +8,9 @@ Figures, not a test (always exits 0). Measured in this process:
   - ``fixture``: ``ArcextServer.sdk_client()`` over loopback HTTP, as the ``arcext_client`` fixture;
   - ``mock_arc``: a client built for Azure (``ClientSecretCredential``, default endpoint, default
     polling interval) inside ``mock_arc()``, answered in-process;
-  - ``before``: the harness as it was (``Retry-After: 1``, no settling), a handful of operations;
+  - the same with the data on disk (the system's temporary directory) instead of tmpfs;
+  - ``before``: the harness as it was (data on disk, ``Retry-After: 1``, no settling): whether an
+    operation costs a second depends on whether it finished before the SDK's first poll;
 * ``mock_arc()`` enter + exit with its own server, and ``ArcextServer`` start + stop;
 * ``reset()`` of a server holding N machines with one extension each (loaded at start, as a
   session's server that accumulated them), and ``reset()`` after a typical test (10 machines).
@@ -102,11 +104,18 @@ def bench_operations(requests: int, operations: int, before: int) -> None:
         credential.close()
         line("mock_arc (in-process, default polling_interval): one request", gets)
         line("mock_arc (in-process, default polling_interval): one LRO", ops)
-    if before:
-        with ArcextServer(config={"ARCEXT_RETRY_AFTER": 1}, settle_operations=0) as server:
-            with server.sdk_client() as client:
+    on_disk = Path(tempfile.mkdtemp(prefix="arcext-bench-harness-"))  # the system's temporary directory
+    try:
+        with ArcextServer(on_disk / "now") as server, server.sdk_client() as client:
+            gets, ops = operation_costs(client, requests, operations)
+            line("fixture, data on disk instead of tmpfs: one LRO", ops)
+        if before:  # the harness as it was: data on disk, Retry-After: 1, no settling
+            old = ArcextServer(on_disk / "before", config={"ARCEXT_RETRY_AFTER": 1}, settle_operations=0)
+            with old as server, server.sdk_client() as client:
                 gets, ops = operation_costs(client, min(requests, 20), before)
-            line("before (Retry-After: 1, not settled): one LRO", ops)
+            line("before (data on disk, Retry-After: 1, not settled): one LRO", ops)
+    finally:
+        shutil.rmtree(on_disk, ignore_errors=True)
 
     print("starting and stopping:")
     line("ArcextServer() start + stop", timed(5, lambda _i: ArcextServer().start().stop()))
