@@ -274,3 +274,9 @@ def test_absolute_urls_from_the_servers_own_address_are_shown_as_arm() -> None:
             polled = [url for method, url in arc.requests if "/operationstatus/" in url]
             assert polled and all(url.startswith("https://management.azure.com/") for url in polled)
             assert any("skiptoken" in url.lower() for _method, url in arc.requests)  # a nextLink was followed
+
+
+@mock_arc
+def test_the_decorator_works_without_parentheses() -> None:
+    seed({"web-01": ["ama"]})
+    assert turn_off_automatic_upgrade(SUB, RG) == ["web-01/ama"]

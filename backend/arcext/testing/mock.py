@@ -33,7 +33,7 @@ import unittest
 import urllib.parse
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -549,12 +549,22 @@ def _deactivate(mock: MockArc) -> None:
             _ORIGINALS.clear()
 
 
-def mock_arc(server: ArcextServer | None = None, **options: Any) -> MockArc:
+@overload
+def mock_arc(server: F) -> F: ...
+
+
+@overload
+def mock_arc(server: ArcextServer | None = None, **options: Any) -> MockArc: ...
+
+
+def mock_arc(server: Any = None, **options: Any) -> Any:
     """Route unchanged Azure SDK code to an in-process arcext (context manager or decorator).
 
     ``with mock_arc() as arc:`` starts a fresh arcext for the block (``ArcextServer`` options such as
     ``manual_clock=True`` pass through); ``mock_arc(server)`` uses a running one (the
     ``arcext_mock`` fixture does, with the session's server). Options: ``arm_hosts``,
     ``login_hosts``, ``passthrough`` (hosts let through to the network), ``environment`` (set the
-    made-up ``AZURE_*`` service principal)."""
+    made-up ``AZURE_*`` service principal). ``@mock_arc`` and ``@mock_arc()`` both decorate."""
+    if server is not None and not isinstance(server, ArcextServer) and callable(server):
+        return MockArc(**options)(server)  # bare @mock_arc
     return MockArc(server, **options)
