@@ -46,7 +46,7 @@ def test_long_running_operation_protocol(arcext_server: ArcextServer, arcext_ses
     try:
         r = put_extension(arcext_session, arcext_server, wait=False)
         assert r.status_code == 202 and r.content == b""
-        assert r.headers["Retry-After"] == "1"
+        assert r.headers["Retry-After"] == "0"  # the harness's ARCEXT_RETRY_AFTER; `arcext serve` sends 1
         status_url, result_url = r.headers["Azure-AsyncOperation"], r.headers["Location"]
         prefix = f"{arcext_server.url}/subscriptions/{SUB}/providers/Microsoft.HybridCompute/locations/eastus/"
         assert status_url.startswith(prefix + "operationstatus/") and "api-version=2026-07-15" in status_url
@@ -55,7 +55,7 @@ def test_long_running_operation_protocol(arcext_server: ArcextServer, arcext_ses
         assert pending["status"] == "InProgress" and "properties" not in pending
         assert pending["name"] == status_url.split("/")[-1].split("?")[0]
         still = arcext_session.get(result_url)
-        assert still.status_code == 202 and still.headers["Retry-After"] == "1"
+        assert still.status_code == 202 and still.headers["Retry-After"] == "0"
         creating = arcext_session.get(ext_url(arcext_server), params={"api-version": API}).json()
         assert creating["properties"]["provisioningState"] == "Creating"
     finally:

@@ -581,7 +581,9 @@ def test_a_failed_operation_exits_1_with_its_arm_error(arc: ArcextServer, s: req
 def test_long_running_operations_honour_retry_after(
     arcext_server: ArcextServer, arcext_session: requests.Session, config_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The shared fixture's server sends Retry-After: 1 on every 202 and on InProgress statuses."""
+    """A server that sends Retry-After: 1 on every 202 and on InProgress statuses (the harness sends 0)."""
+    assert arcext_server.app is not None
+    monkeypatch.setitem(arcext_server.app.config, "ARCEXT_RETRY_AFTER", 1)
     machine(arcext_session, arcext_server)
     delays: list[float] = []
 

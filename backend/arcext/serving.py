@@ -33,12 +33,21 @@ def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
 class ServerThread:
     """A real HTTP(S) server on ``host:port`` (port 0 picks a free one) running in a daemon thread."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+        poll_interval: float = 0.5,  # how long stop() may wait for the accept loop to notice
+    ) -> None:
         self.server: BaseWSGIServer = make_server(host, port, app, threaded=True, ssl_context=tls)
         self.host = host
         self.port = self.server.server_port
         self.scheme = "https" if tls else "http"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="arcext-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, args=(poll_interval,), name="arcext-http", daemon=True
+        )
 
     @property
     def url(self) -> str:
