@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from .. import errors
+from .. import errors, names
 from ..schemas.metadata import (
     ExtensionTypeBodySchema,
     ExtensionTypeSchema,
@@ -17,6 +17,16 @@ from .base import ArmBlueprint
 from .hooks import services
 
 blp = ArmBlueprint("admin", __name__, url_prefix="/arcext/v1", description="arcext administration (Owner role)")
+
+
+def check_names(publisher: str, extension_type: str, version: str | None = None) -> None:
+    """Names that become folders on hosts: refused with 400 unless they are plain (see arcext.names)."""
+    names.check_name("publisher", publisher, "publisher")
+    names.check_name("extension type", extension_type, "type")
+    if version is not None:
+        problem = names.version_problem(version)
+        if problem:
+            raise errors.invalid_parameter(f"The version '{version}' is not valid: {problem}", target="version")
 
 
 @blp.route("/catalog")
@@ -41,6 +51,7 @@ class CatalogType(MethodView):
     @blp.response(200, ExtensionTypeSchema)
     def put(self, body: dict[str, Any], publisher: str, extension_type: str) -> Any:
         """Add an extension type or change whether it supports automatic upgrade"""
+        check_names(publisher, extension_type)
         svc = services()
         return svc.catalog.put_type(publisher, extension_type, body["autoUpgradeSupported"], svc.clock.now())
 
@@ -52,6 +63,7 @@ class CatalogVersion(MethodView):
     @blp.alt_response(201, schema=ExtensionVersionSchema, description="Newly published")
     def put(self, body: dict[str, Any], publisher: str, extension_type: str, version: str) -> Any:
         """Publish a version (it then appears in ExtensionMetadata); `critical` marks a security fix"""
+        check_names(publisher, extension_type, version)
         svc = services()
         record, created = svc.catalog.publish_version(
             publisher, extension_type, version, body["critical"], svc.clock.now()

@@ -35,6 +35,8 @@ def principal() -> Principal:
 
 def _action(path: str, method: str) -> str:
     verb = {"GET": "read", "HEAD": "read", "DELETE": "delete", "POST": "action"}.get(method, "write")
+    if path.endswith("/hostConnection"):
+        return f"arcext/machines/hostConnection/{verb}"
     if "/extensions" in path:
         return f"Microsoft.HybridCompute/machines/extensions/{verb}"
     if "/upgradeExtensions" in path:
@@ -61,6 +63,9 @@ def _authorize(p: Principal) -> None:
         return  # tenant-level reads such as /providers/Microsoft.HybridCompute/operations
     sub, rg = match.group(1), match.group(2)
     role = Role.READER if method in ("GET", "HEAD") else Role.CONTRIBUTOR
+    if path.endswith("/hostConnection") and role > Role.READER:
+        # it names where the stored Windows credentials go and lets the server probe any address: Owner only
+        role = Role.OWNER
     if rg is None and (
         "/providers/Microsoft.HybridCompute/locations/" in path or "/providers/Microsoft.Insights/" in path
     ):

@@ -3,8 +3,10 @@ PowerShell Remoting with pypsrp; or winrm, over a WinRS cmd shell with pywinrm, 
 allow PSRP):
 PUT/GET/DELETE /arcext/v1/subscriptions/{sub}/resourceGroups/{rg}/machines/{m}/hostConnection.
 
-The auth hook applies ARM scope rules to /arcext/v1/subscriptions/... paths: reading needs Reader,
-changing needs Contributor on the machine's scope. Credentials are accepted, sealed, and never returned.
+The auth hook applies ARM scope rules to /arcext/v1/subscriptions/... paths: reading needs Reader on the
+machine's scope, changing or deleting needs Owner there (a host connection names where stored Windows credentials
+go and lets the server connect to any address). A change of the endpoint must carry the secret again.
+Credentials are accepted, sealed, and never returned.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from flask.views import MethodView
 
 from .. import errors
 from ..hosts.packages import PackageStore
+from .admin import check_names
 from .hooks import services
 from .host_connection import blp
 
@@ -39,9 +40,7 @@ class Package(MethodView):
 
     def put(self, publisher: str, extension_type: str, version: str) -> Any:
         """Attach a package (a zip with HandlerManifest.json) to a version"""
-        from ..catalog import validate_version
-
-        validate_version(version)
+        check_names(publisher, extension_type, version)
         if request.mimetype == "application/json":
             body = request.get_json(silent=True)
             if not isinstance(body, dict) or not isinstance(body.get("zipBase64"), str):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
-from .common import ArmSchema, StrictBoolean, StrictString, SystemDataSchema, json_object, tags_field
+from .common import (
+    ArmSchema,
+    StrictBoolean,
+    StrictString,
+    SystemDataSchema,
+    extension_name_field,
+    json_object,
+    tags_field,
+    version_field,
+)
 
 
 class InstanceViewStatusSchema(Schema):
@@ -24,9 +33,9 @@ class InstanceViewSchema(Schema):
 
 class _ExtensionPropertiesBase(ArmSchema):
     forceUpdateTag = StrictString()
-    publisher = StrictString()
-    type = StrictString(metadata={"description": 'The extension type, e.g. "CustomScriptExtension".'})
-    typeHandlerVersion = StrictString()
+    publisher = extension_name_field('The publisher, e.g. "Microsoft.Compute".')
+    type = extension_name_field('The extension type, e.g. "CustomScriptExtension".')
+    typeHandlerVersion = version_field('The version, e.g. "1.10" or "1.10.3".')
     enableAutomaticUpgrade = StrictBoolean()
     autoUpgradeMinorVersion = StrictBoolean()
     settings = json_object()
