@@ -23,6 +23,7 @@ from .api import (
     upgrade,
 )
 from .api.base import ArmApi
+from .api.jsonbody import ArmJSONProvider
 from .api.middleware import CaseInsensitiveArmPaths
 from .config import DEFAULTS, coerce
 from .services import Services
@@ -31,6 +32,7 @@ from .upgrades.settings import EngineSettings
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.json = ArmJSONProvider(app)
     app.config.update(DEFAULTS)
     for name in DEFAULTS:
         if name in os.environ:
@@ -45,7 +47,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=int(app.config["ARCEXT_MAX_BODY"]),
         JSON_SORT_KEYS=False,
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False
 
     cfg = app.config
     services = Services.open(

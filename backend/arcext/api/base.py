@@ -7,17 +7,32 @@ import binascii
 from typing import Any
 from urllib.parse import urlencode
 
+import flask
 import flask_smorest
 from flask import current_app, request
-from webargs.flaskparser import FlaskParser
+from marshmallow import missing
+from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
 from ..schemas.common import ErrorResponseSchema
+from . import jsonbody
 
 
 class ArmParser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req: flask.Request) -> Any:
+        """Strict JSON (arcext.api.jsonbody) with the reason in the 400, instead of webargs' json.loads."""
+        if not is_json_request(req):
+            return missing
+        data = req.get_data(cache=True)
+        if not data:
+            return missing
+        try:
+            return jsonbody.loads(data)
+        except jsonbody.InvalidJson as exc:
+            raise errors.invalid_request_content(str(exc)) from None
 
 
 class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]

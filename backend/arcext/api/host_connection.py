@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
 from flask.views import MethodView
 
-from .. import errors
 from ..hosts.connections import HostConnectionService
 from ..ids import machine_key
 from .base import ArmBlueprint
 from .hooks import services
+from .jsonbody import request_object
 
 blp = ArmBlueprint("host_connection", __name__, url_prefix="/arcext/v1", description="Host connections (psrp, winrm)")
 
@@ -43,9 +42,7 @@ class HostConnection(MethodView):
     def put(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
         """Set how arcext reaches the Windows host: address, port, transport, auth, credentials, JEA
         configuration, certificate validation, extensions allow/block list, handler timeouts"""
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise errors.invalid_request_content("The body must be a JSON object.")
+        body = request_object()
         key = machine_key(subscription_id, resource_group, machine_name)
         view, created = _service().put(key, body, services().clock.now())
         return view, 201 if created else 200

@@ -20,6 +20,7 @@ from ..hosts.packages import PackageStore
 from .admin import check_names
 from .hooks import services
 from .host_connection import blp
+from .jsonbody import request_object
 
 PACKAGE = "/catalog/<publisher>/<extension_type>/versions/<version>/package"
 
@@ -42,8 +43,8 @@ class Package(MethodView):
         """Attach a package (a zip with HandlerManifest.json) to a version"""
         check_names(publisher, extension_type, version)
         if request.mimetype == "application/json":
-            body = request.get_json(silent=True)
-            if not isinstance(body, dict) or not isinstance(body.get("zipBase64"), str):
+            body = request_object()
+            if not isinstance(body.get("zipBase64"), str):
                 raise errors.invalid_request_content('Send the zip as the body, or JSON {"zipBase64": "..."}.')
             try:
                 data = base64.b64decode(body["zipBase64"], validate=True)
