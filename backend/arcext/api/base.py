@@ -82,6 +82,13 @@ class ArmApi(flask_smorest.Api):  # type: ignore[misc]
         return render_arm_error(arm)
 
 
+def empty(status: int) -> flask.Response:
+    """A response with no body, and so no media type (Flask would otherwise say text/html)."""
+    response = flask.Response(status=status)
+    del response.headers["Content-Type"]
+    return response
+
+
 def render_arm_error(error: errors.ArmError) -> Any:
     return error.to_body(), error.status, error.headers
 

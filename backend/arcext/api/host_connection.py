@@ -17,7 +17,7 @@ from flask.views import MethodView
 
 from ..hosts.connections import HostConnectionService
 from ..ids import machine_key
-from .base import ArmBlueprint
+from .base import ArmBlueprint, empty
 from .hooks import services
 from .jsonbody import request_object
 
@@ -50,7 +50,7 @@ class HostConnection(MethodView):
     def delete(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
         """Forget the host connection (the machine is then a record-only or simulated host again)"""
         deleted = _service().delete(machine_key(subscription_id, resource_group, machine_name))
-        return ("", 200) if deleted else ("", 204)
+        return empty(200) if deleted else empty(204)
 
 
 # The package routes (issue item 3) ride on this blueprint until app.py registers api/packages.py itself.

@@ -18,6 +18,7 @@ from flask.views import MethodView
 from .. import errors
 from ..hosts.packages import PackageStore
 from .admin import check_names
+from .base import empty
 from .hooks import services
 from .host_connection import blp
 from .jsonbody import request_object
@@ -60,4 +61,4 @@ class Package(MethodView):
 
     def delete(self, publisher: str, extension_type: str, version: str) -> Any:
         """Detach the package from a version"""
-        return ("", 200) if _store().delete(publisher, extension_type, version) else ("", 204)
+        return empty(200) if _store().delete(publisher, extension_type, version) else empty(204)
