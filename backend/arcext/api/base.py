@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from .. import errors
 from ..schemas.common import ErrorResponseSchema
 from . import jsonbody
+from .urls import public_base_url
 
 
 class ArmParser(FlaskParser):
@@ -116,7 +117,7 @@ def next_link(token: str) -> str:
     """An absolute nextLink to this same list with the continuation token."""
     args = {k: v for k, v in request.args.items() if k.lower() != "$skiptoken"}
     args["$skiptoken"] = encode_token(token)
-    return f"{request.host_url.rstrip('/')}{request.path}?{urlencode(args)}"
+    return f"{public_base_url()}{request.path}?{urlencode(args)}"
 
 
 def page(items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
