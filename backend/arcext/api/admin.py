@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 
 from .. import errors, names
+from ..auth import Role
 from ..schemas.metadata import (
     ExtensionTypeBodySchema,
     ExtensionTypeSchema,
@@ -78,5 +80,14 @@ class CatalogVersion(MethodView):
 @blp.route("/health")
 class Health(MethodView):
     def get(self) -> Any:
-        """Liveness: answers without a token"""
-        return {"status": "ok", "machines": services().store.count_machines()}
+        """Liveness: answers without a token; the fleet's size only to an Owner's token"""
+        body: dict[str, Any] = {"status": "ok"}
+        header = request.headers.get("Authorization")
+        if header:
+            try:
+                who = services().tokens.authenticate(header)
+            except errors.ArmError:
+                return body
+            if who.role >= Role.OWNER:
+                body["machines"] = services().store.count_machines()
+        return body

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from typing import Any
+
+from marshmallow import Schema, fields, post_dump
 
 from .common import (
     ArmSchema,
@@ -29,6 +31,13 @@ class InstanceViewSchema(Schema):
     type = fields.String()
     typeHandlerVersion = fields.String()
     status = fields.Nested(InstanceViewStatusSchema)
+
+    @post_dump
+    def _version_is_a_string(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        """Records stored before the fix hold null when the extension was created without a version."""
+        if data.get("typeHandlerVersion") is None and "typeHandlerVersion" in data:
+            data["typeHandlerVersion"] = ""
+        return data
 
 
 class _ExtensionPropertiesBase(ArmSchema):
