@@ -25,6 +25,7 @@ from .api import (
 from .api.base import ArmApi
 from .api.jsonbody import ArmJSONProvider
 from .api.middleware import CaseInsensitiveArmPaths
+from .api.openapi import add_path_patterns
 from .config import DEFAULTS, coerce
 from .services import Services
 from .upgrades.settings import EngineSettings
@@ -73,6 +74,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     api = ArmApi(app, spec_kwargs={"info": {"description": "Azure Arc-compatible Microsoft.HybridCompute API"}})
     for module in (machines, extensions, upgrade, metadata, operations, activity, admin, engine_admin, host_connection):
         api.register_blueprint(module.blp)
+    add_path_patterns(api.spec)
     app.register_blueprint(portal.bp)
     hooks.register(app)
     app.wsgi_app = CaseInsensitiveArmPaths(app.wsgi_app)  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ from flask.views import MethodView
 
 from .. import errors, names
 from ..auth import Role
+from ..schemas.admin import HealthSchema
 from ..schemas.metadata import (
     ExtensionTypeBodySchema,
     ExtensionTypeSchema,
@@ -79,6 +80,7 @@ class CatalogVersion(MethodView):
 
 @blp.route("/health")
 class Health(MethodView):
+    @blp.alt_response(200, schema=HealthSchema, description="The server is up")
     def get(self) -> Any:
         """Liveness: answers without a token; the fleet's size only to an Owner's token"""
         body: dict[str, Any] = {"status": "ok"}

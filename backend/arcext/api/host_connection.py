@@ -17,6 +17,7 @@ from flask.views import MethodView
 
 from ..hosts.connections import HostConnectionService
 from ..ids import machine_key
+from ..schemas.admin import HostConnectionViewSchema
 from .base import ArmBlueprint, empty
 from .hooks import services
 from .jsonbody import request_object
@@ -35,10 +36,13 @@ def _service() -> HostConnectionService:
 
 @blp.route(HOST_CONNECTION)
 class HostConnection(MethodView):
+    @blp.alt_response(200, schema=HostConnectionViewSchema, description="The public settings")
     def get(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
         """The machine's host-connection settings (never its credentials)"""
         return _service().get(machine_key(subscription_id, resource_group, machine_name))
 
+    @blp.alt_response(200, schema=HostConnectionViewSchema, description="Changed")
+    @blp.alt_response(201, schema=HostConnectionViewSchema, description="Created")
     def put(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
         """Set how arcext reaches the Windows host: address, port, transport, auth, credentials, JEA
         configuration, certificate validation, extensions allow/block list, handler timeouts"""
@@ -47,6 +51,8 @@ class HostConnection(MethodView):
         view, created = _service().put(key, body, services().clock.now())
         return view, 201 if created else 200
 
+    @blp.alt_response(200, description="Deleted (no body)")
+    @blp.alt_response(204, description="There was none (no body)")
     def delete(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
         """Forget the host connection (the machine is then a record-only or simulated host again)"""
         deleted = _service().delete(machine_key(subscription_id, resource_group, machine_name))
