@@ -151,6 +151,20 @@ def test_protocol_errors_are_arm_shaped(seeded: ArcextServer) -> None:
         assert error["code"] and len(error["message"]) > 20
 
 
+def test_a_malformed_chunked_body_gets_400(seeded: ArcextServer) -> None:
+    import json
+
+    path = f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.HybridCompute/machines/m9?api-version={API}"
+    status, headers, body = _raw(
+        seeded,
+        f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {seeded.token}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        "zz\r\n{}\r\n0\r\n\r\n".encode(),
+    )
+    assert status == 400, body
+    assert json.loads(body)["error"]["code"] == "InvalidRequestContent"
+
+
 # --- a full disk -------------------------------------------------------------------------------------
 @pytest.fixture
 def durable_dir(tmp_path: Path) -> Path:

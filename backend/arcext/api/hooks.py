@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from .. import errors
 from ..auth import Principal, Role, scope_contains
@@ -104,6 +104,8 @@ def before_request() -> Any:
                 raise errors.request_too_large(limit)
         except RequestEntityTooLarge:
             raise errors.request_too_large(limit) from None
+        except (OSError, ValueError, BadRequest):  # the server's dechunker: a chunk header that is not one
+            raise errors.invalid_request_content("the chunked body is malformed.") from None
     if path.startswith(("/subscriptions/", "/providers/")) and not request.args.get("api-version"):
         raise errors.missing_api_version()
     if (
