@@ -118,6 +118,30 @@ def test_over_long_urls_get_an_arm_shaped_414(seeded: ArcextServer, arcext_sessi
     assert r.headers["Content-Type"].startswith("application/json")
 
 
+@pytest.mark.parametrize("raw", ["1" * 5000, "\u0661", "-1", "1e3", "\x00", "9" * 13])
+def test_forged_skiptokens_get_400_on_every_list(
+    seeded: ArcextServer, arcext_session: requests.Session, raw: str
+) -> None:
+    import base64
+
+    token = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    lists = [
+        ext_url(seeded, "")[:-1],
+        f"{seeded.url}/subscriptions/{SUB}/providers/Microsoft.HybridCompute/machines",
+        f"{seeded.url}/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values",
+        f"{seeded.url}/subscriptions/{SUB}/providers/Microsoft.HybridCompute/locations/eastus/publishers/"
+        "Microsoft.Compute/extensionTypes/CustomScriptExtension/versions",
+    ]
+    for url in lists:
+        params = {"api-version": API, "$skiptoken": token}
+        if "eventtypes" in url:
+            params["$filter"] = "eventTimestamp ge '2020-01-01T00:00:00Z'"
+        r = arcext_session.get(url, params=params)
+        assert r.status_code in (200, 400), (url, r.status_code, r.text[:300])
+        if r.status_code == 400:
+            assert r.json()["error"]["target"] == "$skiptoken"
+
+
 def _raw(server: ArcextServer, request: bytes) -> tuple[int, dict[str, str], bytes]:
     host, port = server.url.split("//")[1].split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:

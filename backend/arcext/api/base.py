@@ -131,7 +131,11 @@ def page_list(items: list[dict[str, Any]], skiptoken: str | None) -> dict[str, A
     """Page an in-memory list by position (small lists: extensions of one machine, versions)."""
     size = int(current_app.config["ARCEXT_PAGE_SIZE"])
     raw = decode_token(skiptoken)
-    start = int(raw) if raw and raw.isdigit() else 0
+    if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
+        raise errors.bad_request(
+            "The $skiptoken is not valid; use the nextLink of a previous page.", target="$skiptoken"
+        )
+    start = int(raw) if raw else 0
     chunk = items[start : start + size]
     more = start + size < len(items)
     return page(chunk, str(start + size) if more else None)
