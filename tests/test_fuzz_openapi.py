@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from arcext.testing import ArcextServer
 from conftest import put_extension, put_machine
 
-EXAMPLES_PER_OPERATION = 12
+EXAMPLES_PER_OPERATION = 20
 CASES: list[str] = []
 
 

@@ -297,3 +297,23 @@ def test_catalog_paths_refuse_traversing_names(arc: ArcextServer, owner: request
         r = owner.put(f"{arc.url}/arcext/v1/{path}", json={"autoUpgradeSupported": True})
     error = assert_arm_error(r, 400, "InvalidResourceName")
     assert error["target"] in ("publisher", "type")
+
+
+def test_a_machine_write_cannot_reach_the_host_connection(
+    arc: ArcextServer, owner: requests.Session, contributor: requests.Session, fake: FakeHost, listener: _Listener
+) -> None:
+    """The hostConnection lives in the machine's document: a Contributor's machine PUT or PATCH that names one
+    (at the top or under properties) neither replaces nor drops it."""
+    put_machine(owner, arc, "hc1")
+    connect(owner, arc, fake, "hc1")
+    before = owner.get(hc_url(arc)).json()
+    evil = {"address": "127.0.0.1", "port": listener.port, "certValidation": False}
+    for method, body in (
+        ("PUT", {"location": "eastus", "hostConnection": evil, "properties": {"hostConnection": evil}}),
+        ("PATCH", {"hostConnection": evil, "properties": {"hostConnection": evil}}),
+        ("PUT", {"location": "eastus"}),
+    ):
+        r = contributor.request(method, machine_url(arc, "hc1"), params={"api-version": API}, json=body)
+        assert r.status_code == 200, r.text
+        assert "hostConnection" not in r.text
+        assert owner.get(hc_url(arc)).json() == before, (method, body)
