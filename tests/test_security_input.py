@@ -56,6 +56,24 @@ def test_malformed_json_gets_400_invalid_request_content(
     assert snapshot(arcext_session, seeded) == before, "nothing changed"
 
 
+@pytest.mark.parametrize(
+    "protected",
+    ['{"pin": 123456789012345678901234567890}', '{"k": "s3cret-value\\ud800"}', '{"pin": 9e999999}'],
+)
+def test_refusals_never_quote_protected_settings(
+    seeded: ArcextServer, arcext_session: requests.Session, protected: str
+) -> None:
+    r = arcext_session.put(
+        ext_url(seeded, "evil"),
+        params={"api-version": API},
+        data=ext_body(f'{{}}, "protectedSettings": {protected}'),
+        headers={"Content-Type": "application/json"},
+    )
+    assert_arm_error(r, 400, "InvalidRequestContent")
+    for fragment in ("123456789012", "s3cret", "9e999999"):
+        assert fragment not in r.text
+
+
 def test_host_connection_and_admin_bodies_refuse_malformed_json_too(
     seeded: ArcextServer, arcext_session: requests.Session
 ) -> None:

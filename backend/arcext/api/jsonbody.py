@@ -1,4 +1,4 @@
-"""Strict JSON for request bodies: what the API accepts is exactly what its stores can keep.
+"""Strict JSON for request bodies (messages never quote the body: it may hold protectedSettings): what the API accepts is exactly what its stores can keep.
 
 Python's json module accepts more than JSON and more than orjson (the journal's encoder) can write back:
 ``NaN``/``Infinity`` and ``1e999`` (stored as null), integers of any size (orjson stops at 64 bits), lone
@@ -26,17 +26,17 @@ class InvalidJson(ValueError):
 
 def _parse_int(text: str) -> int:
     if len(text.lstrip("-")) > _INT_DIGITS_MAX:
-        raise InvalidJson(f"the integer {text[:24]}... is too large: integers must fit in 64 bits.")
+        raise InvalidJson(f"an integer has {len(text)} characters: integers must fit in 64 bits.")
     value = int(text)
     if not INT_MIN <= value <= INT_MAX:
-        raise InvalidJson(f"the integer {text} is out of range: integers must fit in 64 bits.")
+        raise InvalidJson("an integer is out of range: integers must fit in 64 bits (signed or unsigned).")
     return value
 
 
 def _parse_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise InvalidJson(f"the number {text[:24]} is out of range for a double.")
+        raise InvalidJson("a number is out of range for a double (it would be stored as infinity).")
     return value
 
 
