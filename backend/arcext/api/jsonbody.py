@@ -1,4 +1,5 @@
-"""Strict JSON for request bodies (messages never quote the body: it may hold protectedSettings): what the API accepts is exactly what its stores can keep.
+"""Strict JSON for request bodies: what the API accepts is exactly what its stores can keep. Messages never
+quote the body (it may hold protectedSettings).
 
 Python's json module accepts more than JSON and more than orjson (the journal's encoder) can write back:
 ``NaN``/``Infinity`` and ``1e999`` (stored as null), integers of any size (orjson stops at 64 bits), lone
