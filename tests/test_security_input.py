@@ -4,6 +4,7 @@ URLs and a full disk get ARM errors a client can act on, never a 500, and change
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,29 +214,39 @@ def durable_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def test_a_full_disk_gets_507_and_loses_nothing_acknowledged(durable_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (errno.ENOSPC, 507, "InsufficientStorage"),
+        (errno.EDQUOT, 507, "InsufficientStorage"),
+        (errno.EIO, 503, "ServiceUnavailable"),
+    ],
+)
+def test_a_full_disk_gets_507_and_loses_nothing_acknowledged(
+    durable_dir: Path, failure: int, status: int, code: str
+) -> None:
     with ArcextServer(data_dir=durable_dir) as arc, arc.session() as s:
         put_machine(s, arc, "kept")
         put_extension(s, arc, "cse", "kept")
         store: Any = arc.services.store
 
         def full(*_args: Any, **_kwargs: Any) -> None:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(failure, os.strerror(failure))
 
         real = store._journal.append
         store._journal.append = full
         try:
             r = s.put(machine_url(arc, "lost"), params={"api-version": API}, json={"location": "eastus"})
-            error = assert_arm_error(r, 507, "InsufficientStorage")
-            assert "space" in error["message"] and int(r.headers["Retry-After"]) > 0
+            error = assert_arm_error(r, status, code)
+            assert "not made" in error["message"] and int(r.headers["Retry-After"]) > 0
             r = s.put(
                 ext_url(arc, "cse2", "kept"),
                 params={"api-version": API},
                 json={"location": "eastus", "properties": {"publisher": "Microsoft.Compute", "type": "T"}},
             )
-            assert_arm_error(r, 507, "InsufficientStorage")
+            assert_arm_error(r, status, code)
             r = s.delete(ext_url(arc, "cse", "kept"), params={"api-version": API})
-            assert_arm_error(r, 507, "InsufficientStorage")
+            assert_arm_error(r, status, code)
             # reads keep working
             assert s.get(machine_url(arc, "kept"), params={"api-version": API}).status_code == 200
             assert s.get(machine_url(arc, "lost"), params={"api-version": API}).status_code == 404
