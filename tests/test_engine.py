@@ -6,8 +6,6 @@ and checks it on the API, on the simulated host's own model and in the activity 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -181,7 +179,7 @@ def test_settings_and_protected_settings_survive_the_upgrade(arc: ArcextServer, 
     on_host = host(s, arc, "m1")["extensions"]["ama"]
     assert on_host["version"] == "1.1.0"
     assert on_host["settings"] == {"workspaceId": "ws-m1"}
-    expected = hashlib.sha256(json.dumps({"workspaceKey": "key-m1"}, sort_keys=True).encode()).hexdigest()
+    expected = arc.services.fleet.protected_digest({"workspaceKey": "key-m1"})  # keyed (issue #10)
     assert on_host["protectedSha256"] == expected
     assert ext(s, arc, "m1")["properties"]["settings"] == {"workspaceId": "ws-m1"}
 

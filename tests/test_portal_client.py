@@ -107,7 +107,7 @@ def test_the_session_cookie_holds_a_reference_never_the_token(fleet: ArcextServe
     assert cookie is not None
     assert fleet.token not in cookie.value and fleet.token.split("_", 1)[1] not in cookie.value
     data = portal.app.session_interface.get_signing_serializer(portal.app).loads(cookie.value)  # type: ignore[attr-defined]
-    assert set(data) <= {"tid", "ref", "csrf", "_permanent", "_flashes"}
+    assert set(data) <= {"sid", "tid", "ref", "csrf", "_permanent", "_flashes"}
     assert fleet.token not in repr(data)
     r = portal.get("/portal/machines")
     set_cookie = r.headers.get("Set-Cookie") or ""

@@ -30,10 +30,12 @@ def test_host_connection_round_trip_never_returns_secrets(arc: ArcextServer) -> 
         assert r.status_code == 201, r.text
         assert r.json()["hasCredentials"] is True and "P@ss-w0rd-secret" not in r.text
         assert r.json()["port"] == 5986 and r.json()["transport"] == "https"
-        r = s.put(url, json={k: v for k, v in GOOD.items() if k != "password"} | {"port": 15986})
+        # credentials are kept when not resent, as long as the endpoint stays the same (issue #10)
+        r = s.put(url, json={k: v for k, v in GOOD.items() if k != "password"} | {"operationTimeoutSeconds": 7})
         assert r.status_code == 200, "credentials kept when not resent"
         got = s.get(url)
-        assert got.status_code == 200 and got.json()["port"] == 15986 and "P@ss-w0rd-secret" not in got.text
+        assert got.status_code == 200 and got.json()["operationTimeoutSeconds"] == 7
+        assert got.json()["hasCredentials"] is True and "P@ss-w0rd-secret" not in got.text
         machine = s.get(machine_url(arc, "m1"), params={"api-version": API})
         assert "hostConnection" not in machine.text and "P@ss-w0rd-secret" not in machine.text
         store_text = "".join(p.read_text(errors="ignore") for p in arc.data_dir.rglob("*.json"))

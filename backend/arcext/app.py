@@ -23,7 +23,9 @@ from .api import (
     upgrade,
 )
 from .api.base import ArmApi
+from .api.jsonbody import ArmJSONProvider
 from .api.middleware import CaseInsensitiveArmPaths
+from .api.openapi import add_path_patterns
 from .config import DEFAULTS, coerce
 from .services import Services
 from .upgrades.settings import EngineSettings
@@ -31,6 +33,7 @@ from .upgrades.settings import EngineSettings
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.json = ArmJSONProvider(app)
     app.config.update(DEFAULTS)
     for name in DEFAULTS:
         if name in os.environ:
@@ -45,7 +48,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=int(app.config["ARCEXT_MAX_BODY"]),
         JSON_SORT_KEYS=False,
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False
 
     cfg = app.config
     services = Services.open(
@@ -71,6 +74,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     api = ArmApi(app, spec_kwargs={"info": {"description": "Azure Arc-compatible Microsoft.HybridCompute API"}})
     for module in (machines, extensions, upgrade, metadata, operations, activity, admin, engine_admin, host_connection):
         api.register_blueprint(module.blp)
+    add_path_patterns(api.spec)
     app.register_blueprint(portal.bp)
     hooks.register(app)
     app.wsgi_app = CaseInsensitiveArmPaths(app.wsgi_app)  # type: ignore[method-assign]

@@ -41,6 +41,18 @@ def ensure_owner_token(data_dir: Path, tokens: TokenService) -> Path | None:
     return path
 
 
+def default_public_url(host: str, port: int, tls: bool) -> str:
+    """The base of absolute URLs when --public-url is not given: the listening address (a wildcard address
+    is no place a client can reach, so the machine's own name stands in for it)."""
+    import socket
+
+    from .api.urls import host_for_url
+
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = socket.getfqdn() or "localhost"
+    return f"{'https' if tls else 'http'}://{host_for_url(host)}:{port}"
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=int, help="Port (0 picks a free one).")
@@ -50,6 +62,13 @@ def ensure_owner_token(data_dir: Path, tokens: TokenService) -> Path | None:
 @click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="PEM certificate (chain).")
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), help="PEM private key.")
 @click.option("--tls-self-signed", is_flag=True, help="Serve https with a certificate made for localhost.")
+@click.option(
+    "--public-url",
+    default=None,
+    help="Base URL clients reach this server at (behind a proxy or load balancer), used for every absolute URL "
+    "in responses (Azure-AsyncOperation, Location, nextLink). Default: from --host, --port and TLS. The "
+    "request's Host header is never used.",
+)
 def serve(
     host: str,
     port: int,
@@ -59,8 +78,10 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_self_signed: bool,
+    public_url: str | None,
 ) -> None:
     """Run the server (embedded store in DATA_DIR; no other service needed)."""
+    from .api.urls import validate_public_url
     from .app import create_app
     from .serving import ServerThread, ssl_context, tune_gc_for_serving
     from .tls import ensure_self_signed
@@ -71,6 +92,11 @@ def serve(
         raise click.UsageError("--tls-cert and --tls-key go together.")
     if tls_self_signed and tls_cert:
         raise click.UsageError("Use either --tls-self-signed or --tls-cert/--tls-key.")
+    if public_url is not None:
+        try:
+            public_url = validate_public_url(public_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--public-url") from None
     data_dir.mkdir(parents=True, exist_ok=True)
     tune_gc_for_serving()
     app = create_app(
@@ -86,12 +112,14 @@ def serve(
         tls = ssl_context(tls_cert, tls_key)
         app.config["SESSION_COOKIE_SECURE"] = True  # the portal's session cookie travels over https only
     server = ServerThread(app, host, port, tls)
+    app.config["ARCEXT_PUBLIC_URL"] = public_url or default_public_url(host, server.port, tls is not None)
     if token_path:
         click.echo(f"Owner token written to {token_path.resolve()}")
     else:
         click.echo("Tokens exist already; create another with 'arcext token create'.")
     click.echo(f"Portal: {server.url}/portal/ (sign in with a token)")
     click.echo(f"arcext listening on {server.url} (data in {data_dir.resolve()})", err=False)
+    click.echo(f"Public URL (for absolute URLs in responses): {app.config['ARCEXT_PUBLIC_URL']}")
     sys.stdout.flush()
     stopped = threading.Event()
 

@@ -8,6 +8,7 @@ DEFAULTS: dict[str, object] = {
     "ARCEXT_RETRY_AFTER": 1,  # seconds, sent on every 202
     "ARCEXT_PAGE_SIZE": 100,  # items per list page before a nextLink
     "ARCEXT_MAX_BODY": 1024 * 1024,  # bytes; larger bodies get 413
+    "ARCEXT_PUBLIC_URL": "",  # base of absolute URLs in responses; "" = the address the server listens on
     "ARCEXT_SEED_CATALOG": True,
     "ARCEXT_SIMULATE": False,  # machines without host-connection settings are simulated hosts
     "ARCEXT_UPGRADE_CONCURRENCY": 16,  # upgrade jobs running at once

@@ -178,6 +178,30 @@ def bad_request(message: str, target: str | None = None) -> ArmError:
     return ArmError(400, "BadRequest", message, target=target)
 
 
+def insufficient_storage(retry_after: int) -> ArmError:
+    return ArmError(
+        507,
+        "InsufficientStorage",
+        "The server has no space left to record this change, so it was not made (nothing already acknowledged "
+        "is lost). Retry once an operator has freed space on the data directory's disk and restarted arcext.",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def storage_unavailable(retry_after: int) -> ArmError:
+    return ArmError(
+        503,
+        "ServiceUnavailable",
+        "The server could not record this change (its data directory failed a write), so it was not made; "
+        "nothing already acknowledged is lost. Retry later.",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def uri_too_long(limit: int) -> ArmError:
+    return ArmError(414, "RequestUriTooLong", f"The request URL is longer than the {limit} bytes this server accepts.")
+
+
 def internal_error(request_id: str) -> ArmError:
     return ArmError(
         500,

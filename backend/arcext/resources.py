@@ -512,7 +512,7 @@ class ResourceService:
             props["instanceView"] = {
                 "name": resource["name"],
                 "type": props.get("type"),
-                "typeHandlerVersion": props.get("typeHandlerVersion"),
+                "typeHandlerVersion": props.get("typeHandlerVersion") or "",  # a string, as the spec says
                 "status": {
                     "code": "0",
                     "level": "Information",

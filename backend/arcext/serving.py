@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gc
+import json
 import ssl
 import threading
+import uuid
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 #: The cyclic GC's thresholds in a server process (``arcext serve``). The fleet lives in memory, and
 #: every upgrade step replaces an extension record with new objects: with CPython's defaults
@@ -30,6 +33,44 @@ def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
+#: Codes for the errors the HTTP server answers itself, before the app sees a request.
+_PROTOCOL_CODES = {
+    400: "BadRequest",
+    408: "RequestTimeout",
+    413: "RequestEntityTooLarge",
+    414: "RequestUriTooLong",
+    431: "RequestHeaderFieldsTooLarge",
+}
+
+
+class ArmRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler, but the errors it sends itself (an over-long request line, too many or too long
+    headers, a request that is not HTTP) use the ARM error envelope in JSON, not an HTML page; a request in an
+    HTTP version the server does not speak is the client's error (400), never a 5xx."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if code >= 500:
+            code = 400
+        phrase = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Bad Request"
+        text = {
+            414: "The request URL is too long for this server (the request line is limited to 65536 bytes).",
+            431: "The request has too many header fields, or one that is too long.",
+        }.get(code, f"The request could not be read as HTTP/1.1: {message or phrase}.")
+        arm_code = _PROTOCOL_CODES.get(code, phrase.replace(" ", ""))
+        body = json.dumps({"error": {"code": arm_code, "message": text}}).encode()
+        self.log_error("code %d, message %s", code, message or phrase)
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"  # a line that is not HTTP still gets a status line and headers
+        self.send_response(code, phrase)
+        self.send_header("x-ms-request-id", str(uuid.uuid4()))
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
 class ServerThread:
     """A real HTTP(S) server on ``host:port`` (port 0 picks a free one) running in a daemon thread."""
 
@@ -41,7 +82,9 @@ class ServerThread:
         tls: ssl.SSLContext | None = None,
         poll_interval: float = 0.5,  # how long stop() may wait for the accept loop to notice
     ) -> None:
-        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True, ssl_context=tls)
+        self.server: BaseWSGIServer = make_server(
+            host, port, app, threaded=True, ssl_context=tls, request_handler=ArmRequestHandler
+        )
         self.host = host
         self.port = self.server.server_port
         self.scheme = "https" if tls else "http"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 
-from .. import errors
+from .. import errors, names
+from ..auth import Role
+from ..schemas.admin import HealthSchema
 from ..schemas.metadata import (
     ExtensionTypeBodySchema,
     ExtensionTypeSchema,
@@ -17,6 +20,16 @@ from .base import ArmBlueprint
 from .hooks import services
 
 blp = ArmBlueprint("admin", __name__, url_prefix="/arcext/v1", description="arcext administration (Owner role)")
+
+
+def check_names(publisher: str, extension_type: str, version: str | None = None) -> None:
+    """Names that become folders on hosts: refused with 400 unless they are plain (see arcext.names)."""
+    names.check_name("publisher", publisher, "publisher")
+    names.check_name("extension type", extension_type, "type")
+    if version is not None:
+        problem = names.version_problem(version)
+        if problem:
+            raise errors.invalid_parameter(f"The version '{version}' is not valid: {problem}", target="version")
 
 
 @blp.route("/catalog")
@@ -41,6 +54,7 @@ class CatalogType(MethodView):
     @blp.response(200, ExtensionTypeSchema)
     def put(self, body: dict[str, Any], publisher: str, extension_type: str) -> Any:
         """Add an extension type or change whether it supports automatic upgrade"""
+        check_names(publisher, extension_type)
         svc = services()
         return svc.catalog.put_type(publisher, extension_type, body["autoUpgradeSupported"], svc.clock.now())
 
@@ -52,6 +66,7 @@ class CatalogVersion(MethodView):
     @blp.alt_response(201, schema=ExtensionVersionSchema, description="Newly published")
     def put(self, body: dict[str, Any], publisher: str, extension_type: str, version: str) -> Any:
         """Publish a version (it then appears in ExtensionMetadata); `critical` marks a security fix"""
+        check_names(publisher, extension_type, version)
         svc = services()
         record, created = svc.catalog.publish_version(
             publisher, extension_type, version, body["critical"], svc.clock.now()
@@ -65,6 +80,16 @@ class CatalogVersion(MethodView):
 
 @blp.route("/health")
 class Health(MethodView):
+    @blp.alt_response(200, schema=HealthSchema, description="The server is up")
     def get(self) -> Any:
-        """Liveness: answers without a token"""
-        return {"status": "ok", "machines": services().store.count_machines()}
+        """Liveness: answers without a token; the fleet's size only to an Owner's token"""
+        body: dict[str, Any] = {"status": "ok"}
+        header = request.headers.get("Authorization")
+        if header:
+            try:
+                who = services().tokens.authenticate(header)
+            except errors.ArmError:
+                return body
+            if who.role >= Role.OWNER:
+                body["machines"] = services().store.count_machines()
+        return body

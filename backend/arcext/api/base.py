@@ -7,17 +7,33 @@ import binascii
 from typing import Any
 from urllib.parse import urlencode
 
+import flask
 import flask_smorest
 from flask import current_app, request
-from webargs.flaskparser import FlaskParser
+from marshmallow import missing
+from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
 from ..schemas.common import ErrorResponseSchema
+from . import jsonbody
+from .urls import public_base_url
 
 
 class ArmParser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req: flask.Request) -> Any:
+        """Strict JSON (arcext.api.jsonbody) with the reason in the 400, instead of webargs' json.loads."""
+        if not is_json_request(req):
+            return missing
+        data = req.get_data(cache=True)
+        if not data:
+            return missing
+        try:
+            return jsonbody.loads(data)
+        except jsonbody.InvalidJson as exc:
+            raise errors.invalid_request_content(str(exc)) from None
 
 
 class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
@@ -67,6 +83,13 @@ class ArmApi(flask_smorest.Api):  # type: ignore[misc]
         return render_arm_error(arm)
 
 
+def empty(status: int) -> flask.Response:
+    """A response with no body, and so no media type (Flask would otherwise say text/html)."""
+    response = flask.Response(status=status)
+    del response.headers["Content-Type"]
+    return response
+
+
 def render_arm_error(error: errors.ArmError) -> Any:
     return error.to_body(), error.status, error.headers
 
@@ -94,7 +117,7 @@ def next_link(token: str) -> str:
     """An absolute nextLink to this same list with the continuation token."""
     args = {k: v for k, v in request.args.items() if k.lower() != "$skiptoken"}
     args["$skiptoken"] = encode_token(token)
-    return f"{request.host_url.rstrip('/')}{request.path}?{urlencode(args)}"
+    return f"{public_base_url()}{request.path}?{urlencode(args)}"
 
 
 def page(items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
@@ -108,7 +131,11 @@ def page_list(items: list[dict[str, Any]], skiptoken: str | None) -> dict[str, A
     """Page an in-memory list by position (small lists: extensions of one machine, versions)."""
     size = int(current_app.config["ARCEXT_PAGE_SIZE"])
     raw = decode_token(skiptoken)
-    start = int(raw) if raw and raw.isdigit() else 0
+    if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
+        raise errors.bad_request(
+            "The $skiptoken is not valid; use the nextLink of a previous page.", target="$skiptoken"
+        )
+    start = int(raw) if raw else 0
     chunk = items[start : start + size]
     more = start + size < len(items)
     return page(chunk, str(start + size) if more else None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
 from flask.views import MethodView
 
 from .. import errors
@@ -15,7 +14,7 @@ from ..schemas.extension import (
     MachineExtensionSchema,
     MachineExtensionUpdateSchema,
 )
-from .base import ArmBlueprint, page_list
+from .base import ArmBlueprint, empty, page_list
 from .hooks import principal, services
 from .lro import accepted
 from .machines import MACHINES
@@ -94,7 +93,7 @@ class Extension(MethodView):
         key = machine_key(subscription_id, resource_group, machine_name)
         op = services().resources.delete_extension(key, extension_name, principal().name)
         if op is None:
-            return Response(status=204)
+            return empty(204)
         return accepted(op)
 
 

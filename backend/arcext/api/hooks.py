@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import uuid
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from .. import errors
 from ..auth import Principal, Role, scope_contains
@@ -35,6 +37,8 @@ def principal() -> Principal:
 
 def _action(path: str, method: str) -> str:
     verb = {"GET": "read", "HEAD": "read", "DELETE": "delete", "POST": "action"}.get(method, "write")
+    if path.endswith("/hostConnection"):
+        return f"arcext/machines/hostConnection/{verb}"
     if "/extensions" in path:
         return f"Microsoft.HybridCompute/machines/extensions/{verb}"
     if "/upgradeExtensions" in path:
@@ -61,6 +65,9 @@ def _authorize(p: Principal) -> None:
         return  # tenant-level reads such as /providers/Microsoft.HybridCompute/operations
     sub, rg = match.group(1), match.group(2)
     role = Role.READER if method in ("GET", "HEAD") else Role.CONTRIBUTOR
+    if path.endswith("/hostConnection") and role > Role.READER:
+        # it names where the stored Windows credentials go and lets the server probe any address: Owner only
+        role = Role.OWNER
     if rg is None and (
         "/providers/Microsoft.HybridCompute/locations/" in path or "/providers/Microsoft.Insights/" in path
     ):
@@ -87,6 +94,18 @@ def before_request() -> Any:
         raise errors.request_too_large(limit)
     g.principal = services().tokens.authenticate(request.headers.get("Authorization"))
     _authorize(g.principal)
+    if request.content_length is None and request.method in ("PUT", "PATCH", "POST"):
+        # a chunked body has no length to check up front: read it now, within the limit, so an oversize one
+        # is a 413 here rather than an unreadable (and so "invalid") body later
+        try:
+            data = request.get_data(cache=True)
+            # the body stops at the limit; one more byte from the server's (dechunked) input says it went on
+            if len(data) >= limit and request.environ["wsgi.input"].read(1):
+                raise errors.request_too_large(limit)
+        except RequestEntityTooLarge:
+            raise errors.request_too_large(limit) from None
+        except (OSError, ValueError, BadRequest):  # the server's dechunker: a chunk header that is not one
+            raise errors.invalid_request_content("the chunked body is malformed.") from None
     if path.startswith(("/subscriptions/", "/providers/")) and not request.args.get("api-version"):
         raise errors.missing_api_version()
     if (
@@ -129,8 +148,29 @@ def handle_unexpected(error: Exception) -> Any:
     return arm.to_body(), arm.status
 
 
+#: Seconds a client should wait before retrying a write the disk refused.
+STORAGE_RETRY_AFTER = 60
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_DISK_FAILED = {errno.EIO, errno.EROFS}
+
+
+def handle_os_error(error: OSError) -> Any:
+    """A write the data directory refused: the change was not made (the store fails closed), and the caller
+    gets an ARM error it can act on instead of a bare 500."""
+    if error.errno in _DISK_FULL:
+        log.error("A write failed for lack of space: %s (request %s)", error, getattr(g, "request_id", "-"))
+        arm = errors.insufficient_storage(STORAGE_RETRY_AFTER)
+    elif error.errno in _DISK_FAILED:
+        log.error("A write failed: %s (request %s)", error, getattr(g, "request_id", "-"))
+        arm = errors.storage_unavailable(STORAGE_RETRY_AFTER)
+    else:
+        return handle_unexpected(error)
+    return arm.to_body(), arm.status, arm.headers
+
+
 def register(app: Flask) -> None:
     app.before_request(before_request)
     app.after_request(after_request)
     app.register_error_handler(errors.ArmError, handle_arm_error)
+    app.register_error_handler(OSError, handle_os_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -3,22 +3,24 @@ PowerShell Remoting with pypsrp; or winrm, over a WinRS cmd shell with pywinrm, 
 allow PSRP):
 PUT/GET/DELETE /arcext/v1/subscriptions/{sub}/resourceGroups/{rg}/machines/{m}/hostConnection.
 
-The auth hook applies ARM scope rules to /arcext/v1/subscriptions/... paths: reading needs Reader,
-changing needs Contributor on the machine's scope. Credentials are accepted, sealed, and never returned.
+The auth hook applies ARM scope rules to /arcext/v1/subscriptions/... paths: reading needs Reader on the
+machine's scope, changing or deleting needs Owner there (a host connection names where stored Windows credentials
+go and lets the server connect to any address). A change of the endpoint must carry the secret again.
+Credentials are accepted, sealed, and never returned.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import request
 from flask.views import MethodView
 
-from .. import errors
 from ..hosts.connections import HostConnectionService
 from ..ids import machine_key
-from .base import ArmBlueprint
+from ..schemas.admin import HostConnectionViewSchema
+from .base import ArmBlueprint, empty
 from .hooks import services
+from .jsonbody import request_object
 
 blp = ArmBlueprint("host_connection", __name__, url_prefix="/arcext/v1", description="Host connections (psrp, winrm)")
 
@@ -34,24 +36,27 @@ def _service() -> HostConnectionService:
 
 @blp.route(HOST_CONNECTION)
 class HostConnection(MethodView):
+    @blp.alt_response(200, schema=HostConnectionViewSchema, description="The public settings")
     def get(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
         """The machine's host-connection settings (never its credentials)"""
         return _service().get(machine_key(subscription_id, resource_group, machine_name))
 
+    @blp.alt_response(200, schema=HostConnectionViewSchema, description="Changed")
+    @blp.alt_response(201, schema=HostConnectionViewSchema, description="Created")
     def put(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
         """Set how arcext reaches the Windows host: address, port, transport, auth, credentials, JEA
         configuration, certificate validation, extensions allow/block list, handler timeouts"""
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise errors.invalid_request_content("The body must be a JSON object.")
+        body = request_object()
         key = machine_key(subscription_id, resource_group, machine_name)
         view, created = _service().put(key, body, services().clock.now())
         return view, 201 if created else 200
 
+    @blp.alt_response(200, description="Deleted (no body)")
+    @blp.alt_response(204, description="There was none (no body)")
     def delete(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
         """Forget the host connection (the machine is then a record-only or simulated host again)"""
         deleted = _service().delete(machine_key(subscription_id, resource_group, machine_name))
-        return ("", 200) if deleted else ("", 204)
+        return empty(200) if deleted else empty(204)
 
 
 # The package routes (issue item 3) ride on this blueprint until app.py registers api/packages.py itself.

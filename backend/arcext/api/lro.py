@@ -7,6 +7,7 @@ from urllib.parse import quote
 from flask import Response, current_app, request
 
 from ..store.base import Record
+from .urls import public_base_url
 
 PROVIDER_PREFIX = "/subscriptions/{sub}/providers/Microsoft.HybridCompute/locations/{loc}"
 
@@ -17,9 +18,7 @@ def location_slug(location: str) -> str:
 
 def operation_urls(op: Record) -> tuple[str, str]:
     api_version = request.args.get("api-version", "")
-    base = request.host_url.rstrip("/") + PROVIDER_PREFIX.format(
-        sub=op["subscription"], loc=quote(location_slug(op["location"]))
-    )
+    base = public_base_url() + PROVIDER_PREFIX.format(sub=op["subscription"], loc=quote(location_slug(op["location"])))
     suffix = f"{op['id']}?api-version={quote(api_version)}"
     return f"{base}/operationstatus/{suffix}", f"{base}/operationresults/{suffix}"
 

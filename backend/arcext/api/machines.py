@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app
+from flask import current_app
 from flask.views import MethodView
 
 from .. import errors
 from ..ids import machine_key, validate_subscription
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.machine import MachineListSchema, MachineSchema, MachineUpdateSchema
-from .base import ArmBlueprint, decode_token, page
+from .base import ArmBlueprint, decode_token, empty, page
 from .hooks import principal, services
 from .lro import accepted
 
@@ -74,10 +74,10 @@ class Machine(MethodView):
         asynchronous = query["api_version"] >= LRO_DELETE_FROM
         op = services().resources.delete_machine(key, principal().name, asynchronous)
         if op is None:
-            return Response(status=204)
+            return empty(204)
         if asynchronous:
             return accepted(op)
-        return Response(status=200)
+        return empty(200)
 
 
 @blp.route(MACHINES)

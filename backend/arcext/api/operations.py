@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app
+from flask import current_app
 from flask.views import MethodView
 
 from .. import errors
@@ -13,7 +13,7 @@ from ..operations import IN_PROGRESS, SUCCEEDED, status_body
 from ..schemas.common import ApiVersionQuerySchema
 from ..schemas.metadata import OperationListSchema, OperationStatusSchema
 from ..store.base import Record
-from .base import ArmBlueprint
+from .base import ArmBlueprint, empty
 from .hooks import principal, services
 from .lro import operation_urls
 
@@ -103,13 +103,13 @@ class OperationResult(MethodView):
         """The Location URL of a long-running operation: its result once finished"""
         op = _visible_operation(subscription_id, operation_id)
         if op["status"] == IN_PROGRESS:
-            response = Response(status=202)
+            response = empty(202)
             response.headers["Location"] = operation_urls(op)[1]
             response.headers["Retry-After"] = str(current_app.config["ARCEXT_RETRY_AFTER"])
             return response
         if op["status"] == SUCCEEDED:
             if "result" in op:
                 return op["result"]
-            return Response(status=204)
+            return empty(204)
         error = op.get("error") or {"code": "OperationFailed", "message": f"Operation {op['id']} {op['status']}."}
         return {"error": error}, int(op.get("httpStatus", 500))

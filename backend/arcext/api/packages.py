@@ -17,8 +17,12 @@ from flask.views import MethodView
 
 from .. import errors
 from ..hosts.packages import PackageStore
+from ..schemas.admin import PackageSchema
+from .admin import check_names
+from .base import empty
 from .hooks import services
 from .host_connection import blp
+from .jsonbody import request_object
 
 PACKAGE = "/catalog/<publisher>/<extension_type>/versions/<version>/package"
 
@@ -30,6 +34,7 @@ def _store() -> PackageStore:
 
 @blp.route(PACKAGE)
 class Package(MethodView):
+    @blp.alt_response(200, schema=PackageSchema, description="The package record")
     def get(self, publisher: str, extension_type: str, version: str) -> Any:
         """The package attached to a version: SHA-256, size, handlerManifest"""
         record = _store().record(publisher, extension_type, version)
@@ -37,14 +42,14 @@ class Package(MethodView):
             raise errors.resource_not_found("arcext/package", f"{publisher}/{extension_type}/{version}")
         return record
 
+    @blp.alt_response(200, schema=PackageSchema, description="Replaced")
+    @blp.alt_response(201, schema=PackageSchema, description="Attached")
     def put(self, publisher: str, extension_type: str, version: str) -> Any:
         """Attach a package (a zip with HandlerManifest.json) to a version"""
-        from ..catalog import validate_version
-
-        validate_version(version)
+        check_names(publisher, extension_type, version)
         if request.mimetype == "application/json":
-            body = request.get_json(silent=True)
-            if not isinstance(body, dict) or not isinstance(body.get("zipBase64"), str):
+            body = request_object()
+            if not isinstance(body.get("zipBase64"), str):
                 raise errors.invalid_request_content('Send the zip as the body, or JSON {"zipBase64": "..."}.')
             try:
                 data = base64.b64decode(body["zipBase64"], validate=True)
@@ -58,6 +63,8 @@ class Package(MethodView):
         record = _store().put(publisher, extension_type, version, data, services().clock.now())
         return record, 200 if existed else 201
 
+    @blp.alt_response(200, description="Detached (no body)")
+    @blp.alt_response(204, description="There was no package (no body)")
     def delete(self, publisher: str, extension_type: str, version: str) -> Any:
         """Detach the package from a version"""
-        return ("", 200) if _store().delete(publisher, extension_type, version) else ("", 204)
+        return empty(200) if _store().delete(publisher, extension_type, version) else empty(204)

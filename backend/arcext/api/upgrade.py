@@ -8,7 +8,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 
 from ..ids import machine_key
-from ..schemas.common import ApiVersionQuerySchema, ArmSchema, StrictString
+from ..schemas.common import ApiVersionQuerySchema, ArmSchema, version_field
 from .base import ArmBlueprint
 from .hooks import principal, services
 from .lro import accepted
@@ -18,7 +18,7 @@ blp = ArmBlueprint("upgrade", __name__, description="Manual extension upgrade (u
 
 
 class ExtensionTargetPropertiesSchema(ArmSchema):
-    targetVersion = StrictString(metadata={"description": "The version to install."})
+    targetVersion = version_field("The version to install.")
 
 
 class MachineExtensionUpgradeSchema(ArmSchema):

@@ -38,6 +38,9 @@ PUBLIC_DEFAULTS: dict[str, Any] = {
     "protectedSettingsCertificatePem": None,
 }
 HANDLER_COMMANDS = ("install", "enable", "disable", "update", "uninstall")
+#: Where stored credentials go and how that endpoint is trusted. A change of any of these must carry the secret
+#: again: stored credentials only ever go to the endpoint they were given for (issue #10, finding 1).
+ENDPOINT_FIELDS = ("address", "port", "transport", "auth", "certValidation", "caCertificatePath", "username", "driver")
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,11 @@ def _extension_pattern(value: Any, target: str) -> str:
     return value
 
 
-def validate(body: dict[str, Any], previous: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check a PUT body; returns (public settings, secrets). Secrets not given are kept from ``previous``."""
+def validate(
+    body: dict[str, Any], previous: dict[str, Any] | None = None, previous_public: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check a PUT body; returns (public settings, secrets). Secrets not given are kept from ``previous`` (the
+    stored secrets) only while the endpoint they were given for (``previous_public``) stays the same."""
     if not isinstance(body, dict):
         raise errors.invalid_request_content("The host connection must be a JSON object.")
     known = set(PUBLIC_DEFAULTS) | set(SECRET_FIELDS) | {"address", "port", "username"}
@@ -147,12 +153,22 @@ def validate(body: dict[str, Any], previous: dict[str, Any] | None = None) -> tu
         if not isinstance(public[name], list):
             raise _bad(f"'{name}' must be a list of Publisher/Type names.", name)
         public[name] = [_extension_pattern(v, name) for v in public[name]]
-    old = previous or {}
+    changed = [k for k in ENDPOINT_FIELDS if previous_public is not None and previous_public.get(k) != public[k]]
+    old = {} if changed else (previous or {})
     secrets = {k: body[k] if k in body else old.get(k) for k in SECRET_FIELDS}
     secrets = {k: v for k, v in secrets.items() if v is not None}
     for k, v in secrets.items():
         if not isinstance(v, str):
             raise _bad(f"'{k}' must be a string.", k)
+    if changed and previous:
+        needed = ("certificatePem", "certificateKeyPem") if public["auth"] == "certificate" else ("password",)
+        missing = [k for k in needed if not secrets.get(k)]
+        if missing:
+            raise _bad(
+                f"'{missing[0]}' must be given again: this change of {', '.join(changed)} moves where the stored "
+                "credentials would be sent, and they only ever go to the endpoint they were given for.",
+                missing[0],
+            )
     if public["auth"] == "certificate":
         if not secrets.get("certificatePem") or not secrets.get("certificateKeyPem"):
             raise _bad("Certificate authentication needs 'certificatePem' and 'certificateKeyPem'.", "certificatePem")
@@ -242,7 +258,7 @@ class HostConnectionService:
                 raise self._missing(key)
             current = stored(doc)
             previous_secrets = self.box.open(current["credentials"]) if current and current.get("credentials") else None
-            public, secrets = validate(body, previous_secrets)
+            public, secrets = validate(body, previous_secrets, current)
             record = {**public, "credentials": self.box.seal(secrets), "updatedAt": iso(now)}
             doc["machine"]["hostConnection"] = record
             return doc, (view(record), current is None)

@@ -10,8 +10,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +23,14 @@ from .. import errors
 from ..upgrades.clock import iso
 
 MAX_PACKAGE_BYTES = 512 * 1024 * 1024
+#: Caps on what a package may inflate to (issue #10, finding 4): in total, per entry relative to its compressed
+#: size (entries over RATIO_FLOOR bytes; small files may compress further), the manifest, and the entry count.
+MAX_UNCOMPRESSED_BYTES = 1024 * 1024 * 1024
+MAX_RATIO = 100
+RATIO_FLOOR = 1024 * 1024
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_ENTRIES = 10_000
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 @dataclass(frozen=True)
@@ -34,21 +44,65 @@ class PackageRef:
     manifest: dict[str, Any]
 
 
+def entry_problem(name: str) -> str | None:
+    """Why a zip entry name may not be expanded on a host (it would land outside the package folder), or None."""
+    if "\0" in name:
+        return "holds a NUL character"
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        return "is an absolute path"
+    if any(part == ".." for part in re.split(r"[\\/]", name)):
+        return "leaves the package folder ('..')"
+    return None
+
+
+def _check_entries(infos: list[zipfile.ZipInfo]) -> None:
+    if len(infos) > MAX_ENTRIES:
+        raise errors.invalid_request_content(f"The package has more than {MAX_ENTRIES} entries.")
+    total = 0
+    for info in infos:
+        problem = entry_problem(info.filename)
+        if problem:
+            raise errors.invalid_request_content(f"The package entry '{info.filename}' {problem}.")
+        total += info.file_size
+        if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise errors.invalid_request_content(
+                f"The package entry '{info.filename}' inflates {info.file_size // max(info.compress_size, 1)} times "
+                f"its compressed size; the compression ratio is capped at {MAX_RATIO}."
+            )
+    if total > MAX_UNCOMPRESSED_BYTES:
+        raise errors.invalid_request_content(
+            f"The package inflates to {total} bytes; the cap is {MAX_UNCOMPRESSED_BYTES} bytes uncompressed."
+        )
+
+
 def read_manifest(data: bytes) -> dict[str, Any]:
-    """The handlerManifest of a package zip, or an ArmError saying what is wrong with it."""
+    """The handlerManifest of a package zip, or an ArmError saying what is wrong with it. Entry names and sizes
+    are checked from the zip's directory first; the manifest is read only up to MAX_MANIFEST_BYTES."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            names = {n.lower(): n for n in zf.namelist()}
+            infos = zf.infolist()
+            _check_entries(infos)
+            names = {i.filename.lower(): i for i in infos}
             if "handlermanifest.json" not in names:
                 raise errors.invalid_request_content("The package has no HandlerManifest.json at its root.")
-            raw = zf.read(names["handlermanifest.json"])
-    except zipfile.BadZipFile:
-        raise errors.invalid_request_content("The package is not a zip file.") from None
+            info = names["handlermanifest.json"]
+            if info.file_size > MAX_MANIFEST_BYTES:
+                raise errors.invalid_request_content(
+                    f"HandlerManifest.json is larger than {MAX_MANIFEST_BYTES} bytes uncompressed."
+                )
+            with zf.open(info) as fh:
+                raw = fh.read(MAX_MANIFEST_BYTES + 1)
+            if len(raw) > MAX_MANIFEST_BYTES:
+                raise errors.invalid_request_content(
+                    f"HandlerManifest.json is larger than {MAX_MANIFEST_BYTES} bytes uncompressed."
+                )
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, zlib.error):
+        raise errors.invalid_request_content("The package is not a zip file this server can read.") from None
     try:
         doc = json.loads(raw.decode("utf-8-sig"))
         entry = doc[0] if isinstance(doc, list) else doc
         manifest = entry["handlerManifest"]
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
         raise errors.invalid_request_content(
             'HandlerManifest.json must be [{"name", "version", "handlerManifest": {...}}].'
         ) from None

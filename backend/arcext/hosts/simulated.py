@@ -1,7 +1,9 @@
 """The simulated driver: an in-process fleet of hosts for tests, demos and scale runs.
 
-Each host keeps, per extension, the installed version, handler state, settings and a digest of the
-protected settings (never the secret itself), plus the order of handler commands it ran. Hosts live
+Each host keeps, per extension, the installed version, handler state, settings and a keyed digest of the
+protected settings (``protectedSha256``: HMAC-SHA256 under the fleet's own random key in
+``simhosts/digest.key``, never the secret itself nor a plain hash a short secret could be guessed from), plus
+the order of handler commands it ran. The fleet's files are private to the server's user (mode 0600). Hosts live
 in ``<data-dir>/simhosts/hosts.jsonl``, an append-only log of their changes (written before the
 driver call returns, so they survive kill -9 of the server, like a real machine would; compacted at
 start), and take faults set through the admin API: fail the next n upgrades, fail rollbacks, hang
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import json
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -27,10 +31,30 @@ from .base import ExtensionSpec, HandlerFailed, HostTimeout, HostUnreachable, In
 FAULT_FIELDS = ("failUpgrade", "failRollback", "hang", "unreachable", "latencyMs")
 
 
-def protected_digest(protected: dict[str, Any] | None) -> str | None:
-    if not protected:
-        return None
-    return hashlib.sha256(json.dumps(protected, sort_keys=True).encode()).hexdigest()
+DIGEST_KEY_FILE = "digest.key"
+
+
+def _private_file(path: Path) -> None:
+    """Make sure a file of the fleet is readable by the server's user only."""
+    if path.exists() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+
+
+def load_digest_key(directory: Path) -> bytes:
+    """The fleet's HMAC key for protected-settings digests, created (mode 0600) on first use."""
+    path = directory / DIGEST_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _private_file(path)
+        key = bytes.fromhex(path.read_text().strip() or "00")
+        if len(key) >= 32:
+            return key
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.hex() + "\n")
+    return key
 
 
 class SimulatedFleet:
@@ -45,7 +69,15 @@ class SimulatedFleet:
         self._stop = threading.Event()
         self._log_path = self.directory / "hosts.jsonl"
         self._log_lock = threading.Lock()
+        self._digest_key = load_digest_key(self.directory)
         self._load()
+
+    def protected_digest(self, protected: dict[str, Any] | None) -> str | None:
+        """A keyed digest of protected settings: shows whether they changed, gives nothing of them away."""
+        if not protected:
+            return None
+        payload = json.dumps(protected, sort_keys=True).encode()
+        return hmac.new(self._digest_key, payload, hashlib.sha256).hexdigest()
 
     # --- state ----------------------------------------------------------------------------
     def _load(self) -> None:
@@ -57,9 +89,10 @@ class SimulatedFleet:
                     self._apply(orjson.loads(line))
         # compact: one record per host
         tmp = self._log_path.with_suffix(".tmp")
-        with open(tmp, "wb") as fh:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             for host in self._hosts.values():
                 fh.write(orjson.dumps(self._record_of(host, set(host["extensions"]), host["commands"])) + b"\n")
+        _private_file(tmp)  # a .tmp left by a crash keeps its old mode
         os.replace(tmp, self._log_path)
         self._log_fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND)
 
@@ -185,7 +218,7 @@ class SimulatedDriver:
             "version": version,
             "state": state,
             "settings": old["settings"] if old else copy.deepcopy(spec.settings),
-            "protectedSha256": old["protectedSha256"] if old else protected_digest(spec.protected()),
+            "protectedSha256": old["protectedSha256"] if old else self.fleet.protected_digest(spec.protected()),
         }
 
     # --- HostDriver ------------------------------------------------------------------------------

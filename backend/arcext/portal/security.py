@@ -1,6 +1,8 @@
 """Portal sessions: the secret key, who is signed in, CSRF tokens and role checks.
 
-The session is Flask's signed cookie. It never holds the bearer token: only the token's id and
+The session is Flask's signed cookie plus a server-side record of the signed-in session ids
+(arcext.portal.sessions), so Sign out ends a session even for a copy of the cookie. It never holds the
+bearer token: only the token's id and
 the SHA-256 reference the store already indexes (``auth.hash_token``), which cannot be turned back
 into a token and is useless as one (the API hashes what it is sent). Every request looks the
 reference up again, so revoking a token (even with ``arcext token revoke`` in another process)
@@ -23,6 +25,7 @@ from flask.sansio.app import App
 from .. import errors
 from ..auth import Principal, Role, hash_token
 from ..services import Services
+from .sessions import PortalSessions
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ def load_secret_key(data_dir: Path) -> str:
 def configure_app(app: App) -> None:
     """Give the app its signing key and the portal's cookie settings (run once, at registration)."""
     app.secret_key = load_secret_key(Path(app.config["ARCEXT_DATA_DIR"]))
+    app.extensions["arcext_portal_sessions"] = PortalSessions(
+        Path(app.config["ARCEXT_DATA_DIR"]), SESSION_LIFETIME.total_seconds()
+    )
     app.config.update(
         SESSION_COOKIE_NAME="arcext_portal",
         SESSION_COOKIE_PATH="/portal",
@@ -93,15 +99,24 @@ def sign_in(raw_token: str) -> Principal:
     if token.lower().startswith("bearer "):
         token = token[7:].strip()
     principal = services().tokens.authenticate(f"Bearer {token}" if token else None)
+    _sessions().end(session.get("sid"))
     session.clear()
     session.permanent = True
+    session["sid"] = _sessions().start()
     session["tid"] = principal.token_id
     session["ref"] = hash_token(token)
     session["csrf"] = secrets.token_urlsafe(32)
     return principal
 
 
+def _sessions() -> PortalSessions:
+    found: PortalSessions = current_app.extensions["arcext_portal_sessions"]
+    return found
+
+
 def sign_out() -> None:
+    """End the session on the server too: the signed cookie, replayed, no longer signs anyone in."""
+    _sessions().end(session.get("sid"))
     session.clear()
 
 
@@ -112,7 +127,10 @@ def current_principal() -> Principal | None:
         return found
     principal = None
     ref, token_id = session.get("ref"), session.get("tid")
-    if isinstance(ref, str) and isinstance(token_id, str):
+    if isinstance(ref, str) and isinstance(token_id, str) and not _sessions().alive(session.get("sid")):
+        session.pop("ref", None)  # signed out (or a cookie from before server-side sessions): sign in again
+        session.pop("tid", None)
+    elif isinstance(ref, str) and isinstance(token_id, str):
         record = services().store.get_token_by_hash(ref)
         if record is not None and record.get("id") == token_id:
             principal = Principal(record["id"], record["name"], Role.parse(record["role"]), record["scope"])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from .. import names
 
 
 class ArmSchema(Schema):
@@ -28,6 +31,34 @@ class StrictString(fields.String):
         if not isinstance(value, str):
             raise ValidationError(f"Expected a JSON string, got {type(value).__name__}.")
         return str(super()._deserialize(value, attr, data, **kwargs))
+
+
+def _no_name_problem(value: str) -> None:
+    problem = names.name_problem(value)
+    if problem:
+        raise ValidationError(f"'{value}' is not valid: {problem}")
+
+
+def _no_version_problem(value: str) -> None:
+    problem = names.version_problem(value)
+    if problem:
+        raise ValidationError(f"'{value}' is not valid: {problem}")
+
+
+def extension_name_field(description: str) -> StrictString:
+    """A publisher or extension type: letters, digits, '.', '-', '_', no '..' (they name folders on hosts)."""
+    return StrictString(
+        validate=[validate.Regexp(re.compile(names.NAME_PATTERN), error=names.NAME_RULE), _no_name_problem],
+        metadata={"description": description},
+    )
+
+
+def version_field(description: str) -> StrictString:
+    """An extension version: one to four dot-separated numbers."""
+    return StrictString(
+        validate=[validate.Regexp(re.compile(names.VERSION_PATTERN), error=names.VERSION_RULE), _no_version_problem],
+        metadata={"description": description},
+    )
 
 
 def json_object(**kwargs: Any) -> fields.Dict:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from typing import Any
 
-from .common import ArmSchema, StrictBoolean, StrictString, SystemDataSchema, json_object, tags_field
+from marshmallow import Schema, fields, post_dump
+
+from .common import (
+    ArmSchema,
+    StrictBoolean,
+    StrictString,
+    SystemDataSchema,
+    extension_name_field,
+    json_object,
+    tags_field,
+    version_field,
+)
 
 
 class InstanceViewStatusSchema(Schema):
@@ -21,12 +32,19 @@ class InstanceViewSchema(Schema):
     typeHandlerVersion = fields.String()
     status = fields.Nested(InstanceViewStatusSchema)
 
+    @post_dump
+    def _version_is_a_string(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        """Records stored before the fix hold null when the extension was created without a version."""
+        if data.get("typeHandlerVersion") is None and "typeHandlerVersion" in data:
+            data["typeHandlerVersion"] = ""
+        return data
+
 
 class _ExtensionPropertiesBase(ArmSchema):
     forceUpdateTag = StrictString()
-    publisher = StrictString()
-    type = StrictString(metadata={"description": 'The extension type, e.g. "CustomScriptExtension".'})
-    typeHandlerVersion = StrictString()
+    publisher = extension_name_field('The publisher, e.g. "Microsoft.Compute".')
+    type = extension_name_field('The extension type, e.g. "CustomScriptExtension".')
+    typeHandlerVersion = version_field('The version, e.g. "1.10" or "1.10.3".')
     enableAutomaticUpgrade = StrictBoolean()
     autoUpgradeMinorVersion = StrictBoolean()
     settings = json_object()
