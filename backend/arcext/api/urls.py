@@ -31,4 +31,6 @@ def public_base_url() -> str:
         return configured.rstrip("/")
     environ = request.environ
     scheme = environ.get("wsgi.url_scheme", "http")
-    return f"{scheme}://{host_for_url(str(environ['SERVER_NAME']))}:{environ['SERVER_PORT']}"
+    port = str(environ["SERVER_PORT"])
+    default = (scheme, port) in (("http", "80"), ("https", "443"))
+    return f"{scheme}://{host_for_url(str(environ['SERVER_NAME']))}{'' if default else ':' + port}"

@@ -337,6 +337,12 @@ class MockArc:
         finally:
             builder.close()
         environ["REMOTE_ADDR"] = "127.0.0.1"
+        # The app builds absolute URLs from its own address (never the Host header): give it the
+        # harness server's, which _present_as then shows as the origin the client called.
+        own_url = urllib.parse.urlsplit(self.server.url)
+        environ["wsgi.url_scheme"] = own_url.scheme
+        environ["SERVER_NAME"] = own_url.hostname or "127.0.0.1"
+        environ["SERVER_PORT"] = str(own_url.port or (443 if own_url.scheme == "https" else 80))
         app_iter, status, response_headers = run_wsgi_app(app, environ, buffered=True)
         try:
             data = b"".join(app_iter)
