@@ -841,7 +841,9 @@ class PsrpDriver(AgentScriptDriver):
 
         def run() -> tuple[list[Any], bool, list[Any]]:
             with PowerShell(pool) as ps:
-                ps.add_script(text)
+                # its own scope: a dot-sourced script would leave its (typed) variables in the
+                # pool's global scope for every later script of the job (issue 17, item 1)
+                ps.add_script(text, use_local_scope=True)
                 ps.add_parameters(params)
                 ps.invoke(input=input_)  # a generator: pypsrp sends one PipelineInput per chunk
                 return list(ps.output), bool(ps.had_errors), list(ps.streams.error)

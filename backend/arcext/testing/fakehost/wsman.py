@@ -175,6 +175,9 @@ class Shell:
         self.runs: dict[uuid.UUID, PipelineRun] = {}
         self.created_at = time.time()
         self.closed = False
+        #: the pool's global scope as far as the model knows it: variables that dot-sourced scripts
+        #: left type-constrained there (lower-case name -> (type, the script that left it))
+        self.global_constraints: dict[str, tuple[str, str]] = {}
 
     def flush(self) -> None:
         """Move every PSRP payload psrpcore has ready into the per-target queues (lock held)."""
@@ -221,6 +224,10 @@ class WSManServer(ThreadingHTTPServer):
         self.faults: list[InjectedFault] = []
         self.faults_lock = threading.Lock()
         self.stopping = threading.Event()
+        #: a pipeline that would dot-source a project script (UseLocalScope not true) is refused,
+        #: as the agent scripts must never share the pool's global scope; with this set it runs
+        #: instead, and the model keeps the typed variables it leaves behind (see _scope_check)
+        self.allow_dot_sourcing = False
         #: every request's action name in arrival order (round-trip counting)
         self.actions: list[str] = []
         #: shells ever created (runspace pools and WinRS cmd shells), for the one-shell-per-job assertion
@@ -913,6 +920,7 @@ def _execute(server: WSManServer, shell: Shell, run: PipelineRun) -> None:
             params = bind(info, list(command.parameters))
         except BindingError as exc:
             raise _Terminating(str(exc), "ParameterBindingException") from None
+        _scope_check(server, shell, info, command.use_local_scope)
         while not run.input_done.wait(0.5):
             if run.cancel.is_set() or server.stopping.is_set():
                 return
@@ -942,6 +950,36 @@ def _execute(server: WSManServer, shell: Shell, run: PipelineRun) -> None:
             if not shell.closed:
                 shell.flush()
             shell.cond.notify_all()
+
+
+def _scope_check(server: WSManServer, shell: Shell, info: Any, use_local_scope: bool | None) -> None:
+    """PowerShell runs an ``AddScript`` command with UseLocalScope unset or false in the runspace's
+    global scope, as if dot-sourced: its variables stay there for every later pipeline of the pool,
+    typed ones with their type constraint (``[hashtable]$Environment``), and a later script that
+    assigns a value of another type to that name fails with "Cannot convert ...". The host refuses
+    such a pipeline outright unless ``allow_dot_sourcing``; then it models the leftovers."""
+    from .pscheck import assigned_variables, converts_to, typed_variables
+
+    if use_local_scope:
+        return
+    if not server.allow_dot_sourcing:
+        raise _Terminating(
+            f"{info.name}.ps1 would run dot-sourced in the runspace pool's global scope (UseLocalScope is "
+            f"{use_local_scope}); arcext's agent scripts must run with useLocalScope=true so that no "
+            "variable outlives the script.",
+            "ScopeSharingRefused",
+        )
+    with shell.lock:
+        for name, rhs in assigned_variables(info.text).items():
+            left = shell.global_constraints.get(name)
+            if left is not None and left[1] != info.name and not converts_to(left[0], rhs):
+                raise _Terminating(
+                    f'Cannot convert the value of "{rhs[:60]}" to type "{left[0]}": ${name} was left '
+                    f"type-constrained in the global scope by {left[1]}.ps1.",
+                    "RuntimeException",
+                )
+        for name, type_ in typed_variables(info.text).items():
+            shell.global_constraints[name] = (type_, info.name)
 
 
 class _Terminating(Exception):
