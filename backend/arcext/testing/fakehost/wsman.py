@@ -910,6 +910,11 @@ def _execute(server: WSManServer, shell: Shell, run: PipelineRun) -> None:
             )
         command = commands[0]
         info = known_scripts().get(script_hash(command.command_text))
+        if info is not None and info.name == "Invoke-HandlerRunner":
+            raise _Terminating(
+                "Invoke-HandlerRunner.ps1 runs only in the handler's scheduled task, never in a remoting pipeline.",
+                "CommandNotFoundException",
+            )
         if info is None:
             raise _Terminating(
                 "The term '<script>' is not recognized: the script is not one of arcext's own agent scripts "
