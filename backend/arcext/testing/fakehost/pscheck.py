@@ -180,20 +180,20 @@ def check_framework_calls(root: Any) -> list[Finding]:
     for use in commands(root):
         for cmdlet, param, why in PWSH_ONLY_PARAMETERS:
             if use.name == cmdlet and param in use.parameters:
-                out.append(_at(use.node, "pwsh-only", why))
+                out.append(_at(use.node, "framework-api", why))
         if use.name in PWSH_ONLY_COMMANDS:
-            out.append(_at(use.node, "pwsh-only", PWSH_ONLY_COMMANDS[use.name]))
+            out.append(_at(use.node, "framework-api", PWSH_ONLY_COMMANDS[use.name]))
         if use.name in ("set-content", "add-content", "out-file") and any(
             _text(a).strip("'\"").lower() in ("utf8nobom", "utf8bom") for a in use.arguments
         ):
-            out.append(_at(use.node, "pwsh-only", "-Encoding utf8NoBOM/utf8BOM are PowerShell 6+"))
+            out.append(_at(use.node, "framework-api", "-Encoding utf8NoBOM/utf8BOM are PowerShell 6+"))
     for node in _nodes(root, "ternary_expression", "pipeline_chain_tail"):
-        out.append(_at(node, "pwsh-only", "ternary and pipeline-chain operators are PowerShell 7+"))
+        out.append(_at(node, "framework-api", "ternary and pipeline-chain operators are PowerShell 7+"))
     code = _code_only(root)
     for pattern, why in PWSH_ONLY_SYNTAX:
         for m in pattern.finditer(code):
             line = code.count("\n", 0, m.start()) + 1
-            out.append(Finding(line, m.start() - code.rfind("\n", 0, m.start()), "pwsh-only", why))
+            out.append(Finding(line, m.start() - code.rfind("\n", 0, m.start()), "framework-api", why))
     return out
 
 
@@ -332,6 +332,55 @@ def check_progress_silenced(root: Any) -> list[Finding]:
     return [Finding(1, 1, "progress", "$ProgressPreference = 'SilentlyContinue' is missing")]
 
 
+def check_folder_acl(root: Any) -> list[Finding]:
+    """A script that creates folders gives them an ACL (Set-Acl with inheritance turned off): with
+    the inherited ACL of C:\\ or C:\\ProgramData, local users could plant files in them."""
+    creates = [
+        use.node
+        for use in commands(root)
+        if (use.name in ("new-item", "ni") and any(_text(a).strip("'\"").lower() == "directory" for a in use.arguments))
+        or use.name in ("mkdir", "md")
+    ]
+    creates += [inv for inv in _nodes(root, "invokation_expression") if _member(inv).lower() == "createdirectory"]
+    if not creates:
+        return []
+    sets_acl = any(use.name == "set-acl" for use in commands(root))
+    protects = any(
+        _member(inv).lower() == "setaccessruleprotection" and _args(inv) and "$true" in _text(_args(inv)[0]).lower()
+        for inv in _nodes(root, "invokation_expression")
+    )
+    if sets_acl and protects:
+        return []
+    return [_at(node, "folder-acl", "a folder created without a protected ACL") for node in creates]
+
+
+_STREAM = re.compile(
+    r"(?im)\$(?P<var>\w+)\s*=\s*(New-Object\s+System\.IO\.FileStream|\[System\.IO\.File\]::Open\w*\b"
+    r"|\[System\.IO\.File\]::Create\b|\$\w+\.Open\(\))"
+)
+
+
+def check_stream_disposal(root: Any) -> list[Finding]:
+    """A file stream is disposed in a ``try``/``finally`` right after it is opened: in a long-lived
+    runspace an undisposed handle makes the next attempt fail with a sharing violation."""
+    text = root.text.decode("utf-8")
+    out = []
+    for m in _STREAM.finditer(text):
+        window = text[m.end() : m.end() + 400]
+        tried = re.search(r"(?m)^\s*try\s*\{|\btry\s*\{", window)
+        ok = False
+        if tried:
+            after = text[m.end() + tried.end() :]
+            dispose = f"${m.group('var')}.dispose()"
+            ok = any(
+                dispose in after[fin.end() : fin.end() + 200].lower() for fin in re.finditer(r"\bfinally\s*\{", after)
+            )
+        if not ok:
+            line = text.count("\n", 0, m.start()) + 1
+            out.append(Finding(line, 1, "stream-dispose", f"${m.group('var')} is not disposed in a finally"))
+    return out
+
+
 RULES: dict[str, Callable[[Any], list[Finding]]] = {
     "framework-api": check_framework_calls,
     "encoding": check_encoding,
@@ -343,6 +392,8 @@ RULES: dict[str, Callable[[Any], list[Finding]]] = {
     "hardcoded-path": check_hardcoded_paths,
     "atomic-replace": check_non_atomic_replace,
     "progress": check_progress_silenced,
+    "folder-acl": check_folder_acl,
+    "stream-dispose": check_stream_disposal,
 }
 
 
