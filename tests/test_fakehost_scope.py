@@ -137,3 +137,18 @@ def test_with_dot_sourcing_allowed_the_host_tracks_leftovers_per_pool(host: Fake
     assert errors == [] and output
     shells = list(host.server.shells.values())
     assert shells == [] or all(isinstance(s.global_constraints, dict) for s in shells)
+
+
+def test_a_no_language_jea_endpoint_refuses_the_scripts_with_powershells_message(tmp_path: Path) -> None:
+    """Issue 17 item 9: a JEA endpoint (NoLanguage) refuses AddScript; arcext needs a FullLanguage
+    endpoint (docs/hosts.md says which), and the driver reports the host's own reason."""
+    with FakeHost(tmp_path / "jea", auth="basic", tls=True) as jea:
+        jea.server.no_language_endpoints.add("arcext.jea")
+        d, spec = driver(tmp_path, jea)
+        d.conn = type(d.conn)(**{**d.conn.__dict__, "configuration_name": "arcext.jea"})
+        try:
+            with pytest.raises(RemoteScriptError, match="no-language mode"):
+                d.install(spec, "1.0.0")
+        finally:
+            d.close()
+        assert jea.machine.scripts_run() == []

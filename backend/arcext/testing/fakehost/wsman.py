@@ -228,6 +228,9 @@ class WSManServer(ThreadingHTTPServer):
         #: as the agent scripts must never share the pool's global scope; with this set it runs
         #: instead, and the model keeps the typed variables it leaves behind (see _scope_check)
         self.allow_dot_sourcing = False
+        #: session configurations (lower-case name) that are JEA endpoints in NoLanguage mode: they run
+        #: only the cmdlets of their role capabilities, never an AddScript pipeline
+        self.no_language_endpoints: set[str] = set()
         #: every request's action name in arrival order (round-trip counting)
         self.actions: list[str] = []
         #: shells ever created (runspace pools and WinRS cmd shells), for the one-shell-per-job assertion
@@ -909,6 +912,12 @@ def _execute(server: WSManServer, shell: Shell, run: PipelineRun) -> None:
                 "CommandNotFoundException",
             )
         command = commands[0]
+        configuration = shell.resource_uri.rsplit("/", 1)[-1].lower()
+        if configuration in server.no_language_endpoints:
+            raise _Terminating(
+                "The syntax is not supported by this runspace. This can occur if the runspace is in no-language mode.",
+                "ScriptsNotAllowed",
+            )
         info = known_scripts().get(script_hash(command.command_text))
         if info is not None and info.name == "Invoke-HandlerRunner":
             raise _Terminating(
