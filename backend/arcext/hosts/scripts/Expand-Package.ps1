@@ -213,7 +213,15 @@ try {
     if ((Test-Path -LiteralPath $marker) -and ((Read-TextFile $marker).Trim() -eq $actual)) {
         Test-Tree $dir $files
     } else {
-        if (Test-Path -LiteralPath $dir) { Remove-Tree $dir }
+        if (Test-Path -LiteralPath $dir) {
+            # a half-extracted earlier attempt goes; an installed version from another package stays
+            $stateFile = Join-Path $dir 'HandlerState'
+            if ((Test-Path -LiteralPath $marker) -and (Test-Path -LiteralPath $stateFile) -and
+                (Read-TextFile $stateFile).Trim() -notin @('', 'NotInstalled')) {
+                throw "$Handler $Version is installed from another package (SHA-256 $((Read-TextFile $marker).Trim())); remove it first."
+            }
+            Remove-Tree $dir
+        }
         New-ProtectedDirectory $dir -Inherit
         $stream.Position = 0
         $archive = New-Object System.IO.Compression.ZipArchive($stream, [System.IO.Compression.ZipArchiveMode]::Read, $true)

@@ -337,6 +337,12 @@ class WindowsMachine:
                 self._test_tree(d, files, exact=False, what=f"{handler} {version}")
             else:
                 if d.exists():
+                    state_file = d / "HandlerState"
+                    if marker.exists() and self._state(state_file) not in ("NotInstalled", "Removed"):
+                        raise ScriptFailure(
+                            f"{handler} {version} is installed from another package "
+                            f"(SHA-256 {_read_text(marker).strip()}); remove it first."
+                        )
                     shutil.rmtree(d)
                 self.protect(d, inherit=True)
                 try:
