@@ -103,19 +103,25 @@ function Write-TextFile([string]$Path, [string]$Text) {
 }
 
 function Enter-HandlerLock([string]$Handler) {
-    # one writer of a handler's journal and state at a time, across sessions and the handler task
-    $mutex = New-Object System.Threading.Mutex($false, "Global\arcext-$Handler")
-    try {
-        if (-not $mutex.WaitOne(60000)) { throw "Another arcext operation holds $Handler; try again." }
-    } catch [System.Threading.AbandonedMutexException] {
-        $null = $_  # its holder died; the lock is ours now
+    # one writer of a handler's journal and state at a time, across sessions, editions and the
+    # handler task: a lock file in the protected journal folder, opened exclusively (the lock goes
+    # when the file is closed, also when its holder dies)
+    $path = Resolve-ConfinedPath $StateRoot @('journal', "$Handler.lock")
+    $deadline = [DateTime]::UtcNow.AddSeconds(60)
+    while ($true) {
+        try {
+            return New-Object System.IO.FileStream($path, [System.IO.FileMode]::OpenOrCreate,
+                [System.IO.FileAccess]::ReadWrite, [System.IO.FileShare]::None)
+        } catch {
+            if (-not ($_.Exception.GetBaseException() -is [System.IO.IOException])) { throw }
+            if ([DateTime]::UtcNow -gt $deadline) { throw "Another arcext operation holds $Handler; try again." }
+            Start-Sleep -Milliseconds 100
+        }
     }
-    $mutex
 }
 
-function Exit-HandlerLock($Mutex) {
-    $Mutex.ReleaseMutex()
-    $Mutex.Dispose()
+function Exit-HandlerLock($Lock) {
+    $Lock.Dispose()
 }
 # --- end of the arcext common block ---
 
