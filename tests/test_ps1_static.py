@@ -64,6 +64,10 @@ BAD_AND_GOOD: dict[str, tuple[str, str]] = {
         "$null = New-Item -ItemType Directory -Path $d\n$acl.SetAccessRuleProtection($true, $false)\n"
         "Set-Acl -LiteralPath $d -AclObject $acl\n",
     ),
+    "native-stderr": (
+        "$null = & (Join-Path $env:SystemRoot 'System32\\taskkill.exe') /T /F /PID $id 2>&1\n",
+        "Stop-ProcessTree $id\n",
+    ),
     "stream-dispose": (
         "$stream = [System.IO.File]::Create($partial)\n$stream.Write($b, 0, 1)\n$stream.Dispose()\n",
         "$stream = [System.IO.File]::Create($partial)\ntry {\n    $stream.Write($b, 0, 1)\n} finally {\n"

@@ -125,6 +125,16 @@ function Enter-HandlerLock([string]$Handler) {
 function Exit-HandlerLock($Lock) {
     $Lock.Dispose()
 }
+function Stop-ProcessTree([int]$Id) {
+    # taskkill /T /F: the process and everything it started. Started as a process, not with the call
+    # operator: 5.1 turns a native command's stderr ("not found") into a terminating error under
+    # $ErrorActionPreference = 'Stop'. The exit code is ignored (the tree may be gone already).
+    $kill = New-Object System.Diagnostics.ProcessStartInfo((Join-Path $env:SystemRoot 'System32\taskkill.exe'), "/T /F /PID $Id")
+    $kill.UseShellExecute = $false
+    $kill.CreateNoWindow = $true
+    $killer = [System.Diagnostics.Process]::Start($kill)
+    $null = $killer.WaitForExit(30000)
+}
 # --- end of the arcext common block ---
 
 function Read-Tail([string]$Path) {
@@ -152,12 +162,17 @@ function Read-Tail([string]$Path) {
     $text
 }
 
+$tasksDir = Resolve-ConfinedPath $StateRoot @('tasks')
+$RequestPath = [System.IO.Path]::GetFullPath($RequestPath)
+if (-not $RequestPath.StartsWith($tasksDir + '\', [System.StringComparison]::OrdinalIgnoreCase)) {
+    throw "Refusing the request ${RequestPath}: it is not in $tasksDir."
+}
 $request = Read-JsonFile $RequestPath
 $handler = [string]$request.handler
 $version = [string]$request.version
 $step = [string]$request.step
 if ($handler -notmatch $NamePattern -or $version -notmatch '^\d{1,9}(\.\d{1,9}){0,3}$' -or $step -notmatch $NamePattern) {
-    throw "Refusing the request $RequestPath`: invalid handler, version or step."
+    throw "Refusing the request ${RequestPath}: invalid handler, version or step."
 }
 $dir = Resolve-ConfinedPath $PluginsRoot @($handler, $version)
 $journalPath = Resolve-ConfinedPath $StateRoot @('journal', "$handler.json")
@@ -208,7 +223,7 @@ try {
         $exitCode = 1011
         # the whole tree (cmd.exe and what it started); Kill() without arguments is the only
         # overload .NET Framework has, and it would leave the children running
-        $null = & (Join-Path $env:SystemRoot 'System32\taskkill.exe') /T /F /PID $process.Id 2>&1
+        Stop-ProcessTree $process.Id
         if (-not $process.WaitForExit(10000)) { $process.Kill() }
     }
 } catch {

@@ -123,6 +123,16 @@ function Enter-HandlerLock([string]$Handler) {
 function Exit-HandlerLock($Lock) {
     $Lock.Dispose()
 }
+function Stop-ProcessTree([int]$Id) {
+    # taskkill /T /F: the process and everything it started. Started as a process, not with the call
+    # operator: 5.1 turns a native command's stderr ("not found") into a terminating error under
+    # $ErrorActionPreference = 'Stop'. The exit code is ignored (the tree may be gone already).
+    $kill = New-Object System.Diagnostics.ProcessStartInfo((Join-Path $env:SystemRoot 'System32\taskkill.exe'), "/T /F /PID $Id")
+    $kill.UseShellExecute = $false
+    $kill.CreateNoWindow = $true
+    $killer = [System.Diagnostics.Process]::Start($kill)
+    $null = $killer.WaitForExit(30000)
+}
 # --- end of the arcext common block ---
 
 $dir = Resolve-ConfinedPath $PluginsRoot @($Handler, $Version)

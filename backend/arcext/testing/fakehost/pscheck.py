@@ -381,6 +381,17 @@ def check_stream_disposal(root: Any) -> list[Finding]:
     return out
 
 
+def check_native_stderr(root: Any) -> list[Finding]:
+    """A native command (``*.exe``) with its stderr redirected: Windows PowerShell 5.1 turns each
+    stderr line into an ErrorRecord, which ``$ErrorActionPreference = 'Stop'`` makes terminating."""
+    out = []
+    for node in _nodes(root, "command"):
+        text = _text(node)
+        if re.search(r"(?i)\.exe\b", text) and re.search(r"(^|\s)2>", text):
+            out.append(_at(node, "native-stderr", "a native command's redirected stderr throws on 5.1 under 'Stop'"))
+    return out
+
+
 RULES: dict[str, Callable[[Any], list[Finding]]] = {
     "framework-api": check_framework_calls,
     "encoding": check_encoding,
@@ -394,6 +405,7 @@ RULES: dict[str, Callable[[Any], list[Finding]]] = {
     "progress": check_progress_silenced,
     "folder-acl": check_folder_acl,
     "stream-dispose": check_stream_disposal,
+    "native-stderr": check_native_stderr,
 }
 
 
