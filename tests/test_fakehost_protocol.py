@@ -54,15 +54,17 @@ def test_unknown_script_and_bad_parameters_are_terminating_errors(fake: FakeHost
             ps.invoke()
             assert ps.had_errors and "not one of arcext's own agent scripts" in str(ps.streams.error[0])
         with PowerShell(pool) as ps:
-            ps.add_script(script_text("Get-HandlerStatus")).add_parameters({"Handler": HANDLER, "Version": "1"})
+            ps.add_script(script_text("Get-HandlerStatus"), use_local_scope=True)
+            ps.add_parameters({"Handler": HANDLER, "Version": "1"})
             ps.invoke()
             assert ps.had_errors and "missing mandatory parameters: SequenceNumber" in str(ps.streams.error[0])
         with PowerShell(pool) as ps:
-            ps.add_script(script_text("Get-ExtensionState")).add_parameters({"Handler": HANDLER, "Extra": 1})
+            ps.add_script(script_text("Get-ExtensionState"), use_local_scope=True)
+            ps.add_parameters({"Handler": HANDLER, "Extra": 1})
             ps.invoke()
             assert ps.had_errors and "'Extra'" in str(ps.streams.error[0])
         with PowerShell(pool) as ps:  # a legal call works on the same pool
-            ps.add_script(script_text("Get-ExtensionState")).add_parameters({"Handler": HANDLER})
+            ps.add_script(script_text("Get-ExtensionState"), use_local_scope=True).add_parameters({"Handler": HANDLER})
             assert ps.invoke() == ['{"handler":"Contoso.Fake.Agent","versions":[],"cached":[],"journal":null}']
     assert fake.machine.scripts_run() == ["Get-ExtensionState"], "only the recognised script reached the model"
 
@@ -72,11 +74,11 @@ def test_receive_long_poll_times_out_and_pypsrp_polls_again(fake: FakeHost, tmp_
 
 
 def check_long_poll(d: AgentScriptDriver, fake: FakeHost, fault_key: str) -> None:
-    """A 2.5 s install against a 2 s OperationTimeout: the host answers TimedOut, the client polls again."""
-    spec_pkg = make_package(HANDLER, "1.0.0", {"install": {"sleepSeconds": 2.5}})
-    d.packages.put("Contoso.Fake", "Agent", "1.0.0", spec_pkg, datetime.now(UTC))
+    """A script that takes 2.5 s against a 2 s OperationTimeout (handler commands run in a task and
+    answer at once, so a slow host): the host answers TimedOut, the client polls again."""
     from arcext.hosts.base import ExtensionSpec
 
+    fake.machine.slow_scripts["Expand-Package"] = 2.5
     d.install(ExtensionSpec("agent", "Contoso.Fake", "Agent", {"x": 1}), "1.0.0")
     d.close()
     assert fault_key in fake.server.last_envelopes, "the 2 s OperationTimeout fault was answered"
@@ -150,7 +152,7 @@ def test_wrong_password_and_refused_connection(fake: FakeHost, tmp_path: Path) -
 def test_script_errors_surface_as_remote_script_errors(fake: FakeHost, tmp_path: Path) -> None:
     d = driver(tmp_path, fake)
     with pytest.raises(RemoteScriptError, match="not in the package cache"):
-        d._script("Expand-Package", {"Handler": HANDLER, "Version": "9.9", "Sha256": "00"})
+        d._script("Expand-Package", {"Handler": HANDLER, "Version": "9.9", "Sha256": "0" * 64, "FilesJson": "{}"})
     d.close()
 
 
@@ -195,7 +197,7 @@ def test_envelopes_match_real_windows_transcripts(fake: FakeHost, tmp_path: Path
     with RunspacePool(wsman) as pool:
         shell_id = pool.shell.id
         ps = PowerShell(pool)
-        ps.add_script(script_text("Invoke-HandlerCommand")).add_parameters(
+        ps.add_script(script_text("Invoke-HandlerCommand"), use_local_scope=True).add_parameters(
             {
                 "Handler": HANDLER,
                 "Version": "1.0.0",

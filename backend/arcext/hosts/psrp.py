@@ -20,9 +20,11 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,22 +62,38 @@ SHELL_GONE = 0x8033805B
 SCRIPT_PARAMETERS: dict[str, frozenset[str]] = {
     "Get-ExtensionState": frozenset({"Handler"}),
     "Receive-Package": frozenset({"Handler", "Version", "Sha256"}),
-    "Expand-Package": frozenset({"Handler", "Version", "Sha256"}),
+    "Expand-Package": frozenset({"Handler", "Version", "Sha256", "FilesJson"}),
     "Write-RuntimeSettings": frozenset({"Handler", "Version", "SequenceNumber", "ContentBase64"}),
     "Copy-RuntimeSettings": frozenset({"Handler", "FromVersion", "ToVersion"}),
     "Invoke-HandlerCommand": frozenset(
-        {"Handler", "Version", "Command", "TimeoutSeconds", "OperationId", "Step", "Environment"}
+        {"Handler", "Version", "Command", "TimeoutSeconds", "OperationId", "Step", "Environment", "RunnerScript"}
     ),
     "Get-HandlerStatus": frozenset({"Handler", "Version", "SequenceNumber"}),
     "Remove-HandlerVersion": frozenset({"Handler", "Version", "PurgeCache"}),
     "Write-Journal": frozenset({"Handler", "ContentJson"}),
 }
 
+#: Scripts that run on the host but are never sent as a pipeline: Invoke-HandlerCommand.ps1 writes the
+#: runner (its text is the RunnerScript parameter) and a scheduled task runs it as LocalSystem.
+HOST_SCRIPTS: dict[str, frozenset[str]] = {"Invoke-HandlerRunner": frozenset({"RequestPath"})}
+
+#: What the host scripts accept as names (the same patterns as their ValidatePattern attributes):
+#: a handler is Publisher.Type, each dotted part letters, digits, '-' or '_'; a version is 1-4
+#: dotted numbers. Anything else never reaches a host (data stored before the API checked names).
+HANDLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+")
+NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*")
+VERSION = re.compile(r"\d{1,9}(\.\d{1,9}){0,3}")
+#: files the host writes into a version folder itself; a package may not ship them
+OWN_FILES = {"handlerenvironment.json", "handlerstate", "arcext.package.sha256"}
+
 #: WALA's handler timeouts (seconds) and ExtensionErrorCodes per command.
 DEFAULT_TIMEOUTS = {"install": 900, "update": 900, "disable": 900, "enable": 300, "uninstall": 300}
 ERROR_CODES = {"install": 1007, "update": 1008, "enable": 1009, "disable": 1010, "uninstall": 1008}
 TIMED_OUT_CODE = 1011
-INVALID_STATUS_CODE = 1012
+#: how long past its timeout a handler task may stay silent before the host records it as timed out
+#: (Invoke-HandlerCommand.ps1's $graceSeconds)
+HOST_TASK_GRACE_S = 120
+INVALID_STATUS_CODE = INVALID = 1012
 STATE_NAMES = {
     "Enabled": "enabled",
     "Installed": "disabled",
@@ -100,6 +118,72 @@ class ExtensionBlocked(UpgradeRefused):
     code = "ExtensionBlockedByHostPolicy"
 
 
+class InvalidExtensionName(UpgradeRefused):
+    """A publisher, type or version the host scripts would refuse (or that could leave the handler's
+    folders): stored before the API validated names, it is refused here, before any host call."""
+
+    code = "InvalidExtensionName"
+
+
+def check_names(host: str, op: str, publisher: str, type_: str, *versions: str) -> str:
+    """The handler name ``Publisher.Type`` when every name is one the host accepts; else raise."""
+    for field, value in (("publisher", publisher), ("type", type_)):
+        if not NAME_PART.fullmatch(value or "") or len(value) > 100:
+            raise InvalidExtensionName(
+                host, op, f"the extension {field} {value!r} is not a plain name (letters, digits, '.', '-', '_')"
+            )
+    for version in versions:
+        if not VERSION.fullmatch(version or ""):
+            raise InvalidExtensionName(host, op, f"the typeHandlerVersion {version!r} is not a dotted numeric version")
+    return f"{publisher}.{type_}"
+
+
+def check_handler(host: str, op: str, handler: str) -> str:
+    if not HANDLER_NAME.fullmatch(handler or "") or len(handler) > 128:
+        raise InvalidExtensionName(host, op, f"the handler name {handler!r} is not Publisher.Type")
+    return handler
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Sort versions numerically ("1.10.0" after "1.9.0"); a non-numeric one sorts first."""
+    try:
+        return tuple(int(p) for p in version.split("."))
+    except ValueError:
+        return (-1,)
+
+
+def package_files(host: str, path: str) -> dict[str, str]:
+    """Every file entry of a package zip with its SHA-256 (what the host verifies the extracted tree
+    against). Entry names are checked again here: none may leave the version folder or replace a
+    file the host writes itself."""
+    files: dict[str, str] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                parts = name.replace("\\", "/").rstrip("/").split("/")
+                if (
+                    not name
+                    or name[0] in "/\\"
+                    or ":" in name
+                    or any(p in ("", ".", "..") or p.endswith((".", " ")) for p in parts)
+                    or any(ord(c) < 32 or c in '<>"|?*' for c in name)
+                ):
+                    raise IntegrityError(host, "stage", f"the package entry {name!r} could leave its folder")
+                if len(parts) == 1 and parts[0].lower() in OWN_FILES:
+                    raise IntegrityError(host, "stage", f"the package may not contain {name!r} (the host writes it)")
+                if info.is_dir():
+                    continue
+                digest = hashlib.sha256()
+                with zf.open(info) as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+                files[name] = digest.hexdigest()
+    except zipfile.BadZipFile as exc:
+        raise IntegrityError(host, "stage", f"the package is not a valid zip: {exc}") from None
+    return files
+
+
 class HandlerCommandFailed(HandlerFailed):
     """A handler command failed; ``wala_code`` is the VM-extension error code (1007-1012)."""
 
@@ -117,6 +201,7 @@ class DriverTuning:
     reconnection_backoff: float = 0.1
     reconnect_attempts: int = 1
     alive_check_after_s: float = 0.0  # check the pool with is_alive() before reuse when idle this long
+    status_settle_s: float = 10.0  # a status file unreadable for this long (by its age) is invalid (1012)
 
 
 def settings_document(spec: ExtensionSpec, conn: HostConnection) -> bytes:
@@ -308,7 +393,16 @@ class AgentScriptDriver:
             self.upload(handler, version, ref)
         if ref is None:
             raise PackageMissing(self.name, "stage", f"the package hash of {handler} {version} is unknown")
-        result = self._script("Expand-Package", {"Handler": handler, "Version": version, "Sha256": ref.sha256})
+        files = package_files(self.name, str(ref.path))
+        result = self._script(
+            "Expand-Package",
+            {
+                "Handler": handler,
+                "Version": version,
+                "Sha256": ref.sha256,
+                "FilesJson": json.dumps(files, separators=(",", ":")),
+            },
+        )
         manifest: dict[str, Any] = result.get("handlerManifest") or {}
         return manifest
 
@@ -355,11 +449,18 @@ class AgentScriptDriver:
         }
         if env:
             params["Environment"] = env
-        result = self._script(
-            "Invoke-HandlerCommand",
-            params,
-            deadline_s=timeout + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s,
-        )
+        params["RunnerScript"] = script_text("Invoke-HandlerRunner")
+        # the host runs the command in a scheduled task (LocalSystem, detached from this session) and
+        # enforces the timeout itself; each call starts it or reports on it, until it is not pending.
+        # Past the timeout and the host's grace for a silent task, the host records a timeout.
+        give_up = time.monotonic() + timeout + HOST_TASK_GRACE_S + 2 * self.conn.operation_timeout_s
+        while True:
+            result = self._script("Invoke-HandlerCommand", params)
+            if not result.get("pending"):
+                break
+            if time.monotonic() >= give_up:
+                raise HostTimeout(self.name, step, f"{command} of {handler} {version} never reported an outcome")
+            time.sleep(self.tuning.status_poll_s)
         if result.get("timedOut"):
             raise HandlerCommandFailed(
                 self.name, step, f"{command} of {handler} {version} timed out after {timeout} s", None, TIMED_OUT_CODE
@@ -383,10 +484,16 @@ class AgentScriptDriver:
         last = "no status file yet"
         while True:
             result = self._script("Get-HandlerStatus", {"Handler": handler, "Version": version, "SequenceNumber": seq})
-            if result.get("statusError"):
-                raise HandlerCommandFailed(self.name, "health", str(result["statusError"]), None, INVALID_STATUS_CODE)
             status = result.get("status")
-            if status is not None:
+            if result.get("statusError"):
+                # a handler may be writing it right now: only a file that stays unreadable is invalid
+                age = result.get("statusAgeSeconds")
+                if age is not None and float(age) >= self.tuning.status_settle_s:
+                    raise HandlerCommandFailed(self.name, "health", str(result["statusError"]), None, INVALID)
+                last = str(result["statusError"])
+            elif result.get("statusPending"):
+                last = str(result["statusPending"])
+            elif status is not None:
                 value = str(status.get("status", "")).lower()
                 if value == "error":
                     raise HandlerCommandFailed(
@@ -407,6 +514,8 @@ class AgentScriptDriver:
                 else:
                     last = f"status is {value or 'empty'}"
             if time.monotonic() >= deadline:
+                if result.get("statusError"):
+                    raise HandlerCommandFailed(self.name, "health", str(result["statusError"]), None, INVALID)
                 raise HandlerCommandFailed(
                     self.name,
                     "health",
@@ -450,12 +559,13 @@ class AgentScriptDriver:
         handler = self._handler_of(name)
         if handler is None:
             return None
+        check_handler(self.name, "installed", handler)
         state = self.host_state(handler)
         versions = self._versions(state)
         if not versions:
             return None
         enabled = [v for v in versions.values() if v["state"] == "Enabled"]
-        chosen = enabled[0] if enabled else sorted(versions.values(), key=lambda v: v["version"])[-1]
+        chosen = enabled[0] if enabled else max(versions.values(), key=lambda v: version_key(str(v["version"])))
         return InstalledExtension(name, chosen["version"], STATE_NAMES.get(chosen["state"], "transitioning"))
 
     def _start(self, handler: str, kind: str, state: dict[str, Any], **fields: Any) -> str:
@@ -504,6 +614,7 @@ class AgentScriptDriver:
 
     # --- install (extension create / reconfigure) ----------------------------------------------
     def install(self, spec: ExtensionSpec, version: str) -> None:
+        check_names(self.name, "install", spec.publisher, spec.type, version)
         self._check_policy(spec, "install")
         self._ensure_session()
         self._resumable("install", lambda: self._install_once(spec, version))
@@ -549,6 +660,7 @@ class AgentScriptDriver:
 
     # --- upgrade -----------------------------------------------------------------------------------
     def upgrade(self, spec: ExtensionSpec, from_version: str, to_version: str) -> None:
+        check_names(self.name, "upgrade", spec.publisher, spec.type, from_version, to_version)
         self._check_policy(spec, "upgrade")
         ref = self._package(spec, to_version)
         self._ensure_session()
@@ -598,6 +710,7 @@ class AgentScriptDriver:
 
     # --- rollback ----------------------------------------------------------------------------------
     def rollback(self, spec: ExtensionSpec, failed_version: str, good_version: str) -> None:
+        check_names(self.name, "rollback", spec.publisher, spec.type, failed_version, good_version)
         self._ensure_session()
         self._resumable("rollback", lambda: self._rollback_once(spec, failed_version, good_version))
 
@@ -663,6 +776,7 @@ class AgentScriptDriver:
         handler = self._handler_of(name)
         if handler is None:
             return
+        check_handler(self.name, "remove", handler)
         self._ensure_session()
         self._resumable("remove", lambda: self._remove_once(handler))
 
@@ -841,7 +955,9 @@ class PsrpDriver(AgentScriptDriver):
 
         def run() -> tuple[list[Any], bool, list[Any]]:
             with PowerShell(pool) as ps:
-                ps.add_script(text)
+                # its own scope: a dot-sourced script would leave its (typed) variables in the
+                # pool's global scope for every later script of the job (issue 17, item 1)
+                ps.add_script(text, use_local_scope=True)
                 ps.add_parameters(params)
                 ps.invoke(input=input_)  # a generator: pypsrp sends one PipelineInput per chunk
                 return list(ps.output), bool(ps.had_errors), list(ps.streams.error)

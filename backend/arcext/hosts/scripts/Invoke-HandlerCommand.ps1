@@ -1,116 +1,283 @@
-# arcext agent operation: run one handler command (install, enable, disable, update, uninstall) of
-# one extension version, as the VM-extension handler protocol defines it: the command line comes from
-# HandlerManifest.json, the WALA environment variables are set, the process is killed after
-# TimeoutSeconds. The step is journalled in C:\ProgramData\arcext\journal\<handler>.json before and
-# after it runs, so a caller that lost its connection gets the recorded result instead of a second run.
+# arcext agent operation: start one handler command (install, enable, disable, update, uninstall) of
+# one extension version, or report on it. The command runs as LocalSystem in a scheduled task
+# (\arcext\<handler>.<step>), detached from this remoting session: closing the session, or losing
+# it, neither kills the handler nor whatever `enable` leaves running. The task runs
+# Invoke-HandlerRunner.ps1 (Windows PowerShell 5.1), which enforces TimeoutSeconds on the host and
+# records the outcome (exit code, timed out, output tails, the next handler state) in the step of
+# the handler's journal ($env:ProgramData\arcext\journal\<handler>.json). The caller calls again
+# with the same parameters until the answer is no longer `pending`; a step already done is
+# reported from the journal and never run twice.
 param(
-    [Parameter(Mandatory = $true)][string]$Handler,
-    [Parameter(Mandatory = $true)][string]$Version,
+    [Parameter(Mandatory = $true)][ValidatePattern('^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$')][string]$Handler,
+    [Parameter(Mandatory = $true)][ValidatePattern('^\d{1,9}(\.\d{1,9}){0,3}$')][string]$Version,
     [Parameter(Mandatory = $true)][ValidateSet('install', 'enable', 'disable', 'update', 'uninstall')][string]$Command,
-    [Parameter(Mandatory = $true)][int]$TimeoutSeconds,
-    [Parameter(Mandatory = $true)][string]$OperationId,
-    [Parameter(Mandatory = $true)][string]$Step,
+    [Parameter(Mandatory = $true)][ValidateRange(1, 86400)][int]$TimeoutSeconds,
+    [Parameter(Mandatory = $true)][ValidatePattern('^[0-9a-fA-F-]{36}$')][string]$OperationId,
+    [Parameter(Mandatory = $true)][ValidatePattern('^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$')][string]$Step,
+    [Parameter(Mandatory = $true)][string]$RunnerScript,
     [hashtable]$Environment
 )
 $ErrorActionPreference = 'Stop'
+# --- arcext common block (identical in every agent script; tests/test_ps1_static.py checks it) ---
+$ProgressPreference = 'SilentlyContinue'
+$PluginsRoot = Join-Path $env:SystemDrive 'Packages\Plugins'
+$StateRoot = Join-Path $env:ProgramData 'arcext'
+$Utf8NoBom = New-Object System.Text.UTF8Encoding($false)
+$NamePattern = '^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$'
 
-$dir = Join-Path (Join-Path 'C:\Packages\Plugins' $Handler) $Version
+function Resolve-ConfinedPath([string]$Root, [string[]]$Parts) {
+    # Root\Part1\Part2..., each part one plain name; refuses anything that leaves Root, a reparse
+    # point on the way, and paths Windows PowerShell 5.1 cannot handle (MAX_PATH)
+    $base = [System.IO.Path]::GetFullPath($Root).TrimEnd('\')
+    $path = $base
+    foreach ($part in $Parts) {
+        if ($part -notmatch $NamePattern -or $part.Length -gt 128) {
+            throw "Refusing the path component '$part' under ${base}: not a plain name."
+        }
+        $path = $path + '\' + $part
+        if ((Test-Path -LiteralPath $path) -and
+            ((Get-Item -LiteralPath $path -Force).Attributes -band [System.IO.FileAttributes]::ReparsePoint)) {
+            throw "Refusing ${path}: it is a junction or symbolic link."
+        }
+    }
+    $full = [System.IO.Path]::GetFullPath($path)
+    if (-not $full.StartsWith($base + '\', [System.StringComparison]::OrdinalIgnoreCase)) {
+        throw "Refusing ${full}: it is not under $base."
+    }
+    if ($full.Length -ge 248) { throw "Refusing ${full}: longer than the 248 characters 5.1 allows a folder." }
+    $full
+}
+
+function New-ProtectedDirectory([string]$Path, [switch]$Inherit, [switch]$KeepExisting) {
+    # creates the folder (or takes over one that exists) with an ACL that only SYSTEM and
+    # Administrators can write, so local users cannot plant files or links in it. -Inherit: a new
+    # folder inside a protected one keeps the inherited ACL; -KeepExisting: an existing folder
+    # (C:\Packages\Plugins, shared with Azure's own agent) keeps its ACL.
+    if (Test-Path -LiteralPath $Path) {
+        $item = Get-Item -LiteralPath $Path -Force
+        if (-not $item.PSIsContainer -or ($item.Attributes -band [System.IO.FileAttributes]::ReparsePoint)) {
+            throw "Refusing ${Path}: it is a link or not a folder."
+        }
+        if ($KeepExisting -or $Inherit -or (Get-Acl -LiteralPath $Path).AreAccessRulesProtected) { return }
+    } else {
+        $null = New-Item -ItemType Directory -Path $Path -Force
+        if ($Inherit) { return }
+    }
+    $acl = New-Object System.Security.AccessControl.DirectorySecurity
+    $acl.SetAccessRuleProtection($true, $false)
+    $admins = New-Object System.Security.Principal.SecurityIdentifier('S-1-5-32-544')
+    $acl.SetOwner($admins)
+    foreach ($sid in 'S-1-5-18', 'S-1-5-32-544') {
+        $rule = New-Object System.Security.AccessControl.FileSystemAccessRule(
+            (New-Object System.Security.Principal.SecurityIdentifier($sid)), 'FullControl',
+            'ContainerInherit, ObjectInherit', 'None', 'Allow')
+        $acl.AddAccessRule($rule)
+    }
+    Set-Acl -LiteralPath $Path -AclObject $acl
+}
+
+function Read-TextFile([string]$Path) {
+    # UTF-8 on 5.1 and 7 alike (a BOM is recognised and dropped); '' for an empty file
+    [System.IO.File]::ReadAllText($Path, [System.Text.Encoding]::UTF8)
+}
+
+function Read-JsonFile([string]$Path, [switch]$First) {
+    # $null for an empty (or not yet written) file; with -First the first element of a JSON list
+    # (5.1's ConvertFrom-Json returns a list as one object, 7's enumerates it)
+    $text = Read-TextFile $Path
+    if ([string]::IsNullOrWhiteSpace($text)) { return $null }
+    $value = ConvertFrom-Json -InputObject $text
+    if ($First -and ($value -is [System.Array])) {
+        if ($value.Count -eq 0) { return $null }
+        return $value[0]
+    }
+    return $value
+}
+
+function Write-FileAtomic([string]$Path, [byte[]]$Bytes) {
+    # a uniquely named temporary file, then [IO.File]::Replace (one rename; never delete-then-rename)
+    $tmp = "$Path.$([guid]::NewGuid().ToString('N')).tmp"
+    [System.IO.File]::WriteAllBytes($tmp, $Bytes)
+    try {
+        if ([System.IO.File]::Exists($Path)) {
+            [System.IO.File]::Replace($tmp, $Path, [NullString]::Value)
+        } else {
+            [System.IO.File]::Move($tmp, $Path)
+        }
+    } finally {
+        if ([System.IO.File]::Exists($tmp)) { [System.IO.File]::Delete($tmp) }
+    }
+}
+
+function Write-TextFile([string]$Path, [string]$Text) {
+    Write-FileAtomic $Path ($Utf8NoBom.GetBytes($Text))
+}
+
+function Enter-HandlerLock([string]$Handler) {
+    # one writer of a handler's journal and state at a time, across sessions, editions and the
+    # handler task: a lock file in the protected journal folder, opened exclusively (the lock goes
+    # when the file is closed, also when its holder dies)
+    $path = Resolve-ConfinedPath $StateRoot @('journal', "$Handler.lock")
+    $deadline = [DateTime]::UtcNow.AddSeconds(60)
+    while ($true) {
+        try {
+            return New-Object System.IO.FileStream($path, [System.IO.FileMode]::OpenOrCreate,
+                [System.IO.FileAccess]::ReadWrite, [System.IO.FileShare]::None)
+        } catch {
+            if (-not ($_.Exception.GetBaseException() -is [System.IO.IOException])) { throw }
+            if ([DateTime]::UtcNow -gt $deadline) { throw "Another arcext operation holds $Handler; try again." }
+            Start-Sleep -Milliseconds 100
+        }
+    }
+}
+
+function Exit-HandlerLock($Lock) {
+    $Lock.Dispose()
+}
+function Stop-ProcessTree([int]$Id) {
+    # taskkill /T /F: the process and everything it started. Started as a process, not with the call
+    # operator: 5.1 turns a native command's stderr ("not found") into a terminating error under
+    # $ErrorActionPreference = 'Stop'. The exit code is ignored (the tree may be gone already).
+    $kill = New-Object System.Diagnostics.ProcessStartInfo((Join-Path $env:SystemRoot 'System32\taskkill.exe'), "/T /F /PID $Id")
+    $kill.UseShellExecute = $false
+    $kill.CreateNoWindow = $true
+    $killer = [System.Diagnostics.Process]::Start($kill)
+    $null = $killer.WaitForExit(30000)
+}
+# --- end of the arcext common block ---
+
+$dir = Resolve-ConfinedPath $PluginsRoot @($Handler, $Version)
 $stateFile = Join-Path $dir 'HandlerState'
-$journalDir = 'C:\ProgramData\arcext\journal'
-$journalPath = Join-Path $journalDir "$Handler.json"
-New-Item -ItemType Directory -Path $journalDir -Force | Out-Null
+New-ProtectedDirectory $StateRoot
+foreach ($sub in 'journal', 'tasks', 'scripts') { New-ProtectedDirectory (Resolve-ConfinedPath $StateRoot @($sub)) -Inherit }
+$journalPath = Resolve-ConfinedPath $StateRoot @('journal', "$Handler.json")
+$requestPath = Resolve-ConfinedPath $StateRoot @('tasks', "$Handler.$Step.json")
+$runnerPath = Resolve-ConfinedPath $StateRoot @('scripts', 'Invoke-HandlerRunner.ps1')
+$taskPath = '\arcext\'
+$taskName = "$Handler.$Step"
+$graceSeconds = 120  # how long past TimeoutSeconds a task may stay silent before it counts as lost
 
-function Save-Journal($journal) {
-    $tmp = "$journalPath.tmp"
-    ConvertTo-Json -InputObject $journal -Depth 8 -Compress | Set-Content -LiteralPath $tmp -Encoding UTF8
-    Move-Item -LiteralPath $tmp -Destination $journalPath -Force
+function Get-CurrentState {
+    if (Test-Path -LiteralPath $stateFile) {
+        $recorded = (Read-TextFile $stateFile).Trim()
+        if ($recorded) { return $recorded }
+        return 'NotInstalled'
+    }
+    return 'Removed'
 }
 
-if (-not (Test-Path -LiteralPath $journalPath)) {
-    throw "No journal for $Handler; the operation $OperationId was not started."
-}
-$journal = Get-Content -LiteralPath $journalPath -Raw | ConvertFrom-Json
-if ($journal.operationId -ne $OperationId) {
-    throw "The active operation on $Handler is $($journal.operationId), not $OperationId."
-}
-$recorded = $journal.steps.PSObject.Properties[$Step]
-if ($recorded -and $recorded.Value.state -eq 'done') {
-    $result = $recorded.Value
-    $current = 'Removed'
-    if (Test-Path -LiteralPath $stateFile) { $current = (Get-Content -LiteralPath $stateFile -Raw).Trim() }
+function Format-Outcome($Record, [bool]$Replayed) {
     [pscustomobject]@{
-        step = $Step; command = $Command; version = $Version; exitCode = $result.exitCode
-        timedOut = $result.timedOut; durationMs = $result.durationMs; replayed = $true
-        state = $current; stdoutTail = ''; stderrTail = ''
+        step = $Step; command = $Command; version = $Version; pending = $false
+        exitCode = $Record.exitCode; timedOut = $Record.timedOut; durationMs = $Record.durationMs
+        replayed = $Replayed; state = (Get-CurrentState); runAs = 'SYSTEM'
+        stdoutTail = [string]$Record.stdoutTail; stderrTail = [string]$Record.stderrTail
     } | ConvertTo-Json -Compress
-    return
 }
 
-$state = (Get-Content -LiteralPath $stateFile -Raw).Trim()
-$allowed = @{
-    install   = @('NotInstalled')
-    enable    = @('Installed', 'Enabled')
-    disable   = @('Enabled', 'Installed')
-    update    = @('NotInstalled')
-    uninstall = @('Installed', 'FailedUpgrade', 'NotInstalled')
-}
-if ($allowed[$Command] -notcontains $state) {
-    throw "Cannot run $Command on $Handler $Version in handler state $state."
-}
-$manifest = @(Get-Content -LiteralPath (Join-Path $dir 'HandlerManifest.json') -Raw | ConvertFrom-Json)[0].handlerManifest
-$commandLine = $manifest."$($Command)Command"
-if (-not $commandLine) {
-    throw "HandlerManifest.json of $Handler $Version has no $($Command)Command."
+function Save-Step($Journal, $Record) {
+    $Journal.steps | Add-Member -NotePropertyName $Step -NotePropertyValue $Record -Force
+    Write-TextFile $journalPath (ConvertTo-Json -InputObject $Journal -Depth 8 -Compress)
 }
 
-$journal.steps | Add-Member -NotePropertyName $Step -NotePropertyValue ([pscustomobject]@{ state = 'started'; command = $Command; version = $Version }) -Force
-Save-Journal $journal
-
-$info = [System.Diagnostics.ProcessStartInfo]::new('cmd.exe', "/c $commandLine")
-$info.WorkingDirectory = $dir
-$info.UseShellExecute = $false
-$info.RedirectStandardOutput = $true
-$info.RedirectStandardError = $true
-$info.EnvironmentVariables['AZURE_GUEST_AGENT_EXTENSION_PATH'] = $dir
-$info.EnvironmentVariables['AZURE_GUEST_AGENT_EXTENSION_VERSION'] = $Version
-if ($Environment) {
-    foreach ($key in $Environment.Keys) { $info.EnvironmentVariables[[string]$key] = [string]$Environment[$key] }
+function Remove-HandlerTask {
+    $task = Get-ScheduledTask -TaskName $taskName -TaskPath $taskPath -ErrorAction SilentlyContinue
+    if ($task) { Unregister-ScheduledTask -TaskName $taskName -TaskPath $taskPath -Confirm:$false }
+    if (Test-Path -LiteralPath $requestPath) { [System.IO.File]::Delete($requestPath) }
 }
-$watch = [System.Diagnostics.Stopwatch]::StartNew()
-$process = [System.Diagnostics.Process]::Start($info)
-$stdoutTask = $process.StandardOutput.ReadToEndAsync()
-$stderrTask = $process.StandardError.ReadToEndAsync()
-$timedOut = -not $process.WaitForExit($TimeoutSeconds * 1000)
-if ($timedOut) {
-    $process.Kill($true)
-    $process.WaitForExit()
-    $exitCode = 1011
-} else {
-    $exitCode = $process.ExitCode
+
+$lock = Enter-HandlerLock $Handler
+try {
+    if (-not (Test-Path -LiteralPath $journalPath)) {
+        throw "No journal for $Handler; the operation $OperationId was not started."
+    }
+    $journal = Read-JsonFile $journalPath
+    if ($journal.operationId -ne $OperationId) {
+        throw "The active operation on $Handler is $($journal.operationId), not $OperationId."
+    }
+    $recorded = $journal.steps.PSObject.Properties[$Step]
+    if ($recorded -and $recorded.Value.state -eq 'done') {
+        $replayed = [bool]$recorded.Value.reported
+        if (-not $replayed) {
+            Remove-HandlerTask
+            $recorded.Value | Add-Member -NotePropertyName reported -NotePropertyValue $true -Force
+            Save-Step $journal $recorded.Value
+        }
+        Format-Outcome $recorded.Value $replayed
+        return
+    }
+    if ($recorded) {
+        # started: the task runs (or ran and died without a word); the runner enforces the timeout
+        $elapsed = [System.DateTimeOffset]::UtcNow.ToUnixTimeSeconds() - [long]$recorded.Value.startedAtUnix
+        if ($elapsed -le [int]$recorded.Value.timeoutSeconds + $graceSeconds) {
+            [pscustomobject]@{ step = $Step; command = $Command; version = $Version; pending = $true; state = (Get-CurrentState) } |
+                ConvertTo-Json -Compress
+            return
+        }
+        $task = Get-ScheduledTask -TaskName $taskName -TaskPath $taskPath -ErrorAction SilentlyContinue
+        if ($task) { Stop-ScheduledTask -TaskName $taskName -TaskPath $taskPath }
+        if ($recorded.Value.processId) {
+            Stop-ProcessTree ([int]$recorded.Value.processId)
+        }
+        $record = [pscustomobject]@{
+            state = 'done'; command = $Command; version = $Version; exitCode = 1011; timedOut = $true
+            durationMs = [int]($elapsed * 1000); stdoutTail = ''; stderrTail = 'the handler task did not report; it was stopped'
+            reported = $true
+        }
+        Save-Step $journal $record
+        Remove-HandlerTask
+        Format-Outcome $record $false
+        return
+    }
+
+    $state = Get-CurrentState
+    $allowed = @{
+        install   = @('NotInstalled')
+        enable    = @('Installed', 'Enabled')
+        disable   = @('Enabled', 'Installed')
+        update    = @('NotInstalled')
+        uninstall = @('Installed', 'FailedUpgrade', 'NotInstalled')
+    }
+    if ($allowed[$Command] -notcontains $state) {
+        throw "Cannot run $Command on $Handler $Version in handler state $state."
+    }
+    $manifest = (Read-JsonFile (Join-Path $dir 'HandlerManifest.json') -First).handlerManifest
+    $commandLine = [string]$manifest."$($Command)Command"
+    if (-not $commandLine.Trim()) {
+        throw "HandlerManifest.json of $Handler $Version has no $($Command)Command."
+    }
+    $variables = @{}
+    if ($Environment) {
+        foreach ($key in $Environment.Keys) {
+            if ([string]$key -notmatch '^[A-Za-z_][A-Za-z0-9_]*$') { throw "Invalid environment variable name '$key'." }
+            $variables[[string]$key] = [string]$Environment[$key]
+        }
+    }
+    $request = [pscustomobject]@{
+        handler = $Handler; version = $Version; command = $Command; step = $Step; operationId = $OperationId
+        commandLine = $commandLine; timeoutSeconds = $TimeoutSeconds; stateBefore = $state
+        updateMode = [string]$manifest.updateMode; environment = [pscustomobject]$variables
+    }
+    Write-TextFile $requestPath (ConvertTo-Json -InputObject $request -Depth 4 -Compress)
+    if (-not (Test-Path -LiteralPath $runnerPath) -or (Read-TextFile $runnerPath) -cne $RunnerScript) {
+        Write-TextFile $runnerPath $RunnerScript
+    }
+    Save-Step $journal ([pscustomobject]@{
+            state = 'started'; command = $Command; version = $Version; timeoutSeconds = $TimeoutSeconds
+            startedAtUnix = [System.DateTimeOffset]::UtcNow.ToUnixTimeSeconds()
+        })
+    $powershell = Join-Path $env:SystemRoot 'System32\WindowsPowerShell\v1.0\powershell.exe'
+    $action = New-ScheduledTaskAction -Execute $powershell -WorkingDirectory $dir -Argument (
+        "-NoProfile -NonInteractive -ExecutionPolicy Bypass -File `"$runnerPath`" -RequestPath `"$requestPath`"")
+    $principal = New-ScheduledTaskPrincipal -UserId 'S-1-5-18' -LogonType ServiceAccount -RunLevel Highest
+    $settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit (New-TimeSpan -Seconds ($TimeoutSeconds + $graceSeconds)) `
+        -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -MultipleInstances IgnoreNew
+    $null = Register-ScheduledTask -TaskName $taskName -TaskPath $taskPath -Action $action -Principal $principal `
+        -Settings $settings -Force
+    Start-ScheduledTask -TaskName $taskName -TaskPath $taskPath
+} finally {
+    Exit-HandlerLock $lock
 }
-$stdout = $stdoutTask.Result
-$stderr = $stderrTask.Result
-$duration = $watch.ElapsedMilliseconds
 
-if ($exitCode -eq 0) {
-    $next = @{ install = 'Installed'; enable = 'Enabled'; disable = 'Installed'; uninstall = 'NotInstalled'; update = $state }[$Command]
-    if ($Command -eq 'update' -and $manifest.updateMode -eq 'UpdateWithoutInstall') { $next = 'Installed' }
-} elseif ($Command -eq 'update') {
-    $next = 'FailedUpgrade'
-} else {
-    $next = $state
-}
-Set-Content -LiteralPath $stateFile -Value $next -Encoding ASCII
-
-$journal = Get-Content -LiteralPath $journalPath -Raw | ConvertFrom-Json
-$journal.steps | Add-Member -NotePropertyName $Step -NotePropertyValue ([pscustomobject]@{
-    state = 'done'; command = $Command; version = $Version; exitCode = $exitCode; timedOut = $timedOut; durationMs = $duration
-}) -Force
-Save-Journal $journal
-
-function Get-Tail([string]$text) { if ($text.Length -gt 2048) { $text.Substring($text.Length - 2048) } else { $text } }
-[pscustomobject]@{
-    step = $Step; command = $Command; version = $Version; exitCode = $exitCode; timedOut = $timedOut
-    durationMs = $duration; replayed = $false; state = $next
-    stdoutTail = (Get-Tail $stdout); stderrTail = (Get-Tail $stderr)
-} | ConvertTo-Json -Compress
+[pscustomobject]@{ step = $Step; command = $Command; version = $Version; pending = $true; state = $state } |
+    ConvertTo-Json -Compress

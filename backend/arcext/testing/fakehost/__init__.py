@@ -53,6 +53,7 @@ class FakeHost:
         port: int = 0,
         max_envelope_kb: int = 500,
         driver: str = "psrp",
+        edition: str = "Desktop",
     ) -> None:
         self.root = Path(root)
         self.driver = driver  # what connection() asks arcext to use: psrp, or winrm (WinRS via pywinrm)
@@ -61,7 +62,9 @@ class FakeHost:
         self.password = password
         self.auth = auth
         self.tls = tls
-        self.machine = WindowsMachine(self.root / "disk", name)
+        #: the endpoint's PowerShell: Desktop (Windows PowerShell 5.1, the default on Windows Server)
+        #: or Core (PowerShell 7); handler tasks always run under 5.1 (powershell.exe)
+        self.machine = WindowsMachine(self.root / "disk", name, edition)
         self.cert_path: Path | None = None
         context: ssl.SSLContext | None = None
         if tls:
@@ -102,6 +105,7 @@ class FakeHost:
 
     def stop(self) -> None:
         self.server.shutdown_all()
+        self.machine.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

@@ -36,9 +36,18 @@ import click
     show_default=True,
     help="The driver the printed hostConnection asks for (every host speaks PSRP and WinRS).",
 )
+@click.option(
+    "--edition",
+    type=click.Choice(["Desktop", "Core"]),
+    default="Desktop",
+    show_default=True,
+    help="The endpoint's PowerShell: Desktop = Windows PowerShell 5.1, Core = PowerShell 7.",
+)
 @click.option("--username", default="arcext", show_default=True)
 @click.option("--password", default="Secret-Passw0rd!", show_default=True)
-def fakehost(count: int, state_dir: Path, base_port: int, auth: str, driver: str, username: str, password: str) -> None:
+def fakehost(
+    count: int, state_dir: Path, base_port: int, auth: str, driver: str, edition: str, username: str, password: str
+) -> None:
     """Run fake Windows hosts (WS-Management: PSRP and WinRS) for arcext's psrp and winrm drivers."""
     from . import FakeHost
 
@@ -52,6 +61,7 @@ def fakehost(count: int, state_dir: Path, base_port: int, auth: str, driver: str
             tls=auth == "basic",
             port=base_port + i,
             driver=driver,
+            edition=edition,
         )
         for i in range(count)
     ]

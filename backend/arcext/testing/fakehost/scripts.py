@@ -22,6 +22,8 @@ class ScriptParameter:
     from_pipeline: bool = False
     validate_set: tuple[str, ...] = ()
     has_default: bool = False
+    validate_pattern: str | None = None  # [ValidatePattern('...')] (matched case-insensitively)
+    validate_range: tuple[int, int] | None = None  # [ValidateRange(a, b)]
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ def extract_parameters(text: str) -> tuple[ScriptParameter, ...]:
         type_ = ""
         mandatory = from_pipeline = has_default = False
         validate: tuple[str, ...] = ()
+        pattern: str | None = None
+        bounds: tuple[int, int] | None = None
         for child in node.children:
             if child.type == "variable":
                 name = child.text.decode()[1:]
@@ -105,7 +109,13 @@ def extract_parameters(text: str) -> tuple[ScriptParameter, ...]:
                         )
                     elif head == "validateset":
                         validate = tuple(a or b for a, b in re.findall(r"'([^']*)'|\"([^\"]*)\"", raw))
-        params.append(ScriptParameter(name, type_, mandatory, from_pipeline, validate, has_default))
+                    elif head == "validatepattern":
+                        found = re.search(r"\(\s*'((?:[^']|'')*)'\s*\)", raw)
+                        pattern = found.group(1).replace("''", "'") if found else None
+                    elif head == "validaterange":
+                        numbers = re.findall(r"-?\d+", raw)
+                        bounds = (int(numbers[0]), int(numbers[1])) if len(numbers) >= 2 else None
+        params.append(ScriptParameter(name, type_, mandatory, from_pipeline, validate, has_default, pattern, bounds))
     return tuple(params)
 
 
@@ -163,6 +173,17 @@ def bind(info: ScriptInfo, supplied: list[tuple[str | None, Any]]) -> dict[str, 
             raise BindingError(
                 f"Cannot validate argument on parameter '{param.name}'. The argument \"{value}\" does not belong "
                 f'to the set "{",".join(param.validate_set)}".'
+            )
+        if param.validate_pattern is not None and not re.search(param.validate_pattern, str(value), re.I):
+            raise BindingError(
+                f"Cannot validate argument on parameter '{param.name}'. The argument \"{value}\" does not match "
+                f'the "{param.validate_pattern}" pattern. Supply an argument that matches "{param.validate_pattern}" '
+                "and try the command again."
+            )
+        if param.validate_range is not None and not param.validate_range[0] <= int(value) <= param.validate_range[1]:
+            raise BindingError(
+                f"Cannot validate argument on parameter '{param.name}'. The {value} argument is outside the "
+                f"range {param.validate_range[0]}..{param.validate_range[1]}."
             )
         bound[param.name] = value
     for param in info.parameters:

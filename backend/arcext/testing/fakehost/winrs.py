@@ -362,6 +362,8 @@ class WinrsEndpoint:
             info = known_scripts().get(actual)
             if info is None:
                 raise ScriptFailure(f"{name}.ps1 is not one of arcext's own agent scripts (the fake runs only those).")
+            if info.name == "Invoke-HandlerRunner":
+                raise ScriptFailure("Invoke-HandlerRunner.ps1 runs only in the handler's scheduled task.")
             parameters = header.get("parameters") or {}
             if not isinstance(parameters, dict):
                 raise ScriptFailure("The parameters are not an object.")

@@ -175,6 +175,9 @@ class Shell:
         self.runs: dict[uuid.UUID, PipelineRun] = {}
         self.created_at = time.time()
         self.closed = False
+        #: the pool's global scope as far as the model knows it: variables that dot-sourced scripts
+        #: left type-constrained there (lower-case name -> (type, the script that left it))
+        self.global_constraints: dict[str, tuple[str, str]] = {}
 
     def flush(self) -> None:
         """Move every PSRP payload psrpcore has ready into the per-target queues (lock held)."""
@@ -221,6 +224,13 @@ class WSManServer(ThreadingHTTPServer):
         self.faults: list[InjectedFault] = []
         self.faults_lock = threading.Lock()
         self.stopping = threading.Event()
+        #: a pipeline that would dot-source a project script (UseLocalScope not true) is refused,
+        #: as the agent scripts must never share the pool's global scope; with this set it runs
+        #: instead, and the model keeps the typed variables it leaves behind (see _scope_check)
+        self.allow_dot_sourcing = False
+        #: session configurations (lower-case name) that are JEA endpoints in NoLanguage mode: they run
+        #: only the cmdlets of their role capabilities, never an AddScript pipeline
+        self.no_language_endpoints: set[str] = set()
         #: every request's action name in arrival order (round-trip counting)
         self.actions: list[str] = []
         #: shells ever created (runspace pools and WinRS cmd shells), for the one-shell-per-job assertion
@@ -902,7 +912,18 @@ def _execute(server: WSManServer, shell: Shell, run: PipelineRun) -> None:
                 "CommandNotFoundException",
             )
         command = commands[0]
+        configuration = shell.resource_uri.rsplit("/", 1)[-1].lower()
+        if configuration in server.no_language_endpoints:
+            raise _Terminating(
+                "The syntax is not supported by this runspace. This can occur if the runspace is in no-language mode.",
+                "ScriptsNotAllowed",
+            )
         info = known_scripts().get(script_hash(command.command_text))
+        if info is not None and info.name == "Invoke-HandlerRunner":
+            raise _Terminating(
+                "Invoke-HandlerRunner.ps1 runs only in the handler's scheduled task, never in a remoting pipeline.",
+                "CommandNotFoundException",
+            )
         if info is None:
             raise _Terminating(
                 "The term '<script>' is not recognized: the script is not one of arcext's own agent scripts "
@@ -913,6 +934,7 @@ def _execute(server: WSManServer, shell: Shell, run: PipelineRun) -> None:
             params = bind(info, list(command.parameters))
         except BindingError as exc:
             raise _Terminating(str(exc), "ParameterBindingException") from None
+        _scope_check(server, shell, info, command.use_local_scope)
         while not run.input_done.wait(0.5):
             if run.cancel.is_set() or server.stopping.is_set():
                 return
@@ -942,6 +964,36 @@ def _execute(server: WSManServer, shell: Shell, run: PipelineRun) -> None:
             if not shell.closed:
                 shell.flush()
             shell.cond.notify_all()
+
+
+def _scope_check(server: WSManServer, shell: Shell, info: Any, use_local_scope: bool | None) -> None:
+    """PowerShell runs an ``AddScript`` command with UseLocalScope unset or false in the runspace's
+    global scope, as if dot-sourced: its variables stay there for every later pipeline of the pool,
+    typed ones with their type constraint (``[hashtable]$Environment``), and a later script that
+    assigns a value of another type to that name fails with "Cannot convert ...". The host refuses
+    such a pipeline outright unless ``allow_dot_sourcing``; then it models the leftovers."""
+    from .pscheck import assigned_variables, converts_to, typed_variables
+
+    if use_local_scope:
+        return
+    if not server.allow_dot_sourcing:
+        raise _Terminating(
+            f"{info.name}.ps1 would run dot-sourced in the runspace pool's global scope (UseLocalScope is "
+            f"{use_local_scope}); arcext's agent scripts must run with useLocalScope=true so that no "
+            "variable outlives the script.",
+            "ScopeSharingRefused",
+        )
+    with shell.lock:
+        for name, rhs in assigned_variables(info.text).items():
+            left = shell.global_constraints.get(name)
+            if left is not None and left[1] != info.name and not converts_to(left[0], rhs):
+                raise _Terminating(
+                    f'Cannot convert the value of "{rhs[:60]}" to type "{left[0]}": ${name} was left '
+                    f"type-constrained in the global scope by {left[1]}.ps1.",
+                    "RuntimeException",
+                )
+        for name, type_ in typed_variables(info.text).items():
+            shell.global_constraints[name] = (type_, info.name)
 
 
 class _Terminating(Exception):
