@@ -98,8 +98,29 @@ class Catalog:
     def versions(self, publisher: str, type_: str) -> list[Record]:
         return sorted(self.store.list_extension_versions(publisher, type_), key=lambda r: version_key(r["version"]))
 
+    def newest_of_minor(self, publisher: str, type_: str, version: str) -> str | None:
+        """For a Major.Minor ``version`` ("1.10"): the newest published version of that Major.Minor
+        ("1.10.3", or "1.10" itself when only that is published), which is what Azure installs; None for a
+        version of any other length or when no such version is published."""
+        wanted = version.split(".")
+        if len(wanted) != 2 or not all(p.isdigit() for p in wanted):
+            return None
+        head = (int(wanted[0]), int(wanted[1]))
+        matching = [
+            r["version"] for r in self.store.list_extension_versions(publisher, type_) if _head(r["version"]) == head
+        ]
+        return max(matching, key=version_key) if matching else None
+
     def get_version(self, publisher: str, type_: str, version: str) -> Record | None:
         for record in self.store.list_extension_versions(publisher, type_):
             if record["version"].lower() == version.lower():
                 return record
         return None
+
+
+def _head(version: str) -> tuple[int, int] | None:
+    """A version's Major.Minor as numbers (None for a one-part version)."""
+    parts = version.split(".")
+    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return None
+    return int(parts[0]), int(parts[1])

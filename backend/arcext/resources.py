@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import errors
+from .catalog import Catalog
 from .crypto import SecretBox
 from .hosts.base import HostDriver, HostDriverError, spec_of
 from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, parse_resource_id, validate_extension_name
@@ -82,8 +83,11 @@ class ResourceService:
         box: SecretBox,
         clock: Clock,
         drivers: Callable[[MachineKey, MachineDoc], HostDriver | None] | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.drivers = drivers
+        #: Resolves a Major.Minor typeHandlerVersion to the newest published Major.Minor.x (None: stored as given).
+        self.catalog = catalog
         #: Called with (machine, extension key) after an install or update succeeded (the engine's hook).
         self.on_extension_ready: Callable[[MachineKey, str], object] | None = None
         self.store = store
@@ -280,11 +284,32 @@ class ResourceService:
             raise errors.another_operation_in_progress(key.id, machine["operation"])
         return machine
 
+    def _resolve_version(self, key: MachineKey, name: str, props_in: dict[str, Any]) -> None:
+        """Azure accepts a Major.Minor typeHandlerVersion ("1.10") and installs the newest published
+        Major.Minor.x; properties and instanceView then show that full version ("1.10.3", as the spec's
+        Extension_CreateOrUpdate and Extension_Update examples answer), and so does the upgrade engine's idea
+        of what is installed. With no such version in the catalog the version is kept as given.
+
+        Runs before the machine's mutation (the catalog is another part of the store); the publisher and
+        type are the request's, else the stored extension's."""
+        version = props_in.get("typeHandlerVersion")
+        if self.catalog is None or not isinstance(version, str) or version.count(".") != 1:
+            return
+        publisher, type_ = props_in.get("publisher"), props_in.get("type")
+        if not (publisher and type_):
+            doc = self.store.get_machine(key)
+            record = doc["extensions"].get(name.lower()) if doc else None
+            stored = record["resource"]["properties"] if record else {}
+            publisher, type_ = publisher or stored.get("publisher"), type_ or stored.get("type")
+        if publisher and type_:
+            props_in["typeHandlerVersion"] = self.catalog.newest_of_minor(publisher, type_, version) or version
+
     def put_extension(self, key: MachineKey, name: str, body: dict[str, Any], principal: str) -> Record:
         validate_extension_name(name)
         now = self.clock.now()
         props_in = dict(body.get("properties") or {})
         protected = props_in.pop("protectedSettings", None)
+        self._resolve_version(key, name, props_in)
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc, Record]:
             machine = self._writable_machine(key, doc, "write")
@@ -354,6 +379,7 @@ class ResourceService:
         now = self.clock.now()
         props_in = dict(body.get("properties") or {})
         protected = props_in.pop("protectedSettings", None)
+        self._resolve_version(key, name, props_in)
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc, Record]:
             if doc is None:

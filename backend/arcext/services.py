@@ -52,7 +52,7 @@ class Services:
         hosts = HostResolver(fleet, simulate)
         activity = ActivityLog(store)
         engine = Engine(store, box, clock, catalog, activity, hosts, engine_settings)
-        resources = ResourceService(store, box, clock, hosts)
+        resources = ResourceService(store, box, clock, hosts, catalog)
         resources.on_extension_ready = engine.reconsider
         return cls(
             store=store,

@@ -44,7 +44,10 @@ class _ExtensionPropertiesBase(ArmSchema):
     forceUpdateTag = StrictString()
     publisher = extension_name_field('The publisher, e.g. "Microsoft.Compute".')
     type = extension_name_field('The extension type, e.g. "CustomScriptExtension".')
-    typeHandlerVersion = version_field('The version, e.g. "1.10" or "1.10.3".')
+    typeHandlerVersion = version_field(
+        'The version, e.g. "1.10.3", or a Major.Minor such as "1.10": that installs the newest published '
+        "1.10.x, the version then returned here and in instanceView (as given when none is published)."
+    )
     enableAutomaticUpgrade = StrictBoolean()
     autoUpgradeMinorVersion = StrictBoolean()
     settings = json_object()
