@@ -1,6 +1,6 @@
 """Helpers shared by the replay tests (spec examples and Az.ConnectedMachine recordings).
 
-- where the shared folder is, and skipping cleanly when it is not there;
+- where the copied data is (tests/data, see its README.md), failing loudly when it is not there;
 - a strict shape comparator (keys and JSON types, recursively; values ignored except ARM resource types);
 - preconditions made through the API (machines, extensions, catalog versions), including those of an
   upgradeExtensions request (each target's extension installed at an older version, the target published);
@@ -22,9 +22,9 @@ import requests
 
 from arcext.testing import ArcextServer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-AZURE_SPEC = SHARED / "azure-spec"
-AZ_RECORDINGS = SHARED / "az-recordings"
+DATA = Path(__file__).resolve().parent / "data"
+AZURE_SPEC = DATA / "azure-spec"
+AZ_RECORDINGS = DATA / "az-recordings"
 HC = AZURE_SPEC / "specification/hybridcompute/resource-manager/Microsoft.HybridCompute"
 SPEC_DOCS = {
     "2024-07-10": HC / "stable/2024-07-10/HybridCompute.json",
@@ -57,11 +57,11 @@ ARM_RESPONSE_HEADERS = ("x-ms-request-id", "x-ms-correlation-request-id")
 
 
 def require(path: Path) -> Path:
-    """Skip the calling test (or module, at collection) when the shared folder is not beside the clone."""
+    """Fail the calling test (or module, at collection) when the repository's copy of the data is missing:
+    it ships with the repository (tests/data/README.md), so a missing folder is a broken checkout, never a
+    reason to skip."""
     if not path.exists():
-        pytest.skip(
-            f"shared data not found at {path} (CI puts a copy of shared/ beside the clone)", allow_module_level=True
-        )
+        pytest.fail(f"test data not found at {path}: it ships in tests/data (see tests/data/README.md)", pytrace=False)
     return path
 
 

@@ -1,4 +1,4 @@
-"""The machine and extension requests of ../shared/az-recordings (real Azure traffic recorded by the
+"""The machine and extension requests of tests/data/az-recordings (real Azure traffic recorded by the
 Az.ConnectedMachine tests), replayed against a live arcext.
 
 One test per recorded scenario (a recording file holds one or more; the entries of a scenario depend on

@@ -24,7 +24,7 @@ from arcext.hosts.packages import PackageStore
 from arcext.hosts.psrp import AgentScriptDriver, DriverTuning, PsrpDriver, script_text
 from arcext.testing.fakehost import FakeHost, make_package
 
-RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "pypsrp-recordings"
+RECORDINGS = Path(__file__).resolve().parent / "data" / "pypsrp-recordings"  # see tests/data/README.md
 HANDLER = "Contoso.Fake.Agent"
 
 
@@ -173,7 +173,9 @@ def _paths(xml: str) -> frozenset[str]:
 def _recorded(pattern: str = "test_psrp*.yml") -> dict[str, list[frozenset[str]]]:
     """Element paths of every recorded response, per response action (or Fault:<subcode>)."""
     found: dict[str, list[frozenset[str]]] = {}
-    for f in sorted(glob.glob(str(RECORDINGS / pattern))):
+    files = sorted(glob.glob(str(RECORDINGS / pattern)))
+    assert files, f"no transcript matches {pattern} in {RECORDINGS} (they ship in tests/data)"
+    for f in files:
         for m in yaml.safe_load(Path(f).read_text())["messages"]:
             response = m.get("response") or ""
             action = re.search(r"<a:Action>([^<]*)<", response)
@@ -186,7 +188,6 @@ def _recorded(pattern: str = "test_psrp*.yml") -> dict[str, list[frozenset[str]]
     return found
 
 
-@pytest.mark.skipif(not RECORDINGS.is_dir(), reason="../shared/pypsrp-recordings is not present")
 def test_envelopes_match_real_windows_transcripts(fake: FakeHost, tmp_path: Path) -> None:
     d = driver(tmp_path, fake)
     from arcext.hosts.base import ExtensionSpec

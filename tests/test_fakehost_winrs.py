@@ -15,7 +15,7 @@ from winrm.protocol import Protocol
 from arcext.hosts.psrp import script_text
 from arcext.hosts.winrm import encoded_command
 from arcext.testing.fakehost import FakeHost
-from test_fakehost_protocol import HANDLER, RECORDINGS, RESPONSES, _recorded, compare_envelopes
+from test_fakehost_protocol import HANDLER, RESPONSES, _recorded, compare_envelopes
 
 
 @pytest.fixture
@@ -80,7 +80,6 @@ def test_faults_for_unknown_shells_and_commands(fake: FakeHost, protocol: Protoc
 
 
 # --- fidelity: the fake's WinRS envelopes have the structure real Windows sends --------------------
-@pytest.mark.skipif(not RECORDINGS.is_dir(), reason="../shared/pypsrp-recordings is not present")
 def test_winrs_envelopes_match_real_windows_transcripts(fake: FakeHost, protocol: Protocol) -> None:
     shell = protocol.open_shell(codepage=65001, noprofile=True)
     command_id = protocol.run_command(shell, *encoded_command("Invoke-AgentScript"))

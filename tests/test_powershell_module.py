@@ -42,7 +42,7 @@ ROUTES_FILE = PRIVATE / "ArcRoutes.ps1"
 HTTP_HELPER = PRIVATE / "Invoke-ArcRequest.ps1"
 # The one private function that *parses* resource ids (regex over Id); it never builds a request path.
 ID_PARSER = PRIVATE / "Resolve-ArcResourceId.ps1"
-SHARED_RECORDINGS = ROOT.parent / "shared" / "az-recordings"
+FULL_RECORDINGS = ROOT / "tests" / "data" / "az-recordings"  # the untrimmed copies (tests/data/README.md)
 VENDORED_RECORDINGS = PESTER / "fixtures" / "az-recordings"
 
 TYPE_PREFIX = "AzConnectedMachineShim."
@@ -872,10 +872,9 @@ def _recording_entries(path: Path) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "vendored", sorted(VENDORED_RECORDINGS.glob("*.Recording.json")), ids=lambda p: p.name.split(".")[0]
 )
-def test_vendored_recordings_match_the_shared_ones(vendored: Path) -> None:
-    source = SHARED_RECORDINGS / vendored.name
-    if not source.is_file():
-        pytest.skip(f"shared recordings not available at {SHARED_RECORDINGS}")
+def test_vendored_recordings_match_the_full_ones(vendored: Path) -> None:
+    source = FULL_RECORDINGS / vendored.name
+    assert source.is_file(), f"{vendored.name} has no untrimmed copy in {FULL_RECORDINGS}"
     signing = re.compile(r"&(t|c|s|h)=[^&+]*")
     originals = {signing.sub("", k): v for k, v in _recording_entries(source).items()}
     for key, entry in _recording_entries(vendored).items():

@@ -1,4 +1,4 @@
-"""Every machines/extensions example of ../shared/azure-spec (2024-07-10 and 2026-07-15), replayed live.
+"""Every machines/extensions example of tests/data/azure-spec (2024-07-10 and 2026-07-15), replayed live.
 
 Each example file is one test: its operation (method and path template) comes from the spec document
 that references it (x-ms-examples), its parameters fill the path, the one object parameter is the body.

@@ -1,7 +1,7 @@
 """The WinRS side of the fake Windows host: the cmd shell resource
 (``http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd``) that pywinrm and every WinRS client
 use. Create / Command / Send / Receive / Signal / Delete, shaped like the real-Windows transcripts in
-../shared/pypsrp-recordings/test_winrs_*.yml.
+tests/data/pypsrp-recordings/test_winrs_*.yml.
 
 The fake cannot run programs. A Command is recognised only as ``powershell.exe ... -EncodedCommand
 <base64 UTF-16LE>`` whose decoded text is, by SHA-256, one of the project's own scripts, and only the

@@ -3,7 +3,7 @@
 One ``WSManServer`` is one fake Windows host: HTTP/1.1 keep-alive on 127.0.0.1, Basic auth (meant
 for TLS) or NTLM with WinRM message encryption (pyspnego acceptor), the Create / Command / Send /
 Receive / Signal / Delete / Get actions of ``.../windows/shell`` for the PowerShell resource URI, and
-the SOAP faults real Windows sends (shapes follow ../shared/pypsrp-recordings). Pipelines run on a
+the SOAP faults real Windows sends (shapes follow tests/data/pypsrp-recordings). Pipelines run on a
 worker thread each: the script text is looked up by SHA-256 among the project's own .ps1 files, its
 parameters are bound against the real ``param()`` block, and the matching Python implementation in
 :mod:`.machine` does the work. Anything else is a terminating error.
