@@ -17,7 +17,7 @@ from ..ids import MachineKey
 from ..store.base import MachineDoc, Store
 from ..upgrades.clock import iso
 
-DRIVERS = ("psrp", "winrm")  # winrm: pywinrm over WinRS, for hosts that do not allow PSRP
+DRIVERS = ("psrp", "winrm", "ssh")  # winrm: pywinrm over WinRS, for hosts that do not allow PSRP; ssh: Linux
 AUTHS = ("negotiate", "ntlm", "kerberos", "certificate", "basic")
 TRANSPORTS = ("https", "http")
 SECRET_FIELDS = ("password", "certificatePem", "certificateKeyPem", "certificateKeyPassword")
@@ -65,6 +65,13 @@ class HostConnection:
     certificate_pem: str | None = field(default=None, repr=False)
     certificate_key_pem: str | None = field(default=None, repr=False)
     certificate_key_password: str | None = field(default=None, repr=False)
+    # ssh (Linux hosts; hosts/ssh_settings.py validates these)
+    host_key_fingerprint: str | None = None
+    trust_on_first_use: bool = False
+    sudo: bool = False
+    handler_root: str = "/"
+    private_key_pem: str | None = field(default=None, repr=False)
+    private_key_passphrase: str | None = field(default=None, repr=False)
 
     @property
     def ssl(self) -> bool:
@@ -81,10 +88,17 @@ def _extension_pattern(value: Any, target: str) -> str:
     return value
 
 
-def validate(body: dict[str, Any], previous: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check a PUT body; returns (public settings, secrets). Secrets not given are kept from ``previous``."""
+def validate(
+    body: dict[str, Any], previous: dict[str, Any] | None = None, default_driver: str = "psrp"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check a PUT body; returns (public settings, secrets). Secrets not given are kept from ``previous``.
+    ``default_driver`` applies when the body names none (ssh for osType linux machines)."""
     if not isinstance(body, dict):
         raise errors.invalid_request_content("The host connection must be a JSON object.")
+    if body.get("driver", default_driver) == "ssh":
+        from .ssh_settings import validate_ssh
+
+        return validate_ssh(body, previous)
     known = set(PUBLIC_DEFAULTS) | set(SECRET_FIELDS) | {"address", "port", "username"}
     for key in body:
         if key not in known:
@@ -205,6 +219,12 @@ def load(record: dict[str, Any], box: SecretBox) -> HostConnection:
         certificate_pem=secrets.get("certificatePem"),
         certificate_key_pem=secrets.get("certificateKeyPem"),
         certificate_key_password=secrets.get("certificateKeyPassword"),
+        host_key_fingerprint=p.get("hostKeyFingerprint"),
+        trust_on_first_use=bool(p.get("trustOnFirstUse", False)),
+        sudo=bool(p.get("sudo", False)),
+        handler_root=str(p.get("handlerRoot") or "/"),
+        private_key_pem=secrets.get("privateKeyPem"),
+        private_key_passphrase=secrets.get("privateKeyPassphrase"),
     )
 
 
@@ -242,7 +262,8 @@ class HostConnectionService:
                 raise self._missing(key)
             current = stored(doc)
             previous_secrets = self.box.open(current["credentials"]) if current and current.get("credentials") else None
-            public, secrets = validate(body, previous_secrets)
+            os_type = str(((doc["machine"].get("properties") or {}).get("osType")) or "").lower()
+            public, secrets = validate(body, previous_secrets, "ssh" if os_type == "linux" else "psrp")
             record = {**public, "credentials": self.box.seal(secrets), "updatedAt": iso(now)}
             doc["machine"]["hostConnection"] = record
             return doc, (view(record), current is None)
