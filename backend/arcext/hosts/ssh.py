@@ -23,6 +23,7 @@ settings, the package store and the allow/block list check.
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import io
 import json
@@ -74,6 +75,10 @@ STATE_NAMES = {
     "FailedUpgrade": "failed",
     "NotInstalled": "transitioning",
 }
+_KNOWN_HOSTS_LOCK = threading.Lock()
+#: process-wide counters (connections, channels, per agent operation) for scripts/bench_hosts.py --driver ssh
+STATS: collections.Counter[str] = collections.Counter()
+_STATS_LOCK = threading.Lock()
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 ROOT_RE = re.compile(r"^/[A-Za-z0-9/._-]*$")
@@ -315,6 +320,8 @@ class SshDriver:
             transport.close()
             raise HostUnreachable(self.name, "connect", f"SSH handshake failed ({type(exc).__name__})") from None
         self.connections_opened += 1
+        with _STATS_LOCK:
+            STATS["connections"] += 1
         return transport
 
     def _ensure(self) -> Any:
@@ -358,6 +365,9 @@ class SshDriver:
         try:
             channel = transport.open_session(timeout=self.conn.operation_timeout_s)
             self.channels_opened += 1
+            with _STATS_LOCK:
+                STATS["channels"] += 1
+                STATS[f"op:{op}"] += 1
             try:
                 channel.settimeout(0.2)
                 channel.exec_command(self.command_line(op, args))
@@ -828,9 +838,6 @@ class SshDriver:
         for version in state["cached"]:
             self.agent("remove", [handler, version, "purge"])
         self._finish(handler, op_id, "remove", "succeeded")
-
-
-_KNOWN_HOSTS_LOCK = threading.Lock()
 
 
 def _first_status(text: str) -> dict[str, Any] | str | None:
