@@ -189,7 +189,7 @@ def test_status_stays_transitioning_rolls_back(
     publish(store, "1.0.0")
     publish(store, "1.1.0", {"status": "transitioning"})
     settings = installed_at_1_0(sshd_server, root, store, tmp_path)
-    d = driver(sshd_server, root, store, tmp_path)
+    d = driver(sshd_server, root, store, tmp_path, statusDeadlineSeconds=1)
     try:
         with pytest.raises(HandlerFailed) as err:
             d.upgrade(spec(), "1.0.0", "1.1.0")
@@ -211,7 +211,7 @@ def test_stale_heartbeat_rolls_back(sshd_server: Sshd, root: Path, store: Packag
     publish(store, "1.0.0", report_heartbeat=True)
     publish(store, "1.1.0", {"heartbeat": "stale"}, report_heartbeat=True)
     settings = installed_at_1_0(sshd_server, root, store, tmp_path)
-    d = driver(sshd_server, root, store, tmp_path)
+    d = driver(sshd_server, root, store, tmp_path, statusDeadlineSeconds=1)
     try:
         with pytest.raises(HandlerFailed) as err:
             d.upgrade(spec(), "1.0.0", "1.1.0")

@@ -272,7 +272,7 @@ op_run() { # HANDLER VERSION COMMAND HANDLER-COMMAND TIMEOUT OP-ID STEP [NAME=VA
             [ -f "$sd/rc" ] || printf 'timeout' >"$sd/rc"
             break
         fi
-        sleep 0.1
+        sleep 0.05
     done
     report_step "$sd"
 }
