@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 from arcext.crypto import SecretBox
+from arcext.errors import ArmError
 from arcext.hosts import connections
 from arcext.hosts.base import ExtensionSpec, HandlerFailed, HostAuthError, UpgradeRefused
 from arcext.hosts.packages import PackageStore
@@ -416,6 +417,7 @@ def test_names_and_versions_are_validated_driver_side(
         (ExtensionSpec("x", "Evil/..", TYPE), "1.0.0"),
         (ExtensionSpec("x", "..", TYPE), "1.0.0"),
         (ExtensionSpec("x", PUB, "A;rm -rf /"), "1.0.0"),
+        (ExtensionSpec("x", "-rf", TYPE), "1.0.0"),
         (ExtensionSpec("x", PUB, TYPE), "1.0.0/../../etc"),
         (ExtensionSpec("x", PUB, TYPE), "1.0.0-beta"),
     ):
@@ -483,3 +485,21 @@ def test_update_without_install_skips_install(
     ]
     assert settings
     assert versions(root, HANDLER) == {} and cached(root, HANDLER) == []
+
+
+def test_passphrase_protected_key(sshd_server: Sshd, root: Path, store: PackageStore, tmp_path: Path) -> None:
+    key = serialization.load_ssh_private_key(sshd_server.user_key_pem.encode(), None)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.BestAvailableEncryption(b"correct horse"),
+    ).decode()
+    with pytest.raises(ArmError) as err:  # a wrong passphrase is a 400 at PUT, not a failure at upgrade time
+        connections.validate(sshd_server.connection(root, privateKeyPem=pem, privateKeyPassphrase="wrong"))
+    assert "correct horse" not in err.value.message and "BEGIN" not in err.value.message
+    d = driver(sshd_server, root, store, tmp_path, privateKeyPem=pem, privateKeyPassphrase="correct horse")
+    try:
+        assert d.installed("agent") is None
+    finally:
+        d.close()
+    assert d.connections_opened == 1

@@ -79,7 +79,7 @@ _KNOWN_HOSTS_LOCK = threading.Lock()
 #: process-wide counters (connections, channels, per agent operation) for scripts/bench_hosts.py --driver ssh
 STATS: collections.Counter[str] = collections.Counter()
 _STATS_LOCK = threading.Lock()
-NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # no leading "." or "-"
 VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 ROOT_RE = re.compile(r"^/[A-Za-z0-9/._-]*$")
 MAX_UNPACKED_BYTES = 1024 * 1024 * 1024

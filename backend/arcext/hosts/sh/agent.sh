@@ -18,10 +18,10 @@ die() {
     exit 2
 }
 
-# names: letters, digits, '.', '-', '_'; never '..' nor a leading '.'
+# names: letters, digits, '.', '-', '_'; never '..' nor a leading '.' or '-'
 check_name() {
     case "$1" in
-    '' | .* | *..* | *[!A-Za-z0-9._-]*) die "invalid $2 '$1'" ;;
+    '' | .* | -* | *..* | *[!A-Za-z0-9._-]*) die "invalid $2 '$1'" ;;
     esac
 }
 check_version() {
