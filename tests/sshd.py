@@ -67,7 +67,9 @@ def fingerprint_of(public_line: str) -> str:
 
 def ensure_user(name: str, password: str) -> None:
     if subprocess.run(["id", name], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
+        made = subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], capture_output=True)
+        if made.returncode not in (0, 9):  # 9: another test process created it meanwhile
+            raise RuntimeError(f"useradd {name}: {made.stderr.decode(errors='replace')}")
     subprocess.run(["usermod", "--home", "/", name], check=True, capture_output=True)  # no home directory needed
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True, capture_output=True)
 
@@ -155,6 +157,8 @@ class Sshd:
 
     def stop(self) -> None:
         self.sudoers.unlink(missing_ok=True)
+        for user in (SUDO_USER, PLAIN_USER):  # no password left behind for the system's own sshd
+            subprocess.run(["usermod", "--password", "*", user], capture_output=True)
         if self.proc is not None:
             self.kill_sessions()
             self.proc.terminate()
