@@ -49,7 +49,9 @@ UPGRADE_ORDER = [
     ("1.1.0", "install"),
     ("1.1.0", "enable"),
 ]
-SETTINGS = {"workspaceId": "ws-1", "nested": {"a": [1, 2]}}
+PWNED = Path("/tmp/arcext-ssh-pwned")
+#: shell metacharacters in user values: they must arrive as data, never run
+SETTINGS = {"workspaceId": "ws-1", "nested": {"a": [1, 2]}, "cmd": f"$(touch {PWNED}) `touch {PWNED}` '; touch {PWNED}"}
 PROTECTED = {"workspaceKey": "very-secret"}
 
 
@@ -129,6 +131,29 @@ def test_install_then_upgrade_succeeds(sshd_server: Sshd, root: Path, store: Pac
     assert "AZURE_GUEST_AGENT_UPDATING_FROM_VERSION=1.0.0" in update_env and "VERSION=1.1.0" in update_env
     assert d.connections_opened == 1
     assert (root / "var/lib/waagent" / f"{HANDLER}-1.1.0" / "config/0.settings").stat().st_mode & 0o077 == 0
+    assert not PWNED.exists(), "user values never reach a shell"
+
+
+def test_agent_refuses_names_with_shell_syntax_and_sh_parses_it(
+    sshd_server: Sshd, root: Path, store: PackageStore, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from arcext.hosts.base import RemoteScriptError
+    from arcext.hosts.ssh import agent_text
+
+    assert subprocess.run(["sh", "-n", "-c", agent_text()]).returncode == 0
+    d = driver(sshd_server, root, store, tmp_path)
+    try:
+        for bad in (f"A.B;touch {PWNED}", f"$(touch {PWNED})", "../../etc", "-rf"):
+            with pytest.raises(RemoteScriptError) as err:
+                d.agent("state", [bad])  # the agent checks names again, on the host
+            assert "invalid handler" in str(err.value)
+        with pytest.raises(RemoteScriptError):
+            d.agent("remove", ["A.B", "1.0/../../.."])
+    finally:
+        d.close()
+    assert not PWNED.exists() and list(root.iterdir()) == []
 
 
 def test_enable_fails_rolls_back_to_lkg(sshd_server: Sshd, root: Path, store: PackageStore, tmp_path: Path) -> None:
