@@ -435,7 +435,9 @@ class SshDriver:
         return base64.b64decode(value).decode("utf-8", "replace") if value else ""
 
     def host_state(self, handler: str) -> dict[str, Any]:
-        raw = self.agent("state", [handler])
+        return self._parse_state(self.agent("state", [handler]))
+
+    def _parse_state(self, raw: dict[str, Any]) -> dict[str, Any]:
         versions = {
             v: {"version": v, "state": st, "sequenceNumber": None if seq == "-" else int(seq)}
             for v, st, seq in raw.get("version", [])
@@ -462,8 +464,11 @@ class SshDriver:
             )
         return ref
 
-    def stage(self, handler: str, version: str, ref: PackageRef, cached: list[str]) -> dict[str, Any]:
-        """Upload (unless cached on the host) and extract one version; returns its handlerManifest."""
+    def stage(
+        self, handler: str, version: str, ref: PackageRef, cached: list[str]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Upload (unless cached on the host) and extract one version; returns its handlerManifest and
+        the host state after staging (the agent reports it in the same call)."""
         try:
             data = package_tar(ref)
         except UpgradeRefused as exc:
@@ -471,8 +476,8 @@ class SshDriver:
         sha = hashlib.sha256(data).hexdigest()
         if version in cached:
             try:
-                self.agent("stage", [handler, version, sha, "cached"])
-                return dict(ref.manifest)
+                raw = self.agent("stage", [handler, version, sha, "cached"])
+                return dict(ref.manifest), self._parse_state(raw)
             except RemoteScriptError as exc:
                 log.info(
                     "Cached package of %s %s on %s unusable (%s); uploading", handler, version, self.name, exc.message
@@ -485,7 +490,7 @@ class SshDriver:
                 deadline_s=2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s + len(data) / 50_000,
             )
             if result.get("verified") == [["1"]]:
-                return dict(ref.manifest)
+                return dict(ref.manifest), self._parse_state(result)
             if attempt == 2:
                 got = (result.get("sha256") or [["?"]])[0][0]
                 raise IntegrityError(self.name, "upload", f"{handler} {version}: the host computed SHA-256 {got}")
@@ -494,8 +499,8 @@ class SshDriver:
     def write_settings(self, handler: str, version: str, seq: int, content: bytes) -> None:
         self.agent("settings-write", [handler, version, str(seq)], stdin=content)
 
-    def write_journal(self, handler: str, journal: dict[str, Any]) -> None:
-        self.agent("journal", [handler], stdin=json.dumps(journal).encode())
+    def write_journal(self, handler: str, journal: dict[str, Any], purge: str | None = None) -> None:
+        self.agent("journal", [handler, *([purge] if purge else [])], stdin=json.dumps(journal).encode())
 
     def handler_command(
         self,
@@ -611,7 +616,10 @@ class SshDriver:
         )
         return op_id
 
-    def _finish(self, handler: str, op_id: str, kind: str, outcome: str, **fields: Any) -> None:
+    def _finish(
+        self, handler: str, op_id: str, kind: str, outcome: str, purge: str | None = None, **fields: Any
+    ) -> None:
+        """Mark the operation finished (after removing ``purge``'s directory and cached package)."""
         self.write_journal(
             handler,
             {
@@ -622,6 +630,7 @@ class SshDriver:
                 "finished": True,
                 "outcome": outcome,
             },
+            purge,
         )
 
     @staticmethod
@@ -691,8 +700,7 @@ class SshDriver:
         self.handlers[spec.name.lower()] = handler
         state = self.host_state(handler)
         op_id = self._start(handler, "install", state, version=version)
-        manifest = self.stage(handler, version, ref, state["cached"])
-        state = self.host_state(handler)
+        manifest, state = self.stage(handler, version, ref, state["cached"])
         current = state["versions"].get(version)
         seq = current.get("sequenceNumber") if current else None
         if current and current["state"] == "Enabled" and not self._ran(state, op_id, "install.enable"):
@@ -719,14 +727,16 @@ class SshDriver:
         op_id = self._start(handler, "upgrade", state, fromVersion=old, toVersion=new)
         old_ref = self.packages.get(spec.publisher, spec.type, old)
         old_manifest = dict(old_ref.manifest) if old_ref else {}
-        manifest = self.stage(handler, new, ref, state["cached"])
-        state = self.host_state(handler)
+        manifest, state = self.stage(handler, new, ref, state["cached"])
         versions = state["versions"]
-        old_v, new_v = versions.get(old), versions.get(new)
+        old_v, new_v = versions.get(old), versions.get(new) or {}
+        seq = new_v.get("sequenceNumber")
         if old_v is not None and old_v["sequenceNumber"] is not None:
-            self.agent("settings-copy", [handler, old, new])  # byte for byte, same N
-        elif new_v is None or new_v["sequenceNumber"] is None:
-            self.write_settings(handler, new, 0, self._settings(spec))
+            copied = self.agent("settings-copy", [handler, old, new])  # byte for byte, same N
+            seq = int(copied["copied"][0][0]) if copied.get("copied") and copied["copied"][0] else seq
+        elif seq is None:
+            seq = 0
+            self.write_settings(handler, new, seq, self._settings(spec))
         env = {"AZURE_GUEST_AGENT_UPDATING_FROM_VERSION": old, "VERSION": new}
         if (old_v is not None and old_v["state"] == "Enabled") or self._ran(state, op_id, "old.disable"):
             self.handler_command(op_id, "old.disable", handler, old, "disable", old_manifest or manifest)
@@ -735,18 +745,15 @@ class SshDriver:
             self.handler_command(op_id, "old.uninstall", handler, old, "uninstall", old_manifest or manifest)
         # WALA removes the old directory here; its package stays in the host cache (the LKG copy)
         self.agent("remove", [handler, old])
-        state = self.host_state(handler)
-        new_v = state["versions"].get(new) or {}
+        # update leaves the new version NotInstalled; a resumed job finds install in the journal
         if manifest.get("updateMode", "UpdateWithInstall") != "UpdateWithoutInstall" and (
-            new_v.get("state") == "NotInstalled" or self._ran(state, op_id, "new.install")
+            new_v.get("state", "NotInstalled") == "NotInstalled" or self._ran(state, op_id, "new.install")
         ):
             self.handler_command(op_id, "new.install", handler, new, "install", manifest)
         self.handler_command(op_id, "new.enable", handler, new, "enable", manifest)
-        seq = new_v.get("sequenceNumber")
         self.health_gate(handler, new, int(seq) if seq is not None else 0, manifest)
         # healthy: the new version is the last known good now; the old cached package can go
-        self.agent("remove", [handler, old, "purge"])
-        self._finish(handler, op_id, "upgrade", "succeeded", fromVersion=old, toVersion=new)
+        self._finish(handler, op_id, "upgrade", "succeeded", purge=old, fromVersion=old, toVersion=new)
 
     # --- rollback ----------------------------------------------------------------------------------
     def rollback(self, spec: ExtensionSpec, failed_version: str, good_version: str) -> None:
@@ -786,23 +793,24 @@ class SshDriver:
             raise PackageMissing(self.name, "rollback", f"no package is attached to {handler} {good}")
         manifest = dict(ref.manifest)
         if good not in state["versions"]:
-            manifest = self.stage(handler, good, ref, state["cached"])  # from the host cache when it is there
-        state = self.host_state(handler)
+            manifest, state = self.stage(handler, good, ref, state["cached"])  # from the host cache when there
         versions = state["versions"]
         good_v = versions.get(good) or {}
-        if good_v.get("sequenceNumber") is None:
+        seq = good_v.get("sequenceNumber")
+        if seq is None:
             if bad in versions and versions[bad]["sequenceNumber"] is not None:
-                self.agent("settings-copy", [handler, bad, good])
+                copied = self.agent("settings-copy", [handler, bad, good])
+                seq = int(copied["copied"][0][0]) if copied.get("copied") and copied["copied"][0] else 0
             else:
-                self.write_settings(handler, good, 0, self._settings(spec))
+                seq = 0
+                self.write_settings(handler, good, seq, self._settings(spec))
         if bad != good:
             self.agent("remove", [handler, bad, "purge"])
         if good_v.get("state", "NotInstalled") == "NotInstalled" or self._ran(state, op_id, "rollback.lkg.install"):
             self.handler_command(op_id, "rollback.lkg.install", handler, good, "install", manifest)
         if good_v.get("state") != "Enabled" or self._ran(state, op_id, "rollback.lkg.enable"):
             self.handler_command(op_id, "rollback.lkg.enable", handler, good, "enable", manifest)
-        seq = (self.host_state(handler)["versions"].get(good) or {}).get("sequenceNumber")
-        self.health_gate(handler, good, int(seq) if seq is not None else 0, manifest)
+        self.health_gate(handler, good, int(seq), manifest)
         self._finish(handler, op_id, "rollback", "succeeded", fromVersion=bad, toVersion=good)
 
     # --- remove ------------------------------------------------------------------------------------

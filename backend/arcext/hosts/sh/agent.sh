@@ -134,6 +134,7 @@ op_stage() { # HANDLER VERSION SHA256 upload|cached  (upload: the package tar on
     d=$(vdir_of "$h" "$v")
     if [ -f "$d/HandlerManifest.json" ] && [ -f "$d/config/HandlerState" ]; then
         printf 'expanded existing\n'
+        op_state "$h" # the state after staging: saves the driver a round trip
         return 0
     fi
     got=$(sha256sum "$cache/$v.tar" | cut -d ' ' -f 1)
@@ -149,6 +150,7 @@ op_stage() { # HANDLER VERSION SHA256 upload|cached  (upload: the package tar on
     rm -rf "$d"
     mv "$tmp" "$d" || die "cannot move $h $v into place"
     printf 'expanded new\n'
+    op_state "$h"
 }
 
 op_settings_write() { # HANDLER VERSION SEQ  (the settings document on stdin)
@@ -301,9 +303,10 @@ op_remove() { # HANDLER VERSION [purge]: the version directory (and with purge i
     printf 'removed %s\n' "$v"
 }
 
-op_journal() { # HANDLER (the journal JSON on stdin)
+op_journal() { # HANDLER [PURGE-VERSION] (the journal JSON on stdin; first removes PURGE-VERSION and its package)
     h=$1
     check_name "$h" handler
+    if [ $# -ge 2 ]; then op_remove "$h" "$2" purge >/dev/null; fi
     mkdir -p "$ARC/journal" || die "cannot create the journal folder"
     cat >"$ARC/journal/$h.json.tmp" && mv -f "$ARC/journal/$h.json.tmp" "$ARC/journal/$h.json" || die "writing the journal failed"
     case "$(cat "$ARC/journal/$h.json")" in
@@ -320,7 +323,7 @@ settings-copy) [ $# -eq 3 ] || die "settings-copy HANDLER FROM TO" && op_setting
 run) [ $# -ge 7 ] || die "run HANDLER VERSION COMMAND HANDLER-COMMAND TIMEOUT OP-ID STEP [NAME=VALUE...]" && op_run "$@" ;;
 status) [ $# -eq 3 ] || die "status HANDLER VERSION SEQ" && op_status "$@" ;;
 remove) [ $# -ge 2 ] || die "remove HANDLER VERSION [purge]" && op_remove "$@" ;;
-journal) [ $# -eq 1 ] || die "journal HANDLER" && op_journal "$@" ;;
+journal) [ $# -ge 1 ] || die "journal HANDLER [PURGE-VERSION]" && op_journal "$@" ;;
 *) die "unknown operation '$OP'" ;;
 esac
 printf 'ok\n'
