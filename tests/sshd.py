@@ -239,7 +239,7 @@ fi
 [ "$hang" = 1 ] && sleep 600
 [ "$cmd" = enable ] && [ -f "$root/break-$ver" ] && fail=9
 if [ "$fail" != 0 ]; then
-    echo "handler $cmd failed on purpose" >&2
+    [ "${QUIET:-0}" = 1 ] || echo "handler $cmd failed on purpose" >&2
     exit "$fail"
 fi
 if [ "$cmd" = enable ]; then
@@ -269,14 +269,17 @@ def make_package(
     behaviour: dict[str, Any] | None = None,
     report_heartbeat: bool = False,
     update_mode: str | None = None,
+    continue_on_update_failure: bool = False,
 ) -> bytes:
     """A real extension zip: HandlerManifest.json + handler.sh + behaviour.env.
-    behaviour: {"fail": {"enable": 3}, "hang": ["update"], "slow": {"install": 2}, "status": "transitioning",
-    "heartbeat": "fresh"|"stale"}."""
+    behaviour: {"fail": {"enable": 3}, "quiet": True, "hang": ["update"], "slow": {"install": 2},
+    "status": "transitioning", "heartbeat": "fresh"|"stale"}."""
     b = behaviour or {}
     env = [f"FAIL_{cmd}={code}" for cmd, code in (b.get("fail") or {}).items()]
     env += [f"HANG_{cmd}=1" for cmd in b.get("hang") or []]
     env += [f"SLOW_{cmd}={secs}" for cmd, secs in (b.get("slow") or {}).items()]
+    if b.get("quiet"):
+        env.append("QUIET=1")  # fail without a word on stderr
     if b.get("status"):
         env.append(f"STATUS={b['status']}")
     env.append(f"HEARTBEAT={b.get('heartbeat', 'fresh' if report_heartbeat else 'none')}")
@@ -286,6 +289,8 @@ def make_package(
     manifest["reportHeartbeat"] = report_heartbeat
     if update_mode:
         manifest["updateMode"] = update_mode
+    if continue_on_update_failure:
+        manifest["continueOnUpdateFailure"] = True
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as zf:
         entry = {"name": handler, "version": version, "handlerManifest": manifest}

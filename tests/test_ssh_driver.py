@@ -158,13 +158,13 @@ def test_agent_refuses_names_with_shell_syntax_and_sh_parses_it(
 
 def test_enable_fails_rolls_back_to_lkg(sshd_server: Sshd, root: Path, store: PackageStore, tmp_path: Path) -> None:
     publish(store, "1.0.0")
-    publish(store, "1.1.0", {"fail": {"enable": 3}})
+    publish(store, "1.1.0", {"fail": {"enable": 3}, "quiet": True})
     settings = installed_at_1_0(sshd_server, root, store, tmp_path)
     d = driver(sshd_server, root, store, tmp_path)
     try:
         with pytest.raises(HandlerFailed) as err:
             d.upgrade(spec(), "1.0.0", "1.1.0")
-        assert "[1009]" in str(err.value) and "exited with 3" in str(err.value)
+        assert "[1009]" in str(err.value) and str(err.value).endswith("exited with 3"), "no stderr: no tail"
         d.rollback(spec(), "1.1.0", "1.0.0")
     finally:
         d.close()
@@ -528,3 +528,38 @@ def test_passphrase_protected_key(sshd_server: Sshd, root: Path, store: PackageS
     finally:
         d.close()
     assert d.connections_opened == 1
+
+
+def test_continue_on_update_failure_passes_exit_codes_on(
+    sshd_server: Sshd, root: Path, store: PackageStore, tmp_path: Path
+) -> None:
+    publish(store, "1.0.0", {"fail": {"disable": 5}})
+    publish(store, "1.1.0", continue_on_update_failure=True)
+    settings = installed_at_1_0(sshd_server, root, store, tmp_path)
+    d = driver(sshd_server, root, store, tmp_path)
+    try:
+        d.upgrade(spec(), "1.0.0", "1.1.0")
+    finally:
+        d.close()
+    assert versions(root, HANDLER) == {"1.1.0": "Enabled"}
+    assert settings_files(root, HANDLER, "1.1.0") == {"0.settings": settings}
+    new = root / "var/lib/waagent" / f"{HANDLER}-1.1.0"
+    assert "AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE=5" in (new / "env.update").read_text()
+    assert "AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE=0" in (new / "env.install").read_text()
+    assert "AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE=0" in (new / "env.enable").read_text()
+
+
+def test_old_disable_failure_stops_the_upgrade_without_continue_on_update_failure(
+    sshd_server: Sshd, root: Path, store: PackageStore, tmp_path: Path
+) -> None:
+    publish(store, "1.0.0", {"fail": {"disable": 5}})
+    publish(store, "1.1.0")
+    installed_at_1_0(sshd_server, root, store, tmp_path)
+    d = driver(sshd_server, root, store, tmp_path)
+    try:
+        with pytest.raises(HandlerFailed) as err:
+            d.upgrade(spec(), "1.0.0", "1.1.0")
+    finally:
+        d.close()
+    assert "disable of Contoso.Linux.Agent 1.0.0 exited with 5" in str(err.value)
+    assert job(root) == [("1.0.0", "disable")], "nothing after the failed disable"

@@ -445,7 +445,7 @@ class SshDriver:
         journal = None
         if raw.get("journal"):
             try:
-                journal = json.loads(self._b64(raw["journal"][0][0]))
+                journal = json.loads(self._b64(_value(raw, "journal")))
             except ValueError:
                 journal = None
         steps = {s[0]: s[1] for s in raw.get("step", [])}
@@ -492,7 +492,7 @@ class SshDriver:
             if result.get("verified") == [["1"]]:
                 return dict(ref.manifest), self._parse_state(result)
             if attempt == 2:
-                got = (result.get("sha256") or [["?"]])[0][0]
+                got = _value(result, "sha256") or "?"
                 raise IntegrityError(self.name, "upload", f"{handler} {version}: the host computed SHA-256 {got}")
         raise AssertionError("unreachable")
 
@@ -526,16 +526,14 @@ class SshDriver:
             "run", args, deadline_s=timeout + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
         )
         if result.get("resumed"):
-            log.info("%s on %s: step %s %s", handler, self.name, step, result["resumed"][0][0])
-        code = result["exit"][0][0] if result.get("exit") else "?"
+            log.info("%s on %s: step %s %s", handler, self.name, step, _value(result, "resumed"))
+        code = _value(result, "exit") or "?"
         if result.get("timedout") or code == "timeout":
             raise HandlerCommandFailed(
                 self.name, step, f"{command} of {handler} {version} timed out after {timeout} s", None, TIMED_OUT_CODE
             )
         if code != "0":
-            tail = (
-                self._b64((result.get("stderr") or [[""]])[0][0] if result.get("stderr") else "").strip().splitlines()
-            )
+            tail = self._b64(_value(result, "stderr")).strip().splitlines()
             exit_code = int(code) if code.isdigit() else None
             raise HandlerCommandFailed(
                 self.name,
@@ -552,7 +550,7 @@ class SshDriver:
         last = "no status file yet"
         while True:
             raw = self.agent("status", [handler, version, str(seq)])
-            status = _first_status(self._b64(raw["status"][0][0])) if raw.get("status") else None
+            status = _first_status(self._b64(_value(raw, "status"))) if raw.get("status") else None
             if status == "invalid":
                 raise HandlerCommandFailed(
                     self.name, "health", "the status file is not valid JSON", None, INVALID_STATUS_CODE
@@ -733,27 +731,55 @@ class SshDriver:
         seq = new_v.get("sequenceNumber")
         if old_v is not None and old_v["sequenceNumber"] is not None:
             copied = self.agent("settings-copy", [handler, old, new])  # byte for byte, same N
-            seq = int(copied["copied"][0][0]) if copied.get("copied") and copied["copied"][0] else seq
+            seq = int(_value(copied, "copied") or seq or 0)
         elif seq is None:
             seq = 0
             self.write_settings(handler, new, seq, self._settings(spec))
-        env = {"AZURE_GUEST_AGENT_UPDATING_FROM_VERSION": old, "VERSION": new}
+        # WALA: with continueOnUpdateFailure a failing old.disable/old.uninstall is recorded, not fatal,
+        # and its exit code is passed on to update (DISABLE_CMD_EXIT_CODE) and install/enable
+        tolerant = manifest.get("continueOnUpdateFailure") in (True, "true", "True")
+        disable_code = uninstall_code = "NOT_RUN"
         if (old_v is not None and old_v["state"] == "Enabled") or self._ran(state, op_id, "old.disable"):
-            self.handler_command(op_id, "old.disable", handler, old, "disable", old_manifest or manifest)
+            disable_code = self._exit_code(
+                tolerant,
+                partial(self.handler_command, op_id, "old.disable", handler, old, "disable", old_manifest or manifest),
+            )
+        env = {
+            "AZURE_GUEST_AGENT_UPDATING_FROM_VERSION": old,
+            "VERSION": new,
+            "AZURE_GUEST_AGENT_DISABLE_CMD_EXIT_CODE": disable_code,
+        }
         self.handler_command(op_id, "new.update", handler, new, "update", manifest, env)
         if old_v is not None or self._ran(state, op_id, "old.uninstall"):
-            self.handler_command(op_id, "old.uninstall", handler, old, "uninstall", old_manifest or manifest)
+            uninstall_code = self._exit_code(
+                tolerant,
+                partial(
+                    self.handler_command, op_id, "old.uninstall", handler, old, "uninstall", old_manifest or manifest
+                ),
+            )
+        after = {"AZURE_GUEST_AGENT_UNINSTALL_CMD_EXIT_CODE": uninstall_code}
         # WALA removes the old directory here; its package stays in the host cache (the LKG copy)
         self.agent("remove", [handler, old])
         # update leaves the new version NotInstalled; a resumed job finds install in the journal
         if manifest.get("updateMode", "UpdateWithInstall") != "UpdateWithoutInstall" and (
             new_v.get("state", "NotInstalled") == "NotInstalled" or self._ran(state, op_id, "new.install")
         ):
-            self.handler_command(op_id, "new.install", handler, new, "install", manifest)
-        self.handler_command(op_id, "new.enable", handler, new, "enable", manifest)
+            self.handler_command(op_id, "new.install", handler, new, "install", manifest, after)
+        self.handler_command(op_id, "new.enable", handler, new, "enable", manifest, after)
         self.health_gate(handler, new, int(seq) if seq is not None else 0, manifest)
         # healthy: the new version is the last known good now; the old cached package can go
         self._finish(handler, op_id, "upgrade", "succeeded", purge=old, fromVersion=old, toVersion=new)
+
+    def _exit_code(self, tolerant: bool, step: Callable[[], None]) -> str:
+        """Run a step of the old version; its exit code as text. Failures raise unless ``tolerant``."""
+        try:
+            step()
+        except HandlerCommandFailed as exc:
+            if not tolerant:
+                raise
+            log.warning("%s on %s: continuing (continueOnUpdateFailure): %s", exc.op, self.name, exc.message)
+            return str(exc.exit_code if exc.exit_code is not None else exc.wala_code)
+        return "0"
 
     # --- rollback ----------------------------------------------------------------------------------
     def rollback(self, spec: ExtensionSpec, failed_version: str, good_version: str) -> None:
@@ -800,7 +826,7 @@ class SshDriver:
         if seq is None:
             if bad in versions and versions[bad]["sequenceNumber"] is not None:
                 copied = self.agent("settings-copy", [handler, bad, good])
-                seq = int(copied["copied"][0][0]) if copied.get("copied") and copied["copied"][0] else 0
+                seq = int(_value(copied, "copied") or 0)
             else:
                 seq = 0
                 self.write_settings(handler, good, seq, self._settings(spec))
@@ -846,6 +872,12 @@ class SshDriver:
         for version in state["cached"]:
             self.agent("remove", [handler, version, "purge"])
         self._finish(handler, op_id, "remove", "succeeded")
+
+
+def _value(result: dict[str, Any], key: str, index: int = 0) -> str:
+    """The ``index``-th word of the first ``key`` line of an agent answer ("" when absent or empty)."""
+    lines = result.get(key) or []
+    return str(lines[0][index]) if lines and len(lines[0]) > index else ""
 
 
 def _first_status(text: str) -> dict[str, Any] | str | None:
