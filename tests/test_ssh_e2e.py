@@ -214,6 +214,8 @@ def test_host_connection_defaults_by_os_type(arc: ArcextServer, s: requests.Sess
     assert r.status_code == 200
     r = s.put(connection_url(arc, "win"), json={"address": "w1", "username": "u", "password": "p"})
     assert r.status_code in (200, 201) and r.json()["driver"] == "psrp"
+    r = s.put(connection_url(arc, "win"), json=sshd_server.connection(Path("/")))
+    assert r.status_code == 400 and "osType is windows" in r.json()["error"]["message"]
     r = s.put(
         machine_url(arc, "lin"),
         params={"api-version": API},
@@ -228,6 +230,8 @@ def test_host_connection_defaults_by_os_type(arc: ArcextServer, s: requests.Sess
     )
     assert r.status_code in (200, 201), r.text
     assert r.json()["driver"] == "ssh" and r.json()["sudo"] is False and r.json()["port"] == 22
+    r = s.put(connection_url(arc, "lin"), json={"driver": "psrp", "address": "l1", "username": "u", "password": "p"})
+    assert r.status_code == 400 and "osType is linux" in r.json()["error"]["message"]
     r = s.put(
         connection_url(arc, "lin"),
         json={"address": "l1", "username": "u", "privateKeyPem": "nonsense", "trustOnFirstUse": True},

@@ -264,6 +264,12 @@ class HostConnectionService:
             previous_secrets = self.box.open(current["credentials"]) if current and current.get("credentials") else None
             os_type = str(((doc["machine"].get("properties") or {}).get("osType")) or "").lower()
             public, secrets = validate(body, previous_secrets, "ssh" if os_type == "linux" else "psrp")
+            if os_type in ("linux", "windows") and (public["driver"] == "ssh") != (os_type == "linux"):
+                raise _bad(
+                    f"The {public['driver']} driver cannot reach this machine: its osType is {os_type} "
+                    "(ssh drives Linux hosts; psrp and winrm drive Windows hosts).",
+                    "driver",
+                )
             record = {**public, "credentials": self.box.seal(secrets), "updatedAt": iso(now)}
             doc["machine"]["hostConnection"] = record
             return doc, (view(record), current is None)
