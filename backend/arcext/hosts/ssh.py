@@ -362,6 +362,7 @@ class SshDriver:
         import paramiko
 
         out, err = bytearray(), bytearray()
+        exited = 0.0
         try:
             channel = transport.open_session(timeout=self.conn.operation_timeout_s)
             self.channels_opened += 1
@@ -386,8 +387,14 @@ class SshDriver:
                         data = channel.recv_stderr(65536)
                         err.extend(data)
                         got = got or bool(data)
+                    # sshd may send the exit status before the last output: done only at EOF (or, should
+                    # something on the host keep the pipe open, a short grace after the exit status)
                     if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                        break
+                        if channel.eof_received or channel.closed:
+                            break
+                        exited = exited or time.monotonic()
+                        if time.monotonic() - exited > 2.0:
+                            break
                     if not transport.is_active():
                         raise SessionLost(self.name, op, "the SSH connection dropped")
                     if time.monotonic() > deadline:
