@@ -233,7 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--auth", choices=["basic", "ntlm"], default="basic")
     parser.add_argument("--root", type=Path, default=None, help="working directory (default: a temp dir)")
+    parser.add_argument("--driver", choices=["psrp", "ssh"], default="psrp", help="ssh: see scripts/bench_hosts_ssh.py")
     args = parser.parse_args(argv)
+    if args.driver == "ssh":  # Linux hosts: handler roots on a real loopback sshd
+        from bench_hosts_ssh import main as ssh_main
+
+        return ssh_main(args.hosts, args.concurrency, args.root)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="arcext-bench-hosts-") as tmp:
         try:

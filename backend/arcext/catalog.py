@@ -30,6 +30,24 @@ SUPPORTED_SEED: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def os_of_type(publisher: str, type_: str) -> str | None:
+    """ "linux" or "windows" for the seed's types (their names say which), None for any other type."""
+    for _, seed_publisher, seed_type in SUPPORTED_SEED:
+        if seed_publisher.lower() == publisher.lower() and seed_type.lower() == type_.lower():
+            lowered = seed_type.lower()
+            return "linux" if "linux" in lowered else "windows" if "windows" in lowered else None
+    return None
+
+
+def os_mismatch(os_type: str | None, publisher: str, type_: str) -> str | None:
+    """Why a type cannot go on a machine of ``os_type`` (a Windows-only type on Linux, or the reverse)."""
+    wanted = os_of_type(publisher, type_)
+    have = (os_type or "").lower()
+    if wanted is None or have not in ("linux", "windows") or wanted == have:
+        return None
+    return f"{publisher}.{type_} is a {wanted.capitalize()} extension; this machine's osType is {have}."
+
+
 def validate_version(version: str) -> None:
     pieces = version.split(".")
     if not version or len(pieces) > 4 or not all(p.isdigit() for p in pieces):

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import errors
-from .catalog import Catalog
+from .catalog import Catalog, os_mismatch
 from .crypto import SecretBox
 from .hosts.base import HostDriver, HostDriverError, spec_of
 from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, parse_resource_id, validate_extension_name
@@ -345,6 +345,13 @@ class ResourceService:
                         properties[carried] = existing["resource"]["properties"][carried]
                 if "instanceView" in existing["resource"]["properties"]:
                     properties["instanceView"] = existing["resource"]["properties"]["instanceView"]
+            mismatch = os_mismatch(
+                (machine.get("properties") or {}).get("osType"),
+                str(properties.get("publisher", "")),
+                str(properties.get("type", "")),
+            )
+            if mismatch:
+                raise errors.invalid_parameter(mismatch, target="properties.type")
             properties["provisioningState"] = "Creating" if existing is None else "Updating"
             resource: dict[str, Any] = {
                 "id": ext_id,

@@ -17,7 +17,7 @@ from ..ids import MachineKey
 from ..store.base import MachineDoc, Store
 from ..upgrades.clock import iso
 
-DRIVERS = ("psrp", "winrm")  # winrm: pywinrm over WinRS, for hosts that do not allow PSRP
+DRIVERS = ("psrp", "winrm", "ssh")  # winrm: pywinrm over WinRS, for hosts that do not allow PSRP; ssh: Linux
 AUTHS = ("negotiate", "ntlm", "kerberos", "certificate", "basic")
 TRANSPORTS = ("https", "http")
 SECRET_FIELDS = ("password", "certificatePem", "certificateKeyPem", "certificateKeyPassword")
@@ -68,6 +68,13 @@ class HostConnection:
     certificate_pem: str | None = field(default=None, repr=False)
     certificate_key_pem: str | None = field(default=None, repr=False)
     certificate_key_password: str | None = field(default=None, repr=False)
+    # ssh (Linux hosts; hosts/ssh_settings.py validates these)
+    host_key_fingerprint: str | None = None
+    trust_on_first_use: bool = False
+    sudo: bool = False
+    handler_root: str = "/"
+    private_key_pem: str | None = field(default=None, repr=False)
+    private_key_passphrase: str | None = field(default=None, repr=False)
 
     @property
     def ssl(self) -> bool:
@@ -85,12 +92,20 @@ def _extension_pattern(value: Any, target: str) -> str:
 
 
 def validate(
-    body: dict[str, Any], previous: dict[str, Any] | None = None, previous_public: dict[str, Any] | None = None
+    body: dict[str, Any],
+    previous: dict[str, Any] | None = None,
+    previous_public: dict[str, Any] | None = None,
+    default_driver: str = "psrp",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check a PUT body; returns (public settings, secrets). Secrets not given are kept from ``previous`` (the
-    stored secrets) only while the endpoint they were given for (``previous_public``) stays the same."""
+    stored secrets) only while the endpoint they were given for (``previous_public``) stays the same.
+    ``default_driver`` applies when the body names none (ssh for osType linux machines)."""
     if not isinstance(body, dict):
         raise errors.invalid_request_content("The host connection must be a JSON object.")
+    if body.get("driver", default_driver) == "ssh":
+        from .ssh_settings import validate_ssh
+
+        return validate_ssh(body, previous, previous_public)
     known = set(PUBLIC_DEFAULTS) | set(SECRET_FIELDS) | {"address", "port", "username"}
     for key in body:
         if key not in known:
@@ -221,6 +236,12 @@ def load(record: dict[str, Any], box: SecretBox) -> HostConnection:
         certificate_pem=secrets.get("certificatePem"),
         certificate_key_pem=secrets.get("certificateKeyPem"),
         certificate_key_password=secrets.get("certificateKeyPassword"),
+        host_key_fingerprint=p.get("hostKeyFingerprint"),
+        trust_on_first_use=bool(p.get("trustOnFirstUse", False)),
+        sudo=bool(p.get("sudo", False)),
+        handler_root=str(p.get("handlerRoot") or "/"),
+        private_key_pem=secrets.get("privateKeyPem"),
+        private_key_passphrase=secrets.get("privateKeyPassphrase"),
     )
 
 
@@ -258,7 +279,14 @@ class HostConnectionService:
                 raise self._missing(key)
             current = stored(doc)
             previous_secrets = self.box.open(current["credentials"]) if current and current.get("credentials") else None
-            public, secrets = validate(body, previous_secrets, current)
+            os_type = str(((doc["machine"].get("properties") or {}).get("osType")) or "").lower()
+            public, secrets = validate(body, previous_secrets, current, "ssh" if os_type == "linux" else "psrp")
+            if os_type in ("linux", "windows") and (public["driver"] == "ssh") != (os_type == "linux"):
+                raise _bad(
+                    f"The {public['driver']} driver cannot reach this machine: its osType is {os_type} "
+                    "(ssh drives Linux hosts; psrp and winrm drive Windows hosts).",
+                    "driver",
+                )
             record = {**public, "credentials": self.box.seal(secrets), "updatedAt": iso(now)}
             doc["machine"]["hostConnection"] = record
             return doc, (view(record), current is None)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 class HostResolver:
     """A machine with host-connection settings gets its real driver (psrp, or winrm for WinRS-only
-    hosts); with ``simulate`` every other machine is a simulated host; otherwise it has none.
+    hosts, or ssh for Linux hosts); with ``simulate`` every other machine is a simulated host; otherwise it has none.
 
     ``box`` and ``packages`` default to the data directory the simulated fleet lives in
     (``<data-dir>/simhosts``), so ``HostResolver(fleet, simulate)`` keeps working unchanged."""
@@ -55,6 +55,17 @@ class HostResolver:
             name: f"{r['resource']['properties'].get('publisher', '')}.{r['resource']['properties'].get('type', '')}"
             for name, r in (doc.get("extensions") or {}).items()
         }
+        if conn.driver == "ssh":
+            from .ssh import SshDriver, SshTuning
+
+            t = self.tuning
+            ssh_tuning = SshTuning(
+                status_poll_s=getattr(t, "status_poll_s", SshTuning.status_poll_s),
+                deadline_margin_s=getattr(t, "deadline_margin_s", SshTuning.deadline_margin_s),
+                reconnect_attempts=getattr(t, "reconnect_attempts", SshTuning.reconnect_attempts),
+            )
+            known_hosts = self.fleet.directory.parent / "ssh_known_hosts"
+            return SshDriver(key.name, conn, self.packages, handlers, ssh_tuning, known_hosts)
         from .psrp import DriverTuning, PsrpDriver
 
         tuning = self.tuning if isinstance(self.tuning, DriverTuning) else None
