@@ -29,8 +29,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 SSHD = "/usr/sbin/sshd"
-SUDO_USER = "arcext-ssh"
-PLAIN_USER = "arcext-nosudo"
+# Under pytest-xdist each worker has users of its own: one worker's teardown (which clears the password) must
+# not pull the ground from under another's test.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+SUDO_USER = f"arcext-ssh{'-' + _WORKER if _WORKER else ''}"
+PLAIN_USER = f"arcext-nosudo{'-' + _WORKER if _WORKER else ''}"
 
 
 def skip_reason() -> str | None:

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from arcext.crypto import SecretBox
 from arcext.errors import ArmError
-from arcext.hosts import connections
+from arcext.hosts import connections, packages
 from arcext.hosts.base import ExtensionSpec, HandlerFailed, HostAuthError, UpgradeRefused
 from arcext.hosts.packages import PackageStore
 from arcext.hosts.ssh import HostKeyMismatch, SshDriver, SshTuning, SudoRefused
@@ -375,7 +375,7 @@ def test_sudo_refused(sshd_server: Sshd, root: Path, store: PackageStore, tmp_pa
     d = driver(sshd_server, root, store, tmp_path, username=PLAIN_USER, privateKeyPem=sshd_server.rsa_key_pem)
     with pytest.raises(SudoRefused) as err:
         d.install(spec(), "1.0.0")
-    assert "sudo -n refused 'arcext-nosudo'" in str(err.value) and "password is required" in str(err.value)
+    assert f"sudo -n refused '{PLAIN_USER}'" in str(err.value) and "password is required" in str(err.value)
     assert versions(root, HANDLER) == {}
 
 
@@ -451,7 +451,9 @@ def test_names_and_versions_are_validated_driver_side(
     assert d.connections_opened == 0, "refused before connecting"
 
 
-def test_unsafe_zip_member_is_refused(sshd_server: Sshd, root: Path, store: PackageStore, tmp_path: Path) -> None:
+def test_unsafe_zip_member_is_refused(
+    sshd_server: Sshd, root: Path, store: PackageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import io
     import zipfile
 
@@ -459,6 +461,12 @@ def test_unsafe_zip_member_is_refused(sshd_server: Sshd, root: Path, store: Pack
     with zipfile.ZipFile(out, "w") as zf:
         zf.writestr("HandlerManifest.json", make_zip_manifest())
         zf.writestr("../../escape.sh", "echo escaped")
+    # the upload refuses such a package (issue #10, finding 4) ...
+    with pytest.raises(ArmError) as refused:
+        store.put(PUB, TYPE, "1.0.0", out.getvalue(), NOW)
+    assert refused.value.status == 400 and "escape.sh" in refused.value.message
+    # ... and the driver refuses one that reached the store before that check existed
+    monkeypatch.setattr(packages, "_check_entries", lambda infos: None)
     store.put(PUB, TYPE, "1.0.0", out.getvalue(), NOW)
     d = driver(sshd_server, root, store, tmp_path)
     try:
