@@ -233,9 +233,9 @@ def test_manual_upgrade_racing_a_wave_never_hangs(s: requests.Session, arc: Arce
     # the extensions of wave 0 that no worker has started yet (handed to workers, still 1.0.0 and idle)
     waiting = [m for m in wave0 if ext(s, arc, m)["properties"]["provisioningState"] == "Succeeded"]
     assert waiting, "every wave-0 upgrade already started; the race was not set up"
-    answers = {m: upgrade(s, arc, m, "1.2.0") for m in waiting}
+    answers = [upgrade(s, arc, m, "1.2.0") for m in waiting]
     runner.join()
-    for m, answer in answers.items():
+    for answer in answers:
         if answer.status_code == 409:
             assert answer.json()["error"]["code"] == "AnotherOperationInProgress", answer.text
             continue
