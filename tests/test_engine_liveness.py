@@ -329,3 +329,85 @@ def test_manual_clock_persists_across_restarts(tmp_path: Path) -> None:
         advance(s, second, DAY)
     with ArcextServer(data, manual_clock=True) as third, third.session() as s:
         assert s.get(f"{third.url}/arcext/v1/clock").json()["now"] > before
+
+
+# --- the engine checks its own invariants ---------------------------------------------------------
+REPAIR = "Microsoft.HybridCompute/machines/extensions/engineRepair/action"
+
+
+def repair_events(s: requests.Session, arc: ArcextServer) -> list[dict[str, Any]]:
+    now = s.get(f"{arc.url}/arcext/v1/clock").json()["now"]
+    r = s.get(
+        f"{arc.url}/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values",
+        params={
+            "api-version": "2015-04-01",
+            "$filter": f"eventTimestamp ge '2020-01-01T00:00:00Z' and eventTimestamp le '{now}' "
+            f"and operationName eq '{REPAIR}'",
+        },
+    )
+    assert r.status_code == 200, r.text
+    events: list[dict[str, Any]] = r.json()["value"]
+    return events
+
+
+def test_engine_repairs_lost_bookkeeping_and_says_so_in_the_activity_log(
+    s: requests.Session, arc: ArcextServer
+) -> None:
+    for i in range(3):
+        create(s, arc, f"m{i}")
+    publish(s, arc, "1.1.0", critical=True)
+    x = wave_members(rollout_of(s, arc, "1.1.0", expand=True))[0][0]
+    y = next(m for m in ("m0", "m1", "m2") if m != x)
+    faults(s, arc, x, failUpgrade=1)
+    run(s, arc)  # x failed its attempt and waits to retry in an hour
+    assert pending(s, arc, x)["state"] == "RetryWait"
+    # a manual upgrade whose schedule and bookkeeping vanish: its operation would stay InProgress for ever
+    r = upgrade(s, arc, y, "1.1.0")
+    assert r.status_code == 202, r.text
+    engine = arc.services.engine
+    with engine._lock:  # lose the engine's in-memory schedule and manual bookkeeping, as a bug would
+        engine._due.clear()
+        engine._manual_queue.clear()
+        engine._manual.clear()
+    advance(s, arc, 2 * 3600)
+    summary = run(s, arc)
+    assert summary["repairs"] >= 1, summary
+    assert version_of(s, arc, x) == "1.1.0"  # the retry ran although its schedule entry was lost
+    events = repair_events(s, arc)
+    assert events and all(e["level"] == "Warning" for e in events)
+    assert any(e["properties"]["invariant"] == "QueuedJobNotScheduled" for e in events), events
+    assert wait_operation(s, r, timeout=30)["status"] in ("Succeeded", "Failed")
+    days(s, arc, 22)
+    assert rollout_of(s, arc, "1.1.0")["state"] == "Completed"
+
+
+def test_a_rollout_that_cannot_move_shows_stalled_with_the_reason(tmp_path: Path) -> None:
+    with ArcextServer(tmp_path / "data", manual_clock=True, simulate=False) as srv, srv.session() as s:
+        create(s, srv, "nohost")  # no host connection: nothing can upgrade it
+        publish(s, srv, "1.1.0")
+        run(s, srv)
+        assert rollout_of(s, srv, "1.1.0")["state"] == "Active"
+        advance(s, srv, 2 * DAY)
+        run(s, srv)
+        rollout = rollout_of(s, srv, "1.1.0")
+        assert rollout["state"] == "Stalled", rollout
+        assert "nohost" in rollout["stateReason"] and "no host connection" in rollout["stateReason"], rollout
+        item = pending(s, srv, "nohost")
+        assert "stalled" in item["reason"], item
+        # the portal says so too
+        with requests.Session() as browser:
+            browser.trust_env = False
+            page = browser.get(f"{srv.url}/portal/signin")
+            csrf = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+            signed = browser.post(
+                f"{srv.url}/portal/signin", data={"csrf_token": csrf, "token": srv.token, "next": "/portal/rollouts"}
+            )
+            assert signed.status_code == 200, signed.text
+            assert "Stalled rollouts" in signed.text and "no host connection" in signed.text
+        # the operator removes the extension that cannot move: the wave completes
+        r = s.delete(ext_url(srv, "ama", "nohost"), params={"api-version": API})
+        assert r.status_code in (200, 202, 204), r.text
+        if r.status_code == 202:
+            wait_operation(s, r)
+        run(s, srv)
+        assert rollout_of(s, srv, "1.1.0")["state"] == "Completed"

@@ -478,11 +478,14 @@ class Engine:
                     continue
                 waits = []
                 for lower, ext in sorted(open_targets)[:3]:
-                    doc = self.store.get_machine(MachineKey(*lower.split("/")))
+                    doc_key = MachineKey(*lower.split("/"))
+                    doc = self.store.get_machine(doc_key)
                     record = doc["extensions"].get(ext) if doc else None
                     job = (record or {}).get("upgrade") or {}
                     name = f"{doc['machine']['name'] if doc else lower}/{ext}"
-                    if job.get("blockedReason") == "NoHostConnection":
+                    available = getattr(self.drivers, "available", None)
+                    reachable = bool(doc and (available(doc) if available else self.drivers(doc_key, doc)))
+                    if job.get("blockedReason") == "NoHostConnection" or (doc and not reachable):
                         waits.append(f"{name}: no host connection is configured")
                     elif record and record.get("operation"):
                         waits.append(f"{name}: busy with operation {record['operation']}")
