@@ -383,16 +383,19 @@ def test_engine_repairs_lost_bookkeeping_and_says_so_in_the_activity_log(
 
 def test_a_rollout_that_cannot_move_shows_stalled_with_the_reason(tmp_path: Path) -> None:
     with ArcextServer(tmp_path / "data", manual_clock=True, simulate=False) as srv, srv.session() as s:
-        create(s, srv, "nohost")  # no host connection: nothing can upgrade it
-        publish(s, srv, "1.1.0")
+        for m in ("nohost1", "nohost2"):
+            create(s, srv, m)  # no host connection: nothing can upgrade them
+        publish(s, srv, "1.1.0", critical=True)
         run(s, srv)
         assert rollout_of(s, srv, "1.1.0")["state"] == "Active"
+        first = wave_members(rollout_of(s, srv, "1.1.0", expand=True))[0][0]
+        other = "nohost2" if first == "nohost1" else "nohost1"
         advance(s, srv, 2 * DAY)
         run(s, srv)
         rollout = rollout_of(s, srv, "1.1.0")
         assert rollout["state"] == "Stalled", rollout
-        assert "nohost" in rollout["stateReason"] and "no host connection" in rollout["stateReason"], rollout
-        item = pending(s, srv, "nohost")
+        assert first in rollout["stateReason"] and "no host connection" in rollout["stateReason"], rollout
+        item = pending(s, srv, first)
         assert "stalled" in item["reason"], item
         # the portal says so too
         with requests.Session() as browser:
@@ -404,8 +407,22 @@ def test_a_rollout_that_cannot_move_shows_stalled_with_the_reason(tmp_path: Path
             )
             assert signed.status_code == 200, signed.text
             assert "Stalled rollouts" in signed.text and "no host connection" in signed.text
-        # the operator removes the extension that cannot move: the wave completes
-        r = s.delete(ext_url(srv, "ama", "nohost"), params={"api-version": API})
+        # the operator turns automatic upgrade off for the one that cannot move: its wave completes
+        r = s.patch(
+            ext_url(srv, "ama", first),
+            params={"api-version": API},
+            json={"properties": {"enableAutomaticUpgrade": False}},
+        )
+        assert wait_operation(s, r)["status"] == "Succeeded"
+        advance(s, srv, 10 * DAY)
+        run(s, srv)  # wave 0 completed (skipped); wave 1 starts, with the other
+        advance(s, srv, 2 * DAY)
+        run(s, srv)
+        rollout = rollout_of(s, srv, "1.1.0")
+        assert rollout["counts"]["skipped"] == 1, rollout
+        assert rollout["state"] == "Stalled" and other in rollout["stateReason"], rollout
+        # and removes the other
+        r = s.delete(ext_url(srv, "ama", other), params={"api-version": API})
         assert r.status_code in (200, 202, 204), r.text
         if r.status_code == 202:
             wait_operation(s, r)

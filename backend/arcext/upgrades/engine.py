@@ -77,6 +77,18 @@ def _target_status(doc: MachineDoc | None, ext: str, rollout_id: str) -> str:
     return CLAIM
 
 
+def _concludes_without_host(doc: MachineDoc | None, ext: str, version: str) -> bool:
+    """Would a wave's claim of this target conclude it without touching the host (opted out, up to
+    date, superseded, failed for good)? Then a target without a host connection need not wait for one."""
+    record = doc["extensions"].get(ext) if doc else None
+    if record is None:
+        return True
+    job = record.get("upgrade")
+    if job and job["state"] in J.WAITING and newer(job["toVersion"], version):
+        return True
+    return ineligibility(record, True, version) is not None
+
+
 def _waiting_due(doc: MachineDoc | None, ext: str) -> str | None:
     record = doc["extensions"].get(ext) if doc else None
     job = record.get("upgrade") if record else None
@@ -879,7 +891,12 @@ class Engine:
             if rollout and rollout["state"] in HELD:
                 held_again.append(entry)  # kept for resume
                 continue
-            if not reachable:
+            if not reachable and not (
+                template is not None
+                and self.store.view_machine(
+                    key, partial(_concludes_without_host, ext=ext, version=template["toVersion"])
+                )
+            ):
                 if template is None:
                     self._postpone(key, ext, "NoHostConnection")
                 else:
