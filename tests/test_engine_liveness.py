@@ -189,9 +189,10 @@ def test_wave_closes_when_a_target_already_holds_a_waiting_job(
         publish(s, arc, "1.2.0")
         newer = wave_members(rollout_of(s, arc, "1.2.0", expand=True))[0]
         older = wave_members(rollout_of(s, arc, "1.1.0", expand=True))
-        x = next(m for m in newer if m in older[1])  # retries 1.2.0 when 1.1.0's wave 1 starts
+        # X retries 1.2.0 when 1.1.0's wave with X starts (the plans are shuffled by rollout id)
+        wave, x = next((k, m) for k in range(1, 5) for m in newer if m in older[k])
     else:
-        x = wave_members(rollout_of(s, arc, "1.1.0", expand=True))[1][0]
+        wave, x = 1, wave_members(rollout_of(s, arc, "1.1.0", expand=True))[1][0]
     faults(s, arc, x, failUpgrade=100_000)
     if how == "toggle":
         record = ext(s, arc, x)
@@ -205,9 +206,10 @@ def test_wave_closes_when_a_target_already_holds_a_waiting_job(
         r = upgrade(s, arc, x, "1.1.0")
         assert r.status_code == 202, r.text
         assert wait_operation(s, r, timeout=30)["status"] == "Failed"
-    days(s, arc, 20, step=6 * 3600)
+    failing = 20 if wave == 1 else int(wave * 56 / 5) + 2  # until X's wave of 1.1.0 has started
+    days(s, arc, failing, step=6 * 3600)
     faults(s, arc, x)  # clears the fault
-    days(s, arc, 50)
+    days(s, arc, 70 - failing)
     final = "1.2.0" if how == "newer" else "1.1.0"
     assert [m for m in (f"m{i:02d}" for i in range(50)) if version_of(s, arc, m) != final] == []
     assert_all_settled(s, arc)

@@ -773,13 +773,16 @@ class Engine:
             ):
                 displaced = {k: v for k, v in current.items() if k != "displaced"}  # comes back afterwards
             elif (
-                current
+                automatic
+                and current
                 and current.get("rolloutId")
                 and current["rolloutId"] != job.get("rolloutId")
                 and not current.get("firstAttemptDone")
             ):
                 J.remember_outcome(record, current, J.SUPERSEDED)
                 superseded.append(current["rolloutId"])
+            # (a manual job replacing a wave's own job of the same or an older version leaves the wave
+            # waiting: once the manual job has ended the wave finds the extension up to date, or claims it)
             if displaced and newer(displaced["toVersion"], job["toVersion"]):
                 job["displaced"] = displaced
             job.update(
