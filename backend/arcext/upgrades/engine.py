@@ -1,8 +1,15 @@
 """The upgrade engine: rollouts of published versions, due jobs, manual upgrades, recovery.
 
-State lives in the store (rollout records; each extension's job on its own record); the engine
-keeps only indexes it can rebuild at start: a heap of due jobs, the open targets of running
-waves, and the manual operations still waiting for their jobs.
+State lives in the store (rollout records; each extension's job, and its outcome per rollout, on
+its own record); the engine keeps only indexes it can rebuild at any time: a heap of due jobs, the
+open targets of running waves, and the manual operations still waiting for their jobs. Whether a
+wave's target is done is always read from its record (``_target_status``), after every job's end
+and by the invariant check (``audit``) that runs after every ``run_until_idle`` and every minute on
+the wall clock, so nothing a restart would repair ever needs a restart.
+
+One rule orders the upgrades of one extension: one job at a time; a manual upgrade's first attempt
+is never replaced by an automatic job; a newer automatic job a manual upgrade displaced comes back
+when the manual job has ended.
 """
 
 from __future__ import annotations
