@@ -430,3 +430,65 @@ def test_a_rollout_that_cannot_move_shows_stalled_with_the_reason(tmp_path: Path
             wait_operation(s, r)
         run(s, srv)
         assert rollout_of(s, srv, "1.1.0")["state"] == "Completed"
+
+
+def test_engine_repairs_a_job_left_running_and_an_operation_left_in_progress(
+    s: requests.Session, arc: ArcextServer
+) -> None:
+    from arcext.ids import MachineKey
+    from arcext.operations import new_operation
+    from arcext.upgrades.clock import iso
+
+    create(s, arc, "m1")
+    create(s, arc, "m2")
+    publish(s, arc, "1.1.0")
+    assert s.post(f"{arc.url}/arcext/v1/rollouts/{rollout_of(s, arc, '1.1.0')['id']}/pause").status_code == 200
+    svc = arc.services
+    now = svc.clock.now()
+    key = MachineKey(SUB, "rg1", "m1")
+
+    def running(doc: Any) -> tuple[Any, None]:  # what a lost worker would leave: a Running job nobody runs
+        record = doc["extensions"]["ama"]
+        record["upgrade"] = {
+            "toVersion": "1.1.0",
+            "fromVersion": "1.0.0",
+            "lastKnownGoodVersion": "1.0.0",
+            "correlationId": "lost-job",
+            "operationId": "lost-job-attempt",
+            "caller": None,
+            "state": "Running",
+            "step": "upgrade",
+            "attempt": 1,
+            "firstAttemptDone": True,
+            "dueAt": iso(now),
+            "startedAt": iso(now),
+            "retry": True,
+        }
+        record["operation"] = "lost-job-attempt"
+        record["resource"]["properties"]["provisioningState"] = "Updating"
+        return doc, None
+
+    svc.store.mutate_machine(key, running)
+    # and a manual upgrade operation InProgress with no job behind it
+    key2 = MachineKey(SUB, "rg1", "m2")
+    op = new_operation(
+        "extension.upgrade",
+        key2,
+        key2.id,
+        "eastus",
+        "someone",
+        now,
+        targets=[{"extension": "ama", "fromVersion": "1.0.0", "toVersion": "1.1.0"}],
+    )
+    svc.store.put_operation(op)
+    summary = run(s, arc)
+    assert summary["repairs"] >= 2, summary
+    assert ext(s, arc, "m1")["properties"]["provisioningState"] == "Succeeded"
+    assert version_of(s, arc, "m1") == "1.1.0"  # reconciled with the host, then run again
+    status = s.get(
+        f"{arc.url}/subscriptions/{SUB}/providers/Microsoft.HybridCompute/locations/eastus/operationstatus/{op['id']}",
+        params={"api-version": API},
+    ).json()
+    assert status["status"] == "Failed" and "did not run" in status["error"]["message"], status
+    invariants = {e["properties"]["invariant"] for e in repair_events(s, arc)}
+    assert {"ClaimedJobNotRunning", "OperationWithoutJob"} <= invariants, invariants
