@@ -21,6 +21,11 @@ AUTOMATIC_CALLER = "Azure Regional Service Manager"
 UPGRADE_OPERATION = "Microsoft.HybridCompute/machines/upgradeExtensions/action"
 UPGRADE_OPERATION_DISPLAY = "Upgrade Extensions on Azure Arc machines"
 RETENTION = timedelta(days=90)
+#: What the engine writes when its own invariant check finds and repairs something; operators filter
+#: on it: ``$filter=operationName eq 'Microsoft.HybridCompute/machines/extensions/engineRepair/action'``.
+REPAIR_OPERATION = "Microsoft.HybridCompute/machines/extensions/engineRepair/action"
+REPAIR_OPERATION_DISPLAY = "Upgrade engine repaired its own state"
+ENGINE_CALLER = "arcext upgrade engine"
 
 _SUB_STATUS = {
     "Started": ("Accepted", "Accepted (HTTP Status Code: 202)"),
@@ -75,6 +80,23 @@ def upgrade_event(
         "subscriptionId": key.subscription,
         "properties": {k: v for k, v in properties.items() if v is not None},
     }
+
+
+def repair_event(*, resource_id: str, invariant: str, repair: str, now: datetime, correlation_id: str) -> Record:
+    """An activity-log event for one repair the engine made to its own state (level Warning)."""
+    event = upgrade_event(
+        status="Succeeded",
+        resource_id=resource_id,
+        caller=ENGINE_CALLER,
+        correlation_id=correlation_id,
+        operation_id=new_uuid(),
+        now=now,
+        properties={"invariant": invariant, "repair": repair},
+        level="Warning",
+    )
+    event["operationName"] = {"value": REPAIR_OPERATION, "localizedValue": REPAIR_OPERATION_DISPLAY}
+    event["authorization"]["action"] = REPAIR_OPERATION
+    return event
 
 
 @dataclass(frozen=True)

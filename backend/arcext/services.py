@@ -44,7 +44,7 @@ class Services:
     ) -> Services:
         store = TinyDBStore(data_dir)
         box = SecretBox.from_data_dir(data_dir)
-        clock: Clock = ManualClock() if manual_clock else SystemClock()
+        clock: Clock = ManualClock(path=data_dir / "clock.json") if manual_clock else SystemClock()
         catalog = Catalog(store)
         if seed_catalog:
             catalog.seed(clock.now())

@@ -37,6 +37,7 @@ def rollouts() -> Any:
         "portal/rollouts.html",
         rollouts=items,
         frozen=[r for r in items if r["state"] == "Frozen"],
+        stalled=[r for r in items if r["state"] == "Stalled"],
         open_count=sum(1 for r in items if r["state"] != "Completed"),
     )
 

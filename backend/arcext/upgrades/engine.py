@@ -1,8 +1,15 @@
 """The upgrade engine: rollouts of published versions, due jobs, manual upgrades, recovery.
 
-State lives in the store (rollout records; each extension's job on its own record); the engine
-keeps only indexes it can rebuild at start: a heap of due jobs, the open targets of running
-waves, and the manual operations still waiting for their jobs.
+State lives in the store (rollout records; each extension's job, and its outcome per rollout, on
+its own record); the engine keeps only indexes it can rebuild at any time: a heap of due jobs, the
+open targets of running waves, and the manual operations still waiting for their jobs. Whether a
+wave's target is done is always read from its record (``_target_status``), after every job's end
+and by the invariant check (``audit``) that runs after every ``run_until_idle`` and every minute on
+the wall clock, so nothing a restart would repair ever needs a restart.
+
+One rule orders the upgrades of one extension: one job at a time; a manual upgrade's first attempt
+is never replaced by an automatic job; a newer automatic job a manual upgrade displaced comes back
+when the manual job has ended.
 """
 
 from __future__ import annotations
@@ -11,14 +18,16 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict
 
 from .. import errors
-from ..activity import ActivityLog
+from ..activity import ActivityLog, repair_event
 from ..catalog import Catalog
 from ..crypto import SecretBox
 from ..hosts.base import HostDriver
@@ -32,7 +41,7 @@ from .clock import Clock, iso
 from .planner import Candidate, plan_waves
 from .policy import handler_matches, ineligibility
 from .settings import EngineSettings
-from .versions import newer, version_key
+from .versions import major, newer, version_key
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -52,13 +61,45 @@ def _handler(record: dict[str, Any]) -> str:
     return f"{props.get('publisher', '')}.{props.get('type', '')}".lower()
 
 
-def _wave_target_state(doc: MachineDoc | None, ext: str, rollout_id: str) -> str:
-    """done (outcome recorded, or gone), claimed (its job exists) or unclaimed."""
+DONE, OWN, BUSY, CLAIM = "done", "own", "busy", "claim"
+
+
+def _target_status(doc: MachineDoc | None, ext: str, rollout_id: str) -> str:
+    """Where a wave's target stands, from durable state only (the extension's record):
+
+    done  its outcome for the rollout is recorded, or the extension is gone;
+    own   the rollout's own attempt is queued or running;
+    busy  another upgrade runs, or a manual upgrade's first attempt waits: one at a time;
+    claim nothing of the rollout's on it: a wave entry lets the claim decide (run it, take a waiting
+          job of the same version over, or conclude it as up to date, superseded or skipped)."""
     record = doc["extensions"].get(ext) if doc else None
     if record is None or rollout_id in (record.get("outcomes") or {}):
-        return "done"
+        return DONE
     job = record.get("upgrade")
-    return "claimed" if job and job.get("rolloutId") == rollout_id else "unclaimed"
+    if job:
+        if job.get("rolloutId") == rollout_id and not job.get("firstAttemptDone"):
+            return OWN
+        if job["state"] == J.RUNNING or J.manual_pending(job):
+            return BUSY
+    return CLAIM
+
+
+def _concludes_without_host(doc: MachineDoc | None, ext: str, version: str) -> bool:
+    """Would a wave's claim of this target conclude it without touching the host (opted out, up to
+    date, superseded, failed for good)? Then a target without a host connection need not wait for one."""
+    record = doc["extensions"].get(ext) if doc else None
+    if record is None:
+        return True
+    job = record.get("upgrade")
+    if job and job["state"] in J.WAITING and newer(job["toVersion"], version):
+        return True
+    return ineligibility(record, True, version) is not None
+
+
+def _waiting_due(doc: MachineDoc | None, ext: str) -> str | None:
+    record = doc["extensions"].get(ext) if doc else None
+    job = record.get("upgrade") if record else None
+    return str(job["dueAt"]) if job and job["state"] in J.WAITING else None
 
 
 def _outcome_of(doc: MachineDoc | None, ext: str, rollout_id: str) -> str | None:
@@ -66,6 +107,13 @@ def _outcome_of(doc: MachineDoc | None, ext: str, rollout_id: str) -> str | None
     record = doc["extensions"].get(ext) if doc else None
     outcome: str | None = (record.get("outcomes") or {}).get(rollout_id) if record else None
     return outcome
+
+
+def _count_of(outcome: str | None) -> str:
+    """Which of a rollout's counts an outcome adds to."""
+    if outcome in (J.SUCCEEDED, J.UP_TO_DATE):
+        return "succeeded"
+    return "failed" if outcome in FAILED_OUTCOMES else "skipped"
 
 
 def _waiting_version(doc: MachineDoc | None, ext: str) -> str | None:
@@ -76,6 +124,30 @@ def _waiting_version(doc: MachineDoc | None, ext: str) -> str | None:
 
 def _key_of(target: list[str]) -> tuple[MachineKey, str]:
     return MachineKey(target[0], target[1], target[2]), target[3]
+
+
+class Repair(TypedDict):
+    """One repair the engine's invariant check made."""
+
+    invariant: str
+    subject: str  # the resource id it concerns
+    repair: str
+    correlationId: str
+
+
+def _repair(invariant: str, subject: str, repair: str, correlation_id: str) -> Repair:
+    return {"invariant": invariant, "subject": subject, "repair": repair, "correlationId": correlation_id or subject}
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """An extension as the audit's scan sees it."""
+
+    key: MachineKey
+    extension: str
+    state: str
+    due: str
+    behind: bool
 
 
 class Engine:
@@ -121,6 +193,9 @@ class Engine:
         self._held: list[Entry] = []
         self._manual_queue: list[Entry] = []
         self._completions = 0  # manual jobs, for the background pass on a manual clock
+        self._members: dict[str, dict[tuple[str, str], int]] = {}  # rollout -> target -> wave index (the plan)
+        self._stalled: dict[str, str] = {}  # rollout -> why it cannot move (the last audit's finding)
+        self._repairs = 0
         # The engine is the only writer of rollouts: it keeps them in memory and writes each change through.
         self._rollouts: dict[str, Record] = {r["id"]: r for r in store.list_rollouts()}
 
@@ -145,6 +220,7 @@ class Engine:
 
         automatic = not isinstance(self.clock, ManualClock)
         pruned_on = ""
+        audit_at = time.monotonic() + self.settings.audit_seconds
         while not self._stop.is_set():
             try:
                 today = iso(self.clock.now())[:10]
@@ -152,6 +228,9 @@ class Engine:
                     self.activity.prune(self.clock.now())
                     pruned_on = today
                 self.advance(automatic=automatic)
+                if automatic and time.monotonic() >= audit_at:
+                    audit_at = time.monotonic() + self.settings.audit_seconds
+                    self.audit()
             except Exception:  # the scheduler must outlive one bad tick
                 log.exception("Engine tick failed")
             self._wake.wait(self.settings.tick_seconds)
@@ -176,6 +255,8 @@ class Engine:
             self._manual.clear()
             self._held = []
             self._stats.clear()
+            self._members.clear()
+            self._stalled.clear()
 
     def kick(self) -> None:
         self._wake.set()
@@ -211,25 +292,233 @@ class Engine:
             self._submit(key, ext, resume=True)
         self._refresh_manual_operations()
 
-    def _rebuild_open_waves(self) -> None:
+    def _rebuild_open_waves(self, repair: bool = False) -> list[Repair]:
+        """Derive the open targets of every running wave from the extension records; schedule a claim
+        for each target with nothing of the rollout's on it. With ``repair`` (the audit), report every
+        way the in-memory sets and schedule disagreed with that."""
+        found: list[Repair] = []
+        now = iso(self.clock.now())
+        scheduled = {(MachineKey(*e[2]).lower, e[3], e[4]) for e in itertools.chain(self._due, self._held)}
         for rollout in self._rollout_list():
+            if rollout["state"] == COMPLETED:
+                continue
             for wave in rollout["waves"]:
                 if wave["state"] != "Running":
                     continue
                 open_targets: set[tuple[str, str]] = set()
-                now = iso(self.clock.now())
+                before = self._open.get(rollout["id"], {}).get(wave["index"], set())
                 for batch in wave["batches"]:
                     for target in batch["targets"]:
                         key, ext = _key_of(target)
-                        state = self.store.view_machine(
-                            key, partial(_wave_target_state, ext=ext, rollout_id=rollout["id"])
+                        status = self.store.view_machine(
+                            key, partial(_target_status, ext=ext, rollout_id=rollout["id"])
                         )
-                        if state == "done":
+                        if status == DONE:
+                            if repair and (key.lower, ext) in before:
+                                found.append(
+                                    _repair(
+                                        "WaveWaitsForConcludedTarget",
+                                        key.extension_id(ext),
+                                        f"wave {wave['index']} of rollout {rollout['id']} still waited for it "
+                                        "although it had concluded; closed it",
+                                        rollout["id"],
+                                    )
+                                )
                             continue
                         open_targets.add((key.lower, ext))
-                        if state == "unclaimed":
+                        if (
+                            status == CLAIM
+                            and (key.lower, ext) not in self._inflight
+                            and (key.lower, ext, rollout["id"]) not in scheduled
+                        ):
                             self._push(now, key, ext, rollout["id"])
+                            if repair:
+                                found.append(
+                                    _repair(
+                                        "WaveTargetIdle",
+                                        key.extension_id(ext),
+                                        f"in running wave {wave['index']} of rollout {rollout['id']} it was neither "
+                                        "running nor queued; queued it for the wave",
+                                        rollout["id"],
+                                    )
+                                )
                 self._open.setdefault(rollout["id"], {})[wave["index"]] = open_targets
+        return found
+
+    # --- invariants -----------------------------------------------------------------------------
+    def audit(self) -> list[Repair]:
+        """Check the engine's invariants against the store, repair what can be repaired (each repair
+        logged and written to the activity log), and mark what cannot move as Stalled."""
+        with self._lock:
+            repairs = self._rebuild_open_waves(repair=True)
+            repairs += self._audit_jobs()
+            repairs += self._audit_operations()
+            self._find_stalls()
+        now = self.clock.now()
+        events = []
+        for r in repairs:
+            log.warning("Engine repair (%s) of %s: %s", r["invariant"], r["subject"], r["repair"])
+            if parse_resource_id(r["subject"]) is not None:
+                events.append(
+                    repair_event(
+                        resource_id=r["subject"],
+                        invariant=r["invariant"],
+                        repair=r["repair"],
+                        now=now,
+                        correlation_id=r["correlationId"],
+                    )
+                )
+        if events:
+            self.activity.record(events)
+        self._repairs += len(repairs)
+        if repairs:
+            self.kick()
+        return repairs
+
+    def _audit_jobs(self) -> list[Repair]:
+        """Claimed jobs nothing runs, queued jobs nothing schedules, eligible extensions nothing upgrades."""
+        newest: dict[tuple[str, str], str] = {}
+        for rollout in self._rollout_list():
+            handler = (rollout["publisher"].lower(), rollout["type"].lower())
+            if handler not in newest or newer(rollout["version"], newest[handler]):
+                newest[handler] = rollout["version"]
+
+        def project(doc: MachineDoc) -> list[_Seen] | None:
+            parsed = parse_resource_id(doc["machine"]["id"])
+            if parsed is None:
+                return None
+            out: list[_Seen] = []
+            for ext, r in doc["extensions"].items():
+                job = r.get("upgrade")
+                props = r["resource"]["properties"]
+                best = newest.get((str(props.get("publisher", "")).lower(), str(props.get("type", "")).lower()))
+                current = props.get("typeHandlerVersion") or ""
+                behind = bool(
+                    best
+                    and not job
+                    and not r.get("operation")
+                    and current
+                    and major(current) == major(best)
+                    and newer(best, current)
+                    and props.get("enableAutomaticUpgrade", True)
+                    and not r.get("droppedOut")
+                )
+                if job or behind:
+                    out.append(_Seen(parsed[0], ext, job["state"] if job else "", job["dueAt"] if job else "", behind))
+            return out or None
+
+        repairs: list[Repair] = []
+        scheduled = {
+            (MachineKey(*e[2]).lower, e[3]) for e in itertools.chain(self._due, self._held, self._manual_queue)
+        }
+        for seen in (s for found in self.store.project_machines(project) for s in found):
+            key, ext = seen.key, seen.extension
+            if (key.lower, ext) in self._inflight:
+                continue
+            if seen.state == J.RUNNING:
+                self._submit(key, ext, resume=True)
+                repairs.append(
+                    _repair(
+                        "ClaimedJobNotRunning",
+                        key.extension_id(ext),
+                        "its job was Running with no worker behind it; reconciled it with the host",
+                        "",
+                    )
+                )
+            elif seen.state in J.WAITING and (key.lower, ext) not in scheduled:
+                self._push(seen.due, key, ext)
+                repairs.append(
+                    _repair(
+                        "QueuedJobNotScheduled",
+                        key.extension_id(ext),
+                        f"its queued job was not scheduled; scheduled it for {seen.due}",
+                        "",
+                    )
+                )
+            elif seen.behind and self.reconsider(key, ext):
+                repairs.append(
+                    _repair(
+                        "EligibleExtensionNotQueued",
+                        key.extension_id(ext),
+                        "it was opted in and behind the "
+                        "newest rollout of its type with nothing queued; it joined that rollout",
+                        "",
+                    )
+                )
+        return repairs
+
+    def _audit_operations(self) -> list[Repair]:
+        """A manual upgrade's operation InProgress with no job behind it is finished from the records."""
+        repairs: list[Repair] = []
+        for op in self.store.list_operations(IN_PROGRESS):
+            if op["kind"] != "extension.upgrade":
+                continue
+            key = MachineKey(*op["machine"])
+            doc = self.store.get_machine(key)
+            behind = set()
+            for target in op["targets"]:
+                ext = target["extension"]
+                record = doc["extensions"].get(ext) if doc else None
+                job = (record or {}).get("upgrade") or {}
+                if (
+                    (key.lower, ext) in self._inflight
+                    or job.get("manualOperation") == op["id"]
+                    and (op["id"] not in (record or {}).get("outcomes", {}))
+                ):
+                    behind.add((key.lower, ext))
+            if behind:
+                self._manual[op["id"]] = behind
+                continue
+            self._finish_manual(op["id"])
+            repairs.append(
+                _repair(
+                    "OperationWithoutJob",
+                    op["resourceId"] if "resourceId" in op else key.id,
+                    f"operation {op['id']} was InProgress with no upgrade job behind it; finished it from "
+                    "the extension records",
+                    op["id"],
+                )
+            )
+        return repairs
+
+    def _find_stalls(self) -> None:
+        """A rollout whose running wave has waited past ``stall_after`` on targets that do not move."""
+        now = self.clock.now()
+        stalled: dict[str, str] = {}
+        for rollout in self._rollout_list():
+            if rollout["state"] != ACTIVE:
+                continue
+            for wave in rollout["waves"]:
+                if wave["state"] != "Running":
+                    continue
+                open_targets = self._open.get(rollout["id"], {}).get(wave["index"], set())
+                started = datetime.fromisoformat(str(wave.get("startedAt") or iso(now)).replace("Z", "+00:00"))
+                if not open_targets or now - started < self.settings.stall_after:
+                    continue
+                waits = []
+                for lower, ext in sorted(open_targets)[:3]:
+                    doc_key = MachineKey(*lower.split("/"))
+                    doc = self.store.get_machine(doc_key)
+                    record = doc["extensions"].get(ext) if doc else None
+                    job = (record or {}).get("upgrade") or {}
+                    name = f"{doc['machine']['name'] if doc else lower}/{ext}"
+                    available = getattr(self.drivers, "available", None)
+                    reachable = bool(doc and (available(doc) if available else self.drivers(doc_key, doc)))
+                    if job.get("blockedReason") == "NoHostConnection" or (doc and not reachable):
+                        waits.append(f"{name}: no host connection is configured")
+                    elif record and record.get("operation"):
+                        waits.append(f"{name}: busy with operation {record['operation']}")
+                    elif job:
+                        waits.append(f"{name}: {job['state']} {job.get('toVersion')} due {job.get('dueAt')}")
+                    else:
+                        waits.append(f"{name}: waiting for the host")
+                stalled[rollout["id"]] = (
+                    f"wave {wave['index']} ({wave['region']}) started at {wave.get('startedAt')} and still waits for "
+                    f"{len(open_targets)} extension(s): "
+                    + "; ".join(waits)
+                    + ". Fix or remove those extensions (or their host connection); the wave then completes."
+                )
+        self._stalled = stalled
 
     # --- publishing ---------------------------------------------------------------------------
     def on_version_published(self, version: Record) -> Record | None:
@@ -305,6 +594,16 @@ class Engine:
             if not fitting:
                 return False
             best = max(fitting, key=lambda r: version_key(r["version"]))
+            if best["id"] not in (record.get("outcomes") or {}):
+                planned = self._planned_wave(best, key, ext)
+                if planned is not None and planned["state"] != "Completed":
+                    # a target of the plan (say, still being created when the version was published):
+                    # its wave claims it; it is not a late joiner
+                    if planned["state"] == "Running":
+                        self._open.setdefault(best["id"], {}).setdefault(planned["index"], set()).add((key.lower, ext))
+                        self._push(iso(self.clock.now()), key, ext, best["id"])
+                        self.kick()
+                    return False
             region = doc["machine"]["location"].lower()
             now = self.clock.now()
             upcoming = [w for w in best["waves"] if w["state"] == "Pending" and w["region"] == region]
@@ -339,6 +638,19 @@ class Engine:
             log.info("%s on %s joins rollout %s to %s, due %s", ext, key.name, best["id"], best["version"], due)
         self.kick()
         return True
+
+    def _planned_wave(self, rollout: Record, key: MachineKey, ext: str) -> dict[str, Any] | None:
+        """The wave of ``rollout``'s plan that holds the extension, if any (an index built once per rollout)."""
+        members = self._members.get(rollout["id"])
+        if members is None:
+            members = {}
+            for wave in rollout["waves"]:
+                for batch in wave["batches"]:
+                    for target in batch["targets"]:
+                        members[(MachineKey(target[0], target[1], target[2]).lower, target[3])] = wave["index"]
+            self._members[rollout["id"]] = members
+        index = members.get((key.lower, ext))
+        return None if index is None else rollout["waves"][index]
 
     # --- scheduling -----------------------------------------------------------------------------
     def _push(self, due: str, key: MachineKey, ext: str, rollout_id: str = "") -> None:
@@ -449,6 +761,8 @@ class Engine:
             current = record.get("upgrade")
             if current and current["state"] == J.RUNNING:
                 return doc, False
+            if automatic and J.manual_pending(current):
+                return doc, False  # one at a time: the manual upgrade runs first
             if (
                 current
                 and current["state"] in J.WAITING
@@ -456,14 +770,28 @@ class Engine:
                 and automatic
             ):
                 return doc, False
+            displaced = (current or {}).get("displaced")
             if (
-                current
+                not automatic
+                and current
+                and current["state"] in J.WAITING
+                and not current.get("manualOperation")
+                and newer(current["toVersion"], job["toVersion"])
+            ):
+                displaced = {k: v for k, v in current.items() if k != "displaced"}  # comes back afterwards
+            elif (
+                automatic
+                and current
                 and current.get("rolloutId")
                 and current["rolloutId"] != job.get("rolloutId")
                 and not current.get("firstAttemptDone")
             ):
-                J.remember_outcome(record, current, "Superseded")
+                J.remember_outcome(record, current, J.SUPERSEDED)
                 superseded.append(current["rolloutId"])
+            # (a manual job replacing a wave's own job of the same or an older version leaves the wave
+            # waiting: once the manual job has ended the wave finds the extension up to date, or claims it)
+            if displaced and newer(displaced["toVersion"], job["toVersion"]):
+                job["displaced"] = displaced
             job.update(
                 state=J.QUEUED,
                 attempt=1,
@@ -485,17 +813,15 @@ class Engine:
         tripped: list[str] = []
         for batch in wave["batches"]:
             counts = {"succeeded": 0, "failed": 0, "skipped": 0}
+            up_to_date = 0
             for target in batch["targets"]:
                 key, ext = _key_of(target)
                 outcome = self.store.view_machine(key, partial(_outcome_of, ext=ext, rollout_id=rollout["id"]))
-                if outcome == J.SUCCEEDED:
-                    counts["succeeded"] += 1
-                elif outcome in FAILED_OUTCOMES:
-                    counts["failed"] += 1
-                else:
-                    counts["skipped"] += 1
+                counts[_count_of(outcome)] += 1
+                if outcome == J.UP_TO_DATE:
+                    up_to_date += 1
             batch.update(counts)
-            attempted = counts["succeeded"] + counts["failed"]
+            attempted = counts["succeeded"] - up_to_date + counts["failed"]
             if (
                 attempted
                 and counts["failed"] >= self.settings.breaker_min_failures
@@ -528,6 +854,7 @@ class Engine:
         held_again: list[Entry] = []
         later: list[Entry] = []
         pending: list[Entry] = []
+        manual_again: list[Entry] = []
         if not automatic:
             # only what a user asked for: the manual queue, leaving the shared heap alone
             pending, self._manual_queue = self._manual_queue, []
@@ -543,22 +870,28 @@ class Engine:
             _, _, parts, ext, wave_rollout = entry
             key = MachineKey(*parts)
             if (key.lower, ext) in self._inflight:
-                if wave_rollout:
-                    later.append(entry)  # a wave target: claim it once the running job is done
+                # one job at a time per extension: look again once the running one is done
+                (later if automatic else manual_again).append(entry)
                 continue
             job, reachable, exists = self.store.view_machine(key, partial(self._job_and_reach, key=key, ext=ext))
             template: dict[str, Any] | None = None
-            if job is None or job["state"] not in J.WAITING:
-                if not wave_rollout or job is not None:
-                    continue
+            own = bool(job and job.get("rolloutId") == wave_rollout and not job.get("firstAttemptDone"))
+            if wave_rollout and not own:
+                # a wave's target: the claim decides (run it, take a waiting job of the same version over,
+                # or conclude it as up to date, superseded or skipped), never another job's schedule
                 rollout = self._rollouts.get(wave_rollout)
                 if rollout is None:
                     continue
                 if not exists:  # removed meanwhile: nothing to upgrade, the wave need not wait for it
                     self._close_target(wave_rollout, key, ext)
                     continue
-                template = self.wave_job(rollout, self._wave_index(rollout, key, ext))
+                index = self._wave_index(rollout, key, ext)
+                if index is None:
+                    continue  # no longer open (a stale entry)
+                template = self.wave_job(rollout, index)
                 job = {**template, "dueAt": stamp, "state": J.QUEUED}
+            elif job is None or job["state"] not in J.WAITING:
+                continue
             if job["dueAt"] > stamp:
                 self._push(job["dueAt"], key, ext)
                 continue
@@ -568,7 +901,12 @@ class Engine:
             if rollout and rollout["state"] in HELD:
                 held_again.append(entry)  # kept for resume
                 continue
-            if not reachable:
+            if not reachable and not (
+                template is not None
+                and self.store.view_machine(
+                    key, partial(_concludes_without_host, ext=ext, version=template["toVersion"])
+                )
+            ):
                 if template is None:
                     self._postpone(key, ext, "NoHostConnection")
                 else:
@@ -578,6 +916,7 @@ class Engine:
             self._submit(key, ext, template=template)
             dispatched += 1
         self._held.extend(held_again)
+        self._manual_queue.extend(manual_again)
         for entry in later:
             heapq.heappush(self._due, entry)
         self._stats["dispatched"] = self._stats.get("dispatched", 0) + dispatched
@@ -653,29 +992,28 @@ class Engine:
                 self.kick()  # a wave may have ended: let the scheduler move on (every 16 results, or when idle)
 
     def _on_result(self, result: J.JobResult) -> None:
+        """Book a job's end. What comes next derives from the extension's record, not from the result:
+        whatever job now waits on it is scheduled, and every running wave that has it open looks again."""
         self._stats[result.outcome] = self._stats.get(result.outcome, 0) + 1
         job = result.job
-        if result.outcome == J.REQUEUED:
-            self._push(job["dueAt"], result.key, result.extension)
-            return  # the same attempt runs again; it stays open in its wave or manual operation
-        if result.outcome == J.POSTPONED and job:
-            self._push(job["dueAt"], result.key, result.extension)
-            return
-        if result.outcome in (J.ROLLED_BACK, J.NOT_RUN) and job.get("retry", True):
-            doc = self.store.get_machine(result.key)
-            record = doc["extensions"].get(result.extension) if doc else None
-            retry = record.get("upgrade") if record else None
-            if retry and retry["state"] == J.RETRY_WAIT:
-                self._push(retry["dueAt"], result.key, result.extension)
-        target = (result.key.lower, result.extension)
-        if job.get("superseded"):
-            self._close_target(job["superseded"], result.key, result.extension)
-        rollout_id = job.get("rolloutId")
-        if rollout_id and not job.get("firstAttemptDone"):
-            for open_targets in self._open.get(rollout_id, {}).values():
-                open_targets.discard(target)
+        key, ext = result.key, result.extension
+        target = (key.lower, ext)
+        wave_rollout = str(job.get("rolloutId") or "") if job.get("waveEntry") else ""
+        if wave_rollout:  # a wave's claim waits for another job to end
+            self._push(job["dueAt"], key, ext, wave_rollout)
+        due = self.store.view_machine(key, partial(_waiting_due, ext=ext))
+        if due is not None:
+            self._push(due, key, ext)
+        for rollout_id, waves in self._open.items():
+            if rollout_id == wave_rollout or not any(target in t for t in waves.values()):
+                continue
+            status = self.store.view_machine(key, partial(_target_status, ext=ext, rollout_id=rollout_id))
+            if status == DONE:
+                self._close_target(rollout_id, key, ext)
+            elif status == CLAIM:
+                self._push(iso(self.clock.now()), key, ext, rollout_id)
         operation_id = job.get("manualOperation")
-        if operation_id and operation_id in self._manual:
+        if operation_id and operation_id in self._manual and result.outcome not in (J.REQUEUED, J.POSTPONED):
             self._manual[operation_id].discard(target)
             if not self._manual[operation_id]:
                 self._finish_manual(operation_id)
@@ -688,9 +1026,7 @@ class Engine:
         with self._idle:
             return self._idle.wait_for(lambda: not self._inflight, timeout)
 
-    def run_until_idle(self, max_rounds: int = 10_000) -> dict[str, Any]:
-        """Run everything that is due now, round after round, until nothing more happens."""
-        before = dict(self._stats)
+    def _run_rounds(self, max_rounds: int) -> None:
         for _ in range(max_rounds * 100):
             dispatched = self.advance()
             with self._idle:
@@ -707,6 +1043,18 @@ class Engine:
                 with self._lock:
                     if not self._inflight:
                         break
+
+    def run_until_idle(self, max_rounds: int = 10_000) -> dict[str, Any]:
+        """Run everything that is due now, round after round, until nothing more happens."""
+        before = dict(self._stats)
+        repairs = 0
+        for _check in range(4):
+            self._run_rounds(max_rounds)
+            # idle: check the engine's invariants; a repair may have made work due now
+            found = len(self.audit())
+            repairs += found
+            if not found:
+                break
         summary = {k: self._stats.get(k, 0) - before.get(k, 0) for k in self._stats}
         return {
             "now": iso(self.clock.now()),
@@ -716,6 +1064,7 @@ class Engine:
             "rollbackFailed": summary.get(J.DROPPED, 0),
             "notRun": summary.get(J.NOT_RUN, 0),
             "cancelled": summary.get(J.CANCELLED, 0),
+            "repairs": repairs,
             "pending": len(self._due),
             "rollouts": [
                 {"id": r["id"], "type": r["type"], "version": r["version"], "state": r["state"]}
@@ -813,6 +1162,12 @@ class Engine:
             targets=[{"extension": e, "fromVersion": f, "toVersion": t} for e, f, t in plan],
         )
         with self._lock:
+            for ext, _from, _to in plan:
+                if (key.lower, ext) in self._inflight:
+                    # one upgrade at a time: an automatic one was handed to a worker (or runs)
+                    raise errors.another_operation_in_progress(
+                        doc["extensions"][ext]["resource"]["id"], "an automatic upgrade"
+                    )
             queued: set[tuple[str, str]] = set()
             for ext, _from, to in plan:
                 job = {
@@ -822,12 +1177,15 @@ class Engine:
                     "caller": principal,
                     "retry": True,
                 }
-                if self._queue_job(key, ext, job, now, automatic=False):
-                    queued.add((key.lower, ext))
-                    self._push(iso(now), key, ext)
-                    self._manual_queue.append(
-                        (iso(now), next(self._seq), (key.subscription, key.resource_group, key.name), ext, "")
+                if not self._queue_job(key, ext, job, now, automatic=False):
+                    raise errors.another_operation_in_progress(
+                        doc["extensions"][ext]["resource"]["id"], "an automatic upgrade"
                     )
+                queued.add((key.lower, ext))
+                self._push(iso(now), key, ext)
+                self._manual_queue.append(
+                    (iso(now), next(self._seq), (key.subscription, key.resource_group, key.name), ext, "")
+                )
             if not queued:
                 op.update(status=SUCCEEDED, endTime=iso(now), result=[])
             self.store.put_operation(op)
@@ -933,20 +1291,28 @@ class Engine:
         out = []
         for rollout in sorted(self._rollout_list(), key=lambda r: r["createdAt"]):
             waves = rollout["waves"]
+            live = {  # a running wave's counts so far, from the extension records
+                (w["index"], i): self._live_counts(rollout["id"], b)
+                for w in waves
+                if w["state"] == "Running"
+                for i, b in enumerate(w["batches"])
+            }
+            stalled = self._stalled.get(rollout["id"]) if rollout["state"] == ACTIVE else None
             summary = {
                 "id": rollout["id"],
                 "publisher": rollout["publisher"],
                 "type": rollout["type"],
                 "version": rollout["version"],
                 "critical": rollout["critical"],
-                "state": rollout["state"],
-                "stateReason": rollout.get("stateReason"),
+                "state": "Stalled" if stalled else rollout["state"],
+                "stateReason": f"Stalled: {stalled}" if stalled else rollout.get("stateReason"),
                 "createdAt": rollout["createdAt"],
                 "completedAt": rollout.get("completedAt"),
                 "windowSeconds": rollout["windowSeconds"],
                 "eligible": rollout.get("eligible", 0),
                 "counts": {
-                    k: sum(b.get(k, 0) for w in waves for b in w["batches"]) for k in ("succeeded", "failed", "skipped")
+                    k: sum(live.get((w["index"], i), b).get(k, 0) for w in waves for i, b in enumerate(w["batches"]))
+                    for k in ("succeeded", "failed", "skipped")
                 },
                 "phases": [],
                 "nextAction": None,
@@ -967,14 +1333,18 @@ class Engine:
                             {
                                 "subscription": b["subscription"],
                                 "size": len(b["targets"]),
-                                **{k: b[k] for k in ("succeeded", "failed", "skipped") if k in b},
+                                **{
+                                    k: v
+                                    for k, v in live.get((wave["index"], i), b).items()
+                                    if k in ("succeeded", "failed", "skipped")
+                                },
                                 **(
                                     {"targets": [MachineKey(*t[:3]).extension_id(t[3]) for t in b["targets"]]}
                                     if targets
                                     else {}
                                 ),
                             }
-                            for b in wave["batches"]
+                            for i, b in enumerate(wave["batches"])
                         ],
                     }
                 )
@@ -982,6 +1352,8 @@ class Engine:
             pending = next((w for w in waves if w["state"] != "Completed"), None)
             if rollout["state"] in HELD:
                 summary["nextAction"] = f"{rollout['state']}: waiting for an operator to resume"
+            elif stalled:
+                summary["nextAction"] = f"stalled: {stalled}"
             elif pending and pending["state"] == "Running":
                 summary["nextAction"] = f"wave {pending['index']} ({pending['region']}) is running"
             elif pending:
@@ -990,27 +1362,44 @@ class Engine:
             out.append(summary)
         return out
 
-    def wave_of(self, key: MachineKey, ext: str) -> tuple[Record, dict[str, Any]] | None:
-        with self._lock:
-            return self._wave_of(key, ext)
+    def _live_counts(self, rollout_id: str, batch: dict[str, Any]) -> dict[str, int]:
+        counts = {"succeeded": 0, "failed": 0, "skipped": 0}
+        for target in batch["targets"]:
+            key, ext = _key_of(target)
+            outcome = self.store.view_machine(key, partial(_outcome_of, ext=ext, rollout_id=rollout_id))
+            if outcome is not None:
+                counts[_count_of(outcome)] += 1
+        return counts
 
-    def _wave_of(self, key: MachineKey, ext: str) -> tuple[Record, dict[str, Any]] | None:
-        target = (key.lower, ext)
-        for rollout in self._rollouts.values():
-            if rollout["state"] == COMPLETED:
-                continue
-            for wave in rollout["waves"]:
-                if wave["state"] == "Running":
-                    if target in self._open.get(rollout["id"], {}).get(wave["index"], ()):
-                        return rollout, wave
-                    continue
-                if wave["state"] != "Pending":
-                    continue
-                for batch in wave["batches"]:
-                    for t in batch["targets"]:
-                        if MachineKey(t[0], t[1], t[2]).lower == key.lower and t[3] == ext:
-                            return rollout, wave
-        return None
+    def wave_of(
+        self, key: MachineKey, ext: str, current: str = "", outcomes: dict[str, Any] | None = None
+    ) -> tuple[Record, dict[str, Any]] | None:
+        """The wave that will upgrade the extension next: of the newest rollout above ``current`` that
+        has the extension in a wave not yet completed (and no outcome for it)."""
+        with self._lock:
+            found = [
+                (rollout, wave)
+                for rollout in self._rollouts.values()
+                if rollout["state"] != COMPLETED
+                and (not current or newer(rollout["version"], current))
+                and rollout["id"] not in (outcomes or {})
+                for wave in [self._wave_of(rollout, key, ext)]
+                if wave is not None
+            ]
+        return max(found, key=lambda f: version_key(f[0]["version"])) if found else None
+
+    def _wave_of(self, rollout: Record, key: MachineKey, ext: str) -> dict[str, Any] | None:
+        wave = self._planned_wave(rollout, key, ext)
+        if wave is None or wave["state"] == "Completed":
+            return None
+        if wave["state"] == "Running" and (key.lower, ext) not in self._open.get(rollout["id"], {}).get(
+            wave["index"], ()
+        ):
+            return None
+        return wave
+
+    def stalled(self, rollout_id: str) -> str | None:
+        return self._stalled.get(rollout_id)
 
     def held(self, rollout_id: str | None) -> Record | None:
         if not rollout_id:

@@ -48,6 +48,40 @@ NOT_RUN = "NotRun"  # the host could not be reached; nothing changed
 DROPPED = "RollbackFailed"
 CANCELLED = "Cancelled"
 POSTPONED = "Postponed"
+#: A wave target that already ran the rollout's version when its turn came (another path got it there):
+#: counted as succeeded, not as an attempt of the breaker's arithmetic.
+UP_TO_DATE = "UpToDate"
+SUPERSEDED = "Superseded"  # a newer version was already queued or installed: skipped
+SKIPPED = "Skipped"
+
+
+def manual_pending(job: dict[str, Any] | None) -> bool:
+    """A manual upgrade's first attempt, queued: its operation waits for it, nothing may replace it."""
+    return bool(job and job.get("manualOperation") and job["state"] == QUEUED and job.get("attempt", 1) == 1)
+
+
+def restore_displaced(record: dict[str, Any], displaced: dict[str, Any] | None) -> None:
+    """One rule orders manual and automatic upgrades of one extension: one at a time, and a newer
+    automatic version that a manual upgrade displaced (queued or waiting to retry) comes back once the
+    manual job has ended, unless the extension already runs it (or as much is queued already).
+
+    Called with the job that just ended (``displaced`` is what it displaced) after ``record`` holds
+    that job's follow-up (nothing, a retry, a Failed job)."""
+    if not displaced:
+        return
+    follow = record.get("upgrade")
+    if follow and follow.get("displaced"):
+        del follow["displaced"]
+    current = record["resource"]["properties"].get("typeHandlerVersion")
+    if record.get("droppedOut") or not current or not newer(displaced["toVersion"], current):
+        return
+    if follow and follow["state"] not in WAITING:
+        return
+    if follow and not newer(displaced["toVersion"], follow["toVersion"]):
+        if follow.get("manualOperation"):
+            follow["displaced"] = displaced  # the manual retry goes as high: it keeps the automatic one behind
+        return
+    record["upgrade"] = {k: v for k, v in displaced.items() if k != "displaced"}
 
 
 @dataclass
@@ -147,9 +181,16 @@ class JobRunner:
             if template is not None:
                 if doc is None or record is None:
                     return doc, JobResult(key, ext, CANCELLED, dict(template))
-                if job and job["state"] == RUNNING:
-                    remember_outcome(record, template, "Skipped")
-                    return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "AnotherUpgradeRunning"})
+                if template["correlationId"] in (record.get("outcomes") or {}):
+                    return doc, JobResult(key, ext, CANCELLED, dict(template))  # concluded already
+                if (job and job["state"] == RUNNING) or manual_pending(job):
+                    # one upgrade at a time: the wave claims this target once the other job has ended
+                    again = {**template, "dueAt": self._later(self.busy_delay), "waveEntry": True}
+                    return doc, JobResult(key, ext, POSTPONED, again)
+                current = record["resource"]["properties"].get("typeHandlerVersion")
+                if current and not newer(template["toVersion"], current):
+                    remember_outcome(record, template, UP_TO_DATE if current == template["toVersion"] else SUPERSEDED)
+                    return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "UpToDate"})
                 fresh = {
                     **template,
                     "state": QUEUED,
@@ -158,15 +199,22 @@ class JobRunner:
                     "resourceId": record["resource"]["id"],
                 }
                 if job and job["state"] in WAITING:
-                    if not newer(template["toVersion"], job["toVersion"]):
-                        remember_outcome(record, template, "Skipped")
-                        return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "AlreadyQueued"})
-                    if job.get("rolloutId") and not job.get("firstAttemptDone"):
-                        remember_outcome(record, job, "Superseded")
+                    if newer(job["toVersion"], template["toVersion"]):
+                        remember_outcome(record, template, SUPERSEDED)
+                        return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "Superseded"})
+                    if (
+                        job.get("rolloutId")
+                        and job["rolloutId"] != template["rolloutId"]
+                        and not job.get("firstAttemptDone")
+                    ):
+                        remember_outcome(record, job, SUPERSEDED)
                         fresh["superseded"] = job["rolloutId"]
+                    if job.get("displaced"):
+                        fresh["displaced"] = job["displaced"]
+                    # a job of the same version (a late joiner, a retry) is taken over as the wave's attempt
                 why = ineligibility(record, True, template["toVersion"]) or self.may_run(record, fresh)
                 if why is not None:
-                    remember_outcome(record, template, "Skipped")
+                    remember_outcome(record, template, SKIPPED)
                     return doc, JobResult(key, ext, CANCELLED, {**template, "reason": why})
                 record["upgrade"] = job = fresh
             if doc is None or record is None or not job or job["state"] not in WAITING:
@@ -177,11 +225,13 @@ class JobRunner:
             if reason is not None:
                 record["upgrade"] = None
                 remember_outcome(record, job, CANCELLED)
+                restore_displaced(record, job.get("displaced"))
                 return doc, JobResult(key, ext, CANCELLED, {**job, "reason": reason})
             current = record["resource"]["properties"].get("typeHandlerVersion")
             if current and not newer(job["toVersion"], current):
                 record["upgrade"] = None
-                remember_outcome(record, job, SUCCEEDED if current == job["toVersion"] else CANCELLED)
+                remember_outcome(record, job, UP_TO_DATE if current == job["toVersion"] else SUPERSEDED)
+                restore_displaced(record, job.get("displaced"))
                 return doc, JobResult(key, ext, CANCELLED, {**job, "reason": "UpToDate"})
             if record.get("operation"):
                 job["dueAt"] = self._later(self.busy_delay)
@@ -288,6 +338,7 @@ class JobRunner:
             apply(record)
             if outcome is not None:
                 remember_outcome(record, job, outcome)
+            restore_displaced(record, job.get("displaced"))
             return doc, None
 
         self.store.mutate_machine(key, change, extension=ext, events=events)

@@ -17,3 +17,5 @@ class EngineSettings:
     breaker_min_failures: int = 2  # ... once at least this many of its machines failed
     busy_delay: timedelta = timedelta(minutes=1)  # extension busy with another operation: try again after
     tick_seconds: float = 1.0  # how often the background scheduler looks for due work
+    stall_after: timedelta = timedelta(days=1)  # a running wave still open after this shows its rollout Stalled
+    audit_seconds: float = 60.0  # how often (wall clock) the background scheduler checks the engine's invariants

@@ -60,17 +60,21 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
             item.update(
                 state=job["state"],
                 targetVersion=job.get("toVersion"),
-                dueAt=job.get("dueAt"),
+                # a due time in the past means "now" (the engine takes it on its next pass)
+                dueAt=max(job.get("dueAt") or now, now),
                 attempt=job.get("attempt"),
                 rolloutId=job.get("rolloutId"),
             )
             held = engine.held(job.get("rolloutId"))
             if job["state"] == J.RUNNING:
+                item["dueAt"] = None
                 item["reason"] = f"upgrading to {job['toVersion']} now (attempt {job.get('attempt', 1)})"
             elif job["state"] == J.FAILED:
+                item["dueAt"] = None
                 item["reason"] = _REASONS["DroppedOutAfterFailedRollback"]
             elif held:
                 item["state"] = "Held"
+                item["dueAt"] = None
                 item["reason"] = (
                     f"rollout {held['id']} is {held['state'].lower()}: {held.get('stateReason') or ''}".strip()
                 )
@@ -88,32 +92,33 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                 else:
                     item["reason"] = when
         else:
-            scheduled = engine.wave_of(key, ext)
-            if scheduled and scheduled[1]["state"] == "Running":
+            scheduled = engine.wave_of(key, ext, current, record.get("outcomes") or {})
+            held = engine.held(scheduled[0]["id"]) if scheduled else None
+            if scheduled and held:
                 rollout, wave = scheduled
-                item.update(
-                    state="Queued", targetVersion=rollout["version"], dueAt=wave["startedAt"], rolloutId=rollout["id"]
-                )
-                held = engine.held(rollout["id"])
-                if held:
-                    item["state"] = "Held"
-                    item["reason"] = f"rollout {held['id']} is {held['state'].lower()}: {held.get('stateReason') or ''}"
-                else:
-                    item["reason"] = (
-                        f"in wave {wave['index']} ({wave['region']}) of rollout {rollout['id']}, running now"
-                    )
+                item.update(state="Held", targetVersion=rollout["version"], dueAt=None, rolloutId=rollout["id"])
+                item["reason"] = (
+                    f"in wave {wave['index']} ({wave['region']}) of rollout {rollout['id']}, which is "
+                    f"{held['state'].lower()}: {held.get('stateReason') or ''}"
+                ).strip()
+            elif scheduled and scheduled[1]["state"] == "Running":
+                rollout, wave = scheduled
+                item.update(state="Queued", targetVersion=rollout["version"], dueAt=now, rolloutId=rollout["id"])
+                item["reason"] = f"in wave {wave['index']} ({wave['region']}) of rollout {rollout['id']}, running now"
+                stalled = engine.stalled(rollout["id"])
+                if stalled:
+                    item["reason"] += f"; the rollout is stalled: {stalled}"
             elif scheduled:
                 rollout, wave = scheduled
+                waiting = wave["notBefore"] <= now
                 item.update(
                     state="Scheduled",
                     targetVersion=rollout["version"],
-                    dueAt=wave["notBefore"],
+                    dueAt=None if waiting else wave["notBefore"],
                     rolloutId=rollout["id"],
                 )
                 item["reason"] = f"in wave {wave['index']} ({wave['region']}) of rollout {rollout['id']}; " + (
-                    "starts once the earlier waves complete"
-                    if wave["notBefore"] <= now
-                    else f"not before {wave['notBefore']}"
+                    "starts once the earlier waves complete" if waiting else f"not before {wave['notBefore']}"
                 )
             else:
                 target = latest if latest and current and newer(latest, current) else newest
