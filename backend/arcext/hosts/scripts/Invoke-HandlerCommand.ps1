@@ -6,7 +6,12 @@
 # records the outcome (exit code, timed out, output tails, the next handler state) in the step of
 # the handler's journal ($env:ProgramData\arcext\journal\<handler>.json). The caller calls again
 # with the same parameters until the answer is no longer `pending`; a step already done is
-# reported from the journal and never run twice.
+# reported from the journal and never run twice. WaitSeconds: wait on the host (polling the journal)
+# up to that long for the outcome before answering, so one call usually starts and reports a step.
+# After: the step of this operation that must have succeeded (or been skipped) first; otherwise the
+# answer is `skipped` with `blocked`, nothing is started (several steps can then share one
+# pipeline). OnlyInState: skip the step (recorded as skipped in the journal) unless the version is
+# in that handler state when it would start.
 param(
     [Parameter(Mandatory = $true)][ValidatePattern('^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)+$')][string]$Handler,
     [Parameter(Mandatory = $true)][ValidatePattern('^\d{1,9}(\.\d{1,9}){0,3}$')][string]$Version,
@@ -15,7 +20,10 @@ param(
     [Parameter(Mandatory = $true)][ValidatePattern('^[0-9a-fA-F-]{36}$')][string]$OperationId,
     [Parameter(Mandatory = $true)][ValidatePattern('^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$')][string]$Step,
     [Parameter(Mandatory = $true)][string]$RunnerScript,
-    [hashtable]$Environment
+    [hashtable]$Environment,
+    [ValidateRange(0, 3600)][int]$WaitSeconds = 0,
+    [ValidatePattern('^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$')][string]$After,
+    [ValidateSet('NotInstalled', 'Installed', 'Enabled')][string]$OnlyInState
 )
 $ErrorActionPreference = 'Stop'
 # --- arcext common block (identical in every agent script; tests/test_ps1_static.py checks it) ---
@@ -186,6 +194,14 @@ function Remove-HandlerTask {
     if (Test-Path -LiteralPath $requestPath) { [System.IO.File]::Delete($requestPath) }
 }
 
+function Format-Skipped([string]$Reason, [bool]$Blocked) {
+    [pscustomobject]@{
+        step = $Step; command = $Command; version = $Version; pending = $false; skipped = $true
+        blocked = $Blocked; reason = $Reason; state = (Get-CurrentState)
+    } | ConvertTo-Json -Compress
+}
+
+function Invoke-Step {
 $lock = Enter-HandlerLock $Handler
 try {
     if (-not (Test-Path -LiteralPath $journalPath)) {
@@ -196,6 +212,10 @@ try {
         throw "The active operation on $Handler is $($journal.operationId), not $OperationId."
     }
     $recorded = $journal.steps.PSObject.Properties[$Step]
+    if ($recorded -and $recorded.Value.state -eq 'skipped') {
+        Format-Skipped ([string]$recorded.Value.reason) $false
+        return
+    }
     if ($recorded -and $recorded.Value.state -eq 'done') {
         $replayed = [bool]$recorded.Value.reported
         if (-not $replayed) {
@@ -230,7 +250,21 @@ try {
         return
     }
 
+    if ($After) {
+        $previous = $journal.steps.PSObject.Properties[$After]
+        if (-not $previous -or ($previous.Value.state -ne 'skipped' -and ($previous.Value.state -ne 'done' -or
+                    [int]$previous.Value.exitCode -ne 0 -or [bool]$previous.Value.timedOut))) {
+            Format-Skipped "the step $After before it has not succeeded" $true
+            return
+        }
+    }
     $state = Get-CurrentState
+    if ($OnlyInState -and $state -ne $OnlyInState) {
+        $reason = "$Handler $Version is $state, not $OnlyInState"
+        Save-Step $journal ([pscustomobject]@{ state = 'skipped'; command = $Command; version = $Version; reason = $reason })
+        Format-Skipped $reason $false
+        return
+    }
     $allowed = @{
         install   = @('NotInstalled')
         enable    = @('Installed', 'Enabled')
@@ -281,3 +315,12 @@ try {
 
 [pscustomobject]@{ step = $Step; command = $Command; version = $Version; pending = $true; state = $state } |
     ConvertTo-Json -Compress
+}
+
+$waitUntil = [System.DateTimeOffset]::UtcNow.ToUnixTimeSeconds() + $WaitSeconds
+while ($true) {
+    $answer = Invoke-Step | ConvertFrom-Json
+    if (-not $answer.pending -or [System.DateTimeOffset]::UtcNow.ToUnixTimeSeconds() -ge $waitUntil) { break }
+    Start-Sleep -Seconds 1
+}
+$answer | ConvertTo-Json -Compress
