@@ -50,6 +50,9 @@ from .packages import PackageRef, PackageStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: a script's pipeline input: a function that makes the iterator of its items (called again when
+#: the call is retried, so a package is read from disk again rather than held in memory)
+Input = Callable[[], Iterator[str]] | None
 #: how :meth:`AgentScriptDriver._boundary` discards the session after an error
 FORGET = "forget"  # drop it without a word to the host (it stopped answering)
 CLOSE = "close"  # best effort to close it on the host, then drop it
@@ -353,14 +356,12 @@ class AgentScriptDriver:
         ``only``, do nothing unless ``only`` is still the open session."""
         raise NotImplementedError
 
-    def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Iterator[str] | None) -> list[Any]:
+    def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Input) -> list[Any]:
         """Run one agent script on the open session within ``deadline`` seconds; its output items.
         Raises RemoteScriptError when the script reported any error."""
         return self._invoke_many([(name, params)], deadline, input_)[0]
 
-    def _invoke_many(
-        self, calls: list[tuple[str, dict[str, Any]]], deadline: float, input_: Iterator[str] | None
-    ) -> list[list[Any]]:
+    def _invoke_many(self, calls: list[tuple[str, dict[str, Any]]], deadline: float, input_: Input) -> list[list[Any]]:
         """Run several agent scripts in order in ONE pipeline (one command on the transport), each in
         its own scope with its own parameters, stopping at the first that fails; ``input_`` is the
         first script's pipeline input. The output items of each. Raises RemoteScriptError when any
@@ -378,7 +379,7 @@ class AgentScriptDriver:
     # Running one agent script
     # ============================================================================================
     def _script(
-        self, name: str, params: dict[str, Any], deadline_s: float | None = None, input_: Iterator[str] | None = None
+        self, name: str, params: dict[str, Any], deadline_s: float | None = None, input_: Input = None
     ) -> dict[str, Any]:
         return self._scripts([(name, params)], deadline_s, input_)[0]
 
@@ -386,7 +387,7 @@ class AgentScriptDriver:
         self,
         calls: list[tuple[str, dict[str, Any]]],
         deadline_s: float | None = None,
-        input_: Iterator[str] | None = None,
+        input_: Input = None,
     ) -> list[dict[str, Any]]:
         """Run the scripts in order in one pipeline; each one's JSON document."""
         for name, params in calls:
@@ -471,7 +472,7 @@ class AgentScriptDriver:
                 "Receive-Package",
                 {"Handler": handler, "Version": version, "Sha256": ref.sha256},
                 deadline_s=deadline,
-                input_=chunks(),
+                input_=chunks,
             )
             if result.get("verified") and result.get("sha256") == ref.sha256:
                 return
@@ -1111,9 +1112,7 @@ class PsrpDriver(AgentScriptDriver):
     # ============================================================================================
     # Running one agent script
     # ============================================================================================
-    def _invoke_many(
-        self, calls: list[tuple[str, dict[str, Any]]], deadline: float, input_: Iterator[str] | None
-    ) -> list[list[Any]]:
+    def _invoke_many(self, calls: list[tuple[str, dict[str, Any]]], deadline: float, input_: Input) -> list[list[Any]]:
         if len(calls) == 1:
             return [self._pipeline(calls[0][0], calls[0][1], deadline, input_)]
         if input_ is not None:
@@ -1147,7 +1146,7 @@ class PsrpDriver(AgentScriptDriver):
             raise ProtocolError(self.name, label, f"the batch ran {len(outputs)} of {len(calls)} scripts")
         return outputs
 
-    def _pipeline(self, name: str, params: dict[str, Any], deadline: float, input_: Iterator[str] | None) -> list[Any]:
+    def _pipeline(self, name: str, params: dict[str, Any], deadline: float, input_: Input) -> list[Any]:
         from pypsrp.powershell import PowerShell
 
         pool = self._pool
@@ -1159,7 +1158,8 @@ class PsrpDriver(AgentScriptDriver):
                 # pool's global scope for every later script of the job (issue 17, item 1)
                 ps.add_script(text, use_local_scope=True)
                 ps.add_parameters(params)
-                ps.invoke(input=input_)  # a generator: pypsrp sends one PipelineInput per chunk
+                # a generator: pypsrp sends one PipelineInput per chunk
+                ps.invoke(input=input_() if input_ is not None else None)
                 return list(ps.output), bool(ps.had_errors), list(ps.streams.error)
 
         output, had_errors, error_stream = self._with_deadline(
