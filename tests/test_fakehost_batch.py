@@ -6,6 +6,7 @@ round trips per upgrade with every gate still in place."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,8 +103,6 @@ def run_batch(host: FakeHost, calls_json: str, scripts: dict[str, str]) -> list[
 
 
 def test_a_batch_stops_at_its_first_error_and_runs_only_the_projects_scripts(tmp_path: Path) -> None:
-    import json
-
     with FakeHost(tmp_path / "host", auth="basic", tls=True) as host:
         names = ["Get-ExtensionState", "Write-Journal"]
         scripts = {n: script_text(n) for n in names}

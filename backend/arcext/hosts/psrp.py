@@ -849,9 +849,9 @@ class AgentScriptDriver:
             deadline_s=self._batch_deadline([p for *_, p in steps]),
         )
         self._outcomes(op_id, handler, steps, results[1:-1])
-        enabled_in_batch = (
-            steps[-1][0] == "new.enable" and not results[-2].get("pending") and not results[-2].get("blocked")
-        )
+        # the status look in the batch counts only if enable had finished when it was taken
+        enable = results[-2]
+        enabled_in_batch = not enable.get("pending") and not enable.get("blocked")
         self.health_gate(handler, new, seq, manifest, first=results[-1] if enabled_in_batch else None)
         # healthy: the new version is now the last known good; the old cached package can go
         self._scripts(

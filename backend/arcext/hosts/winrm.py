@@ -6,14 +6,16 @@ WinRS runs processes through cmd.exe, whose 8191-character command line caps a
 ``powershell.exe -EncodedCommand`` script at about 3 KB (diyan/pywinrm#184); several agent scripts
 are larger. So the driver uploads first and then runs (reference/remote-hosts.md §3, §6.2):
 
-* when it opens its shell it runs the small bootstrap ``Install-AgentScripts.ps1`` as
-  ``-EncodedCommand``; its stdin carries every agent script (name, SHA-256, content), which it
-  verifies and writes to ``%ProgramData%\\arcext\\scripts`` (unchanged files are left alone);
-* every agent script then runs through the fixed wrapper ``Invoke-AgentScript.ps1`` (also
-  ``-EncodedCommand``). Its stdin carries one JSON header line ``{"script", "sha256", "parameters"}``
-  and, for Receive-Package, the base64 chunks as further lines. The wrapper checks the uploaded
-  file's SHA-256, runs it from the verified bytes with the parameters splatted, and writes one JSON
-  envelope ``{"output": [...], "errors": [...]}`` (exit code 1 on any error).
+* every agent script runs through the fixed wrapper ``Invoke-AgentScript.ps1`` (``-EncodedCommand``).
+  Its stdin carries one JSON header line, a list of ``{"script", "sha256", "parameters"}`` (several
+  scripts per command: a batch), and, for Receive-Package, the base64 chunks as further lines, which
+  the wrapper streams into the script. It checks every listed file's SHA-256 before any runs, runs
+  them from the verified bytes in order with the parameters splatted until one fails, and writes one
+  JSON envelope ``{"outputs": [[...] per script], "errors": [...]}`` (exit code 1 on any error);
+* when the wrapper finds a script missing or different (exit code 3, nothing ran) the driver runs
+  the small bootstrap ``Install-AgentScripts.ps1`` (also ``-EncodedCommand``; its stdin carries every
+  agent script: name, SHA-256, content, which it verifies and writes to
+  ``%ProgramData%\\arcext\\scripts``, leaving unchanged files alone) and the calls again.
 
 Parameter values only ever travel on stdin as JSON; the only command lines sent are the two fixed
 encoded scripts. pywinrm/requests errors become the driver taxonomy in one place
