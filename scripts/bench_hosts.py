@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark the psrp driver against fake Windows hosts (issue 4).
+"""Benchmark a Windows host driver (``--driver psrp|winrm``) against fake Windows hosts (issues 4, 15).
 
 ``--hosts`` fake Windows hosts (default 50; ``arcext.testing.fakehost.FakeHost``, in this process,
 loopback only, Basic over TLS or ``--auth ntlm`` for NTLM with message encryption over http), one
@@ -20,6 +20,7 @@ Printed (figures, not a test; always exits 0):
 
     .venv/bin/python scripts/bench_hosts.py                          # 50 hosts, concurrency 16
     .venv/bin/python scripts/bench_hosts.py --hosts 5 --concurrency 2 --auth ntlm
+    .venv/bin/python scripts/bench_hosts.py --driver winrm            # WinRS through pywinrm
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ PUB, TYPE = "Contoso.Bench", "Agent"
 HANDLER = f"{PUB}.{TYPE}"
 OLD, NEW = "1.0.0", "1.1.0"
 WEEK = 7 * 86400
+#: the drivers this benchmark can run (each a Windows driver the fake hosts serve)
+DRIVERS = ("psrp", "winrm")
 
 
 @dataclass
@@ -71,6 +74,7 @@ class BenchResult:
     summary: dict[str, Any]
     per_host: list[HostFigures] = field(default_factory=list)
     fakes: list[FakeHost] = field(default_factory=list)
+    driver: str = "psrp"
 
     @property
     def upgraded(self) -> int:
@@ -118,13 +122,19 @@ def _wait_operations(s: requests.Session, urls: list[str], timeout: float) -> li
     return [statuses[u] for u in urls]
 
 
-def run_bench(hosts: int, concurrency: int, auth: str = "basic", root: Path | None = None) -> BenchResult:
+def run_bench(
+    hosts: int, concurrency: int, auth: str = "basic", root: Path | None = None, driver: str = "psrp"
+) -> BenchResult:
     """Run the benchmark; the returned fake hosts are stopped but keep their counters and models."""
     if auth not in ("basic", "ntlm"):
         raise ValueError("auth must be basic or ntlm")
+    if driver not in DRIVERS:
+        raise ValueError(f"driver must be one of {', '.join(DRIVERS)}")
     root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="arcext-bench-hosts-"))
     fakes = [
-        FakeHost(root / f"host{i}", name=f"BENCH{i}", auth=auth, tls=auth == "basic", username=f"bench{i}")
+        FakeHost(
+            root / f"host{i}", name=f"BENCH{i}", auth=auth, tls=auth == "basic", username=f"bench{i}", driver=driver
+        )
         for i in range(hosts)
     ]
     names = [f"bench-m{i:03d}" for i in range(hosts)]
@@ -197,7 +207,7 @@ def run_bench(hosts: int, concurrency: int, auth: str = "basic", root: Path | No
     finally:
         for fake in fakes:
             fake.stop()
-    return BenchResult(hosts, concurrency, auth, setup_s, wall_s, dict(summary), per_host, fakes)
+    return BenchResult(hosts, concurrency, auth, setup_s, wall_s, dict(summary), per_host, fakes, driver)
 
 
 def format_report(result: BenchResult) -> str:
@@ -211,7 +221,8 @@ def format_report(result: BenchResult) -> str:
     split = ", ".join(f"{a} {c / max(upgrades, 1):.1f}" for a, c in sorted(result.actions.items()))
     summary = {k: result.summary.get(k) for k in ("dispatched", "succeeded", "rolledBack", "notRun", "rollbackFailed")}
     lines = [
-        f"fleet: {n} fake hosts ({transport}), one upgrade each ({OLD} -> {NEW}), concurrency {result.concurrency}",
+        f"fleet: {n} fake hosts ({transport}), driver {result.driver},"
+        f" one upgrade each ({OLD} -> {NEW}), concurrency {result.concurrency}",
         f"setup (machines, host connections, {OLD} installed through the driver): {result.setup_s:.1f} s",
         f"engine run: {summary}",
         "results",
@@ -232,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--auth", choices=["basic", "ntlm"], default="basic")
+    parser.add_argument("--driver", choices=DRIVERS, default="psrp", help="the host driver to measure")
     parser.add_argument("--root", type=Path, default=None, help="working directory (default: a temp dir)")
     parser.add_argument("--driver", choices=["psrp", "ssh"], default="psrp", help="ssh: see scripts/bench_hosts_ssh.py")
     args = parser.parse_args(argv)
@@ -242,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="arcext-bench-hosts-") as tmp:
         try:
-            result = run_bench(args.hosts, args.concurrency, args.auth, args.root or Path(tmp))
+            result = run_bench(args.hosts, args.concurrency, args.auth, args.root or Path(tmp), args.driver)
         except Exception as exc:  # figures, not a test: report and exit 0
             print(f"benchmark failed: {type(exc).__name__}: {exc}")
             print("overall: FAIL")

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_hosts.py"
 NUMBER = r"\d+(?:\.\d+)?"
 
@@ -76,3 +78,18 @@ def test_the_script_prints_every_figure_and_exits_0() -> None:
         r"^overall: PASS$",
     ]:
         assert re.search(pattern, out, re.MULTILINE), (pattern, out)
+
+
+@pytest.mark.parametrize("driver", ["psrp", "winrm"])
+def test_an_upgrade_takes_at_most_25_round_trips_with_either_driver(tmp_path: Path, driver: str) -> None:
+    """Issue 15 item 4, on the fake hosts' own request counters."""
+    bench = _load()
+    result = bench.run_bench(hosts=2, concurrency=2, auth="basic", root=tmp_path, driver=driver)
+    assert result.summary["succeeded"] == 2 and result.upgraded == 2, result.summary
+    per_upgrade = result.round_trips / 2
+    assert per_upgrade <= 25, (per_upgrade, result.actions)
+    assert result.actions["Command"] == 2 * 5, result.actions  # state, upload, three batches per upgrade
+    if driver == "psrp":
+        assert result.actions["Get"] == 2, "no liveness check before each pipeline (one Get: the max payload size)"
+    report = bench.format_report(result)
+    assert f"driver {driver}," in report and report.rstrip().endswith("overall: PASS"), report

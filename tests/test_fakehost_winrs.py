@@ -61,8 +61,11 @@ def test_only_the_projects_inline_scripts_run(fake: FakeHost, protocol: Protocol
     too_long = powershell(script_text("Invoke-HandlerCommand"))
     out, err, code = run(protocol, shell, *too_long)
     assert code == 1 and err.strip() == "The command line is too long."
-    out, err, code = run(protocol, shell, *encoded_command("Invoke-AgentScript"), b'{"script": "Get-ExtensionState"}\n')
-    assert code == 1 and '"errors":["The agent script Get-ExtensionState is not installed."]' in out
+    out, err, code = run(
+        protocol, shell, *encoded_command("Invoke-AgentScript"), b'[{"script": "Get-ExtensionState"}]\n'
+    )
+    # exit code 3: a script is missing (the driver then runs the bootstrap); nothing ran
+    assert code == 3 and '"errors":["The agent script Get-ExtensionState is not installed."]' in out
     assert fake.machine.scripts_run() == [], "nothing reached the model"
     protocol.close_shell(shell)
     assert fake.server.open_shells() == []
@@ -83,13 +86,13 @@ def test_faults_for_unknown_shells_and_commands(fake: FakeHost, protocol: Protoc
 def test_winrs_envelopes_match_real_windows_transcripts(fake: FakeHost, protocol: Protocol) -> None:
     shell = protocol.open_shell(codepage=65001, noprofile=True)
     command_id = protocol.run_command(shell, *encoded_command("Invoke-AgentScript"))
-    header = b'{"script": "Get-ExtensionState", "sha256": "0", "parameters": {"Handler": "%s"}}\n' % HANDLER.encode()
+    header = b'[{"script": "Get-ExtensionState", "sha256": "0", "parameters": {"Handler": "%s"}}]\n' % HANDLER.encode()
     protocol.send_command_input(shell, command_id, header)
     with pytest.raises(Exception):  # noqa: B017 - stdin still open: the 1 s long-poll ends in TimedOut
         protocol.get_command_output_raw(shell, command_id)
     protocol.send_command_input(shell, command_id, b"", end=True)
     out, _, code = protocol.get_command_output(shell, command_id)
-    assert code == 1 and b"not installed" in out
+    assert code == 3 and b"not installed" in out
     protocol.cleanup_command(shell, command_id)
     with pytest.raises(WSManFaultError):
         protocol.get_command_output_raw(shell, command_id)  # InvalidSelectors: the command is gone

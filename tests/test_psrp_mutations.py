@@ -53,22 +53,28 @@ def scenario(tmp: Path, new_behaviour: dict[str, Any], driver: type[AgentScriptD
         assert host.machine.commands(HANDLER)[2:7] == ORDER
 
 
+def drop_calls(monkeypatch: pytest.MonkeyPatch, dropped: Callable[[str, dict[str, Any]], bool]) -> None:
+    """The driver no longer sends the scripts ``dropped`` picks (in a batch or alone); each answers
+    ``{}`` (a skipped step for Invoke-HandlerCommand) as if it had run."""
+    real = AgentScriptDriver._scripts
+
+    def patched(self: AgentScriptDriver, calls: list[tuple[str, dict[str, Any]]], *a: Any, **k: Any) -> Any:
+        kept = [c for c in calls if not dropped(*c)]
+        answers = iter(real(self, kept, *a, **k) if kept else [])
+        return [
+            ({"skipped": True} if c[0] == "Invoke-HandlerCommand" else {}) if dropped(*c) else next(answers)
+            for c in calls
+        ]
+
+    monkeypatch.setattr(AgentScriptDriver, "_scripts", patched)
+
+
 def skip_disable(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = PsrpDriver.handler_command
-
-    def patched(self: PsrpDriver, op: str, step: str, *a: Any, **k: Any) -> dict[str, Any]:
-        return {} if step == "old.disable" else real(self, op, step, *a, **k)
-
-    monkeypatch.setattr(PsrpDriver, "handler_command", patched)
+    drop_calls(monkeypatch, lambda name, p: name == "Invoke-HandlerCommand" and p.get("Step") == "old.disable")
 
 
 def drop_settings_copy(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = PsrpDriver._script
-
-    def patched(self: PsrpDriver, name: str, *a: Any, **k: Any) -> dict[str, Any]:
-        return {} if name == "Copy-RuntimeSettings" else real(self, name, *a, **k)
-
-    monkeypatch.setattr(PsrpDriver, "_script", patched)
+    drop_calls(monkeypatch, lambda name, p: name == "Copy-RuntimeSettings")
 
 
 def ignore_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:

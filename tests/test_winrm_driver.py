@@ -107,30 +107,40 @@ def test_bootstrap_writes_the_scripts_once(fake: FakeHost, tmp_path: Path) -> No
     second = winrm(tmp_path, fake)
     assert second.installed("agent") is None
     second.close()
-    assert second.scripts_installed == {"written": [], "unchanged": sorted(SCRIPT_PARAMETERS)}
+    # the wrapper found every script it ran in place: no bootstrap (its round trips saved)
+    assert second.scripts_installed is None
+    assert [n for n, _ in fake.server.winrs.commands].count("Install-AgentScripts") == 1
     for name in SCRIPT_PARAMETERS:
         assert fake.machine.agent_script(name) == script_text(name).encode(), name
 
 
-def test_a_tampered_or_missing_script_never_runs(fake: FakeHost, tmp_path: Path) -> None:
+def test_a_tampered_or_missing_script_never_runs(
+    fake: FakeHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     d = winrm(tmp_path, fake)
     assert d.installed("agent") is None
     path = fake.machine.agent_script_path("Get-ExtensionState")
-    path.write_bytes(path.read_bytes() + b"\nRemove-Item -Recurse C:\\\n")
+    tampered = path.read_bytes() + b"\nRemove-Item -Recurse C:\\\n"
+    path.write_bytes(tampered)
+    # the wrapper refuses it (exit code 3, nothing ran); the bootstrap uploads the real one again
+    assert d.installed("agent") is None
+    assert d.scripts_installed == {
+        "written": ["Get-ExtensionState"],
+        "unchanged": sorted(set(SCRIPT_PARAMETERS) - {"Get-ExtensionState"}),
+    }
+    assert path.read_bytes() == script_text("Get-ExtensionState").encode()
+    path.unlink()
+    assert d.installed("agent") is None, "a missing script is uploaded again too"
+    # a bootstrap that cannot put the real script in place: the tampered copy still never runs
+    path.write_bytes(tampered)
+    monkeypatch.setattr(WinrmDriver, "_bootstrap", lambda self: None)
     with pytest.raises(RemoteScriptError, match="Get-ExtensionState has SHA-256"):
         d.installed("agent")
     path.unlink()
     with pytest.raises(RemoteScriptError, match="Get-ExtensionState is not installed"):
         d.installed("agent")
     d.close()
-    d = winrm(tmp_path, fake)  # a new shell re-uploads what differs
-    assert d.installed("agent") is None
-    d.close()
-    assert d.scripts_installed == {
-        "written": ["Get-ExtensionState"],
-        "unchanged": sorted(set(SCRIPT_PARAMETERS) - {"Get-ExtensionState"}),
-    }
-    assert fake.machine.scripts_run().count("Get-ExtensionState") == 2, "only the verified runs reached the model"
+    assert fake.machine.scripts_run().count("Get-ExtensionState") == 3, "only the verified runs reached the model"
 
 
 def test_parameters_bind_against_the_real_param_block(fake: FakeHost, tmp_path: Path) -> None:
@@ -235,10 +245,12 @@ def test_envelope_stderr_and_exit_code_checks(fake: FakeHost, tmp_path: Path, mo
     d._ensure_session()
     answers = {
         "not-json": ((b"Windows PowerShell\r\n", b"", 0), ProtocolError, "not a JSON envelope"),
-        "errors": ((b'{"output":["{}"],"errors":["boom"]}', b"", 1), RemoteScriptError, "boom"),
-        "exit-code": ((b'{"output":["{}"],"errors":[]}', b"", 3), RemoteScriptError, "exit code 3"),
-        "stderr": ((b'{"output":["{}"],"errors":[]}', b"oops\r\n", 0), RemoteScriptError, "oops"),
-        "no-output": ((b'{"output":[],"errors":[]}', b"", 0), ProtocolError, "no JSON document"),
+        "errors": ((b'{"outputs":[["{}"]],"errors":["boom"]}', b"", 1), RemoteScriptError, "boom"),
+        "exit-code": ((b'{"outputs":[["{}"]],"errors":[]}', b"", 2), RemoteScriptError, "exit code 2"),
+        "stderr": ((b'{"outputs":[["{}"]],"errors":[]}', b"oops\r\n", 0), RemoteScriptError, "oops"),
+        "no-output": ((b'{"outputs":[[]],"errors":[]}', b"", 0), ProtocolError, "no JSON document"),
+        "not-run": ((b'{"outputs":[],"errors":[]}', b"", 0), ProtocolError, "ran 0 of 1"),
+        "flat": ((b'{"outputs":["{}"],"errors":[]}', b"", 0), ProtocolError, "not a JSON envelope"),
     }
     for answer, error, message in answers.values():
         monkeypatch.setattr(WinrmDriver, "_run", lambda self, name, stdin, a=answer: a)
@@ -250,7 +262,7 @@ def test_envelope_stderr_and_exit_code_checks(fake: FakeHost, tmp_path: Path, mo
         b'<MS><I64 N="SourceId">1</I64><PR N="Record"><AV>Preparing modules for first use.</AV></PR></MS></Obj></Objs>'
     )
     monkeypatch.setattr(
-        WinrmDriver, "_run", lambda self, name, stdin: (b'{"output":["{\\"a\\":1}"],"errors":[]}', progress, 0)
+        WinrmDriver, "_run", lambda self, name, stdin: (b'{"outputs":[["{\\"a\\":1}"]],"errors":[]}', progress, 0)
     )
     assert d._script("Get-ExtensionState", {"Handler": HANDLER}) == {"a": 1}, "progress records are not errors"
     monkeypatch.undo()

@@ -76,7 +76,8 @@ def test_update_hangs_times_out_1011_and_rolls_back(
     # the hang runs in the host's handler task, which enforces the timeout; the driver polls for it
     update = [c for c in fake.machine.command_log() if c["command"] == "update"]
     assert update and update[-1]["timedOut"] is True and update[-1]["runAs"] == "SYSTEM"
-    assert fake.machine.scripts_run().count("Invoke-HandlerCommand") > 8, "polled through the 2 s hang"
+    # the host waits for the step (WaitSeconds) rather than the driver polling through the 2 s hang
+    assert 0 < fake.machine.scripts_run().count("Invoke-HandlerCommand") <= 8
 
 
 def test_connection_reset_during_install_resumes_from_the_journal_over_ntlm(
@@ -87,7 +88,9 @@ def test_connection_reset_during_install_resumes_from_the_journal_over_ntlm(
     psrp_e2e.test_connection_reset_during_install_resumes_from_the_journal_over_ntlm(arc, s, fake_ntlm)
     assert_winrs_only(fake_ntlm)
     bootstraps = [name for name, _ in fake_ntlm.server.winrs.commands if name == "Install-AgentScripts"]
-    assert len(bootstraps) == 3, "a bootstrap per shell: install job, upgrade job, its reconnection"
+    # the bootstrap runs only when the wrapper finds a script missing: once, for the install job's
+    # first script; the upgrade job's shell and its reconnection find them all in place
+    assert len(bootstraps) == 1, bootstraps
 
 
 def test_wrong_password_is_an_auth_error_without_retry_storm(

@@ -42,12 +42,13 @@ def trust_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ignore the envelope's errors and the exit code: take whatever output there is."""
 
     def invoke(self: WinrmDriver, name: str, params: dict[str, Any], deadline: float, input_: Any) -> list[Any]:
-        header = json.dumps({"script": name, "parameters": params})  # ... and forget the expected hash
+        header = json.dumps([{"script": name, "parameters": params}])  # ... and forget the expected hash
         out, _, _ = self._run(
-            "Invoke-AgentScript", [header.encode() + b"\n", *(f"{c}\n".encode() for c in input_ or ())]
+            "Invoke-AgentScript",
+            [header.encode() + b"\n", *(f"{c}\n".encode() for c in (input_() if input_ is not None else ()))],
         )
         envelope = json.loads(out)
-        return list(envelope["output"]) or ["{}"]
+        return [o for output in envelope["outputs"] for o in output] or ["{}"]
 
     monkeypatch.setattr(WinrmDriver, "_invoke", invoke)
 

@@ -50,6 +50,9 @@ from .packages import PackageRef, PackageStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: a script's pipeline input: a function that makes the iterator of its items (called again when
+#: the call is retried, so a package is read from disk again rather than held in memory)
+Input = Callable[[], Iterator[str]] | None
 #: how :meth:`AgentScriptDriver._boundary` discards the session after an error
 FORGET = "forget"  # drop it without a word to the host (it stopped answering)
 CLOSE = "close"  # best effort to close it on the host, then drop it
@@ -66,12 +69,28 @@ SCRIPT_PARAMETERS: dict[str, frozenset[str]] = {
     "Write-RuntimeSettings": frozenset({"Handler", "Version", "SequenceNumber", "ContentBase64"}),
     "Copy-RuntimeSettings": frozenset({"Handler", "FromVersion", "ToVersion"}),
     "Invoke-HandlerCommand": frozenset(
-        {"Handler", "Version", "Command", "TimeoutSeconds", "OperationId", "Step", "Environment", "RunnerScript"}
+        {
+            "Handler",
+            "Version",
+            "Command",
+            "TimeoutSeconds",
+            "OperationId",
+            "Step",
+            "Environment",
+            "RunnerScript",
+            "WaitSeconds",
+            "After",
+            "OnlyInState",
+        }
     ),
     "Get-HandlerStatus": frozenset({"Handler", "Version", "SequenceNumber"}),
     "Remove-HandlerVersion": frozenset({"Handler", "Version", "PurgeCache"}),
     "Write-Journal": frozenset({"Handler", "ContentJson"}),
 }
+
+#: psrp only: the batch runner, which runs several agent scripts (their texts, sent with it) in one
+#: pipeline, each in its own scope, stopping at the first error.
+PSRP_SCRIPTS: dict[str, frozenset[str]] = {"Invoke-AgentBatch": frozenset({"Scripts", "CallsJson"})}
 
 #: Scripts that run on the host but are never sent as a pipeline: Invoke-HandlerCommand.ps1 writes the
 #: runner (its text is the RunnerScript parameter) and a scheduled task runs it as LocalSystem.
@@ -200,7 +219,11 @@ class DriverTuning:
     deadline_margin_s: float = 15.0
     reconnection_backoff: float = 0.1
     reconnect_attempts: int = 1
-    alive_check_after_s: float = 0.0  # check the pool with is_alive() before reuse when idle this long
+    # check the pool with is_alive() before reuse only when it sat idle this long: a pipeline reveals a
+    # broken pool anyway (SessionLost, and the operation resumes from the host journal), so a check
+    # before every pipeline only costs a round trip
+    alive_check_after_s: float = 60.0
+    host_wait_s: float = 30.0  # how long Invoke-HandlerCommand waits on the host for a step's outcome
     status_settle_s: float = 10.0  # a status file unreadable for this long (by its age) is invalid (1012)
 
 
@@ -333,9 +356,16 @@ class AgentScriptDriver:
         ``only``, do nothing unless ``only`` is still the open session."""
         raise NotImplementedError
 
-    def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Iterator[str] | None) -> list[Any]:
+    def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Input) -> list[Any]:
         """Run one agent script on the open session within ``deadline`` seconds; its output items.
         Raises RemoteScriptError when the script reported any error."""
+        return self._invoke_many([(name, params)], deadline, input_)[0]
+
+    def _invoke_many(self, calls: list[tuple[str, dict[str, Any]]], deadline: float, input_: Input) -> list[list[Any]]:
+        """Run several agent scripts in order in ONE pipeline (one command on the transport), each in
+        its own scope with its own parameters, stopping at the first that fails; ``input_`` is the
+        first script's pipeline input. The output items of each. Raises RemoteScriptError when any
+        script reported an error (the later ones did not run)."""
         raise NotImplementedError
 
     def _upload_chunk_size(self) -> int:
@@ -349,14 +379,30 @@ class AgentScriptDriver:
     # Running one agent script
     # ============================================================================================
     def _script(
-        self, name: str, params: dict[str, Any], deadline_s: float | None = None, input_: Iterator[str] | None = None
+        self, name: str, params: dict[str, Any], deadline_s: float | None = None, input_: Input = None
     ) -> dict[str, Any]:
-        if set(params) - SCRIPT_PARAMETERS[name]:
-            raise ValueError(f"{name}.ps1 takes no parameter(s) {sorted(set(params) - SCRIPT_PARAMETERS[name])}")
+        return self._scripts([(name, params)], deadline_s, input_)[0]
+
+    def _scripts(
+        self,
+        calls: list[tuple[str, dict[str, Any]]],
+        deadline_s: float | None = None,
+        input_: Input = None,
+    ) -> list[dict[str, Any]]:
+        """Run the scripts in order in one pipeline; each one's JSON document."""
+        for name, params in calls:
+            if set(params) - SCRIPT_PARAMETERS[name]:
+                raise ValueError(f"{name}.ps1 takes no parameter(s) {sorted(set(params) - SCRIPT_PARAMETERS[name])}")
         self._ensure_session()
-        self.scripts_run.append(name)
+        self.scripts_run.extend(name for name, _ in calls)
         deadline = deadline_s or (2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s)
-        output = self._invoke(name, params, deadline, input_)
+        if len(calls) == 1:
+            outputs = [self._invoke(calls[0][0], calls[0][1], deadline, input_)]
+        else:
+            outputs = self._invoke_many(calls, deadline, input_)
+        return [self._document(name, output) for (name, _), output in zip(calls, outputs, strict=True)]
+
+    def _document(self, name: str, output: list[Any]) -> dict[str, Any]:
         if not output:
             raise ProtocolError(self.name, name, "the script returned no JSON document")
         try:
@@ -393,8 +439,13 @@ class AgentScriptDriver:
             self.upload(handler, version, ref)
         if ref is None:
             raise PackageMissing(self.name, "stage", f"the package hash of {handler} {version} is unknown")
+        result = self._script(*self._expand_call(handler, version, ref))
+        manifest: dict[str, Any] = result.get("handlerManifest") or {}
+        return manifest
+
+    def _expand_call(self, handler: str, version: str, ref: PackageRef) -> tuple[str, dict[str, Any]]:
         files = package_files(self.name, str(ref.path))
-        result = self._script(
+        return (
             "Expand-Package",
             {
                 "Handler": handler,
@@ -403,8 +454,6 @@ class AgentScriptDriver:
                 "FilesJson": json.dumps(files, separators=(",", ":")),
             },
         )
-        manifest: dict[str, Any] = result.get("handlerManifest") or {}
-        return manifest
 
     def upload(self, handler: str, version: str, ref: PackageRef) -> None:
         chunk = self._upload_chunk_size()
@@ -423,7 +472,7 @@ class AgentScriptDriver:
                 "Receive-Package",
                 {"Handler": handler, "Version": version, "Sha256": ref.sha256},
                 deadline_s=deadline,
-                input_=chunks(),
+                input_=chunks,
             )
             if result.get("verified") and result.get("sha256") == ref.sha256:
                 return
@@ -435,9 +484,21 @@ class AgentScriptDriver:
     def write_journal(self, handler: str, journal: dict[str, Any]) -> None:
         self._script("Write-Journal", {"Handler": handler, "ContentJson": json.dumps(journal)})
 
-    def handler_command(
-        self, op_id: str, step: str, handler: str, version: str, command: str, env: dict[str, str] | None = None
+    def step_params(
+        self,
+        op_id: str,
+        step: str,
+        handler: str,
+        version: str,
+        command: str,
+        env: dict[str, str] | None = None,
+        after: str | None = None,
+        only_in_state: str | None = None,
     ) -> dict[str, Any]:
+        """Invoke-HandlerCommand's parameters for one step. ``after``: the step that must have
+        succeeded first (the host answers ``blocked`` and starts nothing otherwise), so several steps
+        can share one pipeline; ``only_in_state``: the host skips the step (journalled) unless the
+        version is in that state when it would start."""
         timeout = self.conn.handler_timeouts.get(command, DEFAULT_TIMEOUTS[command])
         params: dict[str, Any] = {
             "Handler": handler,
@@ -450,17 +511,52 @@ class AgentScriptDriver:
         if env:
             params["Environment"] = env
         params["RunnerScript"] = script_text("Invoke-HandlerRunner")
+        params["WaitSeconds"] = int(min(self.tuning.host_wait_s, timeout + HOST_TASK_GRACE_S))
+        if after:
+            params["After"] = after
+        if only_in_state:
+            params["OnlyInState"] = only_in_state
+        return params
+
+    def _step_deadline(self, params: dict[str, Any]) -> float:
+        return float(params.get("WaitSeconds") or 0) + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
+
+    def handler_command(
+        self,
+        op_id: str,
+        step: str,
+        handler: str,
+        version: str,
+        command: str,
+        env: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        first: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run one handler step to its outcome. ``params``/``first``: the step was already sent in a
+        batch (its parameters and the answer it got there); it is polled on from that answer."""
+        params = params or self.step_params(op_id, step, handler, version, command, env)
+        timeout = int(params["TimeoutSeconds"])
         # the host runs the command in a scheduled task (LocalSystem, detached from this session) and
-        # enforces the timeout itself; each call starts it or reports on it, until it is not pending.
-        # Past the timeout and the host's grace for a silent task, the host records a timeout.
+        # enforces the timeout itself; each call starts it or reports on it (waiting on the host up to
+        # WaitSeconds), until it is not pending. Past the timeout and the host's grace for a silent
+        # task, the host records a timeout.
         give_up = time.monotonic() + timeout + HOST_TASK_GRACE_S + 2 * self.conn.operation_timeout_s
+        result = first
+        if result is not None and result.get("blocked"):
+            result = None  # it waited for a step that was still pending when the batch ran: ask again
         while True:
-            result = self._script("Invoke-HandlerCommand", params)
+            if result is None:
+                result = self._script("Invoke-HandlerCommand", params, deadline_s=self._step_deadline(params))
+            if result.get("blocked"):
+                raise ProtocolError(self.name, step, f"{step} is blocked: {result.get('reason')}")
             if not result.get("pending"):
                 break
             if time.monotonic() >= give_up:
                 raise HostTimeout(self.name, step, f"{command} of {handler} {version} never reported an outcome")
             time.sleep(self.tuning.status_poll_s)
+            result = None
+        if result.get("skipped"):
+            return result
         if result.get("timedOut"):
             raise HandlerCommandFailed(
                 self.name, step, f"{command} of {handler} {version} timed out after {timeout} s", None, TIMED_OUT_CODE
@@ -477,13 +573,19 @@ class AgentScriptDriver:
             )
         return result
 
-    def health_gate(self, handler: str, version: str, seq: int, manifest: dict[str, Any]) -> None:
-        """Wait for a terminal status (and a fresh ready heartbeat when the handler reports one)."""
+    def health_gate(
+        self, handler: str, version: str, seq: int, manifest: dict[str, Any], first: dict[str, Any] | None = None
+    ) -> None:
+        """Wait for a terminal status (and a fresh ready heartbeat when the handler reports one).
+        ``first``: Get-HandlerStatus's answer from a batch, the first look."""
         wants_heartbeat = manifest.get("reportHeartbeat") in (True, "true", "True")
         deadline = time.monotonic() + self.conn.status_deadline_s
         last = "no status file yet"
         while True:
-            result = self._script("Get-HandlerStatus", {"Handler": handler, "Version": version, "SequenceNumber": seq})
+            result = first or self._script(
+                "Get-HandlerStatus", {"Handler": handler, "Version": version, "SequenceNumber": seq}
+            )
+            first = None
             status = result.get("status")
             if result.get("statusError"):
                 # a handler may be writing it right now: only a file that stays unreadable is invalid
@@ -569,6 +671,16 @@ class AgentScriptDriver:
         return InstalledExtension(name, chosen["version"], STATE_NAMES.get(chosen["state"], "transitioning"))
 
     def _start(self, handler: str, kind: str, state: dict[str, Any], **fields: Any) -> str:
+        op_id, call = self._start_call(handler, kind, state, **fields)
+        if call is not None:
+            self._script(*call)
+        return op_id
+
+    def _start_call(
+        self, handler: str, kind: str, state: dict[str, Any], **fields: Any
+    ) -> tuple[str, tuple[str, dict[str, Any]] | None]:
+        """The operation id, and the Write-Journal call that starts it (None when it resumes the
+        unfinished operation the host journal records)."""
         journal = state.get("journal")
         if (
             journal
@@ -579,26 +691,25 @@ class AgentScriptDriver:
             log.info(
                 "Resuming %s of %s on %s from the host journal %s", kind, handler, self.name, journal["operationId"]
             )
-            return str(journal["operationId"])
+            return str(journal["operationId"]), None
         op_id = str(uuid.uuid4())
-        self.write_journal(
-            handler,
-            {
-                "operationId": op_id,
-                "kind": kind,
-                **fields,
-                "startedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "finished": False,
-                "steps": {},
-            },
-        )
-        return op_id
+        document = {
+            "operationId": op_id,
+            "kind": kind,
+            **fields,
+            "startedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "finished": False,
+            "steps": {},
+        }
+        return op_id, ("Write-Journal", {"Handler": handler, "ContentJson": json.dumps(document)})
 
     def _finish(self, handler: str, op_id: str, kind: str, outcome: str, **fields: Any) -> None:
-        self.write_journal(
-            handler,
-            {"operationId": op_id, "kind": kind, **fields, "finished": True, "outcome": outcome, "steps": {}},
-        )
+        self._script(*self._finish_call(handler, op_id, kind, outcome, **fields))
+
+    @staticmethod
+    def _finish_call(handler: str, op_id: str, kind: str, outcome: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        document = {"operationId": op_id, "kind": kind, **fields, "finished": True, "outcome": outcome, "steps": {}}
+        return "Write-Journal", {"Handler": handler, "ContentJson": json.dumps(document)}
 
     @staticmethod
     def _done(state: dict[str, Any], op_id: str, step: str) -> bool:
@@ -667,46 +778,100 @@ class AgentScriptDriver:
         self._resumable("upgrade", lambda: self._upgrade_once(spec, from_version, to_version, ref))
 
     def _upgrade_once(self, spec: ExtensionSpec, old: str, new: str, ref: PackageRef) -> None:
+        """The upgrade in four pipelines (plus the upload when the host does not cache the package):
+        the host state; [start the journal, extract, settings, old.disable → new.update →
+        old.uninstall]; [remove the old folder, new.install → new.enable, the first status look];
+        [purge the old package, finish the journal]. The handler steps of one pipeline are chained on
+        the host (each starts only after the one before succeeded, each journalled before it is
+        taken, each waited for on the host); the driver reads every answer in order and stops at the
+        first failure, so nothing after a failed step runs."""
         handler = spec.handler
         self.handlers[spec.name.lower()] = handler
         state = self.host_state(handler)
-        op_id = self._start(handler, "upgrade", state, fromVersion=old, toVersion=new)
-        manifest = self.stage(handler, new, ref, state.get("cached") or [])
-        state = self.host_state(handler)
         versions = self._versions(state)
         old_v, new_v = versions.get(old), versions.get(new)
+        op_id, start = self._start_call(handler, "upgrade", state, fromVersion=old, toVersion=new)
+        if new not in (state.get("cached") or []):
+            self.upload(handler, new, ref)
+        calls: list[tuple[str, dict[str, Any]]] = [start] if start is not None else []
+        expand = len(calls)
+        calls.append(self._expand_call(handler, new, ref))
         # settings: the old version's files, byte for byte (same N); a fresh file only if the old is gone
+        # (staging does not touch either version's settings, so the state read before it decides)
+        seqs = [int(v["sequenceNumber"]) for v in (old_v, new_v) if v and v.get("sequenceNumber") is not None]
         if old_v is not None and old_v.get("sequenceNumber") is not None:
-            self._script("Copy-RuntimeSettings", {"Handler": handler, "FromVersion": old, "ToVersion": new})
+            calls.append(("Copy-RuntimeSettings", {"Handler": handler, "FromVersion": old, "ToVersion": new}))
         elif new_v is None or new_v.get("sequenceNumber") is None:
-            self._script(
-                "Write-RuntimeSettings",
-                {
-                    "Handler": handler,
-                    "Version": new,
-                    "SequenceNumber": 0,
-                    "ContentBase64": base64.b64encode(settings_document(spec, self.conn)).decode(),
-                },
+            calls.append(
+                (
+                    "Write-RuntimeSettings",
+                    {
+                        "Handler": handler,
+                        "Version": new,
+                        "SequenceNumber": 0,
+                        "ContentBase64": base64.b64encode(settings_document(spec, self.conn)).decode(),
+                    },
+                )
             )
+            seqs.append(0)
+        seq = max(seqs)
         env = {"AZURE_GUEST_AGENT_UPDATING_FROM_VERSION": old, "VERSION": new}
+        steps: list[tuple[str, str, str, dict[str, Any]]] = []  # (step, version, command, params)
+
+        def chain(step: str, version: str, command: str, **kw: Any) -> None:
+            after = steps[-1][0] if steps else None
+            steps.append(
+                (step, version, command, self.step_params(op_id, step, handler, version, command, after=after, **kw))
+            )
+
         if (old_v is not None and old_v["state"] == "Enabled") or self._done(state, op_id, "old.disable"):
-            self.handler_command(op_id, "old.disable", handler, old, "disable")
-        self.handler_command(op_id, "new.update", handler, new, "update", env)
+            chain("old.disable", old, "disable")
+        chain("new.update", new, "update", env=env)
         if old_v is not None or self._done(state, op_id, "old.uninstall"):
-            self.handler_command(op_id, "old.uninstall", handler, old, "uninstall")
+            chain("old.uninstall", old, "uninstall")
+        results = self._scripts(
+            calls + [("Invoke-HandlerCommand", p) for *_, p in steps],
+            deadline_s=self._batch_deadline([p for *_, p in steps]),
+        )
+        manifest: dict[str, Any] = results[expand].get("handlerManifest") or {}
+        self._outcomes(op_id, handler, steps, results[len(calls) :])
+
         # WALA removes the old directory here; its package stays in the host cache (the LKG copy)
-        self._script("Remove-HandlerVersion", {"Handler": handler, "Version": old})
-        state = self.host_state(handler)
-        new_v = self._versions(state).get(new) or {}
-        if manifest.get("updateMode", "UpdateWithInstall") != "UpdateWithoutInstall" and (
-            new_v.get("state") == "NotInstalled" or self._done(state, op_id, "new.install")
-        ):
-            self.handler_command(op_id, "new.install", handler, new, "install")
-        self.handler_command(op_id, "new.enable", handler, new, "enable")
-        self.health_gate(handler, new, self._settings_seq(handler, new), manifest)
+        calls = [("Remove-HandlerVersion", {"Handler": handler, "Version": old})]
+        steps = []
+        if manifest.get("updateMode", "UpdateWithInstall") != "UpdateWithoutInstall":
+            # the host decides: only a version update left NotInstalled (or a journalled step) is installed
+            chain("new.install", new, "install", only_in_state="NotInstalled")
+        chain("new.enable", new, "enable")
+        status_call = ("Get-HandlerStatus", {"Handler": handler, "Version": new, "SequenceNumber": seq})
+        results = self._scripts(
+            calls + [("Invoke-HandlerCommand", p) for *_, p in steps] + [status_call],
+            deadline_s=self._batch_deadline([p for *_, p in steps]),
+        )
+        self._outcomes(op_id, handler, steps, results[1:-1])
+        # the status look in the batch counts only if enable had finished when it was taken
+        enable = results[-2]
+        enabled_in_batch = not enable.get("pending") and not enable.get("blocked")
+        self.health_gate(handler, new, seq, manifest, first=results[-1] if enabled_in_batch else None)
         # healthy: the new version is now the last known good; the old cached package can go
-        self._script("Remove-HandlerVersion", {"Handler": handler, "Version": old, "PurgeCache": True})
-        self._finish(handler, op_id, "upgrade", "succeeded", fromVersion=old, toVersion=new)
+        self._scripts(
+            [
+                ("Remove-HandlerVersion", {"Handler": handler, "Version": old, "PurgeCache": True}),
+                self._finish_call(handler, op_id, "upgrade", "succeeded", fromVersion=old, toVersion=new),
+            ]
+        )
+
+    def _batch_deadline(self, steps: list[dict[str, Any]]) -> float:
+        waits = sum(float(p.get("WaitSeconds") or 0) for p in steps)
+        return waits + 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
+
+    def _outcomes(
+        self, op_id: str, handler: str, steps: list[tuple[str, str, str, dict[str, Any]]], results: list[dict[str, Any]]
+    ) -> None:
+        """The answers of chained steps, in order: each polled to its outcome (a step the host
+        blocked because the one before was still pending is asked again), the first failure raised."""
+        for (step, version, command, params), result in zip(steps, results, strict=True):
+            self.handler_command(op_id, step, handler, version, command, params=params, first=result)
 
     # --- rollback ----------------------------------------------------------------------------------
     def rollback(self, spec: ExtensionSpec, failed_version: str, good_version: str) -> None:
@@ -947,7 +1112,41 @@ class PsrpDriver(AgentScriptDriver):
     # ============================================================================================
     # Running one agent script
     # ============================================================================================
-    def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Iterator[str] | None) -> list[Any]:
+    def _invoke_many(self, calls: list[tuple[str, dict[str, Any]]], deadline: float, input_: Input) -> list[list[Any]]:
+        if len(calls) == 1:
+            return [self._pipeline(calls[0][0], calls[0][1], deadline, input_)]
+        if input_ is not None:
+            raise ValueError("a batch takes no pipeline input")
+        # several scripts: one pipeline of Invoke-AgentBatch.ps1, which runs them in order (each in its
+        # own scope) and stops at the first error; its one document holds every script's output
+        label = "+".join(name for name, _ in calls)
+        batch = self._pipeline(
+            "Invoke-AgentBatch",
+            {
+                "Scripts": {name: script_text(name) for name, _ in calls},
+                "CallsJson": json.dumps([{"script": name, "parameters": params} for name, params in calls]),
+            },
+            deadline,
+            None,
+        )
+        try:
+            envelope = json.loads(str(batch[-1])) if batch else None
+        except ValueError:
+            envelope = None
+        if (
+            not isinstance(envelope, dict)
+            or not isinstance(envelope.get("outputs"), list)
+            or not isinstance(envelope.get("errors"), list)
+        ):
+            raise ProtocolError(self.name, label, "the batch's output is not its JSON document")
+        if envelope["errors"]:
+            raise RemoteScriptError(self.name, label, "; ".join(str(e) for e in envelope["errors"]))
+        outputs = [list(o) if isinstance(o, list) else [o] for o in envelope["outputs"]]
+        if len(outputs) != len(calls):
+            raise ProtocolError(self.name, label, f"the batch ran {len(outputs)} of {len(calls)} scripts")
+        return outputs
+
+    def _pipeline(self, name: str, params: dict[str, Any], deadline: float, input_: Input) -> list[Any]:
         from pypsrp.powershell import PowerShell
 
         pool = self._pool
@@ -959,7 +1158,8 @@ class PsrpDriver(AgentScriptDriver):
                 # pool's global scope for every later script of the job (issue 17, item 1)
                 ps.add_script(text, use_local_scope=True)
                 ps.add_parameters(params)
-                ps.invoke(input=input_)  # a generator: pypsrp sends one PipelineInput per chunk
+                # a generator: pypsrp sends one PipelineInput per chunk
+                ps.invoke(input=input_() if input_ is not None else None)
                 return list(ps.output), bool(ps.had_errors), list(ps.streams.error)
 
         output, had_errors, error_stream = self._with_deadline(

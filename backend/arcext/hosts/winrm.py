@@ -6,14 +6,16 @@ WinRS runs processes through cmd.exe, whose 8191-character command line caps a
 ``powershell.exe -EncodedCommand`` script at about 3 KB (diyan/pywinrm#184); several agent scripts
 are larger. So the driver uploads first and then runs (reference/remote-hosts.md §3, §6.2):
 
-* when it opens its shell it runs the small bootstrap ``Install-AgentScripts.ps1`` as
-  ``-EncodedCommand``; its stdin carries every agent script (name, SHA-256, content), which it
-  verifies and writes to ``%ProgramData%\\arcext\\scripts`` (unchanged files are left alone);
-* every agent script then runs through the fixed wrapper ``Invoke-AgentScript.ps1`` (also
-  ``-EncodedCommand``). Its stdin carries one JSON header line ``{"script", "sha256", "parameters"}``
-  and, for Receive-Package, the base64 chunks as further lines. The wrapper checks the uploaded
-  file's SHA-256, runs it from the verified bytes with the parameters splatted, and writes one JSON
-  envelope ``{"output": [...], "errors": [...]}`` (exit code 1 on any error).
+* every agent script runs through the fixed wrapper ``Invoke-AgentScript.ps1`` (``-EncodedCommand``).
+  Its stdin carries one JSON header line, a list of ``{"script", "sha256", "parameters"}`` (several
+  scripts per command: a batch), and, for Receive-Package, the base64 chunks as further lines, which
+  the wrapper streams into the script. It checks every listed file's SHA-256 before any runs, runs
+  them from the verified bytes in order with the parameters splatted until one fails, and writes one
+  JSON envelope ``{"outputs": [[...] per script], "errors": [...]}`` (exit code 1 on any error);
+* when the wrapper finds a script missing or different (exit code 3, nothing ran) the driver runs
+  the small bootstrap ``Install-AgentScripts.ps1`` (also ``-EncodedCommand``; its stdin carries every
+  agent script: name, SHA-256, content, which it verifies and writes to
+  ``%ProgramData%\\arcext\\scripts``, leaving unchanged files alone) and the calls again.
 
 Parameter values only ever travel on stdin as JSON; the only command lines sent are the two fixed
 encoded scripts. pywinrm/requests errors become the driver taxonomy in one place
@@ -42,7 +44,7 @@ from .base import (
     RemoteScriptError,
     SessionLost,
 )
-from .psrp import FORGET, SCRIPT_PARAMETERS, SHELL_GONE, AgentScriptDriver, Mapped, quietly, script_text
+from .psrp import FORGET, SCRIPT_PARAMETERS, SHELL_GONE, AgentScriptDriver, Input, Mapped, quietly, script_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,6 +53,8 @@ T = TypeVar("T")
 WINRS_SCRIPTS: dict[str, frozenset[str]] = {"Install-AgentScripts": frozenset(), "Invoke-AgentScript": frozenset()}
 POWERSHELL = "powershell.exe"
 POWERSHELL_ARGS = ("-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand")
+#: the wrapper's exit code when an agent script is not installed or differs (nothing ran)
+SCRIPTS_MISSING = 3
 #: cmd.exe's maximum command line (characters), which WinRS goes through.
 CMD_LINE_LIMIT = 8191
 #: pywinrm asks for envelopes of at most this size (MaxEnvelopeSize); a Send carries base64 of stdin.
@@ -259,14 +263,18 @@ class WinrmDriver(AgentScriptDriver):
         )
         self._protocol, self._shell_id = protocol, shell_id
         self.shells_opened += 1
+        # the scripts are uploaded when the wrapper first finds one missing or changed (exit code 3),
+        # not on every shell: a host that has this arcext's scripts saves the bootstrap's round trips
+
+    def _install_scripts(self) -> None:
+        """Upload every agent script (the bootstrap writes only those whose hash differs)."""
         try:
-            self._install_scripts()
+            self._bootstrap()
         except HostDriverError:
             self._discard()  # the next call opens a new shell and uploads again
             raise
 
-    def _install_scripts(self) -> None:
-        """Upload every agent script (the bootstrap writes only those whose hash differs)."""
+    def _bootstrap(self) -> None:
         name = "Install-AgentScripts"
         deadline = 2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s
         stdout, stderr, code = self._with_deadline(
@@ -360,17 +368,29 @@ class WinrmDriver(AgentScriptDriver):
             if done:
                 return b"".join(stdout), b"".join(stderr), int(code)
 
-    def _invoke(self, name: str, params: dict[str, Any], deadline: float, input_: Iterator[str] | None) -> list[Any]:
-        header = json.dumps({"script": name, "sha256": script_sha256(name), "parameters": params})
+    def _invoke_many(self, calls: list[tuple[str, dict[str, Any]]], deadline: float, input_: Input) -> list[list[Any]]:
+        """One wrapper command for all ``calls``: its stdin is the JSON list of calls, then the first
+        script's input, streamed. The wrapper checks every script's hash before any runs; exit code
+        3 (one is missing or differs) runs the bootstrap once and the calls again."""
+        header = json.dumps(
+            [{"script": name, "sha256": script_sha256(name), "parameters": params} for name, params in calls]
+        )
+        label = "+".join(name for name, _ in calls)
 
         def lines() -> Iterator[bytes]:
             yield header.encode("ascii") + b"\n"
-            for chunk in input_ or ():
+            for chunk in input_() if input_ is not None else ():
                 yield str(chunk).encode("ascii") + b"\n"
 
-        stdout, stderr, code = self._with_deadline(
-            name, deadline, lambda: self._boundary(name, lambda: self._run("Invoke-AgentScript", lines()), True)
-        )
+        for attempt in (1, 2):
+            stdout, stderr, code = self._with_deadline(
+                label, deadline, lambda: self._boundary(label, lambda: self._run("Invoke-AgentScript", lines()), True)
+            )
+            if code != SCRIPTS_MISSING or attempt == 2:
+                break
+            # the host lacks an agent script or has another copy: upload them (the bootstrap writes
+            # only those whose hash differs); nothing ran
+            self._install_scripts()
         envelope: Any = None
         try:
             envelope = json.loads(stdout.decode("utf-8-sig").strip())
@@ -378,15 +398,18 @@ class WinrmDriver(AgentScriptDriver):
             pass
         valid = (
             isinstance(envelope, dict)
-            and isinstance(envelope.get("output"), list)
+            and isinstance(envelope.get("outputs"), list)
+            and all(isinstance(o, list) for o in envelope["outputs"])
             and isinstance(envelope.get("errors"), list)
         )
         errors = [str(e) for e in envelope["errors"]] if valid else []
         problem = stderr_errors(stderr)
         if errors or problem or code != 0:
             detail = "; ".join(errors + ([problem] if problem else [])) or f"exit code {code}"
-            raise RemoteScriptError(self.name, name, detail)
+            raise RemoteScriptError(self.name, label, detail)
         if not valid:
-            raise ProtocolError(self.name, name, "the wrapper's output is not a JSON envelope")
-        output: list[Any] = envelope["output"]
-        return output
+            raise ProtocolError(self.name, label, "the wrapper's output is not a JSON envelope")
+        outputs: list[list[Any]] = envelope["outputs"]
+        if len(outputs) != len(calls):
+            raise ProtocolError(self.name, label, f"the wrapper ran {len(outputs)} of {len(calls)} scripts")
+        return outputs

@@ -1,13 +1,12 @@
-# arcext WinRS wrapper (sent as -EncodedCommand; keep it small). stdin line 1: {"script", "sha256",
-# "parameters"}; any further lines are the script's pipeline input. Runs the uploaded agent script
-# from the bytes whose SHA-256 it checked, parameters splatted, and writes one JSON envelope
-# {"output": [...], "errors": [...]} to stdout; exit code 1 when there is any error.
+# arcext WinRS wrapper (-EncodedCommand, so small; docs/hosts.md). stdin: [{script,sha256,parameters}],
+# then the first script's input, streamed. Exit 3: a script missing or changed (nothing ran).
 param(
 )
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
-$output = @()
+$outputs = @()
 $errors = @()
+$code = 1
 function ConvertTo-Hashtable($value) {
     if ($value -is [System.Management.Automation.PSCustomObject]) {
         $table = @{}
@@ -16,32 +15,40 @@ function ConvertTo-Hashtable($value) {
     }
     return $value
 }
+function Read-Stdin { while ($null -ne ($line = [Console]::In.ReadLine())) { $line } }
 try {
-    $lines = @($input)
-    $header = $lines[0] | ConvertFrom-Json
-    $name = [string]$header.script
-    if ($name -notmatch '^[A-Za-z]+-[A-Za-z]+$') { throw "Invalid agent script name '$name'." }
-    $path = Join-Path $env:ProgramData "arcext\scripts\$name.ps1"
-    if (-not (Test-Path -LiteralPath $path)) { throw "The agent script $name is not installed." }
-    $bytes = [System.IO.File]::ReadAllBytes($path)
-    $sha = [System.Security.Cryptography.SHA256]::Create()
-    $hash = [System.BitConverter]::ToString($sha.ComputeHash($bytes)).Replace('-', '').ToLowerInvariant()
-    if ($hash -ne $header.sha256) { throw "The agent script $name has SHA-256 $hash, not $($header.sha256)." }
-    $params = @{}
-    if ($null -ne $header.parameters) { $params = ConvertTo-Hashtable $header.parameters }
-    $script = [scriptblock]::Create([System.Text.Encoding]::UTF8.GetString($bytes))
-    if ($lines.Count -gt 1) {
-        $items = $lines[1..($lines.Count - 1)] | & $script @params *>&1
-    } else {
-        $items = & $script @params *>&1
+    $parsed = [Console]::In.ReadLine() | ConvertFrom-Json
+    $runs = @()
+    foreach ($call in @($parsed)) {
+        $name = [string]$call.script
+        if ($name -notmatch '^[A-Za-z]+-[A-Za-z]+$') { throw "Invalid agent script name '$name'." }
+        $path = Join-Path $env:ProgramData "arcext\scripts\$name.ps1"
+        $code = 3
+        if (-not (Test-Path -LiteralPath $path)) { throw "The agent script $name is not installed." }
+        $bytes = [System.IO.File]::ReadAllBytes($path)
+        $sha = [System.Security.Cryptography.SHA256]::Create()
+        $hash = [System.BitConverter]::ToString($sha.ComputeHash($bytes)).Replace('-', '').ToLowerInvariant()
+        if ($hash -ne $call.sha256) { throw "The agent script $name has SHA-256 $hash, not $($call.sha256)." }
+        $code = 1
+        $params = @{}
+        if ($null -ne $call.parameters) { $params = ConvertTo-Hashtable $call.parameters }
+        $runs += , @([scriptblock]::Create([System.Text.Encoding]::UTF8.GetString($bytes)), $params)
     }
-    foreach ($item in $items) {
-        if ($item -is [System.Management.Automation.ErrorRecord]) { $errors += $item.ToString() }
-        elseif ($item -is [System.Management.Automation.InformationalRecord]) { continue }  # warning, verbose, debug
-        elseif ($item -isnot [System.Management.Automation.InformationRecord]) { $output += [string]$item }
+    foreach ($run in $runs) {
+        $block, $params = $run
+        if ($outputs.Count -eq 0) { $items = Read-Stdin | & $block @params *>&1 } else { $items = & $block @params *>&1 }
+        $out = @()
+        foreach ($item in $items) {
+            if ($item -is [System.Management.Automation.ErrorRecord]) { $errors += $item.ToString() }
+            elseif ($item -isnot [System.Management.Automation.InformationalRecord] -and
+                $item -isnot [System.Management.Automation.InformationRecord]) { $out += [string]$item }
+        }
+        $outputs += , $out
+        if ($errors.Count -gt 0) { break }
     }
 } catch {
     $errors += $_.ToString()
 }
-[Console]::Out.Write(([ordered]@{ output = $output; errors = $errors } | ConvertTo-Json -Compress))
-exit [int]($errors.Count -gt 0)
+if ($errors.Count -eq 0) { $code = 0 }
+[Console]::Out.Write(([ordered]@{ outputs = $outputs; errors = $errors } | ConvertTo-Json -Compress -Depth 4))
+exit $code

@@ -81,6 +81,9 @@ class WindowsMachine:
         self.stopping = threading.Event()
         self.tasks: dict[str, threading.Thread] = {}
         self.task_grace_s = TASK_GRACE_S
+        #: how often Invoke-HandlerCommand's WaitSeconds loop looks at the journal (the script: every
+        #: second; the model faster, as its tasks take milliseconds: only the timing differs)
+        self.host_poll_s = 0.05
         #: a slow host: seconds a script takes before it answers (exercises the Receive long-poll)
         self.slow_scripts: dict[str, float] = {}
         self.root.mkdir(parents=True, exist_ok=True)
@@ -256,6 +259,41 @@ class WindowsMachine:
                 os.replace(tmp, path)
                 written.append(name)
         return _json({"written": written, "unchanged": unchanged})
+
+    # Invoke-AgentBatch.ps1 (psrp): several agent scripts, sent as text with it, in order
+    def op_Invoke_AgentBatch(self, p: dict[str, Any], inputs: list[Any], cancel: threading.Event) -> str:
+        """Each call's script must be one of the project's own (by content, as a pipeline's is), bound
+        against its real param() block from the JSON parameters, run in its own scope; the first
+        error ends the batch. One document: every script's output, and the errors."""
+        from .scripts import BindingError, bind, known_scripts, script_hash
+
+        outputs: list[list[str]] = []
+        errors: list[str] = []
+        scripts = {str(k): str(v) for k, v in dict(p["Scripts"]).items()}
+        try:
+            try:
+                calls = json.loads(str(p["CallsJson"]))
+            except ValueError as exc:
+                raise ScriptFailure(f"Invalid JSON primitive: {exc}") from None
+            for call in calls if isinstance(calls, list) else [calls]:
+                name = str(call.get("script", ""))
+                if not SCRIPT_NAME.fullmatch(name) or name not in scripts:
+                    raise ScriptFailure(f"The batch has no agent script '{name}'.")
+                if name in ("Invoke-AgentBatch", "Invoke-HandlerRunner"):
+                    raise ScriptFailure(f"{name} cannot run in a batch.")
+                info = known_scripts().get(script_hash(scripts[name]))
+                if info is None or info.name != name:
+                    raise ScriptFailure(f"{name} is not one of arcext's own agent scripts (the fake runs only those).")
+                parameters = call.get("parameters") or {}
+                if not isinstance(parameters, dict):
+                    raise ScriptFailure("The parameters are not an object.")
+                params = bind(info, list(parameters.items()))
+                if cancel.is_set():
+                    raise ScriptFailure("The pipeline was stopped.")
+                outputs.append([self.run_script(info.name, params, [], cancel)])
+        except (ScriptFailure, BindingError) as exc:
+            errors.append(str(exc))
+        return _json({"outputs": outputs, "errors": errors})
 
     # Get-ExtensionState.ps1
     def op_Get_ExtensionState(self, p: dict[str, Any], inputs: list[Any], cancel: threading.Event) -> str:
@@ -533,6 +571,31 @@ class WindowsMachine:
 
     # Invoke-HandlerCommand.ps1 (+ the scheduled task that runs Invoke-HandlerRunner.ps1)
     def op_Invoke_HandlerCommand(self, p: dict[str, Any], inputs: list[Any], cancel: threading.Event) -> str:
+        """One step (start it, or report on it); with WaitSeconds, polled on the host every second until
+        it is no longer pending or the wait is over, as the script's loop does."""
+        wait_until = time.time() + int(p.get("WaitSeconds") or 0)
+        while True:
+            answer = self._handler_step(p)
+            if not json.loads(answer).get("pending") or time.time() >= wait_until:
+                return answer
+            if cancel.wait(self.host_poll_s):
+                raise ScriptFailure("The pipeline was stopped.")
+
+    def _skipped(self, p: dict[str, Any], reason: str, blocked: bool, state_file: Path) -> str:
+        return _json(
+            {
+                "step": p["Step"],
+                "command": p["Command"].lower(),
+                "version": p["Version"],
+                "pending": False,
+                "skipped": True,
+                "blocked": blocked,
+                "reason": reason,
+                "state": self._state(state_file),
+            }
+        )
+
+    def _handler_step(self, p: dict[str, Any]) -> str:
         from .scripts import known_scripts, script_hash
 
         handler, version, command, step = p["Handler"], p["Version"], p["Command"].lower(), p["Step"]
@@ -555,6 +618,8 @@ class WindowsMachine:
                 )
             steps = journal.setdefault("steps", {})
             recorded = steps.get(step)
+            if recorded and recorded.get("state") == "skipped":
+                return self._skipped(p, str(recorded.get("reason") or ""), False, state_file)
             if recorded and recorded.get("state") == "done":
                 replayed = bool(recorded.get("reported"))
                 if not replayed:
@@ -592,6 +657,24 @@ class WindowsMachine:
                 self._save_journal(jpath, journal)
                 self.tasks.pop(f"{handler}.{step}", None)
                 return self._outcome(step, command, version, record, False, state_file)
+            after = p.get("After")
+            if after:
+                previous = steps.get(after)
+                if not previous or (
+                    previous.get("state") != "skipped"
+                    and (
+                        previous.get("state") != "done"
+                        or int(previous.get("exitCode", -1)) != 0
+                        or bool(previous.get("timedOut"))
+                    )
+                ):
+                    return self._skipped(p, f"the step {after} before it has not succeeded", True, state_file)
+            only = p.get("OnlyInState")
+            if only and self._state(state_file) != only:
+                reason = f"{handler} {version} is {self._state(state_file)}, not {only}"
+                steps[step] = {"state": "skipped", "command": command, "version": version, "reason": reason}
+                self._save_journal(jpath, journal)
+                return self._skipped(p, reason, False, state_file)
             if not state_file.exists():
                 raise ScriptFailure(f"Cannot run {command} on {handler} {version} in handler state Removed.")
             state = self._state(state_file)

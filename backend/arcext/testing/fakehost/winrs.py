@@ -24,11 +24,11 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape
 
-from .machine import ScriptFailure, WindowsMachine
+from .machine import SCRIPT_NAME, ScriptFailure, WindowsMachine
 from .scripts import BindingError, bind, known_scripts
 from .wsman import CMD_RESOURCE, NS, Fault, action_not_supported, long_poll, receive_deadline, shell_not_found
 
@@ -341,35 +341,48 @@ class WinrsEndpoint:
             shell.cond.notify_all()
 
     def _wrapper(self, lines: list[str], cancel: threading.Event) -> tuple[str, int]:
-        """Invoke-AgentScript.ps1: header line, the uploaded script (hash checked), its parameters
-        bound against its param() block; one JSON envelope and the exit code."""
-        output: list[str] = []
+        """Invoke-AgentScript.ps1: a header line listing the uploaded scripts to run (each hash checked
+        before any runs: exit code 3 when one is missing or differs), each bound against its param()
+        block and run in order until one fails, the lines after the header being the first one's
+        pipeline input; one JSON envelope and the exit code."""
+        outputs: list[list[str]] = []
         errors: list[str] = []
+        code = 1
         try:
             try:
                 header = json.loads(lines[0]) if lines else None
             except ValueError as exc:
                 raise ScriptFailure(f"Invalid JSON primitive: {exc}") from None
-            if not isinstance(header, dict):
+            if header is None:
                 raise ScriptFailure("Cannot bind argument to parameter 'InputObject' because it is null.")
-            name = str(header.get("script", ""))
-            data = self.machine.agent_script(name)
-            if data is None:
-                raise ScriptFailure(f"The agent script {name} is not installed.")
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != str(header.get("sha256", "")).lower():
-                raise ScriptFailure(f"The agent script {name} has SHA-256 {actual}, not {header.get('sha256')}.")
-            info = known_scripts().get(actual)
-            if info is None:
-                raise ScriptFailure(f"{name}.ps1 is not one of arcext's own agent scripts (the fake runs only those).")
-            if info.name == "Invoke-HandlerRunner":
-                raise ScriptFailure("Invoke-HandlerRunner.ps1 runs only in the handler's scheduled task.")
-            parameters = header.get("parameters") or {}
-            if not isinstance(parameters, dict):
-                raise ScriptFailure("The parameters are not an object.")
-            params = bind(info, list(parameters.items()))
-            output.append(self.machine.run_script(info.name, params, lines[1:], cancel))
+            runs: list[tuple[Any, dict[str, Any]]] = []
+            for call in header if isinstance(header, list) else [header]:
+                if not isinstance(call, dict):
+                    raise ScriptFailure("The call is not an object.")
+                name = str(call.get("script", ""))
+                if not SCRIPT_NAME.fullmatch(name):
+                    raise ScriptFailure(f"Invalid agent script name '{name}'.")
+                code = 3
+                data = self.machine.agent_script(name)
+                if data is None:
+                    raise ScriptFailure(f"The agent script {name} is not installed.")
+                actual = hashlib.sha256(data).hexdigest()
+                if actual != str(call.get("sha256", "")).lower():
+                    raise ScriptFailure(f"The agent script {name} has SHA-256 {actual}, not {call.get('sha256')}.")
+                code = 1
+                info = known_scripts().get(actual)
+                if info is None:
+                    raise ScriptFailure(f"{name}.ps1 is not one of arcext's own agent scripts.")
+                if info.name == "Invoke-HandlerRunner":
+                    raise ScriptFailure("Invoke-HandlerRunner.ps1 runs only in the handler's scheduled task.")
+                parameters = call.get("parameters") or {}
+                if not isinstance(parameters, dict):
+                    raise ScriptFailure("The parameters are not an object.")
+                runs.append((info, parameters))
+            for index, (info, parameters) in enumerate(runs):
+                params = bind(info, list(parameters.items()))
+                outputs.append([self.machine.run_script(info.name, params, lines[1:] if index == 0 else [], cancel)])
         except (ScriptFailure, BindingError) as exc:
             errors.append(str(exc))
-        envelope = json.dumps({"output": output, "errors": errors}, separators=(",", ":"))
-        return envelope, 1 if errors else 0
+        envelope = json.dumps({"outputs": outputs, "errors": errors}, separators=(",", ":"))
+        return envelope, (code if errors else 0)
