@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -104,3 +107,13 @@ def test_each_server_has_its_own_registry(arc: ArcextServer) -> None:
         fresh = scrape(other, other.token)
         assert value(fresh, "arcext_upgrade_jobs_started_total") == 0
         assert other.services.metrics.registry is not arc.services.metrics.registry
+
+
+def test_the_grafana_dashboard_queries_metrics_the_server_serves(arc: ArcextServer) -> None:
+    dashboard = json.loads((Path(__file__).parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\barcext_[a-z_]+", e)}
+    text = requests.get(f"{arc.url}/metrics", headers={"Authorization": f"Bearer {arc.token}"}).text
+    served = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("arcext_")}
+    served |= {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE arcext_")}
+    assert used and used <= served, used - served
