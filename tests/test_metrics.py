@@ -117,3 +117,18 @@ def test_the_grafana_dashboard_queries_metrics_the_server_serves(arc: ArcextServ
     served = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("arcext_")}
     served |= {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE arcext_")}
     assert used and used <= served, used - served
+
+
+def test_arcext_token_create_issues_a_scrape_token(arc: ArcextServer) -> None:
+    from click.testing import CliRunner
+
+    from arcext.cli import main
+
+    done = CliRunner().invoke(
+        main, ["token", "create", "--data-dir", str(arc.data_dir), "--role", "Metrics", "--scope", "/"]
+    )
+    assert done.exit_code == 0, done.output
+    token = done.output.strip().splitlines()[-1]
+    assert scrape(arc, token)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert requests.get(f"{arc.url}/arcext/v1/webhooks", headers=headers).status_code == 403

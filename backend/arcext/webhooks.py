@@ -36,9 +36,6 @@ from urllib.parse import urlsplit
 
 import orjson
 import requests
-from cloudevents.conversion import to_structured
-from cloudevents.http import CloudEvent
-from standardwebhooks import Webhook
 
 from .crypto import SecretBox
 from .metrics import ROLLED_BACK, Metrics, job_outcome
@@ -240,7 +237,6 @@ class WebhookService:
         settings: Settings | None = None,
     ) -> None:
         self.directory = data_dir / "webhooks"
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.box = box
         self.now = now
         self.metrics = metrics
@@ -253,12 +249,16 @@ class WebhookService:
         self._known: set[tuple[str, str]] = set()  # (hook, message id) in the outbox
         self._inbox: deque[list[Record]] = deque()
         self._inbox_wake = threading.Event()
+        self._flush_lock = threading.Lock()  # one flusher at a time: the outbox keeps the order events came in
         self._stop = threading.Event()
         self._writer_thread: threading.Thread | None = None
         self._any = False  # any enabled webhook: the listener's fast path
-        self._load()
+        self._file: GroupCommitFile | None = None
+        self._size = 0
         self._outbox_path = self.directory / "outbox.jsonl"
-        self._compact()
+        self._load()
+        if self._hooks or self._outbox_path.exists():
+            self._compact()  # a server that never had a webhook writes nothing here
         self._http = requests.Session()
         self._http.trust_env = False  # no proxy settings from the environment reach receivers
 
@@ -335,23 +335,27 @@ class WebhookService:
                     delivered_at=msg.delivered_at,
                 )
                 lines.append(orjson.dumps({"m": rec}))
+        self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self._outbox_path, b"\n".join(lines) + b"\n")
         fd = os.open(self._outbox_path, os.O_WRONLY | os.O_APPEND, 0o600)
         fsync_dir(self.directory)
-        old = getattr(self, "_file", None)
-        if old is None:
+        if self._file is None:
             self._file = GroupCommitFile(fd)
         else:
-            os.close(old.swap(fd))
+            os.close(self._file.swap(fd))
         self._size = self._outbox_path.stat().st_size
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         payload = b"".join(orjson.dumps(r) + b"\n" for r in records)
+        if self._file is None:
+            self._compact()
+        assert self._file is not None
         self._file.append(payload)
         self._size += len(payload)
 
     def _save_hooks(self) -> None:
         body = {"hooks": [h.record() for h in self._hooks.values()]}
+        self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.directory / "hooks.json", orjson.dumps(body))
         self._any = any(not h.disabled for h in self._hooks.values())
 
@@ -400,6 +404,7 @@ class WebhookService:
             hook = self._hooks.pop(name, None)
             if hook is None:
                 return False
+            self._known = {k for k in self._known if k[0] != name}
             self._append([{"d": name}])
             self._save_hooks()
             hook.disabled = True
@@ -433,14 +438,15 @@ class WebhookService:
 
     def flush(self) -> None:
         """Write every queued event to the outbox now (the writer thread's work)."""
-        batches: list[list[Record]] = []
-        while self._inbox:
-            batches.append(self._inbox.popleft())
-        if batches:
-            try:
-                self.enqueue([e for b in batches for e in b])
-            except Exception:  # reconcile() at the next start puts back whatever this lost
-                log.exception("Could not write %d events to the webhook outbox", sum(len(b) for b in batches))
+        with self._flush_lock:
+            batches: list[list[Record]] = []
+            while self._inbox:
+                batches.append(self._inbox.popleft())
+            if batches:
+                try:
+                    self.enqueue([e for b in batches for e in b])
+                except Exception:  # reconcile() at the next start puts back whatever this lost
+                    log.exception("Could not write %d events to the webhook outbox", sum(len(b) for b in batches))
 
     def enqueue(self, events: list[Record]) -> int:
         """Put a message per event and interested webhook in the outbox (durably); returns how many."""
@@ -497,6 +503,11 @@ class WebhookService:
 
     @staticmethod
     def _cloudevent(event: Record, etype: str) -> str:
+        # imported on first use: a server without webhooks never pays for them (start-up time matters to
+        # the test harness, which starts a server per test module)
+        from cloudevents.conversion import to_structured
+        from cloudevents.http import CloudEvent
+
         attributes = {
             "type": CE_TYPE_PREFIX + etype,
             "source": CE_SOURCE + ("/rollouts" if etype.startswith("rollout.") else "/activitylog"),
@@ -578,6 +589,8 @@ class WebhookService:
                 time.sleep(1.0)
 
     def _attempt(self, hook: _Hook, msg: Message, url: str, sealed: str) -> None:
+        from standardwebhooks import Webhook
+
         secret = self.box.open(sealed)["secret"]
         stamp = datetime.now(UTC)
         signature = Webhook(secret).sign(msg.id, stamp, msg.body)
@@ -673,8 +686,10 @@ class WebhookService:
             if hook.worker is not None:
                 hook.worker.join(timeout=self.settings.timeout + 1)
         with self._lock:
-            self._file.close()
-            os.close(self._file.swap(-1))
+            if self._file is not None:
+                self._file.close()
+                os.close(self._file.swap(-1))
+                self._file = None
         self._http.close()
 
 
