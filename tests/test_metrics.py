@@ -132,3 +132,17 @@ def test_arcext_token_create_issues_a_scrape_token(arc: ArcextServer) -> None:
     assert scrape(arc, token)
     headers = {"Authorization": f"Bearer {token}"}
     assert requests.get(f"{arc.url}/arcext/v1/webhooks", headers=headers).status_code == 403
+
+
+def test_a_hung_host_counts_as_timed_out() -> None:
+    with ArcextServer(manual_clock=True, simulate=True, config={"ARCEXT_HOST_TIMEOUT": 0.2}) as server:
+        with server.session() as s:
+            assert s.put(machine_url(server, "h1"), params={"api-version": API}, json={"location": "eastus"}).ok
+            body = {"location": "eastus", "properties": {"publisher": PUB, "type": TYPE, "typeHandlerVersion": "1.0"}}
+            assert wait_operation(s, s.put(ext_url(server, "ama", "h1"), params={"api-version": API}, json=body))
+        server.set_faults("h1", hang=True)
+        server.publish_version(PUB, TYPE, "1.1.0")
+        server.advance(days=60)
+        after = scrape(server, server.token)
+    assert value(after, "arcext_upgrade_jobs_total", outcome="timed_out", driver="simulated") == 1
+    assert total(after, "arcext_host_operation_errors_total", code="HostOperationTimedOut", step="upgrade") == 1
