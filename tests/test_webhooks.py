@@ -316,3 +316,22 @@ class Serve(ServeProcess):
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.url, self.token_path = self._wait_listening(timeout=30)
+
+
+def test_a_new_webhook_hears_only_of_what_happens_after_it_even_across_restarts(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    with ArcextServer(tmp_path / "d", manual_clock=True, simulate=True, config=FAST) as arc, arc.session() as s:
+        fleet(s, arc, ["m1"])
+        arc.publish_version(PUB, TYPE, "1.1.0")
+        arc.advance(days=60)  # planned, run and completed before any webhook existed
+        arc.admin("PUT", "webhooks/late", json={"url": receiver.url, "secret": receiver.secret})
+    with ArcextServer(tmp_path / "d", manual_clock=True, simulate=True, config=FAST) as arc:
+        arc.publish_version(PUB, TYPE, "1.2.0")
+        arc.advance(days=60)
+        assert arc.services.webhooks.wait_delivered(15)
+        versions = {
+            e["data"]["properties"].get("toVersion") or e["data"]["properties"].get("version")
+            for e in receiver.events()
+        }
+        assert versions == {"1.2.0"}, receiver.events()

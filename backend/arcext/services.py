@@ -74,6 +74,10 @@ class Services:
         metrics.outbox_source = webhooks.pending_counts
         engine = Engine(store, box, clock, catalog, activity, telemetry.instrument(hosts), settings)
         metrics.rollouts_source = engine.rollouts
+        webhooks.rollout_states = lambda: {r["id"]: r["state"] for r in engine.rollouts()}
+        webhooks.events_at = lambda stamp: [
+            e["eventDataId"] for e in store.iter_events(stamp[:10], stamp[:10]) if e["eventTimestamp"] == stamp
+        ]
         resources = ResourceService(store, box, clock, hosts)
         resources.on_extension_ready = engine.reconsider
         return cls(

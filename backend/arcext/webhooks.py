@@ -196,6 +196,9 @@ class _Hook:
     created_at: str
     disabled: bool = False
     disabled_reason: str | None = None
+    #: activity-log events stamped with the creation time itself that were there before the webhook (a
+    #: manual clock stamps many events alike): never delivered to it, also not by a reconcile after a restart
+    before: frozenset[str] = frozenset()
     pending: deque[Message] = field(default_factory=deque)
     history: deque[Message] = field(default_factory=lambda: deque(maxlen=HISTORY))
     wake: threading.Event = field(default_factory=threading.Event)
@@ -213,6 +216,7 @@ class _Hook:
             "createdAt": self.created_at,
             "disabled": self.disabled,
             "disabledReason": self.disabled_reason,
+            "before": sorted(self.before),
         }
 
     def view(self) -> dict[str, Any]:
@@ -253,6 +257,11 @@ class WebhookService:
         self._stop = threading.Event()
         self._writer_thread: threading.Thread | None = None
         self._any = False  # any enabled webhook: the listener's fast path
+        #: the rollouts' current states (Services sets it): a new webhook hears of changes from now on, and a
+        #: restart does not announce rollouts that changed before any webhook existed
+        self.rollout_states: Callable[[], dict[str, str]] = dict
+        #: the ids of the activity-log events stamped with a given time (Services sets it)
+        self.events_at: Callable[[str], list[str]] = lambda stamp: []
         self._file: GroupCommitFile | None = None
         self._size = 0
         self._outbox_path = self.directory / "outbox.jsonl"
@@ -275,6 +284,7 @@ class WebhookService:
                     rec["createdAt"],
                     rec.get("disabled", False),
                     rec.get("disabledReason"),
+                    frozenset(rec.get("before", ())),
                 )
         messages: dict[tuple[str, str], Message] = {}
         outbox = self.directory / "outbox.jsonl"
@@ -376,11 +386,14 @@ class WebhookService:
             existing = self._hooks.get(name)
             sealed = self.box.seal({"secret": secret})
             if existing is None:
-                hook = _Hook(name, url, events, sealed, iso(self.now()))
+                created = iso(self.now())
+                hook = _Hook(name, url, events, sealed, created, before=frozenset(self.events_at(created)))
                 self._hooks[name] = hook
                 # events from now on: the watermark moves here so a restart does not look further back
                 self._watermark = max(self._watermark, hook.created_at)
-                self._append([{"w": self._watermark}])
+                for rollout_id, state in self.rollout_states().items():
+                    self._rollout_states.setdefault(rollout_id, state)
+                self._append([{"w": self._watermark}, {"r": self._rollout_states}])
             else:
                 hook = existing
                 hook.url, hook.events, hook.sealed = url, events, sealed
@@ -467,7 +480,7 @@ class WebhookService:
                 for hook in self._hooks.values():
                     if hook.disabled or not hook.wants(etype) or (hook.name, event["eventDataId"]) in self._known:
                         continue
-                    if event["eventTimestamp"] < hook.created_at:
+                    if event["eventTimestamp"] < hook.created_at or event["eventDataId"] in hook.before:
                         continue
                     if body is None:
                         body = self._cloudevent(event, etype)
