@@ -335,3 +335,24 @@ def test_a_new_webhook_hears_only_of_what_happens_after_it_even_across_restarts(
             for e in receiver.events()
         }
         assert versions == {"1.2.0"}, receiver.events()
+
+
+def test_a_message_older_than_the_maximum_age_expires(receiver: Receiver) -> None:
+    config = {**FAST, "ARCEXT_WEBHOOK_MAX_AGE": 0.3}
+    with ArcextServer(manual_clock=True, simulate=True, config=config) as arc, arc.session() as s:
+        arc.admin("PUT", "webhooks/old", json={"url": receiver.url, "secret": receiver.secret, "events": ["*"]})
+        receiver.status = 503
+        fleet(s, arc, ["m1"])
+        arc.publish_version(PUB, TYPE, "1.1.0")
+        arc.advance(days=60)
+        assert arc.services.webhooks.wait_delivered(15), "every message expires"
+        listed = arc.admin("GET", "webhooks/old/deliveries")["value"]
+        assert listed and {d["state"] for d in listed} == {"Expired"}
+        assert all(d["attempts"] >= 1 and d["lastError"] == "HTTP 503" for d in listed)
+        assert max(d["attempts"] for d in listed) >= 2, "retried before it expired"
+        assert arc.admin("GET", "webhooks/old")["enabled"] is True, "expiry does not disable the webhook"
+        receiver.status = 200
+        arc.publish_version(PUB, TYPE, "1.2.0")
+        arc.advance(days=60)
+        assert arc.services.webhooks.wait_delivered(15)
+        assert {e["type"] for e in receiver.events()} >= {"com.arcext.upgrade.succeeded"}
