@@ -634,7 +634,7 @@ class WebhookService:
             outcome, state = "expired", "Expired"
         else:
             outcome, state = "retrying", "Pending"
-        if status is not None and outcome == "retrying":
+        if status is not None and not 200 <= status < 300:
             error = f"HTTP {status}"
         next_at = now + min(self.settings.retry_max, self.settings.retry_base * 2 ** (attempts - 1))
         if state != "Pending":
