@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from arcext.logging_setup import JsonFormatter, TextFormatter
 from arcext.testing import ArcextServer
 from conftest import API, SUB, ext_url, machine_url, put_extension, put_machine, rg_url, wait_operation
+from webhook_receiver import Receiver
 
 SECRET = "s3cr3t-Value-7f1d"
 
@@ -35,8 +40,31 @@ def _check(r: requests.Response) -> None:
         assert "protectedSettings" not in _walk(r.json())
 
 
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Every log record as the server writes it, in both --log-format forms (JSON lines and text)."""
+    out = io.StringIO()
+    handlers = [logging.StreamHandler(out), logging.StreamHandler(out)]
+    handlers[0].setFormatter(JsonFormatter())
+    handlers[1].setFormatter(TextFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    for h in handlers:
+        root.addHandler(h)
+    try:
+        yield out
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+        root.setLevel(level)
+
+
 def test_protected_settings_never_returned(
-    arcext_server: ArcextServer, arcext_session: requests.Session, caplog: pytest.LogCaptureFixture
+    arcext_server: ArcextServer,
+    arcext_session: requests.Session,
+    caplog: pytest.LogCaptureFixture,
+    log_output: io.StringIO,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     s, server = arcext_session, arcext_server
@@ -88,6 +116,52 @@ def test_protected_settings_never_returned(
     for r in seen:
         _check(r)
     assert SECRET not in caplog.text
+    logged = log_output.getvalue()
+    assert '"event":"http.request"' in logged, "the structured request log was captured"
+    assert SECRET not in logged and "protectedSettings" not in logged
+
+
+def test_upgrade_steps_and_webhooks_never_log_or_send_secrets(log_output: io.StringIO) -> None:
+    """A rollout over an extension with protectedSettings, watched by a signed webhook: neither the protected
+    value nor the webhook's secret appears in the logs (JSON and text), the deliveries or the webhook's views."""
+    hook_secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    receiver = Receiver(hook_secret)
+    try:
+        with ArcextServer(manual_clock=True, simulate=True, config={"ARCEXT_WEBHOOK_RETRY_BASE": 0.05}) as arc:
+            with arc.session() as s:
+                hook = s.put(f"{arc.url}/arcext/v1/webhooks/h", json={"url": receiver.url, "secret": hook_secret})
+                assert hook.status_code == 201
+                put_machine(s, arc)
+                props = {
+                    "publisher": "Microsoft.Azure.Monitor",
+                    "type": "AzureMonitorWindowsAgent",
+                    "typeHandlerVersion": "1.0",
+                    "protectedSettings": {"password": SECRET},
+                }
+                put_extension(s, arc, properties=props)
+                arc.publish_version("Microsoft.Azure.Monitor", "AzureMonitorWindowsAgent", "1.1")
+                arc.set_faults("m1", fail_upgrade=1)
+                arc.advance(days=60)
+                arc.advance(hours=2)
+                assert arc.services.webhooks.wait_delivered(10)
+                views = [
+                    hook,
+                    s.get(f"{arc.url}/arcext/v1/webhooks/h"),
+                    s.get(f"{arc.url}/arcext/v1/webhooks"),
+                    s.get(f"{arc.url}/arcext/v1/webhooks/h/deliveries"),
+                    s.get(f"{arc.url}/metrics"),
+                ]
+        logged = log_output.getvalue()
+        assert '"event":"upgrade.step"' in logged and '"event":"host.operation"' in logged
+        delivered = json.dumps(receiver.events())
+        assert "upgrade.rolledBack" in delivered
+        for secret in (SECRET, hook_secret, hook_secret.removeprefix("whsec_")):
+            assert secret not in logged
+            assert secret not in delivered
+            for r in views:
+                assert secret not in r.text
+    finally:
+        receiver.close()
 
 
 def test_protected_settings_encrypted_at_rest(arcext_server: ArcextServer, arcext_session: requests.Session) -> None:

@@ -21,7 +21,9 @@ from .api import (
     metadata,
     operations,
     upgrade,
+    webhooks,
 )
+from .api import telemetry as api_telemetry
 from .api.base import ArmApi
 from .api.jsonbody import ArmJSONProvider
 from .api.middleware import CaseInsensitiveArmPaths
@@ -29,6 +31,7 @@ from .api.openapi import add_path_patterns
 from .config import DEFAULTS, coerce
 from .services import Services
 from .upgrades.settings import EngineSettings
+from .webhooks import Settings as WebhookSettings
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -68,14 +71,33 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         ),
         simulated_latency_ms=float(cfg["ARCEXT_SIM_LATENCY_MS"]),
         host_timeout_s=float(cfg["ARCEXT_HOST_TIMEOUT"]),
+        webhook_settings=WebhookSettings(
+            retry_base=float(cfg["ARCEXT_WEBHOOK_RETRY_BASE"]),
+            retry_max=float(cfg["ARCEXT_WEBHOOK_RETRY_MAX"]),
+            max_age=float(cfg["ARCEXT_WEBHOOK_MAX_AGE"]),
+            timeout=float(cfg["ARCEXT_WEBHOOK_TIMEOUT"]),
+        ),
     )
     app.extensions["arcext"] = services
 
     api = ArmApi(app, spec_kwargs={"info": {"description": "Azure Arc-compatible Microsoft.HybridCompute API"}})
-    for module in (machines, extensions, upgrade, metadata, operations, activity, admin, engine_admin, host_connection):
+    for module in (
+        machines,
+        extensions,
+        upgrade,
+        metadata,
+        operations,
+        activity,
+        admin,
+        engine_admin,
+        host_connection,
+        webhooks,
+    ):
         api.register_blueprint(module.blp)
     add_path_patterns(api.spec)
     app.register_blueprint(portal.bp)
+    api_telemetry.register(app)
+    api_telemetry.register_after(app)
     hooks.register(app)
     app.wsgi_app = CaseInsensitiveArmPaths(app.wsgi_app)  # type: ignore[method-assign]
     services.start()

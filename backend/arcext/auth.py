@@ -21,6 +21,7 @@ TOKEN_PREFIX = "arcext_"
 
 
 class Role(IntEnum):
+    METRICS = 0  # a scrape token: GET /metrics and nothing else
     READER = 1
     CONTRIBUTOR = 2
     OWNER = 3
@@ -30,7 +31,7 @@ class Role(IntEnum):
         try:
             return cls[name.strip().upper()]
         except KeyError:
-            raise ValueError(f"unknown role '{name}': use Owner, Contributor or Reader") from None
+            raise ValueError(f"unknown role '{name}': use Owner, Contributor, Reader or Metrics") from None
 
     @property
     def title(self) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -69,6 +68,14 @@ def default_public_url(host: str, port: int, tls: bool) -> str:
     "in responses (Azure-AsyncOperation, Location, nextLink). Default: from --host, --port and TLS. The "
     "request's Host header is never used.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line (requests, upgrade steps, host operations) with request ids, rollout id, "
+    "machine and extension.",
+)
 def serve(
     host: str,
     port: int,
@@ -79,15 +86,16 @@ def serve(
     tls_key: Path | None,
     tls_self_signed: bool,
     public_url: str | None,
+    log_format: str,
 ) -> None:
     """Run the server (embedded store in DATA_DIR; no other service needed)."""
     from .api.urls import validate_public_url
     from .app import create_app
+    from .logging_setup import configure
     from .serving import ServerThread, ssl_context, tune_gc_for_serving
     from .tls import ensure_self_signed
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    configure(log_format)
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together.")
     if tls_self_signed and tls_cert:
@@ -145,7 +153,9 @@ def _tokens(data_dir: Path) -> TokenService:
 
 @token.command("create")
 @click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
-@click.option("--role", required=True, type=click.Choice(["Owner", "Contributor", "Reader"], case_sensitive=False))
+@click.option(
+    "--role", required=True, type=click.Choice(["Owner", "Contributor", "Reader", "Metrics"], case_sensitive=False)
+)
 @click.option("--scope", required=True, help="/subscriptions/<id>[/resourceGroups/<rg>], or / for every subscription.")
 @click.option("--name", default=None, help="A name for the caller (shown as createdBy and in the activity log).")
 def token_create(data_dir: Path, role: str, scope: str, name: str | None) -> None:

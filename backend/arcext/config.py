@@ -21,6 +21,10 @@ DEFAULTS: dict[str, object] = {
     "ARCEXT_HOST_TIMEOUT": 600,  # seconds a host operation may take before it counts as hung
     "ARCEXT_SIM_LATENCY_MS": 0,  # added to every simulated host operation
     "ARCEXT_ENGINE_TICK": 1.0,  # seconds between scheduler passes
+    "ARCEXT_WEBHOOK_RETRY_BASE": 5.0,  # seconds before a failed webhook delivery's first retry (doubles)
+    "ARCEXT_WEBHOOK_RETRY_MAX": 3600.0,  # the longest wait between two delivery attempts
+    "ARCEXT_WEBHOOK_MAX_AGE": 86400.0,  # a delivery not made within this many seconds expires
+    "ARCEXT_WEBHOOK_TIMEOUT": 10.0,  # seconds per delivery attempt
 }
 
 

@@ -11,11 +11,15 @@ from .catalog import Catalog
 from .crypto import SecretBox
 from .hosts.registry import HostResolver
 from .hosts.simulated import SimulatedFleet
+from .metrics import Metrics
 from .resources import ResourceService
 from .store import Store, TinyDBStore
+from .telemetry import Telemetry
 from .upgrades.clock import Clock, ManualClock, SystemClock
 from .upgrades.engine import Engine
 from .upgrades.settings import EngineSettings
+from .webhooks import Settings as WebhookSettings
+from .webhooks import WebhookService
 
 
 @dataclass
@@ -30,6 +34,9 @@ class Services:
     fleet: SimulatedFleet
     hosts: HostResolver
     engine: Engine
+    metrics: Metrics
+    telemetry: Telemetry
+    webhooks: WebhookService
 
     @classmethod
     def open(
@@ -41,6 +48,7 @@ class Services:
         engine_settings: EngineSettings | None = None,
         simulated_latency_ms: float = 0.0,
         host_timeout_s: float = 600.0,
+        webhook_settings: WebhookSettings | None = None,
     ) -> Services:
         store = TinyDBStore(data_dir)
         box = SecretBox.from_data_dir(data_dir)
@@ -51,7 +59,25 @@ class Services:
         fleet = SimulatedFleet(data_dir / "simhosts", simulated_latency_ms, host_timeout_s)
         hosts = HostResolver(fleet, simulate)
         activity = ActivityLog(store)
-        engine = Engine(store, box, clock, catalog, activity, hosts, engine_settings)
+        settings = engine_settings or EngineSettings()
+        # the operations surface (arcext.telemetry): observers on the store's event and rollout writes,
+        # and a timing wrapper around the engine's host drivers
+        metrics = Metrics()
+        telemetry = Telemetry(metrics, clock.now, store.list_rollouts(), settings.breaker_fraction)
+        webhooks = WebhookService(data_dir, box, clock.now, metrics, webhook_settings)
+        telemetry.event_sinks.append(webhooks.on_events)
+        if isinstance(store, TinyDBStore):
+            store.set_event_listener(telemetry.on_events)
+            store.rollout_listener = telemetry.on_rollout
+            store.set_write_observer(metrics.store_write.observe)
+            metrics.store_source = store.journal_figures
+        metrics.outbox_source = webhooks.pending_counts
+        engine = Engine(store, box, clock, catalog, activity, telemetry.instrument(hosts), settings)
+        metrics.rollouts_source = engine.rollouts
+        webhooks.rollout_states = lambda: {r["id"]: r["state"] for r in engine.rollouts()}
+        webhooks.events_at = lambda stamp: [
+            e["eventDataId"] for e in store.iter_events(stamp[:10], stamp[:10]) if e["eventTimestamp"] == stamp
+        ]
         resources = ResourceService(store, box, clock, hosts, catalog)
         resources.on_extension_ready = engine.reconsider
         return cls(
@@ -65,15 +91,25 @@ class Services:
             fleet=fleet,
             hosts=hosts,
             engine=engine,
+            metrics=metrics,
+            telemetry=telemetry,
+            webhooks=webhooks,
         )
 
     def start(self) -> None:
         self.activity.prune(self.clock.now())
         self.resources.start()
         self.engine.start()
+        self.webhooks.reconcile(
+            lambda day: self.store.iter_events(day, "9999-12-31"),
+            self.store.list_rollouts(),
+            self.telemetry.rollout_event,
+        )
+        self.webhooks.start()
 
     def close(self) -> None:
         self.fleet.shutdown()
         self.engine.stop()
         self.resources.stop()
+        self.webhooks.close()
         self.store.close()

@@ -53,7 +53,11 @@ def _action(path: str, method: str) -> str:
 def _authorize(p: Principal) -> None:
     path = request.path
     method = request.method
+    if path == "/metrics" and method in ("GET", "HEAD"):
+        return  # any token: a Reader's, or a scrape token (role Metrics)
     action = _action(path, method)
+    if p.role < Role.READER:
+        raise errors.authorization_failed(p.name, action, p.scope)  # a scrape token reads /metrics only
     if path.startswith("/arcext/v1/subscriptions/"):
         path = path[len("/arcext/v1") :]  # per-machine views: the ARM scope rules apply
     elif path.startswith("/arcext/"):
@@ -125,15 +129,7 @@ def after_request(response: Response) -> Response:
     client_id = request.headers.get("x-ms-client-request-id")
     if client_id:
         response.headers["x-ms-client-request-id"] = client_id
-    who = getattr(g, "principal", None)
-    log.info(
-        "%s %s -> %s (request %s, caller %s)",
-        request.method,
-        request.path,
-        response.status_code,
-        request_id,
-        who.name if who else "-",
-    )
+    # the request's log line and metrics: arcext.api.telemetry (one structured line per request)
     return response
 
 

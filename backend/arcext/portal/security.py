@@ -99,6 +99,8 @@ def sign_in(raw_token: str) -> Principal:
     if token.lower().startswith("bearer "):
         token = token[7:].strip()
     principal = services().tokens.authenticate(f"Bearer {token}" if token else None)
+    if principal.role < Role.READER:  # a scrape token reads /metrics and nothing else
+        raise errors.authorization_failed(principal.name, "arcext/portal/read", principal.scope)
     _sessions().end(session.get("sid"))
     session.clear()
     session.permanent = True
@@ -132,7 +134,7 @@ def current_principal() -> Principal | None:
         session.pop("tid", None)
     elif isinstance(ref, str) and isinstance(token_id, str):
         record = services().store.get_token_by_hash(ref)
-        if record is not None and record.get("id") == token_id:
+        if record is not None and record.get("id") == token_id and record.get("role") != "Metrics":
             principal = Principal(record["id"], record["name"], Role.parse(record["role"]), record["scope"])
         else:
             session.pop("ref", None)

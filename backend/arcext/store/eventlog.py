@@ -13,9 +13,10 @@ A query can name a fragment of the line (``contains``) to skip the lines that ca
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import orjson
@@ -23,6 +24,8 @@ import orjson
 from .atomic_storage import fsync_dir
 from .base import Record
 from .groupcommit import GroupCommitFile
+
+log = logging.getLogger(__name__)
 
 _TIMESTAMP = b'"eventTimestamp":"'
 _DATA_ID = b'"eventDataId":"'
@@ -67,6 +70,9 @@ class EventLog:
                     self._days.setdefault(_day(line), []).append(line)
         self._file_day = ""
         self._writer: GroupCommitFile | None = None
+        #: called with the events of every append once the log holds them (metrics, logs, webhooks: see
+        #: arcext.telemetry); it must be quick and must not write to the log
+        self.listener: Callable[[list[Record]], None] | None = None
 
     def _writer_for(self, day: str) -> GroupCommitFile:
         with self._day_lock:
@@ -85,10 +91,12 @@ class EventLog:
         """Append ``events``; with ``durable`` (the default) returns once they are fsynced (group commit
         with other callers), otherwise at once (written in order; on disk after the next durable append
         or ``sync``)."""
-        self.append_lines([orjson.dumps(e) for e in events], durable)
+        events = list(events)
+        self.append_lines([orjson.dumps(e) for e in events], durable, events)
 
-    def append_lines(self, lines: list[bytes], durable: bool = True) -> None:
-        """``append`` for events already serialized with ``orjson.dumps`` (one line each, no newline)."""
+    def append_lines(self, lines: list[bytes], durable: bool = True, records: list[Record] | None = None) -> None:
+        """``append`` for events already serialized with ``orjson.dumps`` (one line each, no newline);
+        ``records`` are the same events as dicts, for the listener."""
         by_day: dict[str, list[bytes]] = {}
         for line in lines:
             by_day.setdefault(_day(line), []).append(line)
@@ -97,6 +105,11 @@ class EventLog:
             self._writer_for(day).append(payload, wait=durable)
             with self._lock:
                 self._days.setdefault(day, []).extend(batch)
+        if records and self.listener is not None:
+            try:
+                self.listener(records)
+            except Exception:  # observers never fail a write
+                log.exception("An activity-log listener failed")
 
     def sync(self) -> None:
         """Return once every event appended so far is on disk."""

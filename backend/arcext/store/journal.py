@@ -10,7 +10,8 @@ drops the old segments; at start, snapshots are loaded and the remaining segment
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ class Journal:
         self._seq = int(segments[-1].stem) + 1 if segments else 1
         self.bytes_written = 0
         self._writer = GroupCommitFile(self._open_segment(), self._count)
+        #: called with the seconds every durable append took (arcext.telemetry: store write latency)
+        self.observer: Callable[[float], None] | None = None
 
     def _count(self, payload: bytes) -> None:
         self.bytes_written += len(payload)
@@ -43,7 +46,13 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record; returns once it is on disk."""
+        observer = self.observer
+        if observer is None:
+            self._writer.append(orjson.dumps(record) + b"\n")
+            return
+        started = time.perf_counter()
         self._writer.append(orjson.dumps(record) + b"\n")
+        observer(time.perf_counter() - started)
 
     def rotate(self) -> list[Path]:
         """Start a new segment; returns the older ones (to delete once a checkpoint covers them)."""

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -112,6 +113,10 @@ class TinyDBStore:
         self._ops: dict[str, Record] = {}
         self._ops_lock = threading.Lock()
         self._meta_lock = threading.RLock()
+        #: observers (arcext.telemetry): every rollout write, once durable
+        self.rollout_listener: Callable[[Record], None] | None = None
+        self.checkpoints = 0  # checkpoints that wrote anything, since start
+        self.last_checkpoint_seconds = 0.0
         self._open()
 
     # --- start-up ----------------------------------------------------------------------------
@@ -377,7 +382,7 @@ class TinyDBStore:
         entry["ev"] = [orjson.Fragment(line) for line in lines]
         self._journal.append(entry)
         try:
-            self._events.append_lines(lines, durable=False)
+            self._events.append_lines(lines, durable=False, records=events)
         except Exception:  # the change is durable and so are its events (journal): do not report a failure
             log.exception("Could not hand %d activity-log events to the log; start-up restores them", len(lines))
 
@@ -435,6 +440,7 @@ class TinyDBStore:
             with self._dirty_lock:
                 if not self._dirty:
                     return 0
+            started = time.perf_counter()
             old_segments = self._journal.rotate()
             with self._dirty_lock:
                 dirty, self._dirty = self._dirty, set()
@@ -449,6 +455,8 @@ class TinyDBStore:
             # deleted since would bring it back at the next start (no shard holds it, no record deletes it)
             self._remove_legacy_snapshots()
             self._journal.remove(old_segments)
+            self.checkpoints += 1
+            self.last_checkpoint_seconds = time.perf_counter() - started
             return len(dirty)
 
     def _write_shards(self, dirty: set[str]) -> None:
@@ -622,6 +630,11 @@ class TinyDBStore:
             }
             atomic_write_bytes(self._rollout_path(rollout["id"]), orjson.dumps(state))
             self._rollouts[rollout["id"]] = rollout
+        if self.rollout_listener is not None:
+            try:
+                self.rollout_listener(rollout)
+            except Exception:  # observers never fail a write
+                log.exception("A rollout listener failed")
 
     def get_rollout(self, rollout_id: str) -> Record | None:
         with self._rollouts_lock:
@@ -633,6 +646,27 @@ class TinyDBStore:
             return [jcopy(r) for r in self._rollouts.values()]
 
     # --- activity log -----------------------------------------------------------------------
+    def set_event_listener(self, listener: Callable[[list[Record]], None] | None) -> None:
+        """Call ``listener`` with the events of every append, once the log holds them."""
+        self._events.listener = listener
+
+    def set_write_observer(self, observer: Callable[[float], None] | None) -> None:
+        """Call ``observer`` with the seconds every durable journal append took."""
+        if not self._tokens_only:
+            self._journal.observer = observer
+
+    def journal_figures(self) -> dict[str, float]:
+        """The journal's size since the last checkpoint, its segments, and the checkpoints so far."""
+        if self._tokens_only:
+            return {}
+        return {
+            "journal_bytes": float(self._journal.bytes_written),
+            "journal_segments": float(len(self._journal.segments())),
+            "checkpoints": float(self.checkpoints),
+            "last_checkpoint_seconds": self.last_checkpoint_seconds,
+            "dirty_documents": float(len(self._dirty)),
+        }
+
     def append_events(self, events: list[Record]) -> None:
         self._events.append(events, durable=True)
 

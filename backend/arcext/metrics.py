@@ -1,0 +1,185 @@
+"""Prometheus metrics (prometheus-client), one registry per server: names prefixed ``arcext_``.
+
+Tests run several servers in one process, so nothing here uses prometheus-client's global default
+registry. Labels are bounded: HTTP routes are URL rules (never raw paths), drivers and steps are
+the code's own names, rollouts appear by id only while they are not completed, webhooks by the
+names an Owner gave them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_HOST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+#: job outcomes as the metrics name them
+SUCCEEDED, ROLLED_BACK, FAILED, TIMED_OUT, NOT_RUN, INTERRUPTED = (
+    "succeeded",
+    "rolled_back",
+    "failed",
+    "timed_out",
+    "not_run",
+    "interrupted",
+)
+
+
+def job_outcome(event: dict[str, Any]) -> str | None:
+    """The outcome an activity-log end event records (None for a Started event)."""
+    status = event["status"]["value"]
+    if status == "Started":
+        return None
+    if status == "Succeeded":
+        return SUCCEEDED
+    props = event.get("properties") or {}
+    code = props.get("errorCode")
+    if code == "HostOperationTimedOut":
+        return TIMED_OUT
+    if code == "InterruptedByRestart":
+        return INTERRUPTED
+    if props.get("rolledBack"):
+        return ROLLED_BACK
+    if "rollbackError" in props:
+        return FAILED
+    return NOT_RUN
+
+
+class _StateCollector(Collector):
+    """Figures read at scrape time: rollouts, the store's journal, the webhook outbox."""
+
+    def __init__(self, sources: Metrics) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        rollouts = self.sources.rollouts_source() if self.sources.rollouts_source else []
+        by_state = GaugeMetricFamily("arcext_rollouts", "Rollouts by state", labels=["state"])
+        counts: dict[str, int] = {"Active": 0, "Paused": 0, "Frozen": 0, "Completed": 0}
+        remaining = GaugeMetricFamily(
+            "arcext_rollout_remaining_extensions",
+            "Extensions a rollout that has not completed has still to reach (waves not completed)",
+            labels=["rollout", "type", "version", "state"],
+        )
+        for r in rollouts:
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
+            if r["state"] != "Completed":
+                left = sum(
+                    b["size"]
+                    for p in r.get("phases", [])
+                    for w in p["waves"]
+                    if w["state"] != "Completed"
+                    for b in w["batches"]
+                )
+                remaining.add_metric([r["id"], f"{r['publisher']}.{r['type']}", r["version"], r["state"]], left)
+        for state, n in sorted(counts.items()):
+            by_state.add_metric([state], n)
+        yield by_state
+        yield remaining
+        figures = self.sources.store_source() if self.sources.store_source else {}
+        described = {
+            "journal_bytes": "Bytes journaled since the last checkpoint",
+            "journal_segments": "Journal segment files on disk",
+            "checkpoints": "Checkpoints written since the server started",
+            "last_checkpoint_seconds": "Seconds the last checkpoint took",
+            "dirty_documents": "Machine documents changed since the last checkpoint",
+        }
+        for key, text in described.items():
+            if key in figures:
+                yield GaugeMetricFamily(f"arcext_store_{key}", text, value=figures[key])
+        if self.sources.outbox_source is not None:
+            pending = GaugeMetricFamily(
+                "arcext_webhook_outbox_pending", "Webhook deliveries waiting in the outbox", labels=["webhook"]
+            )
+            for name, n in sorted(self.sources.outbox_source().items()):
+                pending.add_metric([name], n)
+            yield pending
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "arcext_http_requests",
+            "HTTP requests by method, route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "arcext_http_request_duration_seconds",
+            "HTTP request latency by method and route",
+            ["method", "route"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
+        )
+        self.upgrade_jobs = Counter(
+            "arcext_upgrade_jobs",
+            "Upgrade attempts that ended, by outcome (succeeded, rolled_back, failed, timed_out, not_run, "
+            "interrupted) and host driver",
+            ["outcome", "driver"],
+            registry=r,
+        )
+        self.upgrades_started = Counter("arcext_upgrade_jobs_started", "Upgrade attempts started", registry=r)
+        self.host_latency = Histogram(
+            "arcext_host_operation_duration_seconds",
+            "Host operation latency by driver and step (upgrade, rollback, installed, install, remove)",
+            ["driver", "step"],
+            buckets=_HOST_BUCKETS,
+            registry=r,
+        )
+        self.host_errors = Counter(
+            "arcext_host_operation_errors",
+            "Host operations that failed, by driver, step and error code",
+            ["driver", "step", "code"],
+            registry=r,
+        )
+        self.store_write = Histogram(
+            "arcext_store_write_duration_seconds",
+            "Durable journal appends (group commit included)",
+            buckets=_STORE_BUCKETS,
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "arcext_webhook_deliveries",
+            "Webhook delivery attempts by webhook and outcome (delivered, retrying, gone, expired, error)",
+            ["webhook", "outcome"],
+            registry=r,
+        )
+        self.webhook_events = Counter(
+            "arcext_webhook_events", "Events put in the webhook outbox, by type", ["type"], registry=r
+        )
+        self.rollouts_source: Callable[[], list[dict[str, Any]]] | None = None
+        self.store_source: Callable[[], dict[str, float]] | None = None
+        self.outbox_source: Callable[[], dict[str, int]] | None = None
+        r.register(_StateCollector(self))
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def job_ended(self, outcome: str, driver: str) -> None:
+        key = ("job", outcome, driver)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.upgrade_jobs.labels(outcome, driver)
+        child.inc()
+
+    def host_operation(self, driver: str, step: str, seconds: float, error: str | None = None) -> None:
+        key = ("host", driver, step)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.host_latency.labels(driver, step)
+        child.observe(seconds)
+        if error is not None:
+            self.host_errors.labels(driver, step, error).inc()
+
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_latency.labels(method, route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
