@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark a Windows host driver (``--driver psrp|winrm``) against fake Windows hosts (issues 4, 15).
+"""Benchmark a host driver: ``--driver psrp|winrm`` against fake Windows hosts, ``--driver ssh`` against a
+real loopback sshd (issues 4, 15).
 
 ``--hosts`` fake Windows hosts (default 50; ``arcext.testing.fakehost.FakeHost``, in this process,
 loopback only, Basic over TLS or ``--auth ntlm`` for NTLM with message encryption over http), one
@@ -243,9 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--auth", choices=["basic", "ntlm"], default="basic")
-    parser.add_argument("--driver", choices=DRIVERS, default="psrp", help="the host driver to measure")
+    parser.add_argument(
+        "--driver",
+        choices=[*DRIVERS, "ssh"],
+        default="psrp",
+        help="the host driver to measure (ssh: handler roots on a real loopback sshd, see bench_hosts_ssh.py)",
+    )
     parser.add_argument("--root", type=Path, default=None, help="working directory (default: a temp dir)")
-    parser.add_argument("--driver", choices=["psrp", "ssh"], default="psrp", help="ssh: see scripts/bench_hosts_ssh.py")
     args = parser.parse_args(argv)
     if args.driver == "ssh":  # Linux hosts: handler roots on a real loopback sshd
         from bench_hosts_ssh import main as ssh_main
