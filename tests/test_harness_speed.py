@@ -102,7 +102,12 @@ def run_inner(tmp_path: Path, source: str) -> tuple[float, dict[str, list[float]
     env = {**os.environ, "ARCEXT_TIMINGS": str(timings)}
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_ADDOPTS", None)
-    command = [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider", "test_user_suite.py"]
+    # A user's suite has arcext[test]'s plugins, not arcext's own dev tools: schemathesis' and hypothesis'
+    # pytest plugins (installed here by .[dev] for tests/test_fuzz_openapi.py and test_engine_model.py) would
+    # add about a second of imports to every run that is not the harness's cost.
+    dev_only = ["-p", "no:schemathesis", "-p", "no:hypothesispytest"]
+    command = [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider", *dev_only]
+    command.append("test_user_suite.py")
     started = time.perf_counter()
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     wall = time.perf_counter() - started

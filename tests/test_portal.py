@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or sync_playwright is None,
     reason="the portal's browser tests need Debian's chromium (run scripts/install-browser: "
-    "apt-get install -y chromium) and the playwright package (pip install -e '.[test]')",
+    "apt-get install -y chromium) and the playwright package (pip install -e '.[test,dev]')",
 )
 
 CHROMIUM_ARGS = [
