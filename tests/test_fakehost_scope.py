@@ -16,6 +16,7 @@ from pypsrp.wsman import WSMan
 
 from arcext.crypto import SecretBox
 from arcext.hosts import connections
+from arcext.hosts.agent_scripts import script_names
 from arcext.hosts.base import ExtensionSpec, RemoteScriptError
 from arcext.hosts.packages import PackageStore
 from arcext.hosts.psrp import DriverTuning, PsrpDriver, script_text
@@ -117,7 +118,7 @@ def test_the_current_scripts_would_not_collide_even_dot_sourced() -> None:
     """Defence in depth: no script assigns a variable another script leaves typed, in any order."""
     from arcext.testing.fakehost.pscheck import assigned_variables, converts_to, typed_variables
 
-    texts = {p.stem: p.read_text() for p in sorted((BEFORE.parents[2] / "backend/arcext/hosts/scripts").glob("*.ps1"))}
+    texts = {name: script_text(name) for name in script_names()}
     assert texts
     clashes = [
         f"{a}.ps1 leaves ${name} [{type_}], {b}.ps1 assigns {rhs[:40]}"

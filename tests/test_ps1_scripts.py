@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from arcext.hosts.agent_scripts import script_names
 from arcext.hosts.psrp import HOST_SCRIPTS, PSRP_SCRIPTS, script_text
 from arcext.hosts.psrp import SCRIPT_PARAMETERS as AGENT_SCRIPT_PARAMETERS
 from arcext.hosts.winrm import WINRS_SCRIPTS
-from arcext.testing.fakehost.scripts import SCRIPTS_DIR, extract_parameters, parse_errors
+from arcext.testing.fakehost.scripts import extract_parameters, parse_errors
 
-SCRIPTS = sorted(p.stem for p in SCRIPTS_DIR.glob("*.ps1"))
+SCRIPTS = script_names()
 #: the agent scripts, plus the winrm driver's bootstrap and wrapper (all their input is stdin), plus
 #: the handler task's runner (run by a scheduled task with -RequestPath)
 SCRIPT_PARAMETERS = {**AGENT_SCRIPT_PARAMETERS, **WINRS_SCRIPTS, **HOST_SCRIPTS, **PSRP_SCRIPTS}

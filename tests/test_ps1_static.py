@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from arcext.hosts import agent_scripts
+from arcext.hosts.agent_scripts import script_names, source_text
 from arcext.hosts.psrp import HOST_SCRIPTS, SCRIPT_PARAMETERS, script_text
 from arcext.testing.fakehost.pscheck import RULES, check
-from arcext.testing.fakehost.scripts import SCRIPTS_DIR
+from arcext.testing.fakehost.scripts import known_scripts, script_hash
 
-SCRIPTS = sorted(p.stem for p in SCRIPTS_DIR.glob("*.ps1"))
+SCRIPTS = script_names()
 BEFORE = Path(__file__).parent / "windows" / "before-issue-17"
 
 
@@ -117,12 +119,35 @@ def common_block(text: str) -> str:
     return "\n".join(line.strip() for line in text[start:end].splitlines() if line.strip())
 
 
-def test_the_common_block_is_the_same_in_every_agent_script() -> None:
-    """Each script is sent alone, so the helpers are repeated; they must not drift apart."""
-    blocks = {name: common_block(script_text(name)) for name in [*SCRIPT_PARAMETERS, *HOST_SCRIPTS]}
-    reference = blocks["Get-ExtensionState"]
+def test_every_composed_script_contains_the_one_common_block() -> None:
+    """The helpers have one source (AgentCommon.ps1); each script that needs them holds one include
+    line, and what reaches the host (the composed text) carries the block once, in the script's own
+    scope. The wrappers (bootstrap, Invoke-AgentScript, the batch) take no helpers."""
+    reference = common_block(agent_scripts.common_block())
     assert "function Resolve-ConfinedPath" in reference and "function New-ProtectedDirectory" in reference
-    assert {name for name, block in blocks.items() if block != reference} == set()
+    users = {*SCRIPT_PARAMETERS, *HOST_SCRIPTS}
+    for name in SCRIPTS:
+        source, text = source_text(name), script_text(name)
+        includes = [line for line in source.splitlines() if line.strip() == agent_scripts.INCLUDE]
+        if name not in users:
+            assert includes == [] and agent_scripts.BLOCK_START not in text, name
+            continue
+        assert len(includes) == 1, f"{name}.ps1 includes the common block {len(includes)} times"
+        assert "function Resolve-ConfinedPath" not in source, f"{name}.ps1 keeps its own copy of the helpers"
+        assert text.count(agent_scripts.BLOCK_START) == text.count(agent_scripts.BLOCK_END) == 1, name
+        assert common_block(text) == reference, name
+        assert agent_scripts.INCLUDE not in text, name
+
+
+def test_the_fake_host_knows_only_the_composed_scripts() -> None:
+    """A script file as it stands in the repository (include line, no helpers) and the common block
+    alone are not the project's scripts: the fake host refuses them as it refuses any other text."""
+    known = known_scripts()
+    assert {info.name for info in known.values()} == set(SCRIPTS)
+    assert all(known[script_hash(script_text(name))].name == name for name in SCRIPTS)
+    for name in {*SCRIPT_PARAMETERS, *HOST_SCRIPTS}:
+        assert script_hash(source_text(name)) not in known, name
+    assert script_hash(source_text(agent_scripts.COMMON)) not in known
 
 
 @pytest.mark.parametrize("name", [*SCRIPT_PARAMETERS, *HOST_SCRIPTS])

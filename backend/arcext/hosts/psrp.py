@@ -1,6 +1,7 @@
 """The ``psrp`` driver: drives a Windows host over PowerShell Remoting with pypsrp (>=0.9.1,<1.0).
 
-The only PowerShell it sends is the project's own ``hosts/scripts/*.ps1`` files, each as one
+The only PowerShell it sends is the project's own ``hosts/scripts/*.ps1`` files (composed with their
+common block by :mod:`arcext.hosts.agent_scripts`), each as one
 ``add_script`` with ``add_parameters`` (values never enter the script text); every script ends with
 one JSON document, and any error-stream entry is a failure. Library errors become the driver's error
 taxonomy in exactly one place (:meth:`AgentScriptDriver._boundary`, with
@@ -28,9 +29,9 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any, TypeVar
 
+from .agent_scripts import script_text
 from .base import (
     ExtensionSpec,
     HandlerFailed,
@@ -119,10 +120,6 @@ STATE_NAMES = {
     "FailedUpgrade": "failed",
     "NotInstalled": "transitioning",
 }
-
-
-def script_text(name: str) -> str:
-    return (resources.files("arcext.hosts") / "scripts" / f"{name}.ps1").read_text(encoding="utf-8")
 
 
 class PackageMissing(UpgradeRefused):

@@ -36,6 +36,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 from xml.etree import ElementTree as ET
 
+from .agent_scripts import script_text
 from .base import (
     HostAuthError,
     HostDriverError,
@@ -44,7 +45,7 @@ from .base import (
     RemoteScriptError,
     SessionLost,
 )
-from .psrp import FORGET, SCRIPT_PARAMETERS, SHELL_GONE, AgentScriptDriver, Input, Mapped, quietly, script_text
+from .psrp import FORGET, SCRIPT_PARAMETERS, SHELL_GONE, AgentScriptDriver, Input, Mapped, quietly
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

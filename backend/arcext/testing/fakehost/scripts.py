@@ -11,6 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from arcext.hosts.agent_scripts import script_names, script_text
+
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "hosts" / "scripts"
 
 
@@ -125,11 +127,13 @@ def script_hash(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def known_scripts() -> dict[str, ScriptInfo]:
-    """sha256(script text) -> ScriptInfo, built from the very files the driver sends."""
+    """sha256(script text) -> ScriptInfo, built from the very texts the driver sends: each script composed
+    with the common block (``arcext.hosts.agent_scripts``). Neither a script's file alone (with its
+    include line) nor the common block alone is a script the fake host runs."""
     table: dict[str, ScriptInfo] = {}
-    for path in sorted(SCRIPTS_DIR.glob("*.ps1")):
-        text = path.read_text(encoding="utf-8")
-        info = ScriptInfo(path.stem, script_hash(text), extract_parameters(text), text)
+    for name in script_names():
+        text = script_text(name)
+        info = ScriptInfo(name, script_hash(text), extract_parameters(text), text)
         table[info.sha256] = info
     return table
 
