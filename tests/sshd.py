@@ -68,6 +68,13 @@ def fingerprint_of(public_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
+#: One password for the sudo user per process, and the count of this process's running servers: a second
+#: Sshd (the bench test starts its own) must neither change the password a running one hands out nor clear
+#: it when it stops while another still serves.
+PASSWORD = secrets.token_urlsafe(16)
+_RUNNING: set[int] = set()
+
+
 def ensure_user(name: str, password: str) -> None:
     if subprocess.run(["id", name], capture_output=True).returncode != 0:
         made = subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], capture_output=True)
@@ -93,7 +100,7 @@ class Sshd:
         self.rsa_key_pem = self.rsa_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
         ).decode()
-        self.password = secrets.token_urlsafe(16)
+        self.password = PASSWORD
         self.sudoers = Path(f"/etc/sudoers.d/arcext-test-{self.port}")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -153,6 +160,7 @@ class Sshd:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                     if s.recv(4).startswith(b"SSH-"):
+                        _RUNNING.add(self.port)
                         return self
             except OSError:
                 time.sleep(0.05)
@@ -160,8 +168,10 @@ class Sshd:
 
     def stop(self) -> None:
         self.sudoers.unlink(missing_ok=True)
-        for user in (SUDO_USER, PLAIN_USER):  # no password left behind for the system's own sshd
-            subprocess.run(["usermod", "--password", "*", user], capture_output=True)
+        _RUNNING.discard(self.port)
+        if not _RUNNING:  # the last one of this process: no password left behind for the system's own sshd
+            for user in (SUDO_USER, PLAIN_USER):
+                subprocess.run(["usermod", "--password", "*", user], capture_output=True)
         if self.proc is not None:
             self.kill_sessions()
             self.proc.terminate()
