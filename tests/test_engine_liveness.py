@@ -319,6 +319,47 @@ def test_pending_views_say_what_will_actually_happen(s: requests.Session, arc: A
     assert frozen["state"] == "Held" and "frozen" in frozen["reason"], frozen
 
 
+# --- found by the model test: a Failed extension updated successfully ------------------------------
+def test_a_failed_extension_that_an_update_reinstalls_rejoins_automatic_upgrade(
+    s: requests.Session, arc: ArcextServer
+) -> None:
+    """A failed rollback leaves the extension Failed and out of the queue. An update that succeeds
+    (PATCH or PUT: arcext reinstalls the extension on the host) makes it Succeeded again; it must then
+    be upgraded automatically like any healthy opted-in extension, not show Succeeded while its pending
+    view says Failed and every later version passes it by. An update that fails keeps it out."""
+    machines = ("m1", "m2", "m3")
+    for m in machines:
+        create(s, arc, m)
+    publish(s, arc, "1.1.0")
+    for m in machines:
+        faults(s, arc, m, failUpgrade=1, failRollback=True)
+        assert wait_operation(s, upgrade(s, arc, m, "1.1.0"), timeout=30)["status"] == "Failed"
+        assert ext(s, arc, m)["properties"]["provisioningState"] == "Failed"
+        assert pending(s, arc, m)["state"] == "Failed"
+        faults(s, arc, m)
+    publish(s, arc, "1.2.0")
+    # m1: PATCH (turn automatic upgrade on, as it already is); m2: PUT of what it has; m3: the host is down
+    patch = {"properties": {"enableAutomaticUpgrade": True}}
+    r = s.patch(ext_url(arc, "ama", "m1"), params={"api-version": API}, json=patch)
+    assert wait_operation(s, r)["status"] == "Succeeded"
+    body = {"location": "eastus", "properties": {"publisher": PUB, "type": TYPE, "typeHandlerVersion": "1.1.0"}}
+    r = s.put(ext_url(arc, "ama", "m2"), params={"api-version": API}, json=body)
+    assert wait_operation(s, r)["status"] == "Succeeded"
+    faults(s, arc, "m3", unreachable=True)
+    r = s.patch(ext_url(arc, "ama", "m3"), params={"api-version": API}, json=patch)
+    assert wait_operation(s, r)["status"] == "Failed"
+    faults(s, arc, "m3")
+    for m in ("m1", "m2"):
+        assert ext(s, arc, m)["properties"]["provisioningState"] == "Succeeded"
+        item = pending(s, arc, m)
+        assert item["state"] != "Failed" and item["targetVersion"] == "1.2.0", item
+    assert pending(s, arc, "m3")["state"] == "Failed"
+    days(s, arc, 60, step=5 * DAY)
+    assert [version_of(s, arc, m) for m in machines] == ["1.2.0", "1.2.0", "1.1.0"]
+    assert ext(s, arc, "m3")["properties"]["provisioningState"] == "Failed"
+    assert_all_settled(s, arc)
+
+
 # --- 6. the manual clock persists -----------------------------------------------------------------
 def test_manual_clock_persists_across_restarts(tmp_path: Path) -> None:
     data = tmp_path / "data"

@@ -20,6 +20,7 @@ from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, parse_resource_id, va
 from .operations import FAILED, IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
 from .store.base import MachineDoc, Record, Store, jcopy
 from .upgrades.clock import Clock, iso
+from .upgrades.jobs import reinstalled
 
 log = logging.getLogger(__name__)
 
@@ -556,6 +557,7 @@ class ResourceService:
             }
             record["operation"] = None
             record["lkg"] = props.get("typeHandlerVersion")
+            reinstalled(record)
             return doc, jcopy(resource)
 
         return self.store.mutate_machine(key, finish)

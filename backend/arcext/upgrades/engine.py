@@ -1242,7 +1242,7 @@ class Engine:
                 message = {
                     J.ROLLED_BACK: f"upgrade to {target['toVersion']} failed; {target['fromVersion']} was reinstalled",
                     J.DROPPED: f"upgrade to {target['toVersion']} failed and the reinstall of the previous version "
-                    "failed; remove and reinstall the extension",
+                    "failed; remove and reinstall the extension, or update it",
                     J.NOT_RUN: "the host could not be reached; nothing was changed",
                 }.get(outcome or "", f"the upgrade did not run ({outcome or 'removed'})")
                 failures.append({"code": "ExtensionUpgradeFailed", "target": name, "message": message})
