@@ -533,3 +533,57 @@ def test_engine_repairs_a_job_left_running_and_an_operation_left_in_progress(
     assert status["status"] == "Failed" and "did not run" in status["error"]["message"], status
     invariants = {e["properties"]["invariant"] for e in repair_events(s, arc)}
     assert {"ClaimedJobNotRunning", "OperationWithoutJob"} <= invariants, invariants
+
+
+def test_an_extension_an_older_rollout_upgrades_joins_the_newest_one(s: requests.Session, arc: ArcextServer) -> None:
+    """Found by the model test: m1 is a target of 1.1.0's plan, but not of 1.2.0's (its extension was
+    deleted when 1.2.0 came) and never a late joiner of it (created again while its host was down, the
+    create failed). 1.1.0's wave then upgrades it; it must go on to 1.2.0, the newest of its major, by
+    itself (no repair needed), also with a new major published (which the self-check once read as the
+    newest version of every major, so it saw nothing behind)."""
+    create(s, arc, "m1")
+    publish(s, arc, "1.1.0")
+    wait_operation(s, s.delete(ext_url(arc, "ama", "m1"), params={"api-version": API}))
+    publish(s, arc, "1.2.0")
+    publish(s, arc, "2.0.0")
+    faults(s, arc, "m1", unreachable=True)
+    body = {"location": "eastus", "properties": {"publisher": PUB, "type": TYPE, "typeHandlerVersion": "1.0.0"}}
+    r = s.put(ext_url(arc, "ama", "m1"), params={"api-version": API}, json=body)
+    assert wait_operation(s, r)["status"] == "Failed"
+    faults(s, arc, "m1")
+    repairs = run(s, arc)["repairs"]
+    for _ in range(12):
+        advance(s, arc, 5 * DAY)
+        repairs += run(s, arc)["repairs"]
+    assert version_of(s, arc, "m1") == "1.2.0", pending(s, arc, "m1")
+    assert repairs == 0 and not repair_events(s, arc)
+    assert_all_settled(s, arc)
+
+
+def test_the_self_check_finds_an_extension_behind_the_newest_rollout_of_its_major(
+    s: requests.Session, arc: ArcextServer
+) -> None:
+    """An opted-in extension on 1.0.0 with nothing queued while 1.1.0 rolls out is behind, also when
+    2.0.0 (a new major, never automatic) was published after 1.1.0."""
+    from arcext.ids import MachineKey
+
+    create(s, arc, "m1")
+    create(s, arc, "m2")
+    r = s.patch(
+        ext_url(arc, "ama", "m1"), params={"api-version": API}, json={"properties": {"enableAutomaticUpgrade": False}}
+    )
+    wait_operation(s, r)
+    publish(s, arc, "1.1.0")
+    publish(s, arc, "2.0.0")
+
+    def opt_in(doc: Any) -> tuple[Any, None]:  # lost bookkeeping: opted in without the engine hearing of it
+        doc["extensions"]["ama"]["resource"]["properties"]["enableAutomaticUpgrade"] = True
+        return doc, None
+
+    arc.services.store.mutate_machine(MachineKey(SUB, "rg1", "m1"), opt_in)
+    assert run(s, arc)["repairs"] >= 1
+    assert "EligibleExtensionNotQueued" in {e["properties"]["invariant"] for e in repair_events(s, arc)}
+    item = pending(s, arc, "m1")
+    assert item["targetVersion"] == "1.1.0" and item["state"] in ("Queued", "Scheduled"), item
+    days(s, arc, 60, step=5 * DAY)
+    assert version_of(s, arc, "m1") == "1.1.0"
