@@ -587,3 +587,29 @@ def test_the_self_check_finds_an_extension_behind_the_newest_rollout_of_its_majo
     assert item["targetVersion"] == "1.1.0" and item["state"] in ("Queued", "Scheduled"), item
     days(s, arc, 60, step=5 * DAY)
     assert version_of(s, arc, "m1") == "1.1.0"
+
+
+def test_automatic_upgrade_turned_on_by_an_update_that_fails_on_the_host_still_counts(
+    s: requests.Session, arc: ArcextServer
+) -> None:
+    """Found by the model test: a PATCH turning automatic upgrade on while the host is unreachable fails
+    (the extension shows Failed) but keeps the flag, as Azure does. The engine must queue the extension
+    for the rollout it now belongs to at once, not leave it for its self-check to repair."""
+    create(s, arc, "m1")
+    patch = {"properties": {"enableAutomaticUpgrade": False}}
+    wait_operation(s, s.patch(ext_url(arc, "ama", "m1"), params={"api-version": API}, json=patch))
+    publish(s, arc, "1.1.0")
+    faults(s, arc, "m1", unreachable=True)
+    patch = {"properties": {"enableAutomaticUpgrade": True}}
+    r = s.patch(ext_url(arc, "ama", "m1"), params={"api-version": API}, json=patch)
+    assert wait_operation(s, r)["status"] == "Failed"
+    assert ext(s, arc, "m1")["properties"]["enableAutomaticUpgrade"] is True
+    item = pending(s, arc, "m1")
+    assert item["targetVersion"] == "1.1.0" and item["state"] in ("Queued", "Scheduled"), item
+    faults(s, arc, "m1")
+    repairs = run(s, arc)["repairs"]
+    for _ in range(12):
+        advance(s, arc, 5 * DAY)
+        repairs += run(s, arc)["repairs"]
+    assert version_of(s, arc, "m1") == "1.1.0"
+    assert repairs == 0 and not repair_events(s, arc)

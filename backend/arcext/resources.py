@@ -487,11 +487,9 @@ class ResourceService:
             if result is not None:
                 op["result"] = result
         self.store.put_operation(op)
-        if (
-            op["status"] == SUCCEEDED
-            and op["kind"] in ("extension.create", "extension.update")
-            and self.on_extension_ready is not None
-        ):
+        # also after a failure on the host: the record keeps what the request set (say automatic upgrade
+        # turned on), and the engine decides from the record, as its self-check would
+        if op["kind"] in ("extension.create", "extension.update") and self.on_extension_ready is not None:
             try:
                 self.on_extension_ready(key, op["extension"])
             except Exception:  # the engine's bookkeeping must not fail a finished operation
