@@ -319,6 +319,47 @@ def test_pending_views_say_what_will_actually_happen(s: requests.Session, arc: A
     assert frozen["state"] == "Held" and "frozen" in frozen["reason"], frozen
 
 
+# --- found by the model test: a Failed extension updated successfully ------------------------------
+def test_a_failed_extension_that_an_update_reinstalls_rejoins_automatic_upgrade(
+    s: requests.Session, arc: ArcextServer
+) -> None:
+    """A failed rollback leaves the extension Failed and out of the queue. An update that succeeds
+    (PATCH or PUT: arcext reinstalls the extension on the host) makes it Succeeded again; it must then
+    be upgraded automatically like any healthy opted-in extension, not show Succeeded while its pending
+    view says Failed and every later version passes it by. An update that fails keeps it out."""
+    machines = ("m1", "m2", "m3")
+    for m in machines:
+        create(s, arc, m)
+    publish(s, arc, "1.1.0")
+    for m in machines:
+        faults(s, arc, m, failUpgrade=1, failRollback=True)
+        assert wait_operation(s, upgrade(s, arc, m, "1.1.0"), timeout=30)["status"] == "Failed"
+        assert ext(s, arc, m)["properties"]["provisioningState"] == "Failed"
+        assert pending(s, arc, m)["state"] == "Failed"
+        faults(s, arc, m)
+    publish(s, arc, "1.2.0")
+    # m1: PATCH (turn automatic upgrade on, as it already is); m2: PUT of what it has; m3: the host is down
+    patch = {"properties": {"enableAutomaticUpgrade": True}}
+    r = s.patch(ext_url(arc, "ama", "m1"), params={"api-version": API}, json=patch)
+    assert wait_operation(s, r)["status"] == "Succeeded"
+    body = {"location": "eastus", "properties": {"publisher": PUB, "type": TYPE, "typeHandlerVersion": "1.1.0"}}
+    r = s.put(ext_url(arc, "ama", "m2"), params={"api-version": API}, json=body)
+    assert wait_operation(s, r)["status"] == "Succeeded"
+    faults(s, arc, "m3", unreachable=True)
+    r = s.patch(ext_url(arc, "ama", "m3"), params={"api-version": API}, json=patch)
+    assert wait_operation(s, r)["status"] == "Failed"
+    faults(s, arc, "m3")
+    for m in ("m1", "m2"):
+        assert ext(s, arc, m)["properties"]["provisioningState"] == "Succeeded"
+        item = pending(s, arc, m)
+        assert item["state"] != "Failed" and item["targetVersion"] == "1.2.0", item
+    assert pending(s, arc, "m3")["state"] == "Failed"
+    days(s, arc, 60, step=5 * DAY)
+    assert [version_of(s, arc, m) for m in machines] == ["1.2.0", "1.2.0", "1.1.0"]
+    assert ext(s, arc, "m3")["properties"]["provisioningState"] == "Failed"
+    assert_all_settled(s, arc)
+
+
 # --- 6. the manual clock persists -----------------------------------------------------------------
 def test_manual_clock_persists_across_restarts(tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -492,3 +533,83 @@ def test_engine_repairs_a_job_left_running_and_an_operation_left_in_progress(
     assert status["status"] == "Failed" and "did not run" in status["error"]["message"], status
     invariants = {e["properties"]["invariant"] for e in repair_events(s, arc)}
     assert {"ClaimedJobNotRunning", "OperationWithoutJob"} <= invariants, invariants
+
+
+def test_an_extension_an_older_rollout_upgrades_joins_the_newest_one(s: requests.Session, arc: ArcextServer) -> None:
+    """Found by the model test: m1 is a target of 1.1.0's plan, but not of 1.2.0's (its extension was
+    deleted when 1.2.0 came) and never a late joiner of it (created again while its host was down, the
+    create failed). 1.1.0's wave then upgrades it; it must go on to 1.2.0, the newest of its major, by
+    itself (no repair needed), also with a new major published (which the self-check once read as the
+    newest version of every major, so it saw nothing behind)."""
+    create(s, arc, "m1")
+    publish(s, arc, "1.1.0")
+    wait_operation(s, s.delete(ext_url(arc, "ama", "m1"), params={"api-version": API}))
+    publish(s, arc, "1.2.0")
+    publish(s, arc, "2.0.0")
+    faults(s, arc, "m1", unreachable=True)
+    body = {"location": "eastus", "properties": {"publisher": PUB, "type": TYPE, "typeHandlerVersion": "1.0.0"}}
+    r = s.put(ext_url(arc, "ama", "m1"), params={"api-version": API}, json=body)
+    assert wait_operation(s, r)["status"] == "Failed"
+    faults(s, arc, "m1")
+    repairs = run(s, arc)["repairs"]
+    for _ in range(12):
+        advance(s, arc, 5 * DAY)
+        repairs += run(s, arc)["repairs"]
+    assert version_of(s, arc, "m1") == "1.2.0", pending(s, arc, "m1")
+    assert repairs == 0 and not repair_events(s, arc)
+    assert_all_settled(s, arc)
+
+
+def test_the_self_check_finds_an_extension_behind_the_newest_rollout_of_its_major(
+    s: requests.Session, arc: ArcextServer
+) -> None:
+    """An opted-in extension on 1.0.0 with nothing queued while 1.1.0 rolls out is behind, also when
+    2.0.0 (a new major, never automatic) was published after 1.1.0."""
+    from arcext.ids import MachineKey
+
+    create(s, arc, "m1")
+    create(s, arc, "m2")
+    r = s.patch(
+        ext_url(arc, "ama", "m1"), params={"api-version": API}, json={"properties": {"enableAutomaticUpgrade": False}}
+    )
+    wait_operation(s, r)
+    publish(s, arc, "1.1.0")
+    publish(s, arc, "2.0.0")
+
+    def opt_in(doc: Any) -> tuple[Any, None]:  # lost bookkeeping: opted in without the engine hearing of it
+        doc["extensions"]["ama"]["resource"]["properties"]["enableAutomaticUpgrade"] = True
+        return doc, None
+
+    arc.services.store.mutate_machine(MachineKey(SUB, "rg1", "m1"), opt_in)
+    assert run(s, arc)["repairs"] >= 1
+    assert "EligibleExtensionNotQueued" in {e["properties"]["invariant"] for e in repair_events(s, arc)}
+    item = pending(s, arc, "m1")
+    assert item["targetVersion"] == "1.1.0" and item["state"] in ("Queued", "Scheduled"), item
+    days(s, arc, 60, step=5 * DAY)
+    assert version_of(s, arc, "m1") == "1.1.0"
+
+
+def test_automatic_upgrade_turned_on_by_an_update_that_fails_on_the_host_still_counts(
+    s: requests.Session, arc: ArcextServer
+) -> None:
+    """Found by the model test: a PATCH turning automatic upgrade on while the host is unreachable fails
+    (the extension shows Failed) but keeps the flag, as Azure does. The engine must queue the extension
+    for the rollout it now belongs to at once, not leave it for its self-check to repair."""
+    create(s, arc, "m1")
+    patch = {"properties": {"enableAutomaticUpgrade": False}}
+    wait_operation(s, s.patch(ext_url(arc, "ama", "m1"), params={"api-version": API}, json=patch))
+    publish(s, arc, "1.1.0")
+    faults(s, arc, "m1", unreachable=True)
+    patch = {"properties": {"enableAutomaticUpgrade": True}}
+    r = s.patch(ext_url(arc, "ama", "m1"), params={"api-version": API}, json=patch)
+    assert wait_operation(s, r)["status"] == "Failed"
+    assert ext(s, arc, "m1")["properties"]["enableAutomaticUpgrade"] is True
+    item = pending(s, arc, "m1")
+    assert item["targetVersion"] == "1.1.0" and item["state"] in ("Queued", "Scheduled"), item
+    faults(s, arc, "m1")
+    repairs = run(s, arc)["repairs"]
+    for _ in range(12):
+        advance(s, arc, 5 * DAY)
+        repairs += run(s, arc)["repairs"]
+    assert version_of(s, arc, "m1") == "1.1.0"
+    assert repairs == 0 and not repair_events(s, arc)

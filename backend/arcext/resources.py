@@ -20,6 +20,7 @@ from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, parse_resource_id, va
 from .operations import FAILED, IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
 from .store.base import MachineDoc, Record, Store, jcopy
 from .upgrades.clock import Clock, iso
+from .upgrades.jobs import reinstalled
 
 log = logging.getLogger(__name__)
 
@@ -486,11 +487,9 @@ class ResourceService:
             if result is not None:
                 op["result"] = result
         self.store.put_operation(op)
-        if (
-            op["status"] == SUCCEEDED
-            and op["kind"] in ("extension.create", "extension.update")
-            and self.on_extension_ready is not None
-        ):
+        # also after a failure on the host: the record keeps what the request set (say automatic upgrade
+        # turned on), and the engine decides from the record, as its self-check would
+        if op["kind"] in ("extension.create", "extension.update") and self.on_extension_ready is not None:
             try:
                 self.on_extension_ready(key, op["extension"])
             except Exception:  # the engine's bookkeeping must not fail a finished operation
@@ -556,6 +555,7 @@ class ResourceService:
             }
             record["operation"] = None
             record["lkg"] = props.get("typeHandlerVersion")
+            reinstalled(record)
             return doc, jcopy(resource)
 
         return self.store.mutate_machine(key, finish)

@@ -122,6 +122,23 @@ def _waiting_version(doc: MachineDoc | None, ext: str) -> str | None:
     return str(job["toVersion"]) if job and job["state"] in J.WAITING else None
 
 
+def _behind(record: dict[str, Any] | None, newest: dict[tuple[str, str, str], str]) -> bool:
+    """An opted-in extension with nothing queued or running, on an older version of its major than the
+    newest rollout of its type has (``newest``: see ``Engine._newest_rollouts``): it should join that one."""
+    if record is None or record.get("upgrade") or record.get("operation") or record.get("droppedOut"):
+        return False
+    props = record["resource"]["properties"]
+    current = props.get("typeHandlerVersion") or ""
+    if not current or not props.get("enableAutomaticUpgrade", True):
+        return False
+    best = newest.get((str(props.get("publisher", "")).lower(), str(props.get("type", "")).lower(), major(current)))
+    return bool(best and newer(best, current))
+
+
+def _behind_in(doc: MachineDoc | None, ext: str, newest: dict[tuple[str, str, str], str]) -> bool:
+    return _behind(doc["extensions"].get(ext) if doc else None, newest)
+
+
 def _key_of(target: list[str]) -> tuple[MachineKey, str]:
     return MachineKey(target[0], target[1], target[2]), target[3]
 
@@ -375,13 +392,19 @@ class Engine:
             self.kick()
         return repairs
 
-    def _audit_jobs(self) -> list[Repair]:
-        """Claimed jobs nothing runs, queued jobs nothing schedules, eligible extensions nothing upgrades."""
-        newest: dict[tuple[str, str], str] = {}
+    def _newest_rollouts(self) -> dict[tuple[str, str, str], str]:
+        """The newest rollout's version per (publisher, type, major), lower-case names: a new major is
+        never applied automatically, so each major has its own newest version."""
+        newest: dict[tuple[str, str, str], str] = {}
         for rollout in self._rollout_list():
-            handler = (rollout["publisher"].lower(), rollout["type"].lower())
+            handler = (rollout["publisher"].lower(), rollout["type"].lower(), major(rollout["version"]))
             if handler not in newest or newer(rollout["version"], newest[handler]):
                 newest[handler] = rollout["version"]
+        return newest
+
+    def _audit_jobs(self) -> list[Repair]:
+        """Claimed jobs nothing runs, queued jobs nothing schedules, eligible extensions nothing upgrades."""
+        newest = self._newest_rollouts()
 
         def project(doc: MachineDoc) -> list[_Seen] | None:
             parsed = parse_resource_id(doc["machine"]["id"])
@@ -390,19 +413,7 @@ class Engine:
             out: list[_Seen] = []
             for ext, r in doc["extensions"].items():
                 job = r.get("upgrade")
-                props = r["resource"]["properties"]
-                best = newest.get((str(props.get("publisher", "")).lower(), str(props.get("type", "")).lower()))
-                current = props.get("typeHandlerVersion") or ""
-                behind = bool(
-                    best
-                    and not job
-                    and not r.get("operation")
-                    and current
-                    and major(current) == major(best)
-                    and newer(best, current)
-                    and props.get("enableAutomaticUpgrade", True)
-                    and not r.get("droppedOut")
-                )
+                behind = _behind(r, newest)
                 if job or behind:
                     out.append(_Seen(parsed[0], ext, job["state"] if job else "", job["dueAt"] if job else "", behind))
             return out or None
@@ -1004,6 +1015,10 @@ class Engine:
         due = self.store.view_machine(key, partial(_waiting_due, ext=ext))
         if due is not None:
             self._push(due, key, ext)
+        elif self.store.view_machine(key, partial(_behind_in, ext=ext, newest=self._newest_rollouts())):
+            # nothing waits and a newer version of its major rolls out (say an older rollout's wave just
+            # upgraded a target the newer plan never had): it joins that rollout now, not at the next audit
+            self.reconsider(key, ext)
         for rollout_id, waves in self._open.items():
             if rollout_id == wave_rollout or not any(target in t for t in waves.values()):
                 continue
@@ -1242,7 +1257,7 @@ class Engine:
                 message = {
                     J.ROLLED_BACK: f"upgrade to {target['toVersion']} failed; {target['fromVersion']} was reinstalled",
                     J.DROPPED: f"upgrade to {target['toVersion']} failed and the reinstall of the previous version "
-                    "failed; remove and reinstall the extension",
+                    "failed; remove and reinstall the extension, or update it",
                     J.NOT_RUN: "the host could not be reached; nothing was changed",
                 }.get(outcome or "", f"the upgrade did not run ({outcome or 'removed'})")
                 failures.append({"code": "ExtensionUpgradeFailed", "target": name, "message": message})

@@ -84,6 +84,17 @@ def restore_displaced(record: dict[str, Any], displaced: dict[str, Any] | None) 
     record["upgrade"] = {k: v for k, v in displaced.items() if k != "displaced"}
 
 
+def reinstalled(record: dict[str, Any]) -> None:
+    """A create or update of the extension succeeded: the host installed and enabled the version the
+    record shows. One that had dropped out after a failed rollback is healthy again, so its Failed job
+    is over and it rejoins automatic upgrade (the engine's ``reconsider`` queues it); an update that
+    fails leaves it Failed and out, until one succeeds or it is removed and reinstalled."""
+    record.pop("droppedOut", None)
+    job = record.get("upgrade")
+    if job and job.get("state") == FAILED:
+        record["upgrade"] = None
+
+
 @dataclass
 class JobResult:
     key: MachineKey
@@ -459,7 +470,7 @@ class JobRunner:
                     now,
                     False,
                     f"Upgrade to {job['toVersion']} failed ({error.message}) and reinstalling {good} failed "
-                    f"({rollback_error.message}). Remove and reinstall the extension.",
+                    f"({rollback_error.message}). Remove and reinstall the extension, or update it.",
                 )
                 record["droppedOut"] = True
                 record["upgrade"] = {

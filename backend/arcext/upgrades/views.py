@@ -21,7 +21,7 @@ _REASONS = {
     "MajorVersionChange": "the newer version is a new major version, which is only applied manually",
     "UpToDate": "the newest published version is installed",
     "DroppedOutAfterFailedRollback": "an upgrade failed and reinstalling the previous version failed too; "
-    "remove and reinstall the extension",
+    "remove and reinstall the extension, or update it",
     "NoVersionInstalled": "no typeHandlerVersion is recorded",
 }
 
