@@ -180,3 +180,78 @@ def test_weekly_window_across_daylight_saving(arc: ArcextServer) -> None:
         first = started[m][0]
         assert first - wave_start[m] <= timedelta(hours=1), f"{m} waited: wave at {wave_start[m]}, started {first}"
     assert max(started[m][0] for _rg, m in UNASSIGNED) < published_at + timedelta(weeks=3, hours=1)
+
+
+def test_manual_upgrades_ignore_windows_and_windows_survive_a_restart(tmp_path: Any) -> None:
+    """A machine whose only window is weeks away: the automatic rollout waits (and says so), a manual
+    upgrade runs at once; the configuration and assignment are still there after a restart, and the
+    automatic upgrade then runs in the window."""
+    with ArcextServer(tmp_path / "data", manual_clock=True, simulate=True) as arc:
+        s = arc.session()
+        for m in ("m1", "m2"):
+            _put(s, machine_url(arc, m, "rg1"), {"location": "eastus"})
+            _extension(s, arc, "rg1", m)
+        opens_local = (
+            (arc.now() + timedelta(days=20)).astimezone(ZoneInfo("Europe/Berlin")).replace(second=0, microsecond=0)
+        )
+        config = _put(
+            s,
+            f"{arc.url}/subscriptions/{SUB}/resourceGroups/ops/providers/Microsoft.Maintenance/maintenanceConfigurations/w",  # noqa: E501
+            {
+                "location": "westeurope",
+                "properties": {
+                    "maintenanceScope": "Extension",
+                    "maintenanceWindow": {
+                        "startDateTime": opens_local.strftime("%Y-%m-%d %H:%M"),
+                        "duration": "03:00",
+                        "timeZone": "W. Europe Standard Time",
+                        "recurEvery": "Month",
+                    },
+                },
+            },
+            MW_API,
+        )
+        _put(
+            s,
+            f"{arc.url}/subscriptions/{SUB}/providers/Microsoft.Maintenance/configurationAssignments/all",
+            {"properties": {"maintenanceConfigurationId": config["id"], "filter": {"locations": ["East US"]}}},
+            MW_API,
+        )
+        arc.publish_version(PUB, TYPE, "1.1.0", critical=True)
+        arc.run_engine()
+        r = s.get(f"{arc.url}/arcext/v1/subscriptions/{SUB}/resourceGroups/rg1/machines/m1/pending")
+        item = r.json()["extensions"][0]
+        assert "waiting for maintenance window, next opens at" in item["reason"], item
+        assert datetime.fromisoformat(item["dueAt"].replace("Z", "+00:00")) == opens_local.replace(
+            tzinfo=ZoneInfo("Europe/Berlin")
+        )
+
+        manual = s.post(
+            f"{machine_url(arc, 'm2', 'rg1')}/upgradeExtensions",
+            params={"api-version": API},
+            json={"extensionTargets": {f"{PUB}.{TYPE}": {"targetVersion": "1.1.0"}}},
+        )
+        assert manual.status_code == 202, manual.text
+        for _ in range(100):
+            if _version(s, arc, "rg1", "m2") == "1.1.0":
+                break
+            arc.run_engine()
+        assert _version(s, arc, "rg1", "m2") == "1.1.0", "a manual upgrade ignores windows"
+        assert _version(s, arc, "rg1", "m1") == "1.0.0"
+
+    with ArcextServer(tmp_path / "data", manual_clock=True, simulate=True) as arc:
+        s = arc.session()
+        got = s.get(
+            f"{arc.url}/subscriptions/{SUB}/providers/Microsoft.Maintenance/configurationAssignments",
+            params={"api-version": MW_API},
+        )
+        assert [a["name"] for a in got.json()["value"]] == ["all"]
+        for _hour in range(24 * 21):
+            arc.advance(hours=1)
+            if _version(s, arc, "rg1", "m1") == "1.1.0":
+                break
+        started = _started(arc, arc.now() - timedelta(days=60))
+        (first,) = started["m1"]
+        local = first.astimezone(ZoneInfo("Europe/Berlin"))
+        window_start = opens_local.replace(tzinfo=ZoneInfo("Europe/Berlin"))
+        assert window_start <= local < window_start + timedelta(hours=3)
