@@ -263,7 +263,7 @@ class MaintenanceService:
         A machine with no assignment (or only expired configurations) is never gated."""
         upcoming: list[datetime] = []
         for _config, window in self.windows_for(doc):
-            found = window.current_or_next(now)
+            found = window.next_window(now)
             if found is None:
                 continue
             if found[0] <= now:
@@ -275,7 +275,7 @@ class MaintenanceService:
         """A machine's windows for the portal and the pending view."""
         out = []
         for config, window in self.windows_for(doc):
-            found = window.current_or_next(now)
+            found = window.next_window(now)
             mw = config["properties"]["maintenanceWindow"]
             out.append(
                 {

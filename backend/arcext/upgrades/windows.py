@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil import rrule
+from dateutil.relativedelta import relativedelta
 from tzlocal.windows_tz import win_tz
 
 _DATETIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2})$")
@@ -192,8 +193,23 @@ class Window:
             )
         return cls(tz, start, duration, recurrence, expiration)
 
-    def _rule(self) -> rrule.rrule:
+    def _rule(self, near: datetime) -> rrule.rrule:
+        """The recurrence, its start moved forward by whole periods (a multiple of the interval, so the
+        phase is kept) to at most ``near``: rrule walks from its start, and a window set up years ago must
+        not cost years of occurrences on every question."""
         r = self.recurrence
+        start = self.start
+        if near > start:
+            if r.freq == rrule.DAILY:
+                periods = (near - start).days // r.interval
+                start += timedelta(days=periods * r.interval)
+            elif r.freq == rrule.WEEKLY:
+                periods = (near - start).days // (7 * r.interval)
+                start += timedelta(weeks=periods * r.interval)
+            else:
+                months = (near.year - start.year) * 12 + near.month - start.month - 1
+                periods = max(months, 0) // r.interval
+                start += relativedelta(months=periods * r.interval)
         kwargs: dict[str, object] = {}
         if r.byweekday is not None:
             kwargs["byweekday"] = r.byweekday
@@ -202,7 +218,7 @@ class Window:
         if r.freq == rrule.MONTHLY and r.byweekday is None and r.bymonthday is None:
             kwargs["bymonthday"] = (self.start.day,)
         until = self.expiration - timedelta(days=r.offset_days) if self.expiration else None
-        return rrule.rrule(r.freq, dtstart=self.start, interval=r.interval, until=until, **kwargs)  # type: ignore[arg-type]
+        return rrule.rrule(r.freq, dtstart=start, interval=r.interval, until=until, **kwargs)  # type: ignore[arg-type]
 
     def _placed(self, local: datetime) -> datetime:
         """A wall-clock time in the window's zone, on the time line (a time skipped by a daylight-saving
@@ -216,7 +232,7 @@ class Window:
         local_now = now.astimezone(self.tz).replace(tzinfo=None)
         lower = local_now - self.duration - timedelta(days=abs(self.recurrence.offset_days) + 2)
         offset = timedelta(days=self.recurrence.offset_days)
-        for base in self._rule().xafter(max(lower, self.start), inc=True):
+        for base in self._rule(lower).xafter(max(lower, self.start), inc=True):
             local_start = base + offset
             if self.expiration is not None and local_start >= self.expiration:
                 return None
@@ -228,6 +244,13 @@ class Window:
                 return start, end
         return None
 
+    def next_window(self, now: datetime) -> tuple[datetime, datetime] | None:
+        """:meth:`current_or_next`, None too when the dates run off the calendar (year 9999)."""
+        try:
+            return self.current_or_next(now)
+        except (OverflowError, ValueError):
+            return None
+
     def is_open(self, now: datetime) -> bool:
-        found = self.current_or_next(now)
+        found = self.next_window(now)
         return bool(found and found[0] <= now)
