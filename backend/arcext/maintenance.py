@@ -231,6 +231,10 @@ class MaintenanceService:
             return sorted(out, key=lambda r: str(r["id"]).lower())
 
     # --- what the engine asks -------------------------------------------------------------------
+    def in_use(self) -> bool:
+        """Whether any assignment exists (the engine skips the window check entirely otherwise)."""
+        return bool(self._assignments)
+
     def windows_for(self, doc: MachineDoc) -> list[tuple[Record, Window]]:
         """The maintenance configurations that apply to a machine (through any assignment)."""
         with self._lock:

@@ -78,6 +78,7 @@ class Services:
         metrics.rollouts_source = engine.rollouts
         maintenance = MaintenanceService(store)
         engine.window_gate = maintenance.gate
+        engine.windows_in_use = maintenance.in_use
         webhooks.rollout_states = lambda: {r["id"]: r["state"] for r in engine.rollouts()}
         webhooks.events_at = lambda stamp: [
             e["eventDataId"] for e in store.iter_events(stamp[:10], stamp[:10]) if e["eventTimestamp"] == stamp

@@ -202,6 +202,7 @@ class Engine:
         #: maintenance windows (arcext.maintenance): None if an automatic upgrade may start on a machine
         #: now, else when its next window opens; unset, nothing is gated
         self.window_gate: Callable[[MachineDoc, datetime], datetime | None] | None = None
+        self.windows_in_use: Callable[[], bool] = lambda: self.window_gate is not None  # cheap: any assignment?
         self._repairs = 0
         # The engine is the only writer of rollouts: it keeps them in memory and writes each change through.
         self._rollouts: dict[str, Record] = {r["id"]: r for r in store.list_rollouts()}
@@ -908,7 +909,7 @@ class Engine:
             if rollout and rollout["state"] in HELD:
                 held_again.append(entry)  # kept for resume
                 continue
-            if self.window_gate is not None and not job.get("manualOperation"):
+            if self.window_gate is not None and not job.get("manualOperation") and self.windows_in_use():
                 opens = self.store.view_machine(key, partial(self._window_opens, now=now))
                 if opens is not None:
                     self._wait_for_window(key, ext, opens, template, wave_rollout, now)
