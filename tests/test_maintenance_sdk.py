@@ -198,3 +198,24 @@ def test_other_scopes_unknown_configuration_and_roles(arcext_server: ArcextServe
         url, params={"api-version": "2023-04-01"}, headers={"Authorization": f"Bearer {reader}"}, timeout=10
     )
     assert ok.status_code == 200 and ok.json()["properties"]["maintenanceWindow"]["duration"] == "01:30"
+
+
+def test_the_portal_shows_a_machines_windows(arcext_server: ArcextServer) -> None:
+    from test_portal_client import Portal
+
+    _machine(arcext_server, "web-03")
+    with _client(arcext_server) as client:
+        config = client.maintenance_configurations.create_or_update(RG, "nightly", _config(recur_every="Day"))
+        client.configuration_assignments_for_resource_group.create_or_update(
+            RG, "nightly", ConfigurationAssignment(maintenance_configuration_id=config.id)
+        )
+    portal = Portal(arcext_server).sign_in(arcext_server.token)
+    page = portal.get(f"/portal/subscriptions/{arcext_server.subscription_id}/resourceGroups/{RG}/machines/web-03")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'id="maintenance-windows"' in html and "nightly" in html and "Pacific Standard Time" in html
+    _machine(arcext_server, "lonely", rg="elsewhere")
+    alone = portal.get(
+        f"/portal/subscriptions/{arcext_server.subscription_id}/resourceGroups/elsewhere/machines/lonely"
+    )
+    assert "None assigned" in alone.get_data(as_text=True)
