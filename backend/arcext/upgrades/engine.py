@@ -995,6 +995,8 @@ class Engine:
                 ):
                     outcomes[rollout_id] = WAITING_FOR_WINDOW
                     concluded.append(rollout_id)
+            while len(outcomes) > 20:  # as jobs.remember_outcome keeps them
+                del outcomes[next(iter(outcomes))]
             return doc, True
 
         waiting = self.store.mutate_machine(key, change, extension=ext)
