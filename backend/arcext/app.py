@@ -18,6 +18,7 @@ from .api import (
     hooks,
     host_connection,
     machines,
+    maintenance,
     metadata,
     operations,
     upgrade,
@@ -92,6 +93,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         engine_admin,
         host_connection,
         webhooks,
+        maintenance,
     ):
         api.register_blueprint(module.blp)
     add_path_patterns(api.spec)

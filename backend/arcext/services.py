@@ -11,6 +11,7 @@ from .catalog import Catalog
 from .crypto import SecretBox
 from .hosts.registry import HostResolver
 from .hosts.simulated import SimulatedFleet
+from .maintenance import MaintenanceService
 from .metrics import Metrics
 from .resources import ResourceService
 from .store import Store, TinyDBStore
@@ -37,6 +38,7 @@ class Services:
     metrics: Metrics
     telemetry: Telemetry
     webhooks: WebhookService
+    maintenance: MaintenanceService
 
     @classmethod
     def open(
@@ -74,6 +76,9 @@ class Services:
         metrics.outbox_source = webhooks.pending_counts
         engine = Engine(store, box, clock, catalog, activity, telemetry.instrument(hosts), settings)
         metrics.rollouts_source = engine.rollouts
+        maintenance = MaintenanceService(store)
+        engine.window_gate = maintenance.gate
+        engine.windows_in_use = maintenance.in_use
         webhooks.rollout_states = lambda: {r["id"]: r["state"] for r in engine.rollouts()}
         webhooks.events_at = lambda stamp: [
             e["eventDataId"] for e in store.iter_events(stamp[:10], stamp[:10]) if e["eventTimestamp"] == stamp
@@ -94,6 +99,7 @@ class Services:
             metrics=metrics,
             telemetry=telemetry,
             webhooks=webhooks,
+            maintenance=maintenance,
         )
 
     def start(self) -> None:

@@ -158,7 +158,9 @@ class Pending(MethodView):
         doc = svc.store.get_machine(key)
         if doc is None:
             raise errors.resource_not_found("Microsoft.HybridCompute/machines", machine_name, resource_group)
-        return pending_view(svc.engine, svc.catalog, key, doc)
+        view = pending_view(svc.engine, svc.catalog, key, doc)
+        view["maintenanceWindows"] = svc.maintenance.describe(doc, svc.clock.now())
+        return view
 
 
 @blp.route(f"{MACHINE}/extensions/<extension_name>/history")

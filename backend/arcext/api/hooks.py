@@ -39,6 +39,9 @@ def _action(path: str, method: str) -> str:
     verb = {"GET": "read", "HEAD": "read", "DELETE": "delete", "POST": "action"}.get(method, "write")
     if path.endswith("/hostConnection"):
         return f"arcext/machines/hostConnection/{verb}"
+    if "/providers/Microsoft.Maintenance/" in path:
+        kind = "configurationAssignments" if "/configurationAssignments" in path else "maintenanceConfigurations"
+        return f"Microsoft.Maintenance/{kind}/{verb}"
     if "/extensions" in path:
         return f"Microsoft.HybridCompute/machines/extensions/{verb}"
     if "/upgradeExtensions" in path:

@@ -25,8 +25,10 @@ _KEYWORDS = [
     "operations",
     "eventtypes",
     "values",
+    "maintenanceConfigurations",
+    "configurationAssignments",
 ]
-_NAMESPACES = ["Microsoft.HybridCompute", "Microsoft.Insights"]
+_NAMESPACES = ["Microsoft.HybridCompute", "Microsoft.Insights", "Microsoft.Maintenance"]
 _CANON = {k.lower(): k for k in _KEYWORDS}
 _CANON_NS = {k.lower(): k for k in _NAMESPACES}
 

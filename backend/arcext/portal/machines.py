@@ -156,6 +156,7 @@ def machine(subscription: str, resource_group: str, name: str) -> Any:
         machine=m,
         facts=[(label, value) for label, value in facts if value],
         tags=m.get("tags") or {},
+        windows=security.services().maintenance.describe(doc, security.services().clock.now()),
         tab="overview",
     )
 

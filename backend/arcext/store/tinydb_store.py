@@ -131,6 +131,7 @@ class TinyDBStore:
         self._events = EventLog(self.data_dir / "activity")
         self._tokens = _open_db(self.data_dir / "tokens.json")
         self._catalog = _open_db(self.data_dir / "catalog.json")
+        self._maintenance = _open_db(self.data_dir / "maintenance.json")
         # the engine asks for a type on every job: a dict, kept in step with the catalog table
         self._types_by_key: dict[str, Record] = {d["key"]: dict(d) for d in self._catalog.table("types").all()}
         self._tokens_mtime = self._tokens_file_mtime()
@@ -608,6 +609,23 @@ class TinyDBStore:
             found = self._catalog.table("versions").search(Query().typeKey == tkey)
         return [r for r in (_strip_key(d) for d in found) if r]
 
+    # --- maintenance ------------------------------------------------------------------------
+    def put_maintenance(self, table: str, key: str, record: Record) -> None:
+        """Upsert by a (lower-case) key; durable on return (an atomic replace of maintenance.json)."""
+        with self._meta_lock:
+            self._maintenance.table(table).upsert({**record, "key": key}, Query().key == key)
+            _flush(self._maintenance)
+
+    def delete_maintenance(self, table: str, key: str) -> bool:
+        with self._meta_lock:
+            removed = self._maintenance.table(table).remove(Query().key == key)
+            _flush(self._maintenance)
+            return bool(removed)
+
+    def list_maintenance(self, table: str) -> list[Record]:
+        with self._meta_lock:
+            return [dict(d) for d in self._maintenance.table(table).all()]
+
     # --- rollouts ---------------------------------------------------------------------------
     def _rollout_path(self, rollout_id: str) -> Path:
         return self._rollouts_dir / f"{rollout_id}.json"
@@ -697,6 +715,8 @@ class TinyDBStore:
             self._ops.clear()
             self._catalog.drop_tables()
             _flush(self._catalog)
+            self._maintenance.drop_tables()
+            _flush(self._maintenance)
             self._types_by_key.clear()
             with self._rollouts_lock:
                 shutil.rmtree(self._rollouts_dir, ignore_errors=True)
@@ -720,6 +740,7 @@ class TinyDBStore:
         with self._meta_lock:
             self._tokens.close()
             self._catalog.close()
+            self._maintenance.close()
 
 
 def _strip_key(doc: dict[str, Any] | None) -> Record | None:

@@ -248,6 +248,7 @@ class ArcextServer:
         svc.resources.runner.wait_idle()
         svc.engine.reset()
         svc.store.clear(keep_tokens=True)
+        svc.maintenance.reload()
         svc.fleet.clear()
         if self.app is not None and self.app.config.get("ARCEXT_SEED_CATALOG", True):
             svc.catalog.seed(svc.clock.now())

@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 ACTIVE, PAUSED, FROZEN, COMPLETED = "Active", "Paused", "Frozen", "Completed"
 HELD = (PAUSED, FROZEN)
 FAILED_OUTCOMES = (J.ROLLED_BACK, J.DROPPED, J.NOT_RUN)
+#: a wave's target outside its machine's maintenance windows: concluded for the wave (counted as skipped,
+#: never as a failure); its job waits on the record for the window
+WAITING_FOR_WINDOW = "WaitingForMaintenanceWindow"
+WINDOW_BLOCK = "MaintenanceWindow"
 
 DriverResolver = Callable[[MachineKey, MachineDoc], HostDriver | None]
 #: A due job: (due time, sequence, (subscription, group, machine), extension key, rollout id of a wave
@@ -212,6 +216,10 @@ class Engine:
         self._completions = 0  # manual jobs, for the background pass on a manual clock
         self._members: dict[str, dict[tuple[str, str], int]] = {}  # rollout -> target -> wave index (the plan)
         self._stalled: dict[str, str] = {}  # rollout -> why it cannot move (the last audit's finding)
+        #: maintenance windows (arcext.maintenance): None if an automatic upgrade may start on a machine
+        #: now, else when its next window opens; unset, nothing is gated
+        self.window_gate: Callable[[MachineDoc, datetime], datetime | None] | None = None
+        self.windows_in_use: Callable[[], bool] = lambda: self.window_gate is not None  # cheap: any assignment?
         self._repairs = 0
         # The engine is the only writer of rollouts: it keeps them in memory and writes each change through.
         self._rollouts: dict[str, Record] = {r["id"]: r for r in store.list_rollouts()}
@@ -912,6 +920,11 @@ class Engine:
             if rollout and rollout["state"] in HELD:
                 held_again.append(entry)  # kept for resume
                 continue
+            if self.window_gate is not None and not job.get("manualOperation") and self.windows_in_use():
+                opens = self.store.view_machine(key, partial(self._window_opens, now=now))
+                if opens is not None:
+                    self._wait_for_window(key, ext, opens, template, wave_rollout, now)
+                    continue
             if not reachable and not (
                 template is not None
                 and self.store.view_machine(
@@ -957,6 +970,51 @@ class Engine:
         available = getattr(self.drivers, "available", None)
         reachable = available(doc) if available is not None else self.drivers(key, doc) is not None
         return (dict(job) if job else None), reachable, True
+
+    def _window_opens(self, doc: MachineDoc | None, now: datetime) -> datetime | None:
+        gate = self.window_gate
+        return gate(doc, now) if gate is not None and doc is not None else None
+
+    def _wait_for_window(
+        self,
+        key: MachineKey,
+        ext: str,
+        opens: datetime,
+        template: dict[str, Any] | None,
+        wave_rollout: str,
+        now: datetime,
+    ) -> None:
+        """Outside the machine's maintenance windows: the job waits on the extension's record until the next
+        window opens. A wave does not wait for it (nor count it as a failure): its target is concluded for
+        the wave as WaitingForMaintenanceWindow, and the job keeps its rollout id and runs in the window."""
+        if template is not None:
+            self._queue_job(key, ext, dict(template), now, automatic=True)
+        due = iso(opens)
+        concluded: list[str] = []
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, bool]:
+            record = doc["extensions"].get(ext) if doc else None
+            current = record.get("upgrade") if record else None
+            if record is None or not current or current["state"] not in J.WAITING or current.get("manualOperation"):
+                return doc, False
+            current["dueAt"] = max(str(current["dueAt"]), due)
+            current["blockedReason"] = WINDOW_BLOCK
+            outcomes = record.setdefault("outcomes", {})
+            for rollout_id in {wave_rollout, str(current.get("rolloutId") or "")} - {""}:
+                if rollout_id not in outcomes and not (
+                    rollout_id == current.get("rolloutId") and current.get("firstAttemptDone")
+                ):
+                    outcomes[rollout_id] = WAITING_FOR_WINDOW
+                    concluded.append(rollout_id)
+            while len(outcomes) > 20:  # as jobs.remember_outcome keeps them
+                del outcomes[next(iter(outcomes))]
+            return doc, True
+
+        waiting = self.store.mutate_machine(key, change, extension=ext)
+        for rollout_id in concluded or ([wave_rollout] if wave_rollout else []):
+            self._close_target(rollout_id, key, ext)
+        if waiting:
+            self._push(due, key, ext)
 
     def _postpone(self, key: MachineKey, ext: str, reason: str) -> None:
         due = iso(self.clock.now() + self.settings.retry_delay)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..activity import UPGRADE_OPERATION, ActivityLog, EventFilter
@@ -24,6 +24,17 @@ _REASONS = {
     "remove and reinstall the extension, or update it",
     "NoVersionInstalled": "no typeHandlerVersion is recorded",
 }
+
+
+def _window_wait(engine: Engine, doc: MachineDoc, due: str | None, now: str) -> str | None:
+    """When the machine's next maintenance window opens, if an automatic upgrade due at ``due`` (or now)
+    would have to wait for it."""
+    gate = engine.window_gate
+    if gate is None:
+        return None
+    at = datetime.fromisoformat(max(due or now, now).replace("Z", "+00:00"))
+    opens = gate(doc, at)
+    return iso(opens) if opens is not None else None
 
 
 def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: MachineDoc) -> dict[str, Any]:
@@ -78,6 +89,11 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                 item["reason"] = (
                     f"rollout {held['id']} is {held['state'].lower()}: {held.get('stateReason') or ''}".strip()
                 )
+            elif not job.get("manualOperation") and (opens := _window_wait(engine, doc, job.get("dueAt"), now)):
+                item["dueAt"] = opens
+                item["reason"] = f"waiting for maintenance window, next opens at {opens}" + (
+                    f" (retry {job.get('attempt')} after a failed attempt)" if job["state"] == J.RETRY_WAIT else ""
+                )
             elif job.get("blockedReason") == "NoHostConnection":
                 item["reason"] = f"no host connection is configured; checking again at {job['dueAt']}"
             elif job["state"] == J.RETRY_WAIT:
@@ -105,6 +121,13 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                 rollout, wave = scheduled
                 item.update(state="Queued", targetVersion=rollout["version"], dueAt=now, rolloutId=rollout["id"])
                 item["reason"] = f"in wave {wave['index']} ({wave['region']}) of rollout {rollout['id']}, running now"
+                opens = _window_wait(engine, doc, now, now)
+                if opens:
+                    item["dueAt"] = opens
+                    item["reason"] = (
+                        f"in wave {wave['index']} ({wave['region']}) of rollout {rollout['id']}; "
+                        f"waiting for maintenance window, next opens at {opens}"
+                    )
                 stalled = engine.stalled(rollout["id"])
                 if stalled:
                     item["reason"] += f"; the rollout is stalled: {stalled}"
@@ -120,6 +143,11 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                 item["reason"] = f"in wave {wave['index']} ({wave['region']}) of rollout {rollout['id']}; " + (
                     "starts once the earlier waves complete" if waiting else f"not before {wave['notBefore']}"
                 )
+                opens = _window_wait(engine, doc, None if waiting else wave["notBefore"], now)
+                if opens:
+                    item["dueAt"] = opens
+                    item["reason"] += f"; then waiting for maintenance window, next opens at {opens}"
+
             else:
                 target = latest if latest and current and newer(latest, current) else newest
                 why = ineligibility(record, supported, target) if target else None
@@ -135,8 +163,6 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
 
 
 def history_view(activity: ActivityLog, key: MachineKey, resource_id: str, now_iso: str) -> list[dict[str, Any]]:
-    from datetime import datetime
-
     now = datetime.fromisoformat(now_iso.replace("Z", "+00:00"))
     flt = EventFilter(
         start=iso(now - timedelta(days=90)),

@@ -1,0 +1,257 @@
+"""Maintenance windows and the upgrade engine, on the manual clock and simulated hosts.
+
+A weekly two-hour window (Saturday 22:00-00:00, Pacific time) is assigned to part of a fleet, to some
+machines directly and to others through a resource group assignment with a tag filter. A critical version
+is published three weeks before the US daylight-saving change; one assigned machine fails its upgrade
+eight times, so its hourly retries carry it across the change. Every upgrade Started event of an assigned
+machine falls inside its window on the Pacific wall clock; the unassigned machines upgrade when their
+wave starts; the rollout completes without being Stalled and the engine's audit finds nothing to repair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import requests
+
+from arcext.activity import UPGRADE_OPERATION
+from arcext.testing import ArcextServer
+from conftest import API, SUB, machine_url, put_extension
+
+PUB, TYPE = "Microsoft.Azure.Monitor", "AzureMonitorWindowsAgent"
+MW_API = "2023-04-01"
+PACIFIC = ZoneInfo("America/Los_Angeles")
+ASSIGNED_DIRECTLY = ["m0", "m1", "m2"]
+ASSIGNED_BY_GROUP = ["g4", "g5"]  # in rg-win, tagged maint=weekend
+UNASSIGNED = [("rg1", "m3"), ("rg-win", "g6"), ("rg1", "m7"), ("rg1", "m8"), ("rg1", "m9")]
+
+
+@pytest.fixture(scope="module")
+def arc() -> Iterator[ArcextServer]:
+    with ArcextServer(manual_clock=True, simulate=True) as server:
+        yield server
+
+
+def _next_dst_change(after: datetime) -> datetime:
+    """The first instant after ``after`` at which Pacific time changes its UTC offset (hour resolution)."""
+    t = after.replace(minute=0, second=0, microsecond=0)
+    offset = t.astimezone(PACIFIC).utcoffset()
+    while t.astimezone(PACIFIC).utcoffset() == offset:
+        t += timedelta(hours=1)
+    return t
+
+
+def _put(s: requests.Session, url: str, body: dict[str, Any], api: str = API) -> dict[str, Any]:
+    r = s.put(url, params={"api-version": api}, json=body)
+    assert r.status_code in (200, 201), r.text
+    found: dict[str, Any] = r.json()
+    return found
+
+
+def _extension(s: requests.Session, arc: ArcextServer, rg: str, m: str) -> None:
+    put_extension(s, arc, "ama", m, rg, {"publisher": PUB, "type": TYPE, "typeHandlerVersion": "1.0.0"})
+
+
+def _started(arc: ArcextServer, since: datetime) -> dict[str, list[datetime]]:
+    """Upgrade Started events per machine name."""
+    found: dict[str, list[datetime]] = {}
+    for event in arc.activity_log(since=since, filter=f"operationName eq '{UPGRADE_OPERATION}'"):
+        if event["status"]["value"] != "Started":
+            continue
+        name = event["resourceId"].split("/machines/")[1].split("/")[0]
+        found.setdefault(name, []).append(datetime.fromisoformat(event["eventTimestamp"].replace("Z", "+00:00")))
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def _version(s: requests.Session, arc: ArcextServer, rg: str, m: str) -> str:
+    r = s.get(f"{machine_url(arc, m, rg)}/extensions/ama", params={"api-version": API})
+    return str(r.json()["properties"]["typeHandlerVersion"])
+
+
+def test_weekly_window_across_daylight_saving(arc: ArcextServer) -> None:
+    s = arc.session()
+    change = _next_dst_change(arc.now() + timedelta(days=30))
+    publish_at = change - timedelta(days=25)
+    arc.advance(seconds=(publish_at - arc.now()).total_seconds())
+
+    for m in [*ASSIGNED_DIRECTLY, "m3", "m7", "m8", "m9"]:
+        _put(s, machine_url(arc, m, "rg1"), {"location": "eastus"})
+        _extension(s, arc, "rg1", m)
+    for m in ASSIGNED_BY_GROUP:
+        _put(s, machine_url(arc, m, "rg-win"), {"location": "eastus", "tags": {"maint": "weekend"}})
+        _extension(s, arc, "rg-win", m)
+    _put(s, machine_url(arc, "g6", "rg-win"), {"location": "eastus", "tags": {"maint": "never"}})
+    _extension(s, arc, "rg-win", "g6")
+
+    mw = "providers/Microsoft.Maintenance"
+    config_url = f"{arc.url}/subscriptions/{SUB}/resourceGroups/ops/{mw}/maintenanceConfigurations/sat"
+    local_start = arc.now().astimezone(PACIFIC).strftime("%Y-%m-%d") + " 22:00"
+    config = _put(
+        s,
+        config_url,
+        {
+            "location": "eastus",
+            "properties": {
+                "maintenanceScope": "Extension",
+                "maintenanceWindow": {
+                    "startDateTime": local_start,
+                    "duration": "02:00",
+                    "timeZone": "Pacific Standard Time",
+                    "recurEvery": "Week Saturday",
+                },
+            },
+        },
+        MW_API,
+    )
+    for m in ASSIGNED_DIRECTLY:
+        _put(
+            s,
+            f"{machine_url(arc, m, 'rg1')}/providers/Microsoft.Maintenance/configurationAssignments/sat",
+            {"properties": {"maintenanceConfigurationId": config["id"]}},
+            MW_API,
+        )
+    _put(
+        s,
+        f"{arc.url}/subscriptions/{SUB}/resourceGroups/rg-win/providers/Microsoft.Maintenance/configurationAssignments/sat",
+        {
+            "properties": {
+                "maintenanceConfigurationId": config["id"],
+                "filter": {"tagSettings": {"tags": {"maint": ["weekend"]}, "filterOperator": "Any"}},
+            }
+        },
+        MW_API,
+    )
+    arc.set_faults("m0", fail_upgrade=8)  # two attempts per window (retries an hour apart): five windows
+
+    published_at = arc.now()
+    rollout_id = arc.publish_version(PUB, TYPE, "1.1.0", critical=True)["rolloutId"]
+    arc.run_engine()
+
+    waiting_seen = False
+    everyone = [("rg1", m) for m in ASSIGNED_DIRECTLY] + [("rg-win", m) for m in ASSIGNED_BY_GROUP] + UNASSIGNED
+    for _hour in range(24 * 70):
+        arc.advance(hours=1)
+        if not waiting_seen:
+            for rg, m in [("rg1", m) for m in ASSIGNED_DIRECTLY] + [("rg-win", m) for m in ASSIGNED_BY_GROUP]:
+                r = s.get(f"{arc.url}/arcext/v1/subscriptions/{SUB}/resourceGroups/{rg}/machines/{m}/pending")
+                item = r.json()["extensions"][0]
+                if "waiting for maintenance window, next opens at" in (item["reason"] or ""):
+                    due = datetime.fromisoformat(item["dueAt"].replace("Z", "+00:00")).astimezone(PACIFIC)
+                    assert (due.strftime("%A %H:%M"), due >= arc.now()) == ("Saturday 22:00", True), item
+                    assert r.json()["maintenanceWindows"][0]["name"] == "sat"
+                    waiting_seen = True
+        # machines waiting for their window are neither stuck nor inconsistent: the invariant audit repairs
+        # nothing and finds no stall
+        assert arc.services.engine.audit() == []
+        rollout = arc.rollout(rollout_id)
+        assert rollout["state"] != "Stalled", rollout
+        if rollout["state"] == "Completed" and all(_version(s, arc, rg, m) == "1.1.0" for rg, m in everyone):
+            break
+    else:
+        raise AssertionError(f"the version did not reach every machine: {arc.rollout(rollout_id)}")
+    assert waiting_seen, "no assigned machine ever showed that it waits for its window"
+    assert arc.services.engine.audit() == []
+
+    started = _started(arc, published_at)
+    offsets = set()
+    for m in ASSIGNED_DIRECTLY + ASSIGNED_BY_GROUP:
+        assert started.get(m), f"{m} never started an upgrade"
+        for at in started[m]:
+            local = at.astimezone(PACIFIC)
+            assert local.strftime("%A") == "Saturday" and local.hour in (22, 23), f"{m} started at {local}"
+            offsets.add(local.utcoffset())
+    assert len(started["m0"]) == 9  # eight failures, then success: every retry waited for a window
+    assert offsets == {timedelta(hours=-8), timedelta(hours=-7)}, "the windows must span the daylight-saving change"
+
+    # the unassigned machines upgrade as soon as their wave starts: assigned ones never held them back
+    planned = arc.rollout(rollout_id, targets=True)
+    wave_start: dict[str, datetime] = {}
+    for phase in planned["phases"]:
+        for wave in phase["waves"]:
+            for batch in wave["batches"]:
+                for target in batch["targets"]:
+                    name = target.split("/machines/")[1].split("/")[0]
+                    wave_start[name] = datetime.fromisoformat(wave["notBefore"].replace("Z", "+00:00"))
+    for _rg, m in UNASSIGNED:
+        first = started[m][0]
+        assert first - wave_start[m] <= timedelta(hours=1), f"{m} waited: wave at {wave_start[m]}, started {first}"
+    assert max(started[m][0] for _rg, m in UNASSIGNED) < published_at + timedelta(weeks=3, hours=1)
+
+
+def test_manual_upgrades_ignore_windows_and_windows_survive_a_restart(tmp_path: Any) -> None:
+    """A machine whose only window is weeks away: the automatic rollout waits (and says so), a manual
+    upgrade runs at once; the configuration and assignment are still there after a restart, and the
+    automatic upgrade then runs in the window."""
+    with ArcextServer(tmp_path / "data", manual_clock=True, simulate=True) as arc:
+        s = arc.session()
+        for m in ("m1", "m2"):
+            _put(s, machine_url(arc, m, "rg1"), {"location": "eastus"})
+            _extension(s, arc, "rg1", m)
+        opens_local = (
+            (arc.now() + timedelta(days=20)).astimezone(ZoneInfo("Europe/Berlin")).replace(second=0, microsecond=0)
+        )
+        config = _put(
+            s,
+            f"{arc.url}/subscriptions/{SUB}/resourceGroups/ops/providers/Microsoft.Maintenance/maintenanceConfigurations/w",  # noqa: E501
+            {
+                "location": "westeurope",
+                "properties": {
+                    "maintenanceScope": "Extension",
+                    "maintenanceWindow": {
+                        "startDateTime": opens_local.strftime("%Y-%m-%d %H:%M"),
+                        "duration": "03:00",
+                        "timeZone": "W. Europe Standard Time",
+                        "recurEvery": "Month",
+                    },
+                },
+            },
+            MW_API,
+        )
+        _put(
+            s,
+            f"{arc.url}/subscriptions/{SUB}/providers/Microsoft.Maintenance/configurationAssignments/all",
+            {"properties": {"maintenanceConfigurationId": config["id"], "filter": {"locations": ["East US"]}}},
+            MW_API,
+        )
+        arc.publish_version(PUB, TYPE, "1.1.0", critical=True)
+        arc.run_engine()
+        r = s.get(f"{arc.url}/arcext/v1/subscriptions/{SUB}/resourceGroups/rg1/machines/m1/pending")
+        item = r.json()["extensions"][0]
+        assert "waiting for maintenance window, next opens at" in item["reason"], item
+        assert datetime.fromisoformat(item["dueAt"].replace("Z", "+00:00")) == opens_local.replace(
+            tzinfo=ZoneInfo("Europe/Berlin")
+        )
+
+        manual = s.post(
+            f"{machine_url(arc, 'm2', 'rg1')}/upgradeExtensions",
+            params={"api-version": API},
+            json={"extensionTargets": {f"{PUB}.{TYPE}": {"targetVersion": "1.1.0"}}},
+        )
+        assert manual.status_code == 202, manual.text
+        for _ in range(100):
+            if _version(s, arc, "rg1", "m2") == "1.1.0":
+                break
+            arc.run_engine()
+        assert _version(s, arc, "rg1", "m2") == "1.1.0", "a manual upgrade ignores windows"
+        assert _version(s, arc, "rg1", "m1") == "1.0.0"
+
+    with ArcextServer(tmp_path / "data", manual_clock=True, simulate=True) as arc:
+        s = arc.session()
+        got = s.get(
+            f"{arc.url}/subscriptions/{SUB}/providers/Microsoft.Maintenance/configurationAssignments",
+            params={"api-version": MW_API},
+        )
+        assert [a["name"] for a in got.json()["value"]] == ["all"]
+        for _hour in range(24 * 21):
+            arc.advance(hours=1)
+            if _version(s, arc, "rg1", "m1") == "1.1.0":
+                break
+        started = _started(arc, arc.now() - timedelta(days=60))
+        (first,) = started["m1"]
+        local = first.astimezone(ZoneInfo("Europe/Berlin"))
+        window_start = opens_local.replace(tzinfo=ZoneInfo("Europe/Berlin"))
+        assert window_start <= local < window_start + timedelta(hours=3)
