@@ -191,8 +191,12 @@ def test_manual_upgrades_ignore_windows_and_windows_survive_a_restart(tmp_path: 
         for m in ("m1", "m2"):
             _put(s, machine_url(arc, m, "rg1"), {"location": "eastus"})
             _extension(s, arc, "rg1", m)
+        # the window opens six hours after the rollout's last wave is due (20 days in: a critical version's
+        # waves spread over three weeks), so whichever wave m1 is in, it waits for the window
         opens_local = (
-            (arc.now() + timedelta(days=20)).astimezone(ZoneInfo("Europe/Berlin")).replace(second=0, microsecond=0)
+            (arc.now() + timedelta(days=20, hours=6))
+            .astimezone(ZoneInfo("Europe/Berlin"))
+            .replace(second=0, microsecond=0)
         )
         config = _put(
             s,

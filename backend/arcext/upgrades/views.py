@@ -37,6 +37,16 @@ def _window_wait(engine: Engine, doc: MachineDoc, due: str | None, now: str) -> 
     return iso(opens) if opens is not None else None
 
 
+def _moved_to_window(engine: Engine, doc: MachineDoc, job: Any, now: str) -> str | None:
+    """The job's due time when the engine already moved it to the opening of the machine's next window (the
+    job is then due inside the window, so ``_window_wait`` at its due time sees no wait)."""
+    due = job.get("dueAt")
+    if not due or due <= now:
+        return None
+    opens = _window_wait(engine, doc, None, now)
+    return due if opens is not None and opens == due else None
+
+
 def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: MachineDoc) -> dict[str, Any]:
     now = iso(engine.now())
     items = []
@@ -89,7 +99,9 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                 item["reason"] = (
                     f"rollout {held['id']} is {held['state'].lower()}: {held.get('stateReason') or ''}".strip()
                 )
-            elif not job.get("manualOperation") and (opens := _window_wait(engine, doc, job.get("dueAt"), now)):
+            elif not job.get("manualOperation") and (
+                opens := _window_wait(engine, doc, job.get("dueAt"), now) or _moved_to_window(engine, doc, job, now)
+            ):
                 item["dueAt"] = opens
                 item["reason"] = f"waiting for maintenance window, next opens at {opens}" + (
                     f" (retry {job.get('attempt')} after a failed attempt)" if job["state"] == J.RETRY_WAIT else ""
