@@ -91,6 +91,30 @@ def _extension_pattern(value: Any, target: str) -> str:
     return value
 
 
+def check_timeouts_and_lists(public: dict[str, Any]) -> None:
+    """The settings every driver shares: timeouts in seconds and the extension allow/block lists (normalised
+    in place)."""
+    for name in (
+        "operationTimeoutSeconds",
+        "connectionTimeoutSeconds",
+        "statusDeadlineSeconds",
+        "heartbeatMaxAgeSeconds",
+    ):
+        value = public[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 86400:
+            raise _bad(f"'{name}' must be a whole number of seconds between 1 and 86400.", name)
+    timeouts = public["handlerTimeoutSeconds"]
+    if not isinstance(timeouts, dict) or any(
+        k not in HANDLER_COMMANDS or isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 86400
+        for k, v in timeouts.items()
+    ):
+        raise _bad(f"'handlerTimeoutSeconds' maps {', '.join(HANDLER_COMMANDS)} to seconds.", "handlerTimeoutSeconds")
+    for name in ("extensionsAllowList", "extensionsBlockList"):
+        if not isinstance(public[name], list):
+            raise _bad(f"'{name}' must be a list of Publisher/Type names.", name)
+        public[name] = [_extension_pattern(v, name) for v in public[name]]
+
+
 def validate(
     body: dict[str, Any],
     previous: dict[str, Any] | None = None,
@@ -149,25 +173,7 @@ def validate(
             "the winrm driver runs in the WinRS cmd shell.",
             "configurationName",
         )
-    for name in (
-        "operationTimeoutSeconds",
-        "connectionTimeoutSeconds",
-        "statusDeadlineSeconds",
-        "heartbeatMaxAgeSeconds",
-    ):
-        value = public[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 86400:
-            raise _bad(f"'{name}' must be a whole number of seconds between 1 and 86400.", name)
-    timeouts = public["handlerTimeoutSeconds"]
-    if not isinstance(timeouts, dict) or any(
-        k not in HANDLER_COMMANDS or isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 86400
-        for k, v in timeouts.items()
-    ):
-        raise _bad(f"'handlerTimeoutSeconds' maps {', '.join(HANDLER_COMMANDS)} to seconds.", "handlerTimeoutSeconds")
-    for name in ("extensionsAllowList", "extensionsBlockList"):
-        if not isinstance(public[name], list):
-            raise _bad(f"'{name}' must be a list of Publisher/Type names.", name)
-        public[name] = [_extension_pattern(v, name) for v in public[name]]
+    check_timeouts_and_lists(public)
     changed = [k for k in ENDPOINT_FIELDS if previous_public is not None and previous_public.get(k) != public[k]]
     old = {} if changed else (previous or {})
     secrets = {k: body[k] if k in body else old.get(k) for k in SECRET_FIELDS}

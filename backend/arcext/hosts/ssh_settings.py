@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from .. import errors
-from .connections import HANDLER_COMMANDS, PUBLIC_DEFAULTS, _bad, _extension_pattern
+from .connections import PUBLIC_DEFAULTS, _bad, check_timeouts_and_lists
 
 SSH_SECRET_FIELDS = ("password", "privateKeyPem", "privateKeyPassphrase")
 SSH_AUTHS = ("publickey", "password")
@@ -97,25 +97,7 @@ def validate_ssh(
     if not isinstance(root, str) or not ROOT_RE.match(root) or ".." in root:
         raise _bad("'handlerRoot' must be an absolute path (letters, digits, '/', '.', '-', '_').", "handlerRoot")
     public["handlerRoot"] = root
-    for name in (
-        "operationTimeoutSeconds",
-        "connectionTimeoutSeconds",
-        "statusDeadlineSeconds",
-        "heartbeatMaxAgeSeconds",
-    ):
-        value = public[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 86400:
-            raise _bad(f"'{name}' must be a whole number of seconds between 1 and 86400.", name)
-    timeouts = public["handlerTimeoutSeconds"]
-    if not isinstance(timeouts, dict) or any(
-        k not in HANDLER_COMMANDS or isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 86400
-        for k, v in timeouts.items()
-    ):
-        raise _bad(f"'handlerTimeoutSeconds' maps {', '.join(HANDLER_COMMANDS)} to seconds.", "handlerTimeoutSeconds")
-    for name in ("extensionsAllowList", "extensionsBlockList"):
-        if not isinstance(public[name], list):
-            raise _bad(f"'{name}' must be a list of Publisher/Type names.", name)
-        public[name] = [_extension_pattern(v, name) for v in public[name]]
+    check_timeouts_and_lists(public)
     if public["protectedSettingsCertificatePem"] is not None and not isinstance(
         public["protectedSettingsCertificatePem"], str
     ):
