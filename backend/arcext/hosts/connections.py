@@ -16,28 +16,16 @@ from ..crypto import SecretBox
 from ..ids import MachineKey
 from ..store.base import MachineDoc, Store
 from ..upgrades.clock import iso
+from .connection_fields import (
+    PUBLIC_DEFAULTS,
+    bad_setting,
+    check_timeouts_and_lists,
+)
 
 DRIVERS = ("psrp", "winrm", "ssh")  # winrm: pywinrm over WinRS, for hosts that do not allow PSRP; ssh: Linux
 AUTHS = ("negotiate", "ntlm", "kerberos", "certificate", "basic")
 TRANSPORTS = ("https", "http")
 SECRET_FIELDS = ("password", "certificatePem", "certificateKeyPem", "certificateKeyPassword")
-PUBLIC_DEFAULTS: dict[str, Any] = {
-    "driver": "psrp",
-    "transport": "https",
-    "auth": "negotiate",
-    "certValidation": True,
-    "caCertificatePath": None,
-    "configurationName": "Microsoft.PowerShell",
-    "operationTimeoutSeconds": 20,
-    "connectionTimeoutSeconds": 10,
-    "extensionsAllowList": [],
-    "extensionsBlockList": [],
-    "handlerTimeoutSeconds": {},
-    "statusDeadlineSeconds": 300,
-    "heartbeatMaxAgeSeconds": 600,
-    "protectedSettingsCertificatePem": None,
-}
-HANDLER_COMMANDS = ("install", "enable", "disable", "update", "uninstall")
 #: Where stored credentials go and how that endpoint is trusted. A change of any of these must carry the secret
 #: again: stored credentials only ever go to the endpoint they were given for (issue #10, finding 1).
 ENDPOINT_FIELDS = ("address", "port", "transport", "auth", "certValidation", "caCertificatePath", "username", "driver")
@@ -81,40 +69,6 @@ class HostConnection:
         return self.transport == "https"
 
 
-def _bad(message: str, target: str) -> errors.ArmError:
-    return errors.invalid_parameter(message, target=target)
-
-
-def _extension_pattern(value: Any, target: str) -> str:
-    if not isinstance(value, str) or value.count("/") != 1 or not all(value.split("/")):
-        raise _bad(f"'{value}' is not an extension: use Publisher/Type (azcmagent's allowlist format).", target)
-    return value
-
-
-def check_timeouts_and_lists(public: dict[str, Any]) -> None:
-    """The settings every driver shares: timeouts in seconds and the extension allow/block lists (normalised
-    in place)."""
-    for name in (
-        "operationTimeoutSeconds",
-        "connectionTimeoutSeconds",
-        "statusDeadlineSeconds",
-        "heartbeatMaxAgeSeconds",
-    ):
-        value = public[name]
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 86400:
-            raise _bad(f"'{name}' must be a whole number of seconds between 1 and 86400.", name)
-    timeouts = public["handlerTimeoutSeconds"]
-    if not isinstance(timeouts, dict) or any(
-        k not in HANDLER_COMMANDS or isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 86400
-        for k, v in timeouts.items()
-    ):
-        raise _bad(f"'handlerTimeoutSeconds' maps {', '.join(HANDLER_COMMANDS)} to seconds.", "handlerTimeoutSeconds")
-    for name in ("extensionsAllowList", "extensionsBlockList"):
-        if not isinstance(public[name], list):
-            raise _bad(f"'{name}' must be a list of Publisher/Type names.", name)
-        public[name] = [_extension_pattern(v, name) for v in public[name]]
-
-
 def validate(
     body: dict[str, Any],
     previous: dict[str, Any] | None = None,
@@ -133,42 +87,42 @@ def validate(
     known = set(PUBLIC_DEFAULTS) | set(SECRET_FIELDS) | {"address", "port", "username"}
     for key in body:
         if key not in known:
-            raise _bad(f"Unknown host-connection setting '{key}'.", key)
+            raise bad_setting(f"Unknown host-connection setting '{key}'.", key)
     public: dict[str, Any] = {k: body.get(k, v) for k, v in PUBLIC_DEFAULTS.items()}
     address = body.get("address")
     if not isinstance(address, str) or not address.strip() or any(c.isspace() for c in address.strip()):
-        raise _bad("'address' (host name or IP address of the Windows host) is required.", "address")
+        raise bad_setting("'address' (host name or IP address of the Windows host) is required.", "address")
     public["address"] = address.strip()
     for name, allowed in (("driver", DRIVERS), ("transport", TRANSPORTS), ("auth", AUTHS)):
         if public[name] not in allowed:
-            raise _bad(f"'{name}' must be one of {', '.join(allowed)}.", name)
+            raise bad_setting(f"'{name}' must be one of {', '.join(allowed)}.", name)
     port = body.get("port", 5986 if public["transport"] == "https" else 5985)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise _bad("'port' must be a TCP port number.", "port")
+        raise bad_setting("'port' must be a TCP port number.", "port")
     public["port"] = port
     https = public["transport"] == "https"
     if public["auth"] == "basic" and not https:
-        raise _bad("Basic authentication is allowed only over https (it cannot encrypt messages).", "auth")
+        raise bad_setting("Basic authentication is allowed only over https (it cannot encrypt messages).", "auth")
     if public["auth"] == "certificate" and not https:
-        raise _bad("Certificate authentication needs https.", "auth")
+        raise bad_setting("Certificate authentication needs https.", "auth")
     if public["driver"] == "winrm" and public["auth"] == "negotiate":
         public["auth"] = "ntlm"  # pywinrm has no SPNEGO negotiation: NTLM (docs/hosts.md says so)
     username = body.get("username")
     if public["auth"] != "certificate" and (not isinstance(username, str) or not username):
-        raise _bad("'username' is required for this authentication.", "username")
+        raise bad_setting("'username' is required for this authentication.", "username")
     public["username"] = username if isinstance(username, str) else None
     if not isinstance(public["certValidation"], bool):
-        raise _bad("'certValidation' must be true or false.", "certValidation")
+        raise bad_setting("'certValidation' must be true or false.", "certValidation")
     for name in ("caCertificatePath", "protectedSettingsCertificatePem"):
         if public[name] is not None and not isinstance(public[name], str):
-            raise _bad(f"'{name}' must be a string.", name)
+            raise bad_setting(f"'{name}' must be a string.", name)
     if not isinstance(public["configurationName"], str) or not public["configurationName"].strip():
-        raise _bad(
+        raise bad_setting(
             "'configurationName' (the PowerShell session configuration, e.g. a JEA endpoint) is invalid.",
             "configurationName",
         )
     if public["driver"] == "winrm" and public["configurationName"] != PUBLIC_DEFAULTS["configurationName"]:
-        raise _bad(
+        raise bad_setting(
             "'configurationName' (a JEA or other session configuration) needs the psrp driver: "
             "the winrm driver runs in the WinRS cmd shell.",
             "configurationName",
@@ -180,27 +134,29 @@ def validate(
     secrets = {k: v for k, v in secrets.items() if v is not None}
     for k, v in secrets.items():
         if not isinstance(v, str):
-            raise _bad(f"'{k}' must be a string.", k)
+            raise bad_setting(f"'{k}' must be a string.", k)
     if changed and previous:
         needed = ("certificatePem", "certificateKeyPem") if public["auth"] == "certificate" else ("password",)
         missing = [k for k in needed if not secrets.get(k)]
         if missing:
-            raise _bad(
+            raise bad_setting(
                 f"'{missing[0]}' must be given again: this change of {', '.join(changed)} moves where the stored "
                 "credentials would be sent, and they only ever go to the endpoint they were given for.",
                 missing[0],
             )
     if public["auth"] == "certificate":
         if not secrets.get("certificatePem") or not secrets.get("certificateKeyPem"):
-            raise _bad("Certificate authentication needs 'certificatePem' and 'certificateKeyPem'.", "certificatePem")
+            raise bad_setting(
+                "Certificate authentication needs 'certificatePem' and 'certificateKeyPem'.", "certificatePem"
+            )
         if public["driver"] == "winrm" and secrets.get("certificateKeyPassword"):
-            raise _bad(
+            raise bad_setting(
                 "The winrm driver (pywinrm) cannot use an encrypted certificate key; use the psrp driver "
                 "or an unencrypted key.",
                 "certificateKeyPassword",
             )
     elif not secrets.get("password"):
-        raise _bad("'password' is required for this authentication.", "password")
+        raise bad_setting("'password' is required for this authentication.", "password")
     return public, secrets
 
 
@@ -288,7 +244,7 @@ class HostConnectionService:
             os_type = str(((doc["machine"].get("properties") or {}).get("osType")) or "").lower()
             public, secrets = validate(body, previous_secrets, current, "ssh" if os_type == "linux" else "psrp")
             if os_type in ("linux", "windows") and (public["driver"] == "ssh") != (os_type == "linux"):
-                raise _bad(
+                raise bad_setting(
                     f"The {public['driver']} driver cannot reach this machine: its osType is {os_type} "
                     "(ssh drives Linux hosts; psrp and winrm drive Windows hosts).",
                     "driver",

@@ -61,6 +61,7 @@ from .base import (
 )
 from .connections import HostConnection, extension_allowed
 from .packages import PackageRef, PackageStore
+from .ssh_settings import load_private_key
 
 log = logging.getLogger(__name__)
 
@@ -198,21 +199,6 @@ def settings_document(spec: ExtensionSpec, certificate_pem: str | None) -> bytes
             handler_settings["protectedSettingsCertThumbprint"] = None
     document = {"runtimeSettings": [{"handlerSettings": handler_settings}]}
     return json.dumps(document, separators=(",", ":")).encode()
-
-
-def load_private_key(pem: str, passphrase: str | None) -> Any:
-    """A paramiko key from PEM/OpenSSH text: ed25519, RSA or ECDSA."""
-    import paramiko
-
-    errors: list[str] = []
-    for cls in (paramiko.Ed25519Key, paramiko.RSAKey, paramiko.ECDSAKey):
-        try:
-            return cls.from_private_key(io.StringIO(pem), password=passphrase)
-        except (paramiko.SSHException, ValueError) as exc:
-            errors.append(type(exc).__name__)
-    raise ValueError(
-        "the private key is not an ed25519, RSA or ECDSA key in PEM/OpenSSH format (or its passphrase is wrong)"
-    )
 
 
 class SshDriver:
