@@ -61,6 +61,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from arcext.clock import SystemClock
 from arcext.hosts.base import ExtensionSpec, InstalledExtension
 from arcext.hosts.simulated import SimulatedDriver
 from arcext.ids import MachineKey
@@ -68,7 +69,6 @@ from arcext.resources import ResourceService
 from arcext.services import Services
 from arcext.serving import tune_gc_for_serving
 from arcext.store import MachineDoc, TinyDBStore
-from arcext.upgrades.clock import SystemClock
 from arcext.upgrades.settings import EngineSettings
 
 PRINCIPAL = "bench@example.com"

@@ -44,11 +44,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arcext.clock import SystemClock
 from arcext.crypto import SecretBox
 from arcext.ids import MachineKey
 from arcext.resources import ResourceService
 from arcext.store import MachineDoc, TinyDBStore
-from arcext.upgrades.clock import SystemClock
 
 SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
 LOCATION = "westeurope"

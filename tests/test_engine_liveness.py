@@ -476,9 +476,9 @@ def test_a_rollout_that_cannot_move_shows_stalled_with_the_reason(tmp_path: Path
 def test_engine_repairs_a_job_left_running_and_an_operation_left_in_progress(
     s: requests.Session, arc: ArcextServer
 ) -> None:
+    from arcext.clock import iso
     from arcext.ids import MachineKey
     from arcext.operations import new_operation
-    from arcext.upgrades.clock import iso
 
     create(s, arc, "m1")
     create(s, arc, "m2")

@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import errors
+from .clock import iso, parse_iso
 from .ids import EXTENSION_TYPE, new_uuid, parse_resource_id
 from .store.base import Record, Store
-from .upgrades.clock import iso
 
 AUTOMATIC_CALLER = "Azure Regional Service Manager"
 UPGRADE_OPERATION = "Microsoft.HybridCompute/machines/upgradeExtensions/action"
@@ -145,15 +145,11 @@ _FIELDS = {
 
 def _normalise_time(value: str) -> str:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parse_iso(value)
     except ValueError:
         raise errors.bad_request(
             f"'{value}' is not a valid time; use ISO 8601 such as 2026-11-25T00:00:00Z.", target="$filter"
         ) from None
-    if parsed.tzinfo is None:
-        from datetime import UTC
-
-        parsed = parsed.replace(tzinfo=UTC)
     return iso(parsed)
 
 

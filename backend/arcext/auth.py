@@ -14,8 +14,8 @@ from datetime import datetime
 from enum import IntEnum
 
 from . import errors
+from .clock import iso
 from .store.base import Record, Store
-from .upgrades.clock import iso
 
 TOKEN_PREFIX = "arcext_"
 

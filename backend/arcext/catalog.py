@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from . import errors
+from .clock import iso
 from .store.base import Record, Store
-from .upgrades.clock import iso
-from .upgrades.versions import version_key
+from .versions import version_key
 
 #: The extensions the Azure Arc documentation lists as supporting automatic extension upgrade
 #: (reference/arc-automatic-extension-upgrade.md, "Supported extensions"), as publisher/type pairs.

@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from .auth import Role, TokenService, normalise_scope
+from .clock import SystemClock
 from .store import TinyDBStore
-from .upgrades.clock import SystemClock
 
 OWNER_TOKEN_FILE = "owner-token"
 

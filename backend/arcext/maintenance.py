@@ -12,8 +12,8 @@ import threading
 from datetime import datetime
 from typing import Any
 
+from .clock import iso
 from .store.base import MachineDoc, Record, Store
-from .upgrades.clock import iso
 from .upgrades.windows import Window, WindowError
 
 CONFIGS = "configurations"

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from .clock import iso
 from .ids import MachineKey
 from .store.base import Record, Store
-from .upgrades.clock import iso
 
 log = logging.getLogger(__name__)
 

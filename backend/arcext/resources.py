@@ -14,12 +14,12 @@ from typing import Any
 
 from . import errors
 from .catalog import Catalog, os_mismatch
+from .clock import Clock, iso
 from .crypto import SecretBox
 from .hosts.base import HostDriver, HostDriverError, spec_of
 from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, parse_resource_id, validate_extension_name
 from .operations import FAILED, IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
 from .store.base import MachineDoc, Record, Store, jcopy
-from .upgrades.clock import Clock, iso
 from .upgrades.jobs import reinstalled
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ from pathlib import Path
 from .activity import ActivityLog
 from .auth import TokenService
 from .catalog import Catalog
+from .clock import Clock, ManualClock, SystemClock
 from .crypto import SecretBox
 from .hosts.registry import HostResolver
 from .hosts.simulated import SimulatedFleet
@@ -16,7 +17,6 @@ from .metrics import Metrics
 from .resources import ResourceService
 from .store import Store, TinyDBStore
 from .telemetry import Telemetry
-from .upgrades.clock import Clock, ManualClock, SystemClock
 from .upgrades.engine import Engine
 from .upgrades.settings import EngineSettings
 from .webhooks import Settings as WebhookSettings

@@ -23,11 +23,11 @@ from datetime import datetime
 from typing import Any
 
 from .activity import AUTOMATIC_CALLER
+from .clock import iso
 from .hosts.base import ExtensionSpec, HostDriver, HostDriverError, InstalledExtension
 from .ids import MachineKey, new_uuid, parse_resource_id
 from .metrics import Metrics, job_outcome
 from .store.base import MachineDoc, Record
-from .upgrades.clock import iso
 
 step_log = logging.getLogger("arcext.upgrades.steps")
 

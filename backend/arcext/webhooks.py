@@ -37,12 +37,12 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 
+from .clock import iso, parse_iso
 from .crypto import SecretBox
 from .metrics import ROLLED_BACK, Metrics, job_outcome
 from .store.atomic_storage import atomic_write_bytes, fsync_dir
 from .store.base import Record
 from .store.groupcommit import GroupCommitFile
-from .upgrades.clock import iso
 
 log = logging.getLogger(__name__)
 
@@ -547,7 +547,7 @@ class WebhookService:
         found: list[Record] = []
         if since:
             # the outbox's watermark minus a margin (events of concurrent workers are not strictly in time order)
-            start = (datetime.fromisoformat(since.replace("Z", "+00:00")) - timedelta(hours=1)).isoformat()
+            start = (parse_iso(since) - timedelta(hours=1)).isoformat()
             found = [e for e in events(start[:10]) if e["eventTimestamp"] >= start.replace("+00:00", "Z")]
         for rollout in rollouts:
             before = self._rollout_states.get(rollout["id"])

@@ -9,10 +9,10 @@ from flask.views import MethodView
 from marshmallow import fields, validate
 
 from .. import errors
+from ..clock import ManualClock, iso
 from ..ids import MachineKey, machine_key, parse_resource_id
 from ..schemas.common import ArmSchema, StrictBoolean
 from ..store.base import MachineDoc
-from ..upgrades.clock import ManualClock, iso
 from ..upgrades.views import history_view, pending_view
 from .base import ArmBlueprint
 from .hooks import services

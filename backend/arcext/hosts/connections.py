@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from .. import errors
+from ..clock import iso
 from ..crypto import SecretBox
 from ..ids import MachineKey
 from ..store.base import MachineDoc, Store
-from ..upgrades.clock import iso
 from .connection_fields import (
     PUBLIC_DEFAULTS,
     bad_setting,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..upgrades.clock import iso
+from ..clock import iso
 
 MAX_PACKAGE_BYTES = 512 * 1024 * 1024
 #: Caps on what a package may inflate to (issue #10, finding 4): in total, per entry relative to its compressed

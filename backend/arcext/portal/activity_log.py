@@ -13,7 +13,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,9 +22,9 @@ from flask import Response, abort, render_template, request, url_for
 from .. import errors
 from ..activity import AUTOMATIC_CALLER, RETENTION, UPGRADE_OPERATION, UPGRADE_OPERATION_DISPLAY, EventFilter
 from ..auth import Principal, scope_contains
+from ..clock import iso, parse_iso
 from ..ids import parse_resource_id
 from ..store.base import Record
-from ..upgrades.clock import iso
 from . import security
 from .blueprint import bp
 from .machines import visible_groups
@@ -111,10 +111,10 @@ class Query:
 
 def _parse_local(value: str, label: str) -> datetime:
     try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        parsed = parse_iso(value)
     except ValueError:
         abort(400, description=f"The {label} time '{value}' is not valid; use YYYY-MM-DDTHH:MM (UTC).")
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed
 
 
 def _query(who: Principal) -> Query:

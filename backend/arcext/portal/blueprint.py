@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import errors
 from ..auth import Role
+from ..clock import parse_iso
 from . import security
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def _when(value: str | None) -> str:
     if not value:
         return "—"
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parse_iso(value)
     except ValueError:
         return value
     return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -20,8 +20,8 @@ from ..auth import Principal, Role, scope_contains
 from ..ids import machine_key, parse_resource_id, validate_resource_group
 from ..operations import IN_PROGRESS
 from ..store.base import MachineDoc, Record
-from ..upgrades.versions import major, newer
 from ..upgrades.views import pending_view
+from ..versions import major, newer
 from . import security
 from .blueprint import bp
 

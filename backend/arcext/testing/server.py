@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from ..auth import Role
+from ..clock import parse_iso
 from ..operations import OperationRunner
 from ..services import Services
 from ..serving import ServerThread, ssl_context
@@ -322,7 +323,7 @@ class ArcextServer:
 
     def now(self) -> datetime:
         """The server's clock."""
-        return datetime.fromisoformat(self.admin("GET", "clock")["now"].replace("Z", "+00:00")).astimezone(UTC)
+        return parse_iso(self.admin("GET", "clock")["now"])
 
     def set_faults(
         self,

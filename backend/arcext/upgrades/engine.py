@@ -29,6 +29,7 @@ from typing import Any, TypedDict
 from .. import errors
 from ..activity import ActivityLog, repair_event
 from ..catalog import Catalog
+from ..clock import Clock, iso, parse_iso
 from ..crypto import SecretBox
 from ..hosts.base import HostDriver
 from ..ids import MachineKey, parse_resource_id
@@ -36,12 +37,11 @@ from ..operations import FAILED as OP_FAILED
 from ..operations import IN_PROGRESS, SUCCEEDED, new_operation
 from ..resources import ResourceService
 from ..store.base import MachineDoc, Record, Store
+from ..versions import major, newer, version_key
 from . import jobs as J
-from .clock import Clock, iso
 from .planner import Candidate, plan_waves
 from .policy import handler_matches, ineligibility
 from .settings import EngineSettings
-from .versions import major, newer, version_key
 from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ class Engine:
     def _loop(self) -> None:
         # On a manual clock the background pass only starts what a user asked for (manual upgrades);
         # automatic work moves when POST /arcext/v1/engine/run says so, which keeps tests deterministic.
-        from .clock import ManualClock
+        from ..clock import ManualClock
 
         automatic = not isinstance(self.clock, ManualClock)
         pruned_on = ""
@@ -511,7 +511,7 @@ class Engine:
                 if wave["state"] != "Running":
                     continue
                 open_targets = self._open.get(rollout["id"], {}).get(wave["index"], set())
-                started = datetime.fromisoformat(str(wave.get("startedAt") or iso(now)).replace("Z", "+00:00"))
+                started = parse_iso(str(wave.get("startedAt") or iso(now)))
                 if not open_targets or now - started < self.settings.stall_after:
                     continue
                 waits = []
@@ -629,9 +629,7 @@ class Engine:
             if upcoming:
                 due = max(iso(now), upcoming[0]["notBefore"])
             else:
-                window_end = datetime.fromisoformat(best["createdAt"].replace("Z", "+00:00")) + timedelta(
-                    seconds=best["windowSeconds"]
-                )
+                window_end = parse_iso(best["createdAt"]) + timedelta(seconds=best["windowSeconds"])
                 due = iso(max(now, window_end))
             job = {
                 "toVersion": best["version"],

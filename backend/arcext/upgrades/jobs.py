@@ -14,13 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from ..activity import AUTOMATIC_CALLER, upgrade_event
+from ..clock import Clock, iso
 from ..crypto import SecretBox
 from ..hosts.base import ExtensionSpec, HostDriver, HostDriverError, HostUnreachable, spec_of
 from ..ids import MachineKey, new_uuid
 from ..store.base import MachineDoc, Record, Store
-from .clock import Clock, iso
+from ..versions import newer
 from .policy import ineligibility
-from .versions import newer
 
 log = logging.getLogger(__name__)
 

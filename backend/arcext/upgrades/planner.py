@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from .clock import iso
+from ..clock import iso
 
 Target = list[str]  # [subscription, resource group, machine name, extension key]
 

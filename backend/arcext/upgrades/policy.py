@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .versions import major, newer
+from ..versions import major, newer
 
 # Reasons an extension is not (or not yet) upgraded automatically, as shown in the pending view.
 DISABLED = "AutomaticUpgradeDisabled"

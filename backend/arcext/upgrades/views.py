@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from ..activity import UPGRADE_OPERATION, ActivityLog, EventFilter
 from ..catalog import Catalog
+from ..clock import iso, parse_iso
 from ..ids import MachineKey
 from ..store.base import MachineDoc
+from ..versions import major, newer
 from . import jobs as J
-from .clock import iso
 from .engine import Engine
 from .policy import auto_upgrade_view, ineligibility
-from .versions import major, newer
 
 _REASONS = {
     "AutomaticUpgradeDisabled": "automatic upgrade is disabled for this extension",
@@ -32,7 +32,7 @@ def _window_wait(engine: Engine, doc: MachineDoc, due: str | None, now: str) -> 
     gate = engine.window_gate
     if gate is None:
         return None
-    at = datetime.fromisoformat(max(due or now, now).replace("Z", "+00:00"))
+    at = parse_iso(max(due or now, now))
     opens = gate(doc, at)
     return iso(opens) if opens is not None else None
 
@@ -175,7 +175,7 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
 
 
 def history_view(activity: ActivityLog, key: MachineKey, resource_id: str, now_iso: str) -> list[dict[str, Any]]:
-    now = datetime.fromisoformat(now_iso.replace("Z", "+00:00"))
+    now = parse_iso(now_iso)
     flt = EventFilter(
         start=iso(now - timedelta(days=90)),
         end=iso(now + timedelta(days=1)),

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ...clock import parse_iso
 from ..errors import UsageProblem
 from ..http import ACTIVITY_API_VERSION
 from .common import ClientCommand, client, emit, output_options, subscription_option
@@ -28,12 +29,12 @@ def parse_offset(value: str) -> timedelta:
 def parse_time(value: str, option: str) -> datetime:
     text = value.strip()
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        parsed = parse_iso(text)
     except ValueError:
         raise UsageProblem(
             f"{option}: '{value}' is not a date/time; use ISO 8601, e.g. 2026-11-25T08:00:00Z."
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return parsed
 
 
 def time_range(start: str | None, end: str | None, offset: str | None) -> tuple[datetime, datetime]:

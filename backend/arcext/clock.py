@@ -82,3 +82,16 @@ def iso(ts: datetime) -> str:
     if ts.tzinfo is not UTC:
         ts = ts.astimezone(UTC)
     return ts.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_iso(text: str) -> datetime:
+    """The inverse of ``iso``, and lenient about the forms clients send: a trailing ``Z`` or ``z``,
+    an explicit offset, or none (taken as UTC). Always returns an aware datetime in UTC.
+    Raises ValueError for text that is not an ISO 8601 timestamp."""
+    text = text.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
