@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .records import ExtensionRecord
+
 
 class ArmError(Exception):
     """An error the API reports to the caller with an HTTP status and an ARM error code."""
@@ -132,6 +134,15 @@ def another_operation_in_progress(resource_id: str, operation_id: str) -> ArmErr
         "Wait for it to finish (poll its Azure-AsyncOperation URL), then retry.",
         target=resource_id,
     )
+
+
+def extension_busy(record: ExtensionRecord) -> ArmError:
+    """The 409 for a write to an extension that has an operation in flight: its own upgrade, or another one."""
+    job = record.get("upgrade") or {}
+    resource_id = str(record["resource"]["id"])
+    if job.get("operationId") and job.get("operationId") == record.get("operation"):
+        return upgrade_in_progress(resource_id, str(job.get("toVersion")))
+    return another_operation_in_progress(resource_id, str(record["operation"]))
 
 
 def upgrade_in_progress(resource_id: str, to_version: str) -> ArmError:

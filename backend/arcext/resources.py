@@ -270,13 +270,6 @@ class ResourceService:
             return None
         return self.box.open(record["protected"])
 
-    @staticmethod
-    def _busy(record: Record) -> errors.ArmError:
-        job = record.get("upgrade") or {}
-        if job.get("operationId") and job.get("operationId") == record.get("operation"):
-            return errors.upgrade_in_progress(record["resource"]["id"], str(job.get("toVersion")))
-        return errors.another_operation_in_progress(record["resource"]["id"], record["operation"])
-
     def _writable_machine(self, key: MachineKey, doc: MachineDoc | None, action: str) -> dict[str, Any]:
         if doc is None:
             raise errors.parent_resource_not_found(action, "machines/extensions", key.id)
@@ -317,7 +310,7 @@ class ResourceService:
             assert doc is not None
             existing = doc["extensions"].get(name.lower())
             if existing and existing.get("operation"):
-                raise self._busy(existing)
+                raise errors.extension_busy(existing)
             if existing is None:
                 for field in ("publisher", "type"):
                     if not props_in.get(field):
@@ -397,7 +390,7 @@ class ResourceService:
             if record is None:
                 raise _not_found_extension(key, name)
             if record.get("operation"):
-                raise self._busy(record)
+                raise errors.extension_busy(record)
             resource = record["resource"]
             resource["properties"].update(props_in)
             resource["properties"]["provisioningState"] = "Updating"
@@ -434,7 +427,7 @@ class ResourceService:
             if record is None:
                 return doc, None
             if record.get("operation"):
-                raise self._busy(record)
+                raise errors.extension_busy(record)
             resource = record["resource"]
             op = new_operation(
                 "extension.delete",

@@ -35,7 +35,6 @@ from ..hosts.base import HostDriver
 from ..ids import MachineKey, parse_resource_id
 from ..operations import FAILED as OP_FAILED
 from ..operations import IN_PROGRESS, SUCCEEDED, new_operation
-from ..resources import ResourceService
 from ..store.base import MachineDoc, Record, Store
 from ..versions import major, newer, version_key
 from . import jobs as J
@@ -1219,7 +1218,7 @@ class Engine:
                     f"extensionTargets.{handler}.targetVersion",
                 )
             if record.get("operation"):
-                raise ResourceService._busy(record)
+                raise errors.extension_busy(record)
             if current != version:
                 plan.append((ext, current, version))
         now = self.clock.now()
