@@ -14,7 +14,7 @@ from ..ids import machine_key, validate_resource_group, validate_subscription
 from ..maintenance import MaintenanceError
 from ..schemas.common import ApiVersionQuerySchema, ArmSchema
 from .base import ArmBlueprint, empty
-from .hooks import principal, services
+from .current import principal, services
 
 blp = ArmBlueprint("maintenance", __name__, description="Microsoft.Maintenance (maintenance windows)")
 
@@ -113,7 +113,7 @@ def _scope(subscription_id: str, resource_group: str | None = None, machine_name
     validate_subscription(subscription_id)
     if machine_name is not None and resource_group is not None:
         key = machine_key(subscription_id, resource_group, machine_name)
-        doc = services().store.get_machine(key)
+        doc = services().lookups.machine(key)
         if doc is None:
             raise errors.resource_not_found("Microsoft.HybridCompute/machines", machine_name, resource_group)
         return str(doc["machine"]["id"])
@@ -125,7 +125,7 @@ def _scope(subscription_id: str, resource_group: str | None = None, machine_name
 
 def _location(subscription_id: str, resource_group: str | None, machine_name: str | None) -> str:
     if machine_name is not None and resource_group is not None:
-        doc = services().store.get_machine(machine_key(subscription_id, resource_group, machine_name))
+        doc = services().lookups.machine(machine_key(subscription_id, resource_group, machine_name))
         if doc is not None:
             return str(doc["machine"].get("location") or "global")
     return "global"
