@@ -18,14 +18,13 @@ from ..clock import iso, parse_iso
 from ..crypto import SecretBox
 from ..metrics import Metrics
 from ..store.base import Record
+from ..telemetry import HELD_STATES, ROLLOUT_ACTIONS
 from .delivery import GONE, PENDING, Settings, attempt_record, post_signed
 from .outbox import Message, OutboxFile, read_outbox, snapshot, wall_stamp
 from .payload import cloudevent, event_type
 from .registry import Hook, check_events, check_name, check_secret, check_url, new_secret, read_hooks, write_hooks
 
 log = logging.getLogger("arcext.webhooks")
-
-ROLLOUT_ACTIONS = {"Active": "resumed", "Paused": "paused", "Frozen": "frozen", "Completed": "completed"}
 
 
 class WebhookService:
@@ -264,7 +263,7 @@ class WebhookService:
                 continue
             if before is None:
                 found.append(rollout_event(rollout, "planned"))
-            if rollout["state"] != "Active" or before in ("Paused", "Frozen"):
+            if rollout["state"] != "Active" or before in HELD_STATES:
                 found.append(rollout_event(rollout, ROLLOUT_ACTIONS[rollout["state"]]))
         added = self.enqueue(found) if found else 0
         if added:
