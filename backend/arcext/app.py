@@ -21,6 +21,7 @@ from .api import (
     maintenance,
     metadata,
     operations,
+    packages,
     upgrade,
     webhooks,
 )
@@ -92,6 +93,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         admin,
         engine_admin,
         host_connection,
+        packages,
         webhooks,
         maintenance,
     ):

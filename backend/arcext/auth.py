@@ -117,6 +117,14 @@ class TokenService:
             )
         return Principal(record["id"], record["name"], Role.parse(record["role"]), record["scope"])
 
+    def by_reference(self, reference: str, token_id: str) -> Principal | None:
+        """The principal of the token whose hash is ``reference`` and whose id is ``token_id`` (what a portal
+        session keeps), or None when it was revoked or is a scrape-only (Metrics) token."""
+        record = self.store.get_token_by_hash(reference)
+        if record is None or record.get("id") != token_id or record.get("role") == "Metrics":
+            return None
+        return Principal(record["id"], record["name"], Role.parse(record["role"]), record["scope"])
+
     def list(self) -> list[Record]:
         return [{k: v for k, v in t.items() if k != "hash"} for t in self.store.list_tokens()]
 

@@ -40,6 +40,15 @@ def config_id(sub: str, rg: str, name: str) -> str:
     return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{CONFIG_TYPE}/{name}"
 
 
+def configuration_named(body: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(subscription, resource group, name) of the maintenance configuration an assignment body names, or
+    None when ``properties.maintenanceConfigurationId`` is missing or not such an id (put_assignment says why)."""
+    props = body.get("properties")
+    cid = props.get("maintenanceConfigurationId") if isinstance(props, dict) else None
+    match = CONFIG_ID_RE.match(cid) if isinstance(cid, str) else None
+    return (match["sub"], match["rg"], match["name"]) if match else None
+
+
 def _norm_location(value: str | None) -> str:
     return (value or "").replace(" ", "").lower()
 
@@ -168,14 +177,14 @@ class MaintenanceService:
         if not isinstance(props, dict):
             raise MaintenanceError("properties is required.", "properties")
         cid = props.get("maintenanceConfigurationId")
-        match = CONFIG_ID_RE.match(cid) if isinstance(cid, str) else None
-        if match is None:
+        named = configuration_named(body)
+        if named is None:
             raise MaintenanceError(
                 "properties.maintenanceConfigurationId must be the id of a maintenance configuration "
                 "(/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Maintenance/maintenanceConfigurations/{name}).",
                 "properties.maintenanceConfigurationId",
             )
-        config = self.get_configuration(match["sub"], match["rg"], match["name"])
+        config = self.get_configuration(*named)
         if config is None:
             raise MaintenanceError(
                 f"The maintenance configuration '{cid}' was not found.", "properties.maintenanceConfigurationId"

@@ -10,8 +10,10 @@ from .auth import TokenService
 from .catalog import Catalog
 from .clock import Clock, ManualClock, SystemClock
 from .crypto import SecretBox
+from .hosts.connections import HostConnectionService
 from .hosts.registry import HostResolver
 from .hosts.simulated import SimulatedFleet
+from .lookups import Lookups
 from .maintenance import MaintenanceService
 from .metrics import Metrics
 from .resources import ResourceService
@@ -34,11 +36,13 @@ class Services:
     activity: ActivityLog
     fleet: SimulatedFleet
     hosts: HostResolver
+    host_connections: HostConnectionService
     engine: Engine
     metrics: Metrics
     telemetry: Telemetry
     webhooks: WebhookService
     maintenance: MaintenanceService
+    lookups: Lookups
 
     @classmethod
     def open(
@@ -95,11 +99,13 @@ class Services:
             activity=activity,
             fleet=fleet,
             hosts=hosts,
+            host_connections=HostConnectionService(store, hosts.box),
             engine=engine,
             metrics=metrics,
             telemetry=telemetry,
             webhooks=webhooks,
             maintenance=maintenance,
+            lookups=Lookups(store),
         )
 
     def start(self) -> None:

@@ -6,8 +6,8 @@
 * rollout writes (``TinyDBStore.rollout_listener``): a rollout's state changes become rollout events
   (planned, frozen with the breaker's figures, paused, resumed, completed);
 
-plus a wrapper around the host-driver resolver the engine is given, which times every host
-operation (``arcext_host_operation_duration_seconds``) and logs it.
+plus the host operations the engine's driver resolver reports (arcext.host_timing wraps it), which
+become ``arcext_host_operation_duration_seconds`` and a log line each.
 
 Everything here runs on the caller's thread and is cheap: counters, a dict, and a queue append
 for the webhook dispatcher (which does the serializing, the disk writes and the network).
@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from .activity import AUTOMATIC_CALLER
 from .clock import iso
-from .hosts.base import ExtensionSpec, HostDriver, HostDriverError, InstalledExtension
+from .host_timing import InstrumentedResolver
+from .hosts.base import HostDriver
 from .ids import MachineKey, new_uuid, parse_resource_id
 from .metrics import Metrics, job_outcome
 from .store.base import MachineDoc, Record
@@ -32,8 +32,8 @@ from .store.base import MachineDoc, Record
 step_log = logging.getLogger("arcext.upgrades.steps")
 
 ROLLOUT_OPERATION = "arcext/rollouts/{}"
-_ROLLOUT_ACTIONS = {"Active": "resumed", "Paused": "paused", "Frozen": "frozen", "Completed": "completed"}
-_HELD = ("Paused", "Frozen")
+ROLLOUT_ACTIONS = {"Active": "resumed", "Paused": "paused", "Frozen": "frozen", "Completed": "completed"}
+HELD_STATES = ("Paused", "Frozen")
 
 EventSink = Callable[[list[Record]], None]
 
@@ -41,11 +41,6 @@ EventSink = Callable[[list[Record]], None]
 def upgrade_step(event: Record) -> str:
     """started, succeeded, rolled_back, failed, timed_out, not_run or interrupted."""
     return job_outcome(event) or "started"
-
-
-def driver_name(driver: object) -> str:
-    name = type(driver).__name__.lower()
-    return name[: -len("driver")] if name.endswith("driver") and len(name) > 6 else name
 
 
 class Telemetry:
@@ -152,7 +147,8 @@ class Telemetry:
             )
 
     def instrument(self, resolver: Callable[[MachineKey, MachineDoc], HostDriver | None]) -> InstrumentedResolver:
-        return InstrumentedResolver(resolver, self)
+        """The engine's driver resolver with every host operation timed into :meth:`host_operation`."""
+        return InstrumentedResolver(resolver, self.host_operation)
 
     # --- rollouts ------------------------------------------------------------------------------------
     def on_rollout(self, rollout: Record) -> None:
@@ -167,10 +163,10 @@ class Telemetry:
             events.append(self.rollout_event(rollout, "planned"))
             if state == "Completed":
                 events.append(self.rollout_event(rollout, "completed"))
-        elif state == "Active" and before not in _HELD:
+        elif state == "Active" and before not in HELD_STATES:
             return
         else:
-            events.append(self.rollout_event(rollout, _ROLLOUT_ACTIONS[state]))
+            events.append(self.rollout_event(rollout, ROLLOUT_ACTIONS[state]))
         for event in events:
             if step_log.isEnabledFor(logging.INFO):
                 step_log.info(
@@ -257,88 +253,3 @@ class Telemetry:
             "submissionTimestamp": stamp,
             "properties": properties,
         }
-
-
-class InstrumentedResolver:
-    """The engine's driver resolver, with every host operation timed and logged."""
-
-    def __init__(self, inner: Callable[[MachineKey, MachineDoc], HostDriver | None], telemetry: Telemetry) -> None:
-        self.inner = inner
-        self.telemetry = telemetry
-        available = getattr(inner, "available", None)
-        if available is not None:
-            self.available: Callable[[MachineDoc], bool] = available
-
-    def __call__(self, key: MachineKey, doc: MachineDoc) -> HostDriver | None:
-        driver = self.inner(key, doc)
-        return None if driver is None else InstrumentedDriver(driver, key, self.telemetry)
-
-
-class InstrumentedDriver:
-    def __init__(self, inner: HostDriver, key: MachineKey, telemetry: Telemetry) -> None:
-        self.inner = inner
-        self.key = key
-        self.telemetry = telemetry
-        self.name = driver_name(inner)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def _timed(self, step: str, extension: str, started: float, error: str | None) -> None:
-        try:
-            self.telemetry.host_operation(self.name, step, self.key, extension, time.perf_counter() - started, error)
-        except Exception:  # telemetry never fails a host operation
-            logging.getLogger(__name__).exception("Could not record a host operation")
-
-    def installed(self, name: str) -> InstalledExtension | None:
-        started, error = time.perf_counter(), None
-        try:
-            return self.inner.installed(name)
-        except HostDriverError as exc:
-            error = exc.code
-            raise
-        finally:
-            self._timed("installed", name, started, error)
-
-    def install(self, spec: ExtensionSpec, version: str) -> None:
-        started, error = time.perf_counter(), None
-        try:
-            self.inner.install(spec, version)
-        except HostDriverError as exc:
-            error = exc.code
-            raise
-        finally:
-            self._timed("install", spec.name, started, error)
-
-    def upgrade(self, spec: ExtensionSpec, from_version: str, to_version: str) -> None:
-        started, error = time.perf_counter(), None
-        try:
-            self.inner.upgrade(spec, from_version, to_version)
-        except HostDriverError as exc:
-            error = exc.code
-            raise
-        finally:
-            self._timed("upgrade", spec.name, started, error)
-
-    def rollback(self, spec: ExtensionSpec, failed_version: str, good_version: str) -> None:
-        started, error = time.perf_counter(), None
-        try:
-            self.inner.rollback(spec, failed_version, good_version)
-        except HostDriverError as exc:
-            error = exc.code
-            raise
-        finally:
-            self._timed("rollback", spec.name, started, error)
-
-    def remove(self, name: str) -> None:
-        started, error = time.perf_counter(), None
-        try:
-            self.inner.remove(name)
-        except HostDriverError as exc:
-            error = exc.code
-            raise
-        finally:
-            self._timed("remove", name, started, error)
-
-    def close(self) -> None:
-        self.inner.close()

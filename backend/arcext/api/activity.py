@@ -12,7 +12,7 @@ from ..auth import scope_contains
 from ..ids import validate_subscription
 from ..schemas.common import ApiVersionQuerySchema
 from .base import ArmBlueprint, page_list
-from .hooks import principal, services
+from .current import principal, services
 
 blp = ArmBlueprint("activity", __name__, description="Activity log (Azure Monitor event shape)")
 

@@ -17,7 +17,7 @@ from ..schemas.metadata import (
     ExtensionVersionSchema,
 )
 from .base import ArmBlueprint
-from .hooks import services
+from .current import services
 
 blp = ArmBlueprint("admin", __name__, url_prefix="/arcext/v1", description="arcext administration (Owner role)")
 
@@ -91,5 +91,5 @@ class Health(MethodView):
             except errors.ArmError:
                 return body
             if who.role >= Role.OWNER:
-                body["machines"] = services().store.count_machines()
+                body["machines"] = services().lookups.machine_count()
         return body

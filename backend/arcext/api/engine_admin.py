@@ -15,7 +15,7 @@ from ..schemas.common import ArmSchema, StrictBoolean
 from ..store.base import MachineDoc
 from ..upgrades.views import history_view, pending_view
 from .base import ArmBlueprint
-from .hooks import services
+from .current import services
 
 blp = ArmBlueprint("engine_admin", __name__, url_prefix="/arcext/v1", description="Upgrade engine administration")
 
@@ -108,7 +108,7 @@ def _machines_named(machine_name: str) -> list[MachineKey]:
             return None
         return key
 
-    keys = services().store.project_machines(named)  # no copies: a projection of the ids only
+    keys = services().lookups.over_machines(named)  # no copies: a projection of the ids only
     if not keys:
         raise errors.resource_not_found("Microsoft.HybridCompute/machines", machine_name)
     return keys
@@ -155,7 +155,7 @@ class Pending(MethodView):
         """What is queued on this machine, at which version, when it is due and why it waits"""
         svc = services()
         key = machine_key(subscription_id, resource_group, machine_name)
-        doc = svc.store.get_machine(key)
+        doc = svc.lookups.machine(key)
         if doc is None:
             raise errors.resource_not_found("Microsoft.HybridCompute/machines", machine_name, resource_group)
         view = pending_view(svc.engine, svc.catalog, key, doc)

@@ -15,7 +15,7 @@ from ..schemas.extension import (
     MachineExtensionUpdateSchema,
 )
 from .base import ArmBlueprint, empty, page_list
-from .hooks import principal, services
+from .current import principal, services
 from .lro import accepted
 from .machines import MACHINES
 

@@ -13,7 +13,8 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from .. import errors
 from ..auth import Principal, Role, scope_contains
-from ..services import Services
+from .base import render_arm_error
+from .current import services
 
 log = logging.getLogger("arcext.requests")
 
@@ -23,16 +24,6 @@ PACKAGE_MAX_BODY = 512 * 1024 * 1024
 
 PUBLIC_PATHS = ("/arcext/v1/openapi.json", "/arcext/v1/docs", "/arcext/v1/health")
 _SUB_RE = re.compile(r"^/subscriptions/([^/]+)(?:/resourceGroups/([^/]+))?", re.IGNORECASE)
-
-
-def services() -> Services:
-    svc: Services = current_app.extensions["arcext"]
-    return svc
-
-
-def principal() -> Principal:
-    p: Principal = g.principal
-    return p
 
 
 def _action(path: str, method: str) -> str:
@@ -136,15 +127,10 @@ def after_request(response: Response) -> Response:
     return response
 
 
-def handle_arm_error(error: errors.ArmError) -> Any:
-    return error.to_body(), error.status, error.headers
-
-
 def handle_unexpected(error: Exception) -> Any:
     request_id = getattr(g, "request_id", "unknown")
     log.exception("Unhandled error in request %s", request_id)
-    arm = errors.internal_error(request_id)
-    return arm.to_body(), arm.status
+    return render_arm_error(errors.internal_error(request_id))
 
 
 #: Seconds a client should wait before retrying a write the disk refused.
@@ -164,12 +150,12 @@ def handle_os_error(error: OSError) -> Any:
         arm = errors.storage_unavailable(STORAGE_RETRY_AFTER)
     else:
         return handle_unexpected(error)
-    return arm.to_body(), arm.status, arm.headers
+    return render_arm_error(arm)
 
 
 def register(app: Flask) -> None:
     app.before_request(before_request)
     app.after_request(after_request)
-    app.register_error_handler(errors.ArmError, handle_arm_error)
+    app.register_error_handler(errors.ArmError, render_arm_error)
     app.register_error_handler(OSError, handle_os_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -19,7 +19,7 @@ from ..hosts.connections import HostConnectionService
 from ..ids import machine_key
 from ..schemas.admin import HostConnectionViewSchema
 from .base import ArmBlueprint, empty
-from .hooks import services
+from .current import services
 from .jsonbody import request_object
 
 blp = ArmBlueprint("host_connection", __name__, url_prefix="/arcext/v1", description="Host connections (psrp, winrm)")
@@ -30,8 +30,7 @@ HOST_CONNECTION = (
 
 
 def _service() -> HostConnectionService:
-    svc = services()
-    return HostConnectionService(svc.store, svc.hosts.box)
+    return services().host_connections
 
 
 @blp.route(HOST_CONNECTION)
@@ -57,7 +56,3 @@ class HostConnection(MethodView):
         """Forget the host connection (the machine is then a record-only or simulated host again)"""
         deleted = _service().delete(machine_key(subscription_id, resource_group, machine_name))
         return empty(200) if deleted else empty(204)
-
-
-# The package routes (issue item 3) ride on this blueprint until app.py registers api/packages.py itself.
-from . import packages as _packages  # noqa: E402,F401

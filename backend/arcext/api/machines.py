@@ -12,7 +12,7 @@ from ..ids import machine_key, validate_subscription
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.machine import MachineListSchema, MachineSchema, MachineUpdateSchema
 from .base import ArmBlueprint, decode_token, empty, page
-from .hooks import principal, services
+from .current import principal, services
 from .lro import accepted
 
 blp = ArmBlueprint("machines", __name__, description="Microsoft.HybridCompute/machines")

@@ -10,11 +10,12 @@ from flask.views import MethodView
 from marshmallow import fields
 
 from .. import errors
+from ..auth import Role, scope_contains
 from ..ids import machine_key, validate_resource_group, validate_subscription
-from ..maintenance import MaintenanceError
+from ..maintenance import MaintenanceError, config_id, configuration_named
 from ..schemas.common import ApiVersionQuerySchema, ArmSchema
 from .base import ArmBlueprint, empty
-from .hooks import principal, services
+from .current import principal, services
 
 blp = ArmBlueprint("maintenance", __name__, description="Microsoft.Maintenance (maintenance windows)")
 
@@ -113,7 +114,7 @@ def _scope(subscription_id: str, resource_group: str | None = None, machine_name
     validate_subscription(subscription_id)
     if machine_name is not None and resource_group is not None:
         key = machine_key(subscription_id, resource_group, machine_name)
-        doc = services().store.get_machine(key)
+        doc = services().lookups.machine(key)
         if doc is None:
             raise errors.resource_not_found("Microsoft.HybridCompute/machines", machine_name, resource_group)
         return str(doc["machine"]["id"])
@@ -125,10 +126,34 @@ def _scope(subscription_id: str, resource_group: str | None = None, machine_name
 
 def _location(subscription_id: str, resource_group: str | None, machine_name: str | None) -> str:
     if machine_name is not None and resource_group is not None:
-        doc = services().store.get_machine(machine_key(subscription_id, resource_group, machine_name))
+        doc = services().lookups.machine(machine_key(subscription_id, resource_group, machine_name))
         if doc is not None:
             return str(doc["machine"].get("location") or "global")
     return "global"
+
+
+ASSIGNMENT_WRITE = "Microsoft.Maintenance/configurationAssignments/write"
+CONFIGURATION_READ = "Microsoft.Maintenance/maintenanceConfigurations/read"
+
+
+def _check_linked_read(body: dict[str, Any], scope: str) -> None:
+    """An assignment links a maintenance configuration, which may sit in another resource group or
+    subscription: the caller must be able to read it (Reader there), as Azure checks a linked scope. Checked
+    before whether it exists, so a 403 says nothing about configurations the caller cannot see."""
+    named = configuration_named(body)
+    if named is None:
+        return  # not a configuration id: put_assignment answers 400
+    linked = config_id(*named)
+    caller = principal()
+    if caller.role >= Role.READER and scope_contains(caller.scope, linked):
+        return
+    raise errors.ArmError(
+        403,
+        "AuthorizationFailed",
+        f"The client '{caller.name}' has permission to perform action '{ASSIGNMENT_WRITE}' on scope '{scope}', "
+        f"however it does not have permission to perform action '{CONFIGURATION_READ}' on the linked scope "
+        f"'{linked}': the maintenance configuration this assignment names must be readable by the caller.",
+    )
 
 
 class _Assignment(MethodView):
@@ -141,6 +166,7 @@ class _Assignment(MethodView):
     def _put(self, body: dict[str, Any], name: str, sub: str, rg: str | None = None, machine: str | None = None) -> Any:
         _check_name(name)
         scope = _scope(sub, rg, machine)
+        _check_linked_read(body, scope)
         try:
             record, created = services().maintenance.put_assignment(scope, name, body, _location(sub, rg, machine))
         except MaintenanceError as exc:

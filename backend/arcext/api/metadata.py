@@ -12,7 +12,7 @@ from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.metadata import ExtensionValueListSchema, ExtensionValueSchema
 from ..store.base import Record
 from .base import ArmBlueprint, page_list
-from .hooks import services
+from .current import services
 
 blp = ArmBlueprint("extension_metadata", __name__, description="Extension metadata (published versions)")
 

@@ -14,7 +14,7 @@ from ..schemas.common import ApiVersionQuerySchema
 from ..schemas.metadata import OperationListSchema, OperationStatusSchema
 from ..store.base import Record
 from .base import ArmBlueprint, empty
-from .hooks import principal, services
+from .current import principal, services
 from .lro import operation_urls
 
 blp = ArmBlueprint("operations", __name__, description="Provider operations and long-running operation status")
@@ -69,7 +69,7 @@ class Operations(MethodView):
 
 
 def _visible_operation(subscription_id: str, operation_id: str) -> Record:
-    op = services().store.get_operation(operation_id)
+    op = services().lookups.operation(operation_id)
     if op is None or op["subscription"].lower() != subscription_id.lower():
         raise errors.operation_not_found(operation_id)
     caller = principal()

@@ -19,10 +19,11 @@ from .. import errors
 from ..hosts.packages import PackageStore
 from ..schemas.admin import PackageSchema
 from .admin import check_names
-from .base import empty
-from .hooks import services
-from .host_connection import blp
+from .base import ArmBlueprint, empty
+from .current import services
 from .jsonbody import request_object
+
+blp = ArmBlueprint("packages", __name__, url_prefix="/arcext/v1", description="Extension packages (Owner role)")
 
 PACKAGE = "/catalog/<publisher>/<extension_type>/versions/<version>/package"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g, request
 
-from .hooks import services
+from .current import services
 
 log = logging.getLogger("arcext.requests")
 

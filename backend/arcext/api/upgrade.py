@@ -10,7 +10,7 @@ from marshmallow import Schema, fields
 from ..ids import machine_key
 from ..schemas.common import ApiVersionQuerySchema, ArmSchema, version_field
 from .base import ArmBlueprint
-from .hooks import principal, services
+from .current import principal, services
 from .lro import accepted
 from .machines import MACHINES
 

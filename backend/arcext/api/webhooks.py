@@ -16,7 +16,7 @@ from .. import errors
 from ..schemas.common import ArmSchema
 from ..webhooks import EVENT_TYPES, WebhookError
 from .base import ArmBlueprint
-from .hooks import services
+from .current import services
 
 blp = ArmBlueprint("webhooks", __name__, url_prefix="/arcext/v1", description="Signed webhooks (Owner role)")
 

@@ -82,22 +82,24 @@ def _flatten_subexpression(node: Any) -> list[str] | None:
     return None
 
 
+def _key_paths(obj: dict[str, Any], paths: set[str], max_depth: int, prefix: str = "", depth: int = 1) -> None:
+    """Add the dotted key paths of ``obj`` (to ``max_depth`` levels) to ``paths``."""
+    for key, value in obj.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        paths.add(path)
+        if isinstance(value, dict) and depth < max_depth:
+            _key_paths(value, paths, max_depth, path, depth + 1)
+
+
 def _paths_in(data: Any, max_depth: int = 6) -> set[str]:
     """Every dotted key path that starts at some object in the data (``properties``, ``properties.type``...)."""
     paths: set[str] = set()
-
-    def from_object(obj: dict[str, Any], prefix: str, depth: int) -> None:
-        for key, value in obj.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
-            paths.add(path)
-            if isinstance(value, dict) and depth < max_depth:
-                from_object(value, path, depth + 1)
 
     def walk(value: Any, depth: int) -> None:
         if depth > 12:
             return
         if isinstance(value, dict):
-            from_object(value, "", 1)
+            _key_paths(value, paths, max_depth)
             for child in value.values():
                 walk(child, depth + 1)
         elif isinstance(value, list):
@@ -111,17 +113,9 @@ def _paths_in(data: Any, max_depth: int = 6) -> set[str]:
 def _item_paths(data: Any, max_depth: int = 6) -> set[str]:
     """Paths from the top-level items only (the elements of a list result, or the object itself)."""
     paths: set[str] = set()
-
-    def from_object(obj: dict[str, Any], prefix: str, depth: int) -> None:
-        for key, value in obj.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
-            paths.add(path)
-            if isinstance(value, dict) and depth < max_depth:
-                from_object(value, path, depth + 1)
-
     for item in data if isinstance(data, list) else [data]:
         if isinstance(item, dict):
-            from_object(item, "", 1)
+            _key_paths(item, paths, max_depth)
     return paths
 
 

@@ -21,6 +21,7 @@ from flask import Response, abort, render_template, request, url_for
 
 from .. import errors
 from ..activity import AUTOMATIC_CALLER, RETENTION, UPGRADE_OPERATION, UPGRADE_OPERATION_DISPLAY, EventFilter
+from ..api.current import services
 from ..auth import Principal, scope_contains
 from ..clock import iso, parse_iso
 from ..ids import parse_resource_id
@@ -123,7 +124,7 @@ def _query(who: Principal) -> Query:
     subscription = (args.get("subscription") or "").strip().lower() or (subscriptions[0] if subscriptions else None)
     if subscription and subscription not in subscriptions:
         subscriptions.append(subscription)
-    now = security.services().clock.now()
+    now = services().clock.now()
     timespan = args.get("timespan", DEFAULT_TIMESPAN)
     if timespan not in TIMESPANS:
         abort(400, description=f"Unknown time span '{timespan}'.")
@@ -167,7 +168,7 @@ def _events(who: Principal, q: Query) -> list[Record]:
     if not q.subscription:
         return []
     _require_subscription(who, q.subscription)
-    found = security.services().activity.query(q.subscription, q.event_filter())
+    found = services().activity.query(q.subscription, q.event_filter())
     return [e for e in found if scope_contains(who.scope, e["resourceId"])]
 
 
@@ -243,7 +244,7 @@ def activity_csv() -> Response:
                 )
             ]
         )
-    stamp = security.services().clock.now().strftime("%Y%m%d-%H%M%S")
+    stamp = services().clock.now().strftime("%Y%m%d-%H%M%S")
     return Response(
         "\ufeff" + out.getvalue(),  # a BOM, so spreadsheets read it as UTF-8
         mimetype="text/csv",
@@ -258,13 +259,9 @@ def activity_event(event_id: str) -> Any:
     if not subscription:
         abort(400, description="Which subscription? Open events from the activity log.")
     _require_subscription(who, subscription)
-    now = security.services().clock.now()
+    now = services().clock.now()
     window = EventFilter(start=iso(now - RETENTION), end=iso(now + timedelta(days=1)))
-    every = [
-        e
-        for e in security.services().activity.query(subscription, window)
-        if scope_contains(who.scope, e["resourceId"])
-    ]
+    every = [e for e in services().activity.query(subscription, window) if scope_contains(who.scope, e["resourceId"])]
     event = next((e for e in every if e["eventDataId"].lower() == event_id.lower()), None)
     if event is None:
         raise errors.resource_not_found("Microsoft.Insights/eventtypes/values", event_id)

@@ -16,6 +16,7 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 
 from .. import errors
+from ..api.current import services
 from ..auth import Principal, Role, scope_contains
 from ..ids import machine_key, parse_resource_id, validate_resource_group
 from ..operations import IN_PROGRESS
@@ -50,7 +51,7 @@ def visible_groups(who: Principal) -> dict[str, list[str]]:
         return (key.subscription, key.resource_group) if visible else None
 
     groups: dict[str, dict[str, str]] = {}
-    for sub, rg in security.services().store.project_machines(project):
+    for sub, rg in services().lookups.over_machines(project):
         groups.setdefault(sub, {}).setdefault(rg.lower(), rg)
     if who.scope != "/":  # the token's own subscription is always listed, even when it is empty
         sub = who.scope.split("/")[2]
@@ -86,7 +87,7 @@ def machines() -> Any:
             validate_resource_group(resource_group)
         scope = rg_scope(subscription, resource_group) if resource_group else f"/subscriptions/{subscription}"
         who.require(Role.READER, scope, MACHINE_READ)
-        items, next_token = security.services().resources.list_machines(
+        items, next_token = services().resources.list_machines(
             subscription, resource_group, request.args.get("after") or None, PAGE_SIZE
         )
         for item in items:
@@ -122,7 +123,7 @@ MACHINE = "/subscriptions/<subscription>/resourceGroups/<resource_group>/machine
 def _machine(subscription: str, resource_group: str, name: str) -> tuple[Any, MachineDoc]:
     key = machine_key(subscription, resource_group, name)
     security.principal().require(Role.READER, rg_scope(key.subscription, key.resource_group), MACHINE_READ)
-    doc = security.services().store.get_machine(key)
+    doc = services().lookups.machine(key)
     if doc is None:
         raise errors.resource_not_found("Microsoft.HybridCompute/machines", name, resource_group)
     parsed = parse_resource_id(doc["machine"]["id"])
@@ -156,13 +157,13 @@ def machine(subscription: str, resource_group: str, name: str) -> Any:
         machine=m,
         facts=[(label, value) for label, value in facts if value],
         tags=m.get("tags") or {},
-        windows=security.services().maintenance.describe(doc, security.services().clock.now()),
+        windows=services().maintenance.describe(doc, services().clock.now()),
         tab="overview",
     )
 
 
 def _extension_rows(key: Any, doc: MachineDoc) -> list[dict[str, Any]]:
-    svc = security.services()
+    svc = services()
     view = pending_view(svc.engine, svc.catalog, key, doc)
     by_name = {item["name"].lower(): item for item in view["extensions"]}
     rows = []
@@ -235,17 +236,17 @@ def extensions_action(subscription: str, resource_group: str, name: str) -> Any:
 
 def _wait(op_ids: list[str]) -> dict[str, Record]:
     """The operations' records once they end, or as they are after WAIT_SECONDS."""
-    store = security.services().store
+    lookups = services().lookups
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
-        found = {op_id: store.get_operation(op_id) or {} for op_id in op_ids}
+        found = {op_id: lookups.operation(op_id) or {} for op_id in op_ids}
         if all(op.get("status") != IN_PROGRESS for op in found.values()) or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
 
 
 def _set_automatic_upgrade(key: Any, records: list[Record], enable: bool, who: Principal) -> None:
-    resources = security.services().resources
+    resources = services().resources
     word = "enabled" if enable else "disabled"
     started: dict[str, str] = {}
     unchanged: list[str] = []
@@ -276,7 +277,7 @@ def _set_automatic_upgrade(key: Any, records: list[Record], enable: bool, who: P
 
 def _upgrade_now(key: Any, records: dict[str, Record], who: Principal) -> None:
     """upgradeExtensions to the newest published version of each extension's own major version."""
-    svc = security.services()
+    svc = services()
     targets: dict[str, dict[str, str]] = {}
     names: dict[str, tuple[str, str]] = {}
     for record in records.values():

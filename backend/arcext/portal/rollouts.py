@@ -12,6 +12,7 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, url_for
 
 from .. import errors
+from ..api.current import services
 from ..auth import Principal, Role
 from . import security
 from .blueprint import bp
@@ -28,7 +29,7 @@ def _require_owner(who: Principal, verb: str) -> None:
 def rollouts() -> Any:
     who = security.principal()
     _require_owner(who, "read")
-    items = list(reversed(security.services().engine.rollouts()))  # newest first
+    items = list(reversed(services().engine.rollouts()))  # newest first
     for item in items:
         item["waveCount"] = sum(len(p["waves"]) for p in item["phases"])
         item["batchCount"] = sum(len(w["batches"]) for p in item["phases"] for w in p["waves"])
@@ -49,7 +50,7 @@ def rollout_action(rollout_id: str, action: str) -> Any:
     if action not in ("pause", "resume"):
         abort(400, description="A rollout can be paused or resumed.")
     try:
-        rollout = security.services().engine.set_rollout_state(rollout_id, action)
+        rollout = services().engine.set_rollout_state(rollout_id, action)
     except errors.ArmError as exc:
         if exc.status == 404:
             raise

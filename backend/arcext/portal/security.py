@@ -23,8 +23,8 @@ from flask import current_app, g, session
 from flask.sansio.app import App
 
 from .. import errors
+from ..api.current import services
 from ..auth import Principal, Role, hash_token
-from ..services import Services
 from .sessions import PortalSessions
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,6 @@ log = logging.getLogger(__name__)
 SECRET_FILE = "portal-secret.key"
 SESSION_LIFETIME = timedelta(hours=8)
 CSRF_FIELD = "csrf_token"
-
-
-def services() -> Services:
-    svc: Services = current_app.extensions["arcext"]
-    return svc
 
 
 def load_secret_key(data_dir: Path) -> str:
@@ -133,10 +128,8 @@ def current_principal() -> Principal | None:
         session.pop("ref", None)  # signed out (or a cookie from before server-side sessions): sign in again
         session.pop("tid", None)
     elif isinstance(ref, str) and isinstance(token_id, str):
-        record = services().store.get_token_by_hash(ref)
-        if record is not None and record.get("id") == token_id and record.get("role") != "Metrics":
-            principal = Principal(record["id"], record["name"], Role.parse(record["role"]), record["scope"])
-        else:
+        principal = services().tokens.by_reference(ref, token_id)
+        if principal is None:
             session.pop("ref", None)
             session.pop("tid", None)
     if principal is not None:
