@@ -10,9 +10,9 @@ from marshmallow import fields
 from ..activity import parse_filter
 from ..auth import scope_contains
 from ..ids import validate_subscription
+from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema
 from .base import ArmBlueprint, page_list
-from .current import principal, services
 
 blp = ArmBlueprint("activity", __name__, description="Activity log (Azure Monitor event shape)")
 

@@ -9,6 +9,7 @@ from flask.views import MethodView
 
 from .. import errors, names
 from ..auth import Role
+from ..request_context import services
 from ..schemas.admin import HealthSchema
 from ..schemas.metadata import (
     ExtensionTypeBodySchema,
@@ -17,7 +18,6 @@ from ..schemas.metadata import (
     ExtensionVersionSchema,
 )
 from .base import ArmBlueprint
-from .current import services
 
 blp = ArmBlueprint("admin", __name__, url_prefix="/arcext/v1", description="arcext administration (Owner role)")
 

@@ -11,11 +11,11 @@ from marshmallow import fields, validate
 from .. import errors
 from ..clock import ManualClock, iso
 from ..ids import MachineKey, machine_key, parse_resource_id
+from ..request_context import services
 from ..schemas.common import ArmSchema, StrictBoolean
 from ..store.base import MachineDoc
 from ..upgrades.views import history_view, pending_view
 from .base import ArmBlueprint
-from .current import services
 
 blp = ArmBlueprint("engine_admin", __name__, url_prefix="/arcext/v1", description="Upgrade engine administration")
 

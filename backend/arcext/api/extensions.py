@@ -8,6 +8,7 @@ from flask.views import MethodView
 
 from .. import errors
 from ..ids import machine_key
+from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.extension import (
     MachineExtensionListSchema,
@@ -15,7 +16,6 @@ from ..schemas.extension import (
     MachineExtensionUpdateSchema,
 )
 from .base import ArmBlueprint, empty, page_list
-from .current import principal, services
 from .lro import accepted
 from .machines import MACHINES
 

@@ -13,8 +13,8 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from .. import errors
 from ..auth import Principal, Role, scope_contains
+from ..request_context import services
 from .base import render_arm_error
-from .current import services
 
 log = logging.getLogger("arcext.requests")
 

@@ -17,9 +17,9 @@ from flask.views import MethodView
 
 from ..hosts.connections import HostConnectionService
 from ..ids import machine_key
+from ..request_context import services
 from ..schemas.admin import HostConnectionViewSchema
 from .base import ArmBlueprint, empty
-from .current import services
 from .jsonbody import request_object
 
 blp = ArmBlueprint("host_connection", __name__, url_prefix="/arcext/v1", description="Host connections (psrp, winrm)")

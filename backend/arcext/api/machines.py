@@ -9,10 +9,10 @@ from flask.views import MethodView
 
 from .. import errors
 from ..ids import machine_key, validate_subscription
+from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.machine import MachineListSchema, MachineSchema, MachineUpdateSchema
 from .base import ArmBlueprint, decode_token, empty, page
-from .current import principal, services
 from .lro import accepted
 
 blp = ArmBlueprint("machines", __name__, description="Microsoft.HybridCompute/machines")

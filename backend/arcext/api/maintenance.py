@@ -13,9 +13,9 @@ from .. import errors
 from ..auth import Role, scope_contains
 from ..ids import machine_key, validate_resource_group, validate_subscription
 from ..maintenance import MaintenanceError, config_id, configuration_named
+from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ArmSchema
 from .base import ArmBlueprint, empty
-from .current import principal, services
 
 blp = ArmBlueprint("maintenance", __name__, description="Microsoft.Maintenance (maintenance windows)")
 

@@ -8,11 +8,11 @@ from flask.views import MethodView
 
 from .. import errors
 from ..ids import validate_subscription
+from ..request_context import services
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.metadata import ExtensionValueListSchema, ExtensionValueSchema
 from ..store.base import Record
 from .base import ArmBlueprint, page_list
-from .current import services
 
 blp = ArmBlueprint("extension_metadata", __name__, description="Extension metadata (published versions)")
 

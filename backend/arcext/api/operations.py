@@ -10,11 +10,11 @@ from flask.views import MethodView
 from .. import errors
 from ..auth import scope_contains
 from ..operations import IN_PROGRESS, SUCCEEDED, status_body
+from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema
 from ..schemas.metadata import OperationListSchema, OperationStatusSchema
 from ..store.base import Record
 from .base import ArmBlueprint, empty
-from .current import principal, services
 from .lro import operation_urls
 
 blp = ArmBlueprint("operations", __name__, description="Provider operations and long-running operation status")

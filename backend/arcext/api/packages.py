@@ -17,10 +17,10 @@ from flask.views import MethodView
 
 from .. import errors
 from ..hosts.packages import PackageStore
+from ..request_context import services
 from ..schemas.admin import PackageSchema
 from .admin import check_names
 from .base import ArmBlueprint, empty
-from .current import services
 from .jsonbody import request_object
 
 blp = ArmBlueprint("packages", __name__, url_prefix="/arcext/v1", description="Extension packages (Owner role)")

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g, request
 
-from .current import services
+from ..request_context import services
 
 log = logging.getLogger("arcext.requests")
 

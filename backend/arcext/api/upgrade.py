@@ -8,9 +8,9 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 
 from ..ids import machine_key
+from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ArmSchema, version_field
 from .base import ArmBlueprint
-from .current import principal, services
 from .lro import accepted
 from .machines import MACHINES
 

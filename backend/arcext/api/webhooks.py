@@ -13,10 +13,10 @@ from flask.views import MethodView
 from marshmallow import fields, validate
 
 from .. import errors
+from ..request_context import services
 from ..schemas.common import ArmSchema
 from ..webhooks import EVENT_TYPES, WebhookError
 from .base import ArmBlueprint
-from .current import services
 
 blp = ArmBlueprint("webhooks", __name__, url_prefix="/arcext/v1", description="Signed webhooks (Owner role)")
 

@@ -21,10 +21,10 @@ from flask import Response, abort, render_template, request, url_for
 
 from .. import errors
 from ..activity import AUTOMATIC_CALLER, RETENTION, UPGRADE_OPERATION, UPGRADE_OPERATION_DISPLAY, EventFilter
-from ..api.current import services
 from ..auth import Principal, scope_contains
 from ..clock import iso, parse_iso
 from ..ids import parse_resource_id
+from ..request_context import services
 from ..store.base import Record
 from . import security
 from .blueprint import bp

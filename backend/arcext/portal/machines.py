@@ -16,10 +16,10 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 
 from .. import errors
-from ..api.current import services
 from ..auth import Principal, Role, scope_contains
 from ..ids import machine_key, parse_resource_id, validate_resource_group
 from ..operations import IN_PROGRESS
+from ..request_context import services
 from ..store.base import MachineDoc, Record
 from ..upgrades.views import pending_view
 from ..versions import major, newer

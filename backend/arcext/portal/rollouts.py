@@ -12,8 +12,8 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, url_for
 
 from .. import errors
-from ..api.current import services
 from ..auth import Principal, Role
+from ..request_context import services
 from . import security
 from .blueprint import bp
 

@@ -23,8 +23,8 @@ from flask import current_app, g, session
 from flask.sansio.app import App
 
 from .. import errors
-from ..api.current import services
 from ..auth import Principal, Role, hash_token
+from ..request_context import services
 from .sessions import PortalSessions
 
 log = logging.getLogger(__name__)

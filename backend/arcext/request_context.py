@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import current_app, g
 
-from ..auth import Principal
-from ..services import Services
+from .auth import Principal
+from .services import Services
 
 
 def services() -> Services:
