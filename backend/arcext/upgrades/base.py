@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from ..activity import ActivityLog
 from ..catalog import Catalog
@@ -21,10 +21,11 @@ from ..clock import Clock, iso
 from ..crypto import SecretBox
 from ..hosts.base import HostDriver
 from ..ids import MachineKey
-from ..store.base import MachineDoc, Record, Store
+from ..records import ExtensionRecord, RolloutRecord, UpgradeJob, Wave
+from ..store.base import MachineDoc, Store
 from ..versions import major, newer
 from . import jobs as J
-from .policy import ineligibility
+from .policy import ineligibility, run_ineligibility, supports_auto_upgrade
 from .settings import EngineSettings
 from .targets import Entry
 from .workers import WorkerPool
@@ -85,18 +86,18 @@ class EngineBase:
         self.windows_in_use: Callable[[], bool] = lambda: self.window_gate is not None  # cheap: any assignment?
         self._repairs = 0
         # The engine is the only writer of rollouts: it keeps them in memory and writes each change through.
-        self._rollouts: dict[str, Record] = {r["id"]: r for r in store.list_rollouts()}
+        self._rollouts: dict[str, RolloutRecord] = {r["id"]: cast(RolloutRecord, r) for r in store.list_rollouts()}
 
     def kick(self) -> None:
         self._wake.set()
 
-    def _rollout_list(self) -> list[Record]:
+    def _rollout_list(self) -> list[RolloutRecord]:
         with self._lock:
             return list(self._rollouts.values())
 
-    def _save_rollout(self, rollout: Record) -> None:
+    def _save_rollout(self, rollout: RolloutRecord) -> None:
         with self._lock:
-            self.store.put_rollout(rollout)
+            self.store.put_rollout(cast(dict[str, Any], rollout))
             self._rollouts[rollout["id"]] = rollout
 
     def _push(self, due: str, key: MachineKey, ext: str, rollout_id: str = "") -> None:
@@ -108,7 +109,7 @@ class EngineBase:
         for open_targets in self._open.get(rollout_id, {}).values():
             open_targets.discard((key.lower, ext))
 
-    def _planned_wave(self, rollout: Record, key: MachineKey, ext: str) -> dict[str, Any] | None:
+    def _planned_wave(self, rollout: RolloutRecord, key: MachineKey, ext: str) -> Wave | None:
         """The wave of ``rollout``'s plan that holds the extension, if any (an index built once per rollout)."""
         members = self._members.get(rollout["id"])
         if members is None:
@@ -132,7 +133,7 @@ class EngineBase:
         return newest
 
     @staticmethod
-    def wave_job(rollout: Record, wave_index: int | None) -> dict[str, Any]:
+    def wave_job(rollout: RolloutRecord, wave_index: int | None) -> UpgradeJob:
         """The job a wave's target gets when it is claimed (its first attempt for this rollout)."""
         return {
             "toVersion": rollout["version"],
@@ -144,21 +145,19 @@ class EngineBase:
             "retry": True,
         }
 
-    def _queue_job(self, key: MachineKey, ext: str, job: dict[str, Any], now: datetime, automatic: bool) -> bool:
-        """Put a Queued job on the extension's record unless it is ineligible or already headed higher."""
-        type_ok: dict[tuple[str, str], bool] = {}
+    def _queue_job(
+        self, key: MachineKey, ext: str, job: UpgradeJob, now: datetime, automatic: bool, due: str | None = None
+    ) -> bool:
+        """Put a Queued job on the extension's record, due at ``due`` (default now), unless it is ineligible or
+        already headed higher."""
+        superseded: list[str] = []
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, bool]:
             record = doc["extensions"].get(ext) if doc else None
             if doc is None or record is None:
                 return doc, False
-            props = record["resource"]["properties"]
             if automatic:
-                pub, typ = props.get("publisher", ""), props.get("type", "")
-                if (pub, typ) not in type_ok:
-                    t = self.catalog.get_type(pub, typ)
-                    type_ok[(pub, typ)] = bool(t and t.get("autoUpgradeSupported"))
-                reason = ineligibility(record, type_ok[(pub, typ)], job["toVersion"])
+                reason = ineligibility(record, supports_auto_upgrade(self.catalog, record), job["toVersion"])
                 if reason is not None:
                     J.remember_outcome(record, job, "Skipped")
                     return doc, False
@@ -182,7 +181,7 @@ class EngineBase:
                 and not current.get("manualOperation")
                 and newer(current["toVersion"], job["toVersion"])
             ):
-                displaced = {k: v for k, v in current.items() if k != "displaced"}  # comes back afterwards
+                displaced = J.job_without(current, ("displaced",))  # comes back afterwards
             elif (
                 automatic
                 and current
@@ -197,29 +196,15 @@ class EngineBase:
             if displaced and newer(displaced["toVersion"], job["toVersion"]):
                 job["displaced"] = displaced
             job.update(
-                state=J.QUEUED,
-                attempt=1,
-                dueAt=iso(now),
-                resourceId=record["resource"]["id"],
+                {"state": J.QUEUED, "attempt": 1, "dueAt": due or iso(now), "resourceId": record["resource"]["id"]}
             )
             record["upgrade"] = job
             return doc, True
 
-        superseded: list[str] = []
         queued: bool = self.store.mutate_machine(key, change, extension=ext)
         for rollout_id in superseded:  # the older rollout's wave no longer waits for this target
             self._close_target(rollout_id, key, ext)
         return queued
 
-    def _may_run(self, record: dict[str, Any], job: dict[str, Any]) -> str | None:
-        if job.get("manualOperation") and job.get("attempt", 1) == 1:
-            return None  # the user asked for it now
-        props = record["resource"]["properties"]
-        if not props.get("enableAutomaticUpgrade", True):
-            return "AutomaticUpgradeDisabled"
-        if record.get("droppedOut"):
-            return "DroppedOutAfterFailedRollback"
-        type_record = self.catalog.get_type(props.get("publisher", ""), props.get("type", ""))
-        if not job.get("manualOperation") and not (type_record and type_record.get("autoUpgradeSupported")):
-            return "AutomaticUpgradeNotSupported"
-        return None
+    def _may_run(self, record: ExtensionRecord, job: UpgradeJob) -> str | None:
+        return run_ineligibility(record, job, self.catalog)

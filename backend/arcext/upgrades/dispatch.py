@@ -8,11 +8,11 @@ import heapq
 import logging
 from datetime import datetime
 from functools import partial
-from typing import Any
 
 from ..clock import iso
 from ..ids import MachineKey
-from ..store.base import MachineDoc, Record
+from ..records import ExtensionRecord, RolloutRecord, UpgradeJob
+from ..store.base import MachineDoc
 from . import jobs as J
 from .manual import ManualUpgrades
 from .rollouts import Rollouts
@@ -72,7 +72,7 @@ class Dispatch(Rollouts, ManualUpgrades):
                 (later if automatic else manual_again).append(entry)
                 continue
             job, reachable, exists = self.store.view_machine(key, partial(self._job_and_reach, key=key, ext=ext))
-            template: dict[str, Any] | None = None
+            template: UpgradeJob | None = None
             own = bool(job and job.get("rolloutId") == wave_rollout and not job.get("firstAttemptDone"))
             if wave_rollout and not own:
                 # a wave's target: the claim decides (run it, take a waiting job of the same version over,
@@ -125,7 +125,7 @@ class Dispatch(Rollouts, ManualUpgrades):
         self._stats["dispatched"] = self._stats.get("dispatched", 0) + dispatched
         return dispatched
 
-    def _wave_index(self, rollout: Record, key: MachineKey, ext: str) -> int | None:
+    def _wave_index(self, rollout: RolloutRecord, key: MachineKey, ext: str) -> int | None:
         for wave in rollout["waves"]:
             if wave["state"] == "Running" and (key.lower, ext) in self._open.get(rollout["id"], {}).get(
                 wave["index"], ()
@@ -133,18 +133,16 @@ class Dispatch(Rollouts, ManualUpgrades):
                 return int(wave["index"])
         return None
 
-    def _job_and_reach(
-        self, doc: MachineDoc | None, key: MachineKey, ext: str
-    ) -> tuple[dict[str, Any] | None, bool, bool]:
+    def _job_and_reach(self, doc: MachineDoc | None, key: MachineKey, ext: str) -> tuple[UpgradeJob | None, bool, bool]:
         """The extension's job, whether its machine has a driver (asked without building one), and
         whether the extension exists."""
-        record = doc["extensions"].get(ext) if doc else None
+        record: ExtensionRecord | None = doc["extensions"].get(ext) if doc else None
         if doc is None or record is None:
             return None, False, False
         job = record.get("upgrade")
         available = getattr(self.drivers, "available", None)
         reachable = available(doc) if available is not None else self.drivers(key, doc) is not None
-        return (dict(job) if job else None), reachable, True
+        return (job.copy() if job else None), reachable, True
 
     def _window_opens(self, doc: MachineDoc | None, now: datetime) -> datetime | None:
         gate = self.window_gate
@@ -155,7 +153,7 @@ class Dispatch(Rollouts, ManualUpgrades):
         key: MachineKey,
         ext: str,
         opens: datetime,
-        template: dict[str, Any] | None,
+        template: UpgradeJob | None,
         wave_rollout: str,
         now: datetime,
     ) -> None:
@@ -163,7 +161,7 @@ class Dispatch(Rollouts, ManualUpgrades):
         window opens. A wave does not wait for it (nor count it as a failure): its target is concluded for
         the wave as WaitingForMaintenanceWindow, and the job keeps its rollout id and runs in the window."""
         if template is not None:
-            self._queue_job(key, ext, dict(template), now, automatic=True)
+            self._queue_job(key, ext, template.copy(), now, automatic=True)
         due = iso(opens)
         concluded: list[str] = []
 
@@ -204,12 +202,12 @@ class Dispatch(Rollouts, ManualUpgrades):
         self.store.mutate_machine(key, change, extension=ext)
         self._push(due, key, ext)
 
-    def _submit(self, key: MachineKey, ext: str, resume: bool = False, template: dict[str, Any] | None = None) -> None:
+    def _submit(self, key: MachineKey, ext: str, resume: bool = False, template: UpgradeJob | None = None) -> None:
         with self._lock:
             self._inflight.add((key.lower, ext))
             self._pool.submit(self._execute, key, ext, resume, template)
 
-    def _execute(self, key: MachineKey, ext: str, resume: bool, template: dict[str, Any] | None) -> None:
+    def _execute(self, key: MachineKey, ext: str, resume: bool, template: UpgradeJob | None) -> None:
         result: J.JobResult | None = None
         try:
             if resume:

@@ -8,16 +8,17 @@ a crash at any point leaves enough on disk to finish or roll back at the next st
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from ..activity import AUTOMATIC_CALLER, upgrade_event
 from ..clock import Clock, iso
 from ..crypto import SecretBox
 from ..hosts.base import ExtensionSpec, HostDriver, HostDriverError, HostUnreachable, spec_of
 from ..ids import MachineKey, new_uuid
+from ..records import ExtensionRecord, UpgradeError, UpgradeJob
 from ..store.base import MachineDoc, Record, Store
 from ..versions import newer
 from .policy import ineligibility
@@ -55,12 +56,12 @@ SUPERSEDED = "Superseded"  # a newer version was already queued or installed: sk
 SKIPPED = "Skipped"
 
 
-def manual_pending(job: dict[str, Any] | None) -> bool:
+def manual_pending(job: UpgradeJob | None) -> bool:
     """A manual upgrade's first attempt, queued: its operation waits for it, nothing may replace it."""
     return bool(job and job.get("manualOperation") and job["state"] == QUEUED and job.get("attempt", 1) == 1)
 
 
-def restore_displaced(record: dict[str, Any], displaced: dict[str, Any] | None) -> None:
+def restore_displaced(record: ExtensionRecord, displaced: UpgradeJob | None) -> None:
     """One rule orders manual and automatic upgrades of one extension: one at a time, and a newer
     automatic version that a manual upgrade displaced (queued or waiting to retry) comes back once the
     manual job has ended, unless the extension already runs it (or as much is queued already).
@@ -81,10 +82,16 @@ def restore_displaced(record: dict[str, Any], displaced: dict[str, Any] | None) 
         if follow.get("manualOperation"):
             follow["displaced"] = displaced  # the manual retry goes as high: it keeps the automatic one behind
         return
-    record["upgrade"] = {k: v for k, v in displaced.items() if k != "displaced"}
+    record["upgrade"] = job_without(displaced, ("displaced",))
 
 
-def reinstalled(record: dict[str, Any]) -> None:
+def job_without(job: UpgradeJob, fields: Iterable[str]) -> UpgradeJob:
+    """A copy of ``job`` without ``fields``."""
+    dropped = set(fields)
+    return cast(UpgradeJob, {k: v for k, v in job.items() if k not in dropped})
+
+
+def reinstalled(record: ExtensionRecord) -> None:
     """A create or update of the extension succeeded: the host installed and enabled the version the
     record shows. One that had dropped out after a failed rollback is healthy again, so its Failed job
     is over and it rejoins automatic upgrade (the engine's ``reconsider`` queues it); an update that
@@ -100,25 +107,28 @@ class JobResult:
     key: MachineKey
     extension: str
     outcome: str
-    job: dict[str, Any] = field(default_factory=dict)
+    job: dict[str, Any] = field(default_factory=dict)  # the job as it ended, with its reason or error
 
 
-def error_fields(error: HostDriverError) -> dict[str, Any]:
-    fields: dict[str, Any] = {"code": error.code, "message": error.message}
+def error_fields(error: HostDriverError) -> UpgradeError:
+    fields: UpgradeError = {"code": error.code, "message": error.message}
     for attribute in ("exit_code", "wala_code"):
         value = getattr(error, attribute, None)
         if value is not None:
-            fields["handlerExitCode" if attribute == "exit_code" else "extensionErrorCode"] = value
+            if attribute == "exit_code":
+                fields["handlerExitCode"] = value
+            else:
+                fields["extensionErrorCode"] = value
     return fields
 
 
-def _apply_to(doc: MachineDoc | None, ext: str, job: dict[str, Any], fn: Callable[[dict[str, Any]], None]) -> None:
+def _apply_to(doc: MachineDoc | None, ext: str, job: UpgradeJob, fn: Callable[[ExtensionRecord], None]) -> None:
     record = doc["extensions"].get(ext) if doc else None
     if record is not None and (record.get("upgrade") or {}).get("operationId") == job["operationId"]:
         fn(record)
 
 
-def remember_outcome(record: dict[str, Any], job: dict[str, Any], outcome: str) -> None:
+def remember_outcome(record: ExtensionRecord, job: UpgradeJob, outcome: str) -> None:
     """The first attempt's outcome per rollout (or manual operation): the breaker and recovery read it."""
     if job.get("firstAttemptDone"):
         return
@@ -157,7 +167,7 @@ class JobRunner:
         record_events: Callable[[list[Record]], None],
         retry_delay_seconds: float,
         busy_delay_seconds: float,
-        may_run: Callable[[dict[str, Any], dict[str, Any]], str | None],
+        may_run: Callable[[ExtensionRecord, UpgradeJob], str | None],
     ) -> None:
         self.store = store
         self.box = box
@@ -177,8 +187,8 @@ class JobRunner:
 
     # --- claiming ------------------------------------------------------------------------------
     def claim(
-        self, key: MachineKey, ext: str, template: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], MachineDoc] | JobResult:
+        self, key: MachineKey, ext: str, template: UpgradeJob | None = None
+    ) -> tuple[UpgradeJob, MachineDoc] | JobResult:
         """Move a due job to Running (persisted) or explain why it does not run now.
 
         ``template`` is a wave's job for a target that has none yet: it is checked for eligibility
@@ -202,7 +212,7 @@ class JobRunner:
                 if current and not newer(template["toVersion"], current):
                     remember_outcome(record, template, UP_TO_DATE if current == template["toVersion"] else SUPERSEDED)
                     return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "UpToDate"})
-                fresh = {
+                fresh: UpgradeJob = {
                     **template,
                     "state": QUEUED,
                     "attempt": 1,
@@ -262,14 +272,14 @@ class JobRunner:
             return doc, (dict(job), doc)
 
         started: list[Record] = []  # the attempt's Started event, durable with the Running job
-        claimed: tuple[dict[str, Any], MachineDoc] | JobResult = self.store.mutate_machine(
+        claimed: tuple[UpgradeJob, MachineDoc] | JobResult = self.store.mutate_machine(
             key, change, extension=ext, events=started
         )
         return claimed
 
     # --- running -------------------------------------------------------------------------------
     def run(
-        self, key: MachineKey, ext: str, driver: HostDriver | None = None, template: dict[str, Any] | None = None
+        self, key: MachineKey, ext: str, driver: HostDriver | None = None, template: UpgradeJob | None = None
     ) -> JobResult:
         claimed = self.claim(key, ext, template)
         if isinstance(claimed, JobResult):
@@ -329,8 +339,8 @@ class JobRunner:
         self,
         key: MachineKey,
         ext: str,
-        job: dict[str, Any],
-        apply: Callable[[dict[str, Any]], None],
+        job: UpgradeJob,
+        apply: Callable[[ExtensionRecord], None],
         outcome: str | None,
         status: str,
         extra: dict[str, Any],
@@ -354,10 +364,10 @@ class JobRunner:
 
         self.store.mutate_machine(key, change, extension=ext, events=events)
 
-    def _succeeded(self, key: MachineKey, ext: str, job: dict[str, Any]) -> JobResult:
+    def _succeeded(self, key: MachineKey, ext: str, job: UpgradeJob) -> JobResult:
         now = self.clock.now()
 
-        def apply(record: dict[str, Any]) -> None:
+        def apply(record: ExtensionRecord) -> None:
             resource = record["resource"]
             props = resource["properties"]
             props["typeHandlerVersion"] = job["toVersion"]
@@ -373,27 +383,29 @@ class JobRunner:
             record["upgrade"] = None
 
         self._conclude(key, ext, job, apply, SUCCEEDED, "Succeeded", {"rolledBack": False})
-        return JobResult(key, ext, SUCCEEDED, job)
+        return JobResult(key, ext, SUCCEEDED, dict(job))
 
     @staticmethod
-    def _next_job(job: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in job.items() if k not in _ATTEMPT_FIELDS}
+    def _next_job(job: UpgradeJob) -> UpgradeJob:
+        return job_without(job, _ATTEMPT_FIELDS)
 
-    def _retry_job(self, job: dict[str, Any], error: HostDriverError) -> dict[str, Any]:
+    def _retry_job(self, job: UpgradeJob, error: HostDriverError) -> UpgradeJob:
         retry = self._next_job(job)
         retry.update(
-            state=RETRY_WAIT,
-            attempt=int(job.get("attempt", 1)) + 1,
-            dueAt=self._later(self.retry_delay),
-            lastError=error_fields(error),
-            firstAttemptDone=True,
+            {
+                "state": RETRY_WAIT,
+                "attempt": int(job.get("attempt", 1)) + 1,
+                "dueAt": self._later(self.retry_delay),
+                "lastError": error_fields(error),
+                "firstAttemptDone": True,
+            }
         )
         return retry
 
-    def _not_run(self, key: MachineKey, ext: str, job: dict[str, Any], error: HostDriverError) -> JobResult:
+    def _not_run(self, key: MachineKey, ext: str, job: UpgradeJob, error: HostDriverError) -> JobResult:
         retry = self._retry_job(job, error)
 
-        def apply(record: dict[str, Any]) -> None:
+        def apply(record: ExtensionRecord) -> None:
             record["resource"]["properties"]["provisioningState"] = "Succeeded"
             record["upgrade"] = retry if job.get("retry", True) else None
 
@@ -406,13 +418,13 @@ class JobRunner:
         self._conclude(key, ext, job, apply, NOT_RUN, "Failed", extra, level="Warning")
         return JobResult(key, ext, NOT_RUN, {**job, "error": error.code, "message": error.message})
 
-    def _requeue(self, key: MachineKey, ext: str, job: dict[str, Any], reason: str) -> JobResult:
+    def _requeue(self, key: MachineKey, ext: str, job: UpgradeJob, reason: str) -> JobResult:
         """Interrupted by a restart with the host back on its previous version: run the same attempt
         again now. A restart is not an upgrade failure, so nothing counts against the rollout."""
         again = self._next_job(job)
-        again.update(state=QUEUED, dueAt=iso(self.clock.now()))
+        again.update({"state": QUEUED, "dueAt": iso(self.clock.now())})
 
-        def apply(record: dict[str, Any]) -> None:
+        def apply(record: ExtensionRecord) -> None:
             record["resource"]["properties"]["provisioningState"] = "Succeeded"
             record["upgrade"] = again
 
@@ -423,13 +435,13 @@ class JobRunner:
             "nextAttemptAt": again["dueAt"],
         }
         self._conclude(key, ext, job, apply, None, "Failed", extra, level="Warning")
-        return JobResult(key, ext, REQUEUED, again)
+        return JobResult(key, ext, REQUEUED, dict(again))
 
     def _roll_back(
         self,
         key: MachineKey,
         ext: str,
-        job: dict[str, Any],
+        job: UpgradeJob,
         spec: ExtensionSpec,
         driver: HostDriver,
         error: HostDriverError,
@@ -460,7 +472,7 @@ class JobRunner:
         except HostDriverError as exc:
             rollback_error = exc
 
-            def dropped(record: dict[str, Any]) -> None:
+            def dropped(record: ExtensionRecord) -> None:
                 resource = record["resource"]
                 resource["properties"]["provisioningState"] = "Failed"
                 resource["properties"]["typeHandlerVersion"] = job["toVersion"]  # what the host has
@@ -473,11 +485,10 @@ class JobRunner:
                     f"({rollback_error.message}). Remove and reinstall the extension, or update it.",
                 )
                 record["droppedOut"] = True
-                record["upgrade"] = {
-                    **{k: v for k, v in job.items() if k not in ("step", "endRecorded")},
-                    "state": FAILED,
-                    "lastError": {"code": rollback_error.code, "message": rollback_error.message},
-                }
+                failed = job_without(job, ("step", "endRecorded"))
+                failed["state"] = FAILED
+                failed["lastError"] = {"code": rollback_error.code, "message": rollback_error.message}
+                record["upgrade"] = failed
 
             extra = {
                 "rolledBack": False,
@@ -490,7 +501,7 @@ class JobRunner:
 
         if interrupted:
 
-            def restored(record: dict[str, Any]) -> None:
+            def restored(record: ExtensionRecord) -> None:
                 resource = record["resource"]
                 resource["properties"]["typeHandlerVersion"] = good
                 resource["properties"]["instanceView"] = instance_view(
@@ -507,7 +518,7 @@ class JobRunner:
 
         retry = self._retry_job(job, error)
 
-        def rolled_back(record: dict[str, Any]) -> None:
+        def rolled_back(record: ExtensionRecord) -> None:
             resource = record["resource"]
             props = resource["properties"]
             props["typeHandlerVersion"] = good
@@ -531,14 +542,14 @@ class JobRunner:
         return JobResult(key, ext, ROLLED_BACK, {**job, "error": error.code, "message": error.message})
 
     # --- activity ------------------------------------------------------------------------------
-    def _ext_id(self, key: MachineKey, ext: str, job: dict[str, Any]) -> str:
+    def _ext_id(self, key: MachineKey, ext: str, job: UpgradeJob) -> str:
         return str(job.get("resourceId") or key.extension_id(ext))
 
     def _make_event(
         self,
         status: str,
         resource_id: str,
-        job: dict[str, Any],
+        job: UpgradeJob,
         extra: dict[str, Any],
         level: str | None = None,
     ) -> Record:

@@ -11,6 +11,7 @@ from ..clock import iso
 from ..ids import MachineKey
 from ..operations import FAILED as OP_FAILED
 from ..operations import IN_PROGRESS, SUCCEEDED, new_operation
+from ..records import ExtensionRecord, UpgradeJob
 from ..store.base import MachineDoc, Record
 from ..versions import newer
 from . import jobs as J
@@ -19,7 +20,7 @@ from .base import EngineBase
 log = logging.getLogger(__name__)
 
 
-def _handler(record: dict[str, Any]) -> str:
+def _handler(record: ExtensionRecord) -> str:
     props = record["resource"]["properties"]
     return f"{props.get('publisher', '')}.{props.get('type', '')}".lower()
 
@@ -78,7 +79,7 @@ class ManualUpgrades(EngineBase):
                     )
             queued: set[tuple[str, str]] = set()
             for ext, _from, to in plan:
-                job = {
+                job: UpgradeJob = {
                     "toVersion": to,
                     "correlationId": op["id"],
                     "manualOperation": op["id"],

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from ..clock import iso
 from ..ids import MachineKey
+from ..records import Batch, RolloutRecord, Wave
 from ..store.base import Record
 from ..versions import newer, version_key
 from .base import EngineBase
 from .targets import ACTIVE, COMPLETED, HELD, count_of, key_of, outcome_of
 
 log = logging.getLogger(__name__)
+
+
+def stored_counts(batch: Batch) -> dict[str, int]:
+    """The counts a completed wave wrote on its batch (``Rollouts._complete_wave``); none before."""
+    stored = cast(dict[str, Any], batch)
+    return {k: int(stored.get(k, 0)) for k in ("succeeded", "failed", "skipped")}
 
 
 class RolloutViews(EngineBase):
@@ -48,7 +55,11 @@ class RolloutViews(EngineBase):
                 "windowSeconds": rollout["windowSeconds"],
                 "eligible": rollout.get("eligible", 0),
                 "counts": {
-                    k: sum(live.get((w["index"], i), b).get(k, 0) for w in waves for i, b in enumerate(w["batches"]))
+                    k: sum(
+                        live.get((w["index"], i), stored_counts(b)).get(k, 0)
+                        for w in waves
+                        for i, b in enumerate(w["batches"])
+                    )
                     for k in ("succeeded", "failed", "skipped")
                 },
                 "phases": [],
@@ -72,7 +83,7 @@ class RolloutViews(EngineBase):
                                 "size": len(b["targets"]),
                                 **{
                                     k: v
-                                    for k, v in live.get((wave["index"], i), b).items()
+                                    for k, v in live.get((wave["index"], i), stored_counts(b)).items()
                                     if k in ("succeeded", "failed", "skipped")
                                 },
                                 **(
@@ -99,7 +110,7 @@ class RolloutViews(EngineBase):
             out.append(summary)
         return out
 
-    def _live_counts(self, rollout_id: str, batch: dict[str, Any]) -> dict[str, int]:
+    def _live_counts(self, rollout_id: str, batch: Batch) -> dict[str, int]:
         counts = {"succeeded": 0, "failed": 0, "skipped": 0}
         for target in batch["targets"]:
             key, ext = key_of(target)
@@ -110,7 +121,7 @@ class RolloutViews(EngineBase):
 
     def wave_of(
         self, key: MachineKey, ext: str, current: str = "", outcomes: dict[str, Any] | None = None
-    ) -> tuple[Record, dict[str, Any]] | None:
+    ) -> tuple[RolloutRecord, Wave] | None:
         """The wave that will upgrade the extension next: of the newest rollout above ``current`` that
         has the extension in a wave not yet completed (and no outcome for it)."""
         with self._lock:
@@ -125,7 +136,7 @@ class RolloutViews(EngineBase):
             ]
         return max(found, key=lambda f: version_key(f[0]["version"])) if found else None
 
-    def _wave_of(self, rollout: Record, key: MachineKey, ext: str) -> dict[str, Any] | None:
+    def _wave_of(self, rollout: RolloutRecord, key: MachineKey, ext: str) -> Wave | None:
         wave = self._planned_wave(rollout, key, ext)
         if wave is None or wave["state"] == "Completed":
             return None
@@ -138,7 +149,7 @@ class RolloutViews(EngineBase):
     def stalled(self, rollout_id: str) -> str | None:
         return self._stalled.get(rollout_id)
 
-    def held(self, rollout_id: str | None) -> Record | None:
+    def held(self, rollout_id: str | None) -> RolloutRecord | None:
         if not rollout_id:
             return None
         rollout = self._rollouts.get(rollout_id)

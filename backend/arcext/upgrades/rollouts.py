@@ -8,17 +8,18 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from .. import errors
 from ..clock import iso, parse_iso
 from ..ids import MachineKey, parse_resource_id
+from ..records import RolloutRecord, UpgradeJob, Wave
 from ..store.base import MachineDoc, Record
 from ..versions import newer, version_key
 from . import jobs as J
 from .base import EngineBase
 from .planner import Candidate, plan_waves
-from .policy import handler_matches, ineligibility
+from .policy import handler_matches, ineligibility, supports_auto_upgrade, type_supports_auto_upgrade
 from .targets import (
     ACTIVE,
     COMPLETED,
@@ -35,10 +36,10 @@ log = logging.getLogger(__name__)
 
 
 class Rollouts(EngineBase):
-    def on_version_published(self, version: Record) -> Record | None:
+    def on_version_published(self, version: Record) -> RolloutRecord | None:
         """Plan a rollout for a newly published version of a type that supports auto-upgrade."""
         type_record = self.catalog.get_type(version["publisher"], version["type"])
-        if not type_record or not type_record.get("autoUpgradeSupported"):
+        if not type_supports_auto_upgrade(type_record):
             return None
         now = self.clock.now()
         target = version["version"]
@@ -59,7 +60,7 @@ class Rollouts(EngineBase):
         candidates = [c for found in self.store.project_machines(project) for c in found]
         window = self.settings.critical_window if version.get("critical") else self.settings.standard_window
         rollout_id = str(uuid.uuid4())
-        rollout: Record = {
+        rollout: RolloutRecord = {
             "id": rollout_id,
             "publisher": version["publisher"],
             "type": version["type"],
@@ -95,9 +96,7 @@ class Rollouts(EngineBase):
             record = doc["extensions"].get(ext) if doc else None
             if doc is None or record is None or record.get("upgrade"):
                 return False
-            props = record["resource"]["properties"]
-            type_record = self.catalog.get_type(props.get("publisher", ""), props.get("type", ""))
-            supported = bool(type_record and type_record.get("autoUpgradeSupported"))
+            supported = supports_auto_upgrade(self.catalog, record)
             fitting = [
                 r
                 for r in self._rollout_list()
@@ -126,7 +125,7 @@ class Rollouts(EngineBase):
             else:
                 window_end = parse_iso(best["createdAt"]) + timedelta(seconds=best["windowSeconds"])
                 due = iso(max(now, window_end))
-            job = {
+            job: UpgradeJob = {
                 "toVersion": best["version"],
                 "rolloutId": best["id"],
                 "correlationId": best["id"],
@@ -136,22 +135,14 @@ class Rollouts(EngineBase):
                 "retry": True,
                 "firstAttemptDone": True,  # a late joiner: not part of any wave's breaker arithmetic
             }
-            if not self._queue_job(key, ext, job, now, automatic=True):
+            if not self._queue_job(key, ext, job, now, automatic=True, due=due):  # one durable write
                 return False
-
-            def set_due(d: MachineDoc | None) -> tuple[MachineDoc | None, None]:
-                rec = d["extensions"].get(ext) if d else None
-                if rec and rec.get("upgrade"):
-                    rec["upgrade"]["dueAt"] = due
-                return d, None
-
-            self.store.mutate_machine(key, set_due, extension=ext)
             self._push(due, key, ext)
             log.info("%s on %s joins rollout %s to %s, due %s", ext, key.name, best["id"], best["version"], due)
         self.kick()
         return True
 
-    def _advance_rollout(self, rollout: Record, now: datetime) -> None:
+    def _advance_rollout(self, rollout: RolloutRecord, now: datetime) -> None:
         changed = False
         for wave in rollout["waves"]:
             if wave["state"] == "Completed":
@@ -178,7 +169,7 @@ class Rollouts(EngineBase):
         if changed:
             self._save_rollout(rollout)
 
-    def _start_wave(self, rollout: Record, wave: dict[str, Any], now: datetime) -> None:
+    def _start_wave(self, rollout: RolloutRecord, wave: Wave, now: datetime) -> None:
         # Nothing is written per target: the wave's targets are in the (durable) plan, and a target's
         # job is written once, as Running, when a worker claims it (JobRunner.claim with the template).
         open_targets: set[tuple[str, str]] = set()
@@ -208,7 +199,7 @@ class Rollouts(EngineBase):
             len(open_targets),
         )
 
-    def _complete_wave(self, rollout: Record, wave: dict[str, Any], now: datetime) -> None:
+    def _complete_wave(self, rollout: RolloutRecord, wave: Wave, now: datetime) -> None:
         wave["state"] = "Completed"
         wave["completedAt"] = iso(now)
         tripped: list[str] = []
@@ -221,7 +212,7 @@ class Rollouts(EngineBase):
                 counts[count_of(outcome)] += 1
                 if outcome == J.UP_TO_DATE:
                     up_to_date += 1
-            batch.update(counts)
+            cast(dict[str, Any], batch).update(counts)  # the batch keeps its counts once its wave completes
             attempted = counts["succeeded"] - up_to_date + counts["failed"]
             if (
                 attempted
@@ -249,7 +240,7 @@ class Rollouts(EngineBase):
                 rollout["stateReason"],
             )
 
-    def set_rollout_state(self, rollout_id: str, action: str) -> Record:
+    def set_rollout_state(self, rollout_id: str, action: str) -> RolloutRecord:
         with self._lock:
             rollout = self._rollouts.get(rollout_id)
             if rollout is None:

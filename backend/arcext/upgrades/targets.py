@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from ..hosts.base import HostDriver
 from ..ids import MachineKey
+from ..records import ExtensionRecord
 from ..store.base import MachineDoc
 from ..versions import major, newer
 from . import jobs as J
@@ -94,7 +94,7 @@ def waiting_version(doc: MachineDoc | None, ext: str) -> str | None:
     return str(job["toVersion"]) if job and job["state"] in J.WAITING else None
 
 
-def is_behind(record: dict[str, Any] | None, newest: dict[tuple[str, str, str], str]) -> bool:
+def is_behind(record: ExtensionRecord | None, newest: dict[tuple[str, str, str], str]) -> bool:
     """An opted-in extension with nothing queued or running, on an older version of its major than the
     newest rollout of its type has (``newest``: see ``Engine._newest_rollouts``): it should join that one."""
     if record is None or record.get("upgrade") or record.get("operation") or record.get("droppedOut"):
