@@ -24,7 +24,8 @@ from ..ids import MachineKey
 from ..records import ExtensionRecord, RolloutRecord, UpgradeJob, Wave
 from ..store.base import MachineDoc, Store
 from ..versions import major, newer
-from . import jobs as J
+from . import job_state as J
+from .jobs import JobRunner
 from .policy import ineligibility, run_ineligibility, supports_auto_upgrade
 from .settings import EngineSettings
 from .targets import Entry
@@ -52,7 +53,7 @@ class EngineBase:
         self.activity = activity
         self.drivers = drivers
         self.settings = settings or EngineSettings()
-        self.runner = J.JobRunner(
+        self.runner = JobRunner(
             store,
             box,
             clock,
@@ -159,7 +160,7 @@ class EngineBase:
             if automatic:
                 reason = ineligibility(record, supports_auto_upgrade(self.catalog, record), job["toVersion"])
                 if reason is not None:
-                    J.remember_outcome(record, job, "Skipped")
+                    J.remember_outcome(record, job, J.SKIPPED)
                     return doc, False
             current = record.get("upgrade")
             if current and current["state"] == J.RUNNING:

@@ -13,7 +13,8 @@ from ..clock import iso
 from ..ids import MachineKey
 from ..records import ExtensionRecord, RolloutRecord, UpgradeJob
 from ..store.base import MachineDoc
-from . import jobs as J
+from . import job_state as J
+from .jobs import JobResult
 from .manual import ManualUpgrades
 from .rollouts import Rollouts
 from .targets import (
@@ -21,6 +22,7 @@ from .targets import (
     CLAIM,
     DONE,
     HELD,
+    NO_HOST_CONNECTION,
     WAITING_FOR_WINDOW,
     WINDOW_BLOCK,
     Entry,
@@ -111,7 +113,7 @@ class Dispatch(Rollouts, ManualUpgrades):
                 )
             ):
                 if template is None:
-                    self._postpone(key, ext, "NoHostConnection")
+                    self._postpone(key, ext, NO_HOST_CONNECTION)
                 else:
                     due_later = iso(now + self.settings.retry_delay)
                     later.append((due_later, entry[1], entry[2], entry[3], entry[4]))
@@ -208,7 +210,7 @@ class Dispatch(Rollouts, ManualUpgrades):
             self._pool.submit(self._execute, key, ext, resume, template)
 
     def _execute(self, key: MachineKey, ext: str, resume: bool, template: UpgradeJob | None) -> None:
-        result: J.JobResult | None = None
+        result: JobResult | None = None
         try:
             if resume:
                 doc = self.store.get_machine(key)
@@ -233,7 +235,7 @@ class Dispatch(Rollouts, ManualUpgrades):
             if idle:
                 self.kick()  # a wave may have ended: let the scheduler move on (every 16 results, or when idle)
 
-    def _on_result(self, result: J.JobResult) -> None:
+    def _on_result(self, result: JobResult) -> None:
         """Book a job's end. What comes next derives from the extension's record, not from the result:
         whatever job now waits on it is scheduled, and every running wave that has it open looks again."""
         self._stats[result.outcome] = self._stats.get(result.outcome, 0) + 1

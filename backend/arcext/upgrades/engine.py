@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from ..clock import iso
-from . import jobs as J
+from . import job_state as J
 from .base import DriverResolver
 from .recovery import Recovery, Repair
 from .rollout_views import RolloutViews

@@ -8,10 +8,10 @@ a crash at any point leaves enough on disk to finish or roll back at the next st
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from ..activity import AUTOMATIC_CALLER, upgrade_event
 from ..clock import Clock, iso
@@ -21,85 +21,32 @@ from ..ids import MachineKey, new_uuid
 from ..records import ExtensionRecord, UpgradeError, UpgradeJob
 from ..store.base import MachineDoc, Record, Store
 from ..versions import newer
+from .job_state import (
+    ATTEMPT_FIELDS,
+    CANCELLED,
+    DROPPED,
+    FAILED,
+    NOT_RUN,
+    POSTPONED,
+    QUEUED,
+    REQUEUED,
+    RETRY_WAIT,
+    ROLLED_BACK,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    SUPERSEDED,
+    UP_TO_DATE,
+    WAITING,
+    job_without,
+    manual_pending,
+    remember_outcome,
+    restore_displaced,
+)
+from .job_state import reinstalled as reinstalled  # resources.py imports it from here
 from .policy import ineligibility
 
 log = logging.getLogger(__name__)
-
-QUEUED = "Queued"
-REQUEUED = "Requeued"
-#: Fields that belong to one attempt, dropped when the job is queued again.
-_ATTEMPT_FIELDS = (
-    "superseded",
-    "operationId",
-    "step",
-    "startedAt",
-    "fromVersion",
-    "lastKnownGoodVersion",
-    "endRecorded",
-    "interrupted",
-)
-RETRY_WAIT = "RetryWait"
-RUNNING = "Running"
-FAILED = "Failed"
-WAITING = (QUEUED, RETRY_WAIT)
-
-SUCCEEDED = "Succeeded"
-ROLLED_BACK = "RolledBack"
-NOT_RUN = "NotRun"  # the host could not be reached; nothing changed
-DROPPED = "RollbackFailed"
-CANCELLED = "Cancelled"
-POSTPONED = "Postponed"
-#: A wave target that already ran the rollout's version when its turn came (another path got it there):
-#: counted as succeeded, not as an attempt of the breaker's arithmetic.
-UP_TO_DATE = "UpToDate"
-SUPERSEDED = "Superseded"  # a newer version was already queued or installed: skipped
-SKIPPED = "Skipped"
-
-
-def manual_pending(job: UpgradeJob | None) -> bool:
-    """A manual upgrade's first attempt, queued: its operation waits for it, nothing may replace it."""
-    return bool(job and job.get("manualOperation") and job["state"] == QUEUED and job.get("attempt", 1) == 1)
-
-
-def restore_displaced(record: ExtensionRecord, displaced: UpgradeJob | None) -> None:
-    """One rule orders manual and automatic upgrades of one extension: one at a time, and a newer
-    automatic version that a manual upgrade displaced (queued or waiting to retry) comes back once the
-    manual job has ended, unless the extension already runs it (or as much is queued already).
-
-    Called with the job that just ended (``displaced`` is what it displaced) after ``record`` holds
-    that job's follow-up (nothing, a retry, a Failed job)."""
-    if not displaced:
-        return
-    follow = record.get("upgrade")
-    if follow and follow.get("displaced"):
-        del follow["displaced"]
-    current = record["resource"]["properties"].get("typeHandlerVersion")
-    if record.get("droppedOut") or not current or not newer(displaced["toVersion"], current):
-        return
-    if follow and follow["state"] not in WAITING:
-        return
-    if follow and not newer(displaced["toVersion"], follow["toVersion"]):
-        if follow.get("manualOperation"):
-            follow["displaced"] = displaced  # the manual retry goes as high: it keeps the automatic one behind
-        return
-    record["upgrade"] = job_without(displaced, ("displaced",))
-
-
-def job_without(job: UpgradeJob, fields: Iterable[str]) -> UpgradeJob:
-    """A copy of ``job`` without ``fields``."""
-    dropped = set(fields)
-    return cast(UpgradeJob, {k: v for k, v in job.items() if k not in dropped})
-
-
-def reinstalled(record: ExtensionRecord) -> None:
-    """A create or update of the extension succeeded: the host installed and enabled the version the
-    record shows. One that had dropped out after a failed rollback is healthy again, so its Failed job
-    is over and it rejoins automatic upgrade (the engine's ``reconsider`` queues it); an update that
-    fails leaves it Failed and out, until one succeeds or it is removed and reinstalled."""
-    record.pop("droppedOut", None)
-    job = record.get("upgrade")
-    if job and job.get("state") == FAILED:
-        record["upgrade"] = None
 
 
 @dataclass
@@ -126,16 +73,6 @@ def _apply_to(doc: MachineDoc | None, ext: str, job: UpgradeJob, fn: Callable[[E
     record = doc["extensions"].get(ext) if doc else None
     if record is not None and (record.get("upgrade") or {}).get("operationId") == job["operationId"]:
         fn(record)
-
-
-def remember_outcome(record: ExtensionRecord, job: UpgradeJob, outcome: str) -> None:
-    """The first attempt's outcome per rollout (or manual operation): the breaker and recovery read it."""
-    if job.get("firstAttemptDone"):
-        return
-    outcomes = record.setdefault("outcomes", {})
-    outcomes[job["correlationId"]] = outcome
-    while len(outcomes) > 20:
-        del outcomes[next(iter(outcomes))]
 
 
 def instance_view(resource: dict[str, Any], version: str, now: datetime, ok: bool, message: str) -> dict[str, Any]:
@@ -211,7 +148,7 @@ class JobRunner:
                 current = record["resource"]["properties"].get("typeHandlerVersion")
                 if current and not newer(template["toVersion"], current):
                     remember_outcome(record, template, UP_TO_DATE if current == template["toVersion"] else SUPERSEDED)
-                    return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "UpToDate"})
+                    return doc, JobResult(key, ext, CANCELLED, {**template, "reason": UP_TO_DATE})
                 fresh: UpgradeJob = {
                     **template,
                     "state": QUEUED,
@@ -222,7 +159,7 @@ class JobRunner:
                 if job and job["state"] in WAITING:
                     if newer(job["toVersion"], template["toVersion"]):
                         remember_outcome(record, template, SUPERSEDED)
-                        return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "Superseded"})
+                        return doc, JobResult(key, ext, CANCELLED, {**template, "reason": SUPERSEDED})
                     if (
                         job.get("rolloutId")
                         and job["rolloutId"] != template["rolloutId"]
@@ -253,7 +190,7 @@ class JobRunner:
                 record["upgrade"] = None
                 remember_outcome(record, job, UP_TO_DATE if current == job["toVersion"] else SUPERSEDED)
                 restore_displaced(record, job.get("displaced"))
-                return doc, JobResult(key, ext, CANCELLED, {**job, "reason": "UpToDate"})
+                return doc, JobResult(key, ext, CANCELLED, {**job, "reason": UP_TO_DATE})
             if record.get("operation"):
                 job["dueAt"] = self._later(self.busy_delay)
                 return doc, JobResult(key, ext, POSTPONED, job)
@@ -387,7 +324,7 @@ class JobRunner:
 
     @staticmethod
     def _next_job(job: UpgradeJob) -> UpgradeJob:
-        return job_without(job, _ATTEMPT_FIELDS)
+        return job_without(job, ATTEMPT_FIELDS)
 
     def _retry_job(self, job: UpgradeJob, error: HostDriverError) -> UpgradeJob:
         retry = self._next_job(job)

@@ -14,7 +14,7 @@ from ..operations import IN_PROGRESS, SUCCEEDED, new_operation
 from ..records import ExtensionRecord, UpgradeJob
 from ..store.base import MachineDoc, Record
 from ..versions import newer
-from . import jobs as J
+from . import job_state as J
 from .base import EngineBase
 
 log = logging.getLogger(__name__)

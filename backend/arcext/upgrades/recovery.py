@@ -14,9 +14,9 @@ from ..clock import iso, parse_iso
 from ..ids import MachineKey, parse_resource_id
 from ..operations import IN_PROGRESS
 from ..store.base import MachineDoc
-from . import jobs as J
+from . import job_state as J
 from .dispatch import Dispatch
-from .targets import ACTIVE, CLAIM, COMPLETED, DONE, is_behind, key_of, target_status
+from .targets import ACTIVE, CLAIM, COMPLETED, DONE, NO_HOST_CONNECTION, is_behind, key_of, target_status
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class Recovery(Dispatch):
                     name = f"{doc['machine']['name'] if doc else lower}/{ext}"
                     available = getattr(self.drivers, "available", None)
                     reachable = bool(doc and (available(doc) if available else self.drivers(doc_key, doc)))
-                    if job.get("blockedReason") == "NoHostConnection" or (doc and not reachable):
+                    if job.get("blockedReason") == NO_HOST_CONNECTION or (doc and not reachable):
                         waits.append(f"{name}: no host connection is configured")
                     elif record and record.get("operation"):
                         waits.append(f"{name}: busy with operation {record['operation']}")

@@ -16,7 +16,7 @@ from ..ids import MachineKey, parse_resource_id
 from ..records import RolloutRecord, UpgradeJob, Wave
 from ..store.base import MachineDoc, Record
 from ..versions import newer, version_key
-from . import jobs as J
+from . import job_state as J
 from .base import EngineBase
 from .planner import Candidate, plan_waves
 from .policy import handler_matches, ineligibility, supports_auto_upgrade, type_supports_auto_upgrade

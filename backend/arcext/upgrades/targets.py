@@ -14,7 +14,7 @@ from ..ids import MachineKey
 from ..records import ExtensionRecord
 from ..store.base import MachineDoc
 from ..versions import major, newer
-from . import jobs as J
+from . import job_state as J
 from .policy import ineligibility
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ FAILED_OUTCOMES = (J.ROLLED_BACK, J.DROPPED, J.NOT_RUN)
 #: never as a failure); its job waits on the record for the window
 WAITING_FOR_WINDOW = "WaitingForMaintenanceWindow"
 WINDOW_BLOCK = "MaintenanceWindow"
+#: a job that waits because its machine has no host connection (``blockedReason``)
+NO_HOST_CONNECTION = "NoHostConnection"
 
 DriverResolver = Callable[[MachineKey, MachineDoc], HostDriver | None]
 #: A due job: (due time, sequence, (subscription, group, machine), extension key, rollout id of a wave
@@ -96,7 +98,7 @@ def waiting_version(doc: MachineDoc | None, ext: str) -> str | None:
 
 def is_behind(record: ExtensionRecord | None, newest: dict[tuple[str, str, str], str]) -> bool:
     """An opted-in extension with nothing queued or running, on an older version of its major than the
-    newest rollout of its type has (``newest``: see ``Engine._newest_rollouts``): it should join that one."""
+    newest rollout of its type has (``newest``: see ``EngineBase._newest_rollouts``): it should join that one."""
     if record is None or record.get("upgrade") or record.get("operation") or record.get("droppedOut"):
         return False
     props = record["resource"]["properties"]

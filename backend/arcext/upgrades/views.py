@@ -12,7 +12,7 @@ from ..ids import MachineKey
 from ..store.base import MachineDoc
 from ..versions import newer
 from ..versions import newest as newest_version
-from . import jobs as J
+from . import job_state as J
 from .engine import Engine
 from .policy import (
     DROPPED_OUT,
@@ -23,6 +23,7 @@ from .policy import (
     newest_of_major,
     supports_auto_upgrade,
 )
+from .targets import NO_HOST_CONNECTION
 
 
 def _window_wait(engine: Engine, doc: MachineDoc, due: str | None, now: str) -> str | None:
@@ -103,7 +104,7 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                 item["reason"] = f"waiting for maintenance window, next opens at {opens}" + (
                     f" (retry {job.get('attempt')} after a failed attempt)" if job["state"] == J.RETRY_WAIT else ""
                 )
-            elif job.get("blockedReason") == "NoHostConnection":
+            elif job.get("blockedReason") == NO_HOST_CONNECTION:
                 item["reason"] = f"no host connection is configured; checking again at {job['dueAt']}"
             elif job["state"] == J.RETRY_WAIT:
                 err = (job.get("lastError") or {}).get("message", "the last attempt failed")
