@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -32,8 +31,6 @@ from .targets import Entry
 from .workers import WorkerPool
 
 DriverResolver = Callable[[MachineKey, MachineDoc], HostDriver | None]
-
-log = logging.getLogger(__name__)
 
 
 class EngineBase:

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 
 class Engine(Recovery, RolloutViews):
+    """The upgrade engine services.py builds: its parts (see the module docstring) over one shared state,
+    plus the life cycle (``start``, ``stop``, the background loop) and ``run_until_idle``."""
+
     def start(self, background: bool = True) -> None:
         self.recover()
         if background:

@@ -3,7 +3,6 @@ upgrade an extension next, and whether a rollout is held or stalled."""
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 from typing import Any, cast
 
@@ -14,8 +13,6 @@ from ..store.base import Record
 from ..versions import newer, version_key
 from .base import EngineBase
 from .targets import ACTIVE, COMPLETED, HELD, count_of, key_of, outcome_of
-
-log = logging.getLogger(__name__)
 
 
 def stored_counts(batch: Batch) -> dict[str, int]:

@@ -6,19 +6,12 @@ the rollout and wave states and the due-heap entry shape the engine's parts shar
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-
-from ..hosts.base import HostDriver
 from ..ids import MachineKey
 from ..records import ExtensionRecord
 from ..store.base import MachineDoc
 from ..versions import major, newer
 from . import job_state as J
 from .policy import ineligibility
-
-log = logging.getLogger(__name__)
-
 
 ACTIVE, PAUSED, FROZEN, COMPLETED = "Active", "Paused", "Frozen", "Completed"
 HELD = (PAUSED, FROZEN)
@@ -30,7 +23,6 @@ WINDOW_BLOCK = "MaintenanceWindow"
 #: a job that waits because its machine has no host connection (``blockedReason``)
 NO_HOST_CONNECTION = "NoHostConnection"
 
-DriverResolver = Callable[[MachineKey, MachineDoc], HostDriver | None]
 #: A due job: (due time, sequence, (subscription, group, machine), extension key, rollout id of a wave
 #: target not yet claimed, or "").
 Entry = tuple[str, int, tuple[str, str, str], str, str]
