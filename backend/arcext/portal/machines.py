@@ -21,6 +21,7 @@ from ..ids import machine_key, parse_resource_id, validate_resource_group
 from ..operations import IN_PROGRESS
 from ..request_context import services
 from ..store.base import MachineDoc, Record
+from ..upgrades.policy import newest_of_major
 from ..upgrades.views import pending_view
 from ..versions import major, newer
 from . import security
@@ -286,14 +287,14 @@ def _upgrade_now(key: Any, records: dict[str, Record], who: Principal) -> None:
         publisher, type_ = props.get("publisher", ""), props.get("type", "")
         current = props.get("typeHandlerVersion") or ""
         versions = [v["version"] for v in svc.catalog.versions(publisher, type_)]
-        same_major = [v for v in versions if current and major(v) == major(current) and newer(v, current)]
-        if not same_major:
+        target = newest_of_major(versions, current)
+        if target is None or not newer(target, current):
             later = [v for v in versions if current and newer(v, current)]
             hint = f" ({later[-1]} is a new major version: upgrade to it with upgradeExtensions)" if later else ""
             flash(f"{name} already runs the newest {major(current) or ''}.x version{hint}.", "info")
             continue
-        targets[f"{publisher}.{type_}"] = {"targetVersion": same_major[-1]}
-        names[f"{publisher}.{type_}"] = (name, same_major[-1])
+        targets[f"{publisher}.{type_}"] = {"targetVersion": target}
+        names[f"{publisher}.{type_}"] = (name, target)
     if not targets:
         return
     try:

@@ -18,81 +18,35 @@ from ..clock import Clock, iso
 from ..crypto import SecretBox
 from ..hosts.base import ExtensionSpec, HostDriver, HostDriverError, HostUnreachable, spec_of
 from ..ids import MachineKey, new_uuid
+from ..records import ExtensionRecord, UpgradeError, UpgradeJob
 from ..store.base import MachineDoc, Record, Store
 from ..versions import newer
+from .job_state import (
+    ATTEMPT_FIELDS,
+    CANCELLED,
+    DROPPED,
+    FAILED,
+    NOT_RUN,
+    POSTPONED,
+    QUEUED,
+    REQUEUED,
+    RETRY_WAIT,
+    ROLLED_BACK,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    SUPERSEDED,
+    UP_TO_DATE,
+    WAITING,
+    job_without,
+    manual_pending,
+    remember_outcome,
+    restore_displaced,
+)
+from .job_state import reinstalled as reinstalled  # resources.py imports it from here
 from .policy import ineligibility
 
 log = logging.getLogger(__name__)
-
-QUEUED = "Queued"
-REQUEUED = "Requeued"
-#: Fields that belong to one attempt, dropped when the job is queued again.
-_ATTEMPT_FIELDS = (
-    "superseded",
-    "operationId",
-    "step",
-    "startedAt",
-    "fromVersion",
-    "lastKnownGoodVersion",
-    "endRecorded",
-    "interrupted",
-)
-RETRY_WAIT = "RetryWait"
-RUNNING = "Running"
-FAILED = "Failed"
-WAITING = (QUEUED, RETRY_WAIT)
-
-SUCCEEDED = "Succeeded"
-ROLLED_BACK = "RolledBack"
-NOT_RUN = "NotRun"  # the host could not be reached; nothing changed
-DROPPED = "RollbackFailed"
-CANCELLED = "Cancelled"
-POSTPONED = "Postponed"
-#: A wave target that already ran the rollout's version when its turn came (another path got it there):
-#: counted as succeeded, not as an attempt of the breaker's arithmetic.
-UP_TO_DATE = "UpToDate"
-SUPERSEDED = "Superseded"  # a newer version was already queued or installed: skipped
-SKIPPED = "Skipped"
-
-
-def manual_pending(job: dict[str, Any] | None) -> bool:
-    """A manual upgrade's first attempt, queued: its operation waits for it, nothing may replace it."""
-    return bool(job and job.get("manualOperation") and job["state"] == QUEUED and job.get("attempt", 1) == 1)
-
-
-def restore_displaced(record: dict[str, Any], displaced: dict[str, Any] | None) -> None:
-    """One rule orders manual and automatic upgrades of one extension: one at a time, and a newer
-    automatic version that a manual upgrade displaced (queued or waiting to retry) comes back once the
-    manual job has ended, unless the extension already runs it (or as much is queued already).
-
-    Called with the job that just ended (``displaced`` is what it displaced) after ``record`` holds
-    that job's follow-up (nothing, a retry, a Failed job)."""
-    if not displaced:
-        return
-    follow = record.get("upgrade")
-    if follow and follow.get("displaced"):
-        del follow["displaced"]
-    current = record["resource"]["properties"].get("typeHandlerVersion")
-    if record.get("droppedOut") or not current or not newer(displaced["toVersion"], current):
-        return
-    if follow and follow["state"] not in WAITING:
-        return
-    if follow and not newer(displaced["toVersion"], follow["toVersion"]):
-        if follow.get("manualOperation"):
-            follow["displaced"] = displaced  # the manual retry goes as high: it keeps the automatic one behind
-        return
-    record["upgrade"] = {k: v for k, v in displaced.items() if k != "displaced"}
-
-
-def reinstalled(record: dict[str, Any]) -> None:
-    """A create or update of the extension succeeded: the host installed and enabled the version the
-    record shows. One that had dropped out after a failed rollback is healthy again, so its Failed job
-    is over and it rejoins automatic upgrade (the engine's ``reconsider`` queues it); an update that
-    fails leaves it Failed and out, until one succeeds or it is removed and reinstalled."""
-    record.pop("droppedOut", None)
-    job = record.get("upgrade")
-    if job and job.get("state") == FAILED:
-        record["upgrade"] = None
 
 
 @dataclass
@@ -100,32 +54,25 @@ class JobResult:
     key: MachineKey
     extension: str
     outcome: str
-    job: dict[str, Any] = field(default_factory=dict)
+    job: dict[str, Any] = field(default_factory=dict)  # the job as it ended, with its reason or error
 
 
-def error_fields(error: HostDriverError) -> dict[str, Any]:
-    fields: dict[str, Any] = {"code": error.code, "message": error.message}
+def error_fields(error: HostDriverError) -> UpgradeError:
+    fields: UpgradeError = {"code": error.code, "message": error.message}
     for attribute in ("exit_code", "wala_code"):
         value = getattr(error, attribute, None)
         if value is not None:
-            fields["handlerExitCode" if attribute == "exit_code" else "extensionErrorCode"] = value
+            if attribute == "exit_code":
+                fields["handlerExitCode"] = value
+            else:
+                fields["extensionErrorCode"] = value
     return fields
 
 
-def _apply_to(doc: MachineDoc | None, ext: str, job: dict[str, Any], fn: Callable[[dict[str, Any]], None]) -> None:
+def _apply_to(doc: MachineDoc | None, ext: str, job: UpgradeJob, fn: Callable[[ExtensionRecord], None]) -> None:
     record = doc["extensions"].get(ext) if doc else None
     if record is not None and (record.get("upgrade") or {}).get("operationId") == job["operationId"]:
         fn(record)
-
-
-def remember_outcome(record: dict[str, Any], job: dict[str, Any], outcome: str) -> None:
-    """The first attempt's outcome per rollout (or manual operation): the breaker and recovery read it."""
-    if job.get("firstAttemptDone"):
-        return
-    outcomes = record.setdefault("outcomes", {})
-    outcomes[job["correlationId"]] = outcome
-    while len(outcomes) > 20:
-        del outcomes[next(iter(outcomes))]
 
 
 def instance_view(resource: dict[str, Any], version: str, now: datetime, ok: bool, message: str) -> dict[str, Any]:
@@ -157,7 +104,7 @@ class JobRunner:
         record_events: Callable[[list[Record]], None],
         retry_delay_seconds: float,
         busy_delay_seconds: float,
-        may_run: Callable[[dict[str, Any], dict[str, Any]], str | None],
+        may_run: Callable[[ExtensionRecord, UpgradeJob], str | None],
     ) -> None:
         self.store = store
         self.box = box
@@ -177,8 +124,8 @@ class JobRunner:
 
     # --- claiming ------------------------------------------------------------------------------
     def claim(
-        self, key: MachineKey, ext: str, template: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], MachineDoc] | JobResult:
+        self, key: MachineKey, ext: str, template: UpgradeJob | None = None
+    ) -> tuple[UpgradeJob, MachineDoc] | JobResult:
         """Move a due job to Running (persisted) or explain why it does not run now.
 
         ``template`` is a wave's job for a target that has none yet: it is checked for eligibility
@@ -201,8 +148,8 @@ class JobRunner:
                 current = record["resource"]["properties"].get("typeHandlerVersion")
                 if current and not newer(template["toVersion"], current):
                     remember_outcome(record, template, UP_TO_DATE if current == template["toVersion"] else SUPERSEDED)
-                    return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "UpToDate"})
-                fresh = {
+                    return doc, JobResult(key, ext, CANCELLED, {**template, "reason": UP_TO_DATE})
+                fresh: UpgradeJob = {
                     **template,
                     "state": QUEUED,
                     "attempt": 1,
@@ -212,7 +159,7 @@ class JobRunner:
                 if job and job["state"] in WAITING:
                     if newer(job["toVersion"], template["toVersion"]):
                         remember_outcome(record, template, SUPERSEDED)
-                        return doc, JobResult(key, ext, CANCELLED, {**template, "reason": "Superseded"})
+                        return doc, JobResult(key, ext, CANCELLED, {**template, "reason": SUPERSEDED})
                     if (
                         job.get("rolloutId")
                         and job["rolloutId"] != template["rolloutId"]
@@ -243,7 +190,7 @@ class JobRunner:
                 record["upgrade"] = None
                 remember_outcome(record, job, UP_TO_DATE if current == job["toVersion"] else SUPERSEDED)
                 restore_displaced(record, job.get("displaced"))
-                return doc, JobResult(key, ext, CANCELLED, {**job, "reason": "UpToDate"})
+                return doc, JobResult(key, ext, CANCELLED, {**job, "reason": UP_TO_DATE})
             if record.get("operation"):
                 job["dueAt"] = self._later(self.busy_delay)
                 return doc, JobResult(key, ext, POSTPONED, job)
@@ -262,14 +209,14 @@ class JobRunner:
             return doc, (dict(job), doc)
 
         started: list[Record] = []  # the attempt's Started event, durable with the Running job
-        claimed: tuple[dict[str, Any], MachineDoc] | JobResult = self.store.mutate_machine(
+        claimed: tuple[UpgradeJob, MachineDoc] | JobResult = self.store.mutate_machine(
             key, change, extension=ext, events=started
         )
         return claimed
 
     # --- running -------------------------------------------------------------------------------
     def run(
-        self, key: MachineKey, ext: str, driver: HostDriver | None = None, template: dict[str, Any] | None = None
+        self, key: MachineKey, ext: str, driver: HostDriver | None = None, template: UpgradeJob | None = None
     ) -> JobResult:
         claimed = self.claim(key, ext, template)
         if isinstance(claimed, JobResult):
@@ -329,8 +276,8 @@ class JobRunner:
         self,
         key: MachineKey,
         ext: str,
-        job: dict[str, Any],
-        apply: Callable[[dict[str, Any]], None],
+        job: UpgradeJob,
+        apply: Callable[[ExtensionRecord], None],
         outcome: str | None,
         status: str,
         extra: dict[str, Any],
@@ -354,10 +301,10 @@ class JobRunner:
 
         self.store.mutate_machine(key, change, extension=ext, events=events)
 
-    def _succeeded(self, key: MachineKey, ext: str, job: dict[str, Any]) -> JobResult:
+    def _succeeded(self, key: MachineKey, ext: str, job: UpgradeJob) -> JobResult:
         now = self.clock.now()
 
-        def apply(record: dict[str, Any]) -> None:
+        def apply(record: ExtensionRecord) -> None:
             resource = record["resource"]
             props = resource["properties"]
             props["typeHandlerVersion"] = job["toVersion"]
@@ -373,27 +320,29 @@ class JobRunner:
             record["upgrade"] = None
 
         self._conclude(key, ext, job, apply, SUCCEEDED, "Succeeded", {"rolledBack": False})
-        return JobResult(key, ext, SUCCEEDED, job)
+        return JobResult(key, ext, SUCCEEDED, dict(job))
 
     @staticmethod
-    def _next_job(job: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in job.items() if k not in _ATTEMPT_FIELDS}
+    def _next_job(job: UpgradeJob) -> UpgradeJob:
+        return job_without(job, ATTEMPT_FIELDS)
 
-    def _retry_job(self, job: dict[str, Any], error: HostDriverError) -> dict[str, Any]:
+    def _retry_job(self, job: UpgradeJob, error: HostDriverError) -> UpgradeJob:
         retry = self._next_job(job)
         retry.update(
-            state=RETRY_WAIT,
-            attempt=int(job.get("attempt", 1)) + 1,
-            dueAt=self._later(self.retry_delay),
-            lastError=error_fields(error),
-            firstAttemptDone=True,
+            {
+                "state": RETRY_WAIT,
+                "attempt": int(job.get("attempt", 1)) + 1,
+                "dueAt": self._later(self.retry_delay),
+                "lastError": error_fields(error),
+                "firstAttemptDone": True,
+            }
         )
         return retry
 
-    def _not_run(self, key: MachineKey, ext: str, job: dict[str, Any], error: HostDriverError) -> JobResult:
+    def _not_run(self, key: MachineKey, ext: str, job: UpgradeJob, error: HostDriverError) -> JobResult:
         retry = self._retry_job(job, error)
 
-        def apply(record: dict[str, Any]) -> None:
+        def apply(record: ExtensionRecord) -> None:
             record["resource"]["properties"]["provisioningState"] = "Succeeded"
             record["upgrade"] = retry if job.get("retry", True) else None
 
@@ -406,13 +355,13 @@ class JobRunner:
         self._conclude(key, ext, job, apply, NOT_RUN, "Failed", extra, level="Warning")
         return JobResult(key, ext, NOT_RUN, {**job, "error": error.code, "message": error.message})
 
-    def _requeue(self, key: MachineKey, ext: str, job: dict[str, Any], reason: str) -> JobResult:
+    def _requeue(self, key: MachineKey, ext: str, job: UpgradeJob, reason: str) -> JobResult:
         """Interrupted by a restart with the host back on its previous version: run the same attempt
         again now. A restart is not an upgrade failure, so nothing counts against the rollout."""
         again = self._next_job(job)
-        again.update(state=QUEUED, dueAt=iso(self.clock.now()))
+        again.update({"state": QUEUED, "dueAt": iso(self.clock.now())})
 
-        def apply(record: dict[str, Any]) -> None:
+        def apply(record: ExtensionRecord) -> None:
             record["resource"]["properties"]["provisioningState"] = "Succeeded"
             record["upgrade"] = again
 
@@ -423,13 +372,13 @@ class JobRunner:
             "nextAttemptAt": again["dueAt"],
         }
         self._conclude(key, ext, job, apply, None, "Failed", extra, level="Warning")
-        return JobResult(key, ext, REQUEUED, again)
+        return JobResult(key, ext, REQUEUED, dict(again))
 
     def _roll_back(
         self,
         key: MachineKey,
         ext: str,
-        job: dict[str, Any],
+        job: UpgradeJob,
         spec: ExtensionSpec,
         driver: HostDriver,
         error: HostDriverError,
@@ -460,7 +409,7 @@ class JobRunner:
         except HostDriverError as exc:
             rollback_error = exc
 
-            def dropped(record: dict[str, Any]) -> None:
+            def dropped(record: ExtensionRecord) -> None:
                 resource = record["resource"]
                 resource["properties"]["provisioningState"] = "Failed"
                 resource["properties"]["typeHandlerVersion"] = job["toVersion"]  # what the host has
@@ -473,11 +422,10 @@ class JobRunner:
                     f"({rollback_error.message}). Remove and reinstall the extension, or update it.",
                 )
                 record["droppedOut"] = True
-                record["upgrade"] = {
-                    **{k: v for k, v in job.items() if k not in ("step", "endRecorded")},
-                    "state": FAILED,
-                    "lastError": {"code": rollback_error.code, "message": rollback_error.message},
-                }
+                failed = job_without(job, ("step", "endRecorded"))
+                failed["state"] = FAILED
+                failed["lastError"] = {"code": rollback_error.code, "message": rollback_error.message}
+                record["upgrade"] = failed
 
             extra = {
                 "rolledBack": False,
@@ -490,7 +438,7 @@ class JobRunner:
 
         if interrupted:
 
-            def restored(record: dict[str, Any]) -> None:
+            def restored(record: ExtensionRecord) -> None:
                 resource = record["resource"]
                 resource["properties"]["typeHandlerVersion"] = good
                 resource["properties"]["instanceView"] = instance_view(
@@ -507,7 +455,7 @@ class JobRunner:
 
         retry = self._retry_job(job, error)
 
-        def rolled_back(record: dict[str, Any]) -> None:
+        def rolled_back(record: ExtensionRecord) -> None:
             resource = record["resource"]
             props = resource["properties"]
             props["typeHandlerVersion"] = good
@@ -531,14 +479,14 @@ class JobRunner:
         return JobResult(key, ext, ROLLED_BACK, {**job, "error": error.code, "message": error.message})
 
     # --- activity ------------------------------------------------------------------------------
-    def _ext_id(self, key: MachineKey, ext: str, job: dict[str, Any]) -> str:
+    def _ext_id(self, key: MachineKey, ext: str, job: UpgradeJob) -> str:
         return str(job.get("resourceId") or key.extension_id(ext))
 
     def _make_event(
         self,
         status: str,
         resource_id: str,
-        job: dict[str, Any],
+        job: UpgradeJob,
         extra: dict[str, Any],
         level: str | None = None,
     ) -> Record:

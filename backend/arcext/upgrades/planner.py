@@ -15,9 +15,9 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from ..clock import iso
+from ..records import Batch, Wave
 
 Target = list[str]  # [subscription, resource group, machine name, extension key]
 
@@ -41,13 +41,13 @@ def batch_size(eligible: int, fraction: float) -> int:
 
 def plan_waves(
     rollout_id: str, candidates: list[Candidate], fraction: float, window: timedelta, start: datetime
-) -> list[dict[str, Any]]:
+) -> list[Wave]:
     by_region: dict[str, dict[str, list[Candidate]]] = defaultdict(lambda: defaultdict(list))
     for c in candidates:
         by_region[c.region][c.subscription].append(c)
     rng = random.Random(rollout_id)
     phases = sorted(by_region, key=lambda r: (sum(len(v) for v in by_region[r].values()), r))
-    raw: list[tuple[int, str, list[dict[str, Any]]]] = []
+    raw: list[tuple[int, str, list[Batch]]] = []
     for phase_index, region in enumerate(phases):
         per_sub: dict[str, list[list[Candidate]]] = {}
         for sub in sorted(by_region[region]):
@@ -63,13 +63,13 @@ def plan_waves(
             per_sub[sub] = [[c for m in order[i : i + size] for c in machines[m]] for i in range(0, len(order), size)]
         depth = max(len(b) for b in per_sub.values())
         for k in range(depth):
-            batches = [
+            batches: list[Batch] = [
                 {"subscription": sub, "targets": [c.target for c in batches_of_sub[k]]}
                 for sub, batches_of_sub in per_sub.items()
                 if k < len(batches_of_sub)
             ]
             raw.append((phase_index, region, batches))
-    waves: list[dict[str, Any]] = []
+    waves: list[Wave] = []
     total = len(raw)
     for index, (phase_index, region, batches) in enumerate(raw):
         not_before = start + window * (index / total) if total else start

@@ -5,25 +5,25 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from ..activity import UPGRADE_OPERATION, ActivityLog, EventFilter
+from ..activity import AUTOMATIC_CALLER, UPGRADE_OPERATION, ActivityLog, EventFilter
 from ..catalog import Catalog
 from ..clock import iso, parse_iso
 from ..ids import MachineKey
 from ..store.base import MachineDoc
-from ..versions import major, newer
-from . import jobs as J
+from ..versions import newer
+from ..versions import newest as newest_version
+from . import job_state as J
 from .engine import Engine
-from .policy import auto_upgrade_view, ineligibility
-
-_REASONS = {
-    "AutomaticUpgradeDisabled": "automatic upgrade is disabled for this extension",
-    "AutomaticUpgradeNotSupported": "this extension type does not support automatic upgrade",
-    "MajorVersionChange": "the newer version is a new major version, which is only applied manually",
-    "UpToDate": "the newest published version is installed",
-    "DroppedOutAfterFailedRollback": "an upgrade failed and reinstalling the previous version failed too; "
-    "remove and reinstall the extension, or update it",
-    "NoVersionInstalled": "no typeHandlerVersion is recorded",
-}
+from .policy import (
+    DROPPED_OUT,
+    REASON_TEXT,
+    UP_TO_DATE,
+    auto_upgrade_view,
+    ineligibility,
+    newest_of_major,
+    supports_auto_upgrade,
+)
+from .targets import NO_HOST_CONNECTION
 
 
 def _window_wait(engine: Engine, doc: MachineDoc, due: str | None, now: str) -> str | None:
@@ -54,13 +54,11 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
         record = doc["extensions"][ext]
         props = record["resource"]["properties"]
         publisher, type_ = props.get("publisher", ""), props.get("type", "")
-        type_record = catalog.get_type(publisher, type_)
-        supported = bool(type_record and type_record.get("autoUpgradeSupported"))
+        supported = supports_auto_upgrade(catalog, record)
         current = props.get("typeHandlerVersion") or ""
         versions = [v["version"] for v in catalog.versions(publisher, type_)]
-        same_major = [v for v in versions if current and major(v) == major(current)]
-        latest = same_major[-1] if same_major else None
-        newest = versions[-1] if versions else None
+        latest = newest_of_major(versions, current)
+        newest = newest_version(versions)
         item: dict[str, Any] = {
             "name": record["resource"]["name"],
             "publisher": publisher,
@@ -92,7 +90,7 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                 item["reason"] = f"upgrading to {job['toVersion']} now (attempt {job.get('attempt', 1)})"
             elif job["state"] == J.FAILED:
                 item["dueAt"] = None
-                item["reason"] = _REASONS["DroppedOutAfterFailedRollback"]
+                item["reason"] = REASON_TEXT[DROPPED_OUT]
             elif held:
                 item["state"] = "Held"
                 item["dueAt"] = None
@@ -106,7 +104,7 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
                 item["reason"] = f"waiting for maintenance window, next opens at {opens}" + (
                     f" (retry {job.get('attempt')} after a failed attempt)" if job["state"] == J.RETRY_WAIT else ""
                 )
-            elif job.get("blockedReason") == "NoHostConnection":
+            elif job.get("blockedReason") == NO_HOST_CONNECTION:
                 item["reason"] = f"no host connection is configured; checking again at {job['dueAt']}"
             elif job["state"] == J.RETRY_WAIT:
                 err = (job.get("lastError") or {}).get("message", "the last attempt failed")
@@ -163,8 +161,8 @@ def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: Machine
             else:
                 target = latest if latest and current and newer(latest, current) else newest
                 why = ineligibility(record, supported, target) if target else None
-                if target and why and why != "UpToDate":
-                    item.update(state="NotEligible", reason=_REASONS.get(why, why))
+                if target and why and why != UP_TO_DATE:
+                    item.update(state="NotEligible", reason=REASON_TEXT.get(why, why))
                 elif target and why is None:
                     item.update(
                         state="NotEligible",
@@ -191,7 +189,7 @@ def history_view(activity: ActivityLog, key: MachineKey, resource_id: str, now_i
                 "operationId": event["operationId"],
                 "correlationId": event["correlationId"],
                 "caller": event["caller"],
-                "automatic": event["caller"] == "Azure Regional Service Manager",
+                "automatic": event["caller"] == AUTOMATIC_CALLER,
                 "fromVersion": props.get("fromVersion"),
                 "toVersion": props.get("toVersion"),
                 "lastKnownGoodVersion": props.get("lastKnownGoodVersion"),
