@@ -168,12 +168,12 @@ class TinyDBStore:
 
     # --- rollouts ---------------------------------------------------------------------------
     @property
-    def rollout_listener(self) -> Callable[[RolloutRecord], None] | None:
+    def rollout_listener(self) -> Callable[[Record], None] | None:
         """Observer (arcext.telemetry) of every rollout write, once durable."""
         return self.rollouts.listener
 
     @rollout_listener.setter
-    def rollout_listener(self, listener: Callable[[RolloutRecord], None] | None) -> None:
+    def rollout_listener(self, listener: Callable[[Record], None] | None) -> None:
         self.rollouts.listener = listener
 
     def put_rollout(self, rollout: Record) -> None:
