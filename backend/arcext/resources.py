@@ -24,8 +24,6 @@ from .records import ExtensionRecord
 from .recovery import prune_old_operations, reconcile_orphans
 from .store.base import MachineDoc, Record, Store, jcopy
 
-TRANSITIONAL = {"Creating", "Updating", "Deleting"}
-
 
 def system_data(existing: dict[str, Any] | None, principal: str, now: datetime) -> dict[str, Any]:
     stamp = iso(now)
