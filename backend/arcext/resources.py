@@ -257,7 +257,7 @@ class ResourceService:
         def view(doc: MachineDoc | None) -> dict[str, Any]:
             if doc is None:
                 raise _not_found_machine(key)
-            record = doc["extensions"].get(name.lower())
+            record: ExtensionRecord | None = doc["extensions"].get(name.lower())
             if record is None:
                 raise _not_found_extension(key, name)
             return self.extension_view(record)
@@ -275,10 +275,9 @@ class ResourceService:
     def protected_settings(self, key: MachineKey, name: str) -> dict[str, Any] | None:
         """The decrypted protectedSettings, for host drivers only; never for a response."""
         doc = self.store.get_machine(key)
-        record = doc["extensions"].get(name.lower()) if doc else None
-        if record is None or not record.get("protected"):
-            return None
-        return self.box.open(record["protected"])
+        record: ExtensionRecord | None = doc["extensions"].get(name.lower()) if doc else None
+        sealed = record.get("protected") if record is not None else None
+        return self.box.open(sealed) if sealed else None
 
     def _writable_machine(self, key: MachineKey, doc: MachineDoc | None, action: str) -> dict[str, Any]:
         if doc is None:
@@ -302,7 +301,7 @@ class ResourceService:
         publisher, type_ = props_in.get("publisher"), props_in.get("type")
         if not (publisher and type_):
             doc = self.store.get_machine(key)
-            record = doc["extensions"].get(name.lower()) if doc else None
+            record: ExtensionRecord | None = doc["extensions"].get(name.lower()) if doc else None
             stored = record["resource"]["properties"] if record else {}
             publisher, type_ = publisher or stored.get("publisher"), type_ or stored.get("type")
         if publisher and type_:
@@ -318,7 +317,7 @@ class ResourceService:
         def change(doc: MachineDoc | None) -> tuple[MachineDoc, Record]:
             machine = self._writable_machine(key, doc, "write")
             assert doc is not None
-            existing = doc["extensions"].get(name.lower())
+            existing: ExtensionRecord | None = doc["extensions"].get(name.lower())
             if existing and existing.get("operation"):
                 raise errors.extension_busy(existing)
             if existing is None:
@@ -396,7 +395,7 @@ class ResourceService:
             if doc is None:
                 raise _not_found_machine(key)
             self._writable_machine(key, doc, "write")
-            record = doc["extensions"].get(name.lower())
+            record: ExtensionRecord | None = doc["extensions"].get(name.lower())
             if record is None:
                 raise _not_found_extension(key, name)
             if record.get("operation"):
@@ -433,7 +432,7 @@ class ResourceService:
             if doc is None:
                 return doc, None
             self._writable_machine(key, doc, "delete")
-            record = doc["extensions"].get(name.lower())
+            record: ExtensionRecord | None = doc["extensions"].get(name.lower())
             if record is None:
                 return doc, None
             if record.get("operation"):
