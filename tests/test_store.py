@@ -15,7 +15,7 @@ import pytest
 from arcext.ids import MachineKey
 from arcext.store import TinyDBStore
 from arcext.store.groupcommit import GroupCommitFile
-from arcext.store.tinydb_store import _shard_of
+from arcext.store.machines import shard_of
 
 SUB = "00000000-0000-0000-0000-000000000000"
 
@@ -95,7 +95,7 @@ def test_leftover_temp_files_are_discarded_at_start(tmp_path: Path) -> None:
     key = MachineKey(SUB, "rg", "m")
     put(store, key, n=1)
     store.close()
-    assert [p.name for p in (tmp_path / "machines").iterdir()] == [f"{_shard_of(key.lower)}.json"]
+    assert [p.name for p in (tmp_path / "machines").iterdir()] == [f"{shard_of(key.lower)}.json"]
     stray = tmp_path / "machines" / "ab.json.123.456.tmp"
     stray.write_text("{half a write")
     reopened = TinyDBStore(tmp_path)
@@ -138,7 +138,7 @@ def test_checkpoint_moves_changes_into_snapshots_and_drops_the_journal(tmp_path:
     store.mutate_machine(keys[0], lambda _old: (None, None))
     assert store.checkpoint() == 5
     shards = sorted((tmp_path / "machines").glob("*.json"))
-    assert [p.name for p in shards] == sorted({f"{_shard_of(k.lower)}.json" for k in keys[1:]})
+    assert [p.name for p in shards] == sorted({f"{shard_of(k.lower)}.json" for k in keys[1:]})
     stored = [d["key"] for p in shards for d in orjson.loads(p.read_bytes())["machines"].values()]
     assert sorted(stored) == sorted(k.lower for k in keys[1:])  # TinyDB layout: {"machines": {id: doc}}
     assert all(p.stat().st_size == 0 for p in (tmp_path / "journal").glob("*.log"))
@@ -287,7 +287,7 @@ def test_events_of_a_change_whose_journal_write_failed_are_not_logged(
     def failing_append(record: dict[str, Any]) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store._journal, "append", failing_append)
+    monkeypatch.setattr(store.machines.journal, "append", failing_append)
     with pytest.raises(OSError):
         store.mutate_machine(key, lambda _old: (doc(key, n=1), None), events=[_event(key, 1)])
     assert list(store.iter_events("2026-11-25", "2026-11-25")) == []
@@ -298,7 +298,7 @@ def _keys_in_two_shards() -> tuple[MachineKey, MachineKey]:
     first = MachineKey(SUB, "rg", "a0")
     for i in range(1, 100):
         other = MachineKey(SUB, "rg", f"b{i}")
-        if _shard_of(other.lower) != _shard_of(first.lower):
+        if shard_of(other.lower) != shard_of(first.lower):
             return first, other
     raise AssertionError("no second shard")
 
@@ -308,12 +308,12 @@ def test_a_failed_checkpoint_leaves_its_machines_for_the_next_one(
 ) -> None:
     """A checkpoint that fails after taking the changed set must give it back: the next checkpoint drops
     every old journal segment, including the records of the machines the failed one did not write."""
-    from arcext.store import tinydb_store
+    from arcext.store import machines
 
     store = TinyDBStore(tmp_path)
     a, b = _keys_in_two_shards()
     put(store, a, n=1)
-    real_write = tinydb_store.atomic_write_bytes
+    real_write = machines.atomic_write_bytes
     failures = [OSError(28, "No space left on device")]
 
     def write(path: Any, payload: bytes, sync: bool = True) -> None:
@@ -321,7 +321,7 @@ def test_a_failed_checkpoint_leaves_its_machines_for_the_next_one(
             raise failures.pop()
         real_write(path, payload, sync)
 
-    monkeypatch.setattr(tinydb_store, "atomic_write_bytes", write)
+    monkeypatch.setattr(machines, "atomic_write_bytes", write)
     with pytest.raises(OSError):
         store.checkpoint()
     put(store, b, n=2)
@@ -349,7 +349,7 @@ def test_a_machine_deleted_before_the_migrating_checkpoint_stays_deleted_after_a
     def crash() -> None:
         raise SystemExit("crash")
 
-    monkeypatch.setattr(store, "_remove_legacy_snapshots", crash)
+    monkeypatch.setattr(store.machines, "_remove_legacy_files", crash)
     with pytest.raises(SystemExit):
         store.checkpoint()
     assert TinyDBStore(tmp_path).get_machine(key) is None

@@ -15,7 +15,8 @@ from typing import Any
 from . import errors
 from .clock import iso, parse_iso
 from .ids import EXTENSION_TYPE, new_uuid, parse_resource_id
-from .store.base import Record, Store
+from .records import ActivityEvent
+from .store.base import Store
 
 AUTOMATIC_CALLER = "Azure Regional Service Manager"
 UPGRADE_OPERATION = "Microsoft.HybridCompute/machines/upgradeExtensions/action"
@@ -44,7 +45,7 @@ def upgrade_event(
     now: datetime,
     properties: dict[str, Any],
     level: str | None = None,
-) -> Record:
+) -> ActivityEvent:
     parsed = parse_resource_id(resource_id)
     assert parsed is not None
     key = parsed[0]
@@ -82,7 +83,7 @@ def upgrade_event(
     }
 
 
-def repair_event(*, resource_id: str, invariant: str, repair: str, now: datetime, correlation_id: str) -> Record:
+def repair_event(*, resource_id: str, invariant: str, repair: str, now: datetime, correlation_id: str) -> ActivityEvent:
     """An activity-log event for one repair the engine made to its own state (level Warning)."""
     event = upgrade_event(
         status="Succeeded",
@@ -110,7 +111,7 @@ class EventFilter:
     caller: str | None = None
     status: str | None = None
 
-    def matches(self, event: Record) -> bool:
+    def matches(self, event: ActivityEvent) -> bool:
         ts = event["eventTimestamp"]
         if ts < self.start or ts > self.end:
             return False
@@ -201,10 +202,10 @@ class ActivityLog:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def record(self, events: list[Record]) -> None:
+    def record(self, events: list[ActivityEvent]) -> None:
         self.store.append_events(events)
 
-    def query(self, subscription: str, flt: EventFilter) -> list[Record]:
+    def query(self, subscription: str, flt: EventFilter) -> list[ActivityEvent]:
         """Matching events of one subscription, newest first."""
         found = [
             e
@@ -214,7 +215,7 @@ class ActivityLog:
         found.sort(key=lambda e: e["eventTimestamp"], reverse=True)
         return found
 
-    def for_operation(self, operation_id: str, since: str) -> list[Record]:
+    def for_operation(self, operation_id: str, since: str) -> list[ActivityEvent]:
         """The events of one attempt (used when reconciling after a crash)."""
         return list(self.store.iter_events(since[:10], "9999-12-31", ("operationId", operation_id)))
 

@@ -11,7 +11,8 @@ from .store.base import Record, Store
 from .versions import version_key
 
 #: The extensions the Azure Arc documentation lists as supporting automatic extension upgrade
-#: (reference/arc-automatic-extension-upgrade.md, "Supported extensions"), as publisher/type pairs.
+#: ("Automatic extension upgrade for Azure Arc-enabled servers", Supported extensions: see README.md,
+#: ARCEXT_SEED_CATALOG), as (product, publisher, type).
 SUPPORTED_SEED: tuple[tuple[str, str, str], ...] = (
     ("Azure Monitor agent", "Microsoft.Azure.Monitor", "AzureMonitorWindowsAgent"),
     ("Azure Monitor agent", "Microsoft.Azure.Monitor", "AzureMonitorLinuxAgent"),

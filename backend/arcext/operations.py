@@ -12,12 +12,13 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from .clock import iso
 from .ids import MachineKey
+from .records import OperationRecord
 from .store.base import Record, Store
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,10 @@ def new_operation(
     now: datetime,
     **extra: Any,
 ) -> Record:
-    """An InProgress operation on machine ``key`` (or one of its extensions: ``extension=<key>``)."""
+    """An InProgress operation on machine ``key`` (or one of its extensions: ``extension=<key>``).
+
+    An OperationRecord in shape; returned as the store's ``Record`` so that it goes to
+    ``Store.put_operation`` as it is."""
     return {
         "id": str(uuid.uuid4()),
         "kind": kind,
@@ -53,7 +57,17 @@ def new_operation(
     }
 
 
-def status_body(op: Record) -> dict[str, Any]:
+def load_operation(store: Store, op_id: str) -> OperationRecord | None:
+    """The stored operation ``op_id``, typed (the store speaks plain records)."""
+    return cast(OperationRecord | None, store.get_operation(op_id))
+
+
+def save_operation(store: Store, op: OperationRecord) -> None:
+    """Store a typed operation record; durable on return."""
+    store.put_operation(cast(Record, op))
+
+
+def status_body(op: Mapping[str, Any]) -> dict[str, Any]:
     """The operationstatus wire shape: {name, status, startTime, endTime?, properties?, error?}."""
     body: dict[str, Any] = {"name": op["id"], "status": op["status"], "startTime": op["startTime"]}
     if op.get("endTime"):

@@ -1,31 +1,28 @@
-"""Machines and their extensions: the ARM resource rules, independent of HTTP.
+"""Machines and their extensions: the ARM resource rules (create, read, update, delete), independent of HTTP.
 
 Every method takes validated request data (the schemas' output) and returns wire-shaped dicts.
 protectedSettings are sealed before they reach the store and never appear in a returned dict.
+A write that is long-running leaves the resource transitional and hands its operation to the
+runner (operations.py); completion.py finishes it, and recovery.py repairs what a crash left at start.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from . import errors
 from .catalog import Catalog, os_mismatch
 from .clock import Clock, iso
+from .completion import DriverLookup, OperationCompletion
 from .crypto import SecretBox
-from .hosts.base import HostDriver, HostDriverError, spec_of
-from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, parse_resource_id, validate_extension_name
-from .operations import FAILED, IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
+from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, validate_extension_name
+from .operations import IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
+from .records import ExtensionRecord
+from .recovery import prune_old_operations, reconcile_orphans
 from .store.base import MachineDoc, Record, Store, jcopy
-from .upgrades.jobs import reinstalled
-
-log = logging.getLogger(__name__)
-
-TRANSITIONAL = {"Creating", "Updating", "Deleting"}
-OPERATION_RETENTION = timedelta(days=7)
 
 
 def system_data(existing: dict[str, Any] | None, principal: str, now: datetime) -> dict[str, Any]:
@@ -78,15 +75,17 @@ def _not_found_extension(key: MachineKey, name: str) -> errors.ArmError:
 
 
 class ResourceService:
+    """The machine and extension resources of one store; long-running writes go to ``runner``."""
+
     def __init__(
         self,
         store: Store,
         box: SecretBox,
         clock: Clock,
-        drivers: Callable[[MachineKey, MachineDoc], HostDriver | None] | None = None,
+        drivers: DriverLookup | None = None,
         catalog: Catalog | None = None,
     ) -> None:
-        self.drivers = drivers
+        self.completion = OperationCompletion(store, box, clock, drivers)
         #: Resolves a Major.Minor typeHandlerVersion to the newest published Major.Minor.x (None: stored as given).
         self.catalog = catalog
         #: Called with (machine, extension key) after an install or update succeeded (the engine's hook).
@@ -96,20 +95,31 @@ class ResourceService:
         self.clock = clock
         self.runner = OperationRunner(store, self.complete_operation)
 
+    @property
+    def drivers(self) -> DriverLookup | None:
+        """The host driver of a machine (None: no host work, the resource state only)."""
+        return self.completion.drivers
+
+    @drivers.setter
+    def drivers(self, drivers: DriverLookup | None) -> None:
+        self.completion.drivers = drivers
+
     def start(self) -> None:
-        cutoff = iso(self.clock.now() - OPERATION_RETENTION)
-        removed = self.store.delete_operations_before(cutoff)
-        if removed:
-            log.info("Removed %d operation records older than %s", removed, cutoff)
-        self._reconcile_orphans()
+        """Prune old operation records, give orphaned in-flight writes a record, resume every operation."""
+        prune_old_operations(self.store, self.clock)
+        reconcile_orphans(self.store, self.clock)
         self.runner.start()
 
     def stop(self) -> None:
         self.runner.stop()
 
+    def complete_operation(self, op_id: str) -> None:
+        """Carry an operation to its end (completion.py). Idempotent: safe to run again after a crash."""
+        self.completion.complete(op_id, self.on_extension_ready)
+
     # --- views ----------------------------------------------------------------------------
     @staticmethod
-    def extension_view(record: Record) -> dict[str, Any]:
+    def extension_view(record: ExtensionRecord) -> dict[str, Any]:
         view: dict[str, Any] = jcopy(record["resource"])
         return view
 
@@ -121,7 +131,7 @@ class ResourceService:
         return view
 
     @staticmethod
-    def _ordered_extensions(doc: MachineDoc) -> list[Record]:
+    def _ordered_extensions(doc: MachineDoc) -> list[ExtensionRecord]:
         return [doc["extensions"][k] for k in sorted(doc["extensions"])]
 
     # --- machines ---------------------------------------------------------------------------
@@ -247,7 +257,7 @@ class ResourceService:
         def view(doc: MachineDoc | None) -> dict[str, Any]:
             if doc is None:
                 raise _not_found_machine(key)
-            record = doc["extensions"].get(name.lower())
+            record: ExtensionRecord | None = doc["extensions"].get(name.lower())
             if record is None:
                 raise _not_found_extension(key, name)
             return self.extension_view(record)
@@ -265,10 +275,9 @@ class ResourceService:
     def protected_settings(self, key: MachineKey, name: str) -> dict[str, Any] | None:
         """The decrypted protectedSettings, for host drivers only; never for a response."""
         doc = self.store.get_machine(key)
-        record = doc["extensions"].get(name.lower()) if doc else None
-        if record is None or not record.get("protected"):
-            return None
-        return self.box.open(record["protected"])
+        record: ExtensionRecord | None = doc["extensions"].get(name.lower()) if doc else None
+        sealed = record.get("protected") if record is not None else None
+        return self.box.open(sealed) if sealed else None
 
     def _writable_machine(self, key: MachineKey, doc: MachineDoc | None, action: str) -> dict[str, Any]:
         if doc is None:
@@ -292,7 +301,7 @@ class ResourceService:
         publisher, type_ = props_in.get("publisher"), props_in.get("type")
         if not (publisher and type_):
             doc = self.store.get_machine(key)
-            record = doc["extensions"].get(name.lower()) if doc else None
+            record: ExtensionRecord | None = doc["extensions"].get(name.lower()) if doc else None
             stored = record["resource"]["properties"] if record else {}
             publisher, type_ = publisher or stored.get("publisher"), type_ or stored.get("type")
         if publisher and type_:
@@ -308,7 +317,7 @@ class ResourceService:
         def change(doc: MachineDoc | None) -> tuple[MachineDoc, Record]:
             machine = self._writable_machine(key, doc, "write")
             assert doc is not None
-            existing = doc["extensions"].get(name.lower())
+            existing: ExtensionRecord | None = doc["extensions"].get(name.lower())
             if existing and existing.get("operation"):
                 raise errors.extension_busy(existing)
             if existing is None:
@@ -386,7 +395,7 @@ class ResourceService:
             if doc is None:
                 raise _not_found_machine(key)
             self._writable_machine(key, doc, "write")
-            record = doc["extensions"].get(name.lower())
+            record: ExtensionRecord | None = doc["extensions"].get(name.lower())
             if record is None:
                 raise _not_found_extension(key, name)
             if record.get("operation"):
@@ -423,7 +432,7 @@ class ResourceService:
             if doc is None:
                 return doc, None
             self._writable_machine(key, doc, "delete")
-            record = doc["extensions"].get(name.lower())
+            record: ExtensionRecord | None = doc["extensions"].get(name.lower())
             if record is None:
                 return doc, None
             if record.get("operation"):
@@ -447,182 +456,3 @@ class ResourceService:
             self.store.put_operation(op)
             self.runner.submit(op["id"])
         return op
-
-    # --- completion -----------------------------------------------------------------------
-    def complete_operation(self, op_id: str) -> None:
-        """Carry an operation to its end. Idempotent: safe to run again after a crash."""
-        op = self.store.get_operation(op_id)
-        if op is None or op["status"] != IN_PROGRESS or op["kind"] == "extension.upgrade":
-            return  # upgrades belong to the engine
-        key = MachineKey(*op["machine"])
-        try:
-            self._host_work(op, key)
-            result = self._apply(op, key)
-        except HostDriverError as exc:
-            log.warning("Operation %s (%s) failed on the host: %s", op_id, op["kind"], exc)
-            op.update(
-                status=FAILED,
-                endTime=iso(self.clock.now()),
-                error={"code": exc.code, "message": f"The host reported: {exc.message}"},
-                httpStatus=502 if exc.retryable else 400,
-            )
-            self._release(key, op)
-        except Exception as exc:  # a bug or a store failure: report it on the operation, never hang
-            log.exception("Operation %s (%s) failed", op_id, op["kind"])
-            op.update(
-                status=FAILED,
-                endTime=iso(self.clock.now()),
-                error={"code": "InternalOperationError", "message": f"The operation failed: {exc}"},
-            )
-            self._release(key, op)
-        else:
-            op.update(status=SUCCEEDED, endTime=iso(self.clock.now()))
-            if result is not None:
-                op["result"] = result
-        self.store.put_operation(op)
-        # also after a failure on the host: the record keeps what the request set (say automatic upgrade
-        # turned on), and the engine decides from the record, as its self-check would
-        if op["kind"] in ("extension.create", "extension.update") and self.on_extension_ready is not None:
-            try:
-                self.on_extension_ready(key, op["extension"])
-            except Exception:  # the engine's bookkeeping must not fail a finished operation
-                log.exception("Could not reconsider %s on %s for upgrades", op["extension"], key.name)
-
-    def _host_work(self, op: Record, key: MachineKey) -> None:
-        """Install, reconfigure or remove the extension on the host, when the machine has a driver."""
-        if self.drivers is None or op["kind"] not in ("extension.create", "extension.update", "extension.delete"):
-            return
-        doc = self.store.get_machine(key)
-        record = doc["extensions"].get(op["extension"]) if doc else None
-        if doc is None or record is None or record.get("operation") != op["id"]:
-            return
-        driver = self.drivers(key, doc)
-        if driver is None:
-            return
-        resource = record["resource"]
-        props = resource["properties"]
-        try:
-            if op["kind"] == "extension.delete":
-                driver.remove(resource["name"])
-            else:
-                driver.install(spec_of(record, self.box.open), props.get("typeHandlerVersion") or "")
-        finally:
-            driver.close()
-
-    def _apply(self, op: Record, key: MachineKey) -> dict[str, Any] | None:
-        now = self.clock.now()
-        kind = op["kind"]
-        if kind == "machine.delete":
-
-            def drop(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
-                if doc is not None and doc["machine"].get("operation") not in (None, op["id"]):
-                    return doc, None
-                return None, None
-
-            self.store.mutate_machine(key, drop)
-            return None
-
-        ext = op["extension"]
-
-        def finish(doc: MachineDoc | None) -> tuple[MachineDoc | None, dict[str, Any] | None]:
-            record = doc["extensions"].get(ext) if doc else None
-            if doc is None or record is None or record.get("operation") != op["id"]:
-                return doc, None  # already finished before a restart, or never written
-            if kind == "extension.delete":
-                del doc["extensions"][ext]
-                return doc, None
-            resource = record["resource"]
-            props = resource["properties"]
-            props["provisioningState"] = "Succeeded"
-            props["instanceView"] = {
-                "name": resource["name"],
-                "type": props.get("type"),
-                "typeHandlerVersion": props.get("typeHandlerVersion") or "",  # a string, as the spec says
-                "status": {
-                    "code": "0",
-                    "level": "Information",
-                    "displayStatus": "Provisioning succeeded",
-                    "message": "Extension Message: Default configuration is in effect.",
-                    "time": iso(now),
-                },
-            }
-            record["operation"] = None
-            record["lkg"] = props.get("typeHandlerVersion")
-            reinstalled(record)
-            return doc, jcopy(resource)
-
-        return self.store.mutate_machine(key, finish)
-
-    def _release(self, key: MachineKey, op: Record) -> None:
-        """After a failed completion: mark the resource Failed and free it for new writes."""
-
-        def release(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
-            if doc is None:
-                return doc, None
-            if doc["machine"].get("operation") == op["id"]:
-                doc["machine"]["operation"] = None
-                doc["machine"]["properties"]["provisioningState"] = "Failed"
-            record = doc["extensions"].get(op.get("extension", ""))
-            if record and record.get("operation") == op["id"]:
-                record["operation"] = None
-                record["resource"]["properties"]["provisioningState"] = "Failed"
-            return doc, None
-
-        try:
-            self.store.mutate_machine(key, release)
-        except Exception:
-            log.exception("Could not release %s after operation %s failed", key.id, op["id"])
-
-    def _reconcile_orphans(self) -> None:
-        """At start: a resource left transitional by an operation whose record never got written.
-
-        The client was never answered, so the change is finished as if it had been acknowledged:
-        the data is already durable and finishing is the least surprising outcome."""
-
-        def in_flight(doc: MachineDoc) -> tuple[MachineDoc, list[str]] | None:
-            pending: list[str] = []
-            if doc["machine"].get("operation"):
-                pending.append(doc["machine"]["operation"])
-            pending += [
-                r["operation"]
-                for r in doc["extensions"].values()
-                if r.get("operation") and r["operation"] != (r.get("upgrade") or {}).get("operationId")
-            ]
-            return (jcopy(doc), pending) if pending else None
-
-        for doc, pending in self.store.project_machines(in_flight):
-            parsed_id = doc["machine"]["id"]
-            for op_id in pending:
-                if self.store.get_operation(op_id) is None:
-                    log.warning("Found operation %s on %s without a record; finishing it", op_id, parsed_id)
-                    self._recreate_operation(doc, op_id)
-
-    def _recreate_operation(self, doc: MachineDoc, op_id: str) -> None:
-        parsed = parse_resource_id(doc["machine"]["id"])
-        assert parsed is not None
-        key = parsed[0]
-        now = self.clock.now()
-        if doc["machine"].get("operation") == op_id:
-            op = new_operation(
-                "machine.delete",
-                key,
-                doc["machine"]["id"],
-                doc["machine"]["location"],
-                "arcext",
-                now,
-            )
-        else:
-            ext, record = next((k, r) for k, r in doc["extensions"].items() if r.get("operation") == op_id)
-            state = record["resource"]["properties"].get("provisioningState")
-            kind = {"Deleting": "extension.delete", "Creating": "extension.create"}.get(state, "extension.update")
-            op = new_operation(
-                kind,
-                key,
-                record["resource"]["id"],
-                record["resource"]["location"],
-                "arcext",
-                now,
-                extension=ext,
-            )
-        op["id"] = op_id
-        self.store.put_operation(op)

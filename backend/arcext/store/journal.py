@@ -3,7 +3,7 @@
 Every change of a machine document is one JSON line, appended and fsynced before the change is
 acknowledged. Concurrent writers share fsyncs (one of them writes everything queued so far), so a
 fleet of upgrade workers pays one fsync per burst instead of one file rewrite each. A checkpoint
-rotates to a new segment, writes the changed documents to their TinyDB snapshot files, syncs, and
+rotates to a new segment, writes the changed documents to their shard files (store/machines.py), syncs, and
 drops the old segments; at start, snapshots are loaded and the remaining segments replayed.
 """
 

@@ -1,0 +1,74 @@
+"""Start-up recovery of operations: old records pruned, orphaned in-flight writes given a record.
+
+A write persists the resource in a transitional state naming its operation before it writes the
+operation record (resources.py). A crash between the two leaves a resource that names an operation
+no record describes; at start such an operation gets its record back (InProgress), so the runner
+finishes it with the others (operations.py). The client was never answered, so the change is
+finished as if it had been acknowledged: the data is already durable and finishing is the least
+surprising outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from .clock import Clock, iso
+from .ids import parse_resource_id
+from .operations import new_operation
+from .store.base import MachineDoc, Store, jcopy
+
+log = logging.getLogger(__name__)
+
+#: How long finished operation records are kept (their operationstatus URLs answer until then).
+OPERATION_RETENTION = timedelta(days=7)
+
+
+def prune_old_operations(store: Store, clock: Clock) -> None:
+    """Remove finished operation records older than OPERATION_RETENTION."""
+    cutoff = iso(clock.now() - OPERATION_RETENTION)
+    removed = store.delete_operations_before(cutoff)
+    if removed:
+        log.info("Removed %d operation records older than %s", removed, cutoff)
+
+
+def reconcile_orphans(store: Store, clock: Clock) -> None:
+    """Give a record back to every in-flight operation a resource names but the store does not hold.
+
+    Upgrade operations (the extension's upgrade job names them) belong to the upgrade engine."""
+
+    def in_flight(doc: MachineDoc) -> tuple[MachineDoc, list[str]] | None:
+        pending: list[str] = []
+        if doc["machine"].get("operation"):
+            pending.append(doc["machine"]["operation"])
+        pending += [
+            r["operation"]
+            for r in doc["extensions"].values()
+            if r.get("operation") and r["operation"] != (r.get("upgrade") or {}).get("operationId")
+        ]
+        return (jcopy(doc), pending) if pending else None
+
+    for doc, pending in store.project_machines(in_flight):
+        for op_id in pending:
+            if store.get_operation(op_id) is None:
+                log.warning("Found operation %s on %s without a record; finishing it", op_id, doc["machine"]["id"])
+                _recreate_operation(store, clock, doc, op_id)
+
+
+def _recreate_operation(store: Store, clock: Clock, doc: MachineDoc, op_id: str) -> None:
+    """An InProgress record for ``op_id``, its kind read from the resource's transitional state."""
+    parsed = parse_resource_id(doc["machine"]["id"])
+    assert parsed is not None
+    key = parsed[0]
+    now = clock.now()
+    machine = doc["machine"]
+    if machine.get("operation") == op_id:
+        op = new_operation("machine.delete", key, machine["id"], machine["location"], "arcext", now)
+    else:
+        ext, record = next((k, r) for k, r in doc["extensions"].items() if r.get("operation") == op_id)
+        resource = record["resource"]
+        state = resource["properties"].get("provisioningState")
+        kind = {"Deleting": "extension.delete", "Creating": "extension.create"}.get(state, "extension.update")
+        op = new_operation(kind, key, resource["id"], resource["location"], "arcext", now, extension=ext)
+    op["id"] = op_id
+    store.put_operation(op)
