@@ -9,13 +9,13 @@ from typing import Any, cast
 import pytest
 
 from arcext.clock import SystemClock
-from arcext.completion import OperationCompletion
 from arcext.crypto import SecretBox
 from arcext.hosts.base import ExtensionSpec, HostDriver, HostDriverError
 from arcext.ids import MachineKey
 from arcext.operations import FAILED, IN_PROGRESS, SUCCEEDED
-from arcext.recovery import reconcile_orphans
 from arcext.resources import ResourceService
+from arcext.resources.completion import OperationCompletion
+from arcext.resources.recovery import reconcile_orphans
 from arcext.store import MachineDoc, TinyDBStore
 
 SUB = "00000000-0000-0000-0000-000000000000"

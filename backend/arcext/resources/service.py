@@ -13,16 +13,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from . import errors
-from .catalog import Catalog, os_mismatch
-from .clock import Clock, iso
+from .. import errors
+from ..catalog import Catalog, os_mismatch
+from ..clock import Clock, iso
+from ..crypto import SecretBox
+from ..ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, validate_extension_name
+from ..operations import IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
+from ..records import ExtensionRecord
+from ..store.base import MachineDoc, Record, Store, jcopy
 from .completion import DriverLookup, OperationCompletion
-from .crypto import SecretBox
-from .ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, validate_extension_name
-from .operations import IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
-from .records import ExtensionRecord
 from .recovery import prune_old_operations, reconcile_orphans
-from .store.base import MachineDoc, Record, Store, jcopy
 
 
 def system_data(existing: dict[str, Any] | None, principal: str, now: datetime) -> dict[str, Any]:

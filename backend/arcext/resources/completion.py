@@ -14,14 +14,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .clock import Clock, iso
-from .crypto import SecretBox
-from .hosts.base import HostDriver, HostDriverError, spec_of
-from .ids import MachineKey
-from .operations import FAILED, IN_PROGRESS, SUCCEEDED, load_operation, save_operation
-from .records import OperationRecord
-from .store.base import MachineDoc, Store, jcopy
-from .upgrades.jobs import reinstalled
+from ..clock import Clock, iso
+from ..crypto import SecretBox
+from ..hosts.base import HostDriver, HostDriverError, spec_of
+from ..ids import MachineKey
+from ..operations import FAILED, IN_PROGRESS, SUCCEEDED, load_operation, save_operation
+from ..records import OperationRecord
+from ..store.base import MachineDoc, Store, jcopy
+from ..upgrades.jobs import reinstalled
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from .clock import Clock, iso
-from .ids import parse_resource_id
-from .operations import new_operation
-from .store.base import MachineDoc, Store, jcopy
+from ..clock import Clock, iso
+from ..ids import parse_resource_id
+from ..operations import new_operation
+from ..store.base import MachineDoc, Store, jcopy
 
 log = logging.getLogger(__name__)
 
