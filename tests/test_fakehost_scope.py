@@ -109,10 +109,10 @@ def test_the_model_of_leftovers_breaks_the_old_scripts_as_powershell_did() -> No
     shell = Shell("S1", "uri")
     old_invoke = info("Invoke-HandlerCommand", (BEFORE / "Invoke-HandlerCommand.ps1").read_text())
     old_status = info("Get-HandlerStatus", (BEFORE / "Get-HandlerStatus.ps1").read_text())
-    scope_check(_Server(), shell, old_invoke, None)  # type: ignore[arg-type]
+    scope_check(_Server(), shell, old_invoke, None)
     assert shell.global_constraints["environment"] == ("hashtable", "Invoke-HandlerCommand")
     with pytest.raises(Terminating, match=r"Cannot convert .* to type \"hashtable\""):
-        scope_check(_Server(), shell, old_status, None)  # type: ignore[arg-type]
+        scope_check(_Server(), shell, old_status, None)
 
 
 def test_the_current_scripts_would_not_collide_even_dot_sourced() -> None:

@@ -7,6 +7,7 @@ pyspnego's acceptor reads the accepted credentials from the file named by ``NTLM
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import struct
@@ -57,8 +58,6 @@ class NtlmConnection:
     def step(self, token: str) -> bytes | None:
         """Feed one client token (base64, from the Authorization header); the token to send back
         while the handshake goes on, None once it is complete (the connection is then authenticated)."""
-        import base64
-
         import spnego
         import spnego.exceptions
 

@@ -38,8 +38,17 @@ class PsrpEndpoint(ShellResource[Shell]):
     """The runspace pools of one fake host (``WSManServer.psrp``)."""
 
     def __init__(self, host: HostContext) -> None:
-        ops = {"Create": self._create, "Delete": self._delete, "Command": self._command}
-        super().__init__(host, {**ops, "Send": self._send, "Signal": self._signal, "Receive": self._receive})
+        super().__init__(
+            host,
+            {
+                "Create": self._create,
+                "Delete": self._delete,
+                "Command": self._command,
+                "Send": self._send,
+                "Signal": self._signal,
+                "Receive": self._receive,
+            },
+        )
 
     def handle(self, action: str, req: Request) -> tuple[str, str]:
         if action == "Get":  # Get of a shell's properties: the request names the generic shell resource

@@ -27,6 +27,8 @@ from .disk import (
 
 
 class MachineState:
+    """A machine's disk, its record and what tests read back; the scripts are its subclasses' ``op_*``."""
+
     def __init__(self, root: Path, name: str = "FAKEHOST", edition: str = "Desktop") -> None:
         if edition not in ("Desktop", "Core"):
             raise ValueError("edition is Desktop (Windows PowerShell 5.1) or Core (PowerShell 7)")

@@ -104,8 +104,17 @@ class WinrsEndpoint(ShellResource[WinrsShell]):
     """The cmd shell resource of one fake host (``WSManServer.winrs``)."""
 
     def __init__(self, host: HostContext) -> None:
-        ops = {"Create": self._create, "Delete": self._delete, "Command": self._start_command}
-        super().__init__(host, {**ops, "Send": self._send, "Receive": self._receive, "Signal": self._signal})
+        super().__init__(
+            host,
+            {
+                "Create": self._create,
+                "Delete": self._delete,
+                "Command": self._start_command,
+                "Send": self._send,
+                "Receive": self._receive,
+                "Signal": self._signal,
+            },
+        )
         #: every Command: (the inline script it ran or None, the whole command line)
         self.commands: list[tuple[str | None, str]] = []
 
