@@ -236,7 +236,7 @@ def _activity_id(activity: bool) -> str:
     return f"<p:ActivityId>{str(uuid.uuid4()).upper()}</p:ActivityId>" if activity else ""
 
 
-def envelope(action: str, relates_to: str, body: str, activity: bool = True) -> str:
+def response_envelope(action: str, relates_to: str, body: str, activity: bool = True) -> str:
     return (
         f"<s:Envelope {ENVELOPE_NS}><s:Header><a:Action>{action}</a:Action>"
         f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>{_activity_id(activity)}"

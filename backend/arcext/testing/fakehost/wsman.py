@@ -34,10 +34,10 @@ from .soap import (
     Request,
     access_denied,
     action_not_supported,
-    envelope,
     fault_envelope,
     internal_error,
     read_envelope,
+    response_envelope,
 )
 from .winrs import WinrsEndpoint
 
@@ -156,7 +156,7 @@ class WSManServer(ThreadingHTTPServer):
     # --- what a request asks ------------------------------------------------------------------------
     def dispatch(self, body: bytes, client_ip: str) -> tuple[int, str]:
         """(HTTP status, response envelope) of one SOAP request; raises ConnectionReset or Hang for
-        an injected fault, ValueError for a body that is not a SOAP envelope."""
+        an injected fault, ValueError (or ElementTree.ParseError) for a body that is not a SOAP envelope."""
         env = read_envelope(body)
         self.actions.append(env.action)
         winrs = env.resource_uri == CMD_RESOURCE
@@ -172,7 +172,7 @@ class WSManServer(ThreadingHTTPServer):
                 response_action, response_body = RESPONSE["Get"], self._config()
             else:
                 response_action, response_body = self.psrp.handle(env.action, request)
-            text = envelope(response_action, env.message_id, response_body, activity=not winrs)
+            text = response_envelope(response_action, env.message_id, response_body, activity=not winrs)
             self.last_envelopes[prefix + env.action] = text
             return 200, text
         except Fault as f:
