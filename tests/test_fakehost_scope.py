@@ -21,8 +21,9 @@ from arcext.hosts.base import ExtensionSpec, RemoteScriptError
 from arcext.hosts.packages import PackageStore
 from arcext.hosts.psrp import DriverTuning, PsrpDriver, script_text
 from arcext.testing.fakehost import FakeHost, make_package
+from arcext.testing.fakehost.pipelines import Terminating, scope_check
+from arcext.testing.fakehost.runspace import Shell
 from arcext.testing.fakehost.scripts import ScriptInfo, extract_parameters, script_hash
-from arcext.testing.fakehost.wsman import Shell, _scope_check, _Terminating
 
 HANDLER = "Contoso.Fake.Agent"
 BEFORE = Path(__file__).parent / "windows" / "before-issue-17"
@@ -108,10 +109,10 @@ def test_the_model_of_leftovers_breaks_the_old_scripts_as_powershell_did() -> No
     shell = Shell("S1", "uri")
     old_invoke = info("Invoke-HandlerCommand", (BEFORE / "Invoke-HandlerCommand.ps1").read_text())
     old_status = info("Get-HandlerStatus", (BEFORE / "Get-HandlerStatus.ps1").read_text())
-    _scope_check(_Server(), shell, old_invoke, None)  # type: ignore[arg-type]
+    scope_check(_Server(), shell, old_invoke, None)
     assert shell.global_constraints["environment"] == ("hashtable", "Invoke-HandlerCommand")
-    with pytest.raises(_Terminating, match=r"Cannot convert .* to type \"hashtable\""):
-        _scope_check(_Server(), shell, old_status, None)  # type: ignore[arg-type]
+    with pytest.raises(Terminating, match=r"Cannot convert .* to type \"hashtable\""):
+        scope_check(_Server(), shell, old_status, None)
 
 
 def test_the_current_scripts_would_not_collide_even_dot_sourced() -> None:

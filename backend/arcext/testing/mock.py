@@ -24,40 +24,33 @@ from __future__ import annotations
 
 import functools
 import inspect
-import io
-import json
 import os
 import threading
-import time
 import unittest
 import urllib.parse
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3 import HTTPResponse
-from urllib3._collections import HTTPHeaderDict
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
+from .mock_identity import (
+    FAKE_ENVIRONMENT,
+    IMDS_HOST,
+    LOGIN_HOSTS,
+    Answer,
+    authority_host,
+    imds,
+    token_endpoint,
+)
+from .mock_transport import InProcessAdapter, activate, active_mock, deactivate, transport_classes
 from .server import ArcextServer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Hosts of Azure Resource Manager (public cloud, China, US Government): routed to arcext.
 ARM_HOSTS = ("management.azure.com", "management.chinacloudapi.cn", "management.usgovcloudapi.net")
-#: Microsoft Entra ID authority hosts: token requests answered locally.
-LOGIN_HOSTS = ("login.microsoftonline.com", "login.chinacloudapi.cn", "login.microsoftonline.us")
-#: The Azure Instance Metadata Service (ManagedIdentityCredential).
-IMDS_HOST = "169.254.169.254"
-#: Made-up service principal, set while a mock is active unless the variable is already set.
-FAKE_ENVIRONMENT = {
-    "AZURE_TENANT_ID": "72f988bf-0000-0000-0000-00000000a7c0",
-    "AZURE_CLIENT_ID": "00000000-0000-0000-0000-0000000c1e47",
-    "AZURE_CLIENT_SECRET": "arcext-mock-secret",
-}
-TOKEN_LIFETIME = 3600  # seconds
 
 
 class UnmockedHostError(ConnectionRefusedError):
@@ -73,64 +66,6 @@ class UnmockedHostError(ConnectionRefusedError):
             f"mock_arc(); it answers ARM at {', '.join(ARM_HOSTS)} and tokens at {', '.join(LOGIN_HOSTS)}; "
             f"pass passthrough=[{host!r}] to let {host} through)"
         )
-
-
-Answer = tuple[int, str, list[tuple[str, str]], bytes]
-
-
-def _json_answer(status: int, body: dict[str, Any], reason: str = "OK") -> Answer:
-    data = json.dumps(body).encode()
-    return (
-        status,
-        reason,
-        [("Content-Type", "application/json; charset=utf-8"), ("Content-Length", str(len(data)))],
-        data,
-    )
-
-
-def _body_bytes(body: Any) -> bytes:
-    if body is None:
-        return b""
-    if isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode()
-    if hasattr(body, "read"):
-        data = body.read()
-        return data if isinstance(data, bytes) else str(data).encode()
-    return b"".join(chunk if isinstance(chunk, bytes) else str(chunk).encode() for chunk in body)
-
-
-class _InProcessAdapter(HTTPAdapter):
-    """A requests adapter that answers from the mock instead of opening a connection."""
-
-    def __init__(self, mock: MockArc) -> None:
-        super().__init__()
-        self._mock = mock
-
-    def send(
-        self,
-        request: requests.PreparedRequest,
-        stream: bool = False,
-        timeout: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        proxies: Any = None,
-    ) -> requests.Response:
-        method = request.method or "GET"
-        url = request.url or ""
-        status, reason, headers, body = self._mock.answer(method, url, dict(request.headers), _body_bytes(request.body))
-        raw = HTTPResponse(
-            body=io.BytesIO(body),
-            headers=HTTPHeaderDict(headers),
-            status=status,
-            reason=reason,
-            preload_content=False,
-            decode_content=False,
-            request_method=method,
-            request_url=url,
-        )
-        return self.build_response(request, raw)
 
 
 class MockArc:
@@ -172,7 +107,7 @@ class MockArc:
     def start(self) -> MockArc:
         if self._server is not None:
             raise RuntimeError("this mock_arc() is already active")
-        _transport_classes()  # fails before anything changed when azure-core is missing
+        transport_classes()  # fails before anything changed when azure-core is missing
         if self._given_server is None:
             self._server = ArcextServer(**self._server_options).start()
             self._owns_server = True
@@ -180,7 +115,7 @@ class MockArc:
             self._server = self._given_server
         session = requests.Session()
         session.trust_env = False
-        adapter = _InProcessAdapter(self)
+        adapter = InProcessAdapter(self)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self._session = session
@@ -188,13 +123,13 @@ class MockArc:
             for name, value in FAKE_ENVIRONMENT.items():
                 self._saved_env[name] = os.environ.get(name)
                 os.environ.setdefault(name, value)
-        _activate(self)
+        activate(self)
         return self
 
     def stop(self) -> None:
         if self._server is None:
             return
-        _deactivate(self)
+        deactivate(self)
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -314,10 +249,10 @@ class MockArc:
             self.requests.append((method, url))
         if host in self.arm_hosts or parts.netloc.lower() == own:
             return self._wsgi(method, parts, headers, body)
-        if host in self.login_hosts or host == _authority_host():
-            return self._token_endpoint(method, parts, body)
+        if host in self.login_hosts or host == authority_host():
+            return token_endpoint(method, parts, body, self._issued)
         if host == IMDS_HOST:
-            return self._imds(parts, headers)
+            return imds(parts, headers, self._issued)
         raise UnmockedHostError(method, url, parts.netloc or host)
 
     def _wsgi(self, method: str, parts: urllib.parse.SplitResult, headers: dict[str, str], body: bytes) -> Answer:
@@ -361,85 +296,6 @@ class MockArc:
     def _issued(self, client_id: str | None) -> str:
         return self.identities.get(client_id or "", self.token)
 
-    def _token_endpoint(self, method: str, parts: urllib.parse.SplitResult, body: bytes) -> Answer:
-        authority = f"{parts.scheme}://{parts.netloc}"
-        segments = [s for s in parts.path.split("/") if s]
-        tenant = segments[0] if segments else "common"
-        path = parts.path.lower()
-        if method == "POST" and path.endswith(("/oauth2/v2.0/token", "/oauth2/token")):
-            form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
-            client_id = next(iter(form.get("client_id", [])), None)
-            answer: dict[str, Any] = {
-                "token_type": "Bearer",
-                "expires_in": TOKEN_LIFETIME,
-                "ext_expires_in": TOKEN_LIFETIME,
-                "access_token": self._issued(client_id),
-            }
-            if "/v2.0/" not in path:  # the v1 endpoint's shape
-                answer["expires_on"] = str(int(time.time()) + TOKEN_LIFETIME)
-                answer["resource"] = (form.get("resource") or ["https://management.azure.com/"])[0]
-            return _json_answer(200, answer)
-        if path.endswith("/.well-known/openid-configuration"):
-            base = f"{authority}/{tenant}"
-            return _json_answer(
-                200,
-                {
-                    "issuer": f"{base}/v2.0",
-                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                    "token_endpoint": f"{base}/oauth2/v2.0/token",
-                    "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-                    "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
-                    "jwks_uri": f"{authority}/{tenant}/discovery/v2.0/keys",
-                    "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-                    "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
-                    "tenant_region_scope": "NA",
-                    "cloud_instance_name": "microsoftonline.com",
-                },
-            )
-        if path.endswith("/discovery/instance"):
-            return _json_answer(
-                200,
-                {
-                    "tenant_discovery_endpoint": f"{authority}/{tenant}/v2.0/.well-known/openid-configuration",
-                    "api-version": "1.1",
-                    "metadata": [
-                        {
-                            "preferred_network": parts.netloc,
-                            "preferred_cache": parts.netloc,
-                            "aliases": [parts.netloc],
-                        }
-                    ],
-                },
-            )
-        return _json_answer(
-            404,
-            {"error": "not_found", "error_description": f"mock_arc(): no local answer for {method} {parts.path}"},
-            "Not Found",
-        )
-
-    def _imds(self, parts: urllib.parse.SplitResult, headers: dict[str, str]) -> Answer:
-        lowered = {k.lower(): v for k, v in headers.items()}
-        if lowered.get("metadata", "").lower() != "true" or "/metadata/identity/oauth2/token" not in parts.path:
-            return _json_answer(
-                400,
-                {"error": "invalid_request", "error_description": "Required metadata header not specified"},
-                "Bad Request",
-            )
-        query = urllib.parse.parse_qs(parts.query)
-        client_id = next(iter(query.get("client_id", [])), None)
-        now = int(time.time())
-        return _json_answer(
-            200,
-            {
-                "access_token": self._issued(client_id),
-                "expires_in": str(TOKEN_LIFETIME),
-                "expires_on": str(now + TOKEN_LIFETIME),
-                "not_before": str(now),
-                "resource": (query.get("resource") or ["https://management.azure.com/"])[0],
-                "token_type": "Bearer",
-            },
-        )
-
     # --- azure-core transports that answer in-process -------------------------------------------
     def transport(self, kind: str) -> Any:
         """azure-core's own requests transports (``sync``/``async``) over the in-process session."""
@@ -471,88 +327,9 @@ def _present_as(
     return rewritten, body
 
 
-def _authority_host() -> str:
-    value = os.environ.get("AZURE_AUTHORITY_HOST", "")
-    if not value:
-        return ""
-    return (urllib.parse.urlsplit(value if "//" in value else f"https://{value}").hostname or "").lower()
-
-
-# --- the patch on azure-core's transports ------------------------------------------------------------
-_ACTIVE: list[MockArc] = []
-_PATCH_LOCK = threading.RLock()
-_ORIGINALS: dict[tuple[type, str], Any] = {}
-#: Keyword arguments AsyncioRequestsTransport.send passes on to requests; others (aiohttp's) are dropped.
-_REQUESTS_KWARGS = {"stream", "proxies", "connection_verify", "connection_timeout", "connection_cert"}
-
-
 def current_mock() -> MockArc | None:
     """The innermost active ``mock_arc()``, or None."""
-    return _ACTIVE[-1] if _ACTIVE else None
-
-
-def _transport_classes() -> list[tuple[type, bool]]:
-    try:
-        from azure.core.pipeline.transport import AsyncioRequestsTransport, RequestsTransport
-    except ImportError as missing:
-        raise RuntimeError(
-            "mock_arc() routes azure-core's transports: install azure-core (any Azure SDK client brings it, "
-            "or `pip install arcext[test]`)"
-        ) from missing
-
-    classes: list[tuple[type, bool]] = [(RequestsTransport, False), (AsyncioRequestsTransport, True)]
-    try:
-        from azure.core.pipeline.transport import AioHttpTransport
-    except ImportError:  # aiohttp is not installed: no aiohttp transport to patch
-        pass
-    else:
-        classes.append((AioHttpTransport, True))
-    return classes
-
-
-def _original(cls: type) -> Any:
-    return _ORIGINALS[(cls, "send")]
-
-
-def _sync_send(self: Any, request: Any, **kwargs: Any) -> Any:
-    from azure.core.pipeline.transport import RequestsTransport
-
-    mock = current_mock()
-    if mock is None or mock.passes(request.url):
-        return _original(RequestsTransport)(self, request, **kwargs)
-    return _original(RequestsTransport)(mock.transport("sync"), request, **kwargs)
-
-
-def _make_async_send(cls: type) -> Callable[..., Any]:
-    async def send(self: Any, request: Any, **kwargs: Any) -> Any:
-        from azure.core.pipeline.transport import AsyncioRequestsTransport
-
-        mock = current_mock()
-        if mock is None or mock.passes(request.url):
-            return await _original(cls)(self, request, **kwargs)
-        options = {k: v for k, v in kwargs.items() if k in _REQUESTS_KWARGS}
-        return await _original(AsyncioRequestsTransport)(mock.transport("async"), request, **options)
-
-    return send
-
-
-def _activate(mock: MockArc) -> None:
-    with _PATCH_LOCK:
-        if not _ACTIVE:
-            for cls, is_async in _transport_classes():
-                _ORIGINALS[(cls, "send")] = cls.__dict__["send"]
-                cls.send = _make_async_send(cls) if is_async else _sync_send  # type: ignore[attr-defined]
-        _ACTIVE.append(mock)
-
-
-def _deactivate(mock: MockArc) -> None:
-    with _PATCH_LOCK:
-        if mock in _ACTIVE:
-            _ACTIVE.remove(mock)
-        if not _ACTIVE:
-            for (cls, name), original in _ORIGINALS.items():
-                setattr(cls, name, original)
-            _ORIGINALS.clear()
+    return cast("MockArc | None", active_mock())
 
 
 @overload

@@ -1,5 +1,5 @@
 """A fake Windows host for tests: a WS-Management/PSRP endpoint (psrpcore server side) in front of a
-Python model of a Windows machine that runs arcext's own agent scripts (see reference/remote-hosts.md).
+Python model of a Windows machine that runs arcext's own agent scripts (see docs/hosts.md).
 
     with FakeHost(tmp_path / "host1", auth="basic", tls=True) as host:
         host.connection()  # -> hostConnection settings for the arcext API / the psrp driver
@@ -13,32 +13,17 @@ driver="winrm")`` makes ``connection()`` ask for the winrm driver. ``FakeFleet``
 
 from __future__ import annotations
 
-import os
 import ssl
-import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .encryption import register_user
 from .machine import WindowsMachine
 from .wsman import WSManServer
 
 __all__ = ["FakeFleet", "FakeHost", "WindowsMachine", "make_package"]
-
-_NTLM_LOCK = threading.Lock()
-_NTLM_USERS: dict[str, str] = {}
-
-
-def _register_ntlm_user(username: str, password: str) -> None:
-    """pyspnego's NTLM acceptor reads credentials from the file named by NTLM_USER_FILE."""
-    with _NTLM_LOCK:
-        _NTLM_USERS[username] = password
-        path = os.environ.get("NTLM_USER_FILE")
-        if not path or not path.endswith("arcext-fakehost-ntlm.txt"):
-            path = str(Path(tempfile.mkdtemp(prefix="arcext-fakehost-")) / "arcext-fakehost-ntlm.txt")
-            os.environ["NTLM_USER_FILE"] = path
-        Path(path).write_text("".join(f":{u}:{p}\n" for u, p in _NTLM_USERS.items()))
 
 
 class FakeHost:
@@ -75,7 +60,7 @@ class FakeHost:
             context.load_cert_chain(cert, key)
             self.cert_path = cert
         if auth == "ntlm":
-            _register_ntlm_user(username, password)
+            register_user(username, password)
         self.server = WSManServer(
             self.machine,
             username,

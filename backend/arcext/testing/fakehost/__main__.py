@@ -13,35 +13,32 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import click
+from click.decorators import FC
+
+
+def _choice(flag: str, choices: list[str], help_text: str) -> Callable[[FC], FC]:
+    """An option with a fixed set of values, the first being the default."""
+    return click.option(flag, type=click.Choice(choices), default=choices[0], show_default=True, help=help_text)
 
 
 @click.command("fakehost")
 @click.option("--hosts", "count", default=1, show_default=True, help="How many fake Windows hosts to run.")
 @click.option("--state-dir", default="./.arcext-fakehosts", show_default=True, type=click.Path(path_type=Path))
 @click.option("--base-port", default=55986, show_default=True, help="Host i listens on base-port + i (127.0.0.1).")
-@click.option(
-    "--auth",
-    type=click.Choice(["basic", "ntlm"]),
-    default="basic",
-    show_default=True,
-    help="basic = Basic over TLS (self-signed); ntlm = NTLM with message encryption over http.",
+@_choice(
+    "--auth", ["basic", "ntlm"], "basic = Basic over TLS (self-signed); ntlm = NTLM with message encryption over http."
 )
-@click.option(
-    "--driver",
-    type=click.Choice(["psrp", "winrm"]),
-    default="psrp",
-    show_default=True,
-    help="The driver the printed hostConnection asks for (every host speaks PSRP and WinRS).",
+@_choice(
+    "--driver", ["psrp", "winrm"], "The driver the printed hostConnection asks for (every host speaks PSRP and WinRS)."
 )
-@click.option(
+@_choice(
     "--edition",
-    type=click.Choice(["Desktop", "Core"]),
-    default="Desktop",
-    show_default=True,
-    help="The endpoint's PowerShell: Desktop = Windows PowerShell 5.1, Core = PowerShell 7.",
+    ["Desktop", "Core"],
+    "The endpoint's PowerShell: Desktop = Windows PowerShell 5.1, Core = PowerShell 7.",
 )
 @click.option("--username", default="arcext", show_default=True)
 @click.option("--password", default="Secret-Passw0rd!", show_default=True)

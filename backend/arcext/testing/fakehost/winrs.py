@@ -24,41 +24,37 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from xml.etree import ElementTree as ET
+from typing import Any
 from xml.sax.saxutils import escape
 
-from .machine import SCRIPT_NAME, ScriptFailure, WindowsMachine
+from .context import HostContext
+from .disk import SCRIPT_NAME, ScriptFailure
+from .injection import long_poll, receive_deadline
+from .machine import WindowsMachine
+from .resource import ShellResource
 from .scripts import BindingError, bind, known_scripts
-from .wsman import CMD_RESOURCE, NS, Fault, action_not_supported, long_poll, receive_deadline, shell_not_found
-
-if TYPE_CHECKING:
-    from .wsman import WSManServer
+from .soap import (
+    CMD_RESOURCE,
+    DONE,
+    INVALID_VALUE_DETAIL,
+    NS,
+    SHELL_RESOURCE,
+    Request,
+    invalid_parameter,
+    resource_created,
+    shell_not_found,
+)
 
 log = logging.getLogger("arcext.fakehost")
 
 
-SHELL_NS = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
-DONE = f"{SHELL_NS}/CommandState/Done"
-RUNNING = f"{SHELL_NS}/CommandState/Running"
-SIGNAL_CTRL_C = f"{SHELL_NS}/signal/ctrl_c"
-SIGNAL_TERMINATE = f"{SHELL_NS}/signal/terminate"
+RUNNING = f"{SHELL_RESOURCE}/CommandState/Running"
+SIGNAL_CTRL_C = f"{SHELL_RESOURCE}/signal/ctrl_c"
+SIGNAL_TERMINATE = f"{SHELL_RESOURCE}/signal/terminate"
 CMD_LINE_LIMIT = 8191
 #: the scripts the fake runs when they arrive inline as -EncodedCommand
 INLINE_SCRIPTS = ("Install-AgentScripts", "Invoke-AgentScript")
 ENCODED_FLAGS = ("-encodedcommand", "-enc", "-ec", "-e")
-
-
-@dataclass(frozen=True)
-class Request:
-    """One WS-Management request to the cmd shell resource, as the dispatcher parsed it."""
-
-    client_ip: str
-    body: ET.Element
-    selectors: dict[str, str]
-    options: dict[str, str]
-    timeout: float
-    to: str
 
 
 @dataclass
@@ -100,44 +96,31 @@ class WinrsShell:
                 cmd.stdin_done.set()
             self.cond.notify_all()
 
+    def stop(self) -> None:
+        self.cancel()
 
-class WinrsEndpoint:
+
+class WinrsEndpoint(ShellResource[WinrsShell]):
     """The cmd shell resource of one fake host (``WSManServer.winrs``)."""
 
-    def __init__(self, server: WSManServer) -> None:
-        self.server = server
-        self.shells: dict[str, WinrsShell] = {}
-        self.lock = threading.Lock()
-        #: shells ever created (one per driver per job)
-        self.shells_opened = 0
+    def __init__(self, host: HostContext) -> None:
+        super().__init__(
+            host,
+            {
+                "Create": self._create,
+                "Delete": self._delete,
+                "Command": self._start_command,
+                "Send": self._send,
+                "Receive": self._receive,
+                "Signal": self._signal,
+            },
+        )
         #: every Command: (the inline script it ran or None, the whole command line)
         self.commands: list[tuple[str | None, str]] = []
 
     @property
     def machine(self) -> WindowsMachine:
-        return self.server.machine
-
-    def stop(self) -> None:
-        with self.lock:
-            shells = list(self.shells.values())
-        for shell in shells:
-            shell.cancel()
-
-    # --- dispatch -------------------------------------------------------------------------------
-    def handle(self, action: str, req: Request) -> tuple[str, str]:
-        """(response action, response body) of one WinRS request; raises Fault."""
-        op = getattr(self, f"_op_{action}", None)
-        if op is None:
-            raise action_not_supported(action)
-        result: tuple[str, str] = op(req)
-        return result
-
-    def _shell(self, selectors: dict[str, str]) -> WinrsShell:
-        with self.lock:
-            shell = self.shells.get(selectors.get("ShellId", "").upper())
-        if shell is None or shell.closed:
-            raise shell_not_found()
-        return shell
+        return self.host.machine
 
     @staticmethod
     def _command(shell: WinrsShell, command_id: str | None) -> WinrsCommand:
@@ -147,53 +130,44 @@ class WinrsEndpoint:
         return cmd
 
     # --- actions --------------------------------------------------------------------------------
-    def _op_Create(self, req: Request) -> tuple[str, str]:
+    def _create(self, req: Request) -> str:
         shell_el = req.body.find("rsp:Shell", NS)
         if shell_el is None:
-            raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
+            raise invalid_parameter()
         inputs = (shell_el.findtext("rsp:InputStreams", "stdin", NS) or "").split()
         outputs = (shell_el.findtext("rsp:OutputStreams", "stdout stderr", NS) or "").split()
         if inputs != ["stdin"] or sorted(outputs) != ["stderr", "stdout"]:
-            raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
+            raise invalid_parameter()
         try:
             codepage = int(req.options.get("WINRS_CODEPAGE", "437"))
         except ValueError:
-            raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87) from None
+            raise invalid_parameter() from None
         noprofile = req.options.get("WINRS_NOPROFILE", "FALSE").upper() == "TRUE"
         idle = shell_el.findtext("rsp:IdleTimeOut", "PT7200.000S", NS) or "PT7200.000S"
         shell = WinrsShell(str(uuid.uuid4()).upper(), codepage, noprofile, idle)
-        with self.lock:
-            self.shells[shell.id] = shell
-            self.shells_opened += 1
-        with self.server.shells_lock:
-            self.server.pools_opened += 1  # the server counts every shell, of either kind
-        address = escape(req.to or f"http://127.0.0.1:{self.server.port}/wsman")
-        body_xml = (
-            f"<x:ResourceCreated><a:Address>{address}</a:Address><a:ReferenceParameters>"
-            f"<w:ResourceURI>{CMD_RESOURCE}</w:ResourceURI><w:SelectorSet>"
-            f'<w:Selector Name="ShellId">{shell.id}</w:Selector></w:SelectorSet></a:ReferenceParameters>'
-            f'</x:ResourceCreated><rsp:Shell xmlns:rsp="{SHELL_NS}"><rsp:ShellId>{shell.id}</rsp:ShellId>'
+        self._add(shell)
+        address = req.to or f"http://127.0.0.1:{self.host.port}/wsman"
+        return resource_created(address, CMD_RESOURCE, shell.id) + (
+            f'<rsp:Shell xmlns:rsp="{SHELL_RESOURCE}"><rsp:ShellId>{shell.id}</rsp:ShellId>'
             f"<rsp:ResourceUri>{CMD_RESOURCE}</rsp:ResourceUri>"
-            f"<rsp:Owner>{escape(self.server.machine.name)}\\{escape(self.server.username)}</rsp:Owner>"
+            f"<rsp:Owner>{escape(self.host.machine.name)}\\{escape(self.host.username)}</rsp:Owner>"
             f"<rsp:ClientIP>{escape(req.client_ip)}</rsp:ClientIP>"
             f"<rsp:IdleTimeOut>{escape(idle)}</rsp:IdleTimeOut><rsp:InputStreams>stdin</rsp:InputStreams>"
             f"<rsp:OutputStreams>stdout stderr</rsp:OutputStreams><rsp:ShellRunTime>P0DT0H0M0S</rsp:ShellRunTime>"
             f"<rsp:ShellInactivity>P0DT0H0M0S</rsp:ShellInactivity></rsp:Shell>"
         )
-        return "http://schemas.xmlsoap.org/ws/2004/09/transfer/CreateResponse", body_xml
 
-    def _op_Delete(self, req: Request) -> tuple[str, str]:
-        shell = self._shell(req.selectors)
+    def _delete(self, req: Request) -> str:
+        shell = self._shell(req)
         shell.cancel(close=True)
-        with self.lock:
-            self.shells.pop(shell.id, None)
-        return "http://schemas.xmlsoap.org/ws/2004/09/transfer/DeleteResponse", ""
+        self._remove(shell)
+        return ""
 
-    def _op_Command(self, req: Request) -> tuple[str, str]:
-        shell = self._shell(req.selectors)
+    def _start_command(self, req: Request) -> str:
+        shell = self._shell(req)
         line_el = req.body.find("rsp:CommandLine", NS)
         if line_el is None:
-            raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
+            raise invalid_parameter()
         command = (line_el.findtext("rsp:Command", "", NS) or "").strip()
         arguments = [a.text or "" for a in line_el.findall("rsp:Arguments", NS)]
         line = " ".join([command, *arguments]).strip()
@@ -210,40 +184,37 @@ class WinrsEndpoint:
                 threading.Thread(
                     target=self._execute, args=(shell, cmd), name=f"fakehost-winrs-{cmd.id}", daemon=True
                 ).start()
-        body_xml = f"<rsp:CommandResponse><rsp:CommandId>{cmd.id}</rsp:CommandId></rsp:CommandResponse>"
-        return "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse", body_xml
+        return f"<rsp:CommandResponse><rsp:CommandId>{cmd.id}</rsp:CommandId></rsp:CommandResponse>"
 
-    def _op_Send(self, req: Request) -> tuple[str, str]:
-        shell = self._shell(req.selectors)
+    def _send(self, req: Request) -> str:
+        shell = self._shell(req)
         with shell.lock:
             for stream in req.body.findall("rsp:Send/rsp:Stream", NS):
                 if stream.get("Name") != "stdin":
-                    raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
+                    raise invalid_parameter()
                 cmd = self._command(shell, stream.get("CommandId"))
                 if cmd.stdin_done.is_set() and not cmd.cancel.is_set():
-                    raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
+                    raise invalid_parameter()
                 cmd.stdin += base64.b64decode(stream.text or "")
                 if (stream.get("End") or "").lower() == "true":
                     cmd.stdin_done.set()
             shell.cond.notify_all()
-        return "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SendResponse", "<rsp:SendResponse/>"
+        return "<rsp:SendResponse/>"
 
-    def _op_Receive(self, req: Request) -> tuple[str, str]:
-        shell = self._shell(req.selectors)
+    def _receive(self, req: Request) -> str:
+        shell = self._shell(req)
         desired = req.body.find("rsp:Receive/rsp:DesiredStream", NS)
         if desired is None or not desired.get("CommandId"):
-            raise Fault(
-                "s:Sender",
-                "w:InvalidParameter",
-                "The parameter is incorrect. ",
-                87,
-                "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/InvalidValue",
-            )
+            raise invalid_parameter(INVALID_VALUE_DETAIL)
         deadline = receive_deadline(req.timeout)
         with shell.lock:
             cmd = self._command(shell, desired.get("CommandId"))
             long_poll(
-                self.server, shell, lambda: bool(cmd.stdout or cmd.stderr or (cmd.done and not cmd.done_sent)), deadline
+                self.host.fault_plan,
+                self.host.stopping,
+                shell,
+                lambda: bool(cmd.stdout or cmd.stderr or (cmd.done and not cmd.done_sent)),
+                deadline,
             )
             streams: list[str] = []
             for name, queue in (("stdout", cmd.stdout), ("stderr", cmd.stderr)):
@@ -260,17 +231,14 @@ class WinrsEndpoint:
                 )
             else:
                 state = f'<rsp:CommandState CommandId="{cmd.id}" State="{RUNNING}"></rsp:CommandState>'
-        return (
-            "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/ReceiveResponse",
-            f"<rsp:ReceiveResponse>{''.join(streams)}{state}</rsp:ReceiveResponse>",
-        )
+        return f"<rsp:ReceiveResponse>{''.join(streams)}{state}</rsp:ReceiveResponse>"
 
-    def _op_Signal(self, req: Request) -> tuple[str, str]:
-        shell = self._shell(req.selectors)
+    def _signal(self, req: Request) -> str:
+        shell = self._shell(req)
         signal = req.body.find("rsp:Signal", NS)
         code = (req.body.findtext("rsp:Signal/rsp:Code", "", NS) or "").strip().lower()
         if signal is None or code not in (SIGNAL_CTRL_C, SIGNAL_TERMINATE):
-            raise Fault("s:Sender", "w:InvalidParameter", "The parameter is incorrect. ", 87)
+            raise invalid_parameter()
         with shell.lock:
             cmd = self._command(shell, signal.get("CommandId"))
             cmd.cancel.set()
@@ -278,7 +246,7 @@ class WinrsEndpoint:
             if code == SIGNAL_TERMINATE:
                 shell.commands.pop(cmd.id, None)
             shell.cond.notify_all()
-        return "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/SignalResponse", "<rsp:SignalResponse/>"
+        return "<rsp:SignalResponse/>"
 
     # --- what runs ------------------------------------------------------------------------------
     def _recognise(self, cmd: WinrsCommand) -> str | None:
@@ -315,7 +283,7 @@ class WinrsEndpoint:
 
     def _execute(self, shell: WinrsShell, cmd: WinrsCommand) -> None:
         while not cmd.stdin_done.wait(0.5):
-            if cmd.cancel.is_set() or self.server.stopping.is_set():
+            if cmd.cancel.is_set() or self.host.stopping.is_set():
                 return
         if cmd.cancel.is_set():
             return
