@@ -13,10 +13,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..versions import version_key
 from .base import ExtensionSpec, HandlerFailed, InstalledExtension, RemoteScriptError, SessionLost, UpgradeRefused
@@ -85,6 +86,9 @@ class RetryTuning(Protocol):
     def reconnect_attempts(self) -> int: ...
 
 
+TuningT = TypeVar("TuningT", bound=RetryTuning)
+
+
 def wall_clock() -> datetime:
     """The default ``now`` of a driver built without one (the engine passes its own clock's)."""
     return datetime.now(UTC)
@@ -116,13 +120,13 @@ def settings_document(spec: ExtensionSpec, certificate_pem: str | None) -> bytes
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-class HandlerProtocol:
+class HandlerProtocol(Generic[TuningT]):
     """The part of a host driver that does not depend on the host's OS or transport: its identity,
-    the refusals before any host call, the journal's resume rule and the reconnect-once loop. A
-    driver subclass supplies ``tuning`` and ``_discard`` (drop the session)."""
+    the refusals before any host call, the journal's resume rule, the health verdict and the
+    reconnect-once loop. A driver subclass supplies ``_default_tuning`` and ``_discard`` (drop the
+    session)."""
 
     kind = "agent"  # the hostConnection driver name; also names the drivers' threads
-    tuning: RetryTuning
 
     def __init__(
         self,
@@ -130,14 +134,21 @@ class HandlerProtocol:
         conn: HostConnection,
         packages: PackageStore,
         handlers: dict[str, str] | None = None,
+        tuning: TuningT | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self.name = host
         self.conn = conn
         self.packages = packages
         self.handlers = {k.lower(): v for k, v in (handlers or {}).items()}
+        self.tuning: TuningT = tuning or self._default_tuning()
         #: the time written into the host journal (the engine's clock, so a manual clock shows there too)
         self.now = now or wall_clock
+        #: the agent calls sent to the host, in order (Windows: script names; Linux: agent operations)
+        self.calls: list[str] = []
+
+    def _default_tuning(self) -> TuningT:
+        raise NotImplementedError
 
     def _discard(self) -> None:
         """Forget the session to the host (the next call opens a new one)."""
@@ -193,6 +204,69 @@ class HandlerProtocol:
     def _stamp(self) -> str:
         """The journal's timestamp for now."""
         return self.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _command_outcome(
+        self, step: str, handler: str, version: str, command: str, timeout: int, timed_out: bool, code: str, stderr: str
+    ) -> None:
+        """Raise the failure of a handler command that timed out (1011) or exited with a code other
+        than 0 (the command's WALA code, with the last line of its stderr)."""
+        if timed_out:
+            raise HandlerCommandFailed(
+                self.name, step, f"{command} of {handler} {version} timed out after {timeout} s", None, TIMED_OUT_CODE
+            )
+        if code != "0":
+            tail = stderr.strip().splitlines()
+            raise HandlerCommandFailed(
+                self.name,
+                step,
+                f"{command} of {handler} {version} exited with {code}" + (f": {tail[-1]}" if tail else ""),
+                int(code) if re.fullmatch(r"-?[0-9]+", code) else None,
+                ERROR_CODES[command],
+            )
+
+    @staticmethod
+    def _wants_heartbeat(manifest: dict[str, Any]) -> bool:
+        return manifest.get("reportHeartbeat") in (True, "true", "True")
+
+    def _not_yet_healthy(
+        self,
+        handler: str,
+        version: str,
+        status: dict[str, Any],
+        message: object,
+        beat: tuple[int, str] | None,
+        wants_heartbeat: bool,
+    ) -> str | None:
+        """What the handler still lacks to be healthy (None when it is): a ``success``/``warning``
+        status object, and with ``wants_heartbeat`` a fresh ``ready`` heartbeat (``beat``: its age in
+        seconds and status). Raises when the status says error (``message`` is its text)."""
+        value = str(status.get("status", "")).lower()
+        if value == "error":
+            raise HandlerCommandFailed(
+                self.name, "health", f"{handler} {version} reports error: {message}", None, UNHEALTHY_CODE
+            )
+        if value not in ("success", "warning"):
+            return f"status is {value or 'empty'}"
+        if not wants_heartbeat:
+            return None
+        if beat is None:
+            return "status success but no heartbeat yet"
+        age, said = beat
+        if age > self.conn.heartbeat_max_age_s:
+            return f"heartbeat is stale ({age} s old; the handler is unresponsive)"
+        if said.lower() != "ready":
+            return f"heartbeat says {said}"
+        return None
+
+    def _unhealthy(self, handler: str, version: str, last: str) -> HandlerCommandFailed:
+        """The failure of a handler that did not become healthy within the status deadline."""
+        return HandlerCommandFailed(
+            self.name,
+            "health",
+            f"{handler} {version} not healthy after {self.conn.status_deadline_s} s: {last}",
+            None,
+            UNHEALTHY_CODE,
+        )
 
     def _resumable(self, op: str, fn: Callable[[], None]) -> None:
         """Run a journalled operation; after a dropped session reconnect and resume from the journal."""

@@ -79,11 +79,10 @@ class SshTuning:
     reconnect_attempts: int = 1
 
 
-class SshAgentChannel(HandlerProtocol):
+class SshAgentChannel(HandlerProtocol[SshTuning]):
     """The connection to one Linux host and the agent calls over it (see the module doc)."""
 
     kind = "ssh"
-    tuning: SshTuning
 
     def __init__(
         self,
@@ -95,8 +94,7 @@ class SshAgentChannel(HandlerProtocol):
         known_hosts: Path | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
-        super().__init__(host, conn, packages, handlers, now)
-        self.tuning = tuning or SshTuning()
+        super().__init__(host, conn, packages, handlers, tuning, now)
         self.known_hosts = known_hosts
         self.root = conn.handler_root or "/"
         if not ROOT_RE.match(self.root) or ".." in self.root:
@@ -104,8 +102,15 @@ class SshAgentChannel(HandlerProtocol):
         self._transport: Any = None
         self.channels_opened = 0
         self.connections_opened = 0
-        self.agent_ops: list[str] = []
         self._script = agent_text()
+
+    def _default_tuning(self) -> SshTuning:
+        return SshTuning()
+
+    @property
+    def agent_ops(self) -> list[str]:
+        """The agent operations run, in order."""
+        return self.calls
 
     # ============================================================================================
     # Connection (the one place paramiko's errors become the driver's taxonomy)
@@ -218,7 +223,7 @@ class SshAgentChannel(HandlerProtocol):
         deadline = time.monotonic() + (
             deadline_s or (2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s)
         )
-        self.agent_ops.append(op)
+        self.calls.append(op)
         import paramiko
 
         out, err = bytearray(), bytearray()

@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
-from .agent import DEFAULT_TIMEOUTS, ERROR_CODES, INVALID_STATUS_CODE, TIMED_OUT_CODE, HandlerCommandFailed
+from .agent import DEFAULT_TIMEOUTS, INVALID_STATUS_CODE, HandlerCommandFailed
 from .base import IntegrityError, RemoteScriptError, UpgradeRefused
 from .packages import PackageRef
 from .ssh_channel import SshAgentChannel
@@ -173,24 +173,13 @@ class SshSteps(SshAgentChannel):
         if result.get("resumed"):
             log.info("%s on %s: step %s %s", handler, self.name, step, agent_value(result, "resumed"))
         code = agent_value(result, "exit") or "?"
-        if result.get("timedout") or code == "timeout":
-            raise HandlerCommandFailed(
-                self.name, step, f"{command} of {handler} {version} timed out after {timeout} s", None, TIMED_OUT_CODE
-            )
-        if code != "0":
-            tail = self._b64(agent_value(result, "stderr")).strip().splitlines()
-            exit_code = int(code) if code.isdigit() else None
-            raise HandlerCommandFailed(
-                self.name,
-                step,
-                f"{command} of {handler} {version} exited with {code}" + (f": {tail[-1]}" if tail else ""),
-                exit_code,
-                ERROR_CODES[command],
-            )
+        timed_out = bool(result.get("timedout")) or code == "timeout"
+        stderr = self._b64(agent_value(result, "stderr"))
+        self._command_outcome(step, handler, version, command, timeout, timed_out, code, stderr)
 
     def health_gate(self, handler: str, version: str, seq: int, manifest: dict[str, Any]) -> None:
         """Wait for a terminal status (and a fresh ready heartbeat when the handler reports one)."""
-        wants_heartbeat = manifest.get("reportHeartbeat") in (True, "true", "True")
+        wants_heartbeat = self._wants_heartbeat(manifest)
         deadline = time.monotonic() + self.conn.status_deadline_s
         last = "no status file yet"
         while True:
@@ -201,34 +190,14 @@ class SshSteps(SshAgentChannel):
                     self.name, "health", "the status file is not valid JSON", None, INVALID_STATUS_CODE
                 )
             if isinstance(status, dict):
-                value = str(status.get("status", "")).lower()
-                if value == "error":
-                    message = (status.get("formattedMessage") or {}).get("message")
-                    raise HandlerCommandFailed(
-                        self.name, "health", f"{handler} {version} reports error: {message}", None, 1009
-                    )
-                if value in ("success", "warning"):
-                    if not wants_heartbeat:
-                        return
-                    beat = _heartbeat(raw.get("heartbeat"), self._b64)
-                    if beat is None:
-                        last = "status success but no heartbeat yet"
-                    elif beat[0] > self.conn.heartbeat_max_age_s:
-                        last = f"heartbeat is stale ({beat[0]} s old; the handler is unresponsive)"
-                    elif beat[1] != "ready":
-                        last = f"heartbeat says {beat[1]}"
-                    else:
-                        return
-                else:
-                    last = f"status is {value or 'empty'}"
+                message = (status.get("formattedMessage") or {}).get("message")
+                beat = _heartbeat(raw.get("heartbeat"), self._b64) if wants_heartbeat else None
+                not_yet = self._not_yet_healthy(handler, version, status, message, beat, wants_heartbeat)
+                if not_yet is None:
+                    return
+                last = not_yet
             if time.monotonic() >= deadline:
-                raise HandlerCommandFailed(
-                    self.name,
-                    "health",
-                    f"{handler} {version} not healthy after {self.conn.status_deadline_s} s: {last}",
-                    None,
-                    1009,
-                )
+                raise self._unhealthy(handler, version, last)
             time.sleep(self.tuning.status_poll_s)
 
 

@@ -16,13 +16,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any, TypeVar
 
 from .agent import DriverTuning, HandlerProtocol
 from .base import HostDriverError, HostTimeout, HostUnreachable, ProtocolError, SessionLost
-from .connections import HostConnection
-from .packages import PackageStore
 
 T = TypeVar("T")
 #: a script's pipeline input: a function that makes the iterator of its items (called again when
@@ -72,23 +69,16 @@ PSRP_SCRIPTS: dict[str, frozenset[str]] = {"Invoke-AgentBatch": frozenset({"Scri
 HOST_SCRIPTS: dict[str, frozenset[str]] = {"Invoke-HandlerRunner": frozenset({"RequestPath"})}
 
 
-class AgentScriptRunner(HandlerProtocol):
+class AgentScriptRunner(HandlerProtocol[DriverTuning]):
     """One Windows host's agent scripts over a transport a subclass supplies (see the module doc)."""
 
-    tuning: DriverTuning
+    def _default_tuning(self) -> DriverTuning:
+        return DriverTuning()
 
-    def __init__(
-        self,
-        host: str,
-        conn: HostConnection,
-        packages: PackageStore,
-        handlers: dict[str, str] | None = None,
-        tuning: DriverTuning | None = None,
-        now: Callable[[], datetime] | None = None,
-    ) -> None:
-        super().__init__(host, conn, packages, handlers, now)
-        self.tuning = tuning or DriverTuning()
-        self.scripts_run: list[str] = []
+    @property
+    def scripts_run(self) -> list[str]:
+        """The agent scripts sent, in order (every script of a batch counts)."""
+        return self.calls
 
     def _with_deadline(self, op: str, seconds: float, fn: Callable[[], T]) -> T:
         """Run ``fn`` but give up after ``seconds``: a silent host cannot stall a job beyond it."""
@@ -204,7 +194,7 @@ class AgentScriptRunner(HandlerProtocol):
             if set(params) - SCRIPT_PARAMETERS[name]:
                 raise ValueError(f"{name}.ps1 takes no parameter(s) {sorted(set(params) - SCRIPT_PARAMETERS[name])}")
         self._ensure_session()
-        self.scripts_run.extend(name for name, _ in calls)
+        self.calls.extend(name for name, _ in calls)
         deadline = deadline_s or (2 * self.conn.operation_timeout_s + self.tuning.deadline_margin_s)
         if len(calls) == 1:
             outputs = [self._invoke(calls[0][0], calls[0][1], deadline, input_)]

@@ -18,9 +18,7 @@ from typing import Any
 
 from .agent import (
     DEFAULT_TIMEOUTS,
-    ERROR_CODES,
     INVALID_STATUS_CODE,
-    TIMED_OUT_CODE,
     HandlerCommandFailed,
     PackageMissing,
 )
@@ -237,20 +235,8 @@ class AgentSteps(AgentScriptRunner):
             result = None
         if result.get("skipped"):
             return result
-        if result.get("timedOut"):
-            raise HandlerCommandFailed(
-                self.name, step, f"{command} of {handler} {version} timed out after {timeout} s", None, TIMED_OUT_CODE
-            )
-        exit_code = int(result.get("exitCode", -1))
-        if exit_code != 0:
-            tail = (result.get("stderrTail") or "").strip().splitlines()
-            raise HandlerCommandFailed(
-                self.name,
-                step,
-                f"{command} of {handler} {version} exited with {exit_code}" + (f": {tail[-1]}" if tail else ""),
-                exit_code,
-                ERROR_CODES[command],
-            )
+        code, stderr = str(int(result.get("exitCode", -1))), str(result.get("stderrTail") or "")
+        self._command_outcome(step, handler, version, command, timeout, bool(result.get("timedOut")), code, stderr)
         return result
 
     def health_gate(
@@ -258,7 +244,7 @@ class AgentSteps(AgentScriptRunner):
     ) -> None:
         """Wait for a terminal status (and a fresh ready heartbeat when the handler reports one).
         ``first``: Get-HandlerStatus's answer from a batch, the first look."""
-        wants_heartbeat = manifest.get("reportHeartbeat") in (True, "true", "True")
+        wants_heartbeat = self._wants_heartbeat(manifest)
         deadline = time.monotonic() + self.conn.status_deadline_s
         last = "no status file yet"
         while True:
@@ -278,35 +264,16 @@ class AgentSteps(AgentScriptRunner):
             elif result.get("statusPending"):
                 last = str(result["statusPending"])
             elif status is not None:
-                value = str(status.get("status", "")).lower()
-                if value == "error":
-                    raise HandlerCommandFailed(
-                        self.name, "health", f"{handler} {version} reports error: {status.get('message')}", None, 1009
-                    )
-                if value in ("success", "warning"):
-                    if not wants_heartbeat:
-                        return
-                    beat = result.get("heartbeat")
-                    if beat is None:
-                        last = "status success but no heartbeat yet"
-                    elif int(beat.get("ageSeconds", 0)) > self.conn.heartbeat_max_age_s:
-                        last = f"heartbeat is stale ({beat.get('ageSeconds')} s old; the handler is unresponsive)"
-                    elif str(beat.get("status", "")).lower() != "ready":
-                        last = f"heartbeat says {beat.get('status')}"
-                    else:
-                        return
-                else:
-                    last = f"status is {value or 'empty'}"
+                raw_beat = result.get("heartbeat") if wants_heartbeat else None
+                beat = (int(raw_beat.get("ageSeconds", 0)), str(raw_beat.get("status", ""))) if raw_beat else None
+                not_yet = self._not_yet_healthy(handler, version, status, status.get("message"), beat, wants_heartbeat)
+                if not_yet is None:
+                    return
+                last = not_yet
             if time.monotonic() >= deadline:
                 if result.get("statusError"):
                     raise HandlerCommandFailed(
                         self.name, "health", str(result["statusError"]), None, INVALID_STATUS_CODE
                     )
-                raise HandlerCommandFailed(
-                    self.name,
-                    "health",
-                    f"{handler} {version} not healthy after {self.conn.status_deadline_s} s: {last}",
-                    None,
-                    1009,
-                )
+                raise self._unhealthy(handler, version, last)
             time.sleep(self.tuning.status_poll_s)
