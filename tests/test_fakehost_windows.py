@@ -17,9 +17,10 @@ from arcext.crypto import SecretBox
 from arcext.hosts import connections
 from arcext.hosts.base import ExtensionSpec
 from arcext.hosts.packages import PackageStore
-from arcext.hosts.psrp import DriverTuning, HandlerCommandFailed, PsrpDriver, script_text, version_key
+from arcext.hosts.psrp import DriverTuning, HandlerCommandFailed, PsrpDriver, script_text
 from arcext.testing.fakehost import FakeHost, make_package
 from arcext.testing.fakehost.machine import PROTECTED_ACL, ScriptFailure
+from arcext.versions import version_key
 
 HANDLER = "Contoso.Fake.Agent"
 BEFORE = Path(__file__).parent / "windows" / "before-issue-17"

@@ -63,7 +63,7 @@ class Services:
         if seed_catalog:
             catalog.seed(clock.now())
         fleet = SimulatedFleet(data_dir / "simhosts", simulated_latency_ms, host_timeout_s)
-        hosts = HostResolver(fleet, simulate)
+        hosts = HostResolver(fleet, simulate, box, now=clock.now)
         activity = ActivityLog(store)
         settings = engine_settings or EngineSettings()
         # the operations surface (arcext.telemetry): observers on the store's event and rollout writes,

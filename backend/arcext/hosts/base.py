@@ -1,4 +1,4 @@
-"""The HostDriver protocol and its error taxonomy (reference/remote-hosts.md §6.1).
+"""The HostDriver protocol and its error taxonomy (docs/hosts.md).
 
 The engine calls a driver for one host and one job at a time. Every failure a driver reports is a
 HostDriverError subclass, mapped from the transport library at one boundary, carrying whether a

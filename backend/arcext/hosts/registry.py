@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
 
 from ..crypto import SecretBox
 from ..ids import MachineKey
 from ..store.base import MachineDoc
 from . import connections
+from .agent import DriverTuning
 from .base import HostDriver
 from .packages import PackageStore
 from .simulated import SimulatedFleet
@@ -17,25 +20,28 @@ log = logging.getLogger(__name__)
 
 class HostResolver:
     """A machine with host-connection settings gets its real driver (psrp, or winrm for WinRS-only
-    hosts, or ssh for Linux hosts); with ``simulate`` every other machine is a simulated host; otherwise it has none.
+    hosts, or ssh for Linux hosts); with ``simulate`` every other machine is a simulated host; otherwise it
+    has none.
 
-    ``box`` and ``packages`` default to the data directory the simulated fleet lives in
-    (``<data-dir>/simhosts``), so ``HostResolver(fleet, simulate)`` keeps working unchanged."""
+    ``box`` is the service's one SecretBox (it opens the stored host credentials); ``packages``
+    defaults to the data directory the simulated fleet lives in (``<data-dir>/simhosts``); ``now`` is
+    the engine's clock, which the drivers write into the host journal."""
 
     def __init__(
         self,
         fleet: SimulatedFleet,
         simulate: bool,
-        box: SecretBox | None = None,
+        box: SecretBox,
         packages: PackageStore | None = None,
-        tuning: object | None = None,
+        tuning: DriverTuning | None = None,
+        now: Callable[[], datetime] | None = None,
     ) -> None:
         self.fleet = fleet
         self.simulate = simulate
-        data_dir = fleet.directory.parent
-        self.box = box or SecretBox.from_data_dir(data_dir)
-        self.packages = packages or PackageStore(data_dir / "packages")
-        self.tuning = tuning  # a psrp.DriverTuning for either real driver (tests shorten the status poll)
+        self.box = box
+        self.packages = packages or PackageStore(fleet.directory.parent / "packages")
+        self.tuning = tuning  # for every real driver (tests shorten the status poll); ssh takes its part
+        self.now = now
 
     def __call__(self, key: MachineKey, doc: MachineDoc) -> HostDriver | None:
         record = connections.stored(doc)
@@ -59,18 +65,15 @@ class HostResolver:
             from .ssh import SshDriver, SshTuning
 
             t = self.tuning
-            ssh_tuning = SshTuning(
-                status_poll_s=getattr(t, "status_poll_s", SshTuning.status_poll_s),
-                deadline_margin_s=getattr(t, "deadline_margin_s", SshTuning.deadline_margin_s),
-                reconnect_attempts=getattr(t, "reconnect_attempts", SshTuning.reconnect_attempts),
+            ssh_tuning = (
+                SshTuning(t.status_poll_s, t.deadline_margin_s, t.reconnect_attempts) if t is not None else None
             )
             known_hosts = self.fleet.directory.parent / "ssh_known_hosts"
-            return SshDriver(key.name, conn, self.packages, handlers, ssh_tuning, known_hosts)
-        from .psrp import DriverTuning, PsrpDriver
-
-        tuning = self.tuning if isinstance(self.tuning, DriverTuning) else None
+            return SshDriver(key.name, conn, self.packages, handlers, ssh_tuning, known_hosts, now=self.now)
         if conn.driver == "winrm":
             from .winrm import WinrmDriver
 
-            return WinrmDriver(key.name, conn, self.packages, handlers, tuning)
-        return PsrpDriver(key.name, conn, self.packages, handlers, tuning)
+            return WinrmDriver(key.name, conn, self.packages, handlers, self.tuning, now=self.now)
+        from .psrp import PsrpDriver
+
+        return PsrpDriver(key.name, conn, self.packages, handlers, self.tuning, now=self.now)

@@ -1,10 +1,10 @@
-"""The ``winrm`` driver: the psrp driver's handler protocol over a WinRS cmd shell, with pywinrm 0.5.0,
-for Windows hosts that allow WinRS but not PowerShell Remoting (no PSRP endpoint, or a policy that
-blocks it).
+"""The ``winrm`` transport: the Windows handler protocol (:mod:`arcext.hosts.windows_driver`) over a
+WinRS cmd shell, with pywinrm 0.5.0, for Windows hosts that allow WinRS but not PowerShell Remoting
+(no PSRP endpoint, or a policy that blocks it).
 
 WinRS runs processes through cmd.exe, whose 8191-character command line caps a
 ``powershell.exe -EncodedCommand`` script at about 3 KB (diyan/pywinrm#184); several agent scripts
-are larger. So the driver uploads first and then runs (reference/remote-hosts.md §3, §6.2):
+are larger. So the driver uploads first and then runs (docs/hosts.md):
 
 * every agent script runs through the fixed wrapper ``Invoke-AgentScript.ps1`` (``-EncodedCommand``).
   Its stdin carries one JSON header line, a list of ``{"script", "sha256", "parameters"}`` (several
@@ -18,8 +18,10 @@ are larger. So the driver uploads first and then runs (reference/remote-hosts.md
   ``%ProgramData%\\arcext\\scripts``, leaving unchanged files alone) and the calls again.
 
 Parameter values only ever travel on stdin as JSON; the only command lines sent are the two fixed
-encoded scripts. pywinrm/requests errors become the driver taxonomy in one place
-(:meth:`WinrmDriver._boundary`); every call runs under the same per-operation deadline as psrp's.
+encoded scripts. pywinrm's errors become the driver taxonomy in :meth:`WinrmDriver._library_error`,
+called from the one boundary both Windows transports share
+(:meth:`arcext.hosts.windows_runner.AgentScriptRunner._boundary`, which also maps requests' errors);
+every call runs under the same per-operation deadline as psrp's.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from .base import (
     RemoteScriptError,
     SessionLost,
 )
-from .psrp import FORGET, SCRIPT_PARAMETERS, SHELL_GONE, AgentScriptDriver, Input, Mapped, quietly
+from .windows_driver import AgentScriptDriver
+from .windows_runner import FORGET, SCRIPT_PARAMETERS, SHELL_GONE, Input, Mapped, quietly
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -161,7 +164,7 @@ class WinrmDriver(AgentScriptDriver):
     scripts_installed: dict[str, Any] | None = None
 
     # ============================================================================================
-    # pywinrm's errors in the driver's taxonomy (AgentScriptDriver._boundary is the one place)
+    # pywinrm's errors in the driver's taxonomy (AgentScriptRunner._boundary is the one place)
     # ============================================================================================
     def _session(self) -> object | None:
         session: object | None = self._protocol
