@@ -47,7 +47,7 @@ class UpgradeJob(TypedDict, total=False):
     lastError: UpgradeError
     resourceId: str
     # one attempt's fields
-    superseded: bool
+    superseded: str  # the rollout whose unfinished job this attempt took over
     operationId: str
     step: str
     startedAt: str

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
+from ..records import ExtensionRecord
+
 
 @dataclass(frozen=True)
 class ExtensionSpec:
@@ -37,7 +39,7 @@ class ExtensionSpec:
         return self.unseal() if self.unseal is not None else None
 
 
-def spec_of(record: dict[str, Any], unseal: Callable[[str], dict[str, Any]]) -> ExtensionSpec:
+def spec_of(record: ExtensionRecord, unseal: Callable[[str], dict[str, Any]]) -> ExtensionSpec:
     """The spec of a stored extension record; ``unseal`` decrypts its sealed protectedSettings."""
     resource = record["resource"]
     props = resource["properties"]
@@ -46,7 +48,7 @@ def spec_of(record: dict[str, Any], unseal: Callable[[str], dict[str, Any]]) -> 
         publisher=props.get("publisher", ""),
         type=props.get("type", ""),
         settings=props.get("settings") or {},
-        unseal=partial(unseal, record["protected"]) if record.get("protected") else None,
+        unseal=partial(unseal, sealed) if (sealed := record.get("protected")) else None,
     )
 
 

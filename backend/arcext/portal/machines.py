@@ -19,6 +19,7 @@ from .. import errors
 from ..auth import Principal, Role, scope_contains
 from ..ids import machine_key, parse_resource_id, validate_resource_group
 from ..operations import IN_PROGRESS
+from ..records import ExtensionRecord
 from ..request_context import services
 from ..store.base import MachineDoc, Record
 from ..upgrades.policy import newest_of_major
@@ -246,7 +247,7 @@ def _wait(op_ids: list[str]) -> dict[str, Record]:
         time.sleep(0.05)
 
 
-def _set_automatic_upgrade(key: Any, records: list[Record], enable: bool, who: Principal) -> None:
+def _set_automatic_upgrade(key: Any, records: list[ExtensionRecord], enable: bool, who: Principal) -> None:
     resources = services().resources
     word = "enabled" if enable else "disabled"
     started: dict[str, str] = {}
@@ -276,7 +277,7 @@ def _set_automatic_upgrade(key: Any, records: list[Record], enable: bool, who: P
         flash(f"Automatic upgrade was already {word} for {', '.join(unchanged)}.", "info")
 
 
-def _upgrade_now(key: Any, records: dict[str, Record], who: Principal) -> None:
+def _upgrade_now(key: Any, records: dict[str, ExtensionRecord], who: Principal) -> None:
     """upgradeExtensions to the newest published version of each extension's own major version."""
     svc = services()
     targets: dict[str, dict[str, str]] = {}

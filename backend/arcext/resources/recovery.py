@@ -42,9 +42,9 @@ def reconcile_orphans(store: Store, clock: Clock) -> None:
         if doc["machine"].get("operation"):
             pending.append(doc["machine"]["operation"])
         pending += [
-            r["operation"]
+            operation
             for r in doc["extensions"].values()
-            if r.get("operation") and r["operation"] != (r.get("upgrade") or {}).get("operationId")
+            if (operation := r.get("operation")) and operation != (r.get("upgrade") or {}).get("operationId")
         ]
         return (jcopy(doc), pending) if pending else None
 

@@ -180,7 +180,7 @@ class ResourceService:
             identity = identity_with_ids(body.get("identity"), previous.get("identity") if previous else None)
             if identity is not None:
                 machine["identity"] = identity
-            new_doc = {"machine": machine, "extensions": doc["extensions"] if doc else {}}
+            new_doc: MachineDoc = {"machine": machine, "extensions": doc["extensions"] if doc else {}}
             return new_doc, doc is None
 
         created = self.store.mutate_machine(key, change)
@@ -369,15 +369,12 @@ class ResourceService:
             sealed = existing.get("protected") if existing else None
             if protected is not None:
                 sealed = self.box.seal(protected) if protected else None
-            kept: dict[str, Any] = {
-                k: existing[k] for k in ("upgrade", "lkg", "droppedOut", "outcomes") if existing and k in existing
-            }
-            doc["extensions"][name.lower()] = {
-                **kept,
-                "resource": resource,
-                "protected": sealed,
-                "operation": op["id"],
-            }
+            record: ExtensionRecord = {"resource": resource, "protected": sealed, "operation": op["id"]}
+            if existing:  # what the engine keeps about the extension survives a rewrite of its resource
+                for field in ("upgrade", "lkg", "droppedOut", "outcomes"):
+                    if field in existing:
+                        record[field] = existing[field]  # type: ignore[literal-required]
+            doc["extensions"][name.lower()] = record
             return doc, op
 
         op = self.store.mutate_machine(key, change)

@@ -17,11 +17,11 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from ..ids import MachineKey
+from ..records import MachineDocument
 
-#: ``{"machine": {<Machine resource>}, "extensions": {<lower name>: <ExtensionRecord>}}`` where an
-#: ExtensionRecord is ``{"resource": {<MachineExtension resource, no protectedSettings>},
-#: "protected": <sealed protectedSettings or None>, "operation": <in-flight operation id or None>}``.
-MachineDoc = dict[str, Any]
+#: A machine and its extensions (``arcext.records``): the unit of consistency.
+MachineDoc = MachineDocument
+#: A small record keyed by id (a token, a catalog entry, a maintenance configuration): JSON in the wire shape.
 Record = dict[str, Any]
 
 T = TypeVar("T")

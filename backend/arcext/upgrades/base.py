@@ -188,7 +188,7 @@ class EngineBase:
                 and not current.get("firstAttemptDone")
             ):
                 J.remember_outcome(record, current, J.SUPERSEDED)
-                superseded.append(current["rolloutId"])
+                superseded.append(str(current["rolloutId"]))
             # (a manual job replacing a wave's own job of the same or an older version leaves the wave
             # waiting: once the manual job has ended the wave finds the extension up to date, or claims it)
             if displaced and newer(displaced["toVersion"], job["toVersion"]):

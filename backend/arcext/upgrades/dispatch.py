@@ -196,9 +196,10 @@ class Dispatch(Rollouts, ManualUpgrades):
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
             record = doc["extensions"].get(ext) if doc else None
-            if record and record.get("upgrade") and record["upgrade"]["state"] in J.WAITING:
-                record["upgrade"]["dueAt"] = due
-                record["upgrade"]["blockedReason"] = reason
+            job = record.get("upgrade") if record else None
+            if job and job["state"] in J.WAITING:
+                job["dueAt"] = due
+                job["blockedReason"] = reason
             return doc, None
 
         self.store.mutate_machine(key, change, extension=ext)

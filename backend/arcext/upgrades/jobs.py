@@ -54,7 +54,8 @@ class JobResult:
     key: MachineKey
     extension: str
     outcome: str
-    job: dict[str, Any] = field(default_factory=dict)  # the job as it ended, with its reason or error
+    #: the job as it ended, with the reason it did not run or the host's error (an UpgradeJob and more)
+    job: dict[str, Any] = field(default_factory=dict)
 
 
 def error_fields(error: HostDriverError) -> UpgradeError:
@@ -166,7 +167,7 @@ class JobRunner:
                         and not job.get("firstAttemptDone")
                     ):
                         remember_outcome(record, job, SUPERSEDED)
-                        fresh["superseded"] = job["rolloutId"]
+                        fresh["superseded"] = str(job["rolloutId"])
                     if job.get("displaced"):
                         fresh["displaced"] = job["displaced"]
                     # a job of the same version (a late joiner, a retry) is taken over as the wave's attempt
@@ -178,7 +179,7 @@ class JobRunner:
             if doc is None or record is None or not job or job["state"] not in WAITING:
                 return doc, JobResult(key, ext, CANCELLED)
             if job["dueAt"] > stamp:
-                return doc, JobResult(key, ext, POSTPONED, job)
+                return doc, JobResult(key, ext, POSTPONED, dict(job))
             reason = self.may_run(record, job)
             if reason is not None:
                 record["upgrade"] = None
@@ -193,16 +194,14 @@ class JobRunner:
                 return doc, JobResult(key, ext, CANCELLED, {**job, "reason": UP_TO_DATE})
             if record.get("operation"):
                 job["dueAt"] = self._later(self.busy_delay)
-                return doc, JobResult(key, ext, POSTPONED, job)
+                return doc, JobResult(key, ext, POSTPONED, dict(job))
             props = record["resource"]["properties"]
-            job.update(
-                state=RUNNING,
-                step="upgrade",
-                operationId=new_uuid(),
-                fromVersion=props.get("typeHandlerVersion"),
-                lastKnownGoodVersion=record.get("lkg") or props.get("typeHandlerVersion"),
-                startedAt=stamp,
-            )
+            job["state"] = RUNNING
+            job["step"] = "upgrade"
+            job["operationId"] = new_uuid()
+            job["fromVersion"] = props.get("typeHandlerVersion")
+            job["lastKnownGoodVersion"] = record.get("lkg") or props.get("typeHandlerVersion")
+            job["startedAt"] = stamp
             record["operation"] = job["operationId"]
             props["provisioningState"] = "Updating"
             started.append(self._make_event("Started", record["resource"]["id"], job, {}))
@@ -388,10 +387,11 @@ class JobRunner:
 
         def mark(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
             record = doc["extensions"].get(ext) if doc else None
-            if record and (record.get("upgrade") or {}).get("operationId") == job["operationId"]:
-                record["upgrade"]["step"] = "rollback"
-                record["upgrade"]["lastError"] = {"code": error.code, "message": error.message}
-                record["upgrade"]["interrupted"] = interrupted
+            running = record.get("upgrade") if record else None
+            if running and running.get("operationId") == job["operationId"]:
+                running["step"] = "rollback"
+                running["lastError"] = {"code": error.code, "message": error.message}
+                running["interrupted"] = interrupted
             return doc, None
 
         self.store.mutate_machine(key, mark, extension=ext)

@@ -13,6 +13,7 @@ from ..activity import repair_event
 from ..clock import iso, parse_iso
 from ..ids import MachineKey, parse_resource_id
 from ..operations import IN_PROGRESS
+from ..records import UpgradeJob
 from ..store.base import MachineDoc
 from . import job_state as J
 from .dispatch import Dispatch
@@ -54,9 +55,9 @@ class Recovery(Dispatch):
             if parsed is None:
                 return None
             found = [
-                (parsed[0], ext, r["upgrade"]["state"], r["upgrade"].get("dueAt", ""))
+                (parsed[0], ext, job["state"], job.get("dueAt", ""))
                 for ext, r in doc["extensions"].items()
-                if r.get("upgrade")
+                if (job := r.get("upgrade"))
             ]
             return found or None
 
@@ -225,11 +226,11 @@ class Recovery(Dispatch):
             for target in op["targets"]:
                 ext = target["extension"]
                 record = doc["extensions"].get(ext) if doc else None
-                job = (record or {}).get("upgrade") or {}
+                job: UpgradeJob = (record.get("upgrade") if record else None) or {}
                 if (
                     (key.lower, ext) in self._inflight
                     or job.get("manualOperation") == op["id"]
-                    and (op["id"] not in (record or {}).get("outcomes", {}))
+                    and (op["id"] not in ((record.get("outcomes") if record else None) or {}))
                 ):
                     behind.add((key.lower, ext))
             if behind:
@@ -266,7 +267,7 @@ class Recovery(Dispatch):
                     doc_key = MachineKey(*lower.split("/"))
                     doc = self.store.get_machine(doc_key)
                     record = doc["extensions"].get(ext) if doc else None
-                    job = (record or {}).get("upgrade") or {}
+                    job = (record.get("upgrade") if record else None) or {}
                     name = f"{doc['machine']['name'] if doc else lower}/{ext}"
                     available = getattr(self.drivers, "available", None)
                     reachable = bool(doc and (available(doc) if available else self.drivers(doc_key, doc)))
