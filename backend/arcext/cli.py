@@ -137,10 +137,12 @@ def serve(
 ) -> None:
     """Run the server (embedded store in DATA_DIR; no other service needed)."""
     from .api.urls import validate_public_url
+    from .logging_setup import configure
     from .serving_gunicorn import ServeError, ServeOptions
     from .serving_gunicorn import serve as serve_http
     from .tls import ensure_self_signed
 
+    configure(log_format)  # the server's own messages too; the workers inherit it
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together.")
     if tls_self_signed and tls_cert:
@@ -172,30 +174,25 @@ def serve(
         options.check()
     except ServeError as exc:
         raise click.UsageError(str(exc)) from None
-    settings = ServedSettings(data_dir, manual_clock, simulate, public_url, log_format, tls_cert is not None)
+    settings = ServedSettings(data_dir, manual_clock, simulate, public_url, tls_cert is not None)
     serve_http(settings.build, options)
 
 
 class ServedSettings:
     """What every worker of `arcext serve` builds its app from (the factory runs after the fork)."""
 
-    def __init__(
-        self, data_dir: Path, manual_clock: bool, simulate: bool, public_url: str | None, log_format: str, tls: bool
-    ) -> None:
+    def __init__(self, data_dir: Path, manual_clock: bool, simulate: bool, public_url: str | None, tls: bool) -> None:
         self.data_dir = data_dir
         self.manual_clock = manual_clock
         self.simulate = simulate
         self.public_url = public_url
-        self.log_format = log_format
         self.tls = tls
 
     def build(self, context: WorkerContext) -> WorkerApp:
         from .app import create_app
-        from .logging_setup import configure
         from .serving import tune_gc_for_serving
         from .serving_gunicorn import WorkerApp
 
-        configure(self.log_format)
         tune_gc_for_serving()
         app = create_app(
             {

@@ -17,7 +17,9 @@ What arcext adds here:
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -28,6 +30,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
+from gunicorn.glogging import Logger
 from gunicorn.http import errors as http_errors
 from gunicorn.util import write_nonblock
 from gunicorn.workers.gthread import ThreadWorker
@@ -211,11 +214,39 @@ def chunked_body_errors_as_value_errors(app: WSGIApp) -> WSGIApp:
     return wrapped
 
 
+class ArcextLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's own messages (starting, booting a worker, an invalid request) go through arcext's logging
+    (logging_setup.configure: text or one JSON object per line), not a handler and format of gunicorn's."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for own in (self.error_log, self.access_log):
+            for handler in list(own.handlers):
+                own.removeHandler(handler)
+            own.propagate = True
+
+
 class ArmArbiter(Arbiter):  # type: ignore[misc]  # gunicorn is untyped
     """gunicorn's master, where SIGINT drains like SIGTERM (gunicorn's own SIGINT drops requests)."""
 
     def handle_int(self) -> None:
         self.handle_term()
+
+
+def die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the master dies. A master killed with SIGKILL (the OOM killer,
+    ``kill -9``) then takes its worker along at once, as the single process did before, instead of leaving an
+    orphan that holds the store and the port while a restarted server opens the same data directory. Every
+    acknowledged write is already on disk. Elsewhere a no-op (gunicorn's worker notices a dead master within a
+    second anyway)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        log.warning("could not ask the kernel to stop this worker with its master")
 
 
 def _tls_context(cert: Path, key: Path) -> Callable[[Any, Any], ssl.SSLContext]:
@@ -256,6 +287,7 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn is untype
             "control_socket_disable": True,
             "accesslog": None,  # arcext logs every request itself (logging_setup)
             "errorlog": "-",
+            "logger_class": ArcextLogger,
             "loglevel": "info",
             "proc_name": "arcext",
             "post_fork": self._post_fork,
@@ -272,6 +304,9 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn is untype
 
     def _post_fork(self, _arbiter: Any, worker: Any) -> None:
         # In the worker process, before it loads the app: where it listens (the bound port when 0 was asked).
+        die_with_parent()
+        if os.getppid() != worker.ppid:
+            os._exit(1)  # the master died before the kernel was asked to take this worker along
         host, port = worker.sockets[0].sock.getsockname()[:2]
         shown = self._options.host or host
         shown = f"[{shown}]" if ":" in shown else shown
