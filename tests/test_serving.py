@@ -315,3 +315,61 @@ def test_tls_serves_1_2_and_up_with_arm_shaped_protocol_errors(tmp_path: Path) -
             requests.get(server.url.replace("https://", "http://") + "/healthz", timeout=5)  # plain http
     finally:
         server.kill()
+
+
+# --- several workers (a store shared between processes) ---------------------------------------------------------
+WORKERS_SCRIPT = """
+import os, sys
+from pathlib import Path
+from arcext.serving_gunicorn import ServeOptions, WorkerApp, serve
+
+marks = Path(sys.argv[1])
+
+def factory(context):
+    pid = str(os.getpid()).encode()
+    (marks / f"built-{os.getpid()}").write_text(context.url)
+    if context.first:
+        print(f"workers listening on {context.url}", flush=True)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(pid)))])
+        return [pid]
+
+    return WorkerApp(app, lambda: (marks / f"closed-{os.getpid()}").write_text("closed"))
+
+serve(factory, ServeOptions(port=0, workers=2, threads=2, shared_store=True, graceful_timeout=5))
+"""
+
+
+def test_several_workers_each_build_and_close_their_own_app(tmp_path: Path) -> None:
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS_SCRIPT)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    out_path = tmp_path / "workers.out"
+    with open(out_path, "wb") as out, open(tmp_path / "workers.err", "wb") as err:
+        proc = subprocess.Popen([sys.executable, str(script), str(marks)], stdout=out, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"workers listening on (\S+)", out_path.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "workers.err").read_text()
+            time.sleep(0.05)
+        url = found.group(1)
+        while len(list(marks.glob("built-*"))) < 2:
+            assert time.monotonic() < deadline, "both workers build their app"
+            time.sleep(0.05)
+        pids = set()
+        for _ in range(200):  # a new connection each time: the kernel hands them to either worker
+            pids.add(requests.get(url, headers={"Connection": "close"}, timeout=5).text)
+            if len(pids) == 2:
+                break
+        built = {p.name.removeprefix("built-") for p in marks.glob("built-*")}
+        assert pids <= built and proc.pid not in {int(p) for p in built}, "apps are built in the workers only"
+        assert len(pids) == 2, "both workers answer requests"
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert {p.name.removeprefix("closed-") for p in marks.glob("closed-*")} == built, "each worker closed its app"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
