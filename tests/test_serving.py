@@ -195,6 +195,25 @@ def test_connections_beyond_the_limit_wait_and_idle_ones_are_closed(tmp_path: Pa
         server.kill()
 
 
+def test_a_client_too_slow_to_send_its_request_is_cut_off(tmp_path: Path) -> None:
+    server = Serve(tmp_path / "d", tmp_path, "--threads", "1", "--timeout", "2")
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    other = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        slow.sendall(b"GET /arcext/v1/health HT")  # and never the rest: it holds the only thread for a while
+        started = time.monotonic()
+        time.sleep(0.3)
+        other.sendall(b"GET /arcext/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(other).startswith(b"HTTP/1.1 200 "), "served once the slow client was cut off"
+        assert slow.recv(65536) == b""
+        assert 1.5 < time.monotonic() - started < 6
+        assert "Traceback" not in server.output()
+    finally:
+        slow.close()
+        other.close()
+        server.kill()
+
+
 def test_several_workers_need_a_shared_store(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "arcext.cli", "serve", "--data-dir", str(tmp_path / "d"), "--workers", "2"],

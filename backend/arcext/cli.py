@@ -104,10 +104,11 @@ def default_public_url(host: str, port: int, tls: bool) -> str:
 )
 @click.option(
     "--timeout",
-    default=60,
+    default=30,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Seconds a worker may stop answering the server's heartbeat before it is replaced.",
+    help="Seconds one read or write of a client connection may wait (a request sent or a response read too "
+    "slowly); then the connection is closed.",
 )
 @click.option(
     "--graceful-timeout",

@@ -33,7 +33,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 from gunicorn.http import errors as http_errors
 from gunicorn.util import write_nonblock
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .serving import ssl_context
 from .serving_errors import protocol_error
@@ -66,8 +66,11 @@ class ServeOptions:
     backlog: int = 2048
     #: Seconds an idle keep-alive connection stays open.
     keepalive: int = 30
+    #: Seconds one read or write of a client connection may wait (a request line, headers or body sent too slowly,
+    #: a response not read): then the connection is closed, so slow clients cannot hold every thread.
+    timeout: int = 30
     #: Seconds a worker may stop answering the master's heartbeat before it is killed and replaced.
-    timeout: int = 60
+    worker_timeout: int = 120
     #: Seconds SIGTERM/SIGINT waits for in-flight requests before the workers are closed.
     graceful_timeout: int = 30
     tls_cert: Path | None = None
@@ -99,8 +102,8 @@ class ServeOptions:
             raise ServeError("A TLS certificate and key go together.")
         if not 0 < self.limit_request_line <= MAX_REQUEST_LINE:
             raise ServeError(f"The request line limit must be between 1 and {MAX_REQUEST_LINE} bytes.")
-        if min(self.keepalive, self.timeout, self.graceful_timeout, self.backlog) < 0:
-            raise ServeError("Timeouts and the backlog cannot be negative.")
+        if min(self.keepalive, self.graceful_timeout, self.backlog) < 0 or min(self.timeout, self.worker_timeout) <= 0:
+            raise ServeError("Timeouts and the backlog cannot be negative (--timeout must be positive).")
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,27 @@ def _answer_for(exc: BaseException) -> int:
     return 500
 
 
+class _TimedConn(TConn):  # type: ignore[misc]  # gunicorn is untyped
+    """A client connection whose every read and write waits at most ``io_timeout`` seconds. gunicorn makes the
+    socket blocking without a timeout before it reads a request on a thread, so a client sending a byte now and
+    then would hold that thread for good; with the timeout the read fails and the connection is closed."""
+
+    io_timeout: float = 30.0
+
+    def init(self) -> None:
+        self.sock.settimeout(self.io_timeout)  # also bounds the TLS handshake, which init() runs
+        super().init()
+        self.sock.settimeout(self.io_timeout)
+
+
 class ArmThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
-    """gunicorn's gthread worker with ARM-shaped protocol errors and a graceful SIGINT."""
+    """gunicorn's gthread worker with ARM-shaped protocol errors, a graceful SIGINT and client I/O timeouts."""
+
+    def enqueue_req(self, conn: Any) -> None:
+        if type(conn) is TConn:
+            conn.__class__ = _TimedConn  # gthread builds its TConn itself; this one bounds its reads and writes
+            conn.io_timeout = float(getattr(self.app, "io_timeout", _TimedConn.io_timeout))
+        super().enqueue_req(conn)
 
     def init_signals(self) -> None:
         super().init_signals()
@@ -218,6 +240,13 @@ class ArcextLogger(Logger):  # type: ignore[misc]  # gunicorn is untyped
     """gunicorn's own messages (starting, booting a worker, an invalid request) go through arcext's logging
     (logging_setup.configure: text or one JSON object per line), not a handler and format of gunicorn's."""
 
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if isinstance(sys.exc_info()[1], TimeoutError):
+            # gthread reports a client that was too slow (--timeout) as a socket error, with a traceback
+            self.error_log.info("Closed a connection: the client sent or read nothing for --timeout seconds.")
+            return
+        super().exception(msg, *args, **kwargs)
+
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
         for own in (self.error_log, self.access_log):
@@ -266,6 +295,7 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn is untype
         self._options = options
         self._context: WorkerContext | None = None
         self._served: WorkerApp | None = None
+        self.io_timeout = options.timeout  # read by the worker for its connections
         super().__init__()
 
     def load_config(self) -> None:
@@ -278,7 +308,7 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn is untype
             "worker_connections": opts.max_connections,
             "backlog": opts.backlog,
             "keepalive": opts.keepalive,
-            "timeout": opts.timeout,
+            "timeout": opts.worker_timeout,
             "graceful_timeout": opts.graceful_timeout,
             "limit_request_line": opts.limit_request_line,
             "limit_request_fields": opts.limit_request_fields,
