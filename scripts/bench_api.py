@@ -1,46 +1,54 @@
 #!/usr/bin/env python
-"""Requests per second for GET of one extension through the real server vs a minimal Flask endpoint.
+"""Requests per second and latency of arcext's API on its production server vs a minimal app and vs Werkzeug.
 
-Both apps run in this process, each on arcext.serving.ServerThread (Werkzeug's threaded server):
+Three servers, each its own process, started once:
 
-* the real arcext app (``create_app``) on a store holding ``--extensions`` extensions (built with
-  scripts/bench_store.py's builder), asked ``GET .../machines/{m}/extensions/{e}?api-version=...``
-  with a valid Owner bearer token, for random extensions;
-* a minimal Flask app with one route returning a constant JSON body of the same size as an
-  extension (the body of one real GET), i.e. routing + JSON only.
+* ``arcext serve`` (gunicorn, serving_gunicorn.py, ``--simulate``) on a store holding ``--extensions``
+  extensions (built with scripts/bench_store.py's builder);
+* a minimal Flask app under the same server (``serving_gunicorn.serve``, same options): ``GET /item`` returns a
+  constant JSON body the size of one extension, ``PATCH /item`` parses the JSON body and returns that body, i.e.
+  routing + JSON only;
+* the same arcext app (on a copy of the store) on Werkzeug's threaded server (arcext.serving.ServerThread, what
+  ``arcext serve`` ran before), for the same requests.
 
-The load comes from a separate client process (so the client's Python does not share the servers'
-GIL): ``--connections`` threads, each with its own keep-alive requests.Session, for ``--seconds`` per
-run. Runs alternate (minimal, real, minimal, real, ...) after a warm-up of both; the median rps
-of each is reported with their ratio. Figures, not a test: always exits 0.
+Requests: ``GET`` of a random extension, and ``PATCH`` of an extension's settings and tags (a 202 that starts an
+upgrade operation the simulated host finishes; each client thread PATCHes its own extensions). The load comes
+from a separate client process: ``--connections`` threads, each with its own keep-alive http.client connection,
+for ``--seconds`` per run. Runs alternate over the scenarios for ``--rounds`` rounds after a warm-up; the median of
+the runs is reported: requests/s, p50 and p99 latency, the ratio arcext/minimal (target >= 0.7) and
+gunicorn/Werkzeug (target >= 1.5). Figures, not a test: always exits 0.
 
-    .venv/bin/python scripts/bench_api.py                        # 100,000 extensions
+    .venv/bin/python scripts/bench_api.py                        # 100,000 extensions, 16 connections
     .venv/bin/python scripts/bench_api.py --extensions 400 --machines 100 --seconds 1 --rounds 1
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import http.client
 import importlib.util
 import json
-import logging
+import os
 import random
+import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import requests
+from urllib.parse import urlsplit
 
 API_VERSION = "2024-07-10"
-TARGET_RATIO = 0.6
+TARGET_ARCEXT_VS_MINIMAL = 0.7
+TARGET_PRODUCTION_VS_WERKZEUG = 1.5
+LISTENING = re.compile(r"listening on (https?://\S+)")
 
 
 def _bench_store() -> ModuleType:
@@ -57,63 +65,84 @@ def _bench_store() -> ModuleType:
 # --- client side (runs in a subprocess: `bench_api.py --client`) -------------------------------------------
 
 
-def client_run(urls: list[str], token: str | None, connections: int, seconds: float) -> dict[str, Any]:
-    """Hammer ``urls`` (round-robin from a random start) for ``seconds``; return counts."""
-    deadline = time.perf_counter() + seconds
-    counts = [0] * connections
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))] if ordered else float("nan")
+
+
+def client_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec["connections"]`` threads send ``spec["method"]`` to their share of ``spec["paths"]`` (round-robin)
+    on one keep-alive connection each, for ``spec["seconds"]``; counts and latencies of 2xx answers."""
+    parts = urlsplit(spec["base"])
+    connections: int = spec["connections"]
+    paths: list[str] = spec["paths"]
+    method: str = spec["method"]
+    headers = {"Content-Type": "application/json"}
+    if spec["token"]:
+        headers["Authorization"] = f"Bearer {spec['token']}"
+    latencies: list[list[float]] = [[] for _ in range(connections)]
     errors = [0] * connections
     statuses: dict[int, int] = {}
     lock = threading.Lock()
-    start_barrier = threading.Barrier(connections)
+    barrier = threading.Barrier(connections + 1)  # and this thread, once it set the deadline
+    deadline = [0.0]
 
     def worker(i: int) -> None:
-        session = requests.Session()
-        if token:
-            session.headers["Authorization"] = f"Bearer {token}"
+        own = paths[i::connections] or paths  # PATCH: a thread's extensions are its own (no 409 from a sibling)
         rng = random.Random(i)
-        n = rng.randrange(len(urls))
-        start_barrier.wait()
-        while time.perf_counter() < deadline:
+        n = rng.randrange(len(own))
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+        barrier.wait()
+        sent = 0
+        while time.perf_counter() < deadline[0]:
+            body = json.dumps(spec["body"] | {"tags": {"run": str(sent)}}).encode() if spec["body"] else None
+            started = time.perf_counter()
             try:
-                response = session.get(urls[n % len(urls)], timeout=10)
-                response.content  # noqa: B018 - read the body, as a real client does
-                if response.status_code == 200:
-                    counts[i] += 1
-                else:
-                    errors[i] += 1
-                    with lock:
-                        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-            except requests.RequestException:
+                conn.request(method, own[n % len(own)], body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+                status = 0
+            elapsed = time.perf_counter() - started
+            if 200 <= status < 300:
+                latencies[i].append(elapsed)
+            else:
                 errors[i] += 1
+                with lock:
+                    statuses[status] = statuses.get(status, 0) + 1
             n += 1
-        session.close()
+            sent += 1
+        conn.close()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
-    started = time.perf_counter()
     for t in threads:
         t.start()
+    deadline[0] = time.perf_counter() + spec["seconds"]
+    barrier.wait()
+    started = time.perf_counter()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
-    return {"ok": sum(counts), "errors": sum(errors), "seconds": elapsed, "statuses": statuses}
+    seconds = time.perf_counter() - started
+    done = [x for per in latencies for x in per]
+    return {
+        "ok": len(done),
+        "errors": sum(errors),
+        "statuses": statuses,
+        "seconds": seconds,
+        "rps": len(done) / seconds,
+        "p50": percentile(done, 50) * 1000,
+        "p99": percentile(done, 99) * 1000,
+    }
 
 
-def load(urls: list[str], token: str | None, connections: int, seconds: float) -> dict[str, Any]:
-    """Run one load phase in a fresh client process and return its counts plus rps."""
-    spec = {"urls": urls, "token": token, "connections": connections, "seconds": seconds}
-    out = subprocess.run(
-        [sys.executable, __file__, "--client"], input=json.dumps(spec), capture_output=True, text=True, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout)
-    result["rps"] = result["ok"] / result["seconds"]
-    return result
-
-
-# --- servers ---------------------------------------------------------------------------------------------
+# --- servers (each `bench_api.py --serve-...` in a subprocess, or `arcext serve`) ---------------------------
 
 
 def minimal_app(payload: dict[str, Any]) -> Any:
-    from flask import Flask
+    from flask import Flask, request
 
     app = Flask("minimal")
 
@@ -121,110 +150,232 @@ def minimal_app(payload: dict[str, Any]) -> Any:
     def item() -> dict[str, Any]:
         return payload
 
+    @app.patch("/item")
+    def patch_item() -> dict[str, Any]:
+        changes = request.get_json()
+        return payload | {"tags": changes.get("tags", {})}
+
     return app
+
+
+def serve_minimal(payload_file: Path, threads: int) -> None:
+    """The minimal app on the production server, with `arcext serve`'s options."""
+    from arcext.serving_gunicorn import ServeOptions, WorkerApp, WorkerContext, serve
+
+    payload = json.loads(payload_file.read_text())
+
+    def factory(context: WorkerContext) -> WorkerApp:
+        if context.first:
+            print(f"minimal listening on {context.url}", flush=True)
+        return WorkerApp(minimal_app(payload))
+
+    serve(factory, ServeOptions(port=0, threads=threads))
+
+
+def serve_werkzeug(data_dir: Path) -> None:
+    """arcext on Werkzeug's threaded server, as `arcext serve` ran before; stops on SIGTERM."""
+    from arcext.app import create_app
+    from arcext.logging_setup import configure
+    from arcext.serving import ServerThread, tune_gc_for_serving
+
+    configure("text")
+    tune_gc_for_serving()
+    app = create_app({"ARCEXT_DATA_DIR": str(data_dir), "ARCEXT_SIMULATE": True})
+    server = ServerThread(app).start()
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    print(f"werkzeug listening on {server.url}", flush=True)
+    stopped.wait()
+    server.stop()
+    app.extensions["arcext"].close()
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start(name: str, command: list[str], log_dir: Path) -> Server:
+    out_path = log_dir / f"{name}.out"
+    with open(out_path, "wb") as out, open(log_dir / f"{name}.err", "wb") as err:
+        proc = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        found = LISTENING.search(out_path.read_text())
+        if found:
+            return Server(name, proc, found.group(1))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{name} did not start: {(log_dir / f'{name}.err').read_text()[-2000:]}")
+
+
+def load(spec: dict[str, Any]) -> dict[str, Any]:
+    """One load phase in a fresh client process."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--client"], input=json.dumps(spec), capture_output=True, text=True, check=True
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+@dataclass
+class Scenario:
+    label: str
+    server: Server
+    paths: list[str]
+    method: str
+    token: str | None
+    body: dict[str, Any] | None
+
+    def spec(self, connections: int, seconds: float) -> dict[str, Any]:
+        return {
+            "base": self.server.url,
+            "paths": self.paths,
+            "method": self.method,
+            "token": self.token,
+            "body": self.body,
+            "connections": connections,
+            "seconds": seconds,
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--extensions", type=int, default=100_000)
     parser.add_argument("--machines", type=int, help="default: extensions / 4")
-    parser.add_argument("--connections", type=int, default=4, help="concurrent keep-alive client threads")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive client threads")
+    parser.add_argument("--threads", type=int, default=16, help="the production server's threads per worker")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each server")
-    parser.add_argument("--urls", type=int, default=2000, help="distinct extensions to GET")
-    parser.add_argument(
-        "--gc-freeze",
-        action="store_true",
-        help="diagnostic: gc.freeze() after create_app, i.e. keep the loaded store out of the cyclic GC",
-    )
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each scenario")
+    parser.add_argument("--urls", type=int, default=2000, help="distinct extensions to GET and PATCH")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-minimal", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-werkzeug", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.client:
-        spec = json.loads(sys.stdin.read())
-        print(json.dumps(client_run(spec["urls"], spec["token"], spec["connections"], spec["seconds"])))
+        print(json.dumps(client_run(json.loads(sys.stdin.read()))))
+        return 0
+    if args.serve_minimal:
+        serve_minimal(args.serve_minimal, args.threads)
+        return 0
+    if args.serve_werkzeug:
+        serve_werkzeug(args.serve_werkzeug)
         return 0
 
     from arcext.app import create_app
     from arcext.auth import Role
-    from arcext.serving import ServerThread
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     bench_store = _bench_store()
     machines = args.machines or max(1, args.extensions // 4)
-    data_dir = Path(tempfile.mkdtemp(prefix="arcext-bench-api-"))
-    servers: list[ServerThread] = []
-    app: Any = None
+    work = Path(tempfile.mkdtemp(prefix="arcext-bench-api-"))
+    production_dir, werkzeug_dir = work / "production", work / "werkzeug"
+    servers: list[Server] = []
     try:
-        print(f"arcext API benchmark: {args.extensions:,} extensions on {machines:,} machines in {data_dir}")
+        print(f"arcext API benchmark: {args.extensions:,} extensions on {machines:,} machines in {work}")
         t0 = time.perf_counter()
-        layout = bench_store.build_store(data_dir, machines, args.extensions)
+        layout = bench_store.build_store(production_dir, machines, args.extensions)
         print(f"  store built in {time.perf_counter() - t0:.1f} s")
-
-        t0 = time.perf_counter()
-        app = create_app({"ARCEXT_DATA_DIR": str(data_dir)})
-        print(f"  create_app on that store: {time.perf_counter() - t0:.1f} s")
-        if args.gc_freeze:
-            gc.collect()
-            gc.freeze()
-            print(f"  gc.freeze(): {gc.get_freeze_count():,} objects moved out of the cyclic GC")
-        svc = app.extensions["arcext"]
-        token, _record = svc.tokens.create(Role.READER, "/", "bench-reader", svc.clock.now())
-        real = ServerThread(app).start()
-        servers.append(real)
-
         rng = random.Random(7)
         picks = [(key, name) for key, names in layout for name in names]
         picks = rng.sample(picks, min(args.urls, len(picks)))
-        real_urls = [f"{real.url}{key.extension_id(name)}?api-version={API_VERSION}" for key, name in picks]
-        check = requests.get(real_urls[0], headers={"Authorization": f"Bearer {token}"}, timeout=10)
-        check.raise_for_status()
-        payload = check.json()
-        print(
-            f"  real GET: {check.status_code}, {len(check.content)} bytes; minimal endpoint returns the same JSON body"
-        )
+        paths = [f"{key.extension_id(name)}?api-version={API_VERSION}" for key, name in picks]
 
-        minimal = ServerThread(minimal_app(payload)).start()
+        app = create_app({"ARCEXT_DATA_DIR": str(production_dir)})
+        svc = app.extensions["arcext"]
+        token, _record = svc.tokens.create(Role.OWNER, "/", "bench-owner", svc.clock.now())
+        check = app.test_client().get(paths[0], headers={"Authorization": f"Bearer {token}"})
+        assert check.status_code == 200, check.get_data(as_text=True)
+        payload = check.get_json()
+        svc.close()
+        shutil.copytree(production_dir, werkzeug_dir)
+        (work / "payload.json").write_text(json.dumps(payload))
+        print(f"  GET of one extension: {len(check.get_data())} bytes; the minimal endpoint returns the same JSON")
+
+        t0 = time.perf_counter()
+        me = [sys.executable, __file__]
+        threads = ["--threads", str(args.threads)]
+        arcext_cli = [sys.executable, "-m", "arcext.cli", "serve", "--port", "0", "--simulate", *threads]
+        production = start("production", [*arcext_cli, "--data-dir", str(production_dir)], work)
+        servers.append(production)
+        minimal = start("minimal", [*me, "--serve-minimal", str(work / "payload.json"), *threads], work)
         servers.append(minimal)
-        minimal_urls = [f"{minimal.url}/item"]
-        assert requests.get(minimal_urls[0], timeout=10).json() == payload
+        werkzeug = start("werkzeug", [*me, "--serve-werkzeug", str(werkzeug_dir)], work)
+        servers.append(werkzeug)
+        print(f"  servers started in {time.perf_counter() - t0:.1f} s (production: {args.threads} threads)")
 
+        patch = {"properties": {"settings": {"bench": True}}}
+        scenarios = [
+            Scenario("GET extension, arcext on gunicorn", production, paths, "GET", token, None),
+            Scenario("GET extension, arcext on Werkzeug", werkzeug, paths, "GET", token, None),
+            Scenario("GET minimal Flask app on gunicorn", minimal, ["/item"], "GET", None, None),
+            Scenario("PATCH extension, arcext on gunicorn", production, paths, "PATCH", token, patch),
+            Scenario("PATCH extension, arcext on Werkzeug", werkzeug, paths, "PATCH", token, patch),
+            Scenario("PATCH minimal Flask app on gunicorn", minimal, ["/item"], "PATCH", None, patch),
+        ]
         warm = min(1.0, args.seconds)
-        load(minimal_urls, None, args.connections, warm)
-        load(real_urls, token, args.connections, warm)
+        for scenario in scenarios:
+            load(scenario.spec(args.connections, warm))
 
-        results: dict[str, list[float]] = {"minimal": [], "real": []}
-        errors = {"minimal": 0, "real": 0}
+        runs: dict[str, list[dict[str, Any]]] = {s.label: [] for s in scenarios}
         for r in range(args.rounds):
-            order = [("minimal", minimal_urls, None), ("real", real_urls, token)]
-            if r % 2:
-                order.reverse()
-            for name, urls, tok in order:
-                res = load(urls, tok, args.connections, args.seconds)
-                results[name].append(res["rps"])
-                errors[name] += res["errors"]
+            order = scenarios if r % 2 == 0 else list(reversed(scenarios))
+            for scenario in order:
+                res = load(scenario.spec(args.connections, args.seconds))
+                runs[scenario.label].append(res)
                 print(
-                    f"  round {r + 1} {name:<7} {res['rps']:>9.1f} req/s ({res['ok']:,} ok, "
-                    f"{res['errors']} errors {res['statuses'] or ''})",
+                    f"  round {r + 1} {scenario.label:<38} {res['rps']:>8.1f} req/s  p50 {res['p50']:>6.1f} ms  "
+                    f"p99 {res['p99']:>6.1f} ms  ({res['ok']:,} ok, {res['errors']} errors {res['statuses'] or ''})",
                     flush=True,
                 )
 
-        real_rps = statistics.median(results["real"])
-        minimal_rps = statistics.median(results["minimal"])
-        ratio = real_rps / minimal_rps if minimal_rps else float("nan")
-        print(f"results ({args.connections} keep-alive connections, {args.rounds} x {args.seconds:g} s each, median):")
-        print(f"  GET extension, real arcext server     {real_rps:>9.1f} req/s")
-        print(f"  minimal Flask JSON endpoint           {minimal_rps:>9.1f} req/s")
-        verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
-        print(f"  ratio real / minimal                  {ratio:>9.3f}   target >= {TARGET_RATIO} {verdict}")
-        if errors["real"] or errors["minimal"]:
-            print(f"  non-200 answers or errors: {errors}")
+        median = {
+            label: {k: statistics.median(run[k] for run in results) for k in ("rps", "p50", "p99")}
+            for label, results in runs.items()
+        }
+        errors = {label: sum(run["errors"] for run in results) for label, results in runs.items()}
+        print(
+            f"results ({args.connections} keep-alive connections, {args.rounds} x {args.seconds:g} s each, "
+            f"median of the runs):"
+        )
+        print(f"  {'':<38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        for label, figures in median.items():
+            print(f"  {label:<38} {figures['rps']:>9.1f} {figures['p50']:>8.2f} {figures['p99']:>8.2f}")
+
+        def ratio(a: str, b: str) -> float:
+            return median[a]["rps"] / median[b]["rps"] if median[b]["rps"] else float("nan")
+
+        for verb in ("GET", "PATCH"):
+            arcext_vs_minimal = ratio(f"{verb} extension, arcext on gunicorn", f"{verb} minimal Flask app on gunicorn")
+            verdict = "PASS" if arcext_vs_minimal >= TARGET_ARCEXT_VS_MINIMAL else "FAIL"
+            target = f"target >= {TARGET_ARCEXT_VS_MINIMAL} {verdict}" if verb == "GET" else "(information)"
+            print(f"  ratio arcext / minimal ({verb}, gunicorn)       {arcext_vs_minimal:>7.3f}   {target}")
+        for verb in ("GET", "PATCH"):
+            speedup = ratio(f"{verb} extension, arcext on gunicorn", f"{verb} extension, arcext on Werkzeug")
+            verdict = "PASS" if speedup >= TARGET_PRODUCTION_VS_WERKZEUG else "FAIL"
+            print(
+                f"  ratio gunicorn / Werkzeug ({verb} extension)     {speedup:>7.3f}   "
+                f"target >= {TARGET_PRODUCTION_VS_WERKZEUG} {verdict}"
+            )
+        if any(errors.values()):
+            print(f"  non-2xx answers or errors: {errors}")
     finally:
         for server in servers:
             server.stop()
-        if app is not None:
-            app.extensions["arcext"].close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -49,11 +49,19 @@ def test_bench_api_prints_both_rates_and_ratio() -> None:
         "1",
         "--connections",
         "2",
+        "--threads",
+        "2",
         "--urls",
         "20",
     )
-    assert re.search(r"real GET: 200", out), out
-    assert re.search(rf"GET extension, real arcext server\s+{NUMBER} req/s", out), out
-    assert re.search(rf"minimal Flask JSON endpoint\s+{NUMBER} req/s", out), out
-    assert re.search(rf"ratio real / minimal\s+{NUMBER}\s+target >= 0.6 (PASS|FAIL)", out), out
+    assert re.search(r"GET of one extension: \d+ bytes", out), out
+    for verb in ("GET", "PATCH"):
+        for label in (
+            f"{verb} extension, arcext on gunicorn",
+            f"{verb} extension, arcext on Werkzeug",
+            f"{verb} minimal Flask app on gunicorn",
+        ):
+            assert re.search(rf"{label}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\n", out), (label, out)
+    assert re.search(rf"ratio arcext / minimal \(GET, gunicorn\)\s+{NUMBER}\s+target >= 0.7 (PASS|FAIL)", out), out
+    assert re.search(rf"ratio gunicorn / Werkzeug \(GET extension\)\s+{NUMBER}\s+target >= 1.5 (PASS|FAIL)", out), out
     assert "errors" not in out.split("results")[1], out

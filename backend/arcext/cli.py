@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import click
 
 from .auth import Role, TokenService, normalise_scope
 from .clock import SystemClock
 from .store import TinyDBStore
+
+if TYPE_CHECKING:
+    from .serving_gunicorn import WorkerApp, WorkerContext
 
 OWNER_TOKEN_FILE = "owner-token"
 
@@ -76,6 +78,45 @@ def default_public_url(host: str, port: int, tls: bool) -> str:
     help="json: one JSON object per line (requests, upgrade steps, host operations) with request ids, rollout id, "
     "machine and extension.",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes. The embedded store lives in one process: more than 1 needs a shared database.",
+)
+@click.option("--threads", default=16, show_default=True, type=click.IntRange(min=1), help="Threads per worker.")
+@click.option(
+    "--max-connections",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Open client connections per worker (active and idle keep-alive); more wait in the backlog.",
+)
+@click.option("--backlog", default=2048, show_default=True, type=click.IntRange(min=1), help="Listen queue length.")
+@click.option(
+    "--keep-alive",
+    "keepalive",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seconds an idle keep-alive connection stays open (0: close after each response).",
+)
+@click.option(
+    "--timeout",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Seconds one read or write of a client connection may wait (a request sent or a response read too "
+    "slowly); then the connection is closed.",
+)
+@click.option(
+    "--graceful-timeout",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="On SIGTERM/SIGINT: seconds to finish the requests in flight before the services close.",
+)
 def serve(
     host: str,
     port: int,
@@ -87,15 +128,22 @@ def serve(
     tls_self_signed: bool,
     public_url: str | None,
     log_format: str,
+    workers: int,
+    threads: int,
+    max_connections: int,
+    backlog: int,
+    keepalive: int,
+    timeout: int,
+    graceful_timeout: int,
 ) -> None:
     """Run the server (embedded store in DATA_DIR; no other service needed)."""
     from .api.urls import validate_public_url
-    from .app import create_app
     from .logging_setup import configure
-    from .serving import ServerThread, ssl_context, tune_gc_for_serving
+    from .serving_gunicorn import ServeError, ServeOptions
+    from .serving_gunicorn import serve as serve_http
     from .tls import ensure_self_signed
 
-    configure(log_format)
+    configure(log_format)  # the server's own messages too; the workers inherit it
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together.")
     if tls_self_signed and tls_cert:
@@ -106,40 +154,71 @@ def serve(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--public-url") from None
     data_dir.mkdir(parents=True, exist_ok=True)
-    tune_gc_for_serving()
-    app = create_app(
-        {"ARCEXT_DATA_DIR": str(data_dir), "ARCEXT_MANUAL_CLOCK": manual_clock, "ARCEXT_SIMULATE": simulate}
-    )
-    services = app.extensions["arcext"]
-    token_path = ensure_owner_token(data_dir, services.tokens)
-    tls = None
     if tls_self_signed:
         tls_cert, tls_key = ensure_self_signed(data_dir / "tls")
         click.echo(f"Self-signed certificate: {tls_cert} (trust it, e.g. REQUESTS_CA_BUNDLE={tls_cert})")
-    if tls_cert and tls_key:
-        tls = ssl_context(tls_cert, tls_key)
-        app.config["SESSION_COOKIE_SECURE"] = True  # the portal's session cookie travels over https only
-    server = ServerThread(app, host, port, tls)
-    app.config["ARCEXT_PUBLIC_URL"] = public_url or default_public_url(host, server.port, tls is not None)
-    if token_path:
-        click.echo(f"Owner token written to {token_path.resolve()}")
-    else:
-        click.echo("Tokens exist already; create another with 'arcext token create'.")
-    click.echo(f"Portal: {server.url}/portal/ (sign in with a token)")
-    click.echo(f"arcext listening on {server.url} (data in {data_dir.resolve()})", err=False)
-    click.echo(f"Public URL (for absolute URLs in responses): {app.config['ARCEXT_PUBLIC_URL']}")
-    sys.stdout.flush()
-    stopped = threading.Event()
+    options = ServeOptions(
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        max_connections=max_connections,
+        backlog=backlog,
+        keepalive=keepalive,
+        timeout=timeout,
+        graceful_timeout=graceful_timeout,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        shared_store=False,  # the embedded store; a database URL will set this
+    )
+    try:
+        options.check()
+    except ServeError as exc:
+        raise click.UsageError(str(exc)) from None
+    settings = ServedSettings(data_dir, manual_clock, simulate, public_url, tls_cert is not None)
+    serve_http(settings.build, options)
 
-    def _stop(_signum: int, _frame: Any) -> None:
-        stopped.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    server.start()
-    stopped.wait()
-    server.stop()
-    services.close()
+class ServedSettings:
+    """What every worker of `arcext serve` builds its app from (the factory runs after the fork)."""
+
+    def __init__(self, data_dir: Path, manual_clock: bool, simulate: bool, public_url: str | None, tls: bool) -> None:
+        self.data_dir = data_dir
+        self.manual_clock = manual_clock
+        self.simulate = simulate
+        self.public_url = public_url
+        self.tls = tls
+
+    def build(self, context: WorkerContext) -> WorkerApp:
+        from .app import create_app
+        from .serving import tune_gc_for_serving
+        from .serving_gunicorn import WorkerApp
+
+        tune_gc_for_serving()
+        app = create_app(
+            {
+                "ARCEXT_DATA_DIR": str(self.data_dir),
+                "ARCEXT_MANUAL_CLOCK": self.manual_clock,
+                "ARCEXT_SIMULATE": self.simulate,
+            }
+        )
+        services = app.extensions["arcext"]
+        if self.tls:
+            app.config["SESSION_COOKIE_SECURE"] = True  # the portal's session cookie travels over https only
+        app.config["ARCEXT_PUBLIC_URL"] = self.public_url or default_public_url(
+            urlsplit(context.url).hostname or "", context.port, self.tls
+        )
+        if context.first:
+            token_path = ensure_owner_token(self.data_dir, services.tokens)
+            if token_path:
+                click.echo(f"Owner token written to {token_path.resolve()}")
+            else:
+                click.echo("Tokens exist already; create another with 'arcext token create'.")
+            click.echo(f"Portal: {context.url}/portal/ (sign in with a token)")
+            click.echo(f"arcext listening on {context.url} (data in {self.data_dir.resolve()})")
+            click.echo(f"Public URL (for absolute URLs in responses): {app.config['ARCEXT_PUBLIC_URL']}")
+            sys.stdout.flush()
+        return WorkerApp(app, services.close)
 
 
 @main.group()

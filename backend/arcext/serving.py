@@ -1,17 +1,17 @@
-"""Serve a WSGI app with Werkzeug's threaded server, in the foreground or in a background thread."""
+"""Werkzeug's threaded server in a background thread: the in-process test harness (arcext.testing) and the
+baseline of scripts/bench_api.py. ``arcext serve`` runs on gunicorn (serving_gunicorn.py); see docs/deploy.md."""
 
 from __future__ import annotations
 
 import gc
-import json
 import ssl
 import threading
-import uuid
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .serving_errors import protocol_error
 
 #: The cyclic GC's thresholds in a server process (``arcext serve``). The fleet lives in memory, and
 #: every upgrade step replaces an extension record with new objects: with CPython's defaults
@@ -33,14 +33,8 @@ def ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
-#: Codes for the errors the HTTP server answers itself, before the app sees a request.
-_PROTOCOL_CODES = {
-    400: "BadRequest",
-    408: "RequestTimeout",
-    413: "RequestEntityTooLarge",
-    414: "RequestUriTooLong",
-    431: "RequestHeaderFieldsTooLarge",
-}
+#: The longest request line Python's http.server reads (longer ones get an ARM-shaped 414).
+WERKZEUG_REQUEST_LINE_LIMIT = 65536
 
 
 class ArmRequestHandler(WSGIRequestHandler):
@@ -51,24 +45,16 @@ class ArmRequestHandler(WSGIRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         if code >= 500:
             code = 400
-        phrase = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Bad Request"
-        text = {
-            414: "The request URL is too long for this server (the request line is limited to 65536 bytes).",
-            431: "The request has too many header fields, or one that is too long.",
-        }.get(code, f"The request could not be read as HTTP/1.1: {message or phrase}.")
-        arm_code = _PROTOCOL_CODES.get(code, phrase.replace(" ", ""))
-        body = json.dumps({"error": {"code": arm_code, "message": text}}).encode()
-        self.log_error("code %d, message %s", code, message or phrase)
+        answer = protocol_error(code, message, request_line_limit=WERKZEUG_REQUEST_LINE_LIMIT)
+        self.log_error("code %d, message %s", code, message or answer.reason)
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.1"  # a line that is not HTTP still gets a status line and headers
-        self.send_response(code, phrase)
-        self.send_header("x-ms-request-id", str(uuid.uuid4()))
-        self.send_header("Connection", "close")
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_response(answer.status, answer.reason)
+        for name, value in answer.headers():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self.wfile.write(answer.body)
 
 
 class ServerThread:
