@@ -134,7 +134,7 @@ class EventTable:
             first, last = date.fromisoformat(start_day), date.fromisoformat(end_day)
         except ValueError:
             return
-        conditions = [sql.SQL("day BETWEEN %s AND %s")]
+        conditions: list[sql.Composable] = [sql.SQL("day BETWEEN %s AND %s")]
         params: list[Any] = [first, last]
         if where is not None:
             field, value = where

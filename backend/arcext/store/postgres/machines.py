@@ -132,9 +132,7 @@ class MachineTable:
         """Replace (or with None remove) one extension's record, leaving the rest of the document as stored."""
         params = key_params(key)
         if record is None:
-            conn.execute(
-                f"UPDATE machines SET doc = doc #- ARRAY['extensions', %s] WHERE {_KEY}", (extension, *params)
-            )
+            conn.execute(f"UPDATE machines SET doc = doc #- ARRAY['extensions', %s] WHERE {_KEY}", (extension, *params))
         else:
             conn.execute(
                 f"UPDATE machines SET doc = jsonb_set(doc, ARRAY['extensions', %s], %s) WHERE {_KEY}",

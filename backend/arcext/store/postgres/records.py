@@ -15,11 +15,9 @@ from psycopg.types.json import Jsonb
 from ..base import Record
 from .db import Connection, Database
 
-_SEP = "\x00"
 
-
-def _type_key(publisher: str, type_: str) -> str:
-    return f"{publisher.lower()}{_SEP}{type_.lower()}"
+def _type_key(publisher: str, type_: str) -> tuple[str, str]:
+    return publisher.lower(), type_.lower()
 
 
 class OperationTable:
@@ -91,18 +89,17 @@ class CatalogTables:
         self._db = db
 
     def put_type(self, record: Record) -> None:
-        key = _type_key(record["publisher"], record["type"])
         with self._db.connection() as conn:
             conn.execute(
-                "INSERT INTO extension_types (key, doc) VALUES (%s, %s)"
-                " ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc",
-                (key, Jsonb(record)),
+                "INSERT INTO extension_types (publisher, type, doc) VALUES (%s, %s, %s)"
+                " ON CONFLICT (publisher, type) DO UPDATE SET doc = EXCLUDED.doc",
+                (*_type_key(record["publisher"], record["type"]), Jsonb(record)),
             )
 
     def get_type(self, publisher: str, type_: str) -> Record | None:
         with self._db.connection() as conn:
             row = conn.execute(
-                "SELECT doc FROM extension_types WHERE key = %s", (_type_key(publisher, type_),)
+                "SELECT doc FROM extension_types WHERE publisher = %s AND type = %s", _type_key(publisher, type_)
             ).fetchone()
         return row[0] if row else None
 
@@ -111,19 +108,18 @@ class CatalogTables:
             return [r[0] for r in conn.execute("SELECT doc FROM extension_types ORDER BY seq").fetchall()]
 
     def put_version(self, record: Record) -> None:
-        tkey = _type_key(record["publisher"], record["type"])
-        key = f"{tkey}{_SEP}{record['version'].lower()}"
         with self._db.connection() as conn:
             conn.execute(
-                "INSERT INTO extension_versions (key, type_key, doc) VALUES (%s, %s, %s)"
-                " ON CONFLICT (key) DO UPDATE SET doc = EXCLUDED.doc",
-                (key, tkey, Jsonb(record)),
+                "INSERT INTO extension_versions (publisher, type, version, doc) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (publisher, type, version) DO UPDATE SET doc = EXCLUDED.doc",
+                (*_type_key(record["publisher"], record["type"]), record["version"].lower(), Jsonb(record)),
             )
 
     def list_versions(self, publisher: str, type_: str) -> list[Record]:
         with self._db.connection() as conn:
             rows = conn.execute(
-                "SELECT doc FROM extension_versions WHERE type_key = %s ORDER BY seq", (_type_key(publisher, type_),)
+                "SELECT doc FROM extension_versions WHERE publisher = %s AND type = %s ORDER BY seq",
+                _type_key(publisher, type_),
             ).fetchall()
         return [r[0] for r in rows]
 

@@ -46,17 +46,20 @@ CREATE TABLE tokens (
 
 CREATE TABLE extension_types (
     seq bigint GENERATED ALWAYS AS IDENTITY,
-    key text COLLATE "C" PRIMARY KEY,        -- "<publisher>\\0<type>", lower case
-    doc jsonb NOT NULL
+    publisher text COLLATE "C" NOT NULL,     -- lower case, as type and version
+    type text COLLATE "C" NOT NULL,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (publisher, type)
 );
 
 CREATE TABLE extension_versions (
     seq bigint GENERATED ALWAYS AS IDENTITY,
-    key text COLLATE "C" PRIMARY KEY,        -- "<publisher>\\0<type>\\0<version>", lower case
-    type_key text COLLATE "C" NOT NULL,
-    doc jsonb NOT NULL
+    publisher text COLLATE "C" NOT NULL,
+    type text COLLATE "C" NOT NULL,
+    version text COLLATE "C" NOT NULL,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (publisher, type, version)
 );
-CREATE INDEX extension_versions_type ON extension_versions (type_key, seq);
 
 CREATE TABLE maintenance (
     seq bigint GENERATED ALWAYS AS IDENTITY,
