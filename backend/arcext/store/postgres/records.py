@@ -2,7 +2,9 @@
 maintenance configurations and assignments, and rollouts.
 
 Each is a JSONB document with the columns it is looked up or filtered by. Listings come back in the
-order the records were first written (an identity column), as the embedded store lists them.
+order the records were first written (an identity column), as the embedded store lists them. Counts
+come from ``RETURNING`` rows, not ``rowcount``: inside a machine change's transaction (a pipeline)
+``rowcount`` is not known until the pipeline is synced.
 """
 
 from __future__ import annotations
@@ -48,12 +50,12 @@ class OperationTable:
 
     def delete_ended_before(self, iso_time: str) -> int:
         with self._db.connection() as conn:
-            cur = conn.execute(
+            rows = conn.execute(
                 "DELETE FROM operations WHERE end_time IS NOT NULL AND end_time < %s"
-                " AND status IS DISTINCT FROM 'InProgress'",
+                " AND status IS DISTINCT FROM 'InProgress' RETURNING 1",
                 (iso_time,),
-            )
-            return cur.rowcount
+            ).fetchall()
+            return len(rows)
 
 
 class TokenTable:
@@ -79,7 +81,7 @@ class TokenTable:
 
     def delete(self, token_id: str) -> bool:
         with self._db.connection() as conn:
-            return conn.execute("DELETE FROM tokens WHERE id = %s", (token_id,)).rowcount > 0
+            return bool(conn.execute("DELETE FROM tokens WHERE id = %s RETURNING 1", (token_id,)).fetchall())
 
 
 class CatalogTables:
@@ -141,7 +143,10 @@ class MaintenanceTable:
 
     def delete(self, kind: str, key: str) -> bool:
         with self._db.connection() as conn:
-            return conn.execute("DELETE FROM maintenance WHERE kind = %s AND key = %s", (kind, key)).rowcount > 0
+            deleted = conn.execute(
+                "DELETE FROM maintenance WHERE kind = %s AND key = %s RETURNING 1", (kind, key)
+            ).fetchall()
+            return bool(deleted)
 
     def list(self, kind: str) -> list[Record]:
         with self._db.connection() as conn:
@@ -195,7 +200,10 @@ class RolloutTable:
 
     @staticmethod
     def _update_state(conn: Connection, rollout_id: str, state: Record) -> bool:
-        return conn.execute("UPDATE rollouts SET state = %s WHERE id = %s", (Jsonb(state), rollout_id)).rowcount > 0
+        updated = conn.execute(
+            "UPDATE rollouts SET state = %s WHERE id = %s RETURNING 1", (Jsonb(state), rollout_id)
+        ).fetchall()
+        return bool(updated)
 
     def get(self, rollout_id: str) -> Record | None:
         with self._db.connection() as conn:
