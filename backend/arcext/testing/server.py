@@ -231,7 +231,7 @@ class ArcextServer:
             if self._scratch_database and self.database_url:
                 from ..store.postgres import provision
 
-                provision.drop(self.database_url)
+                provision.release(self.database_url)  # emptied, for the next server
                 self.database_url = None
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
