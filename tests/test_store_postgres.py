@@ -279,3 +279,24 @@ def test_a_harness_server_on_a_database_keeps_its_data_across_a_restart(tmp_path
         with again.session() as session:
             r = session.get(machine_url(again, "m1"), params={"api-version": API})
         assert r.status_code == 200, r.text
+
+
+def test_a_released_scratch_database_is_given_out_again_empty(tmp_path: Path) -> None:
+    """The harness's databases: a stopped server's is emptied and reused, not copied again from the template."""
+    fresh_database()  # skips without PostgreSQL
+    url = provision.for_directory(tmp_path / "first")
+    assert provision.for_directory(tmp_path / "first") == url  # a restart on the directory finds it
+    store = PostgresStore(url)
+    key = MachineKey(SUB, "rg", "m")
+    store.mutate_machine(key, lambda _old: (doc(key), None), events=[event(1, "2026-11-25")])
+    store.put_token({"id": "t", "hash": "h", "name": "n", "role": "Reader", "scope": "/", "createdAt": "x"})
+    store.close()
+    provision.release(url)
+    assert provision.for_directory(tmp_path / "second") == url
+    store = PostgresStore(url)
+    try:
+        assert store.count_machines() == 0 and store.list_tokens() == []
+        assert list(store.iter_events("2000-01-01", "9999-12-31")) == [] and partitions(url) == []
+    finally:
+        store.close()
+        provision.release(url)
