@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -12,12 +14,24 @@ import click
 
 from .auth import Role, TokenService, normalise_scope
 from .clock import SystemClock
-from .store import TinyDBStore
+from .store.factory import open_store
 
 if TYPE_CHECKING:
     from .serving_gunicorn import WorkerApp, WorkerContext
 
 OWNER_TOKEN_FILE = "owner-token"
+
+
+#: ``--database``: the PostgreSQL store (several nodes may share it) instead of the embedded one in --data-dir
+database_option = click.option(
+    "--database",
+    "database_url",
+    default=None,
+    envvar="ARCEXT_DATABASE_URL",
+    metavar="URL",
+    help="PostgreSQL URL (postgresql://user:password@host:port/db) to keep the data in, shared by every server "
+    "given it; default: the embedded store in --data-dir. Env: ARCEXT_DATABASE_URL.",
+)
 
 
 @click.group()
@@ -78,6 +92,7 @@ def default_public_url(host: str, port: int, tls: bool) -> str:
     help="json: one JSON object per line (requests, upgrade steps, host operations) with request ids, rollout id, "
     "machine and extension.",
 )
+@database_option
 @click.option(
     "--workers",
     default=1,
@@ -128,6 +143,7 @@ def serve(
     tls_self_signed: bool,
     public_url: str | None,
     log_format: str,
+    database_url: str | None,
     workers: int,
     threads: int,
     max_connections: int,
@@ -169,25 +185,34 @@ def serve(
         graceful_timeout=graceful_timeout,
         tls_cert=tls_cert,
         tls_key=tls_key,
-        shared_store=False,  # the embedded store; a database URL will set this
+        shared_store=bool(database_url),  # several workers need a database they share
     )
     try:
         options.check()
     except ServeError as exc:
         raise click.UsageError(str(exc)) from None
-    settings = ServedSettings(data_dir, manual_clock, simulate, public_url, tls_cert is not None)
+    settings = ServedSettings(data_dir, manual_clock, simulate, public_url, tls_cert is not None, database_url)
     serve_http(settings.build, options)
 
 
 class ServedSettings:
     """What every worker of `arcext serve` builds its app from (the factory runs after the fork)."""
 
-    def __init__(self, data_dir: Path, manual_clock: bool, simulate: bool, public_url: str | None, tls: bool) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        manual_clock: bool,
+        simulate: bool,
+        public_url: str | None,
+        tls: bool,
+        database_url: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.manual_clock = manual_clock
         self.simulate = simulate
         self.public_url = public_url
         self.tls = tls
+        self.database_url = database_url
 
     def build(self, context: WorkerContext) -> WorkerApp:
         from .app import create_app
@@ -200,6 +225,7 @@ class ServedSettings:
                 "ARCEXT_DATA_DIR": str(self.data_dir),
                 "ARCEXT_MANUAL_CLOCK": self.manual_clock,
                 "ARCEXT_SIMULATE": self.simulate,
+                "ARCEXT_DATABASE_URL": self.database_url or "",
             }
         )
         services = app.extensions["arcext"]
@@ -215,7 +241,8 @@ class ServedSettings:
             else:
                 click.echo("Tokens exist already; create another with 'arcext token create'.")
             click.echo(f"Portal: {context.url}/portal/ (sign in with a token)")
-            click.echo(f"arcext listening on {context.url} (data in {self.data_dir.resolve()})")
+            where = f"PostgreSQL at {redacted(self.database_url)}" if self.database_url else self.data_dir.resolve()
+            click.echo(f"arcext listening on {context.url} (data in {where})")
             click.echo(f"Public URL (for absolute URLs in responses): {app.config['ARCEXT_PUBLIC_URL']}")
             sys.stdout.flush()
         return WorkerApp(app, services.close)
@@ -226,8 +253,21 @@ def token() -> None:
     """Issue, list and revoke bearer tokens (stored hashed)."""
 
 
-def _tokens(data_dir: Path) -> TokenService:
-    return TokenService(TinyDBStore(data_dir, tokens_only=True))
+def redacted(database_url: str) -> str:
+    """host:port/database of a database URL: never its password."""
+    from .store.postgres.db import redacted as without_password
+
+    return without_password(database_url)
+
+
+@contextmanager
+def _tokens(data_dir: Path, database_url: str | None) -> Iterator[TokenService]:
+    store = open_store(data_dir, database_url, tokens_only=True)
+    try:
+        yield TokenService(store)
+    finally:
+        if database_url:  # its connections; the embedded store's files are left as they were, unflushed
+            store.close()
 
 
 @token.command("create")
@@ -237,31 +277,39 @@ def _tokens(data_dir: Path) -> TokenService:
 )
 @click.option("--scope", required=True, help="/subscriptions/<id>[/resourceGroups/<rg>], or / for every subscription.")
 @click.option("--name", default=None, help="A name for the caller (shown as createdBy and in the activity log).")
-def token_create(data_dir: Path, role: str, scope: str, name: str | None) -> None:
+@database_option
+def token_create(data_dir: Path, role: str, scope: str, name: str | None, database_url: str | None) -> None:
     """Create a token; the token itself is printed on the last line, once."""
     try:
         normalise_scope(scope)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
-    value, record = _tokens(data_dir).create(Role.parse(role), scope, name, SystemClock().now())
+    with _tokens(data_dir, database_url) as tokens:
+        value, record = tokens.create(Role.parse(role), scope, name, SystemClock().now())
     click.echo(f"Created token {record['id']} for '{record['name']}': {record['role']} on {record['scope']}", err=True)
     click.echo(value)
 
 
 @token.command("list")
 @click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
-def token_list(data_dir: Path) -> None:
+@database_option
+def token_list(data_dir: Path, database_url: str | None) -> None:
     """List tokens (id, name, role, scope; never the token)."""
-    for record in _tokens(data_dir).list():
+    with _tokens(data_dir, database_url) as tokens:
+        records = tokens.list()
+    for record in records:
         click.echo(f"{record['id']}\t{record['name']}\t{record['role']}\t{record['scope']}\t{record['createdAt']}")
 
 
 @token.command("revoke")
 @click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
 @click.argument("token_id")
-def token_revoke(data_dir: Path, token_id: str) -> None:
+@database_option
+def token_revoke(data_dir: Path, token_id: str, database_url: str | None) -> None:
     """Revoke a token by its id (from 'arcext token list')."""
-    if not _tokens(data_dir).revoke(token_id):
+    with _tokens(data_dir, database_url) as tokens:
+        revoked = tokens.revoke(token_id)
+    if not revoked:
         raise click.ClickException(f"No token with id '{token_id}'.")
     click.echo(f"Revoked {token_id}")
 
