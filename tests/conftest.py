@@ -3,6 +3,7 @@ is loaded through its pytest11 entry point, exactly as users get it."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -90,3 +91,15 @@ def seeded(arcext_server: ArcextServer, arcext_session: requests.Session) -> Arc
     put_machine(arcext_session, arcext_server)
     put_extension(arcext_session, arcext_server)
     return arcext_server
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the PostgreSQL pass (ARCEXT_TEST_STORE=postgres, ./scripts/test) a test that is about the embedded
+    store's own files says so with ``@pytest.mark.embedded_store("why")`` and is skipped with that reason."""
+    if os.environ.get("ARCEXT_TEST_STORE") != "postgres":
+        return
+    for item in items:
+        marker = item.get_closest_marker("embedded_store")
+        if marker is not None:
+            why = marker.args[0] if marker.args else "about the embedded store"
+            item.add_marker(pytest.mark.skip(reason=f"embedded store only: {why}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from arcext.testing import ArcextServer
@@ -84,6 +85,9 @@ def test_revoked_token_stops_working(seeded: ArcextServer) -> None:
     assert_arm_error(_get(seeded, ext_url(seeded), token), 401, "AuthenticationFailed")
 
 
+@pytest.mark.embedded_store(
+    "reads the embedded store's tokens.json (the PostgreSQL store's tokens table: test_store_postgres.py)"
+)
 def test_tokens_are_stored_hashed(seeded: ArcextServer) -> None:
     token = seeded.create_token("Reader", "/")
     stored = (seeded.data_dir / "tokens.json").read_text()
