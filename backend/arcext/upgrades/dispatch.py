@@ -227,7 +227,7 @@ class Dispatch(Rollouts, ManualUpgrades):
                         "attempt": job.get("attempt", 1),
                     }
                 )
-            if waiting:
+            if waiting and windows:  # (none open: the assignment went away; the jobs are released, nothing opened)
                 events.append(
                     window_opened_event(machine_id=doc["machine"]["id"], now=now, windows=windows, waiting=waiting)
                 )
