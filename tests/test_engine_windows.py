@@ -259,3 +259,124 @@ def test_manual_upgrades_ignore_windows_and_windows_survive_a_restart(tmp_path: 
         local = first.astimezone(ZoneInfo("Europe/Berlin"))
         window_start = opens_local.replace(tzinfo=ZoneInfo("Europe/Berlin"))
         assert window_start <= local < window_start + timedelta(hours=3)
+
+
+# --- late results: a wave's targets that waited for their window feed its breaker when they run -----------------
+EAST = ["m1", "m2", "m3", "m4"]
+WEST = ["w1", "w2", "w3", "w4", "w5"]
+
+
+def _late_rollout(tmp_path: Any, fail: bool, hook: Any = None) -> tuple[ArcextServer, str]:
+    """Two regions, one wave each (batch 100%). In eastus m1 and m2 have a daily window that opens six hours
+    after the version is published, m3 and m4 none; westus has w1-w5 (no windows). Returns the running server
+    and the rollout once eastus's wave has completed with m1 and m2 waiting for their window and the clock has
+    moved into it (``hook``: a receiver that gets the rollout.frozen webhook)."""
+    from test_webhooks import FAST
+
+    arc = ArcextServer(
+        tmp_path / "data", manual_clock=True, simulate=True, config={**FAST, "ARCEXT_BATCH_PERCENT": 100}
+    )
+    arc.start()
+    s = arc.session()
+    if hook is not None:
+        body = {"url": hook.url, "events": ["rollout.frozen"], "secret": hook.secret}
+        assert s.put(f"{arc.url}/arcext/v1/webhooks/pager", json=body).status_code == 201
+    # the smaller region goes first: eastus's wave now, westus's four weeks later
+    machines = [*((m, "eastus") for m in EAST), *((m, "westus") for m in WEST)]
+    for m, location in machines:
+        _put(s, machine_url(arc, m, "rg1"), {"location": location})
+        put_extension(s, arc, "ama", m, "rg1", {"publisher": PUB, "type": TYPE, "typeHandlerVersion": "1.0.0"})
+    opens = (arc.now() + timedelta(hours=6)).astimezone(ZoneInfo("UTC")).replace(minute=0, second=0, microsecond=0)
+    config = _put(
+        s,
+        f"{arc.url}/subscriptions/{SUB}/resourceGroups/ops/providers/Microsoft.Maintenance/maintenanceConfigurations/d",
+        {
+            "location": "eastus",
+            "properties": {
+                "maintenanceScope": "Extension",
+                "maintenanceWindow": {
+                    "startDateTime": opens.strftime("%Y-%m-%d %H:%M"),
+                    "duration": "03:00",
+                    "timeZone": "UTC",
+                    "recurEvery": "Day",
+                },
+            },
+        },
+        MW_API,
+    )
+    for m in ("m1", "m2"):
+        _put(
+            s,
+            f"{machine_url(arc, m, 'rg1')}/providers/Microsoft.Maintenance/configurationAssignments/d",
+            {"properties": {"maintenanceConfigurationId": config["id"]}},
+            MW_API,
+        )
+        if fail:
+            arc.set_faults(m, fail_upgrade=1)
+    rollout_id = arc.publish_version(PUB, TYPE, "1.1.0")["rolloutId"]
+    assert arc.run_engine()["succeeded"] == 2  # m3, m4: m1 and m2 wait for their window
+    rollout = arc.rollout(rollout_id)
+    (east,) = [p for p in rollout["phases"] if p["region"] == "eastus"]
+    (batch,) = east["waves"][0]["batches"]
+    assert east["waves"][0]["state"] == "Completed", "the wave does not wait for machines waiting for a window"
+    assert (batch["succeeded"], batch["failed"], batch["skipped"], batch["waitingForWindow"]) == (2, 0, 2, 2)
+    assert batch["late"] == {"succeeded": 0, "failed": 0}
+    (west,) = [p for p in rollout["phases"] if p["region"] == "westus"]
+    assert west["waves"][0]["notBefore"] > (opens + timedelta(hours=3)).isoformat().replace("+00:00", "Z"), (
+        "the test needs westus's wave to come after the window"
+    )
+    assert rollout["state"] == "Active"
+    arc.advance(hours=7)  # into the window: m1 and m2 run now, after their wave completed
+    return arc, rollout_id
+
+
+def test_late_failures_in_the_window_trip_the_waves_breaker(tmp_path: Any) -> None:
+    from test_webhooks import new_secret
+    from webhook_receiver import Receiver
+
+    rx = Receiver(new_secret())
+    arc: ArcextServer | None = None
+    try:
+        arc, rollout_id = _late_rollout(tmp_path, fail=True, hook=rx)
+        rollout = arc.rollout(rollout_id)
+        assert rollout["state"] == "Frozen", rollout
+        assert "2 of 4 upgrades failed" in rollout["stateReason"] and "2 of them late" in rollout["stateReason"]
+        (east,) = [p for p in rollout["phases"] if p["region"] == "eastus"]
+        (batch,) = east["waves"][0]["batches"]
+        assert (batch["succeeded"], batch["failed"], batch["skipped"]) == (2, 2, 0)
+        assert batch["late"] == {"succeeded": 0, "failed": 2}
+        assert rollout["lateResults"] == {"succeeded": 0, "failed": 2}
+        # frozen: westus's wave never starts, however long we wait
+        arc.advance(days=60)
+        assert arc.rollout(rollout_id)["state"] == "Frozen"
+        assert _version(arc.session(), arc, "rg1", "w1") == "1.0.0"
+        # the same rollout.frozen webhook as a wave's breaker, with the breaker's figures and the late ones
+        assert arc.services.webhooks.wait_delivered(15)
+        assert rx.bad_signatures == 0
+        (frozen,) = rx.events()
+        assert frozen["type"] == "com.arcext.rollout.frozen" and frozen["data"]["correlationId"] == rollout_id
+        (figures,) = frozen["data"]["properties"]["breaker"]["batches"]
+        assert (figures["failed"], figures["succeeded"], figures["late"]) == (2, 2, {"succeeded": 0, "failed": 2})
+    finally:
+        if arc is not None:
+            arc.stop()
+        rx.close()
+
+
+def test_late_successes_in_the_window_keep_the_rollout_going(tmp_path: Any) -> None:
+    arc, rollout_id = _late_rollout(tmp_path, fail=False)
+    try:
+        rollout = arc.rollout(rollout_id)
+        assert rollout["state"] == "Active", rollout
+        assert rollout["lateResults"] == {"succeeded": 2, "failed": 0}
+        for _day in range(60):
+            arc.advance(days=1)
+            if arc.rollout(rollout_id)["state"] == "Completed":
+                break
+        rollout = arc.rollout(rollout_id)
+        assert rollout["state"] == "Completed", rollout
+        assert rollout["counts"] == {"succeeded": 9, "failed": 0, "skipped": 0}
+        s = arc.session()
+        assert all(_version(s, arc, "rg1", m) == "1.1.0" for m in EAST + WEST)
+    finally:
+        arc.stop()

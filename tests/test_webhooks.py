@@ -264,10 +264,21 @@ def test_deliveries_pending_at_kill_9_are_delivered_after_restart(tmp_path: Path
                 s.headers["Authorization"] = f"Bearer {token}"
                 expected = {e["eventDataId"] for e in _events(s, server.url, target.sub)}
                 assert len(expected) == 4
-                assert wait_for(lambda: expected <= {e["id"] for e in rx.events()}, 20)
+
+                def deliveries() -> list[dict[str, Any]]:
+                    listed: list[dict[str, Any]] = s.get(f"{server.url}/arcext/v1/webhooks/h/deliveries").json()[
+                        "value"
+                    ]
+                    return listed
+
+                # wait until the outbox has nothing pending (its messages go out in order, and rollout.completed
+                # comes after the upgrade events: the upgrade events arriving does not mean it has), then
+                # compare what the receiver verified with what the activity log and the rollout hold
+                assert wait_for(lambda: all(d["state"] == "Delivered" for d in deliveries()), 20), deliveries()
+                assert expected <= {e["id"] for e in rx.events()}
                 types = {e["type"] for e in rx.events()}
-                assert {"com.arcext.rollout.planned", "com.arcext.rollout.completed"} <= types
-                listed = s.get(f"{server.url}/arcext/v1/webhooks/h/deliveries").json()["value"]
+                assert {"com.arcext.rollout.planned", "com.arcext.rollout.completed"} <= types, "rollout events lost"
+                listed = deliveries()
                 assert {d["id"] for d in listed if d["state"] == "Delivered"} >= expected
         finally:
             server.kill()

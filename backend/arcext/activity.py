@@ -14,7 +14,7 @@ from typing import Any
 
 from . import errors
 from .clock import iso, parse_iso
-from .ids import EXTENSION_TYPE, new_uuid, parse_resource_id
+from .ids import EXTENSION_TYPE, MACHINE_TYPE, new_uuid, parse_resource_id
 from .records import ActivityEvent
 from .store.base import Store
 
@@ -27,6 +27,11 @@ RETENTION = timedelta(days=90)
 REPAIR_OPERATION = "Microsoft.HybridCompute/machines/extensions/engineRepair/action"
 REPAIR_OPERATION_DISPLAY = "Upgrade engine repaired its own state"
 ENGINE_CALLER = "arcext upgrade engine"
+#: One event per machine each time one of its maintenance windows opens while automatic upgrades on it were
+#: waiting for it (written with the change that releases them; docs/operations.md):
+#: ``$filter=operationName eq 'Microsoft.Maintenance/maintenanceConfigurations/windowOpened/action'``.
+WINDOW_OPENED_OPERATION = "Microsoft.Maintenance/maintenanceConfigurations/windowOpened/action"
+WINDOW_OPENED_OPERATION_DISPLAY = "Maintenance window opened with upgrades waiting"
 
 _SUB_STATUS = {
     "Started": ("Accepted", "Accepted (HTTP Status Code: 202)"),
@@ -97,6 +102,36 @@ def repair_event(*, resource_id: str, invariant: str, repair: str, now: datetime
     )
     event["operationName"] = {"value": REPAIR_OPERATION, "localizedValue": REPAIR_OPERATION_DISPLAY}
     event["authorization"]["action"] = REPAIR_OPERATION
+    return event
+
+
+def window_opened_event(
+    *, machine_id: str, now: datetime, windows: list[dict[str, str]], waiting: list[dict[str, Any]]
+) -> ActivityEvent:
+    """The activity-log event of a maintenance window that opened on a machine with automatic upgrades
+    waiting for it: ``windows`` are the open windows (``maintenanceConfigurationId``, ``start``, ``end``),
+    ``waiting`` the extensions it releases (``extension``, ``extensionId``, ``targetVersion``, ``rolloutId``,
+    ``attempt``)."""
+    operation_id = new_uuid()
+    event = upgrade_event(
+        status="Succeeded",
+        resource_id=machine_id,
+        caller=AUTOMATIC_CALLER,
+        correlation_id=operation_id,
+        operation_id=operation_id,
+        now=now,
+        properties={
+            "maintenanceConfigurationIds": [w["maintenanceConfigurationId"] for w in windows],
+            "windowStart": min((w["start"] for w in windows), default=None),
+            "windowEnd": max((w["end"] for w in windows), default=None),
+            "windows": windows,
+            "waitingExtensions": waiting,
+        },
+    )
+    event["operationName"] = {"value": WINDOW_OPENED_OPERATION, "localizedValue": WINDOW_OPENED_OPERATION_DISPLAY}
+    event["authorization"]["action"] = WINDOW_OPENED_OPERATION
+    event["resourceType"] = {"value": MACHINE_TYPE, "localizedValue": MACHINE_TYPE}
+    event["eventName"] = {"value": "EndRequest", "localizedValue": "End request"}
     return event
 
 

@@ -284,6 +284,17 @@ class MaintenanceService:
             upcoming.append(found[0])
         return min(upcoming) if upcoming else None
 
+    def open_windows(self, doc: MachineDoc, now: datetime) -> list[dict[str, str]]:
+        """The machine's windows open at ``now``: configuration id, start and end (UTC, ARM timestamps)."""
+        out = []
+        for config, window in self.windows_for(doc):
+            found = window.next_window(now)
+            if found is not None and found[0] <= now:
+                out.append(
+                    {"maintenanceConfigurationId": str(config["id"]), "start": iso(found[0]), "end": iso(found[1])}
+                )
+        return out
+
     def describe(self, doc: MachineDoc, now: datetime) -> list[dict[str, Any]]:
         """A machine's windows for the portal and the pending view."""
         out = []

@@ -87,6 +87,7 @@ class Services:
         maintenance = MaintenanceService(store)
         engine.window_gate = maintenance.gate
         engine.windows_in_use = maintenance.in_use
+        engine.open_windows = maintenance.open_windows
         webhooks.rollout_states = lambda: {r["id"]: r["state"] for r in engine.rollouts()}
         webhooks.events_at = lambda stamp: [
             e["eventDataId"] for e in store.iter_events(stamp[:10], stamp[:10]) if e["eventTimestamp"] == stamp

@@ -2,7 +2,7 @@
 
 * the activity log's appends (``EventLog.listener``): every upgrade attempt's Started and end events,
   handed over once they are durable; they feed the job metrics, one structured log line per step and
-  the webhook outbox;
+  the webhook outbox (which also gets the log's other events, such as a maintenance window opening);
 * rollout writes (``TinyDBStore.rollout_listener``): a rollout's state changes become rollout events
   (planned, frozen with the breaker's figures, paused, resumed, completed);
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .activity import AUTOMATIC_CALLER
+from .activity import AUTOMATIC_CALLER, UPGRADE_OPERATION
 from .clock import iso
 from .host_timing import InstrumentedResolver
 from .hosts.base import HostDriver
@@ -59,6 +59,8 @@ class Telemetry:
     def on_events(self, events: list[Record]) -> None:
         logging_on = step_log.isEnabledFor(logging.INFO)
         for event in events:
+            if event["operationName"]["value"] != UPGRADE_OPERATION:
+                continue  # not an upgrade step (a maintenance window opening, an engine repair): webhooks only
             key = event["resourceId"].lower()
             props = event.get("properties") or {}
             outcome = job_outcome(event)
@@ -221,6 +223,12 @@ class Telemetry:
                         "subscription": b["subscription"],
                         "size": len(b.get("targets") or ()),
                         **{k: b.get(k, 0) for k in ("succeeded", "failed", "skipped")},
+                        # of which late: targets that waited for their maintenance window and ran after the wave
+                        **(
+                            {"late": {"succeeded": b.get("lateSucceeded", 0), "failed": b["lateFailed"]}}
+                            if b.get("lateFailed")
+                            else {}
+                        ),
                     }
                     for w in waves
                     if w["state"] == "Completed"

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
+from typing import Any
 
+from ..activity import window_opened_event
 from ..clock import iso
 from ..ids import MachineKey
 from ..records import ExtensionRecord, RolloutRecord, UpgradeJob
-from ..store.base import MachineDoc
+from ..store.base import MachineDoc, Record
 from . import job_state as J
 from .jobs import JobResult
 from .manual import ManualUpgrades
@@ -36,6 +39,10 @@ log = logging.getLogger(__name__)
 
 
 class Dispatch(Rollouts, ManualUpgrades):
+    #: the maintenance windows open on a machine now (arcext.maintenance ``open_windows``): what the
+    #: windowOpened event names; unset, it names none
+    open_windows: Callable[[MachineDoc, datetime], list[dict[str, str]]] | None = None
+
     def advance(self, automatic: bool = True) -> int:
         """Start and finish waves, dispatch due jobs. Returns how many jobs were dispatched.
 
@@ -106,6 +113,8 @@ class Dispatch(Rollouts, ManualUpgrades):
                 if opens is not None:
                     self._wait_for_window(key, ext, opens, template, wave_rollout, now)
                     continue
+                if job.get("blockedReason") == WINDOW_BLOCK:
+                    self._window_opened(key, now)
             if not reachable and not (
                 template is not None
                 and self.store.view_machine(
@@ -191,6 +200,45 @@ class Dispatch(Rollouts, ManualUpgrades):
         if waiting:
             self._push(due, key, ext)
 
+    def _window_opened(self, key: MachineKey, now: datetime) -> None:
+        """A window of the machine is open and automatic upgrades on it waited for one: release every one of
+        them (their ``blockedReason`` goes) and record one activity-log event for the machine with them, in the
+        same durable write (it feeds the ``maintenanceWindow.opened`` webhook). Released jobs no longer carry
+        the block, so the machine's other waiting extensions do not announce the same opening again."""
+        windows = self.store.view_machine(key, partial(self._open_windows, now=now))
+        events: list[Record] = []
+
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
+            if doc is None:
+                return doc, None
+            waiting: list[dict[str, Any]] = []
+            for name, record in sorted(doc["extensions"].items()):
+                job = record.get("upgrade")
+                if not job or job["state"] not in J.WAITING or job.get("blockedReason") != WINDOW_BLOCK:
+                    continue
+                del job["blockedReason"]
+                waiting.append(
+                    {
+                        "extension": name,
+                        "extensionId": record["resource"]["id"],
+                        "fromVersion": record["resource"]["properties"].get("typeHandlerVersion"),
+                        "targetVersion": job["toVersion"],
+                        "rolloutId": job.get("rolloutId"),
+                        "attempt": job.get("attempt", 1),
+                    }
+                )
+            if waiting and windows:  # (none open: the assignment went away; the jobs are released, nothing opened)
+                events.append(
+                    window_opened_event(machine_id=doc["machine"]["id"], now=now, windows=windows, waiting=waiting)
+                )
+            return doc, None
+
+        self.store.mutate_machine(key, change, events=events)
+
+    def _open_windows(self, doc: MachineDoc | None, now: datetime) -> list[dict[str, str]]:
+        found = self.open_windows
+        return found(doc, now) if found is not None and doc is not None else []
+
     def _postpone(self, key: MachineKey, ext: str, reason: str) -> None:
         due = iso(self.clock.now() + self.settings.retry_delay)
 
@@ -246,6 +294,9 @@ class Dispatch(Rollouts, ManualUpgrades):
         wave_rollout = str(job.get("rolloutId") or "") if job.get("waveEntry") else ""
         if wave_rollout:  # a wave's claim waits for another job to end
             self._push(job["dueAt"], key, ext, wave_rollout)
+        elif job.get("rolloutId") and job.get("wave") is not None:
+            # a wave's job that waited for its maintenance window may end after its wave completed
+            self._late_result(str(job["rolloutId"]), key, ext)
         due = self.store.view_machine(key, partial(waiting_due, ext=ext))
         if due is not None:
             self._push(due, key, ext)

@@ -16,9 +16,23 @@ from .targets import ACTIVE, COMPLETED, HELD, count_of, key_of, outcome_of
 
 
 def stored_counts(batch: Batch) -> dict[str, int]:
-    """The counts a completed wave wrote on its batch (``Rollouts._complete_wave``); none before."""
+    """The counts a completed wave wrote on its batch (``Rollouts._complete_wave``), with the late results
+    of its targets that waited for a maintenance window (``Rollouts._late_result``); none before."""
     stored = cast(dict[str, Any], batch)
     return {k: int(stored.get(k, 0)) for k in ("succeeded", "failed", "skipped")}
+
+
+def window_figures(batch: Batch) -> dict[str, Any]:
+    """A completed batch's targets that waited for their maintenance window, and their late results so far
+    (counted in ``stored_counts`` too): empty when none waited."""
+    stored = cast(dict[str, Any], batch)
+    waiting = len(stored.get("waitingForWindow") or ())
+    if not waiting:
+        return {}
+    return {
+        "waitingForWindow": waiting,
+        "late": {"succeeded": int(stored.get("lateSucceeded", 0)), "failed": int(stored.get("lateFailed", 0))},
+    }
 
 
 class RolloutViews(EngineBase):
@@ -59,6 +73,10 @@ class RolloutViews(EngineBase):
                     )
                     for k in ("succeeded", "failed", "skipped")
                 },
+                "lateResults": {
+                    k: sum(int(cast(dict[str, Any], b).get(f"late{k.title()}", 0)) for w in waves for b in w["batches"])
+                    for k in ("succeeded", "failed")
+                },
                 "phases": [],
                 "nextAction": None,
             }
@@ -83,6 +101,7 @@ class RolloutViews(EngineBase):
                                     for k, v in live.get((wave["index"], i), stored_counts(b)).items()
                                     if k in ("succeeded", "failed", "skipped")
                                 },
+                                **window_figures(b),
                                 **(
                                     {"targets": [MachineKey(*t[:3]).extension_id(t[3]) for t in b["targets"]]}
                                     if targets

@@ -13,7 +13,7 @@ from typing import Any, cast
 from .. import errors
 from ..clock import iso, parse_iso
 from ..ids import MachineKey, parse_resource_id
-from ..records import RolloutRecord, UpgradeJob, Wave
+from ..records import Batch, RolloutRecord, UpgradeJob, Wave
 from ..store.base import MachineDoc, Record
 from ..versions import newer, version_key
 from . import job_state as J
@@ -23,9 +23,11 @@ from .policy import handler_matches, ineligibility, supports_auto_upgrade, type_
 from .targets import (
     ACTIVE,
     COMPLETED,
+    FAILED_OUTCOMES,
     FROZEN,
     HELD,
     PAUSED,
+    WAITING_FOR_WINDOW,
     count_of,
     key_of,
     outcome_of,
@@ -206,39 +208,114 @@ class Rollouts(EngineBase):
         for batch in wave["batches"]:
             counts = {"succeeded": 0, "failed": 0, "skipped": 0}
             up_to_date = 0
-            for target in batch["targets"]:
+            waiting: list[int] = []
+            for index, target in enumerate(batch["targets"]):
                 key, ext = key_of(target)
                 outcome = self.store.view_machine(key, partial(outcome_of, ext=ext, rollout_id=rollout["id"]))
                 counts[count_of(outcome)] += 1
                 if outcome == J.UP_TO_DATE:
                     up_to_date += 1
-            cast(dict[str, Any], batch).update(counts)  # the batch keeps its counts once its wave completes
-            attempted = counts["succeeded"] - up_to_date + counts["failed"]
-            if (
-                attempted
-                and counts["failed"] >= self.settings.breaker_min_failures
-                and counts["failed"] / attempted > self.settings.breaker_fraction
-            ):
-                tripped.append(
-                    f"{counts['failed']} of {attempted} upgrades failed in the batch of subscription "
-                    f"{batch['subscription']} in wave {wave['index']} ({wave['region']})"
-                )
+                elif outcome == WAITING_FOR_WINDOW:
+                    waiting.append(index)
+            # the batch keeps its counts once its wave completes, and which targets wait for a maintenance
+            # window: their results come later (``_late_result``)
+            cast(dict[str, Any], batch).update(counts, upToDate=up_to_date, waitingForWindow=waiting)
+            reason = self._breaker(batch, wave)
+            if reason:
+                tripped.append(reason)
         self._open.get(rollout["id"], {}).pop(wave["index"], None)
         if tripped:
-            rollout["state"] = FROZEN
-            rollout["stateReason"] = (
-                "Circuit breaker: "
-                + "; ".join(tripped)
-                + f" (more than {self.settings.breaker_fraction:.0%}). Resume the rollout once the cause is fixed."
+            self._freeze(rollout, tripped, now)
+
+    def _breaker(self, batch: Batch, wave: Wave) -> str | None:
+        """Why the batch's figures trip the circuit breaker (more than ``breaker_fraction`` of its attempted
+        upgrades failed, and at least ``breaker_min_failures``), or None."""
+        stored = cast(dict[str, Any], batch)
+        failed, succeeded = int(stored.get("failed", 0)), int(stored.get("succeeded", 0))
+        attempted = succeeded - int(stored.get("upToDate", 0)) + failed
+        if not (
+            attempted
+            and failed >= self.settings.breaker_min_failures
+            and failed / attempted > self.settings.breaker_fraction
+        ):
+            return None
+        late = int(stored.get("lateFailed", 0))
+        return (
+            f"{failed} of {attempted} upgrades failed in the batch of subscription "
+            f"{batch['subscription']} in wave {wave['index']} ({wave['region']})"
+            + (f", {late} of them late, in their maintenance window" if late else "")
+        )
+
+    def _freeze(self, rollout: RolloutRecord, tripped: list[str], now: datetime) -> None:
+        rollout["state"] = FROZEN
+        rollout["stateReason"] = (
+            "Circuit breaker: "
+            + "; ".join(tripped)
+            + f" (more than {self.settings.breaker_fraction:.0%}). Resume the rollout once the cause is fixed."
+        )
+        rollout["frozenAt"] = iso(now)
+        log.warning(
+            "Rollout %s of %s %s frozen: %s",
+            rollout["id"],
+            rollout["type"],
+            rollout["version"],
+            rollout["stateReason"],
+        )
+
+    def _late_result(self, rollout_id: str, key: MachineKey, ext: str) -> None:
+        """A wave's target that waited for its maintenance window ran after its wave had completed: its first
+        attempt's outcome (on the extension's record) counts toward that batch now, as a late result, and the
+        breaker looks at the batch again in the same terms as when the wave completed. A rollout still
+        Active or Paused that it trips freezes; a Completed one has no waves left to stop and only records it.
+        Each target counts once (``lateResults`` holds its index in the batch)."""
+        rollout = self._rollouts.get(rollout_id)
+        wave = self._planned_wave(rollout, key, ext) if rollout else None
+        if rollout is None or wave is None or wave["state"] != "Completed":
+            return
+        for batch in wave["batches"]:
+            stored = cast(dict[str, Any], batch)
+            waiting = stored.get("waitingForWindow") or ()
+            if not waiting:
+                continue
+            index = next(
+                (
+                    i
+                    for i in waiting
+                    if key_of(batch["targets"][i])[0].lower == key.lower and batch["targets"][i][3] == ext
+                ),
+                None,
             )
-            rollout["frozenAt"] = iso(now)
-            log.warning(
-                "Rollout %s of %s %s frozen: %s",
-                rollout["id"],
-                rollout["type"],
-                rollout["version"],
-                rollout["stateReason"],
+            if index is None:
+                continue
+            if index in (stored.get("lateResults") or ()):
+                return
+            outcome = self.store.view_machine(key, partial(outcome_of, ext=ext, rollout_id=rollout_id))
+            if outcome not in (J.SUCCEEDED, J.UP_TO_DATE, *FAILED_OUTCOMES):
+                return  # still waiting, or concluded without an attempt (superseded, skipped): stays skipped
+            counted = count_of(outcome)
+            stored["skipped"] = max(0, int(stored.get("skipped", 0)) - 1)
+            stored[counted] = int(stored.get(counted, 0)) + 1
+            late = "lateSucceeded" if counted == "succeeded" else "lateFailed"
+            stored[late] = int(stored.get(late, 0)) + 1
+            if outcome == J.UP_TO_DATE:
+                stored["upToDate"] = int(stored.get("upToDate", 0)) + 1
+            stored["lateResults"] = [*(stored.get("lateResults") or ()), index]
+            now = self.clock.now()
+            reason = self._breaker(batch, wave) if counted == "failed" else None
+            log.info(
+                "Rollout %s: late result %s of %s on %s (wave %d, waited for its maintenance window)",
+                rollout_id,
+                outcome,
+                ext,
+                key.name,
+                wave["index"],
             )
+            if reason and rollout["state"] in (ACTIVE, PAUSED):
+                self._freeze(rollout, [reason], now)
+            self._save_rollout(rollout)
+            if rollout["state"] == ACTIVE:
+                self.kick()
+            return
 
     def set_rollout_state(self, rollout_id: str, action: str) -> RolloutRecord:
         with self._lock:

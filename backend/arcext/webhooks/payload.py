@@ -3,6 +3,7 @@ body (structured mode)."""
 
 from __future__ import annotations
 
+from ..activity import WINDOW_OPENED_OPERATION
 from ..metrics import ROLLED_BACK, job_outcome
 from ..store.base import Record
 
@@ -11,10 +12,13 @@ CE_SOURCE = "/arcext"
 
 
 def event_type(event: Record) -> str:
-    """The webhook event type of an activity-log event (upgrade attempts) or a rollout event."""
+    """The webhook event type of an activity-log event (upgrade attempts, a maintenance window that opened
+    with upgrades waiting) or a rollout event."""
     props = event.get("properties") or {}
     if event.get("resourceType", {}).get("value") == "arcext/rollouts":
         return f"rollout.{props['action']}"
+    if event.get("operationName", {}).get("value") == WINDOW_OPENED_OPERATION:
+        return "maintenanceWindow.opened"
     status = event["status"]["value"]
     if status == "Started":
         return "upgrade.started"

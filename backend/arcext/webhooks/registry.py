@@ -32,7 +32,7 @@ EVENT_TYPES = (
     "rollout.paused",
     "rollout.resumed",
     "rollout.completed",
-    "maintenanceWindow.opened",  # declared for maintenance windows (issue 14, item 1): not emitted yet
+    "maintenanceWindow.opened",  # a machine's window opened with automatic upgrades waiting (one per opening)
 )
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 HISTORY = 500  # finished deliveries kept (and listed) per webhook
