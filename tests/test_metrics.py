@@ -81,7 +81,7 @@ def test_counters_move_as_a_rollout_runs(arc: ArcextServer) -> None:
     assert not [lbl for (n, lbl), _ in after.items() if n == "arcext_rollout_remaining_extensions"]
     if arc.database_url is None:  # the embedded store's journal (PostgreSQL has its own WAL, not served)
         assert ("arcext_store_journal_bytes", frozenset()) in after
-    assert ("arcext_store_checkpoints", frozenset()) in after
+        assert ("arcext_store_checkpoints", frozenset()) in after
     # HTTP requests by route: the URL rule, never the raw path (bounded label values)
     routes = {dict(lbl)["route"] for (n, lbl), _ in after.items() if n == "arcext_http_requests_total"}
     machine_rule = next(r for r in routes if r.endswith("/machines/<machine_name>"))
