@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 from urllib.parse import urlencode
 
 import flask
 import flask_smorest
 from flask import current_app, request
-from marshmallow import missing
+from marshmallow import Schema, missing
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
 
@@ -18,6 +19,8 @@ from .. import errors
 from ..schemas.common import ErrorResponseSchema
 from . import jsonbody
 from .urls import public_base_url
+
+ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 
 
 class ArmParser(FlaskParser):
@@ -38,6 +41,32 @@ class ArmParser(FlaskParser):
 
 class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     ARGUMENTS_PARSER = ArmParser()
+
+    def long_running(
+        self, description: str, never_sent: type[Schema] | None = None, no_such: str | None = None
+    ) -> Callable[[ViewT], ViewT]:
+        """The documented answers of a long-running write: 202, then poll Azure-AsyncOperation (``description``
+        says what follows); with ``never_sent``, the 200 with that resource schema which the spec allows and
+        arcext never sends; with ``no_such``, the 204 of a delete that found nothing."""
+
+        def document(view: ViewT) -> ViewT:
+            if no_such is not None:
+                view = self.alt_response(204, description=no_such)(view)
+            if never_sent is not None:
+                view = self.alt_response(
+                    200, schema=never_sent, description="Never sent by arcext; allowed by the spec"
+                )(view)
+            return cast(
+                ViewT, self.response(202, description=f"Accepted: poll Azure-AsyncOperation{description}")(view)
+            )
+
+        return document
+
+
+def require_location(body: dict[str, Any]) -> None:
+    """A tracked resource's create-or-update must name its location (ARM's LocationRequired, not a schema 400)."""
+    if not body.get("location"):
+        raise errors.location_required()
 
 
 def _first_error(messages: Any, path: str = "") -> tuple[str, str]:

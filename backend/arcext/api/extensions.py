@@ -6,7 +6,6 @@ from typing import Any
 
 from flask.views import MethodView
 
-from .. import errors
 from ..ids import machine_key
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
@@ -15,7 +14,7 @@ from ..schemas.extension import (
     MachineExtensionSchema,
     MachineExtensionUpdateSchema,
 )
-from .base import ArmBlueprint, empty, page_list
+from .base import ArmBlueprint, empty, page_list, require_location
 from .lro import accepted
 from .machines import MACHINES
 
@@ -42,8 +41,7 @@ class Extension(MethodView):
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineExtensionSchema)
-    @blp.response(202, description="Accepted: poll Azure-AsyncOperation; the resource is then Succeeded")
-    @blp.alt_response(200, schema=MachineExtensionSchema, description="Never sent by arcext; allowed by the spec")
+    @blp.long_running("; the resource is then Succeeded", never_sent=MachineExtensionSchema)
     def put(
         self,
         _query: dict[str, Any],
@@ -55,15 +53,12 @@ class Extension(MethodView):
     ) -> Any:
         """MachineExtensions_CreateOrUpdate (always 202, never 201)"""
         key = machine_key(subscription_id, resource_group, machine_name)
-        if not body.get("location"):
-            raise errors.location_required()
-        op = services().resources.put_extension(key, extension_name, body, principal().name)
-        return accepted(op)
+        require_location(body)
+        return accepted(services().resources.put_extension(key, extension_name, body, principal().name))
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineExtensionUpdateSchema)
-    @blp.response(202, description="Accepted: poll Azure-AsyncOperation")
-    @blp.alt_response(200, schema=MachineExtensionSchema, description="Never sent by arcext; allowed by the spec")
+    @blp.long_running("", never_sent=MachineExtensionSchema)
     def patch(
         self,
         _query: dict[str, Any],
@@ -75,12 +70,10 @@ class Extension(MethodView):
     ) -> Any:
         """MachineExtensions_Update (merges properties and tags)"""
         key = machine_key(subscription_id, resource_group, machine_name)
-        op = services().resources.patch_extension(key, extension_name, body, principal().name)
-        return accepted(op)
+        return accepted(services().resources.patch_extension(key, extension_name, body, principal().name))
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
-    @blp.response(202, description="Accepted: poll Azure-AsyncOperation")
-    @blp.alt_response(204, description="There was no such extension")
+    @blp.long_running("", no_such="There was no such extension")
     def delete(
         self,
         _query: dict[str, Any],

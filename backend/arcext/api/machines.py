@@ -7,12 +7,11 @@ from typing import Any
 from flask import current_app
 from flask.views import MethodView
 
-from .. import errors
 from ..ids import machine_key, validate_subscription
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.machine import MachineListSchema, MachineSchema, MachineUpdateSchema
-from .base import ArmBlueprint, decode_token, empty, page
+from .base import ArmBlueprint, decode_token, empty, page, require_location
 from .lro import accepted
 
 blp = ArmBlueprint("machines", __name__, description="Microsoft.HybridCompute/machines")
@@ -44,8 +43,7 @@ class Machine(MethodView):
     ) -> Any:
         """Machines_CreateOrUpdate"""
         key = machine_key(subscription_id, resource_group, machine_name)
-        if not body.get("location"):
-            raise errors.location_required()
+        require_location(body)
         resource, _created = services().resources.put_machine(key, body, principal().name)
         return resource
 

@@ -38,7 +38,7 @@ class _Empty(Schema):
 class UpgradeExtensions(MethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineExtensionUpgradeSchema)
-    @blp.response(202, description="Accepted: poll Azure-AsyncOperation; the result is []")
+    @blp.long_running("; the result is []")
     def post(
         self,
         _query: dict[str, Any],
@@ -49,5 +49,4 @@ class UpgradeExtensions(MethodView):
     ) -> Any:
         """UpgradeExtensions: runs now, without batching; failures roll back to the last known good version"""
         key = machine_key(subscription_id, resource_group, machine_name)
-        op = services().engine.manual_upgrade(key, body["extensionTargets"], principal().name)
-        return accepted(op)
+        return accepted(services().engine.manual_upgrade(key, body["extensionTargets"], principal().name))
