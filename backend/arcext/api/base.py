@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 from urllib.parse import urlencode
@@ -16,6 +17,7 @@ from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
+from ..ids import machine_key
 from ..schemas.common import ErrorResponseSchema
 from . import jsonbody
 from .urls import public_base_url
@@ -61,6 +63,18 @@ class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
             )
 
         return document
+
+
+def machine_path(view: Callable[..., Any]) -> Callable[..., Any]:
+    """The view takes ``key``, the machine's MachineKey, in place of the route's ``subscription_id``,
+    ``resource_group`` and ``machine_name``. Put it next to the ``def`` (under the flask-smorest decorators):
+    the key is parsed, and a bad segment refused, when the view runs, after the query and body were."""
+
+    @functools.wraps(view)
+    def with_key(*args: Any, subscription_id: str, resource_group: str, machine_name: str, **kwargs: Any) -> Any:
+        return view(*args, key=machine_key(subscription_id, resource_group, machine_name), **kwargs)
+
+    return with_key
 
 
 def require_location(body: dict[str, Any]) -> None:
