@@ -45,11 +45,12 @@ class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     ARGUMENTS_PARSER = ArmParser()
 
     def long_running(
-        self, description: str, never_sent: type[Schema] | None = None, no_such: str | None = None
+        self, then: str = "", *, never_sent: type[Schema] | None = None, no_such: str | None = None
     ) -> Callable[[ViewT], ViewT]:
-        """The documented answers of a long-running write: 202, then poll Azure-AsyncOperation (``description``
-        says what follows); with ``never_sent``, the 200 with that resource schema which the spec allows and
-        arcext never sends; with ``no_such``, the 204 of a delete that found nothing."""
+        """Document a long-running write's answers: 202, poll Azure-AsyncOperation (``then``: what follows);
+        with ``never_sent``, the 200 with that resource schema which the spec allows and arcext never sends;
+        with ``no_such``, the 204 of a delete that found nothing."""
+        accepted = "Accepted: poll Azure-AsyncOperation" + (f"; {then}" if then else "")
 
         def document(view: ViewT) -> ViewT:
             if no_such is not None:
@@ -58,9 +59,7 @@ class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
                 view = self.alt_response(
                     200, schema=never_sent, description="Never sent by arcext; allowed by the spec"
                 )(view)
-            return cast(
-                ViewT, self.response(202, description=f"Accepted: poll Azure-AsyncOperation{description}")(view)
-            )
+            return cast(ViewT, self.response(202, description=accepted)(view))
 
         return document
 

@@ -34,7 +34,7 @@ class Extension(MethodView):
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineExtensionSchema)
-    @blp.long_running("; the resource is then Succeeded", never_sent=MachineExtensionSchema)
+    @blp.long_running("the resource is then Succeeded", never_sent=MachineExtensionSchema)
     @machine_path
     def put(self, _query: dict[str, Any], body: dict[str, Any], key: MachineKey, extension_name: str) -> Any:
         """MachineExtensions_CreateOrUpdate (always 202, never 201)"""
@@ -43,14 +43,14 @@ class Extension(MethodView):
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineExtensionUpdateSchema)
-    @blp.long_running("", never_sent=MachineExtensionSchema)
+    @blp.long_running(never_sent=MachineExtensionSchema)
     @machine_path
     def patch(self, _query: dict[str, Any], body: dict[str, Any], key: MachineKey, extension_name: str) -> Any:
         """MachineExtensions_Update (merges properties and tags)"""
         return accepted(services().resources.patch_extension(key, extension_name, body, principal().name))
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
-    @blp.long_running("", no_such="There was no such extension")
+    @blp.long_running(no_such="There was no such extension")
     @machine_path
     def delete(self, _query: dict[str, Any], key: MachineKey, extension_name: str) -> Any:
         """MachineExtensions_Delete"""

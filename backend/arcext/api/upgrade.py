@@ -38,7 +38,7 @@ class _Empty(Schema):
 class UpgradeExtensions(MethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineExtensionUpgradeSchema)
-    @blp.long_running("; the result is []")
+    @blp.long_running("the result is []")
     @machine_path
     def post(self, _query: dict[str, Any], body: dict[str, Any], key: MachineKey) -> Any:
         """UpgradeExtensions: runs now, without batching; failures roll back to the last known good version"""
