@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 from urllib.parse import urlencode
 
 import flask
 import flask_smorest
 from flask import current_app, request
-from marshmallow import missing
+from marshmallow import Schema, missing
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
+from ..ids import machine_key
 from ..schemas.common import ErrorResponseSchema
 from . import jsonbody
 from .urls import public_base_url
+
+ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 
 
 class ArmParser(FlaskParser):
@@ -38,6 +43,43 @@ class ArmParser(FlaskParser):
 
 class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     ARGUMENTS_PARSER = ArmParser()
+
+    def long_running(
+        self, then: str = "", *, never_sent: type[Schema] | None = None, no_such: str | None = None
+    ) -> Callable[[ViewT], ViewT]:
+        """Document a long-running write's answers: 202, poll Azure-AsyncOperation (``then``: what follows);
+        with ``never_sent``, the 200 with that resource schema which the spec allows and arcext never sends;
+        with ``no_such``, the 204 of a delete that found nothing."""
+        accepted = "Accepted: poll Azure-AsyncOperation" + (f"; {then}" if then else "")
+
+        def document(view: ViewT) -> ViewT:
+            if no_such is not None:
+                view = self.alt_response(204, description=no_such)(view)
+            if never_sent is not None:
+                view = self.alt_response(
+                    200, schema=never_sent, description="Never sent by arcext; allowed by the spec"
+                )(view)
+            return cast(ViewT, self.response(202, description=accepted)(view))
+
+        return document
+
+
+def machine_path(view: Callable[..., Any]) -> Callable[..., Any]:
+    """The view takes ``key``, the machine's MachineKey, in place of the route's ``subscription_id``,
+    ``resource_group`` and ``machine_name``. Put it next to the ``def`` (under the flask-smorest decorators):
+    the key is parsed, and a bad segment refused, when the view runs, after the query and body were."""
+
+    @functools.wraps(view)
+    def with_key(*args: Any, subscription_id: str, resource_group: str, machine_name: str, **kwargs: Any) -> Any:
+        return view(*args, key=machine_key(subscription_id, resource_group, machine_name), **kwargs)
+
+    return with_key
+
+
+def require_location(body: dict[str, Any]) -> None:
+    """A tracked resource's create-or-update must name its location (ARM's LocationRequired, not a schema 400)."""
+    if not body.get("location"):
+        raise errors.location_required()
 
 
 def _first_error(messages: Any, path: str = "") -> tuple[str, str]:

@@ -6,8 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from .. import errors
-from ..ids import machine_key
+from ..ids import MachineKey
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.extension import (
@@ -15,7 +14,7 @@ from ..schemas.extension import (
     MachineExtensionSchema,
     MachineExtensionUpdateSchema,
 )
-from .base import ArmBlueprint, empty, page_list
+from .base import ArmBlueprint, empty, machine_path, page_list, require_location
 from .lro import accepted
 from .machines import MACHINES
 
@@ -28,69 +27,33 @@ EXTENSIONS = f"{MACHINES}/<machine_name>/extensions"
 class Extension(MethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200, MachineExtensionSchema)
-    def get(
-        self,
-        _query: dict[str, Any],
-        subscription_id: str,
-        resource_group: str,
-        machine_name: str,
-        extension_name: str,
-    ) -> Any:
+    @machine_path
+    def get(self, _query: dict[str, Any], key: MachineKey, extension_name: str) -> Any:
         """MachineExtensions_Get"""
-        key = machine_key(subscription_id, resource_group, machine_name)
         return services().resources.get_extension(key, extension_name)
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineExtensionSchema)
-    @blp.response(202, description="Accepted: poll Azure-AsyncOperation; the resource is then Succeeded")
-    @blp.alt_response(200, schema=MachineExtensionSchema, description="Never sent by arcext; allowed by the spec")
-    def put(
-        self,
-        _query: dict[str, Any],
-        body: dict[str, Any],
-        subscription_id: str,
-        resource_group: str,
-        machine_name: str,
-        extension_name: str,
-    ) -> Any:
+    @blp.long_running("the resource is then Succeeded", never_sent=MachineExtensionSchema)
+    @machine_path
+    def put(self, _query: dict[str, Any], body: dict[str, Any], key: MachineKey, extension_name: str) -> Any:
         """MachineExtensions_CreateOrUpdate (always 202, never 201)"""
-        key = machine_key(subscription_id, resource_group, machine_name)
-        if not body.get("location"):
-            raise errors.location_required()
-        op = services().resources.put_extension(key, extension_name, body, principal().name)
-        return accepted(op)
+        require_location(body)
+        return accepted(services().resources.put_extension(key, extension_name, body, principal().name))
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineExtensionUpdateSchema)
-    @blp.response(202, description="Accepted: poll Azure-AsyncOperation")
-    @blp.alt_response(200, schema=MachineExtensionSchema, description="Never sent by arcext; allowed by the spec")
-    def patch(
-        self,
-        _query: dict[str, Any],
-        body: dict[str, Any],
-        subscription_id: str,
-        resource_group: str,
-        machine_name: str,
-        extension_name: str,
-    ) -> Any:
+    @blp.long_running(never_sent=MachineExtensionSchema)
+    @machine_path
+    def patch(self, _query: dict[str, Any], body: dict[str, Any], key: MachineKey, extension_name: str) -> Any:
         """MachineExtensions_Update (merges properties and tags)"""
-        key = machine_key(subscription_id, resource_group, machine_name)
-        op = services().resources.patch_extension(key, extension_name, body, principal().name)
-        return accepted(op)
+        return accepted(services().resources.patch_extension(key, extension_name, body, principal().name))
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
-    @blp.response(202, description="Accepted: poll Azure-AsyncOperation")
-    @blp.alt_response(204, description="There was no such extension")
-    def delete(
-        self,
-        _query: dict[str, Any],
-        subscription_id: str,
-        resource_group: str,
-        machine_name: str,
-        extension_name: str,
-    ) -> Any:
+    @blp.long_running(no_such="There was no such extension")
+    @machine_path
+    def delete(self, _query: dict[str, Any], key: MachineKey, extension_name: str) -> Any:
         """MachineExtensions_Delete"""
-        key = machine_key(subscription_id, resource_group, machine_name)
         op = services().resources.delete_extension(key, extension_name, principal().name)
         if op is None:
             return empty(204)
@@ -101,7 +64,7 @@ class Extension(MethodView):
 class Extensions(MethodView):
     @blp.arguments(ListQuerySchema, location="query")
     @blp.response(200, MachineExtensionListSchema)
-    def get(self, query: dict[str, Any], subscription_id: str, resource_group: str, machine_name: str) -> Any:
+    @machine_path
+    def get(self, query: dict[str, Any], key: MachineKey) -> Any:
         """MachineExtensions_List ($expand=instanceView is accepted; instanceView is always included)"""
-        key = machine_key(subscription_id, resource_group, machine_name)
         return page_list(services().resources.list_extensions(key), query.get("skiptoken"))

@@ -7,12 +7,11 @@ from typing import Any
 from flask import current_app
 from flask.views import MethodView
 
-from .. import errors
-from ..ids import machine_key, validate_subscription
+from ..ids import MachineKey, validate_subscription
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.machine import MachineListSchema, MachineSchema, MachineUpdateSchema
-from .base import ArmBlueprint, decode_token, empty, page
+from .base import ArmBlueprint, decode_token, empty, machine_path, page, require_location
 from .lro import accepted
 
 blp = ArmBlueprint("machines", __name__, description="Microsoft.HybridCompute/machines")
@@ -27,50 +26,36 @@ LRO_DELETE_FROM = "2025-01-01"
 class Machine(MethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200, MachineSchema)
-    def get(self, _query: dict[str, Any], subscription_id: str, resource_group: str, machine_name: str) -> Any:
+    @machine_path
+    def get(self, _query: dict[str, Any], key: MachineKey) -> Any:
         """Machines_Get"""
-        return services().resources.get_machine(machine_key(subscription_id, resource_group, machine_name))
+        return services().resources.get_machine(key)
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineSchema)
     @blp.response(200, MachineSchema)
-    def put(
-        self,
-        _query: dict[str, Any],
-        body: dict[str, Any],
-        subscription_id: str,
-        resource_group: str,
-        machine_name: str,
-    ) -> Any:
+    @machine_path
+    def put(self, _query: dict[str, Any], body: dict[str, Any], key: MachineKey) -> Any:
         """Machines_CreateOrUpdate"""
-        key = machine_key(subscription_id, resource_group, machine_name)
-        if not body.get("location"):
-            raise errors.location_required()
+        require_location(body)
         resource, _created = services().resources.put_machine(key, body, principal().name)
         return resource
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineUpdateSchema)
     @blp.response(200, MachineSchema)
-    def patch(
-        self,
-        _query: dict[str, Any],
-        body: dict[str, Any],
-        subscription_id: str,
-        resource_group: str,
-        machine_name: str,
-    ) -> Any:
+    @machine_path
+    def patch(self, _query: dict[str, Any], body: dict[str, Any], key: MachineKey) -> Any:
         """Machines_Update"""
-        key = machine_key(subscription_id, resource_group, machine_name)
         return services().resources.patch_machine(key, body, principal().name)
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200)
     @blp.alt_response(202, description="Accepted: poll Azure-AsyncOperation")
     @blp.alt_response(204, description="There was no such machine")
-    def delete(self, query: dict[str, Any], subscription_id: str, resource_group: str, machine_name: str) -> Any:
+    @machine_path
+    def delete(self, query: dict[str, Any], key: MachineKey) -> Any:
         """Machines_Delete (deletes the machine's extensions too)"""
-        key = machine_key(subscription_id, resource_group, machine_name)
         asynchronous = query["api_version"] >= LRO_DELETE_FROM
         op = services().resources.delete_machine(key, principal().name, asynchronous)
         if op is None:

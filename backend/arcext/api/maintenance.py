@@ -4,6 +4,7 @@ resource group or a subscription. Automatic extension upgrades start only inside
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask.views import MethodView
@@ -15,6 +16,7 @@ from ..ids import machine_key, validate_resource_group, validate_subscription
 from ..maintenance import MaintenanceError, config_id, configuration_named
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ArmSchema
+from ..store.base import Record
 from .base import ArmBlueprint, empty
 
 blp = ArmBlueprint("maintenance", __name__, description="Microsoft.Maintenance (maintenance windows)")
@@ -44,6 +46,22 @@ def _config_not_found(name: str, rg: str) -> errors.ArmError:
     return errors.resource_not_found("Microsoft.Maintenance/maintenanceConfigurations", name, rg)
 
 
+def _put_answer(write: Callable[[], tuple[Record, bool]]) -> tuple[Record, int]:
+    """A create-or-update's answer: 201 when ``write`` created the resource, else 200; its refusal is a 400."""
+    try:
+        record, created = write()
+    except MaintenanceError as exc:
+        raise _bad(exc) from None
+    return record, 201 if created else 200
+
+
+def _delete_answer(found: Record | None, delete: Callable[[], bool]) -> Any:
+    """A delete's answer: 200 with what ``delete`` removed, or 204 when there was nothing (or it went meanwhile)."""
+    if found is None or not delete():
+        return empty(204)
+    return found
+
+
 @blp.route(f"{RG}/{NS}/maintenanceConfigurations/<name>")
 class Configuration(MethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
@@ -67,13 +85,11 @@ class Configuration(MethodView):
         validate_resource_group(resource_group)
         _check_name(name)
         svc = services()
-        try:
-            record, created = svc.maintenance.put_configuration(
+        return _put_answer(
+            lambda: svc.maintenance.put_configuration(
                 subscription_id.lower(), resource_group, name, body, principal().name, svc.clock.now()
             )
-        except MaintenanceError as exc:
-            raise _bad(exc) from None
-        return record, 201 if created else 200
+        )
 
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200)
@@ -82,9 +98,7 @@ class Configuration(MethodView):
         """MaintenanceConfigurations_Delete (its assignments stay, and apply nothing, as on Azure)"""
         svc = services().maintenance
         found = svc.get_configuration(subscription_id.lower(), resource_group, name)
-        if found is None or not svc.delete_configuration(subscription_id.lower(), resource_group, name):
-            return empty(204)
-        return found
+        return _delete_answer(found, lambda: svc.delete_configuration(subscription_id.lower(), resource_group, name))
 
 
 @blp.route(f"{RG}/{NS}/maintenanceConfigurations")
@@ -167,19 +181,14 @@ class _Assignment(MethodView):
         _check_name(name)
         scope = _scope(sub, rg, machine)
         _check_linked_read(body, scope)
-        try:
-            record, created = services().maintenance.put_assignment(scope, name, body, _location(sub, rg, machine))
-        except MaintenanceError as exc:
-            raise _bad(exc) from None
-        return record, 201 if created else 200
+        return _put_answer(
+            lambda: services().maintenance.put_assignment(scope, name, body, _location(sub, rg, machine))
+        )
 
     def _delete(self, name: str, sub: str, rg: str | None = None, machine: str | None = None) -> Any:
         svc = services().maintenance
         scope = _scope(sub, rg, machine)
-        found = svc.get_assignment(scope, name)
-        if found is None or not svc.delete_assignment(scope, name):
-            return empty(204)
-        return found
+        return _delete_answer(svc.get_assignment(scope, name), lambda: svc.delete_assignment(scope, name))
 
 
 @blp.route(f"{MACHINE}/{NS}/configurationAssignments/<name>")

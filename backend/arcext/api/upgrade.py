@@ -7,10 +7,10 @@ from typing import Any
 from flask.views import MethodView
 from marshmallow import Schema, fields
 
-from ..ids import machine_key
+from ..ids import MachineKey
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ArmSchema, version_field
-from .base import ArmBlueprint
+from .base import ArmBlueprint, machine_path
 from .lro import accepted
 from .machines import MACHINES
 
@@ -38,16 +38,8 @@ class _Empty(Schema):
 class UpgradeExtensions(MethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineExtensionUpgradeSchema)
-    @blp.response(202, description="Accepted: poll Azure-AsyncOperation; the result is []")
-    def post(
-        self,
-        _query: dict[str, Any],
-        body: dict[str, Any],
-        subscription_id: str,
-        resource_group: str,
-        machine_name: str,
-    ) -> Any:
+    @blp.long_running("the result is []")
+    @machine_path
+    def post(self, _query: dict[str, Any], body: dict[str, Any], key: MachineKey) -> Any:
         """UpgradeExtensions: runs now, without batching; failures roll back to the last known good version"""
-        key = machine_key(subscription_id, resource_group, machine_name)
-        op = services().engine.manual_upgrade(key, body["extensionTargets"], principal().name)
-        return accepted(op)
+        return accepted(services().engine.manual_upgrade(key, body["extensionTargets"], principal().name))

@@ -74,6 +74,17 @@ def _not_found_extension(key: MachineKey, name: str) -> errors.ArmError:
     return errors.resource_not_found(f"{EXTENSION_TYPE}", f"{key.name}/{name}", key.resource_group)
 
 
+def _begin_extension_operation(
+    kind: str, state: str, key: MachineKey, name: str, record: ExtensionRecord, principal: str, now: datetime
+) -> Record:
+    """A new InProgress operation on an existing extension, which turns transitional (``state``) under it."""
+    resource = record["resource"]
+    op = new_operation(kind, key, resource["id"], resource["location"], principal, now, extension=name.lower())
+    record["operation"] = op["id"]
+    resource["properties"]["provisioningState"] = state
+    return op
+
+
 class ResourceService:
     """The machine and extension resources of one store; long-running writes go to ``runner``."""
 
@@ -378,8 +389,7 @@ class ResourceService:
             return doc, op
 
         op = self.store.mutate_machine(key, change)
-        self.store.put_operation(op)
-        self.runner.submit(op["id"])
+        self._start(op)
         return op
 
     def patch_extension(self, key: MachineKey, name: str, body: dict[str, Any], principal: str) -> Record:
@@ -399,27 +409,15 @@ class ResourceService:
                 raise errors.extension_busy(record)
             resource = record["resource"]
             resource["properties"].update(props_in)
-            resource["properties"]["provisioningState"] = "Updating"
             if "tags" in body:
                 resource["tags"] = body["tags"]
             resource["systemData"] = system_data(resource.get("systemData"), principal, now)
             if protected is not None:
                 record["protected"] = self.box.seal(protected) if protected else None
-            op = new_operation(
-                "extension.update",
-                key,
-                resource["id"],
-                resource["location"],
-                principal,
-                now,
-                extension=name.lower(),
-            )
-            record["operation"] = op["id"]
-            return doc, op
+            return doc, _begin_extension_operation("extension.update", "Updating", key, name, record, principal, now)
 
         op = self.store.mutate_machine(key, change)
-        self.store.put_operation(op)
-        self.runner.submit(op["id"])
+        self._start(op)
         return op
 
     def delete_extension(self, key: MachineKey, name: str, principal: str) -> Record | None:
@@ -434,22 +432,14 @@ class ResourceService:
                 return doc, None
             if record.get("operation"):
                 raise errors.extension_busy(record)
-            resource = record["resource"]
-            op = new_operation(
-                "extension.delete",
-                key,
-                resource["id"],
-                resource["location"],
-                principal,
-                now,
-                extension=name.lower(),
-            )
-            record["operation"] = op["id"]
-            resource["properties"]["provisioningState"] = "Deleting"
-            return doc, op
+            return doc, _begin_extension_operation("extension.delete", "Deleting", key, name, record, principal, now)
 
         op = self.store.mutate_machine(key, change)
         if op is not None:
-            self.store.put_operation(op)
-            self.runner.submit(op["id"])
+            self._start(op)
         return op
+
+    def _start(self, op: Record) -> None:
+        """Store a new InProgress operation and hand it to the runner."""
+        self.store.put_operation(op)
+        self.runner.submit(op["id"])

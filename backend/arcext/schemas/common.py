@@ -79,6 +79,17 @@ class SystemDataSchema(Schema):
     lastModifiedAt = fields.String()
 
 
+class TrackedResourceSchema(ArmSchema):
+    """ARM's tracked-resource envelope (the spec's TrackedResource): what a machine and an extension share."""
+
+    id = fields.String(dump_only=True)
+    name = fields.String(dump_only=True)
+    type = fields.String(dump_only=True)
+    systemData = fields.Nested(SystemDataSchema, dump_only=True)
+    location = StrictString(metadata={"description": "Required on PUT."})
+    tags = tags_field()
+
+
 class ErrorDetailSchema(Schema):
     code = fields.String()
     message = fields.String()

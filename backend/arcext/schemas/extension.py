@@ -10,7 +10,7 @@ from .common import (
     ArmSchema,
     StrictBoolean,
     StrictString,
-    SystemDataSchema,
+    TrackedResourceSchema,
     extension_name_field,
     json_object,
     tags_field,
@@ -59,13 +59,7 @@ class MachineExtensionPropertiesSchema(_ExtensionPropertiesBase):
     instanceView = fields.Nested(InstanceViewSchema, dump_only=True)
 
 
-class MachineExtensionSchema(ArmSchema):
-    id = fields.String(dump_only=True)
-    name = fields.String(dump_only=True)
-    type = fields.String(dump_only=True)
-    systemData = fields.Nested(SystemDataSchema, dump_only=True)
-    location = StrictString(metadata={"description": "Required on PUT."})
-    tags = tags_field()
+class MachineExtensionSchema(TrackedResourceSchema):
     properties = fields.Nested(MachineExtensionPropertiesSchema, load_default=dict)
 
 

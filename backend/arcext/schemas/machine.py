@@ -9,7 +9,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from .common import ArmSchema, StrictString, SystemDataSchema, json_object, tags_field
+from .common import ArmSchema, StrictString, TrackedResourceSchema, json_object, tags_field
 from .extension import MachineExtensionSchema
 
 
@@ -70,13 +70,7 @@ def _machine_properties_fields() -> dict[str, fields.Field[Any]]:
 MachinePropertiesSchema = ArmSchema.from_dict(_machine_properties_fields(), name="MachineProperties")
 
 
-class MachineSchema(ArmSchema):
-    id = fields.String(dump_only=True)
-    name = fields.String(dump_only=True)
-    type = fields.String(dump_only=True)
-    systemData = fields.Nested(SystemDataSchema, dump_only=True)
-    location = StrictString(metadata={"description": "Required on PUT."})
-    tags = tags_field()
+class MachineSchema(TrackedResourceSchema):
     identity = fields.Nested(IdentitySchema)
     kind = StrictString(validate=validate.OneOf(["AVS", "HCI", "SCVMM", "VMware", "EPS", "GCP", "AWS"]))
     properties = fields.Nested(MachinePropertiesSchema, load_default=dict)

@@ -437,26 +437,15 @@ class ArcextServer:
     def sdk_client(
         self, subscription_id: str | None = None, token: str | None = None, **kwargs: Any
     ) -> HybridComputeManagementClient:
-        """An unmodified azure-mgmt-hybridcompute client pointed at this server.
-
-        Over http, azure-core refuses bearer tokens, so the key-credential policy sends the header;
-        over https the SDK's own bearer-token policy is used with the server's certificate trusted."""
-        from azure.core.credentials import AzureKeyCredential
-        from azure.core.pipeline.policies import AzureKeyCredentialPolicy
+        """An unmodified azure-mgmt-hybridcompute client pointed at this server (options: `_sdk_options`)."""
         from azure.mgmt.hybridcompute import HybridComputeManagementClient
 
         value = token or self.token
-        options: dict[str, Any] = {"polling_interval": 0, **kwargs}
-        if self.tls:
-            options.setdefault("connection_verify", str(self.ca_cert))
-            options.setdefault("credential_scopes", ["https://management.azure.com/.default"])
-        else:
-            options.setdefault(
-                "authentication_policy",
-                AzureKeyCredentialPolicy(AzureKeyCredential(value), "Authorization", prefix="Bearer"),
-            )
         return HybridComputeManagementClient(
-            StaticTokenCredential(value), subscription_id or self.subscription_id, base_url=self.url, **options
+            StaticTokenCredential(value),
+            subscription_id or self.subscription_id,
+            base_url=self.url,
+            **self._sdk_options(value, kwargs),
         )
 
     def async_sdk_client(
@@ -464,11 +453,24 @@ class ArcextServer:
     ) -> AsyncHybridComputeManagementClient:
         """The same for ``azure.mgmt.hybridcompute.aio`` (aiohttp transport); use it as
         ``async with arc.async_sdk_client() as client:``."""
-        from azure.core.credentials import AzureKeyCredential
-        from azure.core.pipeline.policies import AzureKeyCredentialPolicy
         from azure.mgmt.hybridcompute.aio import HybridComputeManagementClient as AsyncClient
 
         value = token or self.token
+        return AsyncClient(
+            AsyncStaticTokenCredential(value),
+            subscription_id or self.subscription_id,
+            base_url=self.url,
+            **self._sdk_options(value, kwargs),
+        )
+
+    def _sdk_options(self, token: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The client options both SDK clients share: no polling delay, and how the token reaches the server.
+
+        Over http, azure-core refuses bearer tokens, so the key-credential policy sends the header;
+        over https the SDK's own bearer-token policy is used with the server's certificate trusted."""
+        from azure.core.credentials import AzureKeyCredential
+        from azure.core.pipeline.policies import AzureKeyCredentialPolicy
+
         options: dict[str, Any] = {"polling_interval": 0, **kwargs}
         if self.tls:
             options.setdefault("connection_verify", str(self.ca_cert))
@@ -476,11 +478,6 @@ class ArcextServer:
         else:
             options.setdefault(
                 "authentication_policy",
-                AzureKeyCredentialPolicy(AzureKeyCredential(value), "Authorization", prefix="Bearer"),
+                AzureKeyCredentialPolicy(AzureKeyCredential(token), "Authorization", prefix="Bearer"),
             )
-        return AsyncClient(
-            AsyncStaticTokenCredential(value),
-            subscription_id or self.subscription_id,
-            base_url=self.url,
-            **options,
-        )
+        return options

@@ -163,27 +163,17 @@ def warn(message: str) -> None:
 
 def global_options(fn: F) -> F:
     """az's global arguments: --only-show-errors, --debug, --verbose (-h is every command's help)."""
-    fn = click.option(
-        "--only-show-errors",
-        is_flag=True,
-        expose_value=False,
-        callback=_set_quiet,
-        help="Only show errors, suppressing warnings.",
-    )(fn)
-    fn = click.option(
-        "--debug",
-        is_flag=True,
-        expose_value=False,
-        callback=_set_log_level(logging.DEBUG),
-        help="Show every request and response status on stderr (never the token).",
-    )(fn)
-    fn = click.option(
-        "--verbose",
-        is_flag=True,
-        expose_value=False,
-        callback=_set_log_level(logging.INFO),
-        help="Increase logging verbosity.",
-    )(fn)
+    flags = (
+        ("--only-show-errors", _set_quiet, "Only show errors, suppressing warnings."),
+        (
+            "--debug",
+            _set_log_level(logging.DEBUG),
+            "Show every request and response status on stderr (never the token).",
+        ),
+        ("--verbose", _set_log_level(logging.INFO), "Increase logging verbosity."),
+    )
+    for flag, callback, help_ in flags:
+        fn = click.option(flag, is_flag=True, expose_value=False, callback=callback, help=help_)(fn)
     return fn
 
 

@@ -103,28 +103,19 @@ def _action(action: str, rollout_id: str, output: str, query: str | None) -> Non
     emit(item, output, query, transformer=_table)
 
 
-@rollout.command("pause", cls=ClientCommand)
-@_id_option
-@output_options
-def rollout_pause(rollout_id: str, output: str, query: str | None) -> None:
-    """Pause a rollout: no new wave starts until it is resumed."""
-    _action("pause", rollout_id, output, query)
+def _action_command(action: str, summary: str) -> None:
+    """Add ``arcext rollout <action> --id``: one POST to the rollout's ``action`` endpoint."""
+
+    @rollout.command(action, cls=ClientCommand, help=summary)
+    @_id_option
+    @output_options
+    def command(rollout_id: str, output: str, query: str | None) -> None:
+        _action(action, rollout_id, output, query)
 
 
-@rollout.command("resume", cls=ClientCommand)
-@_id_option
-@output_options
-def rollout_resume(rollout_id: str, output: str, query: str | None) -> None:
-    """Resume a paused or frozen rollout (also after the circuit breaker stopped it)."""
-    _action("resume", rollout_id, output, query)
-
-
-@rollout.command("freeze", cls=ClientCommand)
-@_id_option
-@output_options
-def rollout_freeze(rollout_id: str, output: str, query: str | None) -> None:
-    """Freeze a version: nothing more is upgraded to it until it is resumed."""
-    _action("freeze", rollout_id, output, query)
+_action_command("pause", "Pause a rollout: no new wave starts until it is resumed.")
+_action_command("resume", "Resume a paused or frozen rollout (also after the circuit breaker stopped it).")
+_action_command("freeze", "Freeze a version: nothing more is upgraded to it until it is resumed.")
 
 
 @rollout.command("watch", cls=ClientCommand)

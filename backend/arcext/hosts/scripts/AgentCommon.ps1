@@ -1,8 +1,8 @@
 # arcext common block: the helpers every agent script uses (path confinement, protected folders,
-# UTF-8 reads and writes, atomic replace, the per-handler lock, process-tree kill). This file is never
-# sent alone: arcext.hosts.agent_scripts composes it into each script in place of the line
-# "# --- arcext common block: AgentCommon.ps1 ---", so each script still defines the helpers in its
-# own scope, and the composed text is what the drivers send, upload and hash.
+# UTF-8 reads and writes, atomic replace, the per-handler lock, process-tree kill, link-safe tree
+# removal). This file is never sent alone: arcext.hosts.agent_scripts composes it into each script
+# in place of the line "# --- arcext common block: AgentCommon.ps1 ---", so each script still defines
+# the helpers in its own scope, and the composed text is what the drivers send, upload and hash.
 # --- arcext common block (AgentCommon.ps1; composed into every agent script that includes it) ---
 $ProgressPreference = 'SilentlyContinue'
 $PluginsRoot = Join-Path $env:SystemDrive 'Packages\Plugins'
@@ -128,5 +128,25 @@ function Stop-ProcessTree([int]$Id) {
     $kill.CreateNoWindow = $true
     $killer = [System.Diagnostics.Process]::Start($kill)
     $null = $killer.WaitForExit(30000)
+}
+function Remove-Tree([string]$Path) {
+    # removes a folder and all in it (a half-extracted package, a removed version): 5.1's
+    # Remove-Item -Recurse follows a junction into its target; this removes links themselves, never followed
+    foreach ($entry in [System.IO.Directory]::GetFileSystemEntries($Path)) {
+        $attributes = [System.IO.File]::GetAttributes($entry)
+        if ($attributes -band [System.IO.FileAttributes]::ReparsePoint) {
+            if ($attributes -band [System.IO.FileAttributes]::Directory) {
+                [System.IO.Directory]::Delete($entry, $false)
+            } else {
+                [System.IO.File]::Delete($entry)
+            }
+        } elseif ($attributes -band [System.IO.FileAttributes]::Directory) {
+            Remove-Tree $entry
+        } else {
+            [System.IO.File]::SetAttributes($entry, [System.IO.FileAttributes]::Normal)
+            [System.IO.File]::Delete($entry)
+        }
+    }
+    [System.IO.Directory]::Delete($Path, $false)
 }
 # --- end of the arcext common block ---

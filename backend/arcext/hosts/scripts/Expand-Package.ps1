@@ -55,26 +55,6 @@ function Test-Tree([string]$Root, $Files, [switch]$Exact) {
     }
 }
 
-function Remove-Tree([string]$Path) {
-    # a half-extracted earlier attempt; links inside are removed themselves, never followed
-    foreach ($entry in [System.IO.Directory]::GetFileSystemEntries($Path)) {
-        $attributes = [System.IO.File]::GetAttributes($entry)
-        if ($attributes -band [System.IO.FileAttributes]::ReparsePoint) {
-            if ($attributes -band [System.IO.FileAttributes]::Directory) {
-                [System.IO.Directory]::Delete($entry, $false)
-            } else {
-                [System.IO.File]::Delete($entry)
-            }
-        } elseif ($attributes -band [System.IO.FileAttributes]::Directory) {
-            Remove-Tree $entry
-        } else {
-            [System.IO.File]::SetAttributes($entry, [System.IO.FileAttributes]::Normal)
-            [System.IO.File]::Delete($entry)
-        }
-    }
-    [System.IO.Directory]::Delete($Path, $false)
-}
-
 $files = @{}
 foreach ($property in (ConvertFrom-Json -InputObject $FilesJson).PSObject.Properties) {
     if ([string]$property.Value -notmatch '^[0-9a-f]{64}$') { throw "The file list gives '$($property.Name)' no SHA-256." }

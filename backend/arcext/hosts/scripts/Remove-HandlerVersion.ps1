@@ -10,26 +10,6 @@ param(
 $ErrorActionPreference = 'Stop'
 # --- arcext common block: AgentCommon.ps1 ---
 
-function Remove-Tree([string]$Path) {
-    # 5.1's Remove-Item -Recurse follows a junction into its target; this removes the link itself
-    foreach ($entry in [System.IO.Directory]::GetFileSystemEntries($Path)) {
-        $attributes = [System.IO.File]::GetAttributes($entry)
-        if ($attributes -band [System.IO.FileAttributes]::ReparsePoint) {
-            if ($attributes -band [System.IO.FileAttributes]::Directory) {
-                [System.IO.Directory]::Delete($entry, $false)
-            } else {
-                [System.IO.File]::Delete($entry)
-            }
-        } elseif ($attributes -band [System.IO.FileAttributes]::Directory) {
-            Remove-Tree $entry
-        } else {
-            [System.IO.File]::SetAttributes($entry, [System.IO.FileAttributes]::Normal)
-            [System.IO.File]::Delete($entry)
-        }
-    }
-    [System.IO.Directory]::Delete($Path, $false)
-}
-
 $dir = Resolve-ConfinedPath $PluginsRoot @($Handler, $Version)
 $removed = Test-Path -LiteralPath $dir
 if ($removed) {
