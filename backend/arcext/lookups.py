@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .ids import MachineKey
-from .store.base import MachineDoc, Record, Store
+from .records import OperationRecord
+from .store.base import MachineDoc, Store
 
 T = TypeVar("T")
 
@@ -32,6 +33,6 @@ class Lookups:
         results."""
         return self._store.project_machines(project)
 
-    def operation(self, op_id: str) -> Record | None:
+    def operation(self, op_id: str) -> OperationRecord | None:
         """The long-running operation's record (arcext.records.OperationRecord holds its fields), or None."""
         return self._store.get_operation(op_id)

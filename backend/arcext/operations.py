@@ -14,12 +14,12 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from .clock import iso
 from .ids import MachineKey
 from .records import OperationRecord
-from .store.base import Record, Store
+from .store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,9 @@ def new_operation(
     initiated_by: str,
     now: datetime,
     **extra: Any,
-) -> Record:
-    """An InProgress operation on machine ``key`` (or one of its extensions: ``extension=<key>``).
-
-    An OperationRecord in shape; returned as the store's ``Record`` so that it goes to
-    ``Store.put_operation`` as it is."""
-    return {
+) -> OperationRecord:
+    """An InProgress operation on machine ``key`` (or one of its extensions: ``extension=<key>``)."""
+    op: OperationRecord = {
         "id": str(uuid.uuid4()),
         "kind": kind,
         "status": IN_PROGRESS,
@@ -53,18 +50,20 @@ def new_operation(
         "machine": [key.subscription, key.resource_group, key.name],
         "location": location,
         "initiatedBy": initiated_by,
-        **extra,
     }
+    for field, value in extra.items():  # more of OperationRecord's fields (extension=, targets=, ...)
+        op[field] = value  # type: ignore[literal-required]
+    return op
 
 
 def load_operation(store: Store, op_id: str) -> OperationRecord | None:
     """The stored operation ``op_id``, typed (the store speaks plain records)."""
-    return cast(OperationRecord | None, store.get_operation(op_id))
+    return store.get_operation(op_id)
 
 
 def save_operation(store: Store, op: OperationRecord) -> None:
     """Store a typed operation record; durable on return."""
-    store.put_operation(cast(Record, op))
+    store.put_operation(op)
 
 
 def status_body(op: Mapping[str, Any]) -> dict[str, Any]:

@@ -90,7 +90,7 @@ class OperationRecord(TypedDict, total=False):
     initiatedBy: str
     targets: list[Any]
     parameters: dict[str, Any]
-    result: dict[str, Any]
+    result: Any
     error: dict[str, Any]
     httpStatus: int
 
@@ -98,6 +98,16 @@ class OperationRecord(TypedDict, total=False):
 class Batch(TypedDict):
     subscription: str
     targets: list[list[str]]  # [subscription, resource group, machine, extension]
+    # counted when the batch's wave completes (upgrades.rollouts)
+    succeeded: NotRequired[int]
+    failed: NotRequired[int]
+    skipped: NotRequired[int]
+    upToDate: NotRequired[int]  # targets already on the version (counted as succeeded)
+    waitingForWindow: NotRequired[list[int]]  # indexes of targets that waited for their maintenance window
+    # their results, counted later as they come (the breaker looks again)
+    lateSucceeded: NotRequired[int]
+    lateFailed: NotRequired[int]
+    lateResults: NotRequired[list[int]]
 
 
 class Wave(TypedDict, total=False):

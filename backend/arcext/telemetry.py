@@ -27,6 +27,7 @@ from .host_timing import InstrumentedResolver
 from .hosts.base import HostDriver
 from .ids import MachineKey, new_uuid, parse_resource_id
 from .metrics import Metrics, job_outcome
+from .records import RolloutRecord
 from .store.base import MachineDoc, Record
 
 step_log = logging.getLogger("arcext.upgrades.steps")
@@ -45,7 +46,7 @@ def upgrade_step(event: Record) -> str:
 
 class Telemetry:
     def __init__(
-        self, metrics: Metrics, now: Callable[[], datetime], rollouts: list[Record], breaker_fraction: float
+        self, metrics: Metrics, now: Callable[[], datetime], rollouts: list[RolloutRecord], breaker_fraction: float
     ) -> None:
         self.metrics = metrics
         self.now = now
@@ -153,7 +154,7 @@ class Telemetry:
         return InstrumentedResolver(resolver, self.host_operation)
 
     # --- rollouts ------------------------------------------------------------------------------------
-    def on_rollout(self, rollout: Record) -> None:
+    def on_rollout(self, rollout: RolloutRecord) -> None:
         state = rollout["state"]
         with self._lock:
             before = self._rollout_states.get(rollout["id"])
@@ -191,13 +192,16 @@ class Telemetry:
         for sink in self.event_sinks:
             sink(events)
 
-    def rollout_event(self, rollout: Record, action: str) -> Record:
+    def rollout_event(self, rollout: RolloutRecord, action: str) -> Record:
         """A rollout's change of state in the shape of an activity-log event (Azure Monitor's fields)."""
         now = self.now()
         stamp = iso(now)
         event_id = new_uuid()
         waves = rollout.get("waves") or []
-        counts = {k: sum(b.get(k, 0) for w in waves for b in w["batches"]) for k in ("succeeded", "failed", "skipped")}
+        counts = {
+            k: sum(int(b.get(k, 0)) for w in waves for b in w["batches"])  # type: ignore[call-overload]
+            for k in ("succeeded", "failed", "skipped")
+        }
         remaining = sum(len(b.get("targets") or ()) for w in waves if w["state"] != "Completed" for b in w["batches"])
         properties: dict[str, Any] = {
             "action": action,

@@ -10,10 +10,10 @@ from flask.views import MethodView
 from .. import errors
 from ..auth import scope_contains
 from ..operations import IN_PROGRESS, SUCCEEDED, status_body
+from ..records import OperationRecord
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema
 from ..schemas.metadata import OperationListSchema, OperationStatusSchema
-from ..store.base import Record
 from .base import ArmBlueprint, empty
 from .lro import operation_urls
 
@@ -68,7 +68,7 @@ class Operations(MethodView):
         }
 
 
-def _visible_operation(subscription_id: str, operation_id: str) -> Record:
+def _visible_operation(subscription_id: str, operation_id: str) -> OperationRecord:
     op = services().lookups.operation(operation_id)
     if op is None or op["subscription"].lower() != subscription_id.lower():
         raise errors.operation_not_found(operation_id)

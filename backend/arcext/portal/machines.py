@@ -19,9 +19,9 @@ from .. import errors
 from ..auth import Principal, Role, scope_contains
 from ..ids import machine_key, parse_resource_id, validate_resource_group
 from ..operations import IN_PROGRESS
-from ..records import ExtensionRecord
+from ..records import ExtensionRecord, OperationRecord
 from ..request_context import services
-from ..store.base import MachineDoc, Record
+from ..store.base import MachineDoc
 from ..upgrades.policy import newest_of_major
 from ..upgrades.views import pending_view
 from ..versions import major, newer
@@ -236,7 +236,7 @@ def extensions_action(subscription: str, resource_group: str, name: str) -> Any:
     return back
 
 
-def _wait(op_ids: list[str]) -> dict[str, Record]:
+def _wait(op_ids: list[str]) -> dict[str, OperationRecord]:
     """The operations' records once they end, or as they are after WAIT_SECONDS."""
     lookups = services().lookups
     deadline = time.monotonic() + WAIT_SECONDS

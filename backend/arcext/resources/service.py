@@ -19,8 +19,8 @@ from ..clock import Clock, iso
 from ..crypto import SecretBox
 from ..ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, validate_extension_name
 from ..operations import IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
-from ..records import ExtensionRecord
-from ..store.base import MachineDoc, Record, Store, jcopy
+from ..records import ExtensionRecord, OperationRecord
+from ..store.base import MachineDoc, Store, jcopy
 from .completion import DriverLookup, OperationCompletion
 from .recovery import prune_old_operations, reconcile_orphans
 
@@ -76,7 +76,7 @@ def _not_found_extension(key: MachineKey, name: str) -> errors.ArmError:
 
 def _begin_extension_operation(
     kind: str, state: str, key: MachineKey, name: str, record: ExtensionRecord, principal: str, now: datetime
-) -> Record:
+) -> OperationRecord:
     """A new InProgress operation on an existing extension, which turns transitional (``state``) under it."""
     resource = record["resource"]
     op = new_operation(kind, key, resource["id"], resource["location"], principal, now, extension=name.lower())
@@ -218,14 +218,14 @@ class ResourceService:
         self.store.mutate_machine(key, change)
         return self.get_machine(key)
 
-    def delete_machine(self, key: MachineKey, principal: str, asynchronous: bool) -> Record | None:
+    def delete_machine(self, key: MachineKey, principal: str, asynchronous: bool) -> OperationRecord | None:
         """Delete a machine and its extensions; None when there was nothing to delete (204).
 
         With ``asynchronous`` the machine turns Deleting and an operation finishes the job;
         otherwise (older api-versions, where Machines_Delete is not long-running) it goes at once."""
         now = self.clock.now()
 
-        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, Record | None]:
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, OperationRecord | None]:
             if doc is None:
                 return None, None
             busy = self._busy_operation(doc)
@@ -241,7 +241,7 @@ class ResourceService:
                 now,
             )
             if not asynchronous:
-                op.update(status=SUCCEEDED, endTime=iso(now))
+                op["status"], op["endTime"] = SUCCEEDED, iso(now)
                 return None, op
             machine["operation"] = op["id"]
             machine["properties"]["provisioningState"] = "Deleting"
@@ -318,14 +318,14 @@ class ResourceService:
         if publisher and type_:
             props_in["typeHandlerVersion"] = self.catalog.newest_of_minor(publisher, type_, version) or version
 
-    def put_extension(self, key: MachineKey, name: str, body: dict[str, Any], principal: str) -> Record:
+    def put_extension(self, key: MachineKey, name: str, body: dict[str, Any], principal: str) -> OperationRecord:
         validate_extension_name(name)
         now = self.clock.now()
         props_in = dict(body.get("properties") or {})
         protected = props_in.pop("protectedSettings", None)
         self._resolve_version(key, name, props_in)
 
-        def change(doc: MachineDoc | None) -> tuple[MachineDoc, Record]:
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc, OperationRecord]:
             machine = self._writable_machine(key, doc, "write")
             assert doc is not None
             existing: ExtensionRecord | None = doc["extensions"].get(name.lower())
@@ -392,13 +392,13 @@ class ResourceService:
         self._start(op)
         return op
 
-    def patch_extension(self, key: MachineKey, name: str, body: dict[str, Any], principal: str) -> Record:
+    def patch_extension(self, key: MachineKey, name: str, body: dict[str, Any], principal: str) -> OperationRecord:
         now = self.clock.now()
         props_in = dict(body.get("properties") or {})
         protected = props_in.pop("protectedSettings", None)
         self._resolve_version(key, name, props_in)
 
-        def change(doc: MachineDoc | None) -> tuple[MachineDoc, Record]:
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc, OperationRecord]:
             if doc is None:
                 raise _not_found_machine(key)
             self._writable_machine(key, doc, "write")
@@ -420,10 +420,10 @@ class ResourceService:
         self._start(op)
         return op
 
-    def delete_extension(self, key: MachineKey, name: str, principal: str) -> Record | None:
+    def delete_extension(self, key: MachineKey, name: str, principal: str) -> OperationRecord | None:
         now = self.clock.now()
 
-        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, Record | None]:
+        def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, OperationRecord | None]:
             if doc is None:
                 return doc, None
             self._writable_machine(key, doc, "delete")
@@ -439,7 +439,7 @@ class ResourceService:
             self._start(op)
         return op
 
-    def _start(self, op: Record) -> None:
+    def _start(self, op: OperationRecord) -> None:
         """Store a new InProgress operation and hand it to the runner."""
         self.store.put_operation(op)
         self.runner.submit(op["id"])

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from ..records import RolloutRecord
 from .base import Record
 
 
@@ -19,7 +20,7 @@ class ObservableStore(Protocol):
     """Tells observers (metrics, logs, webhooks) about writes once they are durable."""
 
     #: called with every rollout written
-    rollout_listener: Callable[[Record], None] | None
+    rollout_listener: Callable[[RolloutRecord], None] | None
 
     def set_event_listener(self, listener: Callable[[list[Record]], None] | None) -> None:
         """Call ``listener`` with the events of every append once they are durable."""

@@ -19,7 +19,7 @@ import orjson
 
 from ..records import OperationRecord, RolloutRecord
 from .atomic_storage import AtomicJSONStorage, atomic_write_bytes, fsync_dir
-from .base import Record, jcopy
+from .base import jcopy
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class RolloutFiles:
         self._lock = threading.Lock()
         self._rollouts: dict[str, RolloutRecord] = {}
         #: observers (arcext.telemetry): every rollout write, once durable (telemetry reads it as a plain record)
-        self.listener: Callable[[Record], None] | None = None
+        self.listener: Callable[[RolloutRecord], None] | None = None
 
     def load(self) -> None:
         for path in self.directory.glob("*.json"):
@@ -129,7 +129,7 @@ class RolloutFiles:
             self._rollouts[rollout["id"]] = rollout
         if self.listener is not None:
             try:
-                self.listener(cast(Record, rollout))
+                self.listener(rollout)
             except Exception:  # observers never fail a write
                 log.exception("A rollout listener failed")
 

@@ -17,7 +17,7 @@ import gc
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from ..ids import MachineKey
 from ..records import ActivityEvent, OperationRecord, RolloutRecord
@@ -117,14 +117,14 @@ class TinyDBStore:
         return self.machines.checkpoint()
 
     # --- operations -----------------------------------------------------------------------
-    def put_operation(self, op: Record) -> None:
-        self.operations.put(cast(OperationRecord, op))
+    def put_operation(self, op: OperationRecord) -> None:
+        self.operations.put(op)
 
-    def get_operation(self, op_id: str) -> Record | None:
-        return cast(Record | None, self.operations.get(op_id))
+    def get_operation(self, op_id: str) -> OperationRecord | None:
+        return self.operations.get(op_id)
 
-    def list_operations(self, status: str | None = None) -> list[Record]:
-        return cast(list[Record], self.operations.list(status))
+    def list_operations(self, status: str | None = None) -> list[OperationRecord]:
+        return self.operations.list(status)
 
     def delete_operations_before(self, iso_time: str) -> int:
         return self.operations.delete_before(iso_time)
@@ -168,23 +168,23 @@ class TinyDBStore:
 
     # --- rollouts ---------------------------------------------------------------------------
     @property
-    def rollout_listener(self) -> Callable[[Record], None] | None:
+    def rollout_listener(self) -> Callable[[RolloutRecord], None] | None:
         """Observer (arcext.telemetry) of every rollout write, once durable."""
         return self.rollouts.listener
 
     @rollout_listener.setter
-    def rollout_listener(self, listener: Callable[[Record], None] | None) -> None:
+    def rollout_listener(self, listener: Callable[[RolloutRecord], None] | None) -> None:
         self.rollouts.listener = listener
 
-    def put_rollout(self, rollout: Record) -> None:
+    def put_rollout(self, rollout: RolloutRecord) -> None:
         """Durable on return. The store keeps a reference, not a copy: its writer (the engine) owns it."""
-        self.rollouts.put(cast(RolloutRecord, rollout))
+        self.rollouts.put(rollout)
 
-    def get_rollout(self, rollout_id: str) -> Record | None:
-        return cast(Record | None, self.rollouts.get(rollout_id))
+    def get_rollout(self, rollout_id: str) -> RolloutRecord | None:
+        return self.rollouts.get(rollout_id)
 
-    def list_rollouts(self) -> list[Record]:
-        return cast(list[Record], self.rollouts.list())
+    def list_rollouts(self) -> list[RolloutRecord]:
+        return self.rollouts.list()
 
     # --- activity log -----------------------------------------------------------------------
     def set_event_listener(self, listener: Callable[[list[ActivityEvent]], None] | None) -> None:

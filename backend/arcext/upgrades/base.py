@@ -12,7 +12,6 @@ import itertools
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, cast
 
 from ..activity import ActivityLog
 from ..catalog import Catalog
@@ -84,7 +83,7 @@ class EngineBase:
         self.windows_in_use: Callable[[], bool] = lambda: self.window_gate is not None  # cheap: any assignment?
         self._repairs = 0
         # The engine is the only writer of rollouts: it keeps them in memory and writes each change through.
-        self._rollouts: dict[str, RolloutRecord] = {r["id"]: cast(RolloutRecord, r) for r in store.list_rollouts()}
+        self._rollouts: dict[str, RolloutRecord] = {r["id"]: r for r in store.list_rollouts()}
 
     def kick(self) -> None:
         self._wake.set()
@@ -95,7 +94,7 @@ class EngineBase:
 
     def _save_rollout(self, rollout: RolloutRecord) -> None:
         with self._lock:
-            self.store.put_rollout(cast(dict[str, Any], rollout))
+            self.store.put_rollout(rollout)
             self._rollouts[rollout["id"]] = rollout
 
     def _push(self, due: str, key: MachineKey, ext: str, rollout_id: str = "") -> None:

@@ -11,8 +11,8 @@ from ..clock import iso
 from ..ids import MachineKey
 from ..operations import FAILED as OP_FAILED
 from ..operations import IN_PROGRESS, SUCCEEDED, new_operation
-from ..records import ExtensionRecord, UpgradeJob
-from ..store.base import MachineDoc, Record
+from ..records import ExtensionRecord, OperationRecord, UpgradeJob
+from ..store.base import MachineDoc
 from ..versions import newer
 from . import job_state as J
 from .base import EngineBase
@@ -26,7 +26,7 @@ def _handler(record: ExtensionRecord) -> str:
 
 
 class ManualUpgrades(EngineBase):
-    def manual_upgrade(self, key: MachineKey, targets: dict[str, Any], principal: str) -> Record:
+    def manual_upgrade(self, key: MachineKey, targets: dict[str, Any], principal: str) -> OperationRecord:
         doc = self.store.get_machine(key)
         if doc is None:
             raise errors.resource_not_found("Microsoft.HybridCompute/machines", key.name, key.resource_group)
@@ -96,7 +96,7 @@ class ManualUpgrades(EngineBase):
                     (iso(now), next(self._seq), (key.subscription, key.resource_group, key.name), ext, "")
                 )
             if not queued:
-                op.update(status=SUCCEEDED, endTime=iso(now), result=[])
+                op["status"], op["endTime"], op["result"] = SUCCEEDED, iso(now), []
             self.store.put_operation(op)
             if queued:
                 self._manual[op["id"]] = queued

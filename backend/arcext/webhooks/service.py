@@ -17,6 +17,7 @@ import requests
 from ..clock import iso, parse_iso
 from ..crypto import SecretBox
 from ..metrics import Metrics
+from ..records import RolloutRecord
 from ..store.base import Record
 from ..telemetry import HELD_STATES, ROLLOUT_ACTIONS
 from .delivery import GONE, PENDING, Settings, attempt_record, post_signed
@@ -243,8 +244,8 @@ class WebhookService:
     def reconcile(
         self,
         events: Callable[[str], Iterator[Record]],
-        rollouts: list[Record],
-        rollout_event: Callable[[Record, str], Record],
+        rollouts: list[RolloutRecord],
+        rollout_event: Callable[[RolloutRecord, str], Record],
     ) -> int:
         """At start: put back what a crash kept from the outbox (see the package docstring)."""
         with self._lock:

@@ -10,10 +10,11 @@ come from ``RETURNING`` rows, not ``rowcount``: inside a machine change's transa
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 from psycopg.types.json import Jsonb
 
+from ...records import OperationRecord, RolloutRecord
 from ..base import Record
 from .db import Connection, Database
 
@@ -26,7 +27,7 @@ class OperationTable:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def put(self, op: Record) -> None:
+    def put(self, op: OperationRecord) -> None:
         with self._db.connection() as conn:
             conn.execute(
                 "INSERT INTO operations (id, status, end_time, doc) VALUES (%s, %s, %s, %s)"
@@ -35,12 +36,12 @@ class OperationTable:
                 (op["id"], op.get("status"), op.get("endTime") or None, Jsonb(op)),
             )
 
-    def get(self, op_id: str) -> Record | None:
+    def get(self, op_id: str) -> OperationRecord | None:
         with self._db.connection() as conn:
             row = conn.execute("SELECT doc FROM operations WHERE id = %s", (op_id,)).fetchone()
         return row[0] if row else None
 
-    def list(self, status: str | None) -> list[Record]:
+    def list(self, status: str | None) -> list[OperationRecord]:
         with self._db.connection() as conn:
             if status is None:
                 rows = conn.execute("SELECT doc FROM operations").fetchall()
@@ -154,7 +155,7 @@ class MaintenanceTable:
         return [r[0] for r in rows]
 
 
-def _split_rollout(rollout: Record) -> tuple[list[Any], Record]:
+def _split_rollout(rollout: RolloutRecord) -> tuple[list[Any], Record]:
     """(the plan: every batch's targets, the state: the rollout without them)."""
     plan = [[batch.get("targets", []) for batch in wave["batches"]] for wave in rollout["waves"]]
     state = {
@@ -167,11 +168,11 @@ def _split_rollout(rollout: Record) -> tuple[list[Any], Record]:
     return plan, state
 
 
-def _join_rollout(plan: list[Any], state: Record) -> Record:
+def _join_rollout(plan: list[Any], state: Record) -> RolloutRecord:
     for wave, targets in zip(state["waves"], plan, strict=True):
         for batch, batch_targets in zip(wave["batches"], targets, strict=True):
             batch["targets"] = batch_targets
-    return state
+    return cast(RolloutRecord, state)
 
 
 class RolloutTable:
@@ -183,7 +184,7 @@ class RolloutTable:
         self._lock = threading.Lock()
         self._planned: set[str] = set()  # rollouts whose plan this process knows is stored
 
-    def put(self, rollout: Record) -> None:
+    def put(self, rollout: RolloutRecord) -> None:
         plan, state = _split_rollout(rollout)
         with self._lock:
             planned = rollout["id"] in self._planned
@@ -205,12 +206,12 @@ class RolloutTable:
         ).fetchall()
         return bool(updated)
 
-    def get(self, rollout_id: str) -> Record | None:
+    def get(self, rollout_id: str) -> RolloutRecord | None:
         with self._db.connection() as conn:
             row = conn.execute("SELECT plan, state FROM rollouts WHERE id = %s", (rollout_id,)).fetchone()
         return _join_rollout(row[0], row[1]) if row else None
 
-    def list(self) -> list[Record]:
+    def list(self) -> list[RolloutRecord]:
         with self._db.connection() as conn:
             rows = conn.execute("SELECT plan, state FROM rollouts ORDER BY seq").fetchall()
         return [_join_rollout(plan, state) for plan, state in rows]

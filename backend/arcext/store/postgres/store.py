@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from ...ids import MachineKey
+from ...records import OperationRecord, RolloutRecord
 from ..base import MachineDoc, Record
 from .clock import ClockRow
 from .db import Database, redacted
@@ -54,7 +55,7 @@ class PostgresStore:
         self._clock = ClockRow(self.db)
         self._event_listener: Callable[[list[Record]], None] | None = None
         #: observers (arcext.telemetry): every rollout write, once committed
-        self.rollout_listener: Callable[[Record], None] | None = None
+        self.rollout_listener: Callable[[RolloutRecord], None] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({redacted(self.url)})"
@@ -115,13 +116,13 @@ class PostgresStore:
         return self._machines.count()
 
     # --- long-running operations -----------------------------------------------------------------
-    def put_operation(self, op: Record) -> None:
+    def put_operation(self, op: OperationRecord) -> None:
         self._operations.put(op)
 
-    def get_operation(self, op_id: str) -> Record | None:
+    def get_operation(self, op_id: str) -> OperationRecord | None:
         return self._operations.get(op_id)
 
-    def list_operations(self, status: str | None = None) -> list[Record]:
+    def list_operations(self, status: str | None = None) -> list[OperationRecord]:
         return self._operations.list(status)
 
     def delete_operations_before(self, iso_time: str) -> int:
@@ -167,14 +168,14 @@ class PostgresStore:
         return self._maintenance.list(table)
 
     # --- rollouts --------------------------------------------------------------------------------
-    def put_rollout(self, rollout: Record) -> None:
+    def put_rollout(self, rollout: RolloutRecord) -> None:
         self._rollouts.put(rollout)
         self.db.after_commit(lambda: self._tell_rollout(rollout))
 
-    def get_rollout(self, rollout_id: str) -> Record | None:
+    def get_rollout(self, rollout_id: str) -> RolloutRecord | None:
         return self._rollouts.get(rollout_id)
 
-    def list_rollouts(self) -> list[Record]:
+    def list_rollouts(self) -> list[RolloutRecord]:
         return self._rollouts.list()
 
     # --- activity log ------------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class PostgresStore:
         """Call ``observer`` with the seconds every commit of a machine change or event append took."""
         self.db.observer = observer
 
-    def _tell_rollout(self, rollout: Record) -> None:
+    def _tell_rollout(self, rollout: RolloutRecord) -> None:
         if self.rollout_listener is None:
             return
         try:
