@@ -110,6 +110,9 @@ def test_sdk_end_to_end(server: ArcextServer) -> None:
             "1.10.1",
         )
 
+        # publishing to a one-machine fleet starts its wave at once: let that automatic upgrade end first, or the
+        # delete races it (409 AnotherOperationInProgress whenever the upgrade is slower than two GETs)
+        server.run_engine()
         _completed(client.machine_extensions.begin_delete(RG, "web-01", "AzureMonitorWindowsAgent"))
         assert list(client.machine_extensions.list(RG, "web-01")) == []
         with pytest.raises(ResourceNotFoundError):

@@ -1,4 +1,6 @@
-"""The embedded TinyDB store: atomic changes, persistence across reopen, ordering and paging."""
+"""The stores: the Store contract, run on both the embedded TinyDB store and PostgreSQL (fixture
+``stores``), then what is particular to the embedded store (journal, checkpoints, snapshot files:
+TinyDB only). PostgreSQL's own (migrations, several nodes, partitions) is in test_store_postgres.py."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,12 @@ import orjson
 import pytest
 
 from arcext.ids import MachineKey
-from arcext.store import TinyDBStore
+from arcext.store import Store, TinyDBStore
+from arcext.store.capabilities import ObservableStore
+from arcext.store.factory import open_store
 from arcext.store.groupcommit import GroupCommitFile
 from arcext.store.machines import shard_of
+from pgdb import fresh_database
 
 SUB = "00000000-0000-0000-0000-000000000000"
 
@@ -24,25 +30,56 @@ def doc(key: MachineKey, **props: Any) -> dict[str, Any]:
     return {"machine": {"id": key.id, "name": key.name, "location": "eastus", "properties": props}, "extensions": {}}
 
 
-def put(store: TinyDBStore, key: MachineKey, **props: Any) -> None:
+def put(store: Store, key: MachineKey, **props: Any) -> None:
     store.mutate_machine(key, lambda _old: (doc(key, **props), None))
 
 
-def test_changes_survive_reopen_and_deletes_stick(tmp_path: Path) -> None:
-    store = TinyDBStore(tmp_path)
+class Stores:
+    """One store's data (a directory, or a database) and its instances: ``open()`` gives another one on
+    the same data, as a restarted server (or a second node) would have; all are closed at the end."""
+
+    def __init__(self, kind: str, data_dir: Path, database_url: str | None) -> None:
+        self.kind = kind
+        self.data_dir = data_dir
+        self.database_url = database_url
+        self.opened: list[Store] = []
+
+    def open(self, tokens_only: bool = False) -> Store:
+        store = open_store(self.data_dir, self.database_url, tokens_only=tokens_only)
+        self.opened.append(store)
+        return store
+
+    def close_all(self) -> None:
+        for store in reversed(self.opened):
+            store.close()
+
+
+@pytest.fixture(params=["tinydb", "postgres"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    url = fresh_database() if request.param == "postgres" else None
+    opened = Stores(request.param, tmp_path / "data", url)
+    try:
+        yield opened
+    finally:
+        opened.close_all()
+
+
+def test_changes_survive_reopen_and_deletes_stick(stores: Stores) -> None:
+    store = stores.open()
     a, b = MachineKey(SUB, "rg", "A"), MachineKey(SUB, "rg", "b")
     put(store, a, n=1)
     put(store, b, n=2)
     store.mutate_machine(b, lambda _old: (None, None))
     store.close()
-    reopened = TinyDBStore(tmp_path)
+    stores.opened.remove(store)
+    reopened = stores.open()
     assert reopened.get_machine(MachineKey(SUB, "RG", "a"))["machine"]["properties"] == {"n": 1}  # type: ignore[index]
     assert reopened.get_machine(b) is None
     assert reopened.count_machines() == 1
 
 
-def test_a_failing_change_leaves_the_document_untouched(tmp_path: Path) -> None:
-    store = TinyDBStore(tmp_path)
+def test_a_failing_change_leaves_the_document_untouched(stores: Stores) -> None:
+    store = stores.open()
     key = MachineKey(SUB, "rg", "m")
     put(store, key, n=1)
 
@@ -59,8 +96,8 @@ def test_a_failing_change_leaves_the_document_untouched(tmp_path: Path) -> None:
     assert store.get_machine(key)["machine"]["properties"] == {"n": 1}  # type: ignore[index]
 
 
-def test_concurrent_increments_are_not_lost(tmp_path: Path) -> None:
-    store = TinyDBStore(tmp_path)
+def test_concurrent_increments_are_not_lost(stores: Stores) -> None:
+    store = stores.open()
     key = MachineKey(SUB, "rg", "m")
     put(store, key, n=0)
 
@@ -74,11 +111,11 @@ def test_concurrent_increments_are_not_lost(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert store.get_machine(key)["machine"]["properties"]["n"] == 100  # type: ignore[index]
-    assert TinyDBStore(tmp_path).get_machine(key)["machine"]["properties"]["n"] == 100  # type: ignore[index]
+    assert stores.open().get_machine(key)["machine"]["properties"]["n"] == 100  # type: ignore[index]
 
 
-def test_listing_orders_by_group_then_name_and_pages(tmp_path: Path) -> None:
-    store = TinyDBStore(tmp_path)
+def test_listing_orders_by_group_then_name_and_pages(stores: Stores) -> None:
+    store = stores.open()
     for rg, name in [("b", "z"), ("a", "y"), ("a", "X"), ("c", "w")]:
         put(store, MachineKey(SUB, rg, name))
     put(store, MachineKey("11111111-1111-1111-1111-111111111111", "a", "other"))
@@ -88,6 +125,272 @@ def test_listing_orders_by_group_then_name_and_pages(tmp_path: Path) -> None:
     assert [d["machine"]["name"] for d in rest] == ["z", "w"] and end is None
     in_a, _ = store.list_machines(SUB, "A", None, 10)
     assert [d["machine"]["name"] for d in in_a] == ["X", "y"]
+
+
+def _event(key: MachineKey, n: int) -> dict[str, Any]:
+    return {"eventDataId": f"event-{n}", "eventTimestamp": "2026-11-25T03:00:00.000000Z", "resourceId": key.id, "n": n}
+
+
+def test_tokens_written_by_another_process_are_seen(stores: Stores) -> None:
+    """`arcext token create|revoke` runs in a process of its own: the server sees its writes at once."""
+    server_view = stores.open()
+    cli_view = stores.open(tokens_only=True)
+    cli_view.put_token({"id": "t1", "hash": "h1", "name": "n", "role": "Reader", "scope": "/", "createdAt": "x"})
+    assert server_view.get_token_by_hash("h1") is not None
+    assert [t["id"] for t in server_view.list_tokens()] == ["t1"]
+    assert cli_view.delete_token("t1") and not cli_view.delete_token("t1")
+    assert server_view.get_token_by_hash("h1") is None
+
+
+def test_concurrent_writers_lose_nothing(stores: Stores) -> None:
+    store = stores.open()
+    keys = [MachineKey(SUB, "rg", f"m{i}") for i in range(32)]
+
+    def writer(key: MachineKey) -> None:
+        for n in range(20):
+            put(store, key, n=n)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reopened = stores.open()  # embedded store: replay only, no checkpoint ran
+    assert all(reopened.get_machine(k)["machine"]["properties"] == {"n": 19} for k in keys)  # type: ignore[index]
+    assert reopened.count_machines() == 32
+
+
+def test_events_of_a_change_that_changed_nothing_are_still_recorded(stores: Stores) -> None:
+    store = stores.open()
+    key = MachineKey(SUB, "rg", "absent")
+    store.mutate_machine(key, lambda current: (current, None), events=[_event(key, 7)])
+    assert [e["n"] for e in stores.open().iter_events("2026-11-25", "2026-11-25")] == [7]
+
+
+def test_events_a_change_adds_are_logged_with_it_and_a_failed_change_logs_none(stores: Stores) -> None:
+    store = stores.open()
+    key = MachineKey(SUB, "rg", "m")
+    filled: list[dict[str, Any]] = []
+
+    def change(current: Any) -> Any:
+        filled.append(_event(key, 1))  # a change may add its events as it decides
+        return doc(key, n=1), "done"
+
+    assert store.mutate_machine(key, change, events=filled) == "done"
+
+    def broken(current: Any) -> Any:
+        filled.append(_event(key, 2))
+        raise RuntimeError("boom")
+
+    failed: list[dict[str, Any]] = []
+    with pytest.raises(RuntimeError):
+        store.mutate_machine(key, broken, events=failed)
+    reopened = stores.open()
+    assert [e["n"] for e in reopened.iter_events("2026-11-25", "2026-11-25")] == [1]
+    assert reopened.get_machine(key)["machine"]["properties"] == {"n": 1}  # type: ignore[index]
+
+
+def test_an_extension_scoped_change_writes_only_that_extension(stores: Stores) -> None:
+    store = stores.open()
+    key = MachineKey(SUB, "rg", "m")
+    base = doc(key, n=1)
+    base["extensions"] = {"a": {"resource": {"name": "A"}, "v": 1}, "b": {"resource": {"name": "B"}, "v": 1}}
+    store.mutate_machine(key, lambda _old: (base, None))
+
+    def bump_a(current: Any) -> Any:
+        current["extensions"]["a"]["v"] = 2  # (the rest of the document is not the change's to touch)
+        return current, current["extensions"]["a"]["v"]
+
+    assert store.mutate_machine(key, bump_a, extension="a") == 2
+    after = store.get_machine(key)
+    assert after is not None
+    assert after["extensions"]["a"]["v"] == 2 and after["extensions"]["b"]["v"] == 1
+    assert after["machine"]["properties"] == {"n": 1}
+
+    def unchanged(current: Any) -> Any:
+        return current, None
+
+    store.mutate_machine(key, unchanged, extension="absent")  # nothing there, nothing written
+    assert "absent" not in store.get_machine(key)["extensions"]  # type: ignore[index]
+
+    def add_c(current: Any) -> Any:
+        current["extensions"]["c"] = {"resource": {"name": "C"}, "v": 3}
+        return current, None
+
+    def remove_b(current: Any) -> Any:
+        del current["extensions"]["b"]
+        return current, None
+
+    store.mutate_machine(key, add_c, extension="c")
+    store.mutate_machine(key, remove_b, extension="b")
+    with pytest.raises(ValueError):
+        store.mutate_machine(key, lambda _current: (None, None), extension="a")
+    reopened = stores.open()
+    assert sorted(reopened.get_machine(key)["extensions"]) == ["a", "c"]  # type: ignore[index]
+
+
+def test_reads_views_scans_and_counts(stores: Stores) -> None:
+    store = stores.open()
+    keys = [MachineKey(SUB, f"rg{i % 3}", f"m{i}") for i in range(7)]
+    for i, key in enumerate(keys):
+        put(store, key, n=i)
+    assert store.view_machine(MachineKey(SUB, "rg0", "absent"), lambda d: d is None) is True
+    assert store.view_machine(keys[3], lambda d: d["machine"]["properties"]["n"] if d else None) == 3
+    assert store.count_machines() == 7
+    assert sorted(d["machine"]["properties"]["n"] for d in store.iter_machines()) == list(range(7))
+    odd = store.project_machines(lambda d: d["machine"]["name"] if d["machine"]["properties"]["n"] % 2 else None)
+    assert sorted(odd) == ["m1", "m3", "m5"]
+    store.mutate_machine(keys[0], lambda _old: (None, None))
+    assert store.count_machines() == 6 and store.get_machine(keys[0]) is None
+
+
+def test_listing_pages_every_machine_once_in_case_insensitive_code_point_order(stores: Stores) -> None:
+    """Names that sort differently under a language collation (case, '-', '_', ' ', digits, non-ASCII)."""
+    store = stores.open()
+    names = ["b-1", "B_2", "a b", "A-B", "aB", "a_b", "Z9", "z10", "émile", "Eve", "m0", "M00"]
+    groups = ["rg-B", "rg_a", "RG-a"]
+    for rg in groups:
+        for name in names:
+            put(store, MachineKey(SUB, rg, name))
+    expected = sorted((rg.lower(), name.lower()) for rg in groups for name in names)
+    seen: list[tuple[str, str]] = []
+    token: str | None = None
+    while True:
+        page, token = store.list_machines(SUB, None, token, 5)
+        seen += [(d["machine"]["id"].split("/")[4].lower(), d["machine"]["name"].lower()) for d in page]
+        if token is None:
+            break
+    assert seen == expected
+    in_group, end = store.list_machines(SUB, "RG-B", None, 100)
+    assert [d["machine"]["name"].lower() for d in in_group] == sorted(n.lower() for n in names) and end is None
+    assert store.list_machines("11111111-1111-1111-1111-111111111111", None, None, 10) == ([], None)
+
+
+def test_operations_are_kept_listed_by_status_and_old_ended_ones_pruned(stores: Stores) -> None:
+    store = stores.open()
+    store.put_operation({"id": "op1", "status": "InProgress", "startTime": "2026-01-01T00:00:00Z"})
+    store.put_operation({"id": "op2", "status": "Succeeded", "endTime": "2026-01-02T00:00:00Z"})
+    store.put_operation({"id": "op3", "status": "Failed", "endTime": "2026-03-01T00:00:00Z"})
+    store.put_operation({"id": "op1", "status": "InProgress", "startTime": "2026-01-01T00:00:00Z", "percent": 5})
+    assert store.get_operation("op1") == {
+        "id": "op1",
+        "status": "InProgress",
+        "startTime": "2026-01-01T00:00:00Z",
+        "percent": 5,
+    }
+    assert store.get_operation("nope") is None
+    assert [o["id"] for o in store.list_operations("InProgress")] == ["op1"]
+    assert sorted(o["id"] for o in store.list_operations()) == ["op1", "op2", "op3"]
+    assert store.delete_operations_before("2026-02-01T00:00:00Z") == 1
+    assert sorted(o["id"] for o in stores.open().list_operations()) == ["op1", "op3"]
+
+
+def test_the_catalog_is_keyed_case_insensitively(stores: Stores) -> None:
+    store = stores.open()
+    store.put_extension_type({"publisher": "Microsoft.Compute", "type": "CSE", "autoUpgradeSupported": False})
+    store.put_extension_type({"publisher": "Contoso", "type": "Agent", "autoUpgradeSupported": True})
+    store.put_extension_type({"publisher": "microsoft.compute", "type": "cse", "autoUpgradeSupported": True})
+    found = store.get_extension_type("MICROSOFT.COMPUTE", "Cse")
+    assert found == {"publisher": "microsoft.compute", "type": "cse", "autoUpgradeSupported": True}
+    assert store.get_extension_type("Contoso", "Other") is None
+    assert [t["publisher"] for t in store.list_extension_types()] == ["microsoft.compute", "Contoso"]
+    for version in ["1.0", "1.1", "1.0"]:
+        store.put_extension_version({"publisher": "Contoso", "type": "Agent", "version": version, "v": version})
+    store.put_extension_version({"publisher": "Microsoft.Compute", "type": "CSE", "version": "9.9"})
+    assert [v["version"] for v in stores.open().list_extension_versions("contoso", "AGENT")] == ["1.0", "1.1"]
+
+
+def test_maintenance_records_are_kept_per_table_with_their_key(stores: Stores) -> None:
+    store = stores.open()
+    store.put_maintenance("configurations", "c1", {"name": "C1"})
+    store.put_maintenance("configurations", "c2", {"name": "C2"})
+    store.put_maintenance("assignments", "c1", {"name": "A1"})
+    store.put_maintenance("configurations", "c1", {"name": "C1b"})
+    assert store.list_maintenance("configurations") == [{"name": "C1b", "key": "c1"}, {"name": "C2", "key": "c2"}]
+    assert store.delete_maintenance("configurations", "c2") and not store.delete_maintenance("configurations", "c2")
+    reopened = stores.open()
+    assert reopened.list_maintenance("configurations") == [{"name": "C1b", "key": "c1"}]
+    assert reopened.list_maintenance("assignments") == [{"name": "A1", "key": "c1"}]
+
+
+def _rollout(rollout_id: str, state: str) -> dict[str, Any]:
+    return {
+        "id": rollout_id,
+        "state": state,
+        "waves": [
+            {"index": 0, "batches": [{"index": 0, "targets": [["k1", "ext"]]}, {"index": 1, "targets": []}]},
+            {"index": 1, "batches": [{"index": 0, "targets": [["k2", "ext"], ["k3", "ext"]]}]},
+        ],
+    }
+
+
+def test_rollouts_keep_their_plan_and_every_state_and_observers_hear_of_each(stores: Stores) -> None:
+    store = stores.open()
+    assert isinstance(store, ObservableStore)
+    heard: list[str] = []
+    store.rollout_listener = lambda rollout: heard.append(rollout["state"])
+    store.put_rollout(_rollout("r1", "Active"))
+    store.put_rollout(_rollout("r2", "Active"))
+    store.put_rollout(_rollout("r1", "Paused"))
+    assert heard == ["Active", "Active", "Paused"]
+    reopened = stores.open()
+    assert reopened.get_rollout("r1") == _rollout("r1", "Paused")
+    assert reopened.get_rollout("nope") is None
+    assert sorted((r["id"], r["state"]) for r in reopened.list_rollouts()) == [("r1", "Paused"), ("r2", "Active")]
+
+
+def test_the_activity_log_by_day_and_field_oldest_first_and_pruned_by_day(stores: Stores) -> None:
+    store = stores.open()
+    assert isinstance(store, ObservableStore)
+    heard: list[list[str]] = []
+    store.set_event_listener(lambda events: heard.append([e["eventDataId"] for e in events]))
+    key = MachineKey(SUB, "rg", "m")
+
+    def event(n: int, day: str, **fields: Any) -> dict[str, Any]:
+        return {"eventDataId": f"e{n}", "eventTimestamp": f"{day}T0{n % 10}:00:00.000000Z", "n": n, **fields}
+
+    store.append_events([event(1, "2026-11-24", operationId="op-a"), event(2, "2026-11-25", operationId="op-b")])
+    store.mutate_machine(
+        key,
+        lambda _old: (doc(key), None),
+        events=[event(3, "2026-11-25", operationId="op-a", caller="x"), event(4, "2026-11-27", level=7)],
+    )
+    store.append_events([event(5, "2026-11-25", operationId="op-a", caller="y")])
+    assert heard == [["e1", "e2"], ["e3", "e4"], ["e5"]]
+    assert [e["n"] for e in store.iter_events("2026-11-01", "2026-11-30")] == [1, 2, 3, 5, 4]
+    assert [e["n"] for e in store.iter_events("2026-11-25", "2026-11-25")] == [2, 3, 5]
+    assert [e["n"] for e in store.iter_events("2026-11-24", "9999-12-31", ("operationId", "op-a"))] == [1, 3, 5]
+    assert [e["n"] for e in store.iter_events("2026-11-24", "9999-12-31", ("caller", "y"))] == [5]
+    assert [e["n"] for e in store.iter_events("2026-11-24", "9999-12-31", ("n", "3"))] == []  # 3, not "3"
+    assert store.prune_events_before("2026-11-25") == 1
+    assert [e["n"] for e in stores.open().iter_events("2026-11-01", "2026-11-30")] == [2, 3, 5, 4]
+
+
+def test_clear_forgets_everything_but_tokens_unless_told(stores: Stores) -> None:
+    store = stores.open()
+    key = MachineKey(SUB, "rg", "m")
+    put(store, key)
+    store.put_operation({"id": "op", "status": "Succeeded"})
+    store.put_extension_type({"publisher": "p", "type": "t"})
+    store.put_extension_version({"publisher": "p", "type": "t", "version": "1"})
+    store.put_maintenance("configurations", "c", {})
+    store.put_rollout(_rollout("r", "Active"))
+    store.append_events([_event(key, 1)])
+    store.put_token({"id": "t1", "hash": "h1", "name": "n", "role": "Reader", "scope": "/", "createdAt": "x"})
+    store.clear()
+    assert store.count_machines() == 0 and store.get_machine(key) is None
+    assert store.list_operations() == [] and store.list_extension_types() == []
+    assert store.list_extension_versions("p", "t") == [] and store.list_maintenance("configurations") == []
+    assert store.list_rollouts() == [] and list(store.iter_events("2000-01-01", "9999-12-31")) == []
+    assert store.get_token_by_hash("h1") is not None
+    put(store, key)  # usable after clearing, the activity log included
+    store.append_events([_event(key, 2)])
+    assert [e["n"] for e in store.iter_events("2026-11-25", "2026-11-25")] == [2]
+    store.clear(keep_tokens=False)
+    assert store.list_tokens() == [] and store.get_token_by_hash("h1") is None
+
+
+# --- the embedded store only: journal, checkpoints, snapshot files, group commit ------------------------------
 
 
 def test_leftover_temp_files_are_discarded_at_start(tmp_path: Path) -> None:
@@ -101,15 +404,6 @@ def test_leftover_temp_files_are_discarded_at_start(tmp_path: Path) -> None:
     reopened = TinyDBStore(tmp_path)
     assert not stray.exists()
     assert reopened.get_machine(key)["machine"]["properties"] == {"n": 1}  # type: ignore[index]
-
-
-def test_tokens_written_by_another_process_are_seen(tmp_path: Path) -> None:
-    server_view = TinyDBStore(tmp_path)
-    cli_view = TinyDBStore(tmp_path, tokens_only=True)
-    cli_view.put_token({"id": "t1", "hash": "h1", "name": "n", "role": "Reader", "scope": "/", "createdAt": "x"})
-    assert server_view.get_token_by_hash("h1") is not None
-    cli_view.delete_token("t1")
-    assert server_view.get_token_by_hash("h1") is None
 
 
 def test_journal_replays_changes_that_no_checkpoint_covered(tmp_path: Path) -> None:
@@ -151,27 +445,6 @@ def test_checkpoint_moves_changes_into_snapshots_and_drops_the_journal(tmp_path:
     assert TinyDBStore(tmp_path).get_machine(keys[1])["machine"]["properties"] == {"n": 10}  # type: ignore[index]
 
 
-def test_concurrent_writers_share_fsyncs_and_lose_nothing(tmp_path: Path) -> None:
-    store = TinyDBStore(tmp_path)
-    keys = [MachineKey(SUB, "rg", f"m{i}") for i in range(32)]
-
-    def writer(key: MachineKey) -> None:
-        for n in range(20):
-            put(store, key, n=n)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in keys]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    reopened = TinyDBStore(tmp_path)  # replay only: no checkpoint ran
-    assert all(reopened.get_machine(k)["machine"]["properties"] == {"n": 19} for k in keys)  # type: ignore[index]
-
-
-def _event(key: MachineKey, n: int) -> dict[str, Any]:
-    return {"eventDataId": f"event-{n}", "eventTimestamp": "2026-11-25T03:00:00.000000Z", "resourceId": key.id, "n": n}
-
-
 def test_events_of_a_change_are_restored_from_the_journal_when_the_log_lost_them(tmp_path: Path) -> None:
     """Events handed in with a change are durable with it: a crash that lost the activity log's unsynced
     tail puts them back from the journal at start, once each."""
@@ -206,13 +479,6 @@ def test_a_checkpoint_syncs_the_events_before_dropping_the_journal_that_carried_
     (log_file,) = (tmp_path / "activity").glob("*.jsonl")
     assert b'"event-1"' in log_file.read_bytes()  # on disk, not only in memory
     assert [e["n"] for e in TinyDBStore(tmp_path).iter_events("2026-11-25", "2026-11-25")] == [1]
-
-
-def test_events_of_a_change_that_changed_nothing_are_still_recorded(tmp_path: Path) -> None:
-    store = TinyDBStore(tmp_path)
-    key = MachineKey(SUB, "rg", "absent")
-    store.mutate_machine(key, lambda current: (current, None), events=[_event(key, 7)])
-    assert [e["n"] for e in TinyDBStore(tmp_path).iter_events("2026-11-25", "2026-11-25")] == [7]
 
 
 def test_group_commit_writes_unwaited_appends_in_order_and_soon(tmp_path: Path) -> None:

@@ -79,6 +79,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             max_age=float(cfg["ARCEXT_WEBHOOK_MAX_AGE"]),
             timeout=float(cfg["ARCEXT_WEBHOOK_TIMEOUT"]),
         ),
+        database_url=str(cfg["ARCEXT_DATABASE_URL"]) or None,
     )
     app.extensions["arcext"] = services
 

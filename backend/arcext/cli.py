@@ -6,6 +6,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,20 @@ import click
 
 from .auth import Role, TokenService, normalise_scope
 from .clock import SystemClock
-from .store import TinyDBStore
+from .store.factory import open_store
 
 OWNER_TOKEN_FILE = "owner-token"
+
+#: ``--database``: the PostgreSQL store (several nodes may share it) instead of the embedded one in --data-dir
+database_option = click.option(
+    "--database",
+    "database_url",
+    default=None,
+    envvar="ARCEXT_DATABASE_URL",
+    metavar="URL",
+    help="PostgreSQL URL (postgresql://user:password@host:port/db) to keep the data in, shared by every server "
+    "given it; default: the embedded store in --data-dir. Env: ARCEXT_DATABASE_URL.",
+)
 
 
 @click.group()
@@ -76,6 +89,7 @@ def default_public_url(host: str, port: int, tls: bool) -> str:
     help="json: one JSON object per line (requests, upgrade steps, host operations) with request ids, rollout id, "
     "machine and extension.",
 )
+@database_option
 def serve(
     host: str,
     port: int,
@@ -87,8 +101,9 @@ def serve(
     tls_self_signed: bool,
     public_url: str | None,
     log_format: str,
+    database_url: str | None,
 ) -> None:
-    """Run the server (embedded store in DATA_DIR; no other service needed)."""
+    """Run the server (embedded store in DATA_DIR, no other service needed; or PostgreSQL with --database)."""
     from .api.urls import validate_public_url
     from .app import create_app
     from .logging_setup import configure
@@ -108,7 +123,12 @@ def serve(
     data_dir.mkdir(parents=True, exist_ok=True)
     tune_gc_for_serving()
     app = create_app(
-        {"ARCEXT_DATA_DIR": str(data_dir), "ARCEXT_MANUAL_CLOCK": manual_clock, "ARCEXT_SIMULATE": simulate}
+        {
+            "ARCEXT_DATA_DIR": str(data_dir),
+            "ARCEXT_MANUAL_CLOCK": manual_clock,
+            "ARCEXT_SIMULATE": simulate,
+            "ARCEXT_DATABASE_URL": database_url or "",
+        }
     )
     services = app.extensions["arcext"]
     token_path = ensure_owner_token(data_dir, services.tokens)
@@ -126,7 +146,8 @@ def serve(
     else:
         click.echo("Tokens exist already; create another with 'arcext token create'.")
     click.echo(f"Portal: {server.url}/portal/ (sign in with a token)")
-    click.echo(f"arcext listening on {server.url} (data in {data_dir.resolve()})", err=False)
+    where = f"PostgreSQL at {redacted(database_url)}" if database_url else str(data_dir.resolve())
+    click.echo(f"arcext listening on {server.url} (data in {where})", err=False)
     click.echo(f"Public URL (for absolute URLs in responses): {app.config['ARCEXT_PUBLIC_URL']}")
     sys.stdout.flush()
     stopped = threading.Event()
@@ -147,8 +168,21 @@ def token() -> None:
     """Issue, list and revoke bearer tokens (stored hashed)."""
 
 
-def _tokens(data_dir: Path) -> TokenService:
-    return TokenService(TinyDBStore(data_dir, tokens_only=True))
+def redacted(database_url: str) -> str:
+    """host:port/database of a database URL: never its password."""
+    from .store.postgres.db import redacted as without_password
+
+    return without_password(database_url)
+
+
+@contextmanager
+def _tokens(data_dir: Path, database_url: str | None) -> Iterator[TokenService]:
+    store = open_store(data_dir, database_url, tokens_only=True)
+    try:
+        yield TokenService(store)
+    finally:
+        if database_url:  # its connections; the embedded store's files are left as they were, unflushed
+            store.close()
 
 
 @token.command("create")
@@ -158,31 +192,39 @@ def _tokens(data_dir: Path) -> TokenService:
 )
 @click.option("--scope", required=True, help="/subscriptions/<id>[/resourceGroups/<rg>], or / for every subscription.")
 @click.option("--name", default=None, help="A name for the caller (shown as createdBy and in the activity log).")
-def token_create(data_dir: Path, role: str, scope: str, name: str | None) -> None:
+@database_option
+def token_create(data_dir: Path, role: str, scope: str, name: str | None, database_url: str | None) -> None:
     """Create a token; the token itself is printed on the last line, once."""
     try:
         normalise_scope(scope)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--scope") from None
-    value, record = _tokens(data_dir).create(Role.parse(role), scope, name, SystemClock().now())
+    with _tokens(data_dir, database_url) as tokens:
+        value, record = tokens.create(Role.parse(role), scope, name, SystemClock().now())
     click.echo(f"Created token {record['id']} for '{record['name']}': {record['role']} on {record['scope']}", err=True)
     click.echo(value)
 
 
 @token.command("list")
 @click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
-def token_list(data_dir: Path) -> None:
+@database_option
+def token_list(data_dir: Path, database_url: str | None) -> None:
     """List tokens (id, name, role, scope; never the token)."""
-    for record in _tokens(data_dir).list():
+    with _tokens(data_dir, database_url) as tokens:
+        records = tokens.list()
+    for record in records:
         click.echo(f"{record['id']}\t{record['name']}\t{record['role']}\t{record['scope']}\t{record['createdAt']}")
 
 
 @token.command("revoke")
 @click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
 @click.argument("token_id")
-def token_revoke(data_dir: Path, token_id: str) -> None:
+@database_option
+def token_revoke(data_dir: Path, token_id: str, database_url: str | None) -> None:
     """Revoke a token by its id (from 'arcext token list')."""
-    if not _tokens(data_dir).revoke(token_id):
+    with _tokens(data_dir, database_url) as tokens:
+        revoked = tokens.revoke(token_id)
+    if not revoked:
         raise click.ClickException(f"No token with id '{token_id}'.")
     click.echo(f"Revoked {token_id}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 DEFAULTS: dict[str, object] = {
     "ARCEXT_DATA_DIR": "./.arcext",
+    "ARCEXT_DATABASE_URL": "",  # postgresql://... : the PostgreSQL store instead of the embedded one
     "ARCEXT_MANUAL_CLOCK": False,
     "ARCEXT_RETRY_AFTER": 1,  # seconds, sent on every 202
     "ARCEXT_PAGE_SIZE": 100,  # items per list page before a nextLink

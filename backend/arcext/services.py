@@ -17,7 +17,9 @@ from .lookups import Lookups
 from .maintenance import MaintenanceService
 from .metrics import Metrics
 from .resources import ResourceService
-from .store import Store, TinyDBStore
+from .store import Store
+from .store.capabilities import JournalFigures, ObservableStore
+from .store.factory import open_store
 from .telemetry import Telemetry
 from .upgrades.engine import Engine
 from .upgrades.settings import EngineSettings
@@ -55,8 +57,9 @@ class Services:
         simulated_latency_ms: float = 0.0,
         host_timeout_s: float = 600.0,
         webhook_settings: WebhookSettings | None = None,
+        database_url: str | None = None,
     ) -> Services:
-        store = TinyDBStore(data_dir)
+        store = open_store(data_dir, database_url)
         box = SecretBox.from_data_dir(data_dir)
         clock: Clock = ManualClock(path=data_dir / "clock.json") if manual_clock else SystemClock()
         catalog = Catalog(store)
@@ -72,10 +75,11 @@ class Services:
         telemetry = Telemetry(metrics, clock.now, store.list_rollouts(), settings.breaker_fraction)
         webhooks = WebhookService(data_dir, box, clock.now, metrics, webhook_settings)
         telemetry.event_sinks.append(webhooks.on_events)
-        if isinstance(store, TinyDBStore):
+        if isinstance(store, ObservableStore):
             store.set_event_listener(telemetry.on_events)
             store.rollout_listener = telemetry.on_rollout
             store.set_write_observer(metrics.store_write.observe)
+        if isinstance(store, JournalFigures):
             metrics.store_source = store.journal_figures
         metrics.outbox_source = webhooks.pending_counts
         engine = Engine(store, box, clock, catalog, activity, telemetry.instrument(hosts), settings)

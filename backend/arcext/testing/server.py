@@ -162,6 +162,7 @@ class ArcextServer:
         subscription_id: str = DEFAULT_SUBSCRIPTION,
         config: dict[str, Any] | None = None,
         settle_operations: float = 2.0,
+        database_url: str | None = None,
     ) -> None:
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="arcext-", dir=scratch_dir()))
@@ -173,6 +174,10 @@ class ArcextServer:
         self.subscription_id = subscription_id
         self.config = {**HARNESS_CONFIG, **(config or {})}
         self.settle_operations = settle_operations
+        #: the PostgreSQL store's URL (None: the embedded store in data_dir). With ARCEXT_TEST_STORE=postgres
+        #: (arcext's own suites) a server without one gets a scratch database of its data directory's.
+        self.database_url = database_url
+        self._scratch_database = False
         self.token = ""
         self.ca_cert: Path | None = None
         self._server: ServerThread | None = None
@@ -185,11 +190,17 @@ class ArcextServer:
         from ..tls import ensure_self_signed
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        if self.database_url is None and os.environ.get("ARCEXT_TEST_STORE") == "postgres":
+            from ..store.postgres import provision
+
+            self.database_url = provision.for_directory(self.data_dir)
+            self._scratch_database = True
         self.app = create_app(
             {
                 "ARCEXT_DATA_DIR": str(self.data_dir),
                 "ARCEXT_MANUAL_CLOCK": self.manual_clock,
                 "ARCEXT_SIMULATE": self.simulate,
+                "ARCEXT_DATABASE_URL": self.database_url or "",  # never the environment's: reset() clears it
                 **self.config,
             }
         )
@@ -218,6 +229,11 @@ class ArcextServer:
             self.services.close()
             self.app = None
         if self._own_dir:
+            if self._scratch_database and self.database_url:
+                from ..store.postgres import provision
+
+                provision.drop(self.database_url)
+                self.database_url = None
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> ArcextServer:

@@ -1,0 +1,169 @@
+"""Connections: a psycopg pool whose connections speak JSON through orjson, and timed transactions.
+
+Connections are in autocommit mode: a lone statement is its own transaction, and a change of several
+statements runs in ``transaction()``. While a thread is inside a transaction, every store call it
+makes uses that transaction's connection: a machine change's callback may read the catalog (the
+engine's do), and taking a second connection from the pool for that could wait for ever once every
+connection is held by such a callback. A transaction inside a transaction is a savepoint, and work
+meant for after the commit (``after_commit``) runs once the outermost one committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.types.json import set_json_dumps, set_json_loads
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger(__name__)
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+def _configure(conn: Connection) -> None:
+    set_json_dumps(orjson.dumps, conn)
+    set_json_loads(orjson.loads, conn)
+    conn.autocommit = True
+
+
+def redacted(url: str) -> str:
+    """``host:port/dbname`` of a connection URL or conninfo string (never the password), for messages."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(an unreadable database URL)"
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    return f"{host}:{port}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+class _Open:
+    """The transaction a thread is in: its connection and what to run once it committed."""
+
+    __slots__ = ("after", "conn", "depth")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.after: list[Callable[[], None]] = []
+        self.depth = 0  # savepoints open
+
+
+class Database:
+    """A connection pool to one database; ``observer`` (if set) gets the seconds every commit of a
+    ``transaction()`` took (the store's write latency, for the metrics)."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 20, timeout: float = 30.0) -> None:
+        self.url = url
+        self.observer: Callable[[float], None] | None = None
+        self._local = threading.local()
+        self.pool: ConnectionPool[Connection] = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            configure=_configure,
+            open=False,
+            name=f"arcext-{redacted(url)}",
+        )
+        self.pool.open(wait=True, timeout=timeout)
+
+    def _open(self) -> _Open | None:
+        current: _Open | None = getattr(self._local, "open", None)
+        return current
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection for a statement or two: the thread's transaction's, else one from the pool."""
+        current = self._open()
+        if current is not None:
+            yield current.conn
+            return
+        with self.pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A connection inside a transaction: committed when the block ends, rolled back on an exception.
+
+        The transaction is a pipeline: BEGIN goes out with the first query whose result is read, and the
+        writes after the last read go out with COMMIT, so a read-change-write costs two round trips, not
+        four (a busy host schedules the database's process for each one)."""
+        current = self._open()
+        if current is not None:
+            # a savepoint, by hand: psycopg's conn.transaction() reads the transaction status to tell an outer
+            # block from a nested one, and in a pipeline that status lags (BEGIN may not have gone out yet)
+            pending = len(current.after)
+            current.depth += 1
+            savepoint = f"arcext_{current.depth}"
+            conn = current.conn
+            conn.execute(f"SAVEPOINT {savepoint}")
+            try:
+                yield conn
+            except BaseException:
+                del current.after[pending:]  # what the savepoint's work meant to run after the commit
+                conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                raise
+            else:
+                conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+            finally:
+                current.depth -= 1
+            return
+        with self.pool.connection() as conn:
+            opened = _Open(conn)
+            self._local.open = opened
+            try:
+                started = 0.0
+                try:
+                    with conn.pipeline():
+                        conn.execute("BEGIN")
+                        yield conn
+                        started = time.perf_counter()
+                        conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback(conn)
+                    raise
+                elapsed = time.perf_counter() - started
+            finally:
+                self._local.open = None
+        self._observe(elapsed)
+        for callback in opened.after:
+            try:
+                callback()
+            except Exception:  # observers never fail a write
+                log.exception("An after-commit callback failed")
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the thread's transaction committed (at once outside a transaction;
+        never if it rolls back)."""
+        current = self._open()
+        if current is None:
+            callback()
+        else:
+            current.after.append(callback)
+
+    @staticmethod
+    def _rollback(conn: Connection) -> None:
+        if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except psycopg.Error:  # a broken connection: the pool replaces it
+            log.debug("Rollback failed", exc_info=True)
+
+    def _observe(self, seconds: float) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(seconds)
+        except Exception:  # observers never fail a write
+            log.exception("A store write observer failed")
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,181 @@
+"""The activity log as a table partitioned by UTC day.
+
+A day's partition (``events_YYYYMMDD``) is made the first time an event of that day is written, in
+the writing transaction, under a transaction-level advisory lock (two nodes making one day at once
+would otherwise race between "does it exist" and "create it"). Pruning drops whole partitions: no
+row-by-row delete, no bloat. How long to keep events (90 days) is the caller's rule.
+
+The fields queries filter on are columns with indexes: time (``event_timestamp``), subscription,
+operation, correlation, caller, resource and ``eventDataId``; the event itself is the JSONB ``doc``.
+Events come back oldest first: by day, then in order of writing (``seq``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import date, timedelta
+from typing import Any, Final
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from ..base import Record
+from .db import Connection, Database
+
+#: taken by every transaction that makes or drops partitions ("arcext:events" would not fit 64 bits)
+PARTITION_LOCK: Final = 0x617263657602
+
+#: event field -> the column that holds it (strings only; anything else is NULL there)
+COLUMNS: Final[dict[str, str]] = {
+    "eventTimestamp": "event_timestamp",
+    "eventDataId": "event_data_id",
+    "subscriptionId": "subscription_id",
+    "operationId": "operation_id",
+    "correlationId": "correlation_id",
+    "caller": "caller",
+    "resourceId": "resource_id",
+}
+_PARTITION = re.compile(r"^events_(\d{4})(\d{2})(\d{2})$")
+
+_INSERT = (
+    "INSERT INTO events (day, event_timestamp, event_data_id, subscription_id, operation_id, correlation_id,"
+    " caller, resource_id, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+
+
+def _text(event: Record, field: str) -> str | None:
+    value = event.get(field)
+    return value if isinstance(value, str) else None
+
+
+def _day_of(event: Record) -> date:
+    return date.fromisoformat(str(event["eventTimestamp"])[:10])
+
+
+def partition_name(day: date) -> str:
+    return f"events_{day:%Y%m%d}"
+
+
+class EventTable:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._known: set[date] = set()  # days whose partition this process has seen committed
+
+    # --- writing (inside the caller's transaction) -------------------------------------------------
+    def insert(self, conn: Connection, events: list[Record]) -> set[date]:
+        """Insert ``events`` in the caller's transaction; returns the days it made partitions for (``made``
+        once that transaction committed)."""
+        by_day = [(_day_of(e), e) for e in events]
+        made = self._ensure(conn, {d for d, _ in by_day})
+        params = [
+            (
+                day,
+                e["eventTimestamp"],
+                e["eventDataId"],
+                _text(e, "subscriptionId"),
+                _text(e, "operationId"),
+                _text(e, "correlationId"),
+                _text(e, "caller"),
+                _text(e, "resourceId"),
+                Jsonb(e),
+            )
+            for day, e in by_day
+        ]
+        with conn.cursor() as cur:
+            if len(params) == 1:
+                cur.execute(_INSERT, params[0])
+            else:
+                cur.executemany(_INSERT, params)
+        return made
+
+    def made(self, days: Iterable[date]) -> None:
+        with self._lock:
+            self._known.update(days)
+
+    def _ensure(self, conn: Connection, days: set[date]) -> set[date]:
+        with self._lock:
+            missing = days - self._known
+        if not missing:
+            return set()
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+        existing = self._partitions(conn)
+        for day in sorted(missing - existing):
+            conn.execute(
+                sql.SQL("CREATE TABLE {} PARTITION OF events FOR VALUES FROM ({}) TO ({})").format(
+                    sql.Identifier(partition_name(day)), sql.Literal(day), sql.Literal(day + timedelta(days=1))
+                )
+            )
+        return missing
+
+    @staticmethod
+    def _partitions(conn: Connection) -> set[date]:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'events'::regclass"
+        ).fetchall()
+        days: set[date] = set()
+        for (name,) in rows:
+            m = _PARTITION.match(name)
+            if m:
+                days.add(date(int(m[1]), int(m[2]), int(m[3])))
+        return days
+
+    # --- reading ----------------------------------------------------------------------------------
+    def between(
+        self, start_day: str, end_day: str, where: tuple[str, str] | None = None, batch: int = 1000
+    ) -> Iterator[Record]:
+        """Events of the days ``start_day``..``end_day`` (YYYY-MM-DD), oldest first; with ``where`` only those
+        whose top-level ``field`` is the string ``value``. Read a batch per query: no connection is held
+        while the caller looks at them."""
+        try:
+            first, last = date.fromisoformat(start_day), date.fromisoformat(end_day)
+        except ValueError:
+            return
+        conditions: list[sql.Composable] = [sql.SQL("day BETWEEN %s AND %s")]
+        params: list[Any] = [first, last]
+        if where is not None:
+            field, value = where
+            column = COLUMNS.get(field)
+            if column is not None:
+                conditions.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(value)
+            else:
+                conditions.append(sql.SQL("doc -> %s = %s"))
+                params += [field, Jsonb(value)]
+        base = sql.SQL(" AND ").join(conditions)
+        after: tuple[date, int] | None = None
+        while True:
+            query = sql.SQL("SELECT day, seq, doc FROM events WHERE {}{} ORDER BY day, seq LIMIT %s").format(
+                base, sql.SQL(" AND (day, seq) > (%s, %s)") if after else sql.SQL("")
+            )
+            with self._db.connection() as conn:
+                rows = conn.execute(query, [*params, *(after or ()), batch]).fetchall()
+            for row in rows:
+                yield row[2]
+            if len(rows) < batch:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    # --- pruning and clearing --------------------------------------------------------------------------
+    def prune_before(self, day: str) -> int:
+        """Drop the partitions of the days before ``day``; returns how many days went."""
+        cutoff = date.fromisoformat(day)
+        with self._db.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+            old = sorted(d for d in self._partitions(conn) if d < cutoff)
+            for d in old:
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(d))))
+        with self._lock:
+            self._known.difference_update(old)
+        return len(old)
+
+    def drop_all(self, conn: Connection) -> None:
+        """Drop every partition (tests' reset); in the caller's transaction."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+        for d in sorted(self._partitions(conn)):
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(d))))
+        with self._lock:
+            self._known.clear()

@@ -1,0 +1,144 @@
+"""Machine documents as rows: one JSONB document per (subscription, resource group, name), lower case.
+
+A change locks its row (``SELECT ... FOR UPDATE``) for the length of its transaction. A machine that
+does not exist yet has no row to lock: its creators serialise on a transaction-level advisory lock
+named after the key instead, then read again (under READ COMMITTED each statement sees what committed
+before it), so two nodes creating one machine at once never both insert it.
+
+Listing pages by keyset over the primary key, in the embedded store's order and with its
+continuation token: ``"<resource group>\\0<name>"`` of the last machine of the page (lower case).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from ...ids import MachineKey
+from ..base import MachineDoc, Record
+from .db import Connection, Database
+
+_SEP = "\x00"
+_KEY = "subscription = %s AND resource_group = %s AND name = %s"
+
+
+def key_params(key: MachineKey) -> tuple[str, str, str]:
+    sub, rg, name = key.subscription.lower(), key.resource_group.lower(), key.name.lower()
+    return sub, rg, name
+
+
+def page_token(rg: str, name: str) -> str:
+    return f"{rg}{_SEP}{name}"
+
+
+class MachineTable:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # --- reads -----------------------------------------------------------------------------------
+    def get(self, key: MachineKey) -> MachineDoc | None:
+        with self._db.connection() as conn:
+            row = conn.execute(f"SELECT doc FROM machines WHERE {_KEY}", key_params(key)).fetchone()
+        return row[0] if row else None
+
+    def page(
+        self, subscription: str, resource_group: str | None, after: str | None, limit: int
+    ) -> tuple[list[MachineDoc], str | None]:
+        where = ["subscription = %s"]
+        params: list[Any] = [subscription.lower()]
+        if resource_group:
+            where.append("resource_group = %s")
+            params.append(resource_group.lower())
+        if after is not None:
+            rg, sep, name = after.partition(_SEP)
+            if sep:
+                where.append("(resource_group, name) > (%s, %s)")
+                params += [rg, name]
+            else:  # not a token this store made: it compares as the string "<rg>\0<name>" would
+                where.append("resource_group >= %s")
+                params.append(after)
+        params.append(limit + 1)
+        sql = (
+            f"SELECT resource_group, name, doc FROM machines WHERE {' AND '.join(where)}"
+            " ORDER BY resource_group, name LIMIT %s"
+        )
+        with self._db.connection() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        token = page_token(rows[-1][0], rows[-1][1]) if more and rows else None
+        return [r[2] for r in rows], token
+
+    def scan(self, batch: int = 500) -> Iterator[MachineDoc]:
+        """Every document, a batch of rows per query (no connection is held between batches)."""
+        last: tuple[str, str, str] | None = None
+        while True:
+            with self._db.connection() as conn:
+                if last is None:
+                    rows = conn.execute(
+                        "SELECT subscription, resource_group, name, doc FROM machines"
+                        " ORDER BY subscription, resource_group, name LIMIT %s",
+                        (batch,),
+                    ).fetchall()
+                else:
+                    rows = conn.execute(
+                        "SELECT subscription, resource_group, name, doc FROM machines"
+                        " WHERE (subscription, resource_group, name) > (%s, %s, %s)"
+                        " ORDER BY subscription, resource_group, name LIMIT %s",
+                        (*last, batch),
+                    ).fetchall()
+            for row in rows:
+                yield row[3]
+            if len(rows) < batch:
+                return
+            last = (rows[-1][0], rows[-1][1], rows[-1][2])
+
+    def count(self) -> int:
+        with self._db.connection() as conn:
+            row = conn.execute("SELECT count(*) FROM machines").fetchone()
+        return int(row[0]) if row else 0
+
+    # --- changes (inside the caller's transaction) -------------------------------------------------
+    @staticmethod
+    def lock(conn: Connection, key: MachineKey) -> MachineDoc | None:
+        """The document, its row locked until the transaction ends (None when absent: then the key's
+        advisory lock is held instead, so no other writer can create it meanwhile)."""
+        params = key_params(key)
+        row = conn.execute(f"SELECT doc FROM machines WHERE {_KEY} FOR UPDATE", params).fetchone()
+        if row is not None:
+            doc: MachineDoc = row[0]
+            return doc
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key.lower,))
+        row = conn.execute(f"SELECT doc FROM machines WHERE {_KEY} FOR UPDATE", params).fetchone()
+        return row[0] if row is not None else None
+
+    @staticmethod
+    def write(conn: Connection, key: MachineKey, existed: bool, new: MachineDoc | None) -> None:
+        params = key_params(key)
+        if new is None:
+            conn.execute(f"DELETE FROM machines WHERE {_KEY}", params)
+        elif existed:
+            conn.execute(f"UPDATE machines SET doc = %s WHERE {_KEY}", (Jsonb(new), *params))
+        else:
+            conn.execute(
+                "INSERT INTO machines (subscription, resource_group, name, doc) VALUES (%s, %s, %s, %s)",
+                (*params, Jsonb(new)),
+            )
+
+    @staticmethod
+    def write_extension(conn: Connection, key: MachineKey, extension: str, record: Record | None) -> None:
+        """Replace (or with None remove) one extension's record, leaving the rest of the document as stored."""
+        params = key_params(key)
+        if record is None:
+            conn.execute(f"UPDATE machines SET doc = doc #- ARRAY['extensions', %s] WHERE {_KEY}", (extension, *params))
+        else:
+            conn.execute(
+                f"UPDATE machines SET doc = jsonb_set(doc, ARRAY['extensions', %s], %s) WHERE {_KEY}",
+                (extension, Jsonb(record), *params),
+            )
+
+    @staticmethod
+    def truncate(conn: Connection) -> None:
+        conn.execute("TRUNCATE machines")

@@ -1,0 +1,220 @@
+"""The small records beside the machines: operations, tokens (by hash), the extension catalog,
+maintenance configurations and assignments, and rollouts.
+
+Each is a JSONB document with the columns it is looked up or filtered by. Listings come back in the
+order the records were first written (an identity column), as the embedded store lists them. Counts
+come from ``RETURNING`` rows, not ``rowcount``: inside a machine change's transaction (a pipeline)
+``rowcount`` is not known until the pipeline is synced.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from ..base import Record
+from .db import Connection, Database
+
+
+def _type_key(publisher: str, type_: str) -> tuple[str, str]:
+    return publisher.lower(), type_.lower()
+
+
+class OperationTable:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def put(self, op: Record) -> None:
+        with self._db.connection() as conn:
+            conn.execute(
+                "INSERT INTO operations (id, status, end_time, doc) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, end_time = EXCLUDED.end_time,"
+                " doc = EXCLUDED.doc",
+                (op["id"], op.get("status"), op.get("endTime") or None, Jsonb(op)),
+            )
+
+    def get(self, op_id: str) -> Record | None:
+        with self._db.connection() as conn:
+            row = conn.execute("SELECT doc FROM operations WHERE id = %s", (op_id,)).fetchone()
+        return row[0] if row else None
+
+    def list(self, status: str | None) -> list[Record]:
+        with self._db.connection() as conn:
+            if status is None:
+                rows = conn.execute("SELECT doc FROM operations").fetchall()
+            else:
+                rows = conn.execute("SELECT doc FROM operations WHERE status = %s", (status,)).fetchall()
+        return [r[0] for r in rows]
+
+    def delete_ended_before(self, iso_time: str) -> int:
+        with self._db.connection() as conn:
+            rows = conn.execute(
+                "DELETE FROM operations WHERE end_time IS NOT NULL AND end_time < %s"
+                " AND status IS DISTINCT FROM 'InProgress' RETURNING 1",
+                (iso_time,),
+            ).fetchall()
+            return len(rows)
+
+
+class TokenTable:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def put(self, token: Record) -> None:
+        with self._db.connection() as conn:
+            conn.execute(
+                "INSERT INTO tokens (id, hash, doc) VALUES (%s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET hash = EXCLUDED.hash, doc = EXCLUDED.doc",
+                (token["id"], token["hash"], Jsonb(token)),
+            )
+
+    def by_hash(self, token_hash: str) -> Record | None:
+        with self._db.connection() as conn:
+            row = conn.execute("SELECT doc FROM tokens WHERE hash = %s", (token_hash,)).fetchone()
+        return row[0] if row else None
+
+    def list(self) -> list[Record]:
+        with self._db.connection() as conn:
+            return [r[0] for r in conn.execute("SELECT doc FROM tokens ORDER BY seq").fetchall()]
+
+    def delete(self, token_id: str) -> bool:
+        with self._db.connection() as conn:
+            return bool(conn.execute("DELETE FROM tokens WHERE id = %s RETURNING 1", (token_id,)).fetchall())
+
+
+class CatalogTables:
+    """Extension types and their versions, keyed case-insensitively by publisher and type."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def put_type(self, record: Record) -> None:
+        with self._db.connection() as conn:
+            conn.execute(
+                "INSERT INTO extension_types (publisher, type, doc) VALUES (%s, %s, %s)"
+                " ON CONFLICT (publisher, type) DO UPDATE SET doc = EXCLUDED.doc",
+                (*_type_key(record["publisher"], record["type"]), Jsonb(record)),
+            )
+
+    def get_type(self, publisher: str, type_: str) -> Record | None:
+        with self._db.connection() as conn:
+            row = conn.execute(
+                "SELECT doc FROM extension_types WHERE publisher = %s AND type = %s", _type_key(publisher, type_)
+            ).fetchone()
+        return row[0] if row else None
+
+    def list_types(self) -> list[Record]:
+        with self._db.connection() as conn:
+            return [r[0] for r in conn.execute("SELECT doc FROM extension_types ORDER BY seq").fetchall()]
+
+    def put_version(self, record: Record) -> None:
+        with self._db.connection() as conn:
+            conn.execute(
+                "INSERT INTO extension_versions (publisher, type, version, doc) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (publisher, type, version) DO UPDATE SET doc = EXCLUDED.doc",
+                (*_type_key(record["publisher"], record["type"]), record["version"].lower(), Jsonb(record)),
+            )
+
+    def list_versions(self, publisher: str, type_: str) -> list[Record]:
+        with self._db.connection() as conn:
+            rows = conn.execute(
+                "SELECT doc FROM extension_versions WHERE publisher = %s AND type = %s ORDER BY seq",
+                _type_key(publisher, type_),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+
+class MaintenanceTable:
+    """Maintenance configurations and assignments: ``kind`` is the Store's table name. A listed record
+    carries its ``key``, as the embedded store's do."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def put(self, kind: str, key: str, record: Record) -> None:
+        with self._db.connection() as conn:
+            conn.execute(
+                "INSERT INTO maintenance (kind, key, doc) VALUES (%s, %s, %s)"
+                " ON CONFLICT (kind, key) DO UPDATE SET doc = EXCLUDED.doc",
+                (kind, key, Jsonb({**record, "key": key})),
+            )
+
+    def delete(self, kind: str, key: str) -> bool:
+        with self._db.connection() as conn:
+            deleted = conn.execute(
+                "DELETE FROM maintenance WHERE kind = %s AND key = %s RETURNING 1", (kind, key)
+            ).fetchall()
+            return bool(deleted)
+
+    def list(self, kind: str) -> list[Record]:
+        with self._db.connection() as conn:
+            rows = conn.execute("SELECT doc FROM maintenance WHERE kind = %s ORDER BY seq", (kind,)).fetchall()
+        return [r[0] for r in rows]
+
+
+def _split_rollout(rollout: Record) -> tuple[list[Any], Record]:
+    """(the plan: every batch's targets, the state: the rollout without them)."""
+    plan = [[batch.get("targets", []) for batch in wave["batches"]] for wave in rollout["waves"]]
+    state = {
+        **rollout,
+        "waves": [
+            {**wave, "batches": [{k: v for k, v in b.items() if k != "targets"} for b in wave["batches"]]}
+            for wave in rollout["waves"]
+        ],
+    }
+    return plan, state
+
+
+def _join_rollout(plan: list[Any], state: Record) -> Record:
+    for wave, targets in zip(state["waves"], plan, strict=True):
+        for batch, batch_targets in zip(wave["batches"], targets, strict=True):
+            batch["targets"] = batch_targets
+    return state
+
+
+class RolloutTable:
+    """A rollout is its plan (the waves' targets: large, written once) and its state (small, rewritten
+    on every change), as the embedded store keeps them."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._planned: set[str] = set()  # rollouts whose plan this process knows is stored
+
+    def put(self, rollout: Record) -> None:
+        plan, state = _split_rollout(rollout)
+        with self._lock:
+            planned = rollout["id"] in self._planned
+        with self._db.connection() as conn:
+            if planned and self._update_state(conn, rollout["id"], state):
+                return
+            conn.execute(
+                "INSERT INTO rollouts (id, plan, state) VALUES (%s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state",
+                (rollout["id"], Jsonb(plan), Jsonb(state)),
+            )
+        with self._lock:
+            self._planned.add(rollout["id"])
+
+    @staticmethod
+    def _update_state(conn: Connection, rollout_id: str, state: Record) -> bool:
+        updated = conn.execute(
+            "UPDATE rollouts SET state = %s WHERE id = %s RETURNING 1", (Jsonb(state), rollout_id)
+        ).fetchall()
+        return bool(updated)
+
+    def get(self, rollout_id: str) -> Record | None:
+        with self._db.connection() as conn:
+            row = conn.execute("SELECT plan, state FROM rollouts WHERE id = %s", (rollout_id,)).fetchone()
+        return _join_rollout(row[0], row[1]) if row else None
+
+    def list(self) -> list[Record]:
+        with self._db.connection() as conn:
+            rows = conn.execute("SELECT plan, state FROM rollouts ORDER BY seq").fetchall()
+        return [_join_rollout(plan, state) for plan, state in rows]
+
+    def forget(self) -> None:
+        with self._lock:
+            self._planned.clear()

@@ -1,0 +1,149 @@
+"""The PostgreSQL store's schema: numbered migrations, applied at start in one transaction.
+
+Every server node runs ``migrate`` when it opens the store. The transaction first takes a
+transaction-level advisory lock (``pg_advisory_xact_lock``), so nodes starting at once apply each
+migration exactly once: the second waits, then finds the ``schema_version`` rows the first wrote.
+A migration is never edited once released: a change of schema is a new entry at the end of
+``MIGRATIONS``.
+
+Text keys are ``COLLATE "C"`` (byte order, which for UTF-8 is code-point order): listings then sort
+exactly as Python sorts strings, which is the order the embedded store pages in.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import psycopg
+
+#: The advisory lock every node takes to migrate (any constant; "arcext" in ASCII).
+MIGRATION_LOCK: Final = 0x617263657874
+
+_V1 = """
+CREATE TABLE machines (
+    subscription text COLLATE "C" NOT NULL,  -- lower case, as the rest of the key
+    resource_group text COLLATE "C" NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    doc jsonb NOT NULL,                      -- {"machine": {...}, "extensions": {<lower name>: record}}
+    PRIMARY KEY (subscription, resource_group, name)
+);
+
+CREATE TABLE operations (
+    id text PRIMARY KEY,
+    status text,
+    end_time text,                           -- ISO 8601 (compares as text), NULL while running
+    doc jsonb NOT NULL
+);
+CREATE INDEX operations_status ON operations (status);
+CREATE INDEX operations_end_time ON operations (end_time) WHERE end_time IS NOT NULL;
+
+CREATE TABLE tokens (
+    seq bigint GENERATED ALWAYS AS IDENTITY,  -- listing order: first written first
+    id text PRIMARY KEY,
+    hash text NOT NULL UNIQUE,
+    doc jsonb NOT NULL
+);
+
+CREATE TABLE extension_types (
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    publisher text COLLATE "C" NOT NULL,     -- lower case, as type and version
+    type text COLLATE "C" NOT NULL,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (publisher, type)
+);
+
+CREATE TABLE extension_versions (
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    publisher text COLLATE "C" NOT NULL,
+    type text COLLATE "C" NOT NULL,
+    version text COLLATE "C" NOT NULL,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (publisher, type, version)
+);
+
+CREATE TABLE maintenance (
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    kind text NOT NULL,                      -- the Store's maintenance "table": configurations, assignments
+    key text COLLATE "C" NOT NULL,
+    doc jsonb NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+
+CREATE TABLE rollouts (
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    id text PRIMARY KEY,
+    plan jsonb NOT NULL,                     -- every batch's targets: large, written once
+    state jsonb NOT NULL                     -- the rest, rewritten on every change
+);
+
+-- The activity log, one partition per UTC day (made on demand; pruning drops whole days).
+CREATE TABLE events (
+    day date NOT NULL,                       -- the UTC day of event_timestamp
+    seq bigserial NOT NULL,                  -- order of writing within a day
+    event_timestamp text NOT NULL,
+    event_data_id text NOT NULL,
+    subscription_id text,
+    operation_id text,
+    correlation_id text,
+    caller text,
+    resource_id text,
+    doc jsonb NOT NULL
+) PARTITION BY RANGE (day);
+CREATE INDEX events_order ON events (day, seq);
+CREATE INDEX events_time ON events (event_timestamp);
+CREATE INDEX events_subscription ON events (subscription_id, day, seq);
+CREATE INDEX events_operation ON events (operation_id);
+CREATE INDEX events_correlation ON events (correlation_id);
+CREATE INDEX events_caller ON events (caller);
+CREATE INDEX events_resource ON events (resource_id);
+CREATE INDEX events_data_id ON events (event_data_id);
+
+-- One shared clock for every node (a manual clock that tests and --manual-clock move).
+CREATE TABLE clock (
+    id int PRIMARY KEY CHECK (id = 1),
+    now timestamptz NOT NULL
+);
+"""
+
+#: (version, SQL); applied in order, each once.
+MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1)]
+
+LATEST: Final = MIGRATIONS[-1][0]
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer arcext than this one."""
+
+
+def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:
+    """Bring the database to the latest schema; returns the versions this call applied.
+
+    Safe when several nodes call it at once (see the module docstring). ``conn`` must be in
+    autocommit mode (the migration is its own transaction)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        current = int(row[0]) if row else 0  # type: ignore[call-overload]
+        if current > LATEST:
+            raise SchemaTooNew(f"the database's schema is version {current}; this arcext knows up to {LATEST}")
+        applied: list[int] = []
+        for version, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            conn.execute(sql.encode())  # several statements: no parameters, simple query protocol
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+            applied.append(version)
+        return applied
+
+
+def schema_version(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    """The version the database is at (0 before the first migration)."""
+    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0  # type: ignore[call-overload]

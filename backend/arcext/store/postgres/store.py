@@ -1,0 +1,254 @@
+"""PostgresStore: the Store protocol on PostgreSQL, for several server nodes sharing one database.
+
+Every write is committed (durable, with the server's ``synchronous_commit``) before it returns. A
+machine change runs in one transaction: lock the row, apply the change, write the document (or,
+for an extension-scoped change, only that extension's record), insert the change's activity-log
+events, commit. The observers the operations surface uses (event and rollout listeners, the write
+timer) are called after the commit, in the writing process only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TypeVar
+
+from ...ids import MachineKey
+from ..base import MachineDoc, Record
+from .clock import ClockRow
+from .db import Database, redacted
+from .events import EventTable
+from .machines import MachineTable
+from .records import CatalogTables, MaintenanceTable, OperationTable, RolloutTable, TokenTable
+from .schema import migrate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class PostgresStore:
+    """The Store on one PostgreSQL database (``url``: a ``postgresql://`` URL or a libpq conninfo string).
+
+    Opening applies any pending schema migration. ``max_connections`` bounds this process's pool."""
+
+    def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 20) -> None:
+        self.url = url
+        self.db = Database(url, min_size=min_connections, max_size=max_connections)
+        try:
+            with self.db.connection() as conn:
+                applied = migrate(conn)
+        except BaseException:
+            self.db.close()
+            raise
+        if applied:
+            log.info("Migrated %s to schema version %d", redacted(url), applied[-1])
+        self._machines = MachineTable(self.db)
+        self._events = EventTable(self.db)
+        self._operations = OperationTable(self.db)
+        self._tokens = TokenTable(self.db)
+        self._catalog = CatalogTables(self.db)
+        self._maintenance = MaintenanceTable(self.db)
+        self._rollouts = RolloutTable(self.db)
+        self._clock = ClockRow(self.db)
+        self._event_listener: Callable[[list[Record]], None] | None = None
+        #: observers (arcext.telemetry): every rollout write, once committed
+        self.rollout_listener: Callable[[Record], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redacted(self.url)})"
+
+    # --- machine documents -------------------------------------------------------------------
+    def get_machine(self, key: MachineKey) -> MachineDoc | None:
+        return self._machines.get(key)
+
+    def view_machine(self, key: MachineKey, view: Callable[[MachineDoc | None], T]) -> T:
+        return view(self._machines.get(key))
+
+    def list_machines(
+        self, subscription: str, resource_group: str | None, after: str | None, limit: int
+    ) -> tuple[list[MachineDoc], str | None]:
+        return self._machines.page(subscription, resource_group, after, limit)
+
+    def mutate_machine(
+        self,
+        key: MachineKey,
+        change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
+        extension: str | None = None,
+        events: list[Record] | None = None,
+    ) -> T:
+        """Lock, change, write and log in one transaction (see the module docstring).
+
+        With ``extension`` only that extension's record is written: changes ``change`` makes to the rest
+        of the document are not stored (the embedded store behaves the same way)."""
+        with self.db.transaction() as conn:
+            current = self._machines.lock(conn, key)
+            if extension is not None and current is not None:
+                before = current["extensions"].get(extension)
+                new, result = change(current)
+                if new is None:
+                    raise ValueError("an extension-scoped change cannot delete the machine")
+                changed = new["extensions"].get(extension)
+                if changed is not None or before is not None:
+                    self._machines.write_extension(conn, key, extension, changed)
+            else:
+                new, result = change(current)
+                if new is not None or current is not None:
+                    self._machines.write(conn, key, current is not None, new)
+            if events:
+                self._log_events(events)
+        return result
+
+    def iter_machines(self) -> Iterator[MachineDoc]:
+        return self._machines.scan()
+
+    def project_machines(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
+        out: list[T] = []
+        for doc in self._machines.scan(batch=1000):
+            value = project(doc)
+            if value is not None:
+                out.append(value)
+        return out
+
+    def count_machines(self) -> int:
+        return self._machines.count()
+
+    # --- long-running operations -----------------------------------------------------------------
+    def put_operation(self, op: Record) -> None:
+        self._operations.put(op)
+
+    def get_operation(self, op_id: str) -> Record | None:
+        return self._operations.get(op_id)
+
+    def list_operations(self, status: str | None = None) -> list[Record]:
+        return self._operations.list(status)
+
+    def delete_operations_before(self, iso_time: str) -> int:
+        return self._operations.delete_ended_before(iso_time)
+
+    # --- tokens --------------------------------------------------------------------------------
+    def put_token(self, token: Record) -> None:
+        self._tokens.put(token)
+
+    def get_token_by_hash(self, token_hash: str) -> Record | None:
+        return self._tokens.by_hash(token_hash)
+
+    def list_tokens(self) -> list[Record]:
+        return self._tokens.list()
+
+    def delete_token(self, token_id: str) -> bool:
+        return self._tokens.delete(token_id)
+
+    # --- extension catalog -----------------------------------------------------------------------
+    def put_extension_type(self, record: Record) -> None:
+        self._catalog.put_type(record)
+
+    def get_extension_type(self, publisher: str, type_: str) -> Record | None:
+        return self._catalog.get_type(publisher, type_)
+
+    def list_extension_types(self) -> list[Record]:
+        return self._catalog.list_types()
+
+    def put_extension_version(self, record: Record) -> None:
+        self._catalog.put_version(record)
+
+    def list_extension_versions(self, publisher: str, type_: str) -> list[Record]:
+        return self._catalog.list_versions(publisher, type_)
+
+    # --- maintenance ----------------------------------------------------------------------------
+    def put_maintenance(self, table: str, key: str, record: Record) -> None:
+        self._maintenance.put(table, key, record)
+
+    def delete_maintenance(self, table: str, key: str) -> bool:
+        return self._maintenance.delete(table, key)
+
+    def list_maintenance(self, table: str) -> list[Record]:
+        return self._maintenance.list(table)
+
+    # --- rollouts --------------------------------------------------------------------------------
+    def put_rollout(self, rollout: Record) -> None:
+        self._rollouts.put(rollout)
+        self.db.after_commit(lambda: self._tell_rollout(rollout))
+
+    def get_rollout(self, rollout_id: str) -> Record | None:
+        return self._rollouts.get(rollout_id)
+
+    def list_rollouts(self) -> list[Record]:
+        return self._rollouts.list()
+
+    # --- activity log ------------------------------------------------------------------------------
+    def append_events(self, events: list[Record]) -> None:
+        if not events:
+            return
+        with self.db.transaction():
+            self._log_events(events)
+
+    def _log_events(self, events: list[Record]) -> None:
+        """Insert ``events`` in the thread's transaction; once it committed, remember the partitions it
+        made and tell the listener."""
+        with self.db.connection() as conn:
+            made = self._events.insert(conn, events)
+        logged = list(events)
+
+        def committed() -> None:
+            self._events.made(made)
+            self._tell_events(logged)
+
+        self.db.after_commit(committed)
+
+    def iter_events(self, start_day: str, end_day: str, where: tuple[str, str] | None = None) -> Iterator[Record]:
+        return self._events.between(start_day, end_day, where)
+
+    def prune_events_before(self, day: str) -> int:
+        return self._events.prune_before(day)
+
+    # --- observers (the optional capabilities of store/capabilities.py) -------------------------------
+    def set_event_listener(self, listener: Callable[[list[Record]], None] | None) -> None:
+        """Call ``listener`` with the events of every append, once they are committed."""
+        self._event_listener = listener
+
+    def set_write_observer(self, observer: Callable[[float], None] | None) -> None:
+        """Call ``observer`` with the seconds every commit of a machine change or event append took."""
+        self.db.observer = observer
+
+    def _tell_rollout(self, rollout: Record) -> None:
+        if self.rollout_listener is None:
+            return
+        try:
+            self.rollout_listener(rollout)
+        except Exception:  # observers never fail a write
+            log.exception("A rollout listener failed")
+
+    def _tell_events(self, events: list[Record]) -> None:
+        if self._event_listener is None:
+            return
+        try:
+            self._event_listener(events)
+        except Exception:  # observers never fail a write
+            log.exception("An activity-log listener failed")
+
+    # --- the shared clock ---------------------------------------------------------------------------
+    def get_clock(self, start: datetime) -> datetime:
+        """The time of the manual clock every node shares; the first caller sets it to ``start``."""
+        return self._clock.get(start)
+
+    def advance_clock(self, seconds: float, start: datetime) -> datetime:
+        """Move the shared manual clock forward (from ``start`` if it was never set); returns the new time."""
+        return self._clock.advance(seconds, start)
+
+    # --- housekeeping ------------------------------------------------------------------------------
+    def clear(self, keep_tokens: bool = True) -> None:
+        """Tests' reset: rows deleted (on small tables much quicker than TRUNCATE, which makes new files),
+        the activity log's partitions dropped. The shared clock stays, as the embedded store's clock file."""
+        tables = ["machines", "operations", "extension_types", "extension_versions", "maintenance", "rollouts"]
+        if not keep_tokens:
+            tables.append("tokens")
+        with self.db.transaction() as conn:
+            for table in tables:
+                conn.execute(f"DELETE FROM {table}")
+            self._events.drop_all(conn)
+        self._rollouts.forget()
+
+    def close(self) -> None:
+        self.db.close()
