@@ -29,8 +29,8 @@ ENGINE_LOCK: Final = 0x6172636C6561
 def leader_backend(conn: Connection) -> int | None:
     """The backend pid of the session holding the leadership lock now (None: no leader)."""
     row = conn.execute(
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s"
-        " AND objsubid = 1 AND granted",
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s AND objsubid = 1"
+        " AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         (ENGINE_LOCK >> 32, ENGINE_LOCK & 0xFFFFFFFF),
     ).fetchone()
     return int(row[0]) if row else None
