@@ -425,7 +425,49 @@ def test_sigkill_of_the_leader_and_of_a_node_running_jobs_mid_rollout(
         for i in range(60):  # at most one upgrade per attempt: a reconciled job never upgrades a second time
             tries = sum(1 for machine, _op in attempts if machine == f"m{i:03d}")
             assert 1 <= host_upgrades(s, other, f"m{i:03d}", "rg-kill", "1.1.0") <= tries
+        logs = "".join(n.err.read_text() for n in (other, follower, leader))
+        assert "whose node stopped renewing its lease" in logs, "the killed node's jobs were taken over"
         print(f"leader take-over: {took_over:.2f}s; election {fresh.view(other)['electionSeconds']}s")
     finally:
         fresh.close()
+        provision.drop(own)
+
+
+def test_no_leader_within_the_bound_is_503_with_retry_after_and_a_leader_comes_within_the_poll(
+    tmp_path: Path,
+) -> None:
+    """A node that cannot take the leadership (this test holds the lock) answers engine calls 503 with
+    Retry-After once ARCEXT_LEADER_WAIT passed; released, the node leads within ARCEXT_LEADER_POLL."""
+    import psycopg
+
+    from arcext.cluster.leader import ENGINE_LOCK
+
+    if skip_reason() is not None:
+        pytest.skip(f"multi-node tests need PostgreSQL: {skip_reason()}")
+    own = provision.create("arcext_mn")
+    holder = psycopg.connect(own, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (ENGINE_LOCK,))
+    (tmp_path / "n").mkdir()
+    env = {"PYTHONUNBUFFERED": "1", "ARCEXT_LEADER_WAIT": "1", "ARCEXT_LEADER_POLL": str(LEADER_POLL)}
+    node = Node("n", tmp_path / "n", own, env)
+    try:
+        node.wait_listening()
+        assert node.token_path is not None
+        s = requests.Session()
+        s.headers["Authorization"] = f"Bearer {node.token_path.read_text().strip()}"
+        started = time.monotonic()
+        r = run(s, node)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "ServiceUnavailable", r.text
+        assert r.headers["Retry-After"] == "1"
+        assert 1.0 <= time.monotonic() - started < 4.0
+        assert s.get(f"{node.url}/arcext/v1/rollouts").status_code == 200  # a read falls back to the store
+        holder.close()  # the lock is free: the node takes it at its next try
+        released = time.monotonic()
+        while not s.get(f"{node.url}/arcext/v1/cluster").json()["leader"]:
+            assert time.monotonic() - released < LEADER_BOUND
+            time.sleep(0.05)
+        assert run(s, node).status_code == 200
+    finally:
+        holder.close()
+        node.stop()
         provision.drop(own)
