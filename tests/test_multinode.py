@@ -471,3 +471,109 @@ def test_no_leader_within_the_bound_is_503_with_retry_after_and_a_leader_comes_w
         holder.close()
         node.stop()
         provision.drop(own)
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of this test's own (initdb in a temporary directory, its own port), so that
+    restarting it disturbs nobody else's tests. Runs as the postgres user (PostgreSQL refuses root)."""
+
+    BIN = Path("/usr/lib/postgresql/15/bin")
+
+    def __init__(self) -> None:
+        import pwd
+        import socket
+        import tempfile
+
+        self.root = Path(tempfile.mkdtemp(prefix="arcext-mn-pg-"))
+        postgres = pwd.getpwnam("postgres")
+        os.chown(self.root, postgres.pw_uid, postgres.pw_gid)
+        self.data = self.root / "data"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._as_postgres(str(self.BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-N")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            str(self.BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-w", "-l", str(self.root / "log"), "start"
+        )
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @classmethod
+    def skip_reason(cls) -> str | None:
+        if os.geteuid() != 0 or not (cls.BIN / "initdb").exists() or shutil.which("runuser") is None:
+            return "a private PostgreSQL server needs root, runuser and PostgreSQL 15's binaries"
+        return None
+
+    def _as_postgres(self, *command: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *command],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+    def restart(self) -> None:
+        self._as_postgres(
+            str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-l", str(self.root / "log"), "restart"
+        )
+
+    def close(self) -> None:
+        try:
+            self._as_postgres(str(self.BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def test_postgresql_restarted_mid_rollout_nodes_reconnect_and_the_rollout_completes(tmp_path: Path) -> None:
+    reason = PrivatePostgres.skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PrivatePostgres()
+    fresh: Cluster | None = None
+    try:
+        fresh = Cluster(tmp_path, server.url, latency_ms=100)
+        s = fresh.session
+        fleet(s, fresh.nodes, 40, "rg-pg")
+        rollout = publish(s, fresh.nodes[0], "1.1.0")
+        advance(s, fresh.nodes[0], 8 * WEEK)
+        follower = fresh.followers()[0]
+        threading.Thread(target=lambda: _quietly(lambda: run(s, follower)), daemon=True).start()
+        deadline = time.monotonic() + 20
+        while sum(fresh.view(n)["jobsRunning"] for n in fresh.nodes) == 0:
+            assert time.monotonic() < deadline, "no job started"
+            time.sleep(0.02)
+        server.restart()  # mid-rollout: every connection of every node breaks
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "the rollout did not complete after PostgreSQL's restart"
+            node = fresh.nodes[int(time.monotonic()) % 3]
+            try:
+                r = run(s, node, timeout=60)
+                if r.status_code == 200 and rollout_of(s, node, rollout["rolloutId"])["state"] == "Completed":
+                    break
+                if r.status_code == 200:
+                    advance(s, node, 3600)  # a job put back for a retry
+            except (requests.RequestException, AssertionError):
+                pass  # the node has not reconnected yet
+            time.sleep(0.2)
+        assert all(n.alive for n in fresh.nodes)
+        fresh.leader(timeout=5)
+        for i in range(40):
+            props = get_extension(s, fresh.nodes[i % 3], f"m{i:03d}", "rg-pg")["properties"]
+            assert props["provisioningState"] != "Updating"
+            assert props["typeHandlerVersion"] == "1.1.0", (i, props)
+        attempts = upgrade_events(s, fresh.nodes[0], "rg-pg")
+        for statuses in attempts.values():
+            assert statuses.count("Started") == 1 and len(statuses) == 2, statuses
+    finally:
+        if fresh is not None:
+            fresh.close()
+        server.close()
+
+
+def _quietly(call: Any) -> None:
+    try:
+        call()
+    except requests.RequestException:
+        pass
