@@ -112,9 +112,17 @@ class ClusterNode:
         self._lease.stop()
         for event in (self._claim_wake, self._results_wake, self._calls_wake):
             event.set()
-        self._pool.shutdown(cancel_pending=True)
+        self._pool.shutdown(cancel_pending=True)  # running jobs end and report; queued ones are dropped here
         for thread in self._threads:
             thread.join(timeout=5)
+        try:  # ... and handed back at once, not after their leases expire
+            with self.db.connection() as conn:
+                conn.execute(
+                    "UPDATE engine_jobs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s",
+                    (self.node_id,),
+                )
+        except psycopg.Error:
+            log.warning("Could not hand back the jobs this node had claimed; their leases will expire")
 
     @property
     def leading(self) -> bool:
