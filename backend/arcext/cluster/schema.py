@@ -51,14 +51,6 @@ CREATE TABLE engine_calls (
 );
 CREATE INDEX engine_calls_waiting ON engine_calls (id) WHERE taken_by IS NULL;
 
--- what every node did (jobs run), for the cluster view
-CREATE TABLE engine_nodes (
-    node text PRIMARY KEY,
-    url text,
-    jobs_run bigint NOT NULL DEFAULT 0,
-    seen_at timestamptz NOT NULL DEFAULT now()
-);
-
 -- simulated hosts (arcext serve --simulate) every node drives
 CREATE TABLE simhosts (
     key text COLLATE "C" PRIMARY KEY,
