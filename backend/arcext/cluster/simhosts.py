@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -17,7 +18,8 @@ from typing import Any, Final
 
 from psycopg.types.json import Jsonb
 
-from ..hosts.simulated import SimulatedFleet
+from ..hosts.base import HostUnreachable
+from ..hosts.simulated import SimulatedDriver, SimulatedFleet
 from ..ids import MachineKey
 from ..store.postgres.db import Connection, Database
 
@@ -100,6 +102,15 @@ class DatabaseFleet(SimulatedFleet):
     ) -> None:
         """Written when the host's lock is left (``_HostLock.__exit__``)."""
 
+    def driver(self, key: MachineKey) -> SimulatedDriver:
+        return DatabaseDriver(self, key)
+
+    def faults_of(self, key_lower: str) -> dict[str, Any]:
+        """The host's faults as stored now (a read: no lock, no write)."""
+        with self.db.connection() as conn:
+            row = conn.execute("SELECT doc -> 'faults' FROM simhosts WHERE key = %s", (key_lower,)).fetchone()
+        return dict(row[0] or {}) if row else {}
+
     def hosts_named(self, name: str) -> list[MachineKey]:
         with self.db.connection() as conn:
             rows = conn.execute("SELECT key FROM simhosts WHERE key LIKE %s", ("%/%/" + name.lower(),)).fetchall()
@@ -109,3 +120,18 @@ class DatabaseFleet(SimulatedFleet):
         with self._guard, self.db.connection() as conn:
             conn.execute("DELETE FROM simhosts WHERE key <> %s", (DIGEST_ROW,))
             self._hosts.clear()
+
+
+class DatabaseDriver(SimulatedDriver):
+    """The simulated driver on a DatabaseFleet: latency and reachability read with one query."""
+
+    fleet: DatabaseFleet
+
+    def _enter(self, op: str) -> dict[str, Any]:
+        faults = self.fleet.faults_of(self.key.lower)
+        delay = (self.fleet.base_latency_ms + float(faults.get("latencyMs", 0))) / 1000.0
+        if delay:
+            time.sleep(delay)
+        if faults.get("unreachable"):
+            raise HostUnreachable(self.name, op, "connection refused (simulated: unreachable)")
+        return faults
