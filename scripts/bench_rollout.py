@@ -299,6 +299,7 @@ def open_services(data_dir: Path, args: argparse.Namespace) -> Services:
         simulate=True,
         engine_settings=settings,
         simulated_latency_ms=args.latency_ms,
+        database_url=getattr(args, "database_url", None),
     )
 
 
@@ -454,8 +455,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-fsync", action="store_true", help="diagnosis only: make os.fsync a no-op to see what durability costs"
     )
+    parser.add_argument("--database", metavar="URL", help="PostgreSQL server (a role with CREATEDB): the cluster bench")
+    parser.add_argument(
+        "--nodes", type=int, default=2, help="with --database: node processes (scripts/bench_cluster.py)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.database:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_cluster
+
+        return bench_cluster.main(args)
     if args.no_fsync:
         os.fsync = lambda fd: None
         print("WARNING: --no-fsync: nothing is durable; figures are a what-if, not the measurement")

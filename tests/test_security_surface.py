@@ -238,12 +238,19 @@ def test_simulated_hosts_file_is_private_and_holds_no_plain_digest_of_protected_
         "ama",
         properties={"publisher": "Microsoft.Compute", "type": "T", "protectedSettings": secret},
     )
-    path = arcext_server.data_dir / "simhosts" / "hosts.jsonl"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     import json
 
     plain = hashlib.sha256(json.dumps(secret, sort_keys=True).encode()).hexdigest()
-    assert plain not in path.read_text()
+    if arcext_server.database_url:  # on PostgreSQL the simulated hosts are rows every node reads (arcext.cluster)
+        import psycopg
+
+        with psycopg.connect(arcext_server.database_url) as conn:
+            stored = "".join(str(row[0]) for row in conn.execute("SELECT doc::text FROM simhosts").fetchall())
+        assert "protectedSha256" in stored and plain not in stored and "1234" not in stored
+    else:
+        path = arcext_server.data_dir / "simhosts" / "hosts.jsonl"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert plain not in path.read_text()
     r = arcext_session.get(f"{arcext_server.url}/arcext/v1/simulated-hosts/m1")
     assert r.status_code == 200, r.text
     assert plain not in r.text and "1234" not in r.text

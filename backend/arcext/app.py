@@ -30,6 +30,7 @@ from .api.base import ArmApi
 from .api.jsonbody import ArmJSONProvider
 from .api.middleware import CaseInsensitiveArmPaths
 from .api.openapi import add_path_patterns
+from .cluster.settings import ClusterSettings
 from .config import DEFAULTS, coerce
 from .services import Services
 from .upgrades.settings import EngineSettings
@@ -80,6 +81,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             timeout=float(cfg["ARCEXT_WEBHOOK_TIMEOUT"]),
         ),
         database_url=str(cfg["ARCEXT_DATABASE_URL"]) or None,
+        cluster_settings=ClusterSettings(
+            leader_poll=float(cfg["ARCEXT_LEADER_POLL"]),
+            job_lease=float(cfg["ARCEXT_JOB_LEASE"]),
+            leader_wait=float(cfg["ARCEXT_LEADER_WAIT"]),
+        ),
     )
     app.extensions["arcext"] = services
 

@@ -22,6 +22,9 @@ DEFAULTS: dict[str, object] = {
     "ARCEXT_HOST_TIMEOUT": 600,  # seconds a host operation may take before it counts as hung
     "ARCEXT_SIM_LATENCY_MS": 0,  # added to every simulated host operation
     "ARCEXT_ENGINE_TICK": 1.0,  # seconds between scheduler passes
+    "ARCEXT_LEADER_POLL": 1.0,  # with a database: seconds between a follower's tries to become the engine's leader
+    "ARCEXT_JOB_LEASE": 30.0,  # with a database: seconds a node's claim on a job lasts without renewal
+    "ARCEXT_LEADER_WAIT": 5.0,  # with a database: seconds a forwarded engine call waits for a leader (then 503)
     "ARCEXT_WEBHOOK_RETRY_BASE": 5.0,  # seconds before a failed webhook delivery's first retry (doubles)
     "ARCEXT_WEBHOOK_RETRY_MAX": 3600.0,  # the longest wait between two delivery attempts
     "ARCEXT_WEBHOOK_MAX_AGE": 86400.0,  # a delivery not made within this many seconds expires

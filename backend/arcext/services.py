@@ -9,6 +9,7 @@ from .activity import ActivityLog
 from .auth import TokenService
 from .catalog import Catalog
 from .clock import Clock, ManualClock, SystemClock
+from .cluster.settings import ClusterSettings
 from .crypto import SecretBox
 from .hosts.connections import HostConnectionService
 from .hosts.registry import HostResolver
@@ -58,14 +59,25 @@ class Services:
         host_timeout_s: float = 600.0,
         webhook_settings: WebhookSettings | None = None,
         database_url: str | None = None,
+        cluster_settings: ClusterSettings | None = None,
     ) -> Services:
         store = open_store(data_dir, database_url)
         box = SecretBox.from_data_dir(data_dir)
-        clock: Clock = ManualClock(path=data_dir / "clock.json") if manual_clock else SystemClock()
+        shared = None
+        if database_url:  # several nodes may share the database: one clock, one simulated fleet, one engine
+            from .cluster.wiring import cluster_parts
+
+            shared = cluster_parts(store, data_dir, manual_clock, simulated_latency_ms, host_timeout_s)
+        clock: Clock
+        fleet: SimulatedFleet
+        if shared:
+            clock, fleet = shared.clock, shared.fleet
+        else:
+            clock = ManualClock(path=data_dir / "clock.json") if manual_clock else SystemClock()
+            fleet = SimulatedFleet(data_dir / "simhosts", simulated_latency_ms, host_timeout_s)
         catalog = Catalog(store)
         if seed_catalog:
             catalog.seed(clock.now())
-        fleet = SimulatedFleet(data_dir / "simhosts", simulated_latency_ms, host_timeout_s)
         hosts = HostResolver(fleet, simulate, box, now=clock.now)
         activity = ActivityLog(store)
         settings = engine_settings or EngineSettings()
@@ -82,7 +94,15 @@ class Services:
         if isinstance(store, JournalFigures):
             metrics.store_source = store.journal_figures
         metrics.outbox_source = webhooks.pending_counts
-        engine = Engine(store, box, clock, catalog, activity, telemetry.instrument(hosts), settings)
+        engine: Engine
+        if shared:
+            from .cluster.engine import ClusterEngine
+
+            engine = ClusterEngine(
+                shared.store, box, clock, catalog, activity, telemetry.instrument(hosts), settings, cluster_settings
+            )
+        else:
+            engine = Engine(store, box, clock, catalog, activity, telemetry.instrument(hosts), settings)
         metrics.rollouts_source = engine.rollouts
         maintenance = MaintenanceService(store)
         engine.window_gate = maintenance.gate

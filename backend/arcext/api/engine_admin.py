@@ -68,6 +68,18 @@ class EngineRun(MethodView):
         return services().engine.run_until_idle()
 
 
+@blp.route("/cluster")
+class ClusterNode(MethodView):
+    @blp.response(200)
+    def get(self) -> Any:
+        """This node: whether it leads the upgrade engine, and how many upgrade jobs it ran"""
+        engine = services().engine
+        node = getattr(engine, "node", None)
+        if node is None:  # the embedded store: one node, always the leader, jobs in its own pool
+            return {"node": "local", "leader": True, "jobsRun": engine.jobs_run()}
+        return node.view()
+
+
 @blp.route("/simulated-hosts/<machine_name>/faults")
 class SimulatedFaults(MethodView):
     @blp.arguments(FaultsSchema)

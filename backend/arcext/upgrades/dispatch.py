@@ -270,19 +270,23 @@ class Dispatch(Rollouts, ManualUpgrades):
         except Exception:
             log.exception("Upgrade job for %s on %s crashed", ext, key.name)
         finally:
-            with self._lock:
-                self._inflight.discard((key.lower, ext))
-                if result is not None:
-                    try:
-                        self._on_result(result)
-                    except Exception:  # bookkeeping must not leave waiters hanging
-                        log.exception("Could not record the result of %s on %s", ext, key.name)
-                self._completions += 1
-                idle = not self._inflight or self._completions % 16 == 0
-                if idle:  # what run_until_idle and wait_idle wait for (waking them per job costs GIL switches)
-                    self._idle.notify_all()
-            if idle:
-                self.kick()  # a wave may have ended: let the scheduler move on (every 16 results, or when idle)
+            self._job_ended(key, ext, result)
+
+    def _job_ended(self, key: MachineKey, ext: str, result: JobResult | None) -> None:
+        """A job's end, wherever it ran (here, or on another node: arcext.cluster): book it and wake waiters."""
+        with self._lock:
+            self._inflight.discard((key.lower, ext))
+            if result is not None:
+                try:
+                    self._on_result(result)
+                except Exception:  # bookkeeping must not leave waiters hanging
+                    log.exception("Could not record the result of %s on %s", ext, key.name)
+            self._completions += 1
+            idle = not self._inflight or self._completions % 16 == 0
+            if idle:  # what run_until_idle and wait_idle wait for (waking them per job costs GIL switches)
+                self._idle.notify_all()
+        if idle:
+            self.kick()  # a wave may have ended: let the scheduler move on (every 16 results, or when idle)
 
     def _on_result(self, result: JobResult) -> None:
         """Book a job's end. What comes next derives from the extension's record, not from the result:

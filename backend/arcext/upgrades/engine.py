@@ -91,6 +91,10 @@ class Engine(Recovery, RolloutViews):
             self._members.clear()
             self._stalled.clear()
 
+    def jobs_run(self) -> int:
+        """Upgrade jobs this process ran to their end (the cluster view's per-node count)."""
+        return self._completions
+
     def now(self) -> datetime:
         return self.clock.now()
 

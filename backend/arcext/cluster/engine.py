@@ -1,0 +1,220 @@
+"""The upgrade engine of a node in a cluster: the Engine, with leadership, shared jobs and forwarded calls.
+
+Only the leader schedules (``advance``, ``audit``, ``recover`` and the bookkeeping of results); its
+``_submit`` queues a job in ``engine_jobs`` instead of its own pool, and every node runs the jobs it
+claims (``run_job``). On a follower the engine's public methods are calls forwarded to the leader
+(arcext.cluster.node); ``rollouts`` falls back to the store's records when no leader answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Final, cast
+
+import psycopg
+
+from .. import errors
+from ..activity import ActivityLog
+from ..catalog import Catalog
+from ..clock import Clock
+from ..crypto import SecretBox
+from ..ids import MachineKey
+from ..records import OperationRecord, RolloutRecord, UpgradeJob
+from ..store.base import Record
+from ..store.postgres.store import PostgresStore
+from ..upgrades import job_state as J
+from ..upgrades.base import DriverResolver
+from ..upgrades.engine import Engine, Repair
+from ..upgrades.jobs import JobResult
+from ..upgrades.settings import EngineSettings
+from .node import ClusterNode, Job, Target
+from .settings import ClusterSettings
+
+log = logging.getLogger(__name__)
+
+#: the engine methods a follower forwards to the leader
+FORWARDED: Final = frozenset(
+    {"manual_upgrade", "on_version_published", "reconsider", "set_rollout_state", "run_until_idle", "rollouts", "reset"}
+)
+
+
+class ClusterEngine(Engine):
+    def __init__(
+        self,
+        store: PostgresStore,
+        box: SecretBox,
+        clock: Clock,
+        catalog: Catalog,
+        activity: ActivityLog,
+        drivers: DriverResolver,
+        settings: EngineSettings | None = None,
+        cluster: ClusterSettings | None = None,
+    ) -> None:
+        super().__init__(store, box, clock, catalog, activity, drivers, settings)
+        self._leading = False
+        self._outbox: list[Job] = []
+        self.node = ClusterNode(store.url, store.db, self, cluster or ClusterSettings(), self.settings.concurrency)
+
+    # --- life cycle ------------------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        self.node.start()  # recover() runs when this node is elected
+        if background:
+            self._thread = threading.Thread(target=self._loop, name="arcext-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self.node.stop()
+        super().stop()
+
+    # --- leadership (called by the node) ---------------------------------------------------------
+    def take_over(self, inflight: set[Target]) -> None:
+        """Lead: indexes rebuilt from the store; jobs still in engine_jobs count as running."""
+        with self._lock:
+            self._forget()
+            self._rollouts = {r["id"]: r for r in self.store.list_rollouts()}
+            self._inflight.update(inflight)
+        self.recover()
+        self._flush_jobs()
+        self._leading = True
+        self.kick()
+
+    def step_down(self) -> None:
+        """No longer the leader: stop scheduling and drop the indexes (the next leader rebuilds them)."""
+        self._leading = False
+        with self._lock:
+            self._forget()
+            self._idle.notify_all()
+
+    def _forget(self) -> None:
+        self._due.clear()
+        self._open.clear()
+        self._manual.clear()
+        self._held = []
+        self._manual_queue = []
+        self._members.clear()
+        self._stalled.clear()
+        self._inflight.clear()
+        self._outbox = []
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- scheduling: the leader only -------------------------------------------------------------
+    def advance(self, automatic: bool = True) -> int:
+        if not self._leading:
+            return 0
+        dispatched = super().advance(automatic)
+        self._flush_jobs()
+        return dispatched
+
+    def audit(self) -> list[Repair]:
+        if not self._leading:
+            return []
+        repairs = super().audit()
+        self._flush_jobs()
+        return repairs
+
+    def _submit(self, key: MachineKey, ext: str, resume: bool = False, template: UpgradeJob | None = None) -> None:
+        with self._lock:
+            if (key.lower, ext) in self._inflight:
+                return  # queued or running on some node already
+            self._inflight.add((key.lower, ext))
+            self._outbox.append((key, ext, resume, template))
+
+    def _flush_jobs(self) -> None:
+        with self._lock:
+            batch, self._outbox = self._outbox, []
+            if not batch:
+                return
+            try:
+                self.node.enqueue(batch)
+            except psycopg.Error as exc:
+                log.warning("Queueing %d jobs failed (%s); trying again", len(batch), type(exc).__name__)
+                self._outbox[:0] = batch
+
+    def job_ended(self, key: MachineKey, ext: str, result: JobResult | None) -> None:
+        if self._leading:
+            self._job_ended(key, ext, result)
+
+    # --- jobs: every node ------------------------------------------------------------------------
+    def run_job(
+        self, key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: UpgradeJob | None
+    ) -> JobResult | None:
+        """Run a claimed job. One queued for a restart's reconciliation (``resume``), or taken over from a
+        node that stopped renewing its lease (``reclaimed``), is reconciled with the host when its record
+        says Running; a reclaimed job that never started runs from the beginning."""
+        if resume or reclaimed:
+            doc = self.store.get_machine(key)
+            record = doc["extensions"].get(ext) if doc else None
+            running = bool(record and (record.get("upgrade") or {}).get("state") == J.RUNNING)
+            if running or resume:
+                driver = self.drivers(key, doc) if doc and running else None
+                return self.runner.resume(key, ext, driver)
+        return self.runner.run(key, ext, template=template)
+
+    # --- engine calls: direct on the leader, forwarded from a follower ---------------------------
+    def execute_call(self, method: str, args: list[Any]) -> Any:
+        if method not in FORWARDED:
+            raise errors.ArmError(400, "UnknownEngineCall", f"'{method}' is not an engine call.")
+        if not self._leading:
+            raise errors.ArmError(503, "ServiceUnavailable", "This node no longer leads the engine.")
+        return getattr(super(), method)(*args)
+
+    def _forward(self, method: str, *args: Any) -> Any:
+        return self.node.call(method, list(args))
+
+    def manual_upgrade(self, key: MachineKey, targets: dict[str, Any], principal: str) -> OperationRecord:
+        if self._leading:
+            return super().manual_upgrade(key, targets, principal)
+        return cast(OperationRecord, self._forward("manual_upgrade", key, targets, principal))
+
+    def on_version_published(self, version: Record) -> RolloutRecord | None:
+        if self._leading:
+            return super().on_version_published(version)
+        return cast("RolloutRecord | None", self._forward("on_version_published", version))
+
+    def reconsider(self, key: MachineKey, ext: str) -> bool:
+        if self._leading:
+            return super().reconsider(key, ext)
+        return bool(self._forward("reconsider", key, ext))
+
+    def set_rollout_state(self, rollout_id: str, action: str) -> RolloutRecord:
+        if self._leading:
+            return super().set_rollout_state(rollout_id, action)
+        return cast(RolloutRecord, self._forward("set_rollout_state", rollout_id, action))
+
+    def run_until_idle(self, max_rounds: int = 10_000) -> dict[str, Any]:
+        if self._leading:
+            return super().run_until_idle(max_rounds)
+        return cast(dict[str, Any], self._forward("run_until_idle", max_rounds))
+
+    def rollouts(self, targets: bool = False) -> list[Record]:
+        if self._leading:
+            return super().rollouts(targets)
+        try:
+            return cast(list[Record], self._forward("rollouts", targets))
+        except errors.ArmError as exc:
+            if exc.status != 503:
+                raise
+        with self._lock:  # no leader: the rollouts as the store holds them
+            self._rollouts = {r["id"]: r for r in self.store.list_rollouts()}
+            return self._rollouts_view(targets)
+
+    def reset(self) -> None:
+        if self._leading:
+            super().reset()
+        else:
+            self._forward("reset")
+        with self.node.db.connection() as conn:
+            conn.execute("DELETE FROM engine_jobs")
+            conn.execute("DELETE FROM engine_results")
+
+    def kick(self) -> None:
+        if self._leading:
+            super().kick()
+            return
+        try:
+            self.node.kick()
+        except psycopg.Error:
+            log.warning("Could not wake the leader's scheduler")

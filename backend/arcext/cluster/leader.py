@@ -1,0 +1,116 @@
+"""Leader election: a session-level advisory lock held on a connection of its own.
+
+One node at a time holds ``pg_try_advisory_lock(ENGINE_LOCK)``; the others try again every ``poll``
+seconds. When the leader's process dies, the kernel closes its socket, PostgreSQL ends the session and
+the lock is free at once: a follower takes it at its next try. The bound on the time without a leader
+is therefore ``poll`` (plus the new leader's ``recover()``, a read of the store); without the process
+dying (a network partition) TCP keepalives (idle 5 s, 3 probes 2 s apart) end the session within about
+11 s. A leader checks its connection every ``poll`` seconds and stops leading as soon as it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+import psycopg
+
+from .connect import Connection, dedicated
+
+log = logging.getLogger(__name__)
+
+#: the engine's leadership lock ("arclea" in ASCII); pg_locks shows it as classid/objid (high/low 32 bits)
+ENGINE_LOCK: Final = 0x6172636C6561
+
+
+def leader_backend(conn: Connection) -> int | None:
+    """The backend pid of the session holding the leadership lock now (None: no leader)."""
+    row = conn.execute(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s AND objsubid = 1"
+        " AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        (ENGINE_LOCK >> 32, ENGINE_LOCK & 0xFFFFFFFF),
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+class LeaderLease:
+    """Takes and keeps the leadership lock; ``on_elected`` runs (in this thread) once it is taken, and
+    ``on_deposed`` once it is lost. ``on_elected`` raising gives the lock back."""
+
+    def __init__(
+        self,
+        url: str,
+        poll: float,
+        on_elected: Callable[[int], None],
+        on_deposed: Callable[[], None],
+    ) -> None:
+        self.url = url
+        self.poll = poll
+        self._on_elected = on_elected
+        self._on_deposed = on_deposed
+        self._conn: Connection | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.leading = False
+        self.backend_pid: int | None = None  # the lock connection's backend, while leading
+        self.elected_at: float | None = None  # time.time() of the last election
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="arcext-leader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._lose()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = dedicated(self.url)
+                if self.leading:
+                    self._conn.execute("SELECT 1")  # still connected: still the holder of the lock
+                else:
+                    self._try_take(self._conn)
+            except psycopg.Error as exc:
+                log.warning("Leadership connection failed (%s)", type(exc).__name__)
+                self._lose()
+            self._stop.wait(self.poll)
+
+    def _try_take(self, conn: Connection) -> None:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (ENGINE_LOCK,)).fetchone()
+        if not row or not row[0]:
+            return
+        self.backend_pid = conn.info.backend_pid
+        self.elected_at = time.time()
+        log.info("This node leads the upgrade engine now")
+        try:
+            self._on_elected(self.backend_pid)
+        except Exception:
+            log.exception("Taking over as leader failed; giving the lock back")
+            conn.execute("SELECT pg_advisory_unlock(%s)", (ENGINE_LOCK,))
+            self.backend_pid = None
+            return
+        self.leading = True
+
+    def _lose(self) -> None:
+        was_leading = self.leading
+        self.leading = False
+        self.backend_pid = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()  # ends the session: the lock is free for the others
+            except psycopg.Error:
+                pass
+        if was_leading:
+            log.warning("This node no longer leads the upgrade engine")
+            try:
+                self._on_deposed()
+            except Exception:
+                log.exception("Stepping down failed")

@@ -1,0 +1,434 @@
+"""One node of a cluster: the leadership lease, the job claimer, the results and calls channels.
+
+Every node (the leader included) claims jobs from ``engine_jobs`` (``FOR UPDATE SKIP LOCKED``) up to
+its free worker slots, runs them, renews their leases every third of ``job_lease`` while they run,
+and ends each in one transaction: its row deleted, its result inserted into ``engine_results``,
+``NOTIFY arcext_results``. A row whose lease expired (its node died) is claimed again and reconciled
+with the host (``reclaimed``). The leader feeds results to the engine's bookkeeping and serves the
+engine calls followers forward (``engine_calls``). Wake-ups come by LISTEN/NOTIFY on one connection;
+the only timed look is for expired leases, once every ``reclaim_poll`` seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Final, Protocol
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from .. import errors
+from ..ids import MachineKey
+from ..records import UpgradeJob
+from ..store.postgres.db import Database
+from ..upgrades.jobs import JobResult
+from ..upgrades.workers import WorkerPool
+from .connect import Connection, dedicated
+from .leader import LeaderLease, leader_backend
+from .schema import migrate_cluster
+from .settings import ClusterSettings
+from .wire import decode, encode, error_from_json, error_to_json, result_from_json, result_to_json
+
+log = logging.getLogger(__name__)
+
+JOBS: Final = "arcext_jobs"
+RESULTS: Final = "arcext_results"
+CALLS: Final = "arcext_calls"
+CALL_DONE: Final = "arcext_call_done"
+KICK: Final = "arcext_kick"
+CHANNELS: Final = (JOBS, RESULTS, CALLS, CALL_DONE, KICK)
+
+Target = tuple[str, str]  # (machine key, lower case; extension)
+Job = tuple[MachineKey, str, bool, UpgradeJob | None]  # key, extension, resume, wave template
+
+
+class NodeEngine(Protocol):
+    """What the node needs of the engine (arcext.cluster.engine.ClusterEngine)."""
+
+    def run_job(
+        self, key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: UpgradeJob | None
+    ) -> JobResult | None: ...
+
+    def job_ended(self, key: MachineKey, ext: str, result: JobResult | None) -> None: ...
+
+    def take_over(self, inflight: set[Target]) -> None: ...
+
+    def step_down(self) -> None: ...
+
+    def execute_call(self, method: str, args: list[Any]) -> Any: ...
+
+    def wake(self) -> None: ...
+
+
+class ClusterNode:
+    def __init__(self, url: str, db: Database, engine: NodeEngine, settings: ClusterSettings, workers: int) -> None:
+        self.url = url
+        self.db = db
+        self.engine = engine
+        self.settings = settings
+        self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.workers = max(1, workers)
+        self.ready = False  # leading, indexes rebuilt: engine calls run here
+        self.jobs_run = 0  # jobs this node ran (any node's dispatch)
+        self.election_seconds: float | None = None  # the last take-over: lock taken to ready
+        self._lease = LeaderLease(url, settings.leader_poll, self._elected, self._deposed)
+        self._pool = WorkerPool(self.workers, "arcext-job")
+        self._running = 0
+        self._count_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._claim_wake = threading.Event()
+        self._results_wake = threading.Event()
+        self._calls_wake = threading.Event()
+        self._waiting_calls: dict[int, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+        self._listening = threading.Event()
+
+    # --- life cycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self.db.connection() as conn:
+            migrate_cluster(conn)
+        for name, target in (
+            ("listen", self._listen),
+            ("claim", self._claim_loop),
+            ("renew", self._renew_loop),
+            ("results", self._results_loop),
+            ("calls", self._calls_loop),
+        ):
+            thread = threading.Thread(target=target, name=f"arcext-cluster-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._listening.wait(5)
+        self._lease.start()
+
+    def stop(self) -> None:
+        """Stop claiming and leading; jobs running here finish (their results go out), queued ones stay."""
+        self._stop.set()
+        self._lease.stop()
+        for event in (self._claim_wake, self._results_wake, self._calls_wake):
+            event.set()
+        self._pool.shutdown(cancel_pending=True)  # running jobs end and report; queued ones are dropped here
+        for thread in self._threads:
+            thread.join(timeout=5)
+        try:  # ... and handed back at once, not after their leases expire
+            with self.db.connection() as conn:
+                conn.execute(
+                    "UPDATE engine_jobs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s",
+                    (self.node_id,),
+                )
+        except psycopg.Error:
+            log.warning("Could not hand back the jobs this node had claimed; their leases will expire")
+
+    @property
+    def leading(self) -> bool:
+        return self._lease.leading and self.ready
+
+    def view(self) -> dict[str, Any]:
+        """This node as the cluster view shows it."""
+        with self._count_lock:
+            running = self._running
+        return {
+            "node": self.node_id,
+            "leader": self.leading,
+            "jobsRun": self.jobs_run,
+            "jobsRunning": running,
+            "electionSeconds": self.election_seconds,
+            "leaderPollSeconds": self.settings.leader_poll,
+            "jobLeaseSeconds": self.settings.job_lease,
+        }
+
+    # --- leadership ------------------------------------------------------------------------------
+    def _elected(self, backend_pid: int) -> None:
+        taken = time.monotonic()
+        with self.db.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = conn.execute("SELECT subscription, resource_group, name, ext FROM engine_jobs").fetchall()
+            # results of jobs that ended before now are in the extension records recover() reads
+            conn.execute("DELETE FROM engine_results")
+            conn.execute("DELETE FROM engine_calls WHERE done AND created_at < now() - interval '1 hour'")
+        inflight = {(MachineKey(s, g, n).lower, str(e)) for s, g, n, e in rows}
+        self.engine.take_over(inflight)
+        self.ready = True
+        self.election_seconds = round(time.monotonic() - taken, 3)
+        self._results_wake.set()
+        self._calls_wake.set()
+
+    def _deposed(self) -> None:
+        self.ready = False
+        self.engine.step_down()
+
+    # --- notifications ---------------------------------------------------------------------------
+    def _listen(self) -> None:
+        conn: Connection | None = None
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = dedicated(self.url)
+                    for channel in CHANNELS:
+                        conn.execute(f"LISTEN {channel}")
+                    self._listening.set()
+                    for event in (self._claim_wake, self._results_wake, self._calls_wake):
+                        event.set()  # whatever was announced while this node was not listening
+                for note in conn.notifies(timeout=1.0):
+                    self._on_notify(note.channel, note.payload)
+            except psycopg.Error as exc:
+                log.warning("Cluster listener connection failed (%s); reconnecting", type(exc).__name__)
+                if conn is not None:
+                    conn.close()
+                conn = None
+                self._stop.wait(0.5)
+        if conn is not None:
+            conn.close()
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == JOBS:
+            self._claim_wake.set()
+        elif channel == RESULTS:
+            self._results_wake.set()
+        elif channel == CALLS:
+            self._calls_wake.set()
+        elif channel == CALL_DONE:
+            waiting = self._waiting_calls.get(int(payload or 0))
+            if waiting is not None:
+                waiting.set()
+        elif channel == KICK and self.leading:
+            self.engine.wake()
+
+    def kick(self) -> None:
+        """Wake the leader's scheduler (the manual clock moved)."""
+        with self.db.connection() as conn:
+            conn.execute("SELECT pg_notify(%s, '')", (KICK,))
+
+    # --- jobs: the leader's side -----------------------------------------------------------------
+    def enqueue(self, jobs: list[Job]) -> None:
+        """Queue jobs for any node to claim (one transaction, one NOTIFY)."""
+        rows = [
+            (k.subscription, k.resource_group, k.name, ext, resume, Jsonb(template) if template else None)
+            for k, ext, resume, template in jobs
+        ]
+        with self.db.transaction() as conn:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO engine_jobs (subscription, resource_group, name, ext, resume, template)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    rows,
+                )
+            conn.execute("SELECT pg_notify(%s, '')", (JOBS,))
+
+    # --- jobs: every node's side -----------------------------------------------------------------
+    def _claim(self, limit: int) -> list[tuple[Any, ...]]:
+        with self.db.connection() as conn:
+            return conn.execute(
+                "WITH c AS (SELECT id, claimed_by FROM engine_jobs"
+                "  WHERE claimed_by IS NULL OR lease_until < now() ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " UPDATE engine_jobs j SET claimed_by = %s, lease_until = now() + make_interval(secs => %s),"
+                "  claims = j.claims + 1 FROM c WHERE j.id = c.id"
+                " RETURNING j.id, j.subscription, j.resource_group, j.name, j.ext, j.resume, j.template,"
+                "  c.claimed_by IS NOT NULL",
+                (limit, self.node_id, self.settings.job_lease),
+            ).fetchall()
+
+    def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            self._claim_wake.clear()
+            with self._count_lock:
+                free = self.workers - self._running
+            claimed: list[tuple[Any, ...]] = []
+            if free > 0:
+                try:
+                    claimed = self._claim(free)
+                except psycopg.Error as exc:
+                    log.warning("Claiming jobs failed (%s)", type(exc).__name__)
+            for row in claimed:
+                with self._count_lock:
+                    self._running += 1
+                try:
+                    self._pool.submit(self._run, row)
+                except RuntimeError:  # shutting down: the lease will expire, another node takes it
+                    return
+            if claimed and len(claimed) == free:
+                continue  # full: a job's end wakes the loop
+            if claimed and not self._stop.is_set():
+                continue  # there may be more
+            self._claim_wake.wait(self.settings.reclaim_poll)
+
+    def _run(self, row: tuple[Any, ...]) -> None:
+        job_id, sub, group, name, ext, resume, template, reclaimed = row
+        key = MachineKey(sub, group, name)
+        result: JobResult | None = None
+        try:
+            if reclaimed:
+                log.info("Reconciling the job for %s on %s whose node stopped renewing its lease", ext, name)
+            result = self.engine.run_job(key, ext, bool(resume), bool(reclaimed), template)
+        except Exception:
+            log.exception("Upgrade job for %s on %s crashed", ext, name)
+        finally:
+            self._finish(int(job_id), key, ext, result)
+            with self._count_lock:
+                self._running -= 1
+                self.jobs_run += 1
+            self._claim_wake.set()
+
+    def _finish(self, job_id: int, key: MachineKey, ext: str, result: JobResult | None) -> None:
+        """The job's row goes and its result goes to the leader, in one transaction (retried while the
+        database is away; if the lease was lost meanwhile, the node that took it over reports instead)."""
+        payload = Jsonb(result_to_json(key, ext, result))
+        for attempt in itertools.count():
+            try:
+                with self.db.transaction() as conn:
+                    conn.execute(
+                        "WITH d AS (DELETE FROM engine_jobs WHERE id = %s AND claimed_by = %s RETURNING id)"
+                        " INSERT INTO engine_results (node, result) SELECT %s, %s FROM d",
+                        (job_id, self.node_id, self.node_id, payload),
+                    )
+                    conn.execute("SELECT pg_notify(%s, '')", (RESULTS,))
+                return
+            except psycopg.Error as exc:
+                if self._stop.is_set() or attempt > 600:
+                    log.error("Could not report the end of a job for %s on %s", ext, key.name)
+                    return
+                log.warning("Reporting a job's end failed (%s); retrying", type(exc).__name__)
+                time.sleep(0.5)
+
+    def _renew_loop(self) -> None:
+        period = self.settings.job_lease / 3
+        while not self._stop.wait(period):
+            with self._count_lock:
+                running = self._running
+            if not running:
+                continue
+            try:
+                with self.db.connection() as conn:
+                    conn.execute(
+                        "UPDATE engine_jobs SET lease_until = now() + make_interval(secs => %s) WHERE claimed_by = %s",
+                        (self.settings.job_lease, self.node_id),
+                    )
+            except psycopg.Error as exc:
+                log.warning("Renewing job leases failed (%s)", type(exc).__name__)
+
+    # --- results: the leader's side --------------------------------------------------------------
+    def _results_loop(self) -> None:
+        while not self._stop.is_set():
+            self._results_wake.wait(1.0)
+            self._results_wake.clear()
+            if not self.leading:
+                continue
+            try:
+                while self.leading:
+                    with self.db.connection() as conn:
+                        rows = conn.execute(
+                            "DELETE FROM engine_results WHERE id IN"
+                            " (SELECT id FROM engine_results ORDER BY id LIMIT 500) RETURNING id, result"
+                        ).fetchall()
+                    if not rows:
+                        break
+                    for _id, data in sorted(rows, key=lambda r: int(r[0])):
+                        key, ext, result = result_from_json(data)
+                        self.engine.job_ended(key, ext, result)
+            except psycopg.Error as exc:
+                log.warning("Reading job results failed (%s)", type(exc).__name__)
+
+    # --- engine calls ----------------------------------------------------------------------------
+    def _calls_loop(self) -> None:
+        while not self._stop.is_set():
+            self._calls_wake.wait(1.0)
+            self._calls_wake.clear()
+            pid = self._lease.backend_pid
+            if not self.leading or pid is None:
+                continue
+            try:
+                with self.db.connection() as conn:
+                    rows = conn.execute(
+                        "UPDATE engine_calls SET taken_by = %s WHERE id IN (SELECT id FROM engine_calls"
+                        " WHERE taken_by IS NULL ORDER BY id FOR UPDATE SKIP LOCKED) RETURNING id, method, args",
+                        (pid,),
+                    ).fetchall()
+            except psycopg.Error as exc:
+                log.warning("Reading engine calls failed (%s)", type(exc).__name__)
+                continue
+            for call_id, method, args in sorted(rows, key=lambda r: int(r[0])):
+                threading.Thread(
+                    target=self._serve, args=(int(call_id), str(method), args), name="arcext-call", daemon=True
+                ).start()
+
+    def _serve(self, call_id: int, method: str, args: Any) -> None:
+        result: Any = None
+        error: dict[str, Any] | None = None
+        try:
+            result = self.engine.execute_call(method, decode(args))
+        except errors.ArmError as exc:
+            error = error_to_json(exc)
+        except Exception as exc:
+            log.exception("Engine call %s failed", method)
+            error = error_to_json(exc)
+        try:
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "UPDATE engine_calls SET done = true, result = %s, error = %s WHERE id = %s",
+                    (Jsonb(encode(result)), Jsonb(error) if error else None, call_id),
+                )
+                conn.execute("SELECT pg_notify(%s, %s)", (CALL_DONE, str(call_id)))
+        except psycopg.Error:
+            log.exception("Could not answer engine call %s", method)
+
+    def call(self, method: str, args: list[Any]) -> Any:
+        """Run an engine method on the leader and return its result (its ArmError raised here).
+
+        503 ServiceUnavailable (Retry-After) when no leader takes the call within ``leader_wait``
+        seconds, or when the leader that took it goes away."""
+        unavailable = errors.ArmError(
+            503,
+            "ServiceUnavailable",
+            "No node leads the upgrade engine at the moment; try again shortly.",
+            headers={"Retry-After": str(max(1, round(self.settings.leader_wait)))},
+        )
+        try:
+            with self.db.transaction() as conn:
+                row = conn.execute(
+                    "INSERT INTO engine_calls (method, args) VALUES (%s, %s) RETURNING id",
+                    (method, Jsonb(encode(args))),
+                ).fetchone()
+                conn.execute("SELECT pg_notify(%s, '')", (CALLS,))
+        except psycopg.Error:
+            raise unavailable from None
+        assert row is not None
+        call_id = int(row[0])
+        done = threading.Event()
+        self._waiting_calls[call_id] = done
+        started = time.monotonic()
+        try:
+            while True:
+                done.wait(0.5)
+                with self.db.connection() as conn:
+                    state = conn.execute(
+                        "SELECT taken_by, done, result, error FROM engine_calls WHERE id = %s", (call_id,)
+                    ).fetchone()
+                    if state is None:
+                        raise unavailable
+                    taken_by, finished, result, error = state
+                    if finished:
+                        conn.execute("DELETE FROM engine_calls WHERE id = %s", (call_id,))
+                        if error:
+                            raise error_from_json(error)
+                        return decode(result)
+                    waited = time.monotonic() - started
+                    if taken_by is None and waited > self.settings.leader_wait:
+                        gone = conn.execute(
+                            "DELETE FROM engine_calls WHERE id = %s AND taken_by IS NULL RETURNING id", (call_id,)
+                        ).fetchone()
+                        if gone:
+                            raise unavailable
+                    elif taken_by is not None and (
+                        waited > self.settings.call_timeout or leader_backend(conn) != taken_by
+                    ):
+                        conn.execute("DELETE FROM engine_calls WHERE id = %s", (call_id,))
+                        raise unavailable
+        except psycopg.Error:
+            raise unavailable from None
+        finally:
+            self._waiting_calls.pop(call_id, None)

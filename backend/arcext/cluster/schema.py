@@ -1,0 +1,81 @@
+"""The tables the nodes of a cluster coordinate through, migrated apart from the store's own schema.
+
+They have a version table of their own (``cluster_schema_version``) and an advisory lock of their own,
+so the store's migrations and these never wait for each other; like the store's, a released entry is
+never edited: a change is a new entry at the end of ``MIGRATIONS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import psycopg
+
+#: the advisory lock nodes take to migrate these tables ("arcclu" in ASCII)
+CLUSTER_MIGRATION_LOCK: Final = 0x617263636C75
+
+_V1 = """
+-- upgrade jobs the leader dispatched and any node may claim (claimed_by/lease_until: who runs it, until when)
+CREATE TABLE engine_jobs (
+    id bigserial PRIMARY KEY,
+    subscription text NOT NULL,
+    resource_group text NOT NULL,
+    name text NOT NULL,
+    ext text NOT NULL,
+    resume boolean NOT NULL DEFAULT false,
+    template jsonb,
+    enqueued_at timestamptz NOT NULL DEFAULT now(),
+    claimed_by text,
+    lease_until timestamptz,
+    claims int NOT NULL DEFAULT 0
+);
+CREATE INDEX engine_jobs_claimable ON engine_jobs (lease_until NULLS FIRST, id);
+
+-- each job's end, for the leader's bookkeeping (Engine._on_result)
+CREATE TABLE engine_results (
+    id bigserial PRIMARY KEY,
+    node text NOT NULL,
+    result jsonb NOT NULL
+);
+
+-- engine calls a follower forwards to the leader
+CREATE TABLE engine_calls (
+    id bigserial PRIMARY KEY,
+    method text NOT NULL,
+    args jsonb NOT NULL,
+    taken_by int,                            -- the leader's lock connection (pg_backend_pid) that took it
+    result jsonb,
+    error jsonb,
+    done boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX engine_calls_waiting ON engine_calls (id) WHERE taken_by IS NULL;
+
+-- simulated hosts (arcext serve --simulate) every node drives
+CREATE TABLE simhosts (
+    key text COLLATE "C" PRIMARY KEY,
+    doc jsonb NOT NULL
+);
+"""
+
+MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1)]
+
+
+def migrate_cluster(conn: psycopg.Connection[Any]) -> list[int]:
+    """Create or update the cluster's tables (safe when several nodes start at once); ``conn`` in autocommit."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (CLUSTER_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS cluster_schema_version ("
+            " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        row = conn.execute("SELECT coalesce(max(version), 0) FROM cluster_schema_version").fetchone()
+        current = int(row[0]) if row else 0
+        applied: list[int] = []
+        for version, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            conn.execute(sql.encode())
+            conn.execute("INSERT INTO cluster_schema_version (version) VALUES (%s)", (version,))
+            applied.append(version)
+        return applied

@@ -1,0 +1,71 @@
+"""What travels through the cluster's tables as JSON: job results, engine call arguments, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import errors
+from ..ids import MachineKey
+from ..upgrades.jobs import JobResult
+
+
+def result_to_json(key: MachineKey, ext: str, result: JobResult | None) -> dict[str, Any]:
+    return {
+        "key": [key.subscription, key.resource_group, key.name],
+        "ext": ext,
+        "outcome": result.outcome if result is not None else None,
+        "job": dict(result.job) if result is not None else None,
+    }
+
+
+def result_from_json(data: dict[str, Any]) -> tuple[MachineKey, str, JobResult | None]:
+    key = MachineKey(*data["key"])
+    ext = str(data["ext"])
+    if data.get("outcome") is None:
+        return key, ext, None
+    return key, ext, JobResult(key, ext, str(data["outcome"]), dict(data.get("job") or {}))
+
+
+def encode(value: Any) -> Any:
+    """Arguments of an engine call as JSON (a MachineKey becomes ``{"__machine__": [...]}``)."""
+    if isinstance(value, MachineKey):
+        return {"__machine__": [value.subscription, value.resource_group, value.name]}
+    if isinstance(value, dict):
+        return {k: encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode(v) for v in value]
+    return value
+
+
+def decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__machine__"}:
+            return MachineKey(*value["__machine__"])
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    return value
+
+
+def error_to_json(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, errors.ArmError):
+        return {
+            "status": exc.status,
+            "code": exc.code,
+            "message": exc.message,
+            "target": exc.target,
+            "details": exc.details,
+            "headers": exc.headers,
+        }
+    return {"status": 500, "code": "InternalServerError", "message": "The leader could not run the engine call."}
+
+
+def error_from_json(data: dict[str, Any]) -> errors.ArmError:
+    return errors.ArmError(
+        int(data["status"]),
+        str(data["code"]),
+        str(data["message"]),
+        data.get("target"),
+        data.get("details"),
+        data.get("headers"),
+    )

@@ -1,0 +1,193 @@
+"""The cluster's parts in one process, on a scratch database: the leadership lock, the job claim with leases,
+results to the leader, forwarded engine calls, and the wire format. The engine behind the nodes is a small
+recording one (``Recorder``), so that each part's own promise is what is checked; the whole (three
+`arcext serve` processes) is tests/test_multinode.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from arcext import errors
+from arcext.cluster.leader import LeaderLease, leader_backend
+from arcext.cluster.node import ClusterNode, Job, Target
+from arcext.cluster.schema import migrate_cluster
+from arcext.cluster.settings import ClusterSettings
+from arcext.cluster.wire import decode, encode, result_from_json, result_to_json
+from arcext.ids import MachineKey
+from arcext.records import UpgradeJob
+from arcext.store.postgres.db import Database
+from arcext.upgrades.jobs import JobResult
+from pgdb import fresh_database
+
+SETTINGS = ClusterSettings(leader_poll=0.2, job_lease=1.5, leader_wait=1.0, reclaim_poll=0.2)
+
+
+@pytest.fixture
+def pg_url() -> str:
+    return fresh_database()
+
+
+@pytest.fixture
+def db(pg_url: str) -> Any:
+    database = Database(pg_url, max_size=8)
+    with database.connection() as conn:
+        migrate_cluster(conn)
+        for table in ("engine_jobs", "engine_results", "engine_calls"):
+            conn.execute(f"DELETE FROM {table}")
+    yield database
+    database.close()
+
+
+class Recorder:
+    """An engine that records what the node asks of it."""
+
+    def __init__(self, job_seconds: float = 0.02) -> None:
+        self.job_seconds = job_seconds
+        self.ran: list[tuple[str, str, bool, bool]] = []
+        self.ended: list[tuple[str, str, str | None]] = []
+        self.took_over: list[set[Target]] = []
+        self.lock = threading.Lock()
+
+    def run_job(
+        self, key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: UpgradeJob | None
+    ) -> JobResult | None:
+        time.sleep(self.job_seconds)
+        with self.lock:
+            self.ran.append((key.name, ext, resume, reclaimed))
+        return JobResult(key, ext, "Succeeded", {"toVersion": "1.1.0"})
+
+    def job_ended(self, key: MachineKey, ext: str, result: JobResult | None) -> None:
+        with self.lock:
+            self.ended.append((key.name, ext, result.outcome if result else None))
+
+    def take_over(self, inflight: set[Target]) -> None:
+        self.took_over.append(inflight)
+
+    def step_down(self) -> None:
+        pass
+
+    def execute_call(self, method: str, args: list[Any]) -> Any:
+        if method == "reconsider":
+            key, ext = args
+            assert isinstance(key, MachineKey)
+            return {"machine": key.name, "extension": ext}
+        raise errors.ArmError(409, "Conflict", f"no {method} here")
+
+    def wake(self) -> None:
+        pass
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_the_wire_format_round_trips() -> None:
+    key = MachineKey("sub", "rg", "Machine-1")
+    args = [key, {"ama": {"targetVersion": "1.1.0"}}, "someone"]
+    assert decode(encode(args)) == args
+    assert isinstance(decode(encode(args))[0], MachineKey)
+    result = JobResult(key, "ama", "Succeeded", {"toVersion": "1.1.0"})
+    assert result_from_json(result_to_json(key, "ama", result)) == (key, "ama", result)
+    assert result_from_json(result_to_json(key, "ama", None)) == (key, "ama", None)
+
+
+def test_one_leader_at_a_time_and_a_follower_takes_over_within_the_poll(pg_url: str) -> None:
+    elected: list[str] = []
+
+    def make_lease(name: str) -> LeaderLease:
+        return LeaderLease(pg_url, 0.2, lambda _pid: elected.append(name), lambda: None)
+
+    leases = {name: make_lease(name) for name in ("a", "b")}
+    for lease in leases.values():
+        lease.start()
+    try:
+        wait_for(lambda: len(elected) == 1)
+        time.sleep(0.5)  # several polls: the other never leads meanwhile
+        assert len(elected) == 1 and sum(lease.leading for lease in leases.values()) == 1
+        leader, follower = elected[0], "b" if elected[0] == "a" else "a"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            assert leader_backend(conn) == leases[leader].backend_pid
+        stopped = time.monotonic()
+        leases[leader].stop()  # its session ends: the lock is free
+        wait_for(lambda: leases[follower].leading)
+        assert time.monotonic() - stopped < 0.2 + 0.5
+        assert elected == [leader, follower]
+    finally:
+        for lease in leases.values():
+            lease.stop()
+
+
+def test_jobs_are_claimed_once_across_nodes_and_their_results_reach_the_leader(pg_url: str, db: Database) -> None:
+    engines = [Recorder(), Recorder()]
+    nodes = [ClusterNode(pg_url, db, engine, SETTINGS, workers=3) for engine in engines]
+    for node in nodes:
+        node.start()
+    try:
+        wait_for(lambda: sum(n.leading for n in nodes) == 1)
+        leader = next(i for i, n in enumerate(nodes) if n.leading)
+        jobs: list[Job] = [(MachineKey("sub", "rg", f"m{i:02d}"), "ama", False, None) for i in range(40)]
+        nodes[1 - leader].enqueue(jobs)  # whoever queues, every node claims
+        wait_for(lambda: len(engines[leader].ended) == 40)
+        ran = [name for engine in engines for name, *_ in engine.ran]
+        assert sorted(ran) == sorted(f"m{i:02d}" for i in range(40)), "every job ran once"
+        assert all(engine.ran for engine in engines), "both nodes ran jobs"
+        assert not engines[1 - leader].ended, "results go to the leader only"
+        assert sum(n.jobs_run for n in nodes) == 40
+        with db.connection() as conn:
+            assert conn.execute("SELECT count(*) FROM engine_jobs").fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM engine_results").fetchone() == (0,)
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_job_whose_lease_expired_is_claimed_again_as_reclaimed(pg_url: str, db: Database) -> None:
+    with db.connection() as conn:  # a node that claimed a job and died (its lease ran out)
+        conn.execute(
+            "INSERT INTO engine_jobs (subscription, resource_group, name, ext, claimed_by, lease_until)"
+            " VALUES ('sub', 'rg', 'gone', 'ama', 'dead-node', now() - interval '1 second'),"
+            " ('sub', 'rg', 'alive', 'ama', 'live-node', now() + interval '1 hour')"
+        )
+    engine = Recorder()
+    node = ClusterNode(pg_url, db, engine, SETTINGS, workers=2)
+    node.start()
+    try:
+        wait_for(lambda: engine.ran)
+        time.sleep(0.5)
+        assert engine.ran == [("gone", "ama", False, True)], "the live node's job stays its own"
+        (in_flight,) = engine.took_over  # the queued jobs count as running ("gone" too, if not ended before)
+        assert ("sub/rg/alive", "ama") in in_flight
+    finally:
+        node.stop()
+
+
+def test_a_follower_forwards_engine_calls_to_the_leader(pg_url: str, db: Database) -> None:
+    engines = [Recorder(), Recorder()]
+    nodes = [ClusterNode(pg_url, db, engine, SETTINGS, workers=1) for engine in engines]
+    nodes[0].start()
+    wait_for(lambda: nodes[0].leading)
+    nodes[1].start()
+    try:
+        key = MachineKey("sub", "rg", "m1")
+        assert nodes[1].call("reconsider", [key, "ama"]) == {"machine": "m1", "extension": "ama"}
+        with pytest.raises(errors.ArmError) as raised:
+            nodes[1].call("set_rollout_state", ["r1", "pause"])
+        assert (raised.value.status, raised.value.code) == (409, "Conflict")
+        nodes[0].stop()  # no leader now (the follower takes over after the poll; stop it leading first)
+        nodes[1]._lease.stop()
+        started = time.monotonic()
+        with pytest.raises(errors.ArmError) as unavailable:
+            nodes[1].call("reconsider", [key, "ama"])
+        assert unavailable.value.status == 503 and unavailable.value.headers["Retry-After"] == "1"
+        assert SETTINGS.leader_wait <= time.monotonic() - started < SETTINGS.leader_wait + 1.5
+    finally:
+        for node in nodes:
+            node.stop()
