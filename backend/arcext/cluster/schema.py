@@ -11,6 +11,8 @@ from typing import Any, Final
 
 import psycopg
 
+from ..store.postgres.schema import apply_migrations
+
 #: the advisory lock nodes take to migrate these tables ("arcclu" in ASCII)
 CLUSTER_MIGRATION_LOCK: Final = 0x617263636C75
 
@@ -63,19 +65,4 @@ MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1)]
 
 def migrate_cluster(conn: psycopg.Connection[Any]) -> list[int]:
     """Create or update the cluster's tables (safe when several nodes start at once); ``conn`` in autocommit."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (CLUSTER_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS cluster_schema_version ("
-            " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        row = conn.execute("SELECT coalesce(max(version), 0) FROM cluster_schema_version").fetchone()
-        current = int(row[0]) if row else 0
-        applied: list[int] = []
-        for version, sql in MIGRATIONS:
-            if version <= current:
-                continue
-            conn.execute(sql.encode())
-            conn.execute("INSERT INTO cluster_schema_version (version) VALUES (%s)", (version,))
-            applied.append(version)
-        return applied
+    return apply_migrations(conn, CLUSTER_MIGRATION_LOCK, "cluster_schema_version", MIGRATIONS)

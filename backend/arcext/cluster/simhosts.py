@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +17,6 @@ from typing import Any, Final
 
 from psycopg.types.json import Jsonb
 
-from ..hosts.base import HostUnreachable
 from ..hosts.simulated import SimulatedDriver, SimulatedFleet
 from ..ids import MachineKey
 from ..store.postgres.db import Connection, Database
@@ -127,11 +125,5 @@ class DatabaseDriver(SimulatedDriver):
 
     fleet: DatabaseFleet
 
-    def _enter(self, op: str) -> dict[str, Any]:
-        faults = self.fleet.faults_of(self.key.lower)
-        delay = (self.fleet.base_latency_ms + float(faults.get("latencyMs", 0))) / 1000.0
-        if delay:
-            time.sleep(delay)
-        if faults.get("unreachable"):
-            raise HostUnreachable(self.name, op, "connection refused (simulated: unreachable)")
-        return faults
+    def _faults(self) -> dict[str, Any]:
+        return self.fleet.faults_of(self.key.lower)

@@ -183,10 +183,14 @@ class SimulatedDriver:
         self._changed: set[str] = set()
 
     # --- helpers ------------------------------------------------------------------------------
+    def _faults(self) -> dict[str, Any]:
+        """The host's injected faults (a copy)."""
+        with self.fleet._lock(self.key.lower):
+            return dict(self.fleet._host(self.key)["faults"])
+
     def _enter(self, op: str) -> dict[str, Any]:
         """Latency and reachability, checked before anything runs on the host."""
-        with self.fleet._lock(self.key.lower):
-            faults = dict(self.fleet._host(self.key)["faults"])
+        faults = self._faults()
         delay = (self.fleet.base_latency_ms + float(faults.get("latencyMs", 0))) / 1000.0
         if delay:
             time.sleep(delay)

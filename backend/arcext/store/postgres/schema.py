@@ -12,7 +12,7 @@ exactly as Python sorts strings, which is the order the embedded store pages in.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 
@@ -120,22 +120,31 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:
 
     Safe when several nodes call it at once (see the module docstring). ``conn`` must be in
     autocommit mode (the migration is its own transaction)."""
+    return apply_migrations(conn, MIGRATION_LOCK, "schema_version", MIGRATIONS)
+
+
+def apply_migrations(
+    conn: psycopg.Connection[Any], lock: int, version_table: str, migrations: list[tuple[int, str]]
+) -> list[int]:
+    """Apply the numbered ``migrations`` not yet recorded in ``version_table``, in one transaction under the
+    advisory lock ``lock``; refuse a database recorded at a version newer than the last one known."""
+    latest = migrations[-1][0]
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version ("
+            f"CREATE TABLE IF NOT EXISTS {version_table} ("
             " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        current = int(row[0]) if row else 0  # type: ignore[call-overload]
-        if current > LATEST:
-            raise SchemaTooNew(f"the database's schema is version {current}; this arcext knows up to {LATEST}")
+        row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {version_table}").fetchone()
+        current = int(row[0]) if row else 0
+        if current > latest:
+            raise SchemaTooNew(f"the database's schema is version {current}; this arcext knows up to {latest}")
         applied: list[int] = []
-        for version, sql in MIGRATIONS:
+        for version, sql in migrations:
             if version <= current:
                 continue
             conn.execute(sql.encode())  # several statements: no parameters, simple query protocol
-            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+            conn.execute(f"INSERT INTO {version_table} (version) VALUES (%s)", (version,))
             applied.append(version)
         return applied
 
