@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 import requests
 
@@ -427,6 +428,11 @@ def test_sigkill_of_the_leader_and_of_a_node_running_jobs_mid_rollout(
             assert 1 <= host_upgrades(s, other, f"m{i:03d}", "rg-kill", "1.1.0") <= tries
         logs = "".join(n.err.read_text() for n in (other, follower, leader))
         assert "whose node stopped renewing its lease" in logs, "the killed node's jobs were taken over"
+        # what the nodes printed and logged through take-overs and reconnects never holds the database password
+        password = psycopg.conninfo.conninfo_to_dict(own).get("password")
+        assert password, "the test database's URL carries a password"
+        printed = logs + "".join(n.out.read_text() for n in (other, follower, leader))
+        assert str(password) not in printed
         print(f"leader take-over: {took_over:.2f}s; election {fresh.view(other)['electionSeconds']}s")
     finally:
         fresh.close()

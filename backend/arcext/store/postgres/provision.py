@@ -26,7 +26,8 @@ from psycopg import sql
 from .events import PARTITION_LOCK
 from .schema import MIGRATIONS, migrate
 
-DEFAULT_ADMIN_URL: Final = "postgresql://arcext:arcext@127.0.0.1:5432/arcext"
+#: what scripts/start-postgres sets up (a local, test-only role)
+DEFAULT_ADMIN_URL: Final = "postgresql://arcext:arcext-local-test-q7Zt4@127.0.0.1:5432/arcext"
 _TEMPLATE_LOCK: Final = 0x617263657603
 _DIRECTORY_FILE: Final = "database-url"  # in a harness server's data directory: the database it uses
 
