@@ -21,6 +21,10 @@ Report = Callable[[str, str, MachineKey, str, float, str | None], None]
 
 
 def driver_name(driver: object) -> str:
+    """The driver's label in metrics and logs: its ``driver_label``, or its class name without "Driver"."""
+    label = getattr(driver, "driver_label", None)
+    if isinstance(label, str):
+        return label
     name = type(driver).__name__.lower()
     return name[: -len("driver")] if name.endswith("driver") and len(name) > 6 else name
 

@@ -175,6 +175,9 @@ class SimulatedFleet:
 class SimulatedDriver:
     """HostDriver over one simulated host."""
 
+    #: metrics and logs call every simulated driver "simulated" (the cluster's database-backed one too)
+    driver_label = "simulated"
+
     def __init__(self, fleet: SimulatedFleet, key: MachineKey) -> None:
         self.fleet = fleet
         self.key = key
