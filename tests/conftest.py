@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +15,26 @@ from arcext.testing import ArcextServer
 
 API = "2026-07-15"
 SUB = "00000000-0000-0000-0000-000000000000"
+
+
+# --- a server on the manual clock with simulated hosts, shared by a module and reset per test -----------
+# (a module may override ``manual_server`` to configure it, or ``arc`` to use another server)
+@pytest.fixture(scope="module")
+def manual_server() -> Iterator[ArcextServer]:
+    with ArcextServer(manual_clock=True, simulate=True) as server:
+        yield server
+
+
+@pytest.fixture
+def arc(manual_server: ArcextServer) -> ArcextServer:
+    manual_server.reset()
+    return manual_server
+
+
+@pytest.fixture
+def s(arc: ArcextServer) -> Iterator[requests.Session]:
+    with arc.session() as session:
+        yield session
 
 
 def rg_url(server: ArcextServer, rg: str = "rg1", sub: str = SUB) -> str:

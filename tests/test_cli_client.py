@@ -40,18 +40,6 @@ def manual_server() -> Iterator[ArcextServer]:
 
 
 @pytest.fixture
-def arc(manual_server: ArcextServer) -> ArcextServer:
-    manual_server.reset()
-    return manual_server
-
-
-@pytest.fixture
-def s(arc: ArcextServer) -> Iterator[requests.Session]:
-    with arc.session() as session:
-        yield session
-
-
-@pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
     return tmp_path / "config"
 

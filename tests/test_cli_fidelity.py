@@ -38,18 +38,6 @@ def manual_server() -> Iterator[ArcextServer]:
 
 
 @pytest.fixture
-def arc(manual_server: ArcextServer) -> ArcextServer:
-    manual_server.reset()
-    return manual_server
-
-
-@pytest.fixture
-def s(arc: ArcextServer) -> Iterator[requests.Session]:
-    with arc.session() as session:
-        yield session
-
-
-@pytest.fixture
 def cli(arc: ArcextServer, tmp_path: Path) -> Cli:
     return Cli(env_for(arc, tmp_path / "config"))
 

@@ -21,24 +21,6 @@ WEEK = 7 * 86400
 AUTO = "Azure Regional Service Manager"
 
 
-@pytest.fixture(scope="module")
-def manual_server() -> Iterator[ArcextServer]:
-    with ArcextServer(manual_clock=True, simulate=True) as server:
-        yield server
-
-
-@pytest.fixture
-def arc(manual_server: ArcextServer) -> ArcextServer:
-    manual_server.reset()
-    return manual_server
-
-
-@pytest.fixture
-def s(arc: ArcextServer) -> Iterator[requests.Session]:
-    with arc.session() as session:
-        yield session
-
-
 # --- helpers -------------------------------------------------------------------------------------
 def machine(s: requests.Session, arc: ArcextServer, name: str, location: str = "eastus", rg: str = "rg1") -> None:
     r = s.put(machine_url(arc, name, rg), params={"api-version": API}, json={"location": location})

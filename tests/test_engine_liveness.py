@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,24 +22,6 @@ from conftest import API, SUB, ext_url, machine_url, wait_operation
 PUB, TYPE = "Microsoft.Azure.Monitor", "AzureMonitorWindowsAgent"
 HANDLER = f"{PUB}.{TYPE}"
 DAY = 86400
-
-
-@pytest.fixture(scope="module")
-def manual_server() -> Iterator[ArcextServer]:
-    with ArcextServer(manual_clock=True, simulate=True) as server:
-        yield server
-
-
-@pytest.fixture
-def arc(manual_server: ArcextServer) -> ArcextServer:
-    manual_server.reset()
-    return manual_server
-
-
-@pytest.fixture
-def s(arc: ArcextServer) -> Iterator[requests.Session]:
-    with arc.session() as session:
-        yield session
 
 
 # --- helpers -------------------------------------------------------------------------------------

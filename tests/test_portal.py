@@ -262,12 +262,6 @@ def test_upgrade_now_installs_the_newest_version_of_the_same_major(
 
 
 # --- activity log ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def manual_server() -> Iterator[ArcextServer]:
-    with ArcextServer(manual_clock=True, simulate=True) as server:
-        yield server
-
-
 @pytest.fixture
 def manual(manual_server: ArcextServer) -> ArcextServer:
     manual_server.reset()

@@ -47,12 +47,6 @@ def arc(server: ArcextServer) -> ArcextServer:
 
 
 @pytest.fixture
-def s(arc: ArcextServer) -> Iterator[requests.Session]:
-    with arc.session() as session:
-        yield session
-
-
-@pytest.fixture
 def fake(tmp_path: Path) -> Iterator[FakeHost]:
     with FakeHost(tmp_path / "host", auth="basic", tls=True) as host:
         yield host

@@ -45,12 +45,6 @@ def arc(server: ArcextServer) -> ArcextServer:
 
 
 @pytest.fixture
-def s(arc: ArcextServer) -> Iterator[requests.Session]:
-    with arc.session() as session:
-        yield session
-
-
-@pytest.fixture
 def root(tmp_path: Path) -> Path:
     r = tmp_path / "host"
     r.mkdir()

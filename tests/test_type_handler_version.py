@@ -9,10 +9,8 @@ Live server, real HTTP, the unmodified azure-mgmt-hybridcompute SDK, a manual cl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 from azure.mgmt.hybridcompute.models import MachineExtension, MachineExtensionUpdate
 
@@ -23,24 +21,6 @@ RG = "thv-rg"
 WEEK = 7 * 86400
 CSE = ("Microsoft.Compute", "CustomScriptExtension")  # not an automatic-upgrade type: nothing moves by itself
 AMA = ("Microsoft.Azure.Monitor", "AzureMonitorWindowsAgent")  # supports automatic upgrade
-
-
-@pytest.fixture(scope="module")
-def manual_server() -> Iterator[ArcextServer]:
-    with ArcextServer(manual_clock=True, simulate=True) as server:
-        yield server
-
-
-@pytest.fixture
-def arc(manual_server: ArcextServer) -> ArcextServer:
-    manual_server.reset()
-    return manual_server
-
-
-@pytest.fixture
-def s(arc: ArcextServer) -> Iterator[requests.Session]:
-    with arc.session() as session:
-        yield session
 
 
 def _done(poller: Any) -> Any:
