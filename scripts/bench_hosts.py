@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from arcext.testing import ArcextServer
 from arcext.testing.fakehost import FakeHost, make_package
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_http import ok, wait_operations  # noqa: E402
 
 API = "2026-07-15"
 RG = "rg-bench"
@@ -97,32 +98,6 @@ def _machine_url(arc: ArcextServer, sub: str, machine: str) -> str:
     return f"{arc.url}/subscriptions/{sub}/resourceGroups/{RG}/providers/Microsoft.HybridCompute/machines/{machine}"
 
 
-def _ok(r: requests.Response, *codes: int) -> Any:
-    if r.status_code not in codes:
-        raise RuntimeError(f"{r.request.method} {r.url}: {r.status_code} {r.text[:500]}")
-    return r.json() if r.content else None
-
-
-def _wait_operations(s: requests.Session, urls: list[str], timeout: float) -> list[str]:
-    deadline = time.monotonic() + timeout
-    pending = list(urls)
-    statuses: dict[str, str] = {}
-    while pending:
-        still = []
-        for url in pending:
-            status = str(_ok(s.get(url), 200)["status"])
-            if status == "InProgress":
-                still.append(url)
-            else:
-                statuses[url] = status
-        pending = still
-        if pending:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(pending)} operations still InProgress after {timeout}s")
-            time.sleep(0.05)
-    return [statuses[u] for u in urls]
-
-
 def run_bench(
     hosts: int, concurrency: int, auth: str = "basic", root: Path | None = None, driver: str = "psrp"
 ) -> BenchResult:
@@ -151,17 +126,17 @@ def run_bench(
             sub = arc.subscription_id
             t_setup = time.perf_counter()
             catalog = f"{arc.url}/arcext/v1/catalog/{PUB}/{TYPE}"
-            _ok(s.put(catalog, json={"autoUpgradeSupported": True}), 200, 201)
+            ok(s.put(catalog, json={"autoUpgradeSupported": True}), 200, 201)
             for version in (OLD, NEW):
                 package = make_package(HANDLER, version)
                 body = {"zipBase64": base64.b64encode(package).decode()}
-                _ok(s.put(f"{catalog}/versions/{version}/package", json=body), 200, 201)
+                ok(s.put(f"{catalog}/versions/{version}/package", json=body), 200, 201)
             operations = []
             for name, fake in zip(names, fakes, strict=True):
                 url = _machine_url(arc, sub, name)
-                _ok(s.put(url, params={"api-version": API}, json={"location": "eastus"}), 200, 201)
+                ok(s.put(url, params={"api-version": API}, json={"location": "eastus"}), 200, 201)
                 conn = f"{arc.url}/arcext/v1/subscriptions/{sub}/resourceGroups/{RG}/machines/{name}/hostConnection"
-                _ok(s.put(conn, json=fake.connection()), 200, 201)
+                ok(s.put(conn, json=fake.connection()), 200, 201)
                 ext = {
                     "location": "eastus",
                     "properties": {
@@ -173,9 +148,9 @@ def run_bench(
                     },
                 }
                 r = s.put(f"{url}/extensions/agent", params={"api-version": API}, json=ext)
-                _ok(r, 202)
+                ok(r, 202)
                 operations.append(r.headers["Azure-AsyncOperation"])
-            statuses = _wait_operations(s, operations, timeout=60 + 2 * hosts)
+            statuses = wait_operations(s, operations, timeout=60 + 2 * hosts)
             if any(st != "Succeeded" for st in statuses):
                 raise RuntimeError(f"installing {OLD} failed: {collections.Counter(statuses)}")
             for fake in fakes:
@@ -183,18 +158,18 @@ def run_bench(
                     raise RuntimeError(f"{fake.name}: {OLD} not enabled: {fake.machine.versions(HANDLER)}")
             setup_s = time.perf_counter() - t_setup
 
-            _ok(s.put(f"{catalog}/versions/{NEW}", json={"critical": False}), 200, 201)
-            _ok(s.post(f"{arc.url}/arcext/v1/clock/advance", json={"seconds": 8 * WEEK}), 200)
+            ok(s.put(f"{catalog}/versions/{NEW}", json={"critical": False}), 200, 201)
+            ok(s.post(f"{arc.url}/arcext/v1/clock/advance", json={"seconds": 8 * WEEK}), 200)
             pools_before = [f.server.pools_opened for f in fakes]
             actions_before = [len(f.server.actions) for f in fakes]
             t0 = time.perf_counter()
-            summary = _ok(s.post(f"{arc.url}/arcext/v1/engine/run", timeout=3600), 200)
+            summary = ok(s.post(f"{arc.url}/arcext/v1/engine/run", timeout=3600), 200)
             wall_s = time.perf_counter() - t0
 
             per_host = []
             for name, fake, pools0, actions0 in zip(names, fakes, pools_before, actions_before, strict=True):
                 actions = fake.server.actions[actions0:]
-                props = _ok(s.get(f"{_machine_url(arc, sub, name)}/extensions/agent", params={"api-version": API}), 200)
+                props = ok(s.get(f"{_machine_url(arc, sub, name)}/extensions/agent", params={"api-version": API}), 200)
                 per_host.append(
                     HostFigures(
                         machine=name,

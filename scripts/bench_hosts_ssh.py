@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from arcext.hosts import ssh
 from arcext.testing import ArcextServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_http import ok, wait_operations  # noqa: E402
 from sshd import Sshd, commands, make_package, skip_reason, versions  # noqa: E402
 
 API = "2026-07-15"
@@ -38,29 +38,6 @@ OLD, NEW = "1.0.0", "1.1.0"
 WEEK = 7 * 86400
 MACHINES = "Microsoft.HybridCompute/machines"
 ORDER = [(OLD, "disable"), (NEW, "update"), (OLD, "uninstall"), (NEW, "install"), (NEW, "enable")]
-
-
-def _ok(r: requests.Response, *codes: int) -> Any:
-    if r.status_code not in codes:
-        raise RuntimeError(f"{r.request.method} {r.url}: {r.status_code} {r.text[:500]}")
-    return r.json() if r.content else None
-
-
-def _wait(s: requests.Session, urls: list[str], timeout: float) -> list[str]:
-    deadline = time.monotonic() + timeout
-    statuses: dict[str, str] = {}
-    pending = list(urls)
-    while pending:
-        still = []
-        for url in pending:
-            status = str(_ok(s.get(url), 200)["status"])
-            (still.append(url) if status == "InProgress" else statuses.__setitem__(url, status))
-        pending = still
-        if pending:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(pending)} operations still InProgress after {timeout}s")
-            time.sleep(0.05)
-    return [statuses[u] for u in urls]
 
 
 def run_bench(hosts: int, concurrency: int, root: Path) -> dict[str, Any]:
@@ -76,16 +53,16 @@ def run_bench(hosts: int, concurrency: int, root: Path) -> dict[str, Any]:
         ):
             sub = arc.subscription_id
             catalog = f"{arc.url}/arcext/v1/catalog/{PUB}/{TYPE}"
-            _ok(s.put(catalog, json={"autoUpgradeSupported": True}), 200, 201)
+            ok(s.put(catalog, json={"autoUpgradeSupported": True}), 200, 201)
             for version in (OLD, NEW):
                 body = {"zipBase64": base64.b64encode(make_package(HANDLER, version)).decode()}
-                _ok(s.put(f"{catalog}/versions/{version}/package", json=body), 200, 201)
+                ok(s.put(f"{catalog}/versions/{version}/package", json=body), 200, 201)
             t_setup = time.perf_counter()
             ops = []
             for name, host_root in zip(names, roots, strict=True):
                 host_root.mkdir(parents=True)
                 url = f"{arc.url}/subscriptions/{sub}/resourceGroups/{RG}/providers/{MACHINES}/{name}"
-                _ok(
+                ok(
                     s.put(
                         url, params={"api-version": API}, json={"location": "eastus", "properties": {"osType": "linux"}}
                     ),
@@ -93,7 +70,7 @@ def run_bench(hosts: int, concurrency: int, root: Path) -> dict[str, Any]:
                 )
                 conn = sshd.connection(host_root, statusDeadlineSeconds=30)
                 del conn["driver"]  # osType linux: ssh by default
-                _ok(
+                ok(
                     s.put(
                         f"{arc.url}/arcext/v1/subscriptions/{sub}/resourceGroups/{RG}/machines/{name}/hostConnection",
                         json=conn,
@@ -112,17 +89,17 @@ def run_bench(hosts: int, concurrency: int, root: Path) -> dict[str, Any]:
                     },
                 }
                 r = s.put(f"{url}/extensions/agent", params={"api-version": API}, json=ext)
-                _ok(r, 202)
+                ok(r, 202)
                 ops.append(r.headers["Azure-AsyncOperation"])
-            statuses = _wait(s, ops, timeout=120 + 5 * hosts)
+            statuses = wait_operations(s, ops, timeout=120 + 5 * hosts)
             if any(st != "Succeeded" for st in statuses):
                 raise RuntimeError(f"installing {OLD} failed: {collections.Counter(statuses)}")
             setup_s = time.perf_counter() - t_setup
-            _ok(s.put(f"{catalog}/versions/{NEW}", json={"critical": False}), 200, 201)
-            _ok(s.post(f"{arc.url}/arcext/v1/clock/advance", json={"seconds": 8 * WEEK}), 200)
+            ok(s.put(f"{catalog}/versions/{NEW}", json={"critical": False}), 200, 201)
+            ok(s.post(f"{arc.url}/arcext/v1/clock/advance", json={"seconds": 8 * WEEK}), 200)
             before = collections.Counter(ssh.STATS)
             t0 = time.perf_counter()
-            summary = _ok(s.post(f"{arc.url}/arcext/v1/engine/run", timeout=3600), 200)
+            summary = ok(s.post(f"{arc.url}/arcext/v1/engine/run", timeout=3600), 200)
             wall_s = time.perf_counter() - t0
             during = collections.Counter(ssh.STATS)
             during.subtract(before)
