@@ -149,6 +149,17 @@ def test_jobs_are_claimed_once_across_nodes_and_their_results_reach_the_leader(p
             node.stop()
 
 
+def test_a_target_is_queued_once_however_often_it_is_enqueued(pg_url: str, db: Database) -> None:
+    """A batch queued again (its commit's answer lost) or by a deposed leader adds no second job for a target."""
+    node = ClusterNode(pg_url, db, Recorder(), SETTINGS, workers=1)  # not started: nothing claims
+    jobs: list[Job] = [(MachineKey("sub", "rg", f"m{i}"), "ama", False, None) for i in range(3)]
+    node.enqueue(jobs)
+    node.enqueue(jobs + [(MachineKey("sub", "rg", "m9"), "ama", True, None)])
+    with db.connection() as conn:
+        rows = conn.execute("SELECT name, ext, resume FROM engine_jobs ORDER BY name").fetchall()
+    assert rows == [("m0", "ama", False), ("m1", "ama", False), ("m2", "ama", False), ("m9", "ama", True)]
+
+
 def test_a_job_whose_lease_expired_is_claimed_again_as_reclaimed(pg_url: str, db: Database) -> None:
     with db.connection() as conn:  # a node that claimed a job and died (its lease ran out)
         conn.execute(

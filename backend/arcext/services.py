@@ -110,7 +110,7 @@ class Services:
         engine.open_windows = maintenance.open_windows
         webhooks.rollout_states = lambda: {r["id"]: r["state"] for r in engine.rollouts()}
         webhooks.events_at = lambda stamp: [
-            e["eventDataId"] for e in store.iter_events(stamp[:10], stamp[:10]) if e["eventTimestamp"] == stamp
+            e["eventDataId"] for e in store.iter_events(stamp[:10], stamp[:10], where=("eventTimestamp", stamp))
         ]
         resources = ResourceService(store, box, clock, hosts, catalog)
         resources.on_extension_ready = engine.reconsider

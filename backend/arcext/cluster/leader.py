@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Final
 
@@ -56,7 +55,6 @@ class LeaderLease:
         self._thread: threading.Thread | None = None
         self.leading = False
         self.backend_pid: int | None = None  # the lock connection's backend, while leading
-        self.elected_at: float | None = None  # time.time() of the last election
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="arcext-leader", daemon=True)
@@ -87,7 +85,6 @@ class LeaderLease:
         if not row or not row[0]:
             return
         self.backend_pid = conn.info.backend_pid
-        self.elected_at = time.time()
         log.info("This node leads the upgrade engine now")
         try:
             self._on_elected(self.backend_pid)

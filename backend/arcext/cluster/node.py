@@ -31,7 +31,6 @@ from ..upgrades.jobs import JobResult
 from ..upgrades.workers import WorkerPool
 from .connect import Connection, dedicated
 from .leader import LeaderLease, leader_backend
-from .schema import migrate_cluster
 from .settings import ClusterSettings
 from .wire import decode, encode, error_from_json, error_to_json, result_from_json, result_to_json
 
@@ -91,8 +90,6 @@ class ClusterNode:
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        with self.db.connection() as conn:
-            migrate_cluster(conn)
         for name, target in (
             ("listen", self._listen),
             ("claim", self._claim_loop),
@@ -215,7 +212,8 @@ class ClusterNode:
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO engine_jobs (subscription, resource_group, name, ext, resume, template)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    " VALUES (%s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (subscription, resource_group, name, ext) DO NOTHING",
                     rows,
                 )
             conn.execute("SELECT pg_notify(%s, '')", (JOBS,))
@@ -251,10 +249,8 @@ class ClusterNode:
                     self._pool.submit(self._run, row)
                 except RuntimeError:  # shutting down: the lease will expire, another node takes it
                     return
-            if claimed and len(claimed) == free:
-                continue  # full: a job's end wakes the loop
             if claimed and not self._stop.is_set():
-                continue  # there may be more
+                continue  # there may be more (or, full, a job's end wakes the loop)
             self._claim_wake.wait(self.settings.reclaim_poll)
 
     def _run(self, row: tuple[Any, ...]) -> None:

@@ -60,7 +60,13 @@ CREATE TABLE simhosts (
 );
 """
 
-MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1)]
+#: one queued or running job per extension: a second enqueue of the same target (a batch retried after a
+#: commit whose answer was lost, a deposed leader still dispatching) finds the first and is dropped
+_V2 = """
+CREATE UNIQUE INDEX engine_jobs_target ON engine_jobs (subscription, resource_group, name, ext);
+"""
+
+MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1), (2, _V2)]
 
 
 def migrate_cluster(conn: psycopg.Connection[Any]) -> list[int]:

@@ -109,11 +109,6 @@ class DatabaseFleet(SimulatedFleet):
             row = conn.execute("SELECT doc -> 'faults' FROM simhosts WHERE key = %s", (key_lower,)).fetchone()
         return dict(row[0] or {}) if row else {}
 
-    def hosts_named(self, name: str) -> list[MachineKey]:
-        with self.db.connection() as conn:
-            rows = conn.execute("SELECT key FROM simhosts WHERE key LIKE %s", ("%/%/" + name.lower(),)).fetchall()
-        return [MachineKey(*str(k).split("/")) for (k,) in rows if str(k).split("/")[-1] == name.lower()]
-
     def clear(self) -> None:
         with self._guard, self.db.connection() as conn:
             conn.execute("DELETE FROM simhosts WHERE key <> %s", (DIGEST_ROW,))

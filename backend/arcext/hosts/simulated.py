@@ -144,14 +144,6 @@ class SimulatedFleet:
             host = self._hosts.get(key.lower)
             return copy.deepcopy(host) if host else None
 
-    def hosts_named(self, name: str) -> list[MachineKey]:
-        out = []
-        for host in list(self._hosts.values()):
-            sub, rg, machine = host["key"].split("/")
-            if machine == name.lower():
-                out.append(MachineKey(sub, rg, machine))
-        return out
-
     def set_faults(self, key: MachineKey, faults: dict[str, Any]) -> dict[str, Any]:
         with self._lock(key.lower):
             host = self._host(key)

@@ -139,7 +139,3 @@ class MachineTable:
                 f"UPDATE machines SET doc = jsonb_set(doc, ARRAY['extensions', %s], %s) WHERE {_KEY}",
                 (extension, Jsonb(record), *params),
             )
-
-    @staticmethod
-    def truncate(conn: Connection) -> None:
-        conn.execute("TRUNCATE machines")

@@ -106,6 +106,8 @@ _TABLES: Final = (
     "rollouts",
     "clock",
 )
+#: the tables of several nodes sharing the database (arcext.cluster.schema), emptied when they exist
+_CLUSTER_TABLES: Final = ("engine_jobs", "engine_results", "engine_calls", "simhosts")
 
 
 def reset(url: str) -> None:
@@ -114,6 +116,10 @@ def reset(url: str) -> None:
     with _connect(url) as conn, conn.transaction():
         for table in _TABLES:
             conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))  # TRUNCATE: 0.1 s, this: 5 ms
+        for table in _CLUSTER_TABLES:
+            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+            if exists and exists[0]:
+                conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
         rows = conn.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"

@@ -147,12 +147,3 @@ def apply_migrations(
             conn.execute(f"INSERT INTO {version_table} (version) VALUES (%s)", (version,))
             applied.append(version)
         return applied
-
-
-def schema_version(conn: psycopg.Connection[tuple[object, ...]]) -> int:
-    """The version the database is at (0 before the first migration)."""
-    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
-    if not exists or not exists[0]:
-        return 0
-    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-    return int(row[0]) if row else 0  # type: ignore[call-overload]
