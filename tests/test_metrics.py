@@ -52,7 +52,8 @@ def test_counters_move_as_a_rollout_runs(arc: ArcextServer) -> None:
         for m in ("m1", "m2", "m3"):
             assert s.put(machine_url(arc, m), params={"api-version": API}, json={"location": "eastus"}).ok
             body = {"location": "eastus", "properties": {"publisher": PUB, "type": TYPE, "typeHandlerVersion": "1.0"}}
-            assert wait_operation(s, s.put(ext_url(arc, "ama", m), params={"api-version": API}, json=body))
+            done = wait_operation(s, s.put(ext_url(arc, "ama", m), params={"api-version": API}, json=body))
+            assert done["status"] == "Succeeded", done
         arc.set_faults("m1", fail_upgrade=1)
         rollout_id = arc.publish_version(PUB, TYPE, "1.1.0")["rolloutId"]
         mid = scrape(arc, reader)
