@@ -37,6 +37,34 @@ def s(arc: ArcextServer) -> Iterator[requests.Session]:
         yield session
 
 
+# --- a server on the manual clock that reaches real (fake or sshd) hosts, for the driver suites -----------
+#: what a host handler's commands run in one upgrade: WALA's order (disable old, update new, uninstall old,
+#: install new, enable new)
+UPGRADE_ORDER = [
+    ("1.0.0", "disable"),
+    ("1.1.0", "update"),
+    ("1.0.0", "uninstall"),
+    ("1.1.0", "install"),
+    ("1.1.0", "enable"),
+]
+
+
+@pytest.fixture(scope="module")
+def driver_server() -> Iterator[ArcextServer]:
+    with ArcextServer(manual_clock=True, simulate=False) as server:
+        yield server
+
+
+@pytest.fixture
+def driver_arc(driver_server: ArcextServer) -> ArcextServer:
+    """The module's driver server, reset, polling host status fast (0.1 s) so the suites run quickly."""
+    from arcext.hosts.agent import DriverTuning
+
+    driver_server.reset()
+    driver_server.services.hosts.tuning = DriverTuning(status_poll_s=0.1, deadline_margin_s=10)
+    return driver_server
+
+
 def rg_url(server: ArcextServer, rg: str = "rg1", sub: str = SUB) -> str:
     return f"{server.url}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.HybridCompute"
 

@@ -15,35 +15,19 @@ from typing import Any
 import pytest
 import requests
 
-from arcext.hosts.psrp import DriverTuning
 from arcext.testing import ArcextServer
 from arcext.testing.fakehost import FakeHost, make_package
-from conftest import API, SUB, ext_url, machine_url, wait_operation
+from conftest import API, SUB, UPGRADE_ORDER, ext_url, machine_url, wait_operation
 
 PUB, TYPE = "Contoso.Fake", "Agent"
 HANDLER = f"{PUB}.{TYPE}"
 WEEK = 7 * 86400
 HOUR = 3600
-UPGRADE_ORDER = [
-    ("1.0.0", "disable"),
-    ("1.1.0", "update"),
-    ("1.0.0", "uninstall"),
-    ("1.1.0", "install"),
-    ("1.1.0", "enable"),
-]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ArcextServer]:
-    with ArcextServer(manual_clock=True, simulate=False) as arc:
-        yield arc
 
 
 @pytest.fixture
-def arc(server: ArcextServer) -> ArcextServer:
-    server.reset()
-    server.services.hosts.tuning = DriverTuning(status_poll_s=0.1, deadline_margin_s=10)
-    return server
+def arc(driver_arc: ArcextServer) -> ArcextServer:
+    return driver_arc
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import requests
 
-from arcext.hosts.psrp import DriverTuning
 from arcext.testing import ArcextServer
 from arcext.testing.fakehost import FakeHost, make_package
 from arcext.tls import ensure_self_signed
@@ -33,17 +32,9 @@ PUB, TYPE = "Contoso.Fake", "Agent"
 HANDLER = f"{PUB}.{TYPE}"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ArcextServer]:
-    with ArcextServer(manual_clock=True, simulate=False) as arc:
-        yield arc
-
-
 @pytest.fixture
-def arc(server: ArcextServer) -> ArcextServer:
-    server.reset()
-    server.services.hosts.tuning = DriverTuning(status_poll_s=0.1, deadline_margin_s=10)
-    return server
+def arc(driver_arc: ArcextServer) -> ArcextServer:
+    return driver_arc
 
 
 @pytest.fixture

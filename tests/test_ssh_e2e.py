@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from arcext.hosts.psrp import DriverTuning
 from arcext.testing import ArcextServer
-from conftest import API, SUB, ext_url, machine_url, wait_operation
+from conftest import API, SUB, UPGRADE_ORDER, ext_url, machine_url, wait_operation
 from sshd import Sshd, cached, commands, journal, make_package, settings_files, sshd_server, versions
 
 __all__ = ["sshd_server"]  # the fixture, imported
@@ -22,26 +20,11 @@ __all__ = ["sshd_server"]  # the fixture, imported
 PUB, TYPE = "Contoso.Linux", "Agent"
 HANDLER = f"{PUB}.{TYPE}"
 WEEK = 7 * 86400
-UPGRADE_ORDER = [
-    ("1.0.0", "disable"),
-    ("1.1.0", "update"),
-    ("1.0.0", "uninstall"),
-    ("1.1.0", "install"),
-    ("1.1.0", "enable"),
-]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ArcextServer]:
-    with ArcextServer(manual_clock=True, simulate=False) as arc:
-        yield arc
 
 
 @pytest.fixture
-def arc(server: ArcextServer) -> ArcextServer:
-    server.reset()
-    server.services.hosts.tuning = DriverTuning(status_poll_s=0.1, deadline_margin_s=10)
-    return server
+def arc(driver_arc: ArcextServer) -> ArcextServer:
+    return driver_arc
 
 
 @pytest.fixture
