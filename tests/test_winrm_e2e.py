@@ -24,9 +24,7 @@ from arcext.testing import ArcextServer
 from arcext.testing.fakehost import FakeHost
 
 # the same engine fixtures as the psrp scenarios
-server = psrp_e2e.server
 arc = psrp_e2e.arc
-s = psrp_e2e.s
 
 
 @pytest.fixture
