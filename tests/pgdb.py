@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import threading
 
 import pytest
@@ -27,8 +28,14 @@ _database: list[str] = []  # this process's database, once made
 
 @functools.cache
 def skip_reason() -> str | None:
-    """Why PostgreSQL tests cannot run here (None when they can)."""
-    return provision.available()
+    """Why PostgreSQL tests cannot run here (None when they can).
+
+    A database named by ``$ARCEXT_TEST_DATABASE_URL`` (``./scripts/test`` sets it after starting one) that
+    does not answer fails the tests instead: a run that was given a database must not quietly skip them."""
+    reason = provision.available()
+    if reason is not None and os.environ.get("ARCEXT_TEST_DATABASE_URL"):
+        pytest.fail(f"ARCEXT_TEST_DATABASE_URL is set but unusable: {reason}", pytrace=False)
+    return reason
 
 
 def fresh_database() -> str:
