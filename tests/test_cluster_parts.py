@@ -5,8 +5,10 @@ recording one (``Recorder``), so that each part's own promise is what is checked
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -51,6 +53,9 @@ class Recorder:
         self.ran: list[tuple[str, str, bool, bool]] = []
         self.ended: list[tuple[str, str, str | None]] = []
         self.took_over: list[set[Target]] = []
+        self.calls: list[str] = []  # engine calls executed here, in order
+        self.running_calls = 0
+        self.most_calls_at_once = 0
         self.lock = threading.Lock()
 
     def run_job(
@@ -72,6 +77,16 @@ class Recorder:
         pass
 
     def execute_call(self, method: str, args: list[Any]) -> Any:
+        with self.lock:
+            self.calls.append(method)
+        if method == "slow":  # sleeps ``args[0]`` seconds
+            with self.lock:
+                self.running_calls += 1
+                self.most_calls_at_once = max(self.most_calls_at_once, self.running_calls)
+            time.sleep(float(args[0]))
+            with self.lock:
+                self.running_calls -= 1
+            return "slept"
         if method == "reconsider":
             key, ext = args
             assert isinstance(key, MachineKey)
@@ -199,6 +214,88 @@ def test_a_follower_forwards_engine_calls_to_the_leader(pg_url: str, db: Databas
             nodes[1].call("reconsider", [key, "ama"])
         assert unavailable.value.status == 503 and unavailable.value.headers["Retry-After"] == "1"
         assert SETTINGS.leader_wait <= time.monotonic() - started < SETTINGS.leader_wait + 1.5
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def leader_and_follower(pg_url: str, db: Database, settings: ClusterSettings) -> tuple[list[ClusterNode], Recorder]:
+    """Two started nodes, the first leading; the leader's Recorder."""
+    engine = Recorder()
+    nodes = [ClusterNode(pg_url, db, engine, settings, workers=1), ClusterNode(pg_url, db, Recorder(), settings, 1)]
+    nodes[0].start()
+    wait_for(lambda: nodes[0].leading)
+    nodes[1].start()
+    return nodes, engine
+
+
+def test_a_forwarded_call_s_answer_comes_by_notification_without_polling(pg_url: str, db: Database) -> None:
+    """The caller sleeps until the leader's NOTIFY: a 1 s call with a 30 s poll is answered after about 1 s,
+    and the caller looked at its row once (twice at most: the listener's first wake-up)."""
+    nodes, _engine = leader_and_follower(pg_url, db, dataclasses.replace(SETTINGS, call_poll=30.0))
+    try:
+        started = time.monotonic()
+        assert nodes[1].call("slow", [1.0]) == "slept"
+        took = time.monotonic() - started
+        assert 1.0 <= took < 2.0, took
+        assert nodes[1].calls.looks <= 2, nodes[1].calls.looks
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_a_lost_answer_notification_is_caught_by_the_bounded_poll(pg_url: str, db: Database) -> None:
+    nodes, _engine = leader_and_follower(pg_url, db, dataclasses.replace(SETTINGS, call_poll=0.5))
+    try:
+        nodes[1].calls.on_notify = lambda channel, payload: None  # type: ignore[method-assign]  # hears nothing
+        started = time.monotonic()
+        assert nodes[1].call("slow", [0.1]) == "slept"
+        assert time.monotonic() - started < 0.5 + 1.0
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_the_leader_serves_calls_on_a_small_bounded_pool(pg_url: str, db: Database) -> None:
+    nodes, engine = leader_and_follower(pg_url, db, dataclasses.replace(SETTINGS, call_workers=2))
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _i: nodes[1].call("slow", [0.3]), range(6)))
+        assert answers == ["slept"] * 6
+        assert engine.most_calls_at_once == 2, "two workers, six calls: two at a time"
+        serving = [t for t in threading.enumerate() if t.name.startswith("arcext-call")]
+        assert len(serving) <= 2, [t.name for t in serving]
+        with db.connection() as conn:
+            assert conn.execute("SELECT count(*) FROM engine_calls").fetchone() == (0,), "each caller deletes its row"
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_rows_no_caller_waits_for_are_swept_and_a_stale_call_is_never_run(pg_url: str, db: Database) -> None:
+    """Rows older than call_retention go (answered and never read, taken by a leader that died, never taken);
+    a call still untaken after its caller's leader_wait (the caller gave up or died) is not run."""
+    settings = dataclasses.replace(SETTINGS, call_timeout=5.0, call_keep=1.0, call_sweep=0.2)  # retention 6 s
+    with db.connection() as conn:
+        conn.execute(
+            "INSERT INTO engine_calls (method, args, taken_by, done, created_at) VALUES"
+            " ('answered', '[]', 1, true, now() - interval '2 hours'),"
+            " ('orphaned', '[]', 1, false, now() - interval '2 hours'),"
+            " ('untaken', '[]', NULL, false, now() - interval '2 hours'),"
+            " ('gave_up', '[]', NULL, false, now() - interval '3.2 seconds')"
+        )
+    nodes, engine = leader_and_follower(pg_url, db, settings)
+    try:
+        assert nodes[1].call("reconsider", [MachineKey("sub", "rg", "m1"), "ama"])["machine"] == "m1"
+
+        def left() -> list[str]:
+            with db.connection() as conn:
+                return [r[0] for r in conn.execute("SELECT method FROM engine_calls ORDER BY id").fetchall()]
+
+        wait_for(lambda: left() == ["gave_up"], timeout=5)
+        wait_for(lambda: left() == [], timeout=5)  # older than the retention now
+        assert engine.calls == ["reconsider"], "no stale call ran"
+        wait_for(lambda: nodes[0].calls.swept == 4)  # (counted just after the commit)
     finally:
         for node in nodes:
             node.stop()

@@ -21,9 +21,9 @@ import requests
 from arcext.activity import UPGRADE_OPERATION
 from arcext.testing import ArcextServer
 from conftest import API, SUB, machine_url, put_extension
+from windows_setup import MW_API, assign, assign_machines, put_json, window_configuration
 
 PUB, TYPE = "Microsoft.Azure.Monitor", "AzureMonitorWindowsAgent"
-MW_API = "2023-04-01"
 PACIFIC = ZoneInfo("America/Los_Angeles")
 ASSIGNED_DIRECTLY = ["m0", "m1", "m2"]
 ASSIGNED_BY_GROUP = ["g4", "g5"]  # in rg-win, tagged maint=weekend
@@ -43,13 +43,6 @@ def _next_dst_change(after: datetime) -> datetime:
     while t.astimezone(PACIFIC).utcoffset() == offset:
         t += timedelta(hours=1)
     return t
-
-
-def _put(s: requests.Session, url: str, body: dict[str, Any], api: str = API) -> dict[str, Any]:
-    r = s.put(url, params={"api-version": api}, json=body)
-    assert r.status_code in (200, 201), r.text
-    found: dict[str, Any] = r.json()
-    return found
 
 
 def _extension(s: requests.Session, arc: ArcextServer, rg: str, m: str) -> None:
@@ -79,51 +72,23 @@ def test_weekly_window_across_daylight_saving(arc: ArcextServer) -> None:
     arc.advance(seconds=(publish_at - arc.now()).total_seconds())
 
     for m in [*ASSIGNED_DIRECTLY, "m3", "m7", "m8", "m9"]:
-        _put(s, machine_url(arc, m, "rg1"), {"location": "eastus"})
+        put_json(s, machine_url(arc, m, "rg1"), {"location": "eastus"})
         _extension(s, arc, "rg1", m)
     for m in ASSIGNED_BY_GROUP:
-        _put(s, machine_url(arc, m, "rg-win"), {"location": "eastus", "tags": {"maint": "weekend"}})
+        put_json(s, machine_url(arc, m, "rg-win"), {"location": "eastus", "tags": {"maint": "weekend"}})
         _extension(s, arc, "rg-win", m)
-    _put(s, machine_url(arc, "g6", "rg-win"), {"location": "eastus", "tags": {"maint": "never"}})
+    put_json(s, machine_url(arc, "g6", "rg-win"), {"location": "eastus", "tags": {"maint": "never"}})
     _extension(s, arc, "rg-win", "g6")
 
-    mw = "providers/Microsoft.Maintenance"
-    config_url = f"{arc.url}/subscriptions/{SUB}/resourceGroups/ops/{mw}/maintenanceConfigurations/sat"
     local_start = arc.now().astimezone(PACIFIC).strftime("%Y-%m-%d") + " 22:00"
-    config = _put(
+    config = window_configuration(s, arc, "sat", local_start, "02:00", "Pacific Standard Time", "Week Saturday")
+    assign_machines(s, arc, ASSIGNED_DIRECTLY, "sat", config)
+    assign(
         s,
-        config_url,
-        {
-            "location": "eastus",
-            "properties": {
-                "maintenanceScope": "Extension",
-                "maintenanceWindow": {
-                    "startDateTime": local_start,
-                    "duration": "02:00",
-                    "timeZone": "Pacific Standard Time",
-                    "recurEvery": "Week Saturday",
-                },
-            },
-        },
-        MW_API,
-    )
-    for m in ASSIGNED_DIRECTLY:
-        _put(
-            s,
-            f"{machine_url(arc, m, 'rg1')}/providers/Microsoft.Maintenance/configurationAssignments/sat",
-            {"properties": {"maintenanceConfigurationId": config["id"]}},
-            MW_API,
-        )
-    _put(
-        s,
-        f"{arc.url}/subscriptions/{SUB}/resourceGroups/rg-win/providers/Microsoft.Maintenance/configurationAssignments/sat",
-        {
-            "properties": {
-                "maintenanceConfigurationId": config["id"],
-                "filter": {"tagSettings": {"tags": {"maint": ["weekend"]}, "filterOperator": "Any"}},
-            }
-        },
-        MW_API,
+        f"{arc.url}/subscriptions/{SUB}/resourceGroups/rg-win",
+        "sat",
+        config,
+        {"tagSettings": {"tags": {"maint": ["weekend"]}, "filterOperator": "Any"}},
     )
     arc.set_faults("m0", fail_upgrade=8)  # two attempts per window (retries an hour apart): five windows
 
@@ -189,7 +154,7 @@ def test_manual_upgrades_ignore_windows_and_windows_survive_a_restart(tmp_path: 
     with ArcextServer(tmp_path / "data", manual_clock=True, simulate=True) as arc:
         s = arc.session()
         for m in ("m1", "m2"):
-            _put(s, machine_url(arc, m, "rg1"), {"location": "eastus"})
+            put_json(s, machine_url(arc, m, "rg1"), {"location": "eastus"})
             _extension(s, arc, "rg1", m)
         # the window opens six hours after the rollout's last wave is due (20 days in: a critical version's
         # waves spread over three weeks), so whichever wave m1 is in, it waits for the window
@@ -198,29 +163,17 @@ def test_manual_upgrades_ignore_windows_and_windows_survive_a_restart(tmp_path: 
             .astimezone(ZoneInfo("Europe/Berlin"))
             .replace(second=0, microsecond=0)
         )
-        config = _put(
+        config = window_configuration(
             s,
-            f"{arc.url}/subscriptions/{SUB}/resourceGroups/ops/providers/Microsoft.Maintenance/maintenanceConfigurations/w",  # noqa: E501
-            {
-                "location": "westeurope",
-                "properties": {
-                    "maintenanceScope": "Extension",
-                    "maintenanceWindow": {
-                        "startDateTime": opens_local.strftime("%Y-%m-%d %H:%M"),
-                        "duration": "03:00",
-                        "timeZone": "W. Europe Standard Time",
-                        "recurEvery": "Month",
-                    },
-                },
-            },
-            MW_API,
+            arc,
+            "w",
+            opens_local.strftime("%Y-%m-%d %H:%M"),
+            "03:00",
+            "W. Europe Standard Time",
+            "Month",
+            location="westeurope",
         )
-        _put(
-            s,
-            f"{arc.url}/subscriptions/{SUB}/providers/Microsoft.Maintenance/configurationAssignments/all",
-            {"properties": {"maintenanceConfigurationId": config["id"], "filter": {"locations": ["East US"]}}},
-            MW_API,
-        )
+        assign(s, f"{arc.url}/subscriptions/{SUB}", "all", config, {"locations": ["East US"]})
         arc.publish_version(PUB, TYPE, "1.1.0", critical=True)
         arc.run_engine()
         r = s.get(f"{arc.url}/arcext/v1/subscriptions/{SUB}/resourceGroups/rg1/machines/m1/pending")
@@ -284,33 +237,12 @@ def _late_rollout(tmp_path: Any, fail: bool, hook: Any = None) -> tuple[ArcextSe
     # the smaller region goes first: eastus's wave now, westus's four weeks later
     machines = [*((m, "eastus") for m in EAST), *((m, "westus") for m in WEST)]
     for m, location in machines:
-        _put(s, machine_url(arc, m, "rg1"), {"location": location})
+        put_json(s, machine_url(arc, m, "rg1"), {"location": location})
         put_extension(s, arc, "ama", m, "rg1", {"publisher": PUB, "type": TYPE, "typeHandlerVersion": "1.0.0"})
     opens = (arc.now() + timedelta(hours=6)).astimezone(ZoneInfo("UTC")).replace(minute=0, second=0, microsecond=0)
-    config = _put(
-        s,
-        f"{arc.url}/subscriptions/{SUB}/resourceGroups/ops/providers/Microsoft.Maintenance/maintenanceConfigurations/d",
-        {
-            "location": "eastus",
-            "properties": {
-                "maintenanceScope": "Extension",
-                "maintenanceWindow": {
-                    "startDateTime": opens.strftime("%Y-%m-%d %H:%M"),
-                    "duration": "03:00",
-                    "timeZone": "UTC",
-                    "recurEvery": "Day",
-                },
-            },
-        },
-        MW_API,
-    )
+    config = window_configuration(s, arc, "d", opens.strftime("%Y-%m-%d %H:%M"), "03:00", "UTC", "Day")
+    assign_machines(s, arc, ["m1", "m2"], "d", config)
     for m in ("m1", "m2"):
-        _put(
-            s,
-            f"{machine_url(arc, m, 'rg1')}/providers/Microsoft.Maintenance/configurationAssignments/d",
-            {"properties": {"maintenanceConfigurationId": config["id"]}},
-            MW_API,
-        )
         if fail:
             arc.set_faults(m, fail_upgrade=1)
     rollout_id = arc.publish_version(PUB, TYPE, "1.1.0")["rolloutId"]

@@ -13,11 +13,11 @@ import requests
 
 from arcext.activity import WINDOW_OPENED_OPERATION
 from arcext.testing import ArcextServer
-from conftest import API, SUB, machine_url, put_extension
+from conftest import machine_url, put_extension
 from test_webhooks import FAST, new_secret
 from webhook_receiver import Receiver
+from windows_setup import assign_machines, put_json, window_configuration
 
-MW_API = "2023-04-01"
 AMA = ("Microsoft.Azure.Monitor", "AzureMonitorWindowsAgent", "1.0.0", "1.1.0")
 DEPENDENCY = ("Microsoft.Azure.Monitoring.DependencyAgent", "DependencyAgentWindows", "9.10.0", "9.10.1")
 OPENED = "com.arcext.maintenanceWindow.opened"
@@ -30,15 +30,8 @@ def receiver() -> Iterator[Receiver]:
     rx.close()
 
 
-def _put(s: requests.Session, url: str, body: dict[str, Any], api: str = API) -> dict[str, Any]:
-    r = s.put(url, params={"api-version": api}, json=body)
-    assert r.status_code in (200, 201), r.text
-    found: dict[str, Any] = r.json()
-    return found
-
-
 def _machine(s: requests.Session, arc: ArcextServer, m: str, extensions: list[tuple[str, str, str, str]]) -> None:
-    _put(s, machine_url(arc, m, "rg1"), {"location": "eastus"})
+    put_json(s, machine_url(arc, m, "rg1"), {"location": "eastus"})
     for name, (publisher, type_, version, _new) in zip(("ama", "dep"), extensions, strict=False):
         put_extension(s, arc, name, m, "rg1", {"publisher": publisher, "type": type_, "typeHandlerVersion": version})
 
@@ -66,30 +59,8 @@ def test_one_window_opened_event_per_machine_with_waiting_work(receiver: Receive
 
         # a daily three-hour window (UTC) that opens six hours from now
         opens = (arc.now() + timedelta(hours=6)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        mw = _put(
-            s,
-            f"{arc.url}/subscriptions/{SUB}/resourceGroups/ops/providers/Microsoft.Maintenance/maintenanceConfigurations/nightly",
-            {
-                "location": "eastus",
-                "properties": {
-                    "maintenanceScope": "Extension",
-                    "maintenanceWindow": {
-                        "startDateTime": opens.strftime("%Y-%m-%d %H:%M"),
-                        "duration": "03:00",
-                        "timeZone": "UTC",
-                        "recurEvery": "Day",
-                    },
-                },
-            },
-            MW_API,
-        )
-        for m in ("m1", "m2", "m4"):
-            _put(
-                s,
-                f"{machine_url(arc, m, 'rg1')}/providers/Microsoft.Maintenance/configurationAssignments/nightly",
-                {"properties": {"maintenanceConfigurationId": mw["id"]}},
-                MW_API,
-            )
+        mw = window_configuration(s, arc, "nightly", opens.strftime("%Y-%m-%d %H:%M"), "03:00", "UTC", "Day")
+        assign_machines(s, arc, ["m1", "m2", "m4"], "nightly", mw)
 
         # outside the window: the assigned machines wait, the unassigned one upgrades, nothing opens
         for publisher, type_, _old, new in (AMA, DEPENDENCY):

@@ -135,6 +135,7 @@ class RolloutRecord(TypedDict, total=False):
     waves: list[Wave]
     frozenAt: str
     completedAt: str
+    stalled: str | None  # why an Active rollout cannot move, as the engine's last audit found (None: it moves)
 
 
 #: An activity-log event in the Azure Monitor wire shape (``activity.upgrade_event``): the shape is the

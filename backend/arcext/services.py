@@ -18,6 +18,7 @@ from .lookups import Lookups
 from .maintenance import MaintenanceService
 from .metrics import Metrics
 from .resources import ResourceService
+from .resources.recovery import writes_in_flight
 from .store import Store
 from .store.capabilities import JournalFigures, ObservableStore
 from .store.factory import open_store
@@ -84,7 +85,8 @@ class Services:
         # the operations surface (arcext.telemetry): observers on the store's event and rollout writes,
         # and a timing wrapper around the engine's host drivers
         metrics = Metrics()
-        telemetry = Telemetry(metrics, clock.now, store.list_rollouts(), settings.breaker_fraction)
+        rollouts = shared.rollouts.read() if shared else store.list_rollouts()  # read once, for all of these
+        telemetry = Telemetry(metrics, clock.now, rollouts, settings.breaker_fraction)
         webhooks = WebhookService(data_dir, box, clock.now, metrics, webhook_settings)
         telemetry.event_sinks.append(webhooks.on_events)
         if isinstance(store, ObservableStore):
@@ -99,10 +101,18 @@ class Services:
             from .cluster.engine import ClusterEngine
 
             engine = ClusterEngine(
-                shared.store, box, clock, catalog, activity, telemetry.instrument(hosts), settings, cluster_settings
+                shared.store,
+                box,
+                clock,
+                catalog,
+                activity,
+                telemetry.instrument(hosts),
+                settings,
+                cluster_settings,
+                shared.rollouts,
             )
         else:
-            engine = Engine(store, box, clock, catalog, activity, telemetry.instrument(hosts), settings)
+            engine = Engine(store, box, clock, catalog, activity, telemetry.instrument(hosts), settings, rollouts)
         metrics.rollouts_source = engine.rollouts
         maintenance = MaintenanceService(store)
         engine.window_gate = maintenance.gate
@@ -135,12 +145,13 @@ class Services:
 
     def start(self) -> None:
         self.activity.prune(self.clock.now())
-        self.resources.start()
-        self.engine.start()
+        # one scan of the machines at start: the engine's recovery, with the writes a crash left in flight riding
+        # along (a cluster's follower does not recover: the resources scan for theirs themselves)
+        rollouts = self.engine.rollout_records()  # as the store held them at start (read once, in open)
+        in_flight = self.engine.start(rider=writes_in_flight)
+        self.resources.start(in_flight)
         self.webhooks.reconcile(
-            lambda day: self.store.iter_events(day, "9999-12-31"),
-            self.store.list_rollouts(),
-            self.telemetry.rollout_event,
+            lambda day: self.store.iter_events(day, "9999-12-31"), rollouts, self.telemetry.rollout_event
         )
         self.webhooks.start()
 

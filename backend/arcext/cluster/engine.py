@@ -2,8 +2,10 @@
 
 Only the leader schedules (``advance``, ``audit``, ``recover`` and the bookkeeping of results); its
 ``_submit`` queues a job in ``engine_jobs`` instead of its own pool, and every node runs the jobs it
-claims (``run_job``). On a follower the engine's public methods are calls forwarded to the leader
-(arcext.cluster.node); ``rollouts`` falls back to the store's records when no leader answers.
+claims (``run_job``). On a follower the engine's public methods that change something are calls forwarded
+to the leader (arcext.cluster.calls); what the views read (``rollouts``, ``wave_of``, ``held``, ``stalled``)
+a follower reads from the store itself (``refresh``, arcext.cluster.rollout_mirror), so a view or a metrics
+scrape on a follower sees every change made through any node and costs the leader nothing.
 """
 
 from __future__ import annotations
@@ -20,22 +22,25 @@ from ..catalog import Catalog
 from ..clock import Clock
 from ..crypto import SecretBox
 from ..ids import MachineKey
-from ..records import OperationRecord, RolloutRecord, UpgradeJob
+from ..records import OperationRecord, RolloutRecord, UpgradeJob, Wave
 from ..store.base import Record
 from ..store.postgres.store import PostgresStore
 from ..upgrades import job_state as J
 from ..upgrades.base import DriverResolver
 from ..upgrades.engine import Engine, Repair
 from ..upgrades.jobs import JobResult
+from ..upgrades.recovery import Rider
 from ..upgrades.settings import EngineSettings
+from ..upgrades.workers import WorkerPool
 from .node import ClusterNode, Job, Target
+from .rollout_mirror import RolloutMirror
 from .settings import ClusterSettings
 
 log = logging.getLogger(__name__)
 
 #: the engine methods a follower forwards to the leader
 FORWARDED: Final = frozenset(
-    {"manual_upgrade", "on_version_published", "reconsider", "set_rollout_state", "run_until_idle", "rollouts", "reset"}
+    {"manual_upgrade", "on_version_published", "reconsider", "set_rollout_state", "run_until_idle", "reset"}
 )
 
 
@@ -50,18 +55,33 @@ class ClusterEngine(Engine):
         drivers: DriverResolver,
         settings: EngineSettings | None = None,
         cluster: ClusterSettings | None = None,
+        mirror: RolloutMirror | None = None,
     ) -> None:
-        super().__init__(store, box, clock, catalog, activity, drivers, settings)
+        self._mirror = mirror or RolloutMirror(store.db)
+        super().__init__(store, box, clock, catalog, activity, drivers, settings, self._mirror.read())
         self._leading = False
+        self._following = True  # the views read the store (False from the start of a take-over)
+        self._rider: Rider | None = None  # rides on the recovery of an election during start()
+        self._carried: list[Any] | None = None
         self._outbox: list[Job] = []
         self.node = ClusterNode(store.url, store.db, self, cluster or ClusterSettings(), self.settings.concurrency)
 
+    def _new_pool(self) -> WorkerPool | None:
+        return None  # jobs go to engine_jobs; every node's ClusterNode runs the ones it claims
+
     # --- life cycle ------------------------------------------------------------------------------
-    def start(self, background: bool = True) -> None:
-        self.node.start()  # recover() runs when this node is elected
+    def start(self, background: bool = True, rider: Rider | None = None) -> list[Any] | None:
+        """Join the cluster. ``recover()`` runs when this node is elected; the node tries once in this call, and
+        if it leads now, ``rider`` rides on that recovery's scan (else None: a follower scans nothing here)."""
+        with self._lock:
+            self._rider, self._carried = rider, None
+        self.node.start()
+        with self._lock:
+            carried, self._rider, self._carried = self._carried, None, None
         if background:
             self._thread = threading.Thread(target=self._loop, name="arcext-engine", daemon=True)
             self._thread.start()
+        return carried
 
     def stop(self) -> None:
         self.node.stop()
@@ -70,12 +90,21 @@ class ClusterEngine(Engine):
     # --- leadership (called by the node) ---------------------------------------------------------
     def take_over(self, inflight: set[Target]) -> None:
         """Lead: indexes rebuilt from the store; jobs still in engine_jobs count as running."""
-        with self._lock:
-            self._forget()
-            self._rollouts = {r["id"]: r for r in self.store.list_rollouts()}
-            self._inflight.update(inflight)
-        self.recover()
-        self._flush_jobs()
+        try:
+            with self._lock:
+                self._following = False
+                self._clear_indexes()
+                self._rollouts = {r["id"]: r for r in self._mirror.read()}  # only what changed is fetched again
+                self._mirror.forget()  # the records are the leader's now: it changes them in place
+                self._inflight.update(inflight)
+                rider, self._rider = self._rider, None
+            carried = self.recover(rider)
+            if rider is not None:
+                self._carried = carried
+            self._flush_jobs()
+        except BaseException:  # the lock is given back (arcext.cluster.leader): a follower again
+            self.step_down()
+            raise
         self._leading = True
         self.kick()
 
@@ -83,18 +112,12 @@ class ClusterEngine(Engine):
         """No longer the leader: stop scheduling and drop the indexes (the next leader rebuilds them)."""
         self._leading = False
         with self._lock:
-            self._forget()
+            self._clear_indexes()
+            self._following = True
             self._idle.notify_all()
 
-    def _forget(self) -> None:
-        self._due.clear()
-        self._open.clear()
-        self._manual.clear()
-        self._held = []
-        self._manual_queue = []
-        self._members.clear()
-        self._stalled.clear()
-        self._inflight.clear()
+    def _clear_indexes(self) -> None:
+        super()._clear_indexes()
         self._outbox = []
 
     def wake(self) -> None:
@@ -189,17 +212,32 @@ class ClusterEngine(Engine):
             return super().run_until_idle(max_rounds)
         return cast(dict[str, Any], self._forward("run_until_idle", max_rounds))
 
-    def rollouts(self, targets: bool = False) -> list[Record]:
-        if self._leading:
-            return super().rollouts(targets)
+    # --- what the views read: a follower's from the store ----------------------------------------
+    def refresh(self) -> None:
+        """On a follower: the rollouts as the store holds them now (one small query when nothing changed).
+        The leader's are current: it writes every change itself."""
+        if not self._following:
+            return
         try:
-            return cast(list[Record], self._forward("rollouts", targets))
-        except errors.ArmError as exc:
-            if exc.status != 503:
-                raise
-        with self._lock:  # no leader: the rollouts as the store holds them
-            self._rollouts = {r["id"]: r for r in self.store.list_rollouts()}
-            return self._rollouts_view(targets)
+            fresh = self._mirror.read()
+        except psycopg.Error as exc:
+            log.warning("Reading the rollouts failed (%s); the views show the last ones read", type(exc).__name__)
+            return
+        with self._lock:
+            if self._following:  # (not while a take-over rebuilds them)
+                self._rollouts = {r["id"]: r for r in fresh}
+
+    def rollouts(self, targets: bool = False) -> list[Record]:
+        self.refresh()
+        return super().rollouts(targets)
+
+    def _wave_of(self, rollout: RolloutRecord, key: MachineKey, ext: str) -> Wave | None:
+        if not self._following:
+            return super()._wave_of(rollout, key, ext)
+        # a follower keeps no open targets: a running wave's target is open until the extension's record holds
+        # an outcome for the rollout, which ``wave_of``'s caller checks (``outcomes``)
+        wave = self._planned_wave(rollout, key, ext)
+        return None if wave is None or wave["state"] == "Completed" else wave
 
     def reset(self) -> None:
         if self._leading:

@@ -57,6 +57,9 @@ class LeaderLease:
         self.backend_pid: int | None = None  # the lock connection's backend, while leading
 
     def start(self) -> None:
+        """Try the lock once in the caller's thread (a node that can lead at once is elected before this returns),
+        then keep trying every ``poll`` seconds in a thread of its own."""
+        self._attempt()
         self._thread = threading.Thread(target=self._run, name="arcext-leader", daemon=True)
         self._thread.start()
 
@@ -67,18 +70,20 @@ class LeaderLease:
         self._lose()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = dedicated(self.url)
-                if self.leading:
-                    self._conn.execute("SELECT 1")  # still connected: still the holder of the lock
-                else:
-                    self._try_take(self._conn)
-            except psycopg.Error as exc:
-                log.warning("Leadership connection failed (%s)", type(exc).__name__)
-                self._lose()
-            self._stop.wait(self.poll)
+        while not self._stop.wait(self.poll):
+            self._attempt()
+
+    def _attempt(self) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = dedicated(self.url)
+            if self.leading:
+                self._conn.execute("SELECT 1")  # still connected: still the holder of the lock
+            else:
+                self._try_take(self._conn)
+        except psycopg.Error as exc:
+            log.warning("Leadership connection failed (%s)", type(exc).__name__)
+            self._lose()
 
     def _try_take(self, conn: Connection) -> None:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (ENGINE_LOCK,)).fetchone()

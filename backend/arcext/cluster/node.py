@@ -5,8 +5,8 @@ its free worker slots, runs them, renews their leases every third of ``job_lease
 and ends each in one transaction: its row deleted, its result inserted into ``engine_results``,
 ``NOTIFY arcext_results``. A row whose lease expired (its node died) is claimed again and reconciled
 with the host (``reclaimed``). The leader feeds results to the engine's bookkeeping and serves the
-engine calls followers forward (``engine_calls``). Wake-ups come by LISTEN/NOTIFY on one connection;
-the only timed look is for expired leases, once every ``reclaim_poll`` seconds.
+engine calls followers forward (``engine_calls``, arcext.cluster.calls). Wake-ups come by LISTEN/NOTIFY on
+one connection; the only timed look is for expired leases, once every ``reclaim_poll`` seconds.
 """
 
 from __future__ import annotations
@@ -23,23 +23,21 @@ from typing import Any, Final, Protocol
 import psycopg
 from psycopg.types.json import Jsonb
 
-from .. import errors
 from ..ids import MachineKey
 from ..records import UpgradeJob
 from ..store.postgres.db import Database
 from ..upgrades.jobs import JobResult
 from ..upgrades.workers import WorkerPool
+from .calls import CALL_DONE, CALLS, ForwardedCalls
 from .connect import Connection, dedicated
-from .leader import LeaderLease, leader_backend
+from .leader import LeaderLease
 from .settings import ClusterSettings
-from .wire import decode, encode, error_from_json, error_to_json, result_from_json, result_to_json
+from .wire import result_from_json, result_to_json
 
 log = logging.getLogger(__name__)
 
 JOBS: Final = "arcext_jobs"
 RESULTS: Final = "arcext_results"
-CALLS: Final = "arcext_calls"
-CALL_DONE: Final = "arcext_call_done"
 KICK: Final = "arcext_kick"
 CHANNELS: Final = (JOBS, RESULTS, CALLS, CALL_DONE, KICK)
 
@@ -83,8 +81,7 @@ class ClusterNode:
         self._stop = threading.Event()
         self._claim_wake = threading.Event()
         self._results_wake = threading.Event()
-        self._calls_wake = threading.Event()
-        self._waiting_calls: dict[int, threading.Event] = {}
+        self.calls = ForwardedCalls(db, settings, engine.execute_call, self._serving_pid)
         self._threads: list[threading.Thread] = []
         self._listening = threading.Event()
 
@@ -95,11 +92,11 @@ class ClusterNode:
             ("claim", self._claim_loop),
             ("renew", self._renew_loop),
             ("results", self._results_loop),
-            ("calls", self._calls_loop),
         ):
             thread = threading.Thread(target=target, name=f"arcext-cluster-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        self.calls.start()
         self._listening.wait(5)
         self._lease.start()
 
@@ -107,8 +104,9 @@ class ClusterNode:
         """Stop claiming and leading; jobs running here finish (their results go out), queued ones stay."""
         self._stop.set()
         self._lease.stop()
-        for event in (self._claim_wake, self._results_wake, self._calls_wake):
+        for event in (self._claim_wake, self._results_wake):
             event.set()
+        self.calls.stop()
         self._pool.shutdown(cancel_pending=True)  # running jobs end and report; queued ones are dropped here
         for thread in self._threads:
             thread.join(timeout=5)
@@ -147,13 +145,16 @@ class ClusterNode:
             rows = conn.execute("SELECT subscription, resource_group, name, ext FROM engine_jobs").fetchall()
             # results of jobs that ended before now are in the extension records recover() reads
             conn.execute("DELETE FROM engine_results")
-            conn.execute("DELETE FROM engine_calls WHERE done AND created_at < now() - interval '1 hour'")
         inflight = {(MachineKey(s, g, n).lower, str(e)) for s, g, n, e in rows}
         self.engine.take_over(inflight)
         self.ready = True
         self.election_seconds = round(time.monotonic() - taken, 3)
         self._results_wake.set()
-        self._calls_wake.set()
+        self.calls.wake()
+
+    def _serving_pid(self) -> int | None:
+        """The leadership connection's backend pid while this node leads (and is ready), else None."""
+        return self._lease.backend_pid if self.leading else None
 
     def _deposed(self) -> None:
         self.ready = False
@@ -169,8 +170,9 @@ class ClusterNode:
                     for channel in CHANNELS:
                         conn.execute(f"LISTEN {channel}")
                     self._listening.set()
-                    for event in (self._claim_wake, self._results_wake, self._calls_wake):
+                    for event in (self._claim_wake, self._results_wake):
                         event.set()  # whatever was announced while this node was not listening
+                    self.calls.wake()
                 for note in conn.notifies(timeout=1.0):
                     self._on_notify(note.channel, note.payload)
             except psycopg.Error as exc:
@@ -187,12 +189,8 @@ class ClusterNode:
             self._claim_wake.set()
         elif channel == RESULTS:
             self._results_wake.set()
-        elif channel == CALLS:
-            self._calls_wake.set()
-        elif channel == CALL_DONE:
-            waiting = self._waiting_calls.get(int(payload or 0))
-            if waiting is not None:
-                waiting.set()
+        elif channel in (CALLS, CALL_DONE):
+            self.calls.on_notify(channel, payload)
         elif channel == KICK and self.leading:
             self.engine.wake()
 
@@ -329,102 +327,8 @@ class ClusterNode:
             except psycopg.Error as exc:
                 log.warning("Reading job results failed (%s)", type(exc).__name__)
 
-    # --- engine calls ----------------------------------------------------------------------------
-    def _calls_loop(self) -> None:
-        while not self._stop.is_set():
-            self._calls_wake.wait(1.0)
-            self._calls_wake.clear()
-            pid = self._lease.backend_pid
-            if not self.leading or pid is None:
-                continue
-            try:
-                with self.db.connection() as conn:
-                    rows = conn.execute(
-                        "UPDATE engine_calls SET taken_by = %s WHERE id IN (SELECT id FROM engine_calls"
-                        " WHERE taken_by IS NULL ORDER BY id FOR UPDATE SKIP LOCKED) RETURNING id, method, args",
-                        (pid,),
-                    ).fetchall()
-            except psycopg.Error as exc:
-                log.warning("Reading engine calls failed (%s)", type(exc).__name__)
-                continue
-            for call_id, method, args in sorted(rows, key=lambda r: int(r[0])):
-                threading.Thread(
-                    target=self._serve, args=(int(call_id), str(method), args), name="arcext-call", daemon=True
-                ).start()
-
-    def _serve(self, call_id: int, method: str, args: Any) -> None:
-        result: Any = None
-        error: dict[str, Any] | None = None
-        try:
-            result = self.engine.execute_call(method, decode(args))
-        except errors.ArmError as exc:
-            error = error_to_json(exc)
-        except Exception as exc:
-            log.exception("Engine call %s failed", method)
-            error = error_to_json(exc)
-        try:
-            with self.db.transaction() as conn:
-                conn.execute(
-                    "UPDATE engine_calls SET done = true, result = %s, error = %s WHERE id = %s",
-                    (Jsonb(encode(result)), Jsonb(error) if error else None, call_id),
-                )
-                conn.execute("SELECT pg_notify(%s, %s)", (CALL_DONE, str(call_id)))
-        except psycopg.Error:
-            log.exception("Could not answer engine call %s", method)
-
+    # --- engine calls (arcext.cluster.calls) -----------------------------------------------------
     def call(self, method: str, args: list[Any]) -> Any:
-        """Run an engine method on the leader and return its result (its ArmError raised here).
-
-        503 ServiceUnavailable (Retry-After) when no leader takes the call within ``leader_wait``
-        seconds, or when the leader that took it goes away."""
-        unavailable = errors.ArmError(
-            503,
-            "ServiceUnavailable",
-            "No node leads the upgrade engine at the moment; try again shortly.",
-            headers={"Retry-After": str(max(1, round(self.settings.leader_wait)))},
-        )
-        try:
-            with self.db.transaction() as conn:
-                row = conn.execute(
-                    "INSERT INTO engine_calls (method, args) VALUES (%s, %s) RETURNING id",
-                    (method, Jsonb(encode(args))),
-                ).fetchone()
-                conn.execute("SELECT pg_notify(%s, '')", (CALLS,))
-        except psycopg.Error:
-            raise unavailable from None
-        assert row is not None
-        call_id = int(row[0])
-        done = threading.Event()
-        self._waiting_calls[call_id] = done
-        started = time.monotonic()
-        try:
-            while True:
-                done.wait(0.5)
-                with self.db.connection() as conn:
-                    state = conn.execute(
-                        "SELECT taken_by, done, result, error FROM engine_calls WHERE id = %s", (call_id,)
-                    ).fetchone()
-                    if state is None:
-                        raise unavailable
-                    taken_by, finished, result, error = state
-                    if finished:
-                        conn.execute("DELETE FROM engine_calls WHERE id = %s", (call_id,))
-                        if error:
-                            raise error_from_json(error)
-                        return decode(result)
-                    waited = time.monotonic() - started
-                    if taken_by is None and waited > self.settings.leader_wait:
-                        gone = conn.execute(
-                            "DELETE FROM engine_calls WHERE id = %s AND taken_by IS NULL RETURNING id", (call_id,)
-                        ).fetchone()
-                        if gone:
-                            raise unavailable
-                    elif taken_by is not None and (
-                        waited > self.settings.call_timeout or leader_backend(conn) != taken_by
-                    ):
-                        conn.execute("DELETE FROM engine_calls WHERE id = %s", (call_id,))
-                        raise unavailable
-        except psycopg.Error:
-            raise unavailable from None
-        finally:
-            self._waiting_calls.pop(call_id, None)
+        """Run an engine method on the leader and return its result (its ArmError raised here); 503 when no
+        leader takes it within ``leader_wait`` or the leader that took it goes away."""
+        return self.calls.call(method, args)

@@ -12,3 +12,13 @@ class ClusterSettings:
     leader_wait: float = 5.0  # seconds a forwarded engine call waits for a leader to take it, then 503
     call_timeout: float = 600.0  # seconds a forwarded engine call may run on the leader
     reclaim_poll: float = 1.0  # seconds between looks for jobs whose lease expired (besides NOTIFY wake-ups)
+    call_workers: int = 4  # forwarded engine calls the leader runs at once (the others wait their turn)
+    call_poll: float = 2.0  # seconds between a caller's looks at its call (the answer comes by NOTIFY before)
+    call_keep: float = 60.0  # seconds a call's row outlives the longest a call may wait, then it is swept
+    call_sweep: float = 60.0  # seconds between the leader's sweeps of the calls' rows
+
+    @property
+    def call_retention(self) -> float:
+        """Rows of engine calls older than this have no caller waiting for them (answered and never read,
+        of a leader or a caller that died, never taken)."""
+        return max(self.call_timeout, self.leader_wait) + self.call_keep

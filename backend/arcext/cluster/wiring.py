@@ -10,6 +10,7 @@ from ..hosts.simulated import SimulatedFleet
 from ..store.base import Store
 from ..store.postgres.store import PostgresStore
 from .clock import SharedManualClock
+from .rollout_mirror import RolloutMirror
 from .schema import migrate_cluster
 from .simhosts import DatabaseFleet
 
@@ -19,6 +20,7 @@ class ClusterParts:
     store: PostgresStore
     clock: Clock
     fleet: SimulatedFleet
+    rollouts: RolloutMirror  # the rollouts as the store holds them (read once at start, then kept current)
 
 
 def cluster_parts(
@@ -30,4 +32,5 @@ def cluster_parts(
     with store.db.connection() as conn:
         migrate_cluster(conn)
     clock: Clock = SharedManualClock(store) if manual_clock else SystemClock()
-    return ClusterParts(store, clock, DatabaseFleet(store.db, data_dir / "simhosts", latency_ms, timeout_s))
+    fleet = DatabaseFleet(store.db, data_dir / "simhosts", latency_ms, timeout_s)
+    return ClusterParts(store, clock, fleet, RolloutMirror(store.db))

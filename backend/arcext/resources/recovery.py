@@ -32,23 +32,30 @@ def prune_old_operations(store: Store, clock: Clock) -> None:
         log.info("Removed %d operation records older than %s", removed, cutoff)
 
 
-def reconcile_orphans(store: Store, clock: Clock) -> None:
+#: a machine document with the operations its resources name as in flight
+InFlight = tuple[MachineDoc, list[str]]
+
+
+def writes_in_flight(doc: MachineDoc) -> InFlight | None:
+    """The operations a machine's resources name as in flight (a projection for ``Store.project_machines``:
+    services.py lets it ride on the upgrade engine's scan at start, so the fleet is read once). Upgrade
+    operations (the extension's upgrade job names them) belong to the upgrade engine."""
+    pending: list[str] = []
+    if doc["machine"].get("operation"):
+        pending.append(doc["machine"]["operation"])
+    pending += [
+        operation
+        for r in doc["extensions"].values()
+        if (operation := r.get("operation")) and operation != (r.get("upgrade") or {}).get("operationId")
+    ]
+    return (jcopy(doc), pending) if pending else None
+
+
+def reconcile_orphans(store: Store, clock: Clock, found: list[InFlight] | None = None) -> None:
     """Give a record back to every in-flight operation a resource names but the store does not hold.
 
-    Upgrade operations (the extension's upgrade job names them) belong to the upgrade engine."""
-
-    def in_flight(doc: MachineDoc) -> tuple[MachineDoc, list[str]] | None:
-        pending: list[str] = []
-        if doc["machine"].get("operation"):
-            pending.append(doc["machine"]["operation"])
-        pending += [
-            operation
-            for r in doc["extensions"].values()
-            if (operation := r.get("operation")) and operation != (r.get("upgrade") or {}).get("operationId")
-        ]
-        return (jcopy(doc), pending) if pending else None
-
-    for doc, pending in store.project_machines(in_flight):
+    ``found``: what ``writes_in_flight`` projected from a scan already made (else the machines are scanned)."""
+    for doc, pending in store.project_machines(writes_in_flight) if found is None else found:
         for op_id in pending:
             if store.get_operation(op_id) is None:
                 log.warning("Found operation %s on %s without a record; finishing it", op_id, doc["machine"]["id"])

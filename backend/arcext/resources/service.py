@@ -22,7 +22,7 @@ from ..operations import IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
 from ..records import ExtensionRecord, OperationRecord
 from ..store.base import MachineDoc, Store, jcopy
 from .completion import DriverLookup, OperationCompletion
-from .recovery import prune_old_operations, reconcile_orphans
+from .recovery import InFlight, prune_old_operations, reconcile_orphans
 
 
 def system_data(existing: dict[str, Any] | None, principal: str, now: datetime) -> dict[str, Any]:
@@ -115,10 +115,11 @@ class ResourceService:
     def drivers(self, drivers: DriverLookup | None) -> None:
         self.completion.drivers = drivers
 
-    def start(self) -> None:
-        """Prune old operation records, give orphaned in-flight writes a record, resume every operation."""
+    def start(self, in_flight: list[InFlight] | None = None) -> None:
+        """Prune old operation records, give orphaned in-flight writes a record (``in_flight``: found by a scan
+        already made, recovery.writes_in_flight), resume every operation."""
         prune_old_operations(self.store, self.clock)
-        reconcile_orphans(self.store, self.clock)
+        reconcile_orphans(self.store, self.clock, in_flight)
         self.runner.start()
 
     def stop(self) -> None:

@@ -42,6 +42,7 @@ class EngineBase:
         activity: ActivityLog,
         drivers: DriverResolver,
         settings: EngineSettings | None = None,
+        rollouts: list[RolloutRecord] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -66,7 +67,7 @@ class EngineBase:
         self._inflight: set[tuple[str, str]] = set()
         self._open: dict[str, dict[int, set[tuple[str, str]]]] = {}  # rollout -> wave -> open targets
         self._manual: dict[str, set[tuple[str, str]]] = {}  # operation id -> targets still running
-        self._pool = WorkerPool(self.settings.concurrency, "arcext-upgrade")
+        self._pool = self._new_pool()
         self._idle = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -76,14 +77,30 @@ class EngineBase:
         self._manual_queue: list[Entry] = []
         self._completions = 0  # manual jobs, for the background pass on a manual clock
         self._members: dict[str, dict[tuple[str, str], int]] = {}  # rollout -> target -> wave index (the plan)
-        self._stalled: dict[str, str] = {}  # rollout -> why it cannot move (the last audit's finding)
         #: maintenance windows (arcext.maintenance): None if an automatic upgrade may start on a machine
         #: now, else when its next window opens; unset, nothing is gated
         self.window_gate: Callable[[MachineDoc, datetime], datetime | None] | None = None
         self.windows_in_use: Callable[[], bool] = lambda: self.window_gate is not None  # cheap: any assignment?
         self._repairs = 0
-        # The engine is the only writer of rollouts: it keeps them in memory and writes each change through.
-        self._rollouts: dict[str, RolloutRecord] = {r["id"]: r for r in store.list_rollouts()}
+        # The engine is the only writer of rollouts: it keeps them in memory and writes each change through
+        # (``rollouts``: the store's, when the caller has read them already).
+        self._rollouts: dict[str, RolloutRecord] = {
+            r["id"]: r for r in (store.list_rollouts() if rollouts is None else rollouts)
+        }
+
+    def _new_pool(self) -> WorkerPool | None:
+        """The workers that run this engine's jobs (None: they run elsewhere, arcext.cluster)."""
+        return WorkerPool(self.settings.concurrency, "arcext-upgrade")
+
+    def _clear_indexes(self) -> None:
+        """Forget every index the engine rebuilds from the store (``recover``); the rollouts stay."""
+        self._due.clear()
+        self._open.clear()
+        self._manual.clear()
+        self._held = []
+        self._manual_queue = []
+        self._members.clear()
+        self._inflight.clear()
 
     def kick(self) -> None:
         self._wake.set()

@@ -256,6 +256,7 @@ class Dispatch(Rollouts, ManualUpgrades):
     def _submit(self, key: MachineKey, ext: str, resume: bool = False, template: UpgradeJob | None = None) -> None:
         with self._lock:
             self._inflight.add((key.lower, ext))
+            assert self._pool is not None, "an engine without workers submits its jobs elsewhere"
             self._pool.submit(self._execute, key, ext, resume, template)
 
     def _execute(self, key: MachineKey, ext: str, resume: bool, template: UpgradeJob | None) -> None:

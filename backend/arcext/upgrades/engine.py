@@ -29,7 +29,7 @@ from typing import Any
 from ..clock import iso
 from . import job_state as J
 from .base import DriverResolver
-from .recovery import Recovery, Repair
+from .recovery import Recovery, Repair, Rider
 from .rollout_views import RolloutViews
 from .targets import ACTIVE, COMPLETED, FROZEN, HELD, PAUSED
 
@@ -42,18 +42,22 @@ class Engine(Recovery, RolloutViews):
     """The upgrade engine services.py builds: its parts (see the module docstring) over one shared state,
     plus the life cycle (``start``, ``stop``, the background loop) and ``run_until_idle``."""
 
-    def start(self, background: bool = True) -> None:
-        self.recover()
+    def start(self, background: bool = True, rider: Rider | None = None) -> list[Any] | None:
+        """Recover, then run the background loop. Returns what ``rider`` projected from the recovery's scan of
+        the machines (None when this engine did not scan them: a cluster's follower)."""
+        carried = self.recover(rider)
         if background:
             self._thread = threading.Thread(target=self._loop, name="arcext-engine", daemon=True)
             self._thread.start()
+        return carried
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._pool.shutdown(cancel_pending=True)
+        if self._pool is not None:
+            self._pool.shutdown(cancel_pending=True)
 
     def _loop(self) -> None:
         # On a manual clock the background pass only starts what a user asked for (manual upgrades);
@@ -82,14 +86,9 @@ class Engine(Recovery, RolloutViews):
         """Forget every index (tests' reset; the store is cleared by the caller)."""
         self.wait_idle()
         with self._lock:
+            self._clear_indexes()
             self._rollouts.clear()
-            self._due.clear()
-            self._open.clear()
-            self._manual.clear()
-            self._held = []
             self._stats.clear()
-            self._members.clear()
-            self._stalled.clear()
 
     def jobs_run(self) -> int:
         """Upgrade jobs this process ran to their end (the cluster view's per-node count)."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from ..activity import repair_event
 from ..clock import iso, parse_iso
@@ -46,11 +47,20 @@ class _Seen:
     behind: bool
 
 
+#: another part's projection of a machine document (``Store.project_machines``) that rides along on the
+#: recovery's scan at start, so that the fleet is read once (services.py: the resources' in-flight writes)
+Rider = Callable[[MachineDoc], Any]
+
+
 class Recovery(Dispatch):
-    def recover(self) -> None:
-        """Rebuild indexes from the store and reconcile jobs a crash left Running."""
+    def recover(self, rider: Rider | None = None) -> list[Any]:
+        """Rebuild indexes from the store and reconcile jobs a crash left Running. Returns what ``rider``
+        projected from the same scan (its non-None values)."""
+        carried: list[Any] = []
 
         def project(doc: MachineDoc) -> list[tuple[MachineKey, str, str, str]] | None:
+            if rider is not None and (value := rider(doc)) is not None:
+                carried.append(value)
             parsed = parse_resource_id(doc["machine"]["id"])
             if parsed is None:
                 return None
@@ -77,6 +87,7 @@ class Recovery(Dispatch):
             log.info("Reconciling the upgrade of %s on %s interrupted by a restart", ext, key.name)
             self._submit(key, ext, resume=True)
         self._refresh_manual_operations()
+        return carried
 
     def _rebuild_open_waves(self, repair: bool = False) -> list[Repair]:
         """Derive the open targets of every running wave from the extension records; schedule a claim
@@ -285,4 +296,7 @@ class Recovery(Dispatch):
                     + "; ".join(waits)
                     + ". Fix or remove those extensions (or their host connection); the wave then completes."
                 )
-        self._stalled = stalled
+        for rollout in self._rollout_list():  # kept on the records: every node's views read it
+            if rollout.get("stalled") != stalled.get(rollout["id"]):
+                rollout["stalled"] = stalled.get(rollout["id"])
+                self._save_rollout(rollout)

@@ -52,7 +52,7 @@ class RolloutViews(EngineBase):
                 if w["state"] == "Running"
                 for i, b in enumerate(w["batches"])
             }
-            stalled = self._stalled.get(rollout["id"]) if rollout["state"] == ACTIVE else None
+            stalled = rollout.get("stalled") if rollout["state"] == ACTIVE else None
             summary = {
                 "id": rollout["id"],
                 "publisher": rollout["publisher"],
@@ -163,7 +163,18 @@ class RolloutViews(EngineBase):
         return wave
 
     def stalled(self, rollout_id: str) -> str | None:
-        return self._stalled.get(rollout_id)
+        """Why the rollout cannot move, as the last audit found (kept on its record, so every node reads it)."""
+        rollout = self._rollouts.get(rollout_id)
+        return rollout.get("stalled") if rollout else None
+
+    def rollout_records(self) -> list[RolloutRecord]:
+        """The rollouts' records as this engine holds them."""
+        return self._rollout_list()
+
+    def refresh(self) -> None:
+        """Bring what ``wave_of``, ``held`` and ``stalled`` read up to date with the store before a view uses
+        them. Nothing to do here: this engine writes every rollout change itself (a follower of a cluster
+        reads the leader's: arcext.cluster.engine)."""
 
     def held(self, rollout_id: str | None) -> RolloutRecord | None:
         if not rollout_id:

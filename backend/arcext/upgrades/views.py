@@ -48,6 +48,7 @@ def _moved_to_window(engine: Engine, doc: MachineDoc, job: Any, now: str) -> str
 
 
 def pending_view(engine: Engine, catalog: Catalog, key: MachineKey, doc: MachineDoc) -> dict[str, Any]:
+    engine.refresh()  # the rollouts as they are now (a cluster's follower reads them from the store)
     now = iso(engine.now())
     items = []
     for ext in sorted(doc["extensions"]):
