@@ -374,6 +374,58 @@ def test_a_rollout_of_100_machines_shares_the_jobs_among_the_nodes(cluster: Clus
         assert statuses.count("Started") == 1 and statuses.count("Succeeded") == 1, statuses
 
 
+def test_a_follower_s_views_show_a_change_made_through_the_leader_on_the_next_request(cluster: Cluster) -> None:
+    """The pending view and the rollouts view of every follower, and its metrics, read the rollouts from the
+    store: a version published and a rollout paused through the leader show at once, with no engine call
+    forwarded to the leader for any of those reads. (The Linux agent: the other tests' rollouts stay apart.)"""
+    s = cluster.session
+    leader = cluster.leader()
+    followers = cluster.followers()
+    linux = "AzureMonitorLinuxAgent"
+    put_machine(s, followers[0], "views-1", rg="rg-views")
+    body = extension_body("views-1")
+    body["properties"]["type"] = linux
+    r = s.put(
+        f"{followers[0].url}{machine_path('views-1', 'rg-views')}/extensions/ama",
+        params={"api-version": API},
+        json=body,
+    )
+    assert r.status_code == 202, r.text
+    assert wait_operation(s, r.headers["Azure-AsyncOperation"])["status"] == "Succeeded"
+    pending_url = f"/arcext/v1/subscriptions/{SUB}/resourceGroups/rg-views/machines/views-1/pending"
+
+    def pending_on(node: Node) -> dict[str, Any]:
+        r = s.get(f"{node.url}{pending_url}", timeout=10)
+        assert r.status_code == 200, r.text
+        item: dict[str, Any] = r.json()["extensions"][0]
+        return item
+
+    for node in followers:
+        assert pending_on(node)["state"] != "Scheduled"
+    r = s.put(f"{leader.url}/arcext/v1/catalog/{PUB}/{linux}/versions/1.3.0", json={"critical": False}, timeout=30)
+    assert r.status_code == 201, r.text
+    rollout_id = r.json()["rolloutId"]
+    for node in followers:
+        item = pending_on(node)
+        assert (item["state"], item["rolloutId"]) == ("Scheduled", rollout_id), (node.name, item)
+    r = s.post(f"{leader.url}/arcext/v1/rollouts/{rollout_id}/pause", timeout=30)
+    assert r.status_code == 200, r.text
+    with psycopg.connect(cluster.database, autocommit=True) as conn:
+
+        def forwarded() -> int:
+            row = conn.execute("SELECT last_value FROM engine_calls_id_seq").fetchone()
+            assert row is not None
+            return int(row[0])
+
+        before = forwarded()
+        for node in followers:
+            assert pending_on(node)["state"] == "Held", node.name
+            assert rollout_of(s, node, rollout_id)["state"] == "Paused", node.name
+            scrape = s.get(f"{node.url}/metrics", timeout=10)
+            assert scrape.status_code == 200 and 'arcext_rollouts{state="Paused"} 1.0' in scrape.text, node.name
+        assert forwarded() == before, "a follower's views and metrics forward nothing to the leader"
+
+
 # --- nodes dying -----------------------------------------------------------------------------------
 def test_sigkill_of_the_leader_and_of_a_node_running_jobs_mid_rollout(
     tmp_path: Path, database: str, cluster: Cluster
