@@ -170,6 +170,7 @@ class ForwardedCalls:
             headers={"Retry-After": str(max(1, round(self.settings.leader_wait)))},
         )
         done = threading.Event()
+        call_id = -1
         try:
             with self.db.transaction() as conn:
                 row = conn.execute(
@@ -181,9 +182,6 @@ class ForwardedCalls:
                 with self._waiting_lock:  # before the commit: the answer's notification cannot come first
                     self._waiting[call_id] = done
                 conn.execute("SELECT pg_notify(%s, '')", (CALLS,))
-        except psycopg.Error:
-            raise unavailable from None
-        try:
             return self._await(call_id, done, unavailable)
         except psycopg.Error:
             raise unavailable from None
