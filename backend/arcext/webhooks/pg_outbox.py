@@ -274,12 +274,13 @@ class PgStorage:
             )
 
     def deliveries(self, hook: Hook) -> list[Message]:
-        columns = _MESSAGE.format(body="''")
+        columns = _MESSAGE.format(body="'' AS body")
         with self.db.connection() as conn:
             rows = conn.execute(
-                f"(SELECT {columns} FROM webhook_messages WHERE hook_uid = %s AND state = 'Pending')"
+                f"SELECT {columns} FROM ("
+                f" (SELECT {columns} FROM webhook_messages WHERE hook_uid = %s AND state = 'Pending')"
                 f" UNION ALL (SELECT {columns} FROM webhook_messages WHERE hook_uid = %s AND state <> 'Pending'"
-                "  ORDER BY seq DESC LIMIT %s)"
+                "  ORDER BY seq DESC LIMIT %s)) AS listed"
                 " ORDER BY state = 'Pending' DESC, seq DESC",
                 (hook.uid, hook.uid, HISTORY),
             ).fetchall()
