@@ -202,3 +202,21 @@ def test_one_node_at_a_time_delivers_a_webhook(two: Nodes, receiver: Receiver) -
         f"m{i}/extensions/ama" for i in range(5)
     ], "in order"
     assert hook.uid == survivor._hooks["h"].uid
+
+
+def test_events_a_node_recorded_but_never_put_in_are_put_back_when_it_leaves(two: Nodes, receiver: Receiver) -> None:
+    """A kill -9 between the activity log and the outbox: the other node looks for such events as soon as the
+    node's presence lock goes (its session ended), not only at the next start."""
+    one, other = two.nodes
+    log: list[dict[str, Any]] = []
+    one.put("h", receiver.url, ["*"], receiver.secret)
+    for node in two.nodes:
+        node.reconcile(lambda day: iter(list(log)), [], lambda r, action: {})
+    two.start()
+    assert wait_for(lambda: "h" in other._hooks and not other._catch_ups)
+    log += [upgrade("m1", "Started", 1), upgrade("m1", "Succeeded", 2)]  # recorded by one, never put in
+    time.sleep(1.0)
+    assert receiver.events() == [], "nothing puts them in while every node is there"
+    one.close()  # its listener's session ends, and with it its presence lock
+    assert wait_for(lambda: len(receiver.events()) == 2)
+    assert [e["id"] for e in receiver.events()] == [e["eventDataId"] for e in log]

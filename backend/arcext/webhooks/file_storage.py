@@ -195,7 +195,9 @@ class FileStorage:
     def release(self, hook: Hook) -> None:
         pass
 
-    def watch(self, on_hooks: Callable[[], None], on_messages: Callable[[], None]) -> None:
+    def watch(
+        self, on_hooks: Callable[[], None], on_messages: Callable[[], None], on_peer_gone: Callable[[], None]
+    ) -> None:
         pass
 
     def close(self) -> None:

@@ -7,7 +7,10 @@
   every claim here at once (the next check fails), so a node never delivers without holding the claim.
   Two names hashing alike share a lock: one node then delivers both, which changes nothing else.
 * :class:`Listener`: ``LISTEN`` for registry changes and new messages from any node, with a re-read of
-  the registry every ``refresh`` seconds in case a notification was missed (a reconnect).
+  the registry every ``refresh`` seconds in case a notification was missed (a reconnect). Its session also
+  holds this node's presence lock (``PRESENCE_CLASS``, its backend pid); when another node's presence
+  disappears (its process died, or it stopped), ``on_peer_gone`` runs, so the events that node had recorded
+  but not yet put in the outbox (a kill -9 between the two) are put back without waiting for a restart.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 
 #: the delivery claims' lock class ("arcw" in ASCII; the two-key form, apart from the one-key locks)
 CLAIM_CLASS: Final = 0x61726377
+#: the nodes' presence locks' class ("arcp"), one lock per node keyed by its listener's backend pid
+PRESENCE_CLASS: Final = 0x61726370
 HOOKS_CHANNEL: Final = "arcext_webhook_hooks"
 MESSAGES_CHANNEL: Final = "arcext_webhook_messages"
 
@@ -108,14 +113,24 @@ class Claims:
 
 
 class Listener:
-    """Calls ``on_hooks`` on a registry change (and every ``refresh`` seconds) and ``on_messages`` when a node
-    put messages in the outbox, from a thread of its own."""
+    """Calls ``on_hooks`` on a registry change (and every ``refresh`` seconds), ``on_messages`` when a node
+    put messages in the outbox, and ``on_peer_gone`` when another node went away (or this node's connection
+    was lost a while), from a thread of its own."""
 
-    def __init__(self, url: str, refresh: float, on_hooks: Callable[[], None], on_messages: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        refresh: float,
+        on_hooks: Callable[[], None],
+        on_messages: Callable[[], None],
+        on_peer_gone: Callable[[], None],
+    ) -> None:
         self.url = url
         self.refresh = refresh
         self._on_hooks = on_hooks
         self._on_messages = on_messages
+        self._on_peer_gone = on_peer_gone
+        self._peers: set[int] | None = None  # the presence locks seen at the last look
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="arcext-webhook-listener", daemon=True)
 
@@ -129,9 +144,13 @@ class Listener:
             try:
                 if conn is None:
                     conn = dedicated(self.url)
+                    conn.execute("SELECT pg_advisory_lock(%s, pg_backend_pid())", (PRESENCE_CLASS,))
                     conn.execute(f"LISTEN {HOOKS_CHANNEL}")
                     conn.execute(f"LISTEN {MESSAGES_CHANNEL}")
                     self._call(self._on_messages)  # whatever was put in while this node was not listening
+                    if self._peers is not None:
+                        self._call(self._on_peer_gone)  # a node may have died while this one was away
+                    self._peers = None
                     last_read = 0.0
                 hooks = time.monotonic() - last_read >= self.refresh
                 if not hooks:
@@ -142,6 +161,7 @@ class Listener:
                 if hooks:
                     last_read = time.monotonic()
                     self._call(self._on_hooks)  # a change, the periodic re-read, or a new connection
+                    self._look_at_peers(conn)
             except psycopg.Error as exc:
                 log.warning("Webhook listener connection failed (%s); reconnecting", type(exc).__name__)
                 if conn is not None:
@@ -150,6 +170,18 @@ class Listener:
                 self._stop.wait(0.5)
         if conn is not None:
             conn.close()
+
+    def _look_at_peers(self, conn: Connection) -> None:
+        rows = conn.execute(
+            "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2 AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (PRESENCE_CLASS,),
+        ).fetchall()
+        peers = {int(r[0]) for r in rows}
+        if self._peers is not None and self._peers - peers:
+            log.info("A node left (its webhook listener's session ended): looking for events it left behind")
+            self._call(self._on_peer_gone)
+        self._peers = peers
 
     def _call(self, callback: Callable[[], None]) -> None:
         try:

@@ -301,8 +301,10 @@ class PgStorage:
     def release(self, hook: Hook) -> None:
         self._claims.release(hook.uid, hook.name)
 
-    def watch(self, on_hooks: Callable[[], None], on_messages: Callable[[], None]) -> None:
-        self._listener = Listener(self.db.url, self.settings.refresh, on_hooks, on_messages)
+    def watch(
+        self, on_hooks: Callable[[], None], on_messages: Callable[[], None], on_peer_gone: Callable[[], None]
+    ) -> None:
+        self._listener = Listener(self.db.url, self.settings.refresh, on_hooks, on_messages, on_peer_gone)
         self._listener.start()
 
     def close(self) -> None:

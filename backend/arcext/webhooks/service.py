@@ -56,6 +56,7 @@ class WebhookService:
         self._inbox: deque[list[Record]] = deque()
         self._inbox_wake = threading.Event()
         self._catch_ups: deque[Hook] = deque()  # webhooks new to this node (several nodes): events since made
+        self._sweep = False  # another node went away: look for the events it recorded but never put in
         self._flush_lock = threading.Lock()  # one flusher at a time: the outbox keeps the order events came in
         self._stop = threading.Event()
         self._writer_thread: threading.Thread | None = None
@@ -222,6 +223,12 @@ class WebhookService:
                     self._catch_up(hook)
                 except Exception:  # the next start's reconcile() looks back an hour
                     log.exception("Could not catch webhook %s up", hook.name)
+            if self._sweep:
+                self._sweep = False
+                try:
+                    self._put_back_events()
+                except Exception:  # the next start's reconcile() looks back an hour
+                    log.exception("Could not look for the events a node that left did not put in the outbox")
 
     def enqueue(self, events: list[Record], only: Hook | None = None) -> int:
         """Put a message per event and interested webhook (``only`` that one, if given) in the outbox
@@ -282,6 +289,29 @@ class WebhookService:
                 "Webhook %s: put in %d deliveries of events recorded before this node knew of it", hook.name, added
             )
 
+    def _peer_gone(self) -> None:
+        """Another node went away (several nodes): the events it had recorded but not yet put in the outbox
+        (a kill -9 between the activity log and the outbox) are put back by the writer thread."""
+        self._sweep = True
+        self._inbox_wake.set()
+
+    def _put_back_events(self) -> int:
+        """Put in the activity-log events from the watermark minus a margin on (events of concurrent workers
+        are not strictly in time order); those already in the outbox are left out."""
+        if self._events is None:
+            return 0
+        with self._lock:
+            if not self._hooks:
+                return 0
+        since = self.storage.watermark()
+        if not since:
+            return 0
+        start = iso(parse_iso(since) - timedelta(hours=1))
+        added = self.enqueue([e for e in self._events(start[:10]) if e["eventTimestamp"] >= start])
+        if added:
+            log.info("Put back %d webhook deliveries the outbox was missing", added)
+        return added
+
     def reconcile(
         self,
         events: Callable[[str], Iterator[Record]],
@@ -294,13 +324,9 @@ class WebhookService:
             if not self._hooks:
                 self.storage.reset_rollout_states({r["id"]: r["state"] for r in rollouts})
                 return 0
-        since = self.storage.watermark()
+        added = self._put_back_events()
         announced = self.storage.rollout_states()
         found: list[Record] = []
-        if since:
-            # the outbox's watermark minus a margin (events of concurrent workers are not strictly in time order)
-            start = iso(parse_iso(since) - timedelta(hours=1))
-            found = [e for e in events(start[:10]) if e["eventTimestamp"] >= start]
         for rollout in rollouts:
             before = announced.get(rollout["id"])
             if before == rollout["state"]:
@@ -309,10 +335,10 @@ class WebhookService:
                 found.append(rollout_event(rollout, "planned"))
             if rollout["state"] != "Active" or before in HELD_STATES:
                 found.append(rollout_event(rollout, ROLLOUT_ACTIONS[rollout["state"]]))
-        added = self.enqueue(found) if found else 0
-        if added:
-            log.info("Put back %d webhook deliveries the outbox was missing", added)
-        return added
+        put_back = self.enqueue(found) if found else 0
+        if put_back:
+            log.info("Announced %d rollout changes the outbox was missing", put_back)
+        return added + put_back
 
     # --- delivery -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -321,7 +347,7 @@ class WebhookService:
         with self._lock:
             for hook in self._hooks.values():
                 self._ensure_worker(hook)
-        self.storage.watch(self.refresh, self._wake_all)
+        self.storage.watch(self.refresh, self._wake_all, self._peer_gone)
 
     def _ensure_worker(self, hook: Hook) -> None:
         if self._writer_thread is None or self._stop.is_set() or (hook.worker is not None and hook.worker.is_alive()):

@@ -119,9 +119,12 @@ class WebhookStorage(Protocol):
         """Give up the claim (the webhook was deleted)."""
         ...
 
-    def watch(self, on_hooks: Callable[[], None], on_messages: Callable[[], None]) -> None:
-        """Call ``on_hooks`` when another node may have changed the registry and ``on_messages`` when another
-        node put messages in the outbox (from a thread of the storage's own); no-op for one process."""
+    def watch(
+        self, on_hooks: Callable[[], None], on_messages: Callable[[], None], on_peer_gone: Callable[[], None]
+    ) -> None:
+        """Call ``on_hooks`` when another node may have changed the registry, ``on_messages`` when another
+        node put messages in the outbox, and ``on_peer_gone`` when another node went away (from a thread of
+        the storage's own); no-op for one process."""
         ...
 
     def close(self) -> None: ...
