@@ -220,3 +220,21 @@ def test_events_a_node_recorded_but_never_put_in_are_put_back_when_it_leaves(two
     one.close()  # its listener's session ends, and with it its presence lock
     assert wait_for(lambda: len(receiver.events()) == 2)
     assert [e["id"] for e in receiver.events()] == [e["eventDataId"] for e in log]
+
+
+def test_two_nodes_putting_in_the_same_events_in_opposite_orders_at_once_both_succeed(
+    two: Nodes, receiver: Receiver
+) -> None:
+    """Each waits for the other's rows (a deadlock PostgreSQL breaks by ending one): the one ended goes again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    one, other = two.nodes
+    one.put("h", receiver.url, ["upgrade.started"], receiver.secret)
+    other.refresh()
+    receiver.status = 503  # nothing is delivered (the workers are not started anyway)
+    for round_ in range(5):
+        events = [upgrade(f"m{i}", "Started", 10 + round_) for i in range(200)]
+        with ThreadPoolExecutor(2) as pool:
+            added = list(pool.map(lambda job: job[0].enqueue(job[1]), [(one, events), (other, events[::-1])]))
+        assert sum(added) == 200, added
+    assert one.pending_counts() == {"h": 1000}

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from ..store.postgres.db import Database
@@ -38,6 +39,7 @@ from .storage import Outgoing, RolloutChange
 ROLLOUT_LOCK: Final = 0x617263776872
 KEEP_FINISHED: Final = 3 * 3600.0  # seconds a finished message is kept at least
 TRIM_EVERY: Final = 60.0  # seconds between two trims of one webhook's finished messages
+ADD_TRIES: Final = 3  # an insert chosen as a deadlock's victim goes again this often
 
 _HOOK = "name, uid, url, events, secret, created_at, disabled, disabled_reason, before"
 _MESSAGE = (
@@ -80,6 +82,8 @@ class PgStorage:
 
     def put_hook(self, hook: Hook, rollout_states: dict[str, str]) -> tuple[Hook, bool]:
         with self.db.transaction() as conn:
+            # the lock first, as add() takes it: the rollout states, then the watermark, in the same order
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLOUT_LOCK,))
             row = conn.execute(
                 f"INSERT INTO webhook_hooks ({_HOOK}) VALUES (%s, %s, %s, %s, %s, %s, false, NULL, %s)"
                 " ON CONFLICT (name) DO UPDATE SET url = excluded.url, events = excluded.events,"
@@ -160,6 +164,20 @@ class PgStorage:
         rollouts: list[RolloutChange],
         wall: float,
         only: Hook | None = None,
+    ) -> list[str]:
+        for attempt in range(1, ADD_TRIES + 1):
+            try:
+                return self._add(events, watermark, rollouts, wall, only)
+            except psycopg.errors.DeadlockDetected:
+                # two nodes putting in the same events in another order (a reconcile, a catch-up) wait for each
+                # other's rows; PostgreSQL ends one transaction, which goes again
+                if attempt == ADD_TRIES:
+                    raise
+                time.sleep(0.01 * attempt)
+        return []
+
+    def _add(
+        self, events: list[Outgoing], watermark: str, rollouts: list[RolloutChange], wall: float, only: Hook | None
     ) -> list[str]:
         with self.db.transaction() as conn:
             left_out = self._announce(conn, rollouts) if rollouts else set()

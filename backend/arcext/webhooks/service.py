@@ -60,7 +60,7 @@ class WebhookService:
         self._flush_lock = threading.Lock()  # one flusher at a time: the outbox keeps the order events came in
         self._stop = threading.Event()
         self._writer_thread: threading.Thread | None = None
-        self._any = any(not h.disabled for h in self._hooks.values())  # any enabled webhook: the fast path
+        self._any = self._listening()  # the fast path: events are dropped at once while this is False
         #: the rollouts' current states (Services sets it): a new webhook hears of changes from now on, and a
         #: restart does not announce rollouts that changed before any webhook existed
         self.rollout_states: Callable[[], dict[str, str]] = dict
@@ -166,8 +166,15 @@ class WebhookService:
                     # events this node recorded before it knew of the webhook (the writer thread puts them in)
                     self._catch_ups.append(hook)
                     self._inbox_wake.set()
-            self._any = any(not h.disabled for h in self._hooks.values())
+            self._any = self._listening()
             return hook
+
+    def _listening(self) -> bool:
+        """Whether events go to the outbox: any enabled webhook; with several nodes any webhook at all (the
+        registry's rows decide, and this node's copy of a webhook enabled elsewhere may lag)."""
+        if self.storage.shared:
+            return bool(self._hooks)
+        return any(not h.disabled for h in self._hooks.values())
 
     def _forget(self, hook: Hook) -> None:
         with self._lock:
@@ -175,7 +182,7 @@ class WebhookService:
             hook.wake.set()
             if self._hooks.get(hook.name) is hook:
                 del self._hooks[hook.name]
-            self._any = any(not h.disabled for h in self._hooks.values())
+            self._any = self._listening()
 
     def refresh(self) -> None:
         """Re-read the registry (another node may have changed it): new webhooks get a worker, deleted ones
@@ -405,7 +412,7 @@ class WebhookService:
                 hook, f"The receiver answered 410 Gone at {wall_stamp(now)}; PUT the webhook again to enable it."
             )
             with self._lock:
-                self._any = any(not h.disabled for h in self._hooks.values())
+                self._any = self._listening()
             log.warning("Webhook %s disabled: its receiver answered 410 Gone", hook.name)
         self.metrics.webhook_deliveries.labels(hook.name, outcome).inc()
         if outcome == "expired":
