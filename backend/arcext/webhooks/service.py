@@ -187,8 +187,8 @@ class WebhookService:
     def refresh(self) -> None:
         """Re-read the registry (another node may have changed it): new webhooks get a worker, deleted ones
         lose theirs, changed ones take the change."""
-        stored = self.storage.hooks()
-        with self._lock:
+        with self._lock:  # read under the lock: a put() or delete() of this node's is either before or after
+            stored = self.storage.hooks()
             names = {h.name for h in stored}
             for hook in [h for name, h in self._hooks.items() if name not in names]:
                 self._forget(hook)
