@@ -52,6 +52,16 @@ def activity_events(arc: ArcextServer) -> list[dict[str, Any]]:
     return arc.activity_log(since="2020-01-01T00:00:00Z")
 
 
+def stored_registry(arc: ArcextServer) -> str:
+    """The registry as the server stored it: ``hooks.json``, or the rows of ``webhook_hooks`` on PostgreSQL."""
+    if arc.database_url is None:
+        return (arc.data_dir / "webhooks" / "hooks.json").read_text()
+    import psycopg
+
+    with psycopg.connect(arc.database_url) as conn:
+        return repr(conn.execute("SELECT * FROM webhook_hooks").fetchall())
+
+
 def wait_for(predicate: Any, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -189,7 +199,8 @@ def test_the_api_validates_and_never_returns_the_secret() -> None:
         generated = made.json()["secret"]
         assert generated.startswith("whsec_"), "a PUT without a secret gets one, shown once"
         assert generated not in s.get(f"{base}/a").text and generated not in s.get(base).text
-        sealed = (arc.data_dir / "webhooks" / "hooks.json").read_text()
+        sealed = stored_registry(arc)
+        assert "http://127.0.0.1:9/x" in sealed, "the registry as stored"
         assert generated not in sealed and generated.removeprefix("whsec_") not in sealed
         again = s.put(f"{base}/a", json={"url": "http://127.0.0.1:9/y", "secret": new_secret()})
         assert again.status_code == 200 and "secret" not in again.json()

@@ -87,7 +87,9 @@ class Services:
         metrics = Metrics()
         rollouts = shared.rollouts.read() if shared else store.list_rollouts()  # read once, for all of these
         telemetry = Telemetry(metrics, clock.now, rollouts, settings.breaker_fraction)
-        webhooks = WebhookService(data_dir, box, clock.now, metrics, webhook_settings)
+        webhooks = WebhookService.open(  # on a database: its tables, shared with every node
+            data_dir, box, clock.now, metrics, webhook_settings, shared.store.db if shared else None
+        )
         telemetry.event_sinks.append(webhooks.on_events)
         if isinstance(store, ObservableStore):
             store.set_event_listener(telemetry.on_events)

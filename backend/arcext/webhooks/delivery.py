@@ -24,6 +24,11 @@ class Settings:
     max_age: float = 86400.0  # a message not delivered within this many seconds expires
     timeout: float = 10.0  # seconds per attempt
     compact_bytes: int = 8 * 1024 * 1024  # outbox size that triggers a compaction once nothing is pending
+    #: several nodes on PostgreSQL: a node not delivering a webhook tries to take it over this often (so the
+    #: longest a webhook goes undelivered after its node died), and re-reads the registry this often besides
+    #: the notifications of every change
+    claim_poll: float = 1.0
+    refresh: float = 5.0
 
 
 def post_signed(

@@ -1,7 +1,8 @@
 """The webhook registry: the rules of a definition (event types, names, URLs, Standard Webhooks secrets),
-one webhook as the service holds it (:class:`Hook`: its definition, sealed secret, queue and history), and
-its file ``<data-dir>/webhooks/hooks.json`` (replaced atomically; the secret sealed with the data
-directory's SecretBox, never returned, never logged)."""
+one webhook as the service holds it (:class:`Hook`: its definition, sealed secret and delivery worker), and
+the embedded store's file ``<data-dir>/webhooks/hooks.json`` (replaced atomically; the secret sealed with
+the data directory's SecretBox, never returned, never logged). On PostgreSQL the same records are rows of
+``webhook_hooks`` (pg_outbox.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import base64
 import re
 import secrets
 import threading
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..store.atomic_storage import atomic_write_bytes
-from .outbox import Message
 
 #: the event types a webhook can ask for (``["*"]`` = all)
 EVENT_TYPES = (
@@ -106,10 +105,12 @@ class Hook:
     #: activity-log events stamped with the creation time itself that were there before the webhook (a
     #: manual clock stamps many events alike): never delivered to it, also not by a reconcile after a restart
     before: frozenset[str] = frozenset()
-    pending: deque[Message] = field(default_factory=deque)
-    history: deque[Message] = field(default_factory=lambda: deque(maxlen=HISTORY))
-    wake: threading.Event = field(default_factory=threading.Event)
-    worker: threading.Thread | None = None
+    #: this incarnation of the name (PostgreSQL: a webhook deleted and made again is another one, whose
+    #: messages are not the old one's); the embedded store uses the name
+    uid: str = ""
+    wake: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    worker: threading.Thread | None = field(default=None, compare=False, repr=False)
+    gone: bool = field(default=False, compare=False)  # deleted (its worker ends)
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Hook:
@@ -123,6 +124,7 @@ class Hook:
             rec.get("disabled", False),
             rec.get("disabledReason"),
             frozenset(rec.get("before", ())),
+            rec["name"],
         )
 
     def wants(self, etype: str) -> bool:
@@ -140,7 +142,7 @@ class Hook:
             "before": sorted(self.before),
         }
 
-    def view(self) -> dict[str, Any]:
+    def view(self, pending: int) -> dict[str, Any]:
         return {
             "name": self.name,
             "url": self.url,
@@ -148,7 +150,7 @@ class Hook:
             "createdAt": self.created_at,
             "enabled": not self.disabled,
             "disabledReason": self.disabled_reason,
-            "pending": len(self.pending),
+            "pending": pending,
         }
 
 

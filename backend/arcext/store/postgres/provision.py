@@ -106,8 +106,12 @@ _TABLES: Final = (
     "rollouts",
     "clock",
 )
-#: the tables of several nodes sharing the database (arcext.cluster.schema), emptied when they exist
-_CLUSTER_TABLES: Final = ("engine_jobs", "engine_results", "engine_calls", "simhosts")
+#: the tables of several nodes sharing the database (arcext.cluster.schema, arcext.webhooks.pg_schema),
+#: emptied when they exist
+_CLUSTER_TABLES: Final = (
+    *("engine_jobs", "engine_results", "engine_calls", "simhosts"),
+    *("webhook_hooks", "webhook_messages", "webhook_state", "webhook_rollouts"),
+)
 
 
 def reset(url: str) -> None:
