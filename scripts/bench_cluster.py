@@ -37,6 +37,51 @@ from arcext.serving import tune_gc_for_serving  # noqa: E402
 from arcext.store.postgres import provision  # noqa: E402
 
 
+class StatementCounter:
+    """Counts the SQL statements this process sends (psycopg cursors' execute and executemany rows), by
+    their first words, so a run can report statements per job."""
+
+    def __init__(self) -> None:
+        import collections
+        import threading
+
+        import psycopg
+
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+        counter = self
+        execute, executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
+
+        def counted_execute(cur: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+            counter.add(query, 1)
+            return execute(cur, query, params, **kw)
+
+        def counted_executemany(cur: Any, query: Any, params_seq: Any, **kw: Any) -> Any:
+            rows = list(params_seq)
+            counter.add(query, len(rows))
+            return executemany(cur, query, rows, **kw)
+
+        psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign]
+        psycopg.Cursor.executemany = counted_executemany  # type: ignore[method-assign]
+
+    def add(self, query: Any, n: int) -> None:
+        text = query if isinstance(query, str) else str(query)
+        words = " ".join(text.split()[:4])[:60]
+        import os
+        import traceback
+
+        traced = os.environ.get("ARCEXT_BENCH_TRACE")
+        if traced and words.startswith(traced):  # diagnosis: which arcext functions send this statement
+            frames = [f for f in traceback.extract_stack()[:-2] if "/arcext/" in f.filename]
+            words += " <- " + " < ".join(f"{Path(f.filename).stem}.{f.name}" for f in reversed(frames[-5:]))
+        with self._lock:
+            self.counts[words] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
 def node_main(argv: list[str]) -> int:
     """One node: answers ``publish``, ``mark``, ``run``, ``report`` and ``stop`` on stdin, one JSON line each."""
     parser = argparse.ArgumentParser()
@@ -49,7 +94,9 @@ def node_main(argv: list[str]) -> int:
     parser.add_argument("--subscriptions", type=int, required=True)
     parser.add_argument("--regions", type=int, required=True)
     parser.add_argument("--lead", action="store_true", help="wait until this node leads before answering ready")
+    parser.add_argument("--count-statements", action="store_true")
     args = parser.parse_args(argv)
+    counter = StatementCounter() if args.count_statements else None
     tune_gc_for_serving()
     args.database_url = args.database
     services = B.open_services(args.data_dir, args)
@@ -80,6 +127,7 @@ def node_main(argv: list[str]) -> int:
                 "ops": meter.operations,
                 "jobs": engine.node.jobs_run,
             }
+            statements0 = counter.snapshot() if counter else {}
             answer = {"marked": True}
         elif command == "run":
             answer = engine.run_until_idle()
@@ -90,6 +138,11 @@ def node_main(argv: list[str]) -> int:
                 "ops": meter.operations - base["ops"],
                 "jobs": engine.node.jobs_run - base["jobs"],
             }
+            if counter:
+                now = counter.snapshot()
+                answer["statements"] = {
+                    k: v - statements0.get(k, 0) for k, v in now.items() if v != statements0.get(k, 0)
+                }
         elif command == "stop":
             services.close()
             print(json.dumps({"stopped": True}), flush=True)
@@ -106,6 +159,8 @@ class NodeProcess:
             command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
         if lead:
             command.append("--lead")
+        if args.count_statements:
+            command.append("--count-statements")
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.ready = self.read()
 
@@ -180,6 +235,15 @@ def bench(args: argparse.Namespace) -> list[B.Figure]:
         B.Figure("ideal bound: host ops x latency / (concurrency x nodes)", ideal, "s"),
         B.Figure("wall / ideal", wall / ideal if ideal else float("nan"), "x", 1.25),
     ]
+    if args.count_statements:
+        total = sum(sum(r["statements"].values()) for r in reports)
+        print(f"  SQL statements: {total} ({total / max(jobs, 1):.1f} per job, every node)")
+        merged: dict[str, int] = {}
+        for r in reports:
+            for k, v in r["statements"].items():
+                merged[k] = merged.get(k, 0) + v
+        for k, v in sorted(merged.items(), key=lambda kv: -kv[1])[:25]:
+            print(f"    {v / max(jobs, 1):7.2f}/job  {k}")
     for index, report in enumerate(reports):
         per_job = max(int(report["jobs"]), 1)
         figures += [

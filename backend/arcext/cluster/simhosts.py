@@ -3,7 +3,8 @@
 The embedded fleet (arcext.hosts.simulated) keeps hosts in memory and a log file of one process. Nodes
 sharing a database each run jobs on any host, so here every host operation runs in a transaction that
 locks the host's row (``SELECT ... FOR UPDATE``), works on the fleet's in-memory model of it, and writes it
-back. The fleet's HMAC key for protected-settings digests is a row as well, so digests agree across nodes.
+back when it changed (a read such as ``installed`` writes nothing).
+The fleet's HMAC key for protected-settings digests is a row as well, so digests agree across nodes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+import orjson
 from psycopg.types.json import Jsonb
 
 from ..hosts.simulated import SimulatedDriver, SimulatedFleet
@@ -33,6 +35,7 @@ class _HostLock:
         self._thread_lock = thread_lock
         self._transaction: AbstractContextManager[Connection] | None = None
         self._conn: Connection | None = None
+        self._loaded = b"null"  # the host's row as read, to write it back only when it changed
 
     def __enter__(self) -> _HostLock:
         self._thread_lock.acquire()
@@ -42,6 +45,7 @@ class _HostLock:
             row = self._conn.execute("SELECT doc FROM simhosts WHERE key = %s FOR UPDATE", (self._key,)).fetchone()
             if row is not None:
                 self._fleet._hosts[self._key] = row[0]
+                self._loaded = orjson.dumps(row[0])
             else:
                 self._fleet._hosts.pop(self._key, None)
         except BaseException:
@@ -52,7 +56,7 @@ class _HostLock:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         host = self._fleet._hosts.get(self._key)
         try:
-            if host is not None and self._conn is not None:
+            if host is not None and self._conn is not None and orjson.dumps(host) != self._loaded:
                 self._conn.execute(
                     "INSERT INTO simhosts (key, doc) VALUES (%s, %s)"
                     " ON CONFLICT (key) DO UPDATE SET doc = excluded.doc",

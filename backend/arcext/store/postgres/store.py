@@ -65,7 +65,12 @@ class PostgresStore:
         return self._machines.get(key)
 
     def view_machine(self, key: MachineKey, view: Callable[[MachineDoc | None], T]) -> T:
-        return view(self._machines.get(key))
+        cache = self.db.views()
+        if cache is None:
+            return view(self._machines.get(key))
+        if key.lower not in cache:
+            cache[key.lower] = self._machines.get(key)
+        return view(cache[key.lower])
 
     def list_machines(
         self, subscription: str, resource_group: str | None, after: str | None, limit: int
@@ -83,6 +88,9 @@ class PostgresStore:
 
         With ``extension`` only that extension's record is written: changes ``change`` makes to the rest
         of the document are not stored (the embedded store behaves the same way)."""
+        cache = self.db.views()
+        if cache is not None:
+            cache.pop(key.lower, None)
         with self.db.transaction() as conn:
             current = self._machines.lock(conn, key)
             if extension is not None and current is not None:
