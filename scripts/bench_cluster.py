@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_rollout as B  # noqa: E402
 from arcext.serving import tune_gc_for_serving  # noqa: E402
 from arcext.store.postgres import provision  # noqa: E402
+
+
+def postgres_cpu() -> float | None:
+    """CPU seconds of every PostgreSQL server process on this host (from /proc; None where unreadable).
+
+    Processes that ended meanwhile (a backend whose connection closed) drop out, so over a run this counts
+    the backends that lived through it, which the nodes' pooled connections do."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if not name.startswith("postgres"):
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 class StatementCounter:
@@ -67,7 +93,6 @@ class StatementCounter:
     def add(self, query: Any, n: int) -> None:
         text = query if isinstance(query, str) else str(query)
         words = " ".join(text.split()[:4])[:60]
-        import os
         import traceback
 
         traced = os.environ.get("ARCEXT_BENCH_TRACE")
@@ -121,6 +146,8 @@ def node_main(argv: list[str]) -> int:
             }
         elif command == "mark":
             gc.collect()
+            if hasattr(services.store, "db"):
+                services.store.db.pool.pop_stats()
             base = {
                 "cpu": time.process_time(),
                 "host": meter.cpu,
@@ -128,6 +155,12 @@ def node_main(argv: list[str]) -> int:
                 "jobs": engine.node.jobs_run,
             }
             statements0 = counter.snapshot() if counter else {}
+            profile_to = os.environ.get("ARCEXT_BENCH_PROFILE")  # diagnosis: a CPU profile of every thread
+            if profile_to:
+                import yappi  # not a dependency of the project: pip install yappi to use it
+
+                yappi.set_clock_type("cpu")
+                yappi.start()
             answer = {"marked": True}
         elif command == "run":
             answer = engine.run_until_idle()
@@ -138,6 +171,12 @@ def node_main(argv: list[str]) -> int:
                 "ops": meter.operations - base["ops"],
                 "jobs": engine.node.jobs_run - base["jobs"],
             }
+            if profile_to:
+                yappi.stop()
+                yappi.get_func_stats().save(f"{profile_to}.{engine.node.node_id.split(':')[-1]}.pstat", type="pstat")
+            pool = services.store.db.pool.get_stats() if hasattr(services.store, "db") else {}
+            answer["poolWaits"] = {k: pool.get(k, 0) for k in ("requests_num", "requests_queued", "requests_wait_ms")}
+            answer["poolSize"] = pool.get("pool_size", 0)
             if counter:
                 now = counter.snapshot()
                 answer["statements"] = {
@@ -209,9 +248,11 @@ def bench(args: argparse.Namespace) -> list[B.Figure]:
         print(f"  planned {planned['rollouts']} rollouts ({planned['waves']} waves) in {planned['planned']:.2f} s")
         for node in nodes:
             node.ask("mark")
+        pg0 = postgres_cpu()
         started = time.perf_counter()
         summary = nodes[0].ask("run")
         wall = time.perf_counter() - started
+        pg1 = postgres_cpu()
         reports = [node.ask("report") for node in nodes]
     finally:
         for node in nodes:
@@ -244,6 +285,15 @@ def bench(args: argparse.Namespace) -> list[B.Figure]:
                 merged[k] = merged.get(k, 0) + v
         for k, v in sorted(merged.items(), key=lambda kv: -kv[1])[:25]:
             print(f"    {v / max(jobs, 1):7.2f}/job  {k}")
+    for index, report in enumerate(reports):
+        waits = report["poolWaits"]
+        print(
+            f"  node {index} pool: {report['poolSize']} connections, {waits['requests_num']} requests,"
+            f" {waits['requests_queued']} waited ({waits['requests_wait_ms']} ms in all)"
+        )
+    if pg0 is not None and pg1 is not None:
+        pg_per_job = (pg1 - pg0) / max(jobs, 1) * 1000
+        figures.append(B.Figure("PostgreSQL server CPU per job (information, every backend)", pg_per_job, "ms"))
     for index, report in enumerate(reports):
         per_job = max(int(report["jobs"]), 1)
         figures += [
