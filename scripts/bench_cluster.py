@@ -87,8 +87,8 @@ class StatementCounter:
             counter.add(query, len(rows))
             return executemany(cur, query, rows, **kw)
 
-        psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign]
-        psycopg.Cursor.executemany = counted_executemany  # type: ignore[method-assign]
+        psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign,assignment,unused-ignore]
+        psycopg.Cursor.executemany = counted_executemany  # type: ignore[method-assign,assignment,unused-ignore]
 
     def add(self, query: Any, n: int) -> None:
         text = query if isinstance(query, str) else str(query)
@@ -157,7 +157,7 @@ def node_main(argv: list[str]) -> int:
             statements0 = counter.snapshot() if counter else {}
             profile_to = os.environ.get("ARCEXT_BENCH_PROFILE")  # diagnosis: a CPU profile of every thread
             if profile_to:
-                import yappi  # not a dependency of the project: pip install yappi to use it
+                import yappi  # type: ignore[import-untyped,import-not-found,unused-ignore]  # pip install yappi
 
                 yappi.set_clock_type("cpu")
                 yappi.start()
