@@ -18,6 +18,7 @@ from arcext.cluster.node import ClusterNode, Job, Target
 from arcext.cluster.schema import migrate_cluster
 from arcext.cluster.settings import ClusterSettings
 from arcext.cluster.wire import decode, encode, result_from_json, result_to_json
+from arcext.hosts.base import ExtensionSpec
 from arcext.ids import MachineKey
 from arcext.records import UpgradeJob
 from arcext.store.postgres.db import Database
@@ -202,3 +203,50 @@ def test_a_follower_forwards_engine_calls_to_the_leader(pg_url: str, db: Databas
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_simulated_hosts_driven_from_two_nodes_at_once_lose_no_change(db: Database, tmp_path: Any) -> None:
+    """Operations on one host from two nodes' fleets at once: each writes the row only if nobody wrote it since
+    its read, else runs again on the locked row, so every change lands once (8 installs, then 6 upgrades of
+    which exactly one fails: ``failUpgrade`` 1 is the host's next upgrade, whichever node runs it)."""
+    from arcext.cluster.simhosts import DatabaseFleet
+    from arcext.hosts.base import HandlerFailed
+
+    fleets = [DatabaseFleet(db, tmp_path / f"node{i}", base_latency_ms=20) for i in range(2)]
+    key = MachineKey("sub", "rg", "shared-host")
+    names = [f"ext{i}" for i in range(8)]
+
+    def spec(name: str) -> ExtensionSpec:
+        return ExtensionSpec(name=name, publisher="Contoso", type=name, settings={"n": name})
+
+    def each(work: Any, items: list[str]) -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = [None] * len(items)
+
+        def run(i: int) -> None:
+            try:
+                work(fleets[i % 2].driver(key), items[i])
+            except BaseException as exc:  # noqa: BLE001 - what each operation ended with
+                outcomes[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+    assert each(lambda d, n: d.install(spec(n), "1.0.0"), names) == [None] * 8
+    host = fleets[1].snapshot(key)
+    assert host is not None
+    assert sorted(host["extensions"]) == names
+    assert len(host["commands"]) == 16, "install and enable, once per extension"
+    fleets[0].set_faults(key, {"failUpgrade": 1})
+    ended = each(lambda d, n: d.upgrade(spec(n), "1.0.0", "1.1.0"), names[:6])
+    assert sum(isinstance(e, HandlerFailed) for e in ended) == 1, ended
+    assert all(e is None or isinstance(e, HandlerFailed) for e in ended), ended
+    host = fleets[0].snapshot(key)
+    assert host is not None
+    states = sorted(host["extensions"][n]["state"] for n in names[:6])
+    assert states == ["enabled"] * 5 + ["failed"]
+    assert "failUpgrade" not in host["faults"]
+    assert all(host["extensions"][n]["settings"] == {"n": n} for n in names), "an upgrade carries the settings"
