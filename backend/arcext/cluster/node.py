@@ -47,9 +47,6 @@ CHANNELS: Final = (JOBS, RESULTS, CALLS, CALL_DONE, KICK)
 #: a job claimed this often without its run ever ending (each run took its node down, or outlived its
 #: lease) is not run again: it ends as failed (a poison job, arcext.upgrades.jobs.JobRunner.abandon)
 MAX_CLAIMS: Final = 3
-#: a node's connections at most (a job worker needs one only while it talks to the database; two nodes fit in
-#: PostgreSQL's default max_connections of 100 with room for the leader's lock, listeners and a psql)
-MAX_POOL: Final = 40
 
 Target = tuple[str, str]  # (machine key, lower case; extension)
 Job = tuple[MachineKey, str, bool, UpgradeJob | None]  # key, extension, resume, wave template
@@ -83,7 +80,6 @@ class ClusterNode:
         self.settings = settings
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.workers = max(1, workers)
-        db.ensure_size(min(self.workers + 4, MAX_POOL))  # workers waited for connections at 20
         self.ready = False  # leading, indexes rebuilt: engine calls run here
         self.jobs_run = 0  # jobs this node ran (any node's dispatch)
         self.election_seconds: float | None = None  # the last take-over: lock taken to ready

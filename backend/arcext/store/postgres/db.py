@@ -75,11 +75,6 @@ class Database:
         )
         self.pool.open(wait=True, timeout=timeout)
 
-    def ensure_size(self, connections: int) -> None:
-        """Let the pool grow to at least ``connections`` (a node's job workers each want one at times)."""
-        if connections > self.pool.max_size:
-            self.pool.resize(self.pool.min_size, connections)
-
     def _open(self) -> _Open | None:
         current: _Open | None = getattr(self._local, "open", None)
         return current
