@@ -33,13 +33,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import psycopg  # noqa: E402
+
 import bench_rollout as B  # noqa: E402
 from arcext.serving import tune_gc_for_serving  # noqa: E402
 from arcext.store.postgres import provision  # noqa: E402
 
 
-def postgres_cpu() -> float | None:
-    """CPU seconds of every PostgreSQL server process on this host (from /proc; None where unreadable).
+def postgres_cpu(database: str | None = None) -> float | None:
+    """CPU seconds of the PostgreSQL server processes on this host (from /proc; None where unreadable): with
+    ``database``, only the backends connected to it (their title names it), else every one (other users' too).
 
     Processes that ended meanwhile (a backend whose connection closed) drop out, so over a run this counts
     the backends that lived through it, which the nodes' pooled connections do."""
@@ -53,10 +56,11 @@ def postgres_cpu() -> float | None:
             continue
         try:
             stat = (entry / "stat").read_text()
+            title = (entry / "cmdline").read_bytes().decode(errors="replace") if database else ""
         except OSError:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if not name.startswith("postgres"):
+        if not name.startswith("postgres") or (database and f" {database} " not in title):
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
@@ -248,11 +252,12 @@ def bench(args: argparse.Namespace) -> list[B.Figure]:
         print(f"  planned {planned['rollouts']} rollouts ({planned['waves']} waves) in {planned['planned']:.2f} s")
         for node in nodes:
             node.ask("mark")
-        pg0 = postgres_cpu()
+        bench_db = psycopg.conninfo.conninfo_to_dict(scratch).get("dbname")
+        pg0, own0 = postgres_cpu(), postgres_cpu(str(bench_db))
         started = time.perf_counter()
         summary = nodes[0].ask("run")
         wall = time.perf_counter() - started
-        pg1 = postgres_cpu()
+        pg1, own1 = postgres_cpu(), postgres_cpu(str(bench_db))
         reports = [node.ask("report") for node in nodes]
     finally:
         for node in nodes:
@@ -293,7 +298,10 @@ def bench(args: argparse.Namespace) -> list[B.Figure]:
         )
     if pg0 is not None and pg1 is not None:
         pg_per_job = (pg1 - pg0) / max(jobs, 1) * 1000
-        figures.append(B.Figure("PostgreSQL server CPU per job (information, every backend)", pg_per_job, "ms"))
+        figures.append(B.Figure("PostgreSQL CPU per job (information, every process)", pg_per_job, "ms"))
+    if own0 is not None and own1 is not None:
+        own_per_job = (own1 - own0) / max(jobs, 1) * 1000
+        figures.append(B.Figure("PostgreSQL CPU per job (information, the bench's backends)", own_per_job, "ms"))
     for index, report in enumerate(reports):
         per_job = max(int(report["jobs"]), 1)
         figures += [
