@@ -52,6 +52,7 @@ class Recorder:
         self.ran: list[tuple[str, str, bool, bool]] = []
         self.ended: list[tuple[str, str, str | None]] = []
         self.took_over: list[set[Target]] = []
+        self.abandoned: list[tuple[str, str, int]] = []
         self.lock = threading.Lock()
 
     def run_job(
@@ -61,6 +62,11 @@ class Recorder:
         with self.lock:
             self.ran.append((key.name, ext, resume, reclaimed))
         return JobResult(key, ext, "Succeeded", {"toVersion": "1.1.0"})
+
+    def abandon_job(self, key: MachineKey, ext: str, template: UpgradeJob | None, claims: int) -> JobResult | None:
+        with self.lock:
+            self.abandoned.append((key.name, ext, claims))
+        return JobResult(key, ext, "RollbackFailed", {"error": "UpgradeJobCrashed"})
 
     def job_ended(self, key: MachineKey, ext: str, result: JobResult | None) -> None:
         with self.lock:
@@ -177,6 +183,32 @@ def test_a_job_whose_lease_expired_is_claimed_again_as_reclaimed(pg_url: str, db
         assert engine.ran == [("gone", "ama", False, True)], "the live node's job stays its own"
         (in_flight,) = engine.took_over  # the queued jobs count as running ("gone" too, if not ended before)
         assert ("sub/rg/alive", "ama") in in_flight
+    finally:
+        node.stop()
+
+
+def test_a_job_claimed_max_claims_times_is_given_up_not_run(pg_url: str, db: Database) -> None:
+    from arcext.cluster.node import MAX_CLAIMS
+
+    with db.connection() as conn:  # three nodes claimed these and died; one was claimed twice
+        conn.execute(
+            "INSERT INTO engine_jobs (subscription, resource_group, name, ext, claimed_by, lease_until, claims)"
+            " VALUES ('sub', 'rg', 'poison', 'ama', 'dead-node', now() - interval '1 second', %s),"
+            " ('sub', 'rg', 'unlucky', 'ama', 'dead-node', now() - interval '1 second', %s)",
+            (MAX_CLAIMS, MAX_CLAIMS - 1),
+        )
+    engine = Recorder()
+    node = ClusterNode(pg_url, db, engine, SETTINGS, workers=2)
+    node.start()
+    try:
+
+        def queue_empty() -> bool:
+            with db.connection() as conn:
+                return conn.execute("SELECT count(*) FROM engine_jobs").fetchone() == (0,)
+
+        wait_for(lambda: engine.abandoned and engine.ran and queue_empty())
+        assert engine.abandoned == [("poison", "ama", MAX_CLAIMS)], "given up, its runs counted"
+        assert engine.ran == [("unlucky", "ama", False, True)], "below the cap: reconciled as usual"
     finally:
         node.stop()
 
