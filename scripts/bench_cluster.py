@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,9 +33,82 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import psycopg  # noqa: E402
+
 import bench_rollout as B  # noqa: E402
 from arcext.serving import tune_gc_for_serving  # noqa: E402
 from arcext.store.postgres import provision  # noqa: E402
+
+
+def postgres_cpu(database: str | None = None) -> float | None:
+    """CPU seconds of the PostgreSQL server processes on this host (from /proc; None where unreadable): with
+    ``database``, only the backends connected to it (their title names it), else every one (other users' too).
+
+    Processes that ended meanwhile (a backend whose connection closed) drop out, so over a run this counts
+    the backends that lived through it, which the nodes' pooled connections do."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            title = (entry / "cmdline").read_bytes().decode(errors="replace") if database else ""
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if not name.startswith("postgres") or (database and f" {database} " not in title):
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+class StatementCounter:
+    """Counts the SQL statements this process sends (psycopg cursors' execute and executemany rows), by
+    their first words, so a run can report statements per job."""
+
+    def __init__(self) -> None:
+        import collections
+        import threading
+
+        import psycopg
+
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+        counter = self
+        execute, executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
+
+        def counted_execute(cur: Any, query: Any, params: Any = None, **kw: Any) -> Any:
+            counter.add(query, 1)
+            return execute(cur, query, params, **kw)
+
+        def counted_executemany(cur: Any, query: Any, params_seq: Any, **kw: Any) -> Any:
+            rows = list(params_seq)
+            counter.add(query, len(rows))
+            return executemany(cur, query, rows, **kw)
+
+        psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign,assignment,unused-ignore]
+        psycopg.Cursor.executemany = counted_executemany  # type: ignore[method-assign,assignment,unused-ignore]
+
+    def add(self, query: Any, n: int) -> None:
+        text = query if isinstance(query, str) else str(query)
+        words = " ".join(text.split()[:4])[:60]
+        import traceback
+
+        traced = os.environ.get("ARCEXT_BENCH_TRACE")
+        if traced and words.startswith(traced):  # diagnosis: which arcext functions send this statement
+            frames = [f for f in traceback.extract_stack()[:-2] if "/arcext/" in f.filename]
+            words += " <- " + " < ".join(f"{Path(f.filename).stem}.{f.name}" for f in reversed(frames[-5:]))
+        with self._lock:
+            self.counts[words] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
 
 
 def node_main(argv: list[str]) -> int:
@@ -49,7 +123,9 @@ def node_main(argv: list[str]) -> int:
     parser.add_argument("--subscriptions", type=int, required=True)
     parser.add_argument("--regions", type=int, required=True)
     parser.add_argument("--lead", action="store_true", help="wait until this node leads before answering ready")
+    parser.add_argument("--count-statements", action="store_true")
     args = parser.parse_args(argv)
+    counter = StatementCounter() if args.count_statements else None
     tune_gc_for_serving()
     args.database_url = args.database
     services = B.open_services(args.data_dir, args)
@@ -74,12 +150,21 @@ def node_main(argv: list[str]) -> int:
             }
         elif command == "mark":
             gc.collect()
+            if hasattr(services.store, "db"):
+                services.store.db.pool.pop_stats()
             base = {
                 "cpu": time.process_time(),
                 "host": meter.cpu,
                 "ops": meter.operations,
                 "jobs": engine.node.jobs_run,
             }
+            statements0 = counter.snapshot() if counter else {}
+            profile_to = os.environ.get("ARCEXT_BENCH_PROFILE")  # diagnosis: a CPU profile of every thread
+            if profile_to:
+                import yappi  # type: ignore[import-untyped,import-not-found,unused-ignore]  # pip install yappi
+
+                yappi.set_clock_type("cpu")
+                yappi.start()
             answer = {"marked": True}
         elif command == "run":
             answer = engine.run_until_idle()
@@ -90,6 +175,17 @@ def node_main(argv: list[str]) -> int:
                 "ops": meter.operations - base["ops"],
                 "jobs": engine.node.jobs_run - base["jobs"],
             }
+            if profile_to:
+                yappi.stop()
+                yappi.get_func_stats().save(f"{profile_to}.{engine.node.node_id.split(':')[-1]}.pstat", type="pstat")
+            pool = services.store.db.pool.get_stats() if hasattr(services.store, "db") else {}
+            answer["poolWaits"] = {k: pool.get(k, 0) for k in ("requests_num", "requests_queued", "requests_wait_ms")}
+            answer["poolSize"] = pool.get("pool_size", 0)
+            if counter:
+                now = counter.snapshot()
+                answer["statements"] = {
+                    k: v - statements0.get(k, 0) for k, v in now.items() if v != statements0.get(k, 0)
+                }
         elif command == "stop":
             services.close()
             print(json.dumps({"stopped": True}), flush=True)
@@ -106,6 +202,8 @@ class NodeProcess:
             command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
         if lead:
             command.append("--lead")
+        if args.count_statements:
+            command.append("--count-statements")
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.ready = self.read()
 
@@ -154,9 +252,12 @@ def bench(args: argparse.Namespace) -> list[B.Figure]:
         print(f"  planned {planned['rollouts']} rollouts ({planned['waves']} waves) in {planned['planned']:.2f} s")
         for node in nodes:
             node.ask("mark")
+        bench_db = psycopg.conninfo.conninfo_to_dict(scratch).get("dbname")
+        pg0, own0 = postgres_cpu(), postgres_cpu(str(bench_db))
         started = time.perf_counter()
         summary = nodes[0].ask("run")
         wall = time.perf_counter() - started
+        pg1, own1 = postgres_cpu(), postgres_cpu(str(bench_db))
         reports = [node.ask("report") for node in nodes]
     finally:
         for node in nodes:
@@ -180,6 +281,27 @@ def bench(args: argparse.Namespace) -> list[B.Figure]:
         B.Figure("ideal bound: host ops x latency / (concurrency x nodes)", ideal, "s"),
         B.Figure("wall / ideal", wall / ideal if ideal else float("nan"), "x", 1.25),
     ]
+    if args.count_statements:
+        total = sum(sum(r["statements"].values()) for r in reports)
+        print(f"  SQL statements: {total} ({total / max(jobs, 1):.1f} per job, every node)")
+        merged: dict[str, int] = {}
+        for r in reports:
+            for k, v in r["statements"].items():
+                merged[k] = merged.get(k, 0) + v
+        for k, v in sorted(merged.items(), key=lambda kv: -kv[1])[:25]:
+            print(f"    {v / max(jobs, 1):7.2f}/job  {k}")
+    for index, report in enumerate(reports):
+        waits = report["poolWaits"]
+        print(
+            f"  node {index} pool: {report['poolSize']} connections, {waits['requests_num']} requests,"
+            f" {waits['requests_queued']} waited ({waits['requests_wait_ms']} ms in all)"
+        )
+    if pg0 is not None and pg1 is not None:
+        pg_per_job = (pg1 - pg0) / max(jobs, 1) * 1000
+        figures.append(B.Figure("PostgreSQL CPU per job (information, every process)", pg_per_job, "ms"))
+    if own0 is not None and own1 is not None:
+        own_per_job = (own1 - own0) / max(jobs, 1) * 1000
+        figures.append(B.Figure("PostgreSQL CPU per job (information, the bench's backends)", own_per_job, "ms"))
     for index, report in enumerate(reports):
         per_job = max(int(report["jobs"]), 1)
         figures += [

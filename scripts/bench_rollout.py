@@ -459,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--nodes", type=int, default=2, help="with --database: node processes (scripts/bench_cluster.py)"
     )
+    parser.add_argument(
+        "--count-statements", action="store_true", help="with --database: count each node's SQL statements per job"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.database:

@@ -20,6 +20,7 @@ from arcext.cluster.node import ClusterNode, Job, Target
 from arcext.cluster.schema import migrate_cluster
 from arcext.cluster.settings import ClusterSettings
 from arcext.cluster.wire import decode, encode, result_from_json, result_to_json
+from arcext.hosts.base import ExtensionSpec
 from arcext.ids import MachineKey
 from arcext.records import UpgradeJob
 from arcext.store.postgres.db import Database
@@ -56,6 +57,7 @@ class Recorder:
         self.calls: list[str] = []  # engine calls executed here, in order
         self.running_calls = 0
         self.most_calls_at_once = 0
+        self.abandoned: list[tuple[str, str, int]] = []
         self.lock = threading.Lock()
 
     def run_job(
@@ -65,6 +67,11 @@ class Recorder:
         with self.lock:
             self.ran.append((key.name, ext, resume, reclaimed))
         return JobResult(key, ext, "Succeeded", {"toVersion": "1.1.0"})
+
+    def abandon_job(self, key: MachineKey, ext: str, template: UpgradeJob | None, claims: int) -> JobResult | None:
+        with self.lock:
+            self.abandoned.append((key.name, ext, claims))
+        return JobResult(key, ext, "RollbackFailed", {"error": "UpgradeJobCrashed"})
 
     def job_ended(self, key: MachineKey, ext: str, result: JobResult | None) -> None:
         with self.lock:
@@ -195,6 +202,32 @@ def test_a_job_whose_lease_expired_is_claimed_again_as_reclaimed(pg_url: str, db
         node.stop()
 
 
+def test_a_job_claimed_max_claims_times_is_given_up_not_run(pg_url: str, db: Database) -> None:
+    from arcext.cluster.node import MAX_CLAIMS
+
+    with db.connection() as conn:  # three nodes claimed these and died; one was claimed twice
+        conn.execute(
+            "INSERT INTO engine_jobs (subscription, resource_group, name, ext, claimed_by, lease_until, claims)"
+            " VALUES ('sub', 'rg', 'poison', 'ama', 'dead-node', now() - interval '1 second', %s),"
+            " ('sub', 'rg', 'unlucky', 'ama', 'dead-node', now() - interval '1 second', %s)",
+            (MAX_CLAIMS, MAX_CLAIMS - 1),
+        )
+    engine = Recorder()
+    node = ClusterNode(pg_url, db, engine, SETTINGS, workers=2)
+    node.start()
+    try:
+
+        def queue_empty() -> bool:
+            with db.connection() as conn:
+                return conn.execute("SELECT count(*) FROM engine_jobs").fetchone() == (0,)
+
+        wait_for(lambda: engine.abandoned and engine.ran and queue_empty())
+        assert engine.abandoned == [("poison", "ama", MAX_CLAIMS)], "given up, its runs counted"
+        assert engine.ran == [("unlucky", "ama", False, True)], "below the cap: reconciled as usual"
+    finally:
+        node.stop()
+
+
 def test_a_follower_forwards_engine_calls_to_the_leader(pg_url: str, db: Database) -> None:
     engines = [Recorder(), Recorder()]
     nodes = [ClusterNode(pg_url, db, engine, SETTINGS, workers=1) for engine in engines]
@@ -299,3 +332,50 @@ def test_rows_no_caller_waits_for_are_swept_and_a_stale_call_is_never_run(pg_url
     finally:
         for node in nodes:
             node.stop()
+
+
+def test_simulated_hosts_driven_from_two_nodes_at_once_lose_no_change(db: Database, tmp_path: Any) -> None:
+    """Operations on one host from two nodes' fleets at once: each writes the row only if nobody wrote it since
+    its read, else runs again on the locked row, so every change lands once (8 installs, then 6 upgrades of
+    which exactly one fails: ``failUpgrade`` 1 is the host's next upgrade, whichever node runs it)."""
+    from arcext.cluster.simhosts import DatabaseFleet
+    from arcext.hosts.base import HandlerFailed
+
+    fleets = [DatabaseFleet(db, tmp_path / f"node{i}", base_latency_ms=20) for i in range(2)]
+    key = MachineKey("sub", "rg", "shared-host")
+    names = [f"ext{i}" for i in range(8)]
+
+    def spec(name: str) -> ExtensionSpec:
+        return ExtensionSpec(name=name, publisher="Contoso", type=name, settings={"n": name})
+
+    def each(work: Any, items: list[str]) -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = [None] * len(items)
+
+        def run(i: int) -> None:
+            try:
+                work(fleets[i % 2].driver(key), items[i])
+            except BaseException as exc:  # noqa: BLE001 - what each operation ended with
+                outcomes[i] = exc
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return outcomes
+
+    assert each(lambda d, n: d.install(spec(n), "1.0.0"), names) == [None] * 8
+    host = fleets[1].snapshot(key)
+    assert host is not None
+    assert sorted(host["extensions"]) == names
+    assert len(host["commands"]) == 16, "install and enable, once per extension"
+    fleets[0].set_faults(key, {"failUpgrade": 1})
+    ended = each(lambda d, n: d.upgrade(spec(n), "1.0.0", "1.1.0"), names[:6])
+    assert sum(isinstance(e, HandlerFailed) for e in ended) == 1, ended
+    assert all(e is None or isinstance(e, HandlerFailed) for e in ended), ended
+    host = fleets[0].snapshot(key)
+    assert host is not None
+    states = sorted(host["extensions"][n]["state"] for n in names[:6])
+    assert states == ["enabled"] * 5 + ["failed"]
+    assert "failUpgrade" not in host["faults"]
+    assert all(host["extensions"][n]["settings"] == {"n": n} for n in names), "an upgrade carries the settings"

@@ -176,6 +176,10 @@ class ClusterEngine(Engine):
                 return self.runner.resume(key, ext, driver)
         return self.runner.run(key, ext, template=template)
 
+    def abandon_job(self, key: MachineKey, ext: str, template: UpgradeJob | None, claims: int) -> JobResult | None:
+        """A poison job (its runs never ended): given up as failed (arcext.upgrades.jobs.JobRunner.abandon)."""
+        return self.runner.abandon(key, ext, template, claims)
+
     # --- engine calls: direct on the leader, forwarded from a follower ---------------------------
     def execute_call(self, method: str, args: list[Any]) -> Any:
         if method not in FORWARDED:

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final, Protocol
 
 import psycopg
@@ -29,6 +30,7 @@ from ..store.postgres.db import Database
 from ..upgrades.jobs import JobResult
 from ..upgrades.workers import WorkerPool
 from .calls import CALL_DONE, CALLS, ForwardedCalls
+from .clock import CLOCK_COLUMN, SharedManualClock
 from .connect import Connection, dedicated
 from .leader import LeaderLease
 from .settings import ClusterSettings
@@ -40,6 +42,9 @@ JOBS: Final = "arcext_jobs"
 RESULTS: Final = "arcext_results"
 KICK: Final = "arcext_kick"
 CHANNELS: Final = (JOBS, RESULTS, CALLS, CALL_DONE, KICK)
+#: a job claimed this often without its run ever ending (each run took its node down, or outlived its
+#: lease) is not run again: it ends as failed (a poison job, arcext.upgrades.jobs.JobRunner.abandon)
+MAX_CLAIMS: Final = 3
 
 Target = tuple[str, str]  # (machine key, lower case; extension)
 Job = tuple[MachineKey, str, bool, UpgradeJob | None]  # key, extension, resume, wave template
@@ -51,6 +56,8 @@ class NodeEngine(Protocol):
     def run_job(
         self, key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: UpgradeJob | None
     ) -> JobResult | None: ...
+
+    def abandon_job(self, key: MachineKey, ext: str, template: UpgradeJob | None, claims: int) -> JobResult | None: ...
 
     def job_ended(self, key: MachineKey, ext: str, result: JobResult | None) -> None: ...
 
@@ -113,7 +120,8 @@ class ClusterNode:
         try:  # ... and handed back at once, not after their leases expire
             with self.db.connection() as conn:
                 conn.execute(
-                    "UPDATE engine_jobs SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = %s",
+                    "UPDATE engine_jobs SET claimed_by = NULL, lease_until = NULL, claims = greatest(claims - 1, 0)"
+                    " WHERE claimed_by = %s",  # never started here: the claim does not count against the job
                     (self.node_id,),
                 )
         except psycopg.Error:
@@ -201,23 +209,29 @@ class ClusterNode:
 
     # --- jobs: the leader's side -----------------------------------------------------------------
     def enqueue(self, jobs: list[Job]) -> None:
-        """Queue jobs for any node to claim (one transaction, one NOTIFY)."""
-        rows = [
-            (k.subscription, k.resource_group, k.name, ext, resume, Jsonb(template) if template else None)
-            for k, ext, resume, template in jobs
-        ]
-        with self.db.transaction() as conn:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO engine_jobs (subscription, resource_group, name, ext, resume, template)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT (subscription, resource_group, name, ext) DO NOTHING",
-                    rows,
-                )
-            conn.execute("SELECT pg_notify(%s, '')", (JOBS,))
+        """Queue jobs for any node to claim (one statement: the rows as arrays, and the NOTIFY)."""
+        columns = (
+            [k.subscription for k, _, _, _ in jobs],
+            [k.resource_group for k, _, _, _ in jobs],
+            [k.name for k, _, _, _ in jobs],
+            [ext for _, ext, _, _ in jobs],
+            [resume for _, _, resume, _ in jobs],
+            [Jsonb(template) if template else None for _, _, _, template in jobs],
+        )
+        with self.db.connection() as conn:
+            conn.execute(
+                "WITH i AS (INSERT INTO engine_jobs (subscription, resource_group, name, ext, resume, template)"
+                "  SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[], %s::jsonb[])"
+                "  ON CONFLICT (subscription, resource_group, name, ext) DO NOTHING)"
+                " SELECT pg_notify(%s, '')",
+                (*columns, JOBS),
+            )
 
     # --- jobs: every node's side -----------------------------------------------------------------
     def _claim(self, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` claimable jobs, one statement: each row ends with whether it is reclaimed, its
+        claims so far (this one included) and, on a shared manual clock, the clock as the claim saw it."""
+        clock = CLOCK_COLUMN if self._shared_clock() is not None else "NULL::timestamptz"
         with self.db.connection() as conn:
             return conn.execute(
                 "WITH c AS (SELECT id, claimed_by FROM engine_jobs"
@@ -225,9 +239,13 @@ class ClusterNode:
                 " UPDATE engine_jobs j SET claimed_by = %s, lease_until = now() + make_interval(secs => %s),"
                 "  claims = j.claims + 1 FROM c WHERE j.id = c.id"
                 " RETURNING j.id, j.subscription, j.resource_group, j.name, j.ext, j.resume, j.template,"
-                "  c.claimed_by IS NOT NULL",
+                f"  c.claimed_by IS NOT NULL, j.claims, {clock}",
                 (limit, self.node_id, self.settings.job_lease),
             ).fetchall()
+
+    def _shared_clock(self) -> SharedManualClock | None:
+        clock = getattr(self.engine, "clock", None)
+        return clock if isinstance(clock, SharedManualClock) else None
 
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
@@ -252,13 +270,21 @@ class ClusterNode:
             self._claim_wake.wait(self.settings.reclaim_poll)
 
     def _run(self, row: tuple[Any, ...]) -> None:
-        job_id, sub, group, name, ext, resume, template, reclaimed = row
+        job_id, sub, group, name, ext, resume, template, reclaimed, claims, moment = row
         key = MachineKey(sub, group, name)
         result: JobResult | None = None
+        clock = self._shared_clock()
         try:
-            if reclaimed:
-                log.info("Reconciling the job for %s on %s whose node stopped renewing its lease", ext, name)
-            result = self.engine.run_job(key, ext, bool(resume), bool(reclaimed), template)
+            scope: AbstractContextManager[None] = clock.pinned(moment) if clock is not None else nullcontext()
+            with scope:
+                if int(claims) > MAX_CLAIMS:
+                    # claimed that often, it ended no run: its run takes its node down (a poison job)
+                    log.error("Giving up the job for %s on %s: claimed %d times, never finished", ext, name, claims)
+                    result = self.engine.abandon_job(key, ext, template, int(claims) - 1)
+                else:
+                    if reclaimed:
+                        log.info("Reconciling the job for %s on %s whose node stopped renewing its lease", ext, name)
+                    result = self.engine.run_job(key, ext, bool(resume), bool(reclaimed), template)
         except Exception:
             log.exception("Upgrade job for %s on %s crashed", ext, name)
         finally:
@@ -269,18 +295,18 @@ class ClusterNode:
             self._claim_wake.set()
 
     def _finish(self, job_id: int, key: MachineKey, ext: str, result: JobResult | None) -> None:
-        """The job's row goes and its result goes to the leader, in one transaction (retried while the
+        """The job's row goes and its result goes to the leader, in one statement (retried while the
         database is away; if the lease was lost meanwhile, the node that took it over reports instead)."""
         payload = Jsonb(result_to_json(key, ext, result))
         for attempt in itertools.count():
             try:
-                with self.db.transaction() as conn:
+                with self.db.connection() as conn:
                     conn.execute(
-                        "WITH d AS (DELETE FROM engine_jobs WHERE id = %s AND claimed_by = %s RETURNING id)"
-                        " INSERT INTO engine_results (node, result) SELECT %s, %s FROM d",
-                        (job_id, self.node_id, self.node_id, payload),
+                        "WITH d AS (DELETE FROM engine_jobs WHERE id = %s AND claimed_by = %s RETURNING id),"
+                        " r AS (INSERT INTO engine_results (node, result) SELECT %s, %s FROM d RETURNING id)"
+                        " SELECT pg_notify(%s, '') FROM r",
+                        (job_id, self.node_id, self.node_id, payload, RESULTS),
                     )
-                    conn.execute("SELECT pg_notify(%s, '')", (RESULTS,))
                 return
             except psycopg.Error as exc:
                 if self._stop.is_set() or attempt > 600:
@@ -323,7 +349,8 @@ class ClusterNode:
                         break
                     for _id, data in sorted(rows, key=lambda r: int(r[0])):
                         key, ext, result = result_from_json(data)
-                        self.engine.job_ended(key, ext, result)
+                        with self.db.cached_views():  # the bookkeeping looks at the machine several times
+                            self.engine.job_ended(key, ext, result)
             except psycopg.Error as exc:
                 log.warning("Reading job results failed (%s)", type(exc).__name__)
 

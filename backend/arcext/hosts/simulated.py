@@ -238,31 +238,38 @@ class SimulatedDriver:
     def upgrade(self, spec: ExtensionSpec, from_version: str, to_version: str) -> None:
         faults = self._enter("upgrade")
         lock = self.fleet._lock(self.key.lower)
+        hang = bool(faults.get("hang"))
         with lock:
             self._record(spec.name, "disable", from_version)
             self._set(spec, to_version, "transitioning", carry=True)
             self._record(spec.name, "update", to_version)
-            self._flush()
-        if faults.get("hang"):
+            if hang:  # the host stays half way (transitioning), as a real one that stopped answering
+                self._flush()
+            else:  # nothing happens on the host in between: one change of its state, not two
+                self._enable_upgraded(spec, from_version, to_version)
+        if hang:
             self.fleet._stop.wait(self.fleet.operation_timeout_s)
             raise HostTimeout(
                 self.name, "upgrade", f"no answer within {self.fleet.operation_timeout_s:g}s (simulated hang)"
             )
-        with lock:
-            host = self.fleet._host(self.key)
-            remaining = int(host["faults"].get("failUpgrade", 0))
-            if remaining > 0:
-                host["faults"]["failUpgrade"] = remaining - 1
-                if remaining - 1 == 0:
-                    del host["faults"]["failUpgrade"]
-                self._record(spec.name, "enable", to_version)
-                self._set(spec, to_version, "failed", carry=True)
-                self._flush()
-                raise HandlerFailed(self.name, "upgrade", "enable exited with code 1009 (simulated)", exit_code=1009)
-            for command in ("uninstall", "install", "enable"):
-                self._record(spec.name, command, from_version if command == "uninstall" else to_version)
-            self._set(spec, to_version, "enabled", carry=True)
+
+    def _enable_upgraded(self, spec: ExtensionSpec, from_version: str, to_version: str) -> None:
+        """The second half of an upgrade (the fleet's host lock held): the new version enabled, or the
+        ``failUpgrade`` fault's failed enable."""
+        host = self.fleet._host(self.key)
+        remaining = int(host["faults"].get("failUpgrade", 0))
+        if remaining > 0:
+            host["faults"]["failUpgrade"] = remaining - 1
+            if remaining - 1 == 0:
+                del host["faults"]["failUpgrade"]
+            self._record(spec.name, "enable", to_version)
+            self._set(spec, to_version, "failed", carry=True)
             self._flush()
+            raise HandlerFailed(self.name, "upgrade", "enable exited with code 1009 (simulated)", exit_code=1009)
+        for command in ("uninstall", "install", "enable"):
+            self._record(spec.name, command, from_version if command == "uninstall" else to_version)
+        self._set(spec, to_version, "enabled", carry=True)
+        self._flush()
 
     def rollback(self, spec: ExtensionSpec, failed_version: str, good_version: str) -> None:
         faults = self._enter("rollback")

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from ..activity import AUTOMATIC_CALLER, upgrade_event
 from ..clock import Clock, iso
@@ -269,6 +269,60 @@ class JobRunner:
             return self._not_run(key, ext, job, exc)
         finally:
             driver.close()
+
+    def abandon(self, key: MachineKey, ext: str, template: UpgradeJob | None, runs: int) -> JobResult:
+        """Give up a job whose runs never ended (each took its process down: a poison job) instead of
+        running it again. A Running attempt ends Failed, out of automatic upgrade as after a failed
+        rollback (an update or reinstall of the extension brings it back), with its end event; a job that
+        never started ends Failed on the record (no Started event, so no end event). Either way the
+        rollout counts it failed."""
+        error: UpgradeError = {
+            "code": "UpgradeJobCrashed",
+            "message": (
+                f"The upgrade job was given up after {runs} runs that never finished (each stopped the node "
+                "running it). The host may be in any state: check it, then update or reinstall the extension."
+            ),
+        }
+        doc = self.store.get_machine(key)
+        record = doc["extensions"].get(ext) if doc else None
+        job = record.get("upgrade") if record else None
+        if job and job.get("state") == RUNNING and job.get("operationId"):
+            running = job
+            now = self.clock.now()
+
+            def failed(record: ExtensionRecord) -> None:
+                resource = record["resource"]
+                resource["properties"]["provisioningState"] = "Failed"
+                resource["properties"]["instanceView"] = instance_view(
+                    resource,
+                    str(resource["properties"].get("typeHandlerVersion") or running["toVersion"]),
+                    now,
+                    False,
+                    error["message"],
+                )
+                record["droppedOut"] = True
+                ended = job_without(running, ("step", "endRecorded"))
+                ended["state"] = FAILED
+                ended["lastError"] = error
+                record["upgrade"] = ended
+
+            extra = {"rolledBack": False, "errorCode": error["code"], "message": error["message"]}
+            self._conclude(key, ext, running, failed, DROPPED, "Failed", extra)
+            return JobResult(key, ext, DROPPED, {**running, "error": error["code"], "message": error["message"]})
+        gave_up = dict(template or job or {})
+
+        def never_started(doc: MachineDoc | None) -> tuple[MachineDoc | None, None]:
+            record = doc["extensions"].get(ext) if doc else None
+            if record is None or not gave_up.get("correlationId"):
+                return doc, None
+            waiting = record.get("upgrade")
+            if waiting and waiting.get("correlationId") == gave_up["correlationId"] and waiting["state"] in WAITING:
+                record["upgrade"] = {**waiting, "state": FAILED, "lastError": error}
+            remember_outcome(record, cast(UpgradeJob, gave_up), DROPPED)
+            return doc, None
+
+        self.store.mutate_machine(key, never_started, extension=ext)
+        return JobResult(key, ext, DROPPED, {**gave_up, "error": error["code"], "message": error["message"]})
 
     # --- endings -----------------------------------------------------------------------------
     def _conclude(

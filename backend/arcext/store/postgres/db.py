@@ -47,12 +47,13 @@ def redacted(url: str) -> str:
 class _Open:
     """The transaction a thread is in: its connection and what to run once it committed."""
 
-    __slots__ = ("after", "conn", "depth")
+    __slots__ = ("after", "conn", "depth", "memo")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.after: list[Callable[[], None]] = []
         self.depth = 0  # savepoints open
+        self.memo: dict[Any, Any] = {}  # rows read once per transaction (Database.memo)
 
 
 class Database:
@@ -138,6 +139,30 @@ class Database:
                 callback()
             except Exception:  # observers never fail a write
                 log.exception("An after-commit callback failed")
+
+    def memo(self) -> dict[Any, Any] | None:
+        """A dict that lives as long as the thread's transaction (None outside one): what a transaction
+        reads twice it may read once (the catalog's type of the extension a job claims, say)."""
+        current = self._open()
+        return current.memo if current is not None else None
+
+    @contextmanager
+    def cached_views(self) -> Iterator[dict[Any, Any]]:
+        """Within the block, reads meant to be looked at only (``Store.view_machine``) of one row are made
+        once on this thread: several looks at one machine in a row see it as it was at the first one, as if
+        they had been one read. Its own writes drop the row from the cache (``forget_view``)."""
+        outer: dict[Any, Any] | None = getattr(self._local, "views", None)
+        cache: dict[Any, Any] = {} if outer is None else outer
+        self._local.views = cache
+        try:
+            yield cache
+        finally:
+            self._local.views = outer
+
+    def views(self) -> dict[Any, Any] | None:
+        """The thread's view cache (``cached_views``), or None."""
+        cache: dict[Any, Any] | None = getattr(self._local, "views", None)
+        return cache
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the thread's transaction committed (at once outside a transaction;

@@ -41,8 +41,9 @@ _PARTITION = re.compile(r"^events_(\d{4})(\d{2})(\d{2})$")
 
 _INSERT = (
     "INSERT INTO events (day, event_timestamp, event_data_id, subscription_id, operation_id, correlation_id,"
-    " caller, resource_id, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " caller, resource_id, doc) VALUES "
 )
+_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 def _text(event: Record, field: str) -> str | None:
@@ -65,13 +66,17 @@ class EventTable:
         self._known: set[date] = set()  # days whose partition this process has seen committed
 
     # --- writing (inside the caller's transaction) -------------------------------------------------
-    def insert(self, conn: Connection, events: list[Record]) -> set[date]:
+    def insert(
+        self, conn: Connection, events: list[Record], along: tuple[str, tuple[Any, ...]] | None = None
+    ) -> set[date]:
         """Insert ``events`` in the caller's transaction; returns the days it made partitions for (``made``
-        once that transaction committed)."""
+        once that transaction committed). ``along`` (a data-modifying statement and its parameters) runs in
+        the same statement, as a CTE: a machine's change and its events are one statement, not two."""
         by_day = [(_day_of(e), e) for e in events]
         made = self._ensure(conn, {d for d, _ in by_day})
-        params = [
-            (
+        params: list[Any] = []
+        for day, e in by_day:
+            params += (
                 day,
                 e["eventTimestamp"],
                 e["eventDataId"],
@@ -82,13 +87,11 @@ class EventTable:
                 _text(e, "resourceId"),
                 Jsonb(e),
             )
-            for day, e in by_day
-        ]
-        with conn.cursor() as cur:
-            if len(params) == 1:
-                cur.execute(_INSERT, params[0])
-            else:
-                cur.executemany(_INSERT, params)
+        query = _INSERT + ", ".join([_ROW] * len(by_day))
+        if along is not None:
+            query = f"WITH along AS ({along[0]}) {query}"
+            params[:0] = along[1]
+        conn.execute(query, params)
         return made
 
     def made(self, days: Iterable[date]) -> None:

@@ -131,11 +131,17 @@ class MachineTable:
     @staticmethod
     def write_extension(conn: Connection, key: MachineKey, extension: str, record: ExtensionRecord | None) -> None:
         """Replace (or with None remove) one extension's record, leaving the rest of the document as stored."""
+        conn.execute(*MachineTable.extension_change(key, extension, record))
+
+    @staticmethod
+    def extension_change(
+        key: MachineKey, extension: str, record: ExtensionRecord | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The statement (and its parameters) of ``write_extension``, to run on its own or along another."""
         params = key_params(key)
         if record is None:
-            conn.execute(f"UPDATE machines SET doc = doc #- ARRAY['extensions', %s] WHERE {_KEY}", (extension, *params))
-        else:
-            conn.execute(
-                f"UPDATE machines SET doc = jsonb_set(doc, ARRAY['extensions', %s], %s) WHERE {_KEY}",
-                (extension, Jsonb(record), *params),
-            )
+            return f"UPDATE machines SET doc = doc #- ARRAY['extensions', %s] WHERE {_KEY}", (extension, *params)
+        return (
+            f"UPDATE machines SET doc = jsonb_set(doc, ARRAY['extensions', %s], %s) WHERE {_KEY}",
+            (extension, Jsonb(record), *params),
+        )

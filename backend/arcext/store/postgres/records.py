@@ -92,6 +92,9 @@ class CatalogTables:
         self._db = db
 
     def put_type(self, record: Record) -> None:
+        memo = self._db.memo()
+        if memo is not None:
+            memo.pop(("extension_type", *_type_key(record["publisher"], record["type"])), None)
         with self._db.connection() as conn:
             conn.execute(
                 "INSERT INTO extension_types (publisher, type, doc) VALUES (%s, %s, %s)"
@@ -100,11 +103,20 @@ class CatalogTables:
             )
 
     def get_type(self, publisher: str, type_: str) -> Record | None:
+        """One type; inside a transaction read once (a job's claim checks its type's policy twice)."""
+        memo = self._db.memo()
+        memo_key = ("extension_type", *_type_key(publisher, type_))
+        if memo is not None and memo_key in memo:
+            cached: Record | None = memo[memo_key]
+            return cached
         with self._db.connection() as conn:
             row = conn.execute(
                 "SELECT doc FROM extension_types WHERE publisher = %s AND type = %s", _type_key(publisher, type_)
             ).fetchone()
-        return row[0] if row else None
+        found: Record | None = row[0] if row else None
+        if memo is not None:
+            memo[memo_key] = found
+        return found
 
     def list_types(self) -> list[Record]:
         with self._db.connection() as conn:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ...ids import MachineKey
 from ...records import OperationRecord, RolloutRecord
@@ -65,7 +65,12 @@ class PostgresStore:
         return self._machines.get(key)
 
     def view_machine(self, key: MachineKey, view: Callable[[MachineDoc | None], T]) -> T:
-        return view(self._machines.get(key))
+        cache = self.db.views()
+        if cache is None:
+            return view(self._machines.get(key))
+        if key.lower not in cache:
+            cache[key.lower] = self._machines.get(key)
+        return view(cache[key.lower])
 
     def list_machines(
         self, subscription: str, resource_group: str | None, after: str | None, limit: int
@@ -83,8 +88,12 @@ class PostgresStore:
 
         With ``extension`` only that extension's record is written: changes ``change`` makes to the rest
         of the document are not stored (the embedded store behaves the same way)."""
+        cache = self.db.views()
+        if cache is not None:
+            cache.pop(key.lower, None)
         with self.db.transaction() as conn:
             current = self._machines.lock(conn, key)
+            along: tuple[str, tuple[Any, ...]] | None = None  # the record's write, sent with the events
             if extension is not None and current is not None:
                 before = current["extensions"].get(extension)
                 new, result = change(current)
@@ -92,13 +101,15 @@ class PostgresStore:
                     raise ValueError("an extension-scoped change cannot delete the machine")
                 changed = new["extensions"].get(extension)
                 if changed is not None or before is not None:
-                    self._machines.write_extension(conn, key, extension, changed)
+                    along = self._machines.extension_change(key, extension, changed)
             else:
                 new, result = change(current)
                 if new is not None or current is not None:
                     self._machines.write(conn, key, current is not None, new)
             if events:
-                self._log_events(events)
+                self._log_events(events, along)
+            elif along is not None:
+                conn.execute(*along)
         return result
 
     def iter_machines(self) -> Iterator[MachineDoc]:
@@ -185,11 +196,11 @@ class PostgresStore:
         with self.db.transaction():
             self._log_events(events)
 
-    def _log_events(self, events: list[Record]) -> None:
-        """Insert ``events`` in the thread's transaction; once it committed, remember the partitions it
-        made and tell the listener."""
+    def _log_events(self, events: list[Record], along: tuple[str, tuple[Any, ...]] | None = None) -> None:
+        """Insert ``events`` (with the change ``along``, in one statement) in the thread's transaction; once it
+        committed, remember the partitions it made and tell the listener."""
         with self.db.connection() as conn:
-            made = self._events.insert(conn, events)
+            made = self._events.insert(conn, events, along)
         logged = list(events)
 
         def committed() -> None:
