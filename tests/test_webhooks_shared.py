@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from arcext.activity import UPGRADE_OPERATION
@@ -22,6 +23,7 @@ from arcext.crypto import SecretBox
 from arcext.metrics import Metrics
 from arcext.store.postgres.db import Database
 from arcext.webhooks import Settings, WebhookService
+from arcext.webhooks.pg_node import PRESENCE_CLASS
 from pgdb import fresh_database
 from webhook_receiver import Receiver
 
@@ -51,9 +53,27 @@ class Nodes:
             db.close()
 
 
+def wait_until_no_node_is_present(url: str) -> None:
+    """The previous test's nodes gone from this (reused) database: PostgreSQL frees a closed session's
+    presence lock a moment after the close, and a lock seen going away would count as a node that left."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert wait_for(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    (PRESENCE_CLASS,),
+                ).fetchone()
+                == (0,)
+            )
+        ), "a previous test's webhook listener is still connected"
+
+
 @pytest.fixture
 def two(tmp_path: Path) -> Iterator[Nodes]:
-    made = Nodes(fresh_database(), tmp_path)
+    url = fresh_database()
+    wait_until_no_node_is_present(url)
+    made = Nodes(url, tmp_path)
     yield made
     made.close()
 
