@@ -170,3 +170,21 @@ def test_quick_query_load_equals_webargs(schema_class: type[Schema], pairs: list
             return
         assert quick is None or _same(quick, expected), (query, quick, expected)
         assert parser.parse(schema_class, request, location="query") == expected
+
+
+def test_the_api_version_query_is_loaded_without_webargs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the views call it (webargs passes no request object): the quick load answers, webargs is not asked."""
+    from flask import Flask
+    from webargs.flaskparser import FlaskParser
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("webargs parsed a query the quick loader accepts")
+
+    parser = ArmParser()
+    app = Flask(__name__)
+    with app.test_request_context("/?api-version=2024-07-10&$skiptoken=abc"):
+        monkeypatch.setattr(FlaskParser, "parse", refuse)
+        assert parser.parse(ListQuerySchema, None, location="query", unknown="_default", validate=None) == {
+            "api_version": "2024-07-10",
+            "skiptoken": "abc",
+        }

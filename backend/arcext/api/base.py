@@ -41,8 +41,7 @@ class ArmParser(FlaskParser):
         """A query of plain text parameters that its schema accepts is loaded by arcext.api.quickquery (the
         same result); anything else, and every refusal, is webargs' own parse."""
         if (
-            req is not None
-            and kwargs.get("location") == "query"
+            kwargs.get("location") == "query"
             and isinstance(argmap, type)
             and not kwargs.get("validate")
             and kwargs.get("unknown", _UNKNOWN_DEFAULT_PARAM) == _UNKNOWN_DEFAULT_PARAM
@@ -51,9 +50,9 @@ class ArmParser(FlaskParser):
             try:
                 loader = self._query_loaders[argmap]
             except KeyError:
-                loader = self._query_loaders.setdefault(argmap, query_loader(self._get_schema(argmap, req)))
+                loader = self._query_loaders.setdefault(argmap, query_loader(self._get_schema(argmap, flask.request)))
             if loader is not None:
-                loaded = loader(req.args)
+                loaded = loader((req if req is not None else flask.request).args)
                 if loaded is not None:
                     return loaded
         return super().parse(argmap, req, **kwargs)
