@@ -188,3 +188,30 @@ def test_the_api_version_query_is_loaded_without_webargs(monkeypatch: pytest.Mon
             "api_version": "2024-07-10",
             "skiptoken": "abc",
         }
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    value=st.recursive(
+        st.one_of(scalars, st.floats(), st.text(alphabet=st.characters(codec="utf-8"), max_size=6)),
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+        max_leaves=10,
+    )
+)
+def test_json_responses_are_the_bytes_flask_sends(value: Any) -> None:
+    """ArmJSONProvider keeps one encoder: the body is json.dumps with Flask's own arguments, byte for byte."""
+    import datetime
+    import uuid
+
+    from flask import Flask
+    from flask.json.provider import DefaultJSONProvider
+
+    from arcext.api.jsonbody import ArmJSONProvider
+
+    app = Flask(__name__)
+    ours, flask_own = ArmJSONProvider(app), DefaultJSONProvider(app)
+    for body in (value, {"when": datetime.date(2026, 1, 2), "id": uuid.UUID(int=7), "v": value}):
+        with app.app_context():
+            assert ours.response(body).get_data() == flask_own.response(body).get_data()
+    ours.sort_keys = True  # a changed setting makes a new encoder
+    assert ours.dumps({"b": 1, "a": 2}, separators=(",", ":")) == '{"a":2,"b":1}'

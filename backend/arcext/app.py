@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from types import FunctionType
+from types import FunctionType, MethodType
 from typing import Any
 
 from flask import Flask
@@ -45,10 +45,11 @@ class ArcextFlask(Flask):
     hook and view of every request; arcext has no async views)."""
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        plain = func.__func__ if type(func) is MethodType else func  # inspect looks through bound methods too
         if (
-            type(func) is FunctionType
-            and not func.__code__.co_flags & _ASYNC_FLAGS
-            and "_is_coroutine_marker" not in func.__dict__  # inspect.markcoroutinefunction (Python 3.12)
+            type(plain) is FunctionType
+            and not plain.__code__.co_flags & _ASYNC_FLAGS
+            and "_is_coroutine_marker" not in plain.__dict__  # inspect.markcoroutinefunction (Python 3.12)
         ):
             return func
         return super().ensure_sync(func)

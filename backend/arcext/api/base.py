@@ -120,9 +120,13 @@ def machine_path(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def with_key(*args: Any, subscription_id: str, resource_group: str, machine_name: str, **kwargs: Any) -> Any:
-        return view(*args, key=machine_key(subscription_id, resource_group, machine_name), **kwargs)
+        return view(*args, key=_machine_key(subscription_id, resource_group, machine_name), **kwargs)
 
     return with_key
+
+
+#: ids.machine_key (three validations) once per machine path: a MachineKey is immutable, a refusal is not kept
+_machine_key = functools.lru_cache(maxsize=8192)(machine_key)
 
 
 def require_location(body: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ positions change: resource names keep the caller's case, as ARM preserves it."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,6 +34,7 @@ _CANON = {k.lower(): k for k in _KEYWORDS}
 _CANON_NS = {k.lower(): k for k in _NAMESPACES}
 
 
+@functools.lru_cache(maxsize=8192)  # a pure function of the path, on every request; clients repeat their paths
 def canonical_path(path: str) -> str:
     if not path.lower().startswith(("/subscriptions/", "/providers/")):
         return path

@@ -139,6 +139,52 @@ def _plain_hooks(schema: Schema) -> list[Callable[..., Any]] | None:
     return hooks
 
 
+_Step = tuple[str, str, str, fields.Field[Any], ValueSerializer | None]  # key, attr, source key, field, value
+
+#: names a dict instance answers as attributes (marshmallow falls back to getattr for a key a dict lacks)
+_DICT_ATTRIBUTES = frozenset(dir({}))
+
+
+def _generate_one(plan: list[_Step], accessor: Any) -> Callable[[Any], dict[str, Any]]:
+    """The dump of one object as straight-line Python: one block per field, in the schema's order.
+
+    For each field: the generic call (``field.serialize`` with the schema's accessor) when it is not simple;
+    otherwise the value by key (a dict's ``get``, or marshmallow's item-then-attribute lookup), the field's
+    dump_default when the value is missing, and the value serializer (text and as-is values inline)."""
+    names: dict[str, Any] = {"M": missing, "_get": _value_for_key, "_text": _text, "accessor": accessor}
+    lines = ["def one(obj):", "    ret = {}", "    is_dict = type(obj) is dict"]
+    for i, (key, attr_name, check_key, field, serialize) in enumerate(plan):
+        names[f"field{i}"] = field
+        if serialize is None:
+            lines += [
+                f"    v = field{i}.serialize({attr_name!r}, obj, accessor=accessor)",
+                "    if v is not M:",
+                f"        ret[{key!r}] = v",
+            ]
+            continue
+        if check_key in _DICT_ATTRIBUTES:
+            lines.append(f"    v = _get(obj, {check_key!r})")
+        else:
+            lines.append(f"    v = obj.get({check_key!r}, M) if is_dict else _get(obj, {check_key!r})")
+        if field.dump_default is not missing:
+            lines += [
+                "    if v is M:",
+                f"        v = field{i}.dump_default() if callable(field{i}.dump_default) else field{i}.dump_default",
+            ]
+        lines.append("    if v is not M:")
+        if serialize is _text:
+            lines.append(f"        ret[{key!r}] = v if v is None or type(v) is str else _text(v, obj)")
+        elif serialize is _as_is:
+            lines.append(f"        ret[{key!r}] = v")
+        else:
+            names[f"serialize{i}"] = serialize
+            lines.append(f"        ret[{key!r}] = serialize{i}(v, obj)")
+    lines.append("    return ret")
+    exec("\n".join(lines), names)  # noqa: S102 - code made here from the schema's own field names (as literals)
+    one: Callable[[Any], dict[str, Any]] = names["one"]
+    return one
+
+
 def compile_dump(schema: Schema) -> Dump:
     """A function with ``schema.dump``'s signature and results (``dump(obj, *, many=None)``)."""
     cached: Dump | None = getattr(schema, "_arcext_compiled_dump", None)
@@ -155,7 +201,8 @@ def compile_dump(schema: Schema) -> Dump:
     ):
         return schema.dump
     default_many = bool(schema.many)
-    plan: list[tuple[str, str, str, fields.Field[Any], ValueSerializer | None]] = []
+    plan: list[_Step] = []
+    one: Callable[[Any], dict[str, Any]]
 
     def dump(obj: Any, *, many: bool | None = None) -> Any:
         if default_many if many is None else many:
@@ -182,23 +229,5 @@ def compile_dump(schema: Schema) -> Dump:
             and "." not in check_key
         )
         plan.append((key, attr_name, check_key, field, _value_serializer(field, attr_name) if simple else None))
-    accessor = schema.get_attribute
-
-    def one(obj: Any) -> dict[str, Any]:
-        ret: dict[str, Any] = {}
-        for key, attr_name, check_key, field, serialize in plan:
-            if serialize is None:
-                value = field.serialize(attr_name, obj, accessor=accessor)
-                if value is not missing:
-                    ret[key] = value
-                continue
-            value = _value_for_key(obj, check_key)
-            if value is missing:
-                default = field.dump_default
-                value = default() if callable(default) else default
-                if value is missing:
-                    continue
-            ret[key] = serialize(value, obj)
-        return ret
-
+    one = _generate_one(plan, schema.get_attribute)
     return dump
