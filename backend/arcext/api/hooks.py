@@ -78,7 +78,7 @@ def _authorize(p: Principal, path: str, method: str) -> None:
 
 
 def new_request_id() -> str:
-    """A random (version 4) UUID as text, like ``new_request_id()``, without its os.urandom system call: a
+    """A random (version 4) UUID as text, like ``str(uuid.uuid4())``, without its os.urandom system call: a
     request id names a request, it guards nothing (random's generator is reseeded in each forked worker)."""
     value = (random.getrandbits(128) & _UUID4_KEEP) | _UUID4_SET
     text = f"{value:032x}"
