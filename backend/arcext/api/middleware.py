@@ -34,8 +34,22 @@ _CANON = {k.lower(): k for k in _KEYWORDS}
 _CANON_NS = {k.lower(): k for k in _NAMESPACES}
 
 
-@functools.lru_cache(maxsize=8192)  # a pure function of the path, on every request; clients repeat their paths
 def canonical_path(path: str) -> str:
+    """The path with ARM's keyword segments in their canonical case (cached: clients repeat their paths; only
+    paths of ARM-resource length, so the cache holds a few megabytes at most whatever unauthenticated callers
+    send, the rewriting running before authentication)."""
+    return _canonical_cached(path) if len(path) <= _CACHED_PATH_MAX else _canonical(path)
+
+
+_CACHED_PATH_MAX = 512
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_cached(path: str) -> str:
+    return _canonical(path)
+
+
+def _canonical(path: str) -> str:
     if not path.lower().startswith(("/subscriptions/", "/providers/")):
         return path
     segments = path.split("/")
