@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from types import FunctionType, MethodType
 from typing import Any
 
 from flask import Flask
@@ -37,8 +40,26 @@ from .upgrades.settings import EngineSettings
 from .webhooks import Settings as WebhookSettings
 
 
+class ArcextFlask(Flask):
+    """Flask, with ``ensure_sync`` answering for plain functions without inspect's unwrapping (it runs for every
+    hook and view of every request; arcext has no async views)."""
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        plain = func.__func__ if type(func) is MethodType else func  # inspect looks through bound methods too
+        if (
+            type(plain) is FunctionType
+            and not plain.__code__.co_flags & _ASYNC_FLAGS
+            and "_is_coroutine_marker" not in plain.__dict__  # inspect.markcoroutinefunction (Python 3.12)
+        ):
+            return func
+        return super().ensure_sync(func)
+
+
+_ASYNC_FLAGS = inspect.CO_COROUTINE
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    app = Flask(__name__)
+    app = ArcextFlask(__name__)
     app.json = ArmJSONProvider(app)
     app.config.update(DEFAULTS)
     for name in DEFAULTS:

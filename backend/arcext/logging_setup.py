@@ -10,6 +10,8 @@ or headers other than the request ids), upgrade steps log versions and ids (neve
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -52,9 +54,75 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes each record as one ``os.write`` of the whole line, formatted before any lock.
+
+    The stock handler formats and writes under its lock; a server thread writing its request line (which releases
+    the GIL) then has every other thread queue on that lock, and the lock hand-offs cost more than the lines:
+    a quarter of an API GET's CPU with 16 threads (issue #12). Here a line goes to a regular file in one write
+    without the lock: the kernel serialises the writes to a file (on its inode and the shared file offset), so
+    one line's bytes are never mixed with another's. Anything else (a pipe, a terminal, a socket, a stream
+    without a file descriptor such as a test's StringIO) takes the stock path under the lock, and so does the
+    rest of a write the kernel cut short. The bytes written are the same: the line, encoded as the stream
+    encodes it.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._direct: tuple[Any, int, str, str] | None = None
+
+    def _direct_fd(self) -> tuple[int, str, str] | None:
+        """The stream's file descriptor, encoding and error handler if it is a regular file, else None."""
+        stream = self.stream
+        cached = self._direct
+        if cached is not None and cached[0] is stream:
+            return cached[1:]
+        found: tuple[int, str, str] | None = None
+        try:
+            fd = stream.fileno()
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISREG(mode):
+                found = (fd, getattr(stream, "encoding", None) or "utf-8", getattr(stream, "errors", None) or "strict")
+        except (AttributeError, OSError, ValueError):
+            found = None
+        if found is None:
+            self._direct = (stream, -1, "", "")
+            return None
+        self._direct = (stream, *found)
+        return found
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        direct = self._direct_fd()
+        if direct is None or direct[0] < 0:
+            return super().handle(record)
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12: a filter may return a replacement record
+            record = rv
+        if not rv:
+            return rv
+        try:
+            data = (self.format(record) + self.terminator).encode(direct[1], direct[2])
+        except Exception:  # noqa: BLE001 - logging's own rule: a record that cannot be written is reported
+            self.handleError(record)
+            return rv
+        try:
+            written = os.write(direct[0], data)
+            if written < len(data):  # cut short (a full disk, a signal): the rest under the lock
+                self.acquire()
+                try:
+                    self.stream.flush()
+                    while written < len(data):
+                        written += os.write(direct[0], data[written:])
+                finally:
+                    self.release()
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+        return rv
+
+
 def configure(log_format: str = "text", level: int = logging.INFO, stream: Any = None) -> logging.Handler:
     """Send every log record to ``stream`` (stderr) in ``log_format``; returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

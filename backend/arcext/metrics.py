@@ -178,8 +178,15 @@ class Metrics:
             self.host_errors.labels(driver, step, error).inc()
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_latency.labels(method, route).observe(seconds)
+        key = ("http", method, route, str(status))
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,20 +6,24 @@ import base64
 import binascii
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import flask
 import flask_smorest
 from flask import current_app, request
+from flask_smorest.utils import resolve_schema_instance
 from marshmallow import Schema, missing
+from webargs.core import _UNKNOWN_DEFAULT_PARAM
 from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
 from ..ids import machine_key
 from ..schemas.common import ErrorResponseSchema
+from ..schemas.fastdump import compile_dump
 from . import jsonbody
+from .quickquery import QueryLoader, query_loader
 from .urls import public_base_url
 
 ViewT = TypeVar("ViewT", bound=Callable[..., Any])
@@ -27,6 +31,42 @@ ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 
 class ArmParser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._schemas: dict[type[Schema], Schema] = {}
+        self._query_loaders: dict[type[Schema], QueryLoader | None] = {}
+
+    def parse(self, argmap: Any, req: flask.Request | None = None, **kwargs: Any) -> Any:
+        """A query of plain text parameters that its schema accepts is loaded by arcext.api.quickquery (the
+        same result); anything else, and every refusal, is webargs' own parse."""
+        if (
+            kwargs.get("location") == "query"
+            and isinstance(argmap, type)
+            and not kwargs.get("validate")
+            and kwargs.get("unknown", _UNKNOWN_DEFAULT_PARAM) == _UNKNOWN_DEFAULT_PARAM
+            and self.unknown == _UNKNOWN_DEFAULT_PARAM
+        ):
+            try:
+                loader = self._query_loaders[argmap]
+            except KeyError:
+                loader = self._query_loaders.setdefault(argmap, query_loader(self._get_schema(argmap, flask.request)))
+            if loader is not None:
+                loaded = loader((req if req is not None else flask.request).args)
+                if loaded is not None:
+                    return loaded
+        return super().parse(argmap, req, **kwargs)
+
+    def _get_schema(self, argmap: Any, req: flask.Request) -> Schema:
+        """One instance per schema class (webargs makes a new one for every request: a tenth of a GET's time);
+        loading keeps no state on the instance, so threads share it as flask-smorest shares response schemas."""
+        if isinstance(argmap, type) and issubclass(argmap, Schema):
+            schema = self._schemas.get(argmap)
+            if schema is None:
+                schema = self._schemas.setdefault(argmap, argmap())
+            return schema
+        found: Schema = super()._get_schema(argmap, req)
+        return found
 
     def _raw_load_json(self, req: flask.Request) -> Any:
         """Strict JSON (arcext.api.jsonbody) with the reason in the 400, instead of webargs' json.loads."""
@@ -44,6 +84,15 @@ class ArmParser(FlaskParser):
 class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
     ARGUMENTS_PARSER = ArmParser()
 
+    def response(self, status_code: int | str, schema: Any = None, **kwargs: Any) -> Callable[[ViewT], ViewT]:
+        """flask-smorest's response, dumped by the schema compiled once (arcext.schemas.fastdump: same output)."""
+        if schema is not None:
+            schema = resolve_schema_instance(schema)
+            # the instance is this response's own (or shared with others: the compiled dump is the same dump)
+            setattr(schema, "dump", compile_dump(schema))  # noqa: B010
+        decorator: Callable[[ViewT], ViewT] = super().response(status_code, schema, **kwargs)
+        return decorator
+
     def long_running(
         self, then: str = "", *, never_sent: type[Schema] | None = None, no_such: str | None = None
     ) -> Callable[[ViewT], ViewT]:
@@ -59,7 +108,7 @@ class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
                 view = self.alt_response(
                     200, schema=never_sent, description="Never sent by arcext; allowed by the spec"
                 )(view)
-            return cast(ViewT, self.response(202, description=accepted)(view))
+            return self.response(202, description=accepted)(view)
 
         return document
 
@@ -71,9 +120,13 @@ def machine_path(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(view)
     def with_key(*args: Any, subscription_id: str, resource_group: str, machine_name: str, **kwargs: Any) -> Any:
-        return view(*args, key=machine_key(subscription_id, resource_group, machine_name), **kwargs)
+        return view(*args, key=_machine_key(subscription_id, resource_group, machine_name), **kwargs)
 
     return with_key
+
+
+#: ids.machine_key (three validations) once per machine path: a MachineKey is immutable, a refusal is not kept
+_machine_key = functools.lru_cache(maxsize=8192)(machine_key)
 
 
 def require_location(body: dict[str, Any]) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import random
 import re
-import uuid
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from .. import errors
@@ -44,9 +44,7 @@ def _action(path: str, method: str) -> str:
     return f"Microsoft.HybridCompute/{verb}"
 
 
-def _authorize(p: Principal) -> None:
-    path = request.path
-    method = request.method
+def _authorize(p: Principal, path: str, method: str) -> None:
     if path == "/metrics" and method in ("GET", "HEAD"):
         return  # any token: a Reader's, or a scrape token (role Metrics)
     action = _action(path, method)
@@ -79,50 +77,71 @@ def _authorize(p: Principal) -> None:
     p.require(role, scope, action)
 
 
+def new_request_id() -> str:
+    """A random (version 4) UUID as text, like ``str(uuid.uuid4())``, without its os.urandom system call: a
+    request id names a request, it guards nothing (random's generator is reseeded in each forked worker)."""
+    value = (random.getrandbits(128) & _UUID4_KEEP) | _UUID4_SET
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)  # all but the version and variant bits
+_UUID4_SET = (4 << 76) | (0x8000 << 48)  # version 4, the RFC 4122 variant
+
+
 def before_request() -> Any:
-    g.request_id = str(uuid.uuid4())
-    g.correlation_id = request.headers.get("x-ms-correlation-request-id") or str(uuid.uuid4())
-    path = request.path
+    # the request and g bound once: each use of Flask's proxies is a context-variable lookup (issue #12)
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    ctx = g._get_current_object()
+    headers = req.headers
+    ctx.request_id = new_request_id()
+    ctx.correlation_id = headers.get("x-ms-correlation-request-id") or new_request_id()
+    path = req.path
     if path.startswith(PUBLIC_PATHS) or path.startswith(("/arcext/v1/static", "/portal")):
         return None  # the portal signs people in with its own session cookie (arcext.portal)
     package_upload = PACKAGE_RE.match(path) is not None
     limit = PACKAGE_MAX_BODY if package_upload else int(current_app.config["ARCEXT_MAX_BODY"])
-    request.max_content_length = limit
-    if request.content_length is not None and request.content_length > limit:
+    req.max_content_length = limit
+    content_length = req.content_length
+    if content_length is not None and content_length > limit:
         raise errors.request_too_large(limit)
-    g.principal = services().tokens.authenticate(request.headers.get("Authorization"))
-    _authorize(g.principal)
-    if request.content_length is None and request.method in ("PUT", "PATCH", "POST"):
+    ctx.principal = principal = services().tokens.authenticate(headers.get("Authorization"))
+    method = req.method
+    _authorize(principal, path, method)
+    writes = method in ("PUT", "PATCH", "POST")
+    if content_length is None and writes:
         # a chunked body has no length to check up front: read it now, within the limit, so an oversize one
         # is a 413 here rather than an unreadable (and so "invalid") body later
         try:
-            data = request.get_data(cache=True)
+            data = req.get_data(cache=True)
             # the body stops at the limit; one more byte from the server's (dechunked) input says it went on
-            if len(data) >= limit and request.environ["wsgi.input"].read(1):
+            if len(data) >= limit and req.environ["wsgi.input"].read(1):
                 raise errors.request_too_large(limit)
         except RequestEntityTooLarge:
             raise errors.request_too_large(limit) from None
         except (OSError, ValueError, BadRequest):  # the server's dechunker: a chunk header that is not one
             raise errors.invalid_request_content("the chunked body is malformed.") from None
-    if path.startswith(("/subscriptions/", "/providers/")) and not request.args.get("api-version"):
+    if path.startswith(("/subscriptions/", "/providers/")) and not req.args.get("api-version"):
         raise errors.missing_api_version()
     if (
-        request.method in ("PUT", "PATCH", "POST")
-        and request.content_length
-        and not request.is_json
-        and not (package_upload and request.mimetype in ("application/zip", "application/octet-stream"))
+        writes
+        and req.content_length
+        and not req.is_json
+        and not (package_upload and req.mimetype in ("application/zip", "application/octet-stream"))
     ):
-        raise errors.unsupported_media_type(request.content_type or "")
+        raise errors.unsupported_media_type(req.content_type or "")
     return None
 
 
 def after_request(response: Response) -> Response:
-    request_id = getattr(g, "request_id", None) or str(uuid.uuid4())
-    response.headers["x-ms-request-id"] = request_id
-    response.headers["x-ms-correlation-request-id"] = getattr(g, "correlation_id", request_id)
+    ctx = g._get_current_object()
+    request_id = getattr(ctx, "request_id", None) or new_request_id()
+    headers = response.headers
+    headers["x-ms-request-id"] = request_id
+    headers["x-ms-correlation-request-id"] = getattr(ctx, "correlation_id", request_id)
     client_id = request.headers.get("x-ms-client-request-id")
     if client_id:
-        response.headers["x-ms-client-request-id"] = client_id
+        headers["x-ms-client-request-id"] = client_id
     # the request's log line and metrics: arcext.api.telemetry (one structured line per request)
     return response
 

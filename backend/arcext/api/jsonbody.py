@@ -93,10 +93,28 @@ def loads(data: str | bytes | bytearray) -> Any:
 
 
 class ArmJSONProvider(DefaultJSONProvider):
-    """Flask's JSON provider with strict parsing (``request.get_json``); responses are dumped as before."""
+    """Flask's JSON provider with strict parsing (``request.get_json``); responses are dumped as before, by one
+    encoder made once (``json.dumps`` with Flask's ``default`` function builds a new JSONEncoder each call)."""
+
+    _COMPACT: dict[str, Any] = {"separators": (",", ":")}  # what response() passes outside debug mode
+
+    _encoder: tuple[tuple[Any, ...], json.JSONEncoder] | None = None
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         return loads(s)
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        if kwargs != self._COMPACT:
+            return super().dumps(obj, **kwargs)
+        settings = (self.default, self.ensure_ascii, self.sort_keys)
+        cached = self._encoder
+        if cached is None or cached[0] != settings:
+            # json.dumps(obj, **what DefaultJSONProvider.dumps passes): the same encoder, kept
+            encoder = json.JSONEncoder(
+                default=self.default, ensure_ascii=self.ensure_ascii, sort_keys=self.sort_keys, separators=(",", ":")
+            )
+            cached = self._encoder = (settings, encoder)
+        return cached[1].encode(obj)
 
 
 def request_object() -> dict[str, Any]:

@@ -6,6 +6,7 @@ positions change: resource names keep the caller's case, as ARM preserves it."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +35,21 @@ _CANON_NS = {k.lower(): k for k in _NAMESPACES}
 
 
 def canonical_path(path: str) -> str:
+    """The path with ARM's keyword segments in their canonical case (cached: clients repeat their paths; only
+    paths of ARM-resource length, so the cache holds a few megabytes at most whatever unauthenticated callers
+    send, the rewriting running before authentication)."""
+    return _canonical_cached(path) if len(path) <= _CACHED_PATH_MAX else _canonical(path)
+
+
+_CACHED_PATH_MAX = 512
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_cached(path: str) -> str:
+    return _canonical(path)
+
+
+def _canonical(path: str) -> str:
     if not path.lower().startswith(("/subscriptions/", "/providers/")):
         return path
     segments = path.split("/")

@@ -30,37 +30,45 @@ def _start() -> None:
 
 
 def _finish(response: Response) -> Response:
-    started = g.get("started")
+    # the request and g bound once: each use of Flask's proxies is a context-variable lookup (issue #12)
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    ctx = g._get_current_object()
+    started = ctx.get("started")
     seconds = time.perf_counter() - started if started is not None else 0.0
-    rule = request.url_rule
+    rule = req.url_rule
     route = rule.rule if rule is not None else "<unmatched>"  # the URL rule, never the raw path
+    method = req.method
+    status = response.status_code
     try:
-        services().metrics.http_request(request.method, route, response.status_code, seconds)
+        services().metrics.http_request(method, route, status, seconds)
     except Exception:  # telemetry never fails a request
         log.exception("Could not count a request")
     if log.isEnabledFor(logging.INFO):
-        who = g.get("principal")
-        request_id = response.headers.get("x-ms-request-id") or g.get("request_id")
-        correlation_id = response.headers.get("x-ms-correlation-request-id") or g.get("correlation_id")
+        who = ctx.get("principal")
+        path = req.path
+        headers = response.headers
+        request_id = headers.get("x-ms-request-id") or ctx.get("request_id")
+        correlation_id = headers.get("x-ms-correlation-request-id") or ctx.get("correlation_id")
+        caller = who.name if who else None
         log.info(
             "%s %s -> %s (request %s, caller %s)",
-            request.method,
-            request.path,
-            response.status_code,
+            method,
+            path,
+            status,
             request_id,
-            who.name if who else "-",
+            caller if who else "-",
             extra={
                 "fields": {
                     "event": "http.request",
-                    "method": request.method,
+                    "method": method,
                     "route": route,
-                    "path": request.path,
-                    "status": response.status_code,
+                    "path": path,
+                    "status": status,
                     "durationMs": round(seconds * 1000, 3),
                     "x-ms-request-id": request_id,
                     "x-ms-correlation-request-id": correlation_id,
-                    "x-ms-client-request-id": request.headers.get("x-ms-client-request-id"),
-                    "caller": who.name if who else None,
+                    "x-ms-client-request-id": req.headers.get("x-ms-client-request-id"),
+                    "caller": caller,
                 }
             },
         )
