@@ -106,6 +106,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             leader_poll=float(cfg["ARCEXT_LEADER_POLL"]),
             job_lease=float(cfg["ARCEXT_JOB_LEASE"]),
             leader_wait=float(cfg["ARCEXT_LEADER_WAIT"]),
+            operation_sweep=float(cfg["ARCEXT_OPERATION_SWEEP"]),
         ),
     )
     app.extensions["arcext"] = services

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, object] = {
     "ARCEXT_ENGINE_TICK": 1.0,  # seconds between scheduler passes
     "ARCEXT_LEADER_POLL": 1.0,  # with a database: seconds between a follower's tries to become the engine's leader
     "ARCEXT_JOB_LEASE": 30.0,  # with a database: seconds a node's claim on a job lasts without renewal
+    "ARCEXT_OPERATION_SWEEP": 5.0,  # with a database: seconds between looks for operations of nodes gone
     "ARCEXT_LEADER_WAIT": 5.0,  # with a database: seconds a forwarded engine call waits for a leader (then 503)
     "ARCEXT_WEBHOOK_RETRY_BASE": 5.0,  # seconds before a failed webhook delivery's first retry (doubles)
     "ARCEXT_WEBHOOK_RETRY_MAX": 3600.0,  # the longest wait between two delivery attempts

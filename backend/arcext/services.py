@@ -124,7 +124,13 @@ class Services:
         webhooks.events_at = lambda stamp: [
             e["eventDataId"] for e in store.iter_events(stamp[:10], stamp[:10], where=("eventTimestamp", stamp))
         ]
-        resources = ResourceService(store, box, clock, hosts, catalog)
+        claims = None
+        if shared:  # a node's claims on the long-running operations it runs (docs/multinode.md)
+            from .cluster.operation_claims import PostgresOperationClaims
+
+            operations = cluster_settings or ClusterSettings()
+            claims = PostgresOperationClaims(shared.store.url, operations.operation_sweep, operations.orphan_sweep)
+        resources = ResourceService(store, box, clock, hosts, catalog, claims)
         resources.on_extension_ready = engine.reconsider
         return cls(
             store=store,

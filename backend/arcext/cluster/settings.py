@@ -16,6 +16,17 @@ class ClusterSettings:
     call_poll: float = 2.0  # seconds between a caller's looks at its call (the answer comes by NOTIFY before)
     call_keep: float = 60.0  # seconds a call's row outlives the longest a call may wait, then it is swept
     call_sweep: float = 60.0  # seconds between the leader's sweeps of the calls' rows
+    operation_sweep: float = 5.0  # seconds between a node's looks for long-running operations of nodes gone
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.operation_sweep <= 600:
+            raise ValueError("ARCEXT_OPERATION_SWEEP must be between 0.05 and 600 seconds")
+
+    @property
+    def orphan_sweep(self) -> float:
+        """Seconds between a node's scans of the machines for writes a node gone left without a record (a scan
+        reads every machine, so it is rarer than the look at the operations' records)."""
+        return 12 * self.operation_sweep
 
     @property
     def call_retention(self) -> float:

@@ -2,8 +2,9 @@
 
 A write persists the resource in a transitional state naming its operation before it writes the
 operation record (resources.py). A crash between the two leaves a resource that names an operation
-no record describes; at start such an operation gets its record back (InProgress), so the runner
-finishes it with the others (operations.py). The client was never answered, so the change is
+no record describes; at start (and, on a cluster, when another node's sweep finds it) such an operation gets
+its record back (InProgress) from the node that claims it, so the runner finishes it with the others
+(operations.py). The client was never answered, so the change is
 finished as if it had been acknowledged: the data is already durable and finishing is the least
 surprising outcome.
 """
@@ -14,8 +15,8 @@ import logging
 from datetime import timedelta
 
 from ..clock import Clock, iso
-from ..ids import parse_resource_id
-from ..operations import new_operation
+from ..ids import MachineKey, parse_resource_id
+from ..operations import LocalClaims, OperationClaims, new_operation
 from ..store.base import MachineDoc, Store, jcopy
 
 log = logging.getLogger(__name__)
@@ -51,22 +52,58 @@ def writes_in_flight(doc: MachineDoc) -> InFlight | None:
     return (jcopy(doc), pending) if pending else None
 
 
-def reconcile_orphans(store: Store, clock: Clock, found: list[InFlight] | None = None) -> None:
-    """Give a record back to every in-flight operation a resource names but the store does not hold.
+def orphaned_writes(store: Store, found: list[InFlight] | None = None) -> list[tuple[MachineKey, str]]:
+    """Every in-flight operation a resource names but the store holds no record of, with its machine.
 
     ``found``: what ``writes_in_flight`` projected from a scan already made (else the machines are scanned)."""
+    orphans: list[tuple[MachineKey, str]] = []
     for doc, pending in store.project_machines(writes_in_flight) if found is None else found:
         for op_id in pending:
             if store.get_operation(op_id) is None:
-                log.warning("Found operation %s on %s without a record; finishing it", op_id, doc["machine"]["id"])
-                _recreate_operation(store, clock, doc, op_id)
+                orphans.append((_key_of(doc), op_id))
+    return orphans
+
+
+def reconcile_orphans(
+    store: Store, clock: Clock, found: list[InFlight] | None = None, claims: OperationClaims | None = None
+) -> list[str]:
+    """Give a record back to every in-flight operation a resource names but the store does not hold, and that
+    this node can claim (a write another node is making holds its claim until its record is written).
+
+    Returns the operations given a record: still claimed, for the caller to run."""
+    claims = claims if claims is not None else LocalClaims()
+    adopted: list[str] = []
+    for key, op_id in orphaned_writes(store, found):
+        if not claims.claim(op_id):
+            continue
+        if adopt_orphan(store, clock, key, op_id):
+            adopted.append(op_id)
+        else:
+            claims.release(op_id)
+    return adopted
+
+
+def adopt_orphan(store: Store, clock: Clock, key: MachineKey, op_id: str) -> bool:
+    """Under the claim of ``op_id``: read the machine again and, if a resource still names the operation and it
+    still has no record, write its record (InProgress). False: nothing to adopt (finished or recorded meanwhile)."""
+    doc = store.get_machine(key)
+    pending = writes_in_flight(doc) if doc is not None else None
+    if doc is None or pending is None or op_id not in pending[1] or store.get_operation(op_id) is not None:
+        return False
+    log.warning("Found operation %s on %s without a record; finishing it", op_id, doc["machine"]["id"])
+    _recreate_operation(store, clock, doc, op_id)
+    return True
+
+
+def _key_of(doc: MachineDoc) -> MachineKey:
+    parsed = parse_resource_id(doc["machine"]["id"])
+    assert parsed is not None
+    return parsed[0]
 
 
 def _recreate_operation(store: Store, clock: Clock, doc: MachineDoc, op_id: str) -> None:
     """An InProgress record for ``op_id``, its kind read from the resource's transitional state."""
-    parsed = parse_resource_id(doc["machine"]["id"])
-    assert parsed is not None
-    key = parsed[0]
+    key = _key_of(doc)
     now = clock.now()
     machine = doc["machine"]
     if machine.get("operation") == op_id:

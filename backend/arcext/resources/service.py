@@ -8,6 +8,7 @@ runner (operations.py); completion.py finishes it, and recovery.py repairs what 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -18,11 +19,11 @@ from ..catalog import Catalog, os_mismatch
 from ..clock import Clock, iso
 from ..crypto import SecretBox
 from ..ids import EXTENSION_TYPE, MACHINE_TYPE, MachineKey, validate_extension_name
-from ..operations import IN_PROGRESS, SUCCEEDED, OperationRunner, new_operation
+from ..operations import IN_PROGRESS, SUCCEEDED, OperationClaims, OperationRunner, new_operation, new_operation_id
 from ..records import ExtensionRecord, OperationRecord
 from ..store.base import MachineDoc, Store, jcopy
 from .completion import DriverLookup, OperationCompletion
-from .recovery import InFlight, prune_old_operations, reconcile_orphans
+from .recovery import InFlight, adopt_orphan, orphaned_writes, prune_old_operations, reconcile_orphans
 
 
 def system_data(existing: dict[str, Any] | None, principal: str, now: datetime) -> dict[str, Any]:
@@ -75,11 +76,19 @@ def _not_found_extension(key: MachineKey, name: str) -> errors.ArmError:
 
 
 def _begin_extension_operation(
-    kind: str, state: str, key: MachineKey, name: str, record: ExtensionRecord, principal: str, now: datetime
+    kind: str,
+    state: str,
+    key: MachineKey,
+    name: str,
+    record: ExtensionRecord,
+    principal: str,
+    now: datetime,
+    op_id: str,
 ) -> OperationRecord:
-    """A new InProgress operation on an existing extension, which turns transitional (``state``) under it."""
+    """A new InProgress operation (``op_id``, claimed) on an existing extension, which turns transitional
+    (``state``) under it."""
     resource = record["resource"]
-    op = new_operation(kind, key, resource["id"], resource["location"], principal, now, extension=name.lower())
+    op = new_operation(kind, key, resource["id"], resource["location"], principal, now, op_id, extension=name.lower())
     record["operation"] = op["id"]
     resource["properties"]["provisioningState"] = state
     return op
@@ -95,6 +104,7 @@ class ResourceService:
         clock: Clock,
         drivers: DriverLookup | None = None,
         catalog: Catalog | None = None,
+        claims: OperationClaims | None = None,
     ) -> None:
         self.completion = OperationCompletion(store, box, clock, drivers)
         #: Resolves a Major.Minor typeHandlerVersion to the newest published Major.Minor.x (None: stored as given).
@@ -104,7 +114,11 @@ class ResourceService:
         self.store = store
         self.box = box
         self.clock = clock
-        self.runner = OperationRunner(store, self.complete_operation)
+        self.runner = OperationRunner(store, self.complete_operation, claims)
+        #: who runs which operation (one process: this one; a cluster: the node holding its claim)
+        self.claims = self.runner.claims
+        self._orphans: dict[str, MachineKey] = {}  # writes without a record another node may have left
+        self._orphan_scan = 0.0  # time.monotonic() of the last scan for them
 
     @property
     def drivers(self) -> DriverLookup | None:
@@ -117,10 +131,64 @@ class ResourceService:
 
     def start(self, in_flight: list[InFlight] | None = None) -> None:
         """Prune old operation records, give orphaned in-flight writes a record (``in_flight``: found by a scan
-        already made, recovery.writes_in_flight), resume every operation."""
+        already made, recovery.writes_in_flight), resume every operation no other node holds; on a cluster,
+        look for the operations and orphaned writes of nodes gone from then on (``claims``)."""
         prune_old_operations(self.store, self.clock)
-        reconcile_orphans(self.store, self.clock, in_flight)
-        self.runner.start()
+        adopted = reconcile_orphans(self.store, self.clock, in_flight, self.claims)
+        self._orphan_scan = time.monotonic()
+        if self.claims.orphan_interval is not None:
+            self.runner.sweep_hooks.append(self.take_over_orphans)
+        self.runner.start(adopted)
+
+    def take_over_orphans(self) -> list[str]:
+        """One look (on the runner's sweep) for in-flight writes without a record whose writer is gone: the machines
+        are scanned every ``claims.orphan_interval`` seconds; an orphan found is taken once no node has held its
+        claim for a whole sweep, given its record and run. Returns what it took."""
+        interval = self.claims.orphan_interval
+        if interval is not None and time.monotonic() - self._orphan_scan >= interval:
+            self._orphan_scan = time.monotonic()
+            self._orphans = dict((op_id, key) for key, op_id in orphaned_writes(self.store))
+        if not self._orphans:
+            return []
+        taken: list[str] = []
+        for op_id in self.claims.takeable(sorted(self._orphans)):
+            key = self._orphans.pop(op_id)
+            if not self.claims.claim(op_id):
+                continue
+            if adopt_orphan(self.store, self.clock, key, op_id):
+                taken.append(op_id)
+                self.runner.submit(op_id)
+            else:
+                self.claims.release(op_id)
+        return taken
+
+    def _claim_new_operation(self) -> str:
+        """A new operation id, claimed for this node before anything names it (so no other node's start-up or
+        sweep takes the write while it is made). A clash of claim keys takes another id."""
+        for _ in range(5):
+            op_id = new_operation_id()
+            if self.claims.claim(op_id):
+                return op_id
+        raise RuntimeError("Could not claim a new operation")
+
+    def _persist(
+        self, op_id: str, key: MachineKey, change: Callable[[MachineDoc | None], tuple[Any, OperationRecord | None]]
+    ) -> OperationRecord | None:
+        """A write under the claim of its new operation ``op_id``: the resource (``change``), then the operation's
+        record; an InProgress operation goes to the runner, which releases the claim once it ran (any other
+        outcome releases it here)."""
+        try:
+            op: OperationRecord | None = self.store.mutate_machine(key, change)
+            if op is not None:
+                self.store.put_operation(op)
+        except BaseException:
+            self.claims.release(op_id)  # a refused write names nothing; a half-made one is an orphan to adopt
+            raise
+        if op is not None and op["status"] == IN_PROGRESS:
+            self.runner.submit(op_id)
+        else:
+            self.claims.release(op_id)
+        return op
 
     def stop(self) -> None:
         self.runner.stop()
@@ -225,6 +293,7 @@ class ResourceService:
         With ``asynchronous`` the machine turns Deleting and an operation finishes the job;
         otherwise (older api-versions, where Machines_Delete is not long-running) it goes at once."""
         now = self.clock.now()
+        op_id = self._claim_new_operation()
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, OperationRecord | None]:
             if doc is None:
@@ -240,6 +309,7 @@ class ResourceService:
                 machine["location"],
                 principal,
                 now,
+                op_id,
             )
             if not asynchronous:
                 op["status"], op["endTime"] = SUCCEEDED, iso(now)
@@ -248,12 +318,7 @@ class ResourceService:
             machine["properties"]["provisioningState"] = "Deleting"
             return doc, op
 
-        op = self.store.mutate_machine(key, change)
-        if op is not None:
-            self.store.put_operation(op)
-            if op["status"] == IN_PROGRESS:
-                self.runner.submit(op["id"])
-        return op
+        return self._persist(op_id, key, change)
 
     @staticmethod
     def _busy_operation(doc: MachineDoc) -> str | None:
@@ -325,6 +390,7 @@ class ResourceService:
         props_in = dict(body.get("properties") or {})
         protected = props_in.pop("protectedSettings", None)
         self._resolve_version(key, name, props_in)
+        op_id = self._claim_new_operation()
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc, OperationRecord]:
             machine = self._writable_machine(key, doc, "write")
@@ -347,6 +413,7 @@ class ResourceService:
                 body["location"],
                 principal,
                 now,
+                op_id,
                 extension=name.lower(),
             )
             properties: dict[str, Any] = {
@@ -389,8 +456,8 @@ class ResourceService:
             doc["extensions"][name.lower()] = record
             return doc, op
 
-        op = self.store.mutate_machine(key, change)
-        self._start(op)
+        op = self._persist(op_id, key, change)
+        assert op is not None
         return op
 
     def patch_extension(self, key: MachineKey, name: str, body: dict[str, Any], principal: str) -> OperationRecord:
@@ -398,6 +465,7 @@ class ResourceService:
         props_in = dict(body.get("properties") or {})
         protected = props_in.pop("protectedSettings", None)
         self._resolve_version(key, name, props_in)
+        op_id = self._claim_new_operation()
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc, OperationRecord]:
             if doc is None:
@@ -415,14 +483,16 @@ class ResourceService:
             resource["systemData"] = system_data(resource.get("systemData"), principal, now)
             if protected is not None:
                 record["protected"] = self.box.seal(protected) if protected else None
-            return doc, _begin_extension_operation("extension.update", "Updating", key, name, record, principal, now)
+            op = _begin_extension_operation("extension.update", "Updating", key, name, record, principal, now, op_id)
+            return doc, op
 
-        op = self.store.mutate_machine(key, change)
-        self._start(op)
+        op = self._persist(op_id, key, change)
+        assert op is not None
         return op
 
     def delete_extension(self, key: MachineKey, name: str, principal: str) -> OperationRecord | None:
         now = self.clock.now()
+        op_id = self._claim_new_operation()
 
         def change(doc: MachineDoc | None) -> tuple[MachineDoc | None, OperationRecord | None]:
             if doc is None:
@@ -433,14 +503,7 @@ class ResourceService:
                 return doc, None
             if record.get("operation"):
                 raise errors.extension_busy(record)
-            return doc, _begin_extension_operation("extension.delete", "Deleting", key, name, record, principal, now)
+            op = _begin_extension_operation("extension.delete", "Deleting", key, name, record, principal, now, op_id)
+            return doc, op
 
-        op = self.store.mutate_machine(key, change)
-        if op is not None:
-            self._start(op)
-        return op
-
-    def _start(self, op: OperationRecord) -> None:
-        """Store a new InProgress operation and hand it to the runner."""
-        self.store.put_operation(op)
-        self.runner.submit(op["id"])
+        return self._persist(op_id, key, change)
