@@ -379,3 +379,22 @@ def test_simulated_hosts_driven_from_two_nodes_at_once_lose_no_change(db: Databa
     assert states == ["enabled"] * 5 + ["failed"]
     assert "failUpgrade" not in host["faults"]
     assert all(host["extensions"][n]["settings"] == {"n": n} for n in names), "an upgrade carries the settings"
+
+
+def test_dedicated_connections_probe_from_the_server_side_too(pg_url: str) -> None:
+    """The sessions holding advisory locks (leadership, operation claims, webhook claims) ask PostgreSQL to probe
+    their socket, so a node whose host vanished loses its locks in about 11 s; the URL's own options are kept."""
+    from arcext.cluster.connect import dedicated
+    from arcext.webhooks.pg_node import dedicated as webhook_dedicated
+
+    with_options = psycopg.conninfo.make_conninfo(pg_url, options="-c statement_timeout=12345")
+    for connect in (dedicated, webhook_dedicated):
+        for url in (pg_url, with_options):
+            with connect(url) as conn:
+                settings = [
+                    conn.execute(f"SHOW {name}").fetchone()
+                    for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+                ]
+                assert settings == [("5s",), ("2s",), ("3",)] or settings == [("5",), ("2",), ("3",)], settings
+                if url is with_options:
+                    assert conn.execute("SHOW statement_timeout").fetchone() == ("12345ms",)

@@ -209,6 +209,19 @@ def storage_unavailable(retry_after: int) -> ArmError:
     )
 
 
+def database_unavailable(retry_after: int) -> ArmError:
+    """The PostgreSQL store's connection failed under a request (a database restart or fail-over, a network cut):
+    a 503 the Azure SDK and az retry by themselves, after which the pool hands out a fresh connection."""
+    return ArmError(
+        503,
+        "ServiceUnavailable",
+        "The server lost its connection to its database while handling this request, so the request was not "
+        "carried out. Retry it: the next attempt uses a new connection. If it was a write, read the resource "
+        "first: a change interrupted as it was being committed may have been made.",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def uri_too_long(limit: int) -> ArmError:
     return ArmError(414, "RequestUriTooLong", f"The request URL is longer than the {limit} bytes this server accepts.")
 

@@ -8,6 +8,7 @@ import random
 import re
 from typing import Any
 
+import psycopg
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
@@ -172,9 +173,25 @@ def handle_os_error(error: OSError) -> Any:
     return render_arm_error(arm)
 
 
+#: Seconds a client should wait before retrying a request whose database connection failed.
+DATABASE_RETRY_AFTER = 1
+
+
+def handle_database_error(error: psycopg.OperationalError) -> Any:
+    """The PostgreSQL store's connection failed (a restart, a fail-over, a cut): a 503 clients retry, not a 500.
+    The pool drops a broken connection when it comes back, so the retry gets a fresh one. The message logged is
+    the error's first line (server and port, never the password)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    log.error(
+        "Database connection failed under request %s: %s %s", getattr(g, "request_id", "-"), type(error).__name__, first
+    )
+    return render_arm_error(errors.database_unavailable(DATABASE_RETRY_AFTER))
+
+
 def register(app: Flask) -> None:
     app.before_request(before_request)
     app.after_request(after_request)
     app.register_error_handler(errors.ArmError, render_arm_error)
     app.register_error_handler(OSError, handle_os_error)
+    app.register_error_handler(psycopg.OperationalError, handle_database_error)  # PoolTimeout is one too
     app.register_error_handler(Exception, handle_unexpected)

@@ -119,10 +119,7 @@ class PostgresOperationClaims:
         """The lock connection; a new one takes again the claims the old one held."""
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        conn = dedicated(self.url)
-        # the server's side of the socket probes too: a node whose host or network vanished (no FIN) loses its
-        # session, and its claims, about 11 s later instead of after the system's default (hours)
-        conn.execute("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3")
+        conn = dedicated(self.url)  # keepalives at both ends: a vanished node's claims are free in about 11 s
         self._conn = conn
         for op_id in sorted(self._held):
             if not self._try(conn, op_id):

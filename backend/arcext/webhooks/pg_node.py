@@ -23,6 +23,8 @@ from typing import Any, Final
 
 import psycopg
 
+from ..store.postgres.db import with_server_keepalives
+
 log = logging.getLogger("arcext.webhooks")
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -46,6 +48,7 @@ def dedicated(url: str) -> Connection:
         keepalives_interval=2,
         keepalives_count=3,
         application_name="arcext-webhooks",
+        options=with_server_keepalives(url),  # the delivery claims and the presence lock go with the session
     )
 
 
