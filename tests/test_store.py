@@ -167,6 +167,19 @@ def test_events_of_a_change_that_changed_nothing_are_still_recorded(stores: Stor
     assert [e["n"] for e in stores.open().iter_events("2026-11-25", "2026-11-25")] == [7]
 
 
+def test_a_batch_of_ten_thousand_events_is_recorded_whole(stores: Stores) -> None:
+    """A leader's audit after a crash records its repairs' events in one call: more than one statement's worth
+    of parameters on PostgreSQL (9 per event, 65,535 at most), with and without a machine's change."""
+    store = stores.open()
+    key = MachineKey(SUB, "rg", "big")
+    store.append_events([_event(key, n) for n in range(10_000)])
+    store.mutate_machine(
+        key, lambda current: (doc(key, n=1), None), events=[_event(key, n) for n in range(10_000, 17_500)]
+    )
+    got = [e["n"] for e in stores.open().iter_events("2026-11-25", "2026-11-25")]
+    assert sorted(got) == list(range(17_500))
+
+
 def test_events_a_change_adds_are_logged_with_it_and_a_failed_change_logs_none(stores: Stores) -> None:
     store = stores.open()
     key = MachineKey(SUB, "rg", "m")

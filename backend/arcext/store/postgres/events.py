@@ -59,6 +59,10 @@ def partition_name(day: date) -> str:
     return f"events_{day:%Y%m%d}"
 
 
+#: events per INSERT statement (9 parameters each; PostgreSQL's limit is 65,535 per statement)
+ROWS_PER_STATEMENT: Final = 1000
+
+
 class EventTable:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -74,24 +78,28 @@ class EventTable:
         the same statement, as a CTE: a machine's change and its events are one statement, not two."""
         by_day = [(_day_of(e), e) for e in events]
         made = self._ensure(conn, {d for d, _ in by_day})
-        params: list[Any] = []
-        for day, e in by_day:
-            params += (
-                day,
-                e["eventTimestamp"],
-                e["eventDataId"],
-                _text(e, "subscriptionId"),
-                _text(e, "operationId"),
-                _text(e, "correlationId"),
-                _text(e, "caller"),
-                _text(e, "resourceId"),
-                Jsonb(e),
-            )
-        query = _INSERT + ", ".join([_ROW] * len(by_day))
-        if along is not None:
-            query = f"WITH along AS ({along[0]}) {query}"
-            params[:0] = along[1]
-        conn.execute(query, params)
+        # a statement carries at most 65,535 parameters (9 per event): a big batch (an audit's repairs after a
+        # leader's crash) goes in statements of ROWS_PER_STATEMENT events, all in the caller's transaction
+        for start in range(0, len(by_day), ROWS_PER_STATEMENT):
+            chunk = by_day[start : start + ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for day, e in chunk:
+                params += (
+                    day,
+                    e["eventTimestamp"],
+                    e["eventDataId"],
+                    _text(e, "subscriptionId"),
+                    _text(e, "operationId"),
+                    _text(e, "correlationId"),
+                    _text(e, "caller"),
+                    _text(e, "resourceId"),
+                    Jsonb(e),
+                )
+            query = _INSERT + ", ".join([_ROW] * len(chunk))
+            if along is not None and start == 0:
+                query = f"WITH along AS ({along[0]}) {query}"
+                params[:0] = along[1]
+            conn.execute(query, params)
         return made
 
     def made(self, days: Iterable[date]) -> None:
