@@ -202,6 +202,27 @@ def test_a_job_whose_lease_expired_is_claimed_again_as_reclaimed(pg_url: str, db
         node.stop()
 
 
+def test_a_node_stopping_gracefully_keeps_renewing_the_leases_of_jobs_still_running(pg_url: str, db: Database) -> None:
+    """A graceful stop waits for the jobs running here; their leases are renewed until they end, so no other
+    node reclaims a job that is still running (which would run it twice and count a claim against it)."""
+    slow, other = Recorder(job_seconds=3 * SETTINGS.job_lease), Recorder()
+    first = ClusterNode(pg_url, db, slow, SETTINGS, workers=2)
+    first.start()
+    second = ClusterNode(pg_url, db, other, SETTINGS, workers=2)
+    try:
+        first.enqueue([(MachineKey("sub", "rg", "long"), "ama", False, None)])
+        wait_for(lambda: first._running > 0)
+        stopping = threading.Thread(target=first.stop)
+        stopping.start()
+        second.start()  # claims whatever it may while the first stops
+        stopping.join(timeout=4 * SETTINGS.job_lease + 10)
+        assert not stopping.is_alive()
+        assert slow.ran == [("long", "ama", False, False)], "the job ran to its end on the stopping node"
+        assert other.ran == [] and other.abandoned == [], "nobody reclaimed it while it ran"
+    finally:
+        second.stop()
+
+
 def test_a_job_claimed_max_claims_times_is_given_up_not_run(pg_url: str, db: Database) -> None:
     from arcext.cluster.node import MAX_CLAIMS
 

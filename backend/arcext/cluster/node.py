@@ -86,6 +86,9 @@ class ClusterNode:
         self._running = 0
         self._count_lock = threading.Lock()
         self._stop = threading.Event()
+        #: set once the jobs running here have ended: until then their leases are renewed, even while stopping (a
+        #: lease let lapse during a graceful stop would have another node reclaim a job still running here)
+        self._renew_stop = threading.Event()
         self._claim_wake = threading.Event()
         self._results_wake = threading.Event()
         self.calls = ForwardedCalls(db, settings, engine.execute_call, self._serving_pid)
@@ -115,6 +118,7 @@ class ClusterNode:
             event.set()
         self.calls.stop()
         self._pool.shutdown(cancel_pending=True)  # running jobs end and report; queued ones are dropped here
+        self._renew_stop.set()
         for thread in self._threads:
             thread.join(timeout=5)
         try:  # ... and handed back at once, not after their leases expire
@@ -317,7 +321,7 @@ class ClusterNode:
 
     def _renew_loop(self) -> None:
         period = self.settings.job_lease / 3
-        while not self._stop.wait(period):
+        while not self._renew_stop.wait(period):
             with self._count_lock:
                 running = self._running
             if not running:
