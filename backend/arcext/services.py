@@ -155,9 +155,13 @@ class Services:
         self.activity.prune(self.clock.now())
         # one scan of the machines at start: the engine's recovery, with the writes a crash left in flight riding
         # along (a cluster's follower does not recover: the resources scan for theirs themselves)
-        rollouts = self.engine.rollout_records()  # as the store held them at start (read once, in open)
         in_flight = self.engine.start(rider=writes_in_flight)
         self.resources.start(in_flight)
+        # the rollouts' states as they are now, not as ``open`` read them before the scan above (seconds at scale):
+        # the webhooks announce what differs from what was announced, and a stale state would be announced as a
+        # change back (a follower's refresh asks the store for the rows that changed since; a leader's are current)
+        self.engine.refresh()
+        rollouts = self.engine.rollout_records()
         self.webhooks.reconcile(
             lambda day: self.store.iter_events(day, "9999-12-31"), rollouts, self.telemetry.rollout_event
         )
