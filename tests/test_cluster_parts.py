@@ -311,12 +311,22 @@ def test_a_lost_answer_notification_is_caught_by_the_bounded_poll(pg_url: str, d
 
 
 def test_the_leader_serves_calls_on_a_small_bounded_pool(pg_url: str, db: Database) -> None:
-    nodes, engine = leader_and_follower(pg_url, db, dataclasses.replace(SETTINGS, call_workers=2))
+    """Two workers, six calls: two at a time, and the leader takes no more calls than it has free workers (a
+    call it took waits for nobody's slow call; one it did not take gets its 503 after leader_wait)."""
+    nodes, engine = leader_and_follower(pg_url, db, dataclasses.replace(SETTINGS, call_workers=2, leader_wait=5.0))
+    taken_at_once: list[int] = []
     try:
         with ThreadPoolExecutor(6) as pool:
-            answers = list(pool.map(lambda _i: nodes[1].call("slow", [0.3]), range(6)))
+            answering = pool.map(lambda _i: nodes[1].call("slow", [0.3]), range(6))
+            with db.connection() as conn:
+                for _ in range(20):
+                    row = conn.execute("SELECT count(*) FROM engine_calls WHERE taken_by IS NOT NULL AND NOT done")
+                    taken_at_once.append(int(row.fetchone()[0]))  # type: ignore[index]
+                    time.sleep(0.04)
+            answers = list(answering)
         assert answers == ["slept"] * 6
         assert engine.most_calls_at_once == 2, "two workers, six calls: two at a time"
+        assert max(taken_at_once) == 2, taken_at_once
         serving = [t for t in threading.enumerate() if t.name.startswith("arcext-call")]
         assert len(serving) <= 2, [t.name for t in serving]
         with db.connection() as conn:

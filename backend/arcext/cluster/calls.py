@@ -59,6 +59,8 @@ class ForwardedCalls:
         self._waiting: dict[int, threading.Event] = {}
         self._waiting_lock = threading.Lock()
         self._pool = WorkerPool(max(1, settings.call_workers), "arcext-call")
+        self._busy = 0  # calls taken and not answered yet: at most call_workers (the rest stay untaken)
+        self._busy_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.served = 0  # calls this node answered as the leader
         self.looks = 0  # looks at a call's row by its caller (a figure for the tests)
@@ -101,27 +103,33 @@ class ForwardedCalls:
             pid = self._leader_pid()
             if pid is None:
                 continue
+            with self._busy_lock:
+                free = max(1, self.settings.call_workers) - self._busy
             try:
                 if time.monotonic() - swept_at >= self.settings.call_sweep:
                     swept_at = time.monotonic()
                     self.sweep()
-                rows = self._take(pid)
+                # only as many as there are free workers: a call taken waits for no one's slow call, and one left
+                # untaken gets its 503 after leader_wait (the caller retries) instead of queueing here unseen
+                rows = self._take(pid, free) if free > 0 else []
             except psycopg.Error as exc:
                 log.warning("Reading engine calls failed (%s)", type(exc).__name__)
                 continue
             for call_id, method, args in sorted(rows, key=lambda r: int(r[0])):
+                with self._busy_lock:
+                    self._busy += 1
                 try:
                     self._pool.submit(self._serve, int(call_id), str(method), args)
                 except RuntimeError:  # stopping: the caller sees this leader go and answers 503
                     return
 
-    def _take(self, pid: int) -> list[tuple[Any, ...]]:
+    def _take(self, pid: int, limit: int) -> list[tuple[Any, ...]]:
         with self.db.connection() as conn:
             return conn.execute(
                 "UPDATE engine_calls SET taken_by = %s WHERE id IN (SELECT id FROM engine_calls"
                 " WHERE taken_by IS NULL AND created_at > now() - make_interval(secs => %s)"
-                " ORDER BY id FOR UPDATE SKIP LOCKED) RETURNING id, method, args",
-                (pid, self.settings.leader_wait + STALE_MARGIN),
+                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, method, args",
+                (pid, self.settings.leader_wait + STALE_MARGIN, limit),
             ).fetchall()
 
     def sweep(self) -> int:
@@ -137,6 +145,14 @@ class ForwardedCalls:
         return int(gone)
 
     def _serve(self, call_id: int, method: str, args: Any) -> None:
+        try:
+            self._answer(call_id, method, args)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+            self._wake.set()  # a worker is free: take the next waiting call
+
+    def _answer(self, call_id: int, method: str, args: Any) -> None:
         result: Any = None
         error: dict[str, Any] | None = None
         try:
