@@ -355,7 +355,10 @@ class ClusterNode:
                     # its machine as then (the leader's own writes drop it: the next look reads it again).
                     # A result's looks concern its own extension, which nothing else changes until it is booked.
                     with self.db.cached_views() as views:
-                        views.update(self._machines.get_many(key for key, _ext, _result in results))
+                        try:
+                            views.update(self._machines.get_many(key for key, _ext, _result in results))
+                        except psycopg.Error as exc:  # each look reads on its own: the results are booked anyway
+                            log.warning("Reading the results' machines failed (%s)", type(exc).__name__)
                         for key, ext, result in results:
                             self.engine.job_ended(key, ext, result)
             except psycopg.Error as exc:
