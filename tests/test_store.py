@@ -257,6 +257,32 @@ def test_reads_views_scans_and_counts(stores: Stores) -> None:
     assert store.count_machines() == 6 and store.get_machine(keys[0]) is None
 
 
+def test_view_machines_reads_many_machines_as_view_machine_reads_each(stores: Stores) -> None:
+    """The batch read: each view on its own machine, in the order asked, absent machines seen as None, a
+    key asked twice (or in another case) answered twice, and what changed since the last batch seen."""
+    store = stores.open()
+    keys = [MachineKey(SUB, f"rg{i % 3}", f"m{i}") for i in range(9)]
+    for i, key in enumerate(keys):
+        put(store, key, n=i)
+    absent = MachineKey(SUB, "rg0", "absent")
+
+    def n_of(doc: Any) -> int | None:
+        return int(doc["machine"]["properties"]["n"]) if doc is not None else None
+
+    asked = [keys[5], absent, keys[0], MachineKey(SUB.upper(), "RG2", "M8"), keys[5], keys[7]]
+    views = [(key, n_of) for key in asked]
+    assert store.view_machines(views) == [5, None, 0, 8, 5, 7]
+    assert store.view_machines(views) == [store.view_machine(key, n_of) for key in asked]
+    assert store.view_machines([(keys[1], lambda d: d is None), (keys[2], lambda d: d["machine"]["name"])]) == [
+        False,
+        "m2",
+    ]
+    assert store.view_machines([]) == []
+    put(store, keys[5], n=50)
+    store.mutate_machine(keys[0], lambda _old: (None, None))
+    assert store.view_machines(views) == [50, None, None, 8, 50, 7]
+
+
 def test_listing_pages_every_machine_once_in_case_insensitive_code_point_order(stores: Stores) -> None:
     """Names that sort differently under a language collation (case, '-', '_', ' ', digits, non-ASCII)."""
     store = stores.open()

@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 from ..ids import MachineKey
 from ..records import UpgradeJob
 from ..store.postgres.db import Database
+from ..store.postgres.machines import MachineTable
 from ..upgrades.jobs import JobResult
 from ..upgrades.workers import WorkerPool
 from .calls import CALL_DONE, CALLS, ForwardedCalls
@@ -92,6 +93,7 @@ class ClusterNode:
         self._claim_wake = threading.Event()
         self._results_wake = threading.Event()
         self.calls = ForwardedCalls(db, settings, engine.execute_call, self._serving_pid)
+        self._machines = MachineTable(db)  # the results' machines, read a batch at a time
         self._threads: list[threading.Thread] = []
         self._listening = threading.Event()
 
@@ -351,9 +353,17 @@ class ClusterNode:
                         ).fetchall()
                     if not rows:
                         break
-                    for _id, data in sorted(rows, key=lambda r: int(r[0])):
-                        key, ext, result = result_from_json(data)
-                        with self.db.cached_views():  # the bookkeeping looks at the machine several times
+                    results = [result_from_json(data) for _id, data in sorted(rows, key=lambda r: int(r[0]))]
+                    # The bookkeeping looks at each result's machine several times: the batch's machines are
+                    # read in one query, after every job of the batch had written its end, and each look sees
+                    # its machine as then (the leader's own writes drop it: the next look reads it again).
+                    # A result's looks concern its own extension, which nothing else changes until it is booked.
+                    with self.db.cached_views() as views:
+                        try:
+                            views.update(self._machines.get_many(key for key, _ext, _result in results))
+                        except psycopg.Error as exc:  # each look reads on its own: the results are booked anyway
+                            log.warning("Reading the results' machines failed (%s)", type(exc).__name__)
+                        for key, ext, result in results:
                             self.engine.job_ended(key, ext, result)
             except psycopg.Error as exc:
                 log.warning("Reading job results failed (%s)", type(exc).__name__)

@@ -11,7 +11,7 @@ returned dict never changes the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -53,6 +53,14 @@ class Store(Protocol):
         """Apply ``view`` to the document (None when absent) without copying it, under the machine's lock.
 
         ``view`` must not change the document and must copy whatever it returns."""
+        ...
+
+    def view_machines(self, views: Sequence[tuple[MachineKey, Callable[[MachineDoc | None], T]]]) -> list[T]:
+        """``view_machine`` for many machines at once: each view applied to its machine's document (None when
+        absent), the results in the order of ``views``. A SQL store reads the documents together (a few
+        queries instead of one per machine); a key may appear more than once.
+
+        The views must not change the documents and must copy whatever they return."""
         ...
 
     def list_machines(

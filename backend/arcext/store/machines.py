@@ -21,7 +21,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,6 +163,10 @@ class MachineDocuments:
             return view(None)
         with slot.lock:
             return view(slot.doc)
+
+    def view_many(self, views: Sequence[tuple[MachineKey, Callable[[MachineDoc | None], T]]]) -> list[T]:
+        """Each view applied to its document, as ``view`` (in memory, nothing to batch)."""
+        return [self.view(key, view) for key, view in views]
 
     def page(
         self, subscription: str, resource_group: str | None, after: str | None, limit: int

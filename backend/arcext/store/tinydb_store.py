@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -87,6 +87,9 @@ class TinyDBStore:
 
     def view_machine(self, key: MachineKey, view: Callable[[MachineDoc | None], T]) -> T:
         return self.machines.view(key, view)
+
+    def view_machines(self, views: Sequence[tuple[MachineKey, Callable[[MachineDoc | None], T]]]) -> list[T]:
+        return self.machines.view_many(views)
 
     def list_machines(
         self, subscription: str, resource_group: str | None, after: str | None, limit: int

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -37,6 +38,11 @@ from .targets import (
 
 log = logging.getLogger(__name__)
 
+#: due entries dispatched per run: their machines are read in one query
+DUE_RUN = 500
+#: an extension's job (a copy), whether its machine has a driver and whether it exists (``_job_and_reach``)
+Look = tuple[UpgradeJob | None, bool, bool]
+
 
 class Dispatch(Rollouts, ManualUpgrades):
     #: the maintenance windows open on a machine now (arcext.maintenance ``open_windows``): what the
@@ -65,76 +71,116 @@ class Dispatch(Rollouts, ManualUpgrades):
         if not automatic:
             # only what a user asked for: the manual queue, leaving the shared heap alone
             pending, self._manual_queue = self._manual_queue, []
-        while True:
-            if not automatic:
-                if not pending:
-                    break
-                entry = pending.pop()
-            else:
-                if not self._due or self._due[0][0] > stamp:
-                    break
-                entry = heapq.heappop(self._due)
-            _, _, parts, ext, wave_rollout = entry
-            key = MachineKey(*parts)
-            if (key.lower, ext) in self._inflight:
-                # one job at a time per extension: look again once the running one is done
-                (later if automatic else manual_again).append(entry)
-                continue
-            job, reachable, exists = self.store.view_machine(key, partial(self._job_and_reach, key=key, ext=ext))
-            template: UpgradeJob | None = None
-            own = bool(job and job.get("rolloutId") == wave_rollout and not job.get("firstAttemptDone"))
-            if wave_rollout and not own:
-                # a wave's target: the claim decides (run it, take a waiting job of the same version over,
-                # or conclude it as up to date, superseded or skipped), never another job's schedule
-                rollout = self._rollouts.get(wave_rollout)
-                if rollout is None:
+        run: deque[Entry] = deque()
+        looks: dict[tuple[str, str], Look] = {}
+        written: set[str] = set()  # machines this run changed: their looks are read again
+        try:
+            while True:
+                if not run:
+                    # the due entries are taken a run at a time, in the order they would be popped one by one
+                    # (nothing this loop pushes is due by ``stamp``), and their machines read together
+                    run.extend(self._due_run(stamp, pending if not automatic else None))
+                    if not run:
+                        break
+                    looks = self._look_ahead(run)
+                    written.clear()
+                entry = run.popleft()
+                _, _, parts, ext, wave_rollout = entry
+                key = MachineKey(*parts)
+                if (key.lower, ext) in self._inflight:
+                    # one job at a time per extension: look again once the running one is done
+                    (later if automatic else manual_again).append(entry)
                     continue
-                if not exists:  # removed meanwhile: nothing to upgrade, the wave need not wait for it
-                    self._close_target(wave_rollout, key, ext)
+                look = looks.pop((key.lower, ext), None) if key.lower not in written else None
+                if look is None:
+                    look = self.store.view_machine(key, partial(self._job_and_reach, key=key, ext=ext))
+                job, reachable, exists = look
+                template: UpgradeJob | None = None
+                own = bool(job and job.get("rolloutId") == wave_rollout and not job.get("firstAttemptDone"))
+                if wave_rollout and not own:
+                    # a wave's target: the claim decides (run it, take a waiting job of the same version over,
+                    # or conclude it as up to date, superseded or skipped), never another job's schedule
+                    rollout = self._rollouts.get(wave_rollout)
+                    if rollout is None:
+                        continue
+                    if not exists:  # removed meanwhile: nothing to upgrade, the wave need not wait for it
+                        self._close_target(wave_rollout, key, ext)
+                        continue
+                    index = self._wave_index(rollout, key, ext)
+                    if index is None:
+                        continue  # no longer open (a stale entry)
+                    template = self.wave_job(rollout, index)
+                    job = {**template, "dueAt": stamp, "state": J.QUEUED}
+                elif job is None or job["state"] not in J.WAITING:
                     continue
-                index = self._wave_index(rollout, key, ext)
-                if index is None:
-                    continue  # no longer open (a stale entry)
-                template = self.wave_job(rollout, index)
-                job = {**template, "dueAt": stamp, "state": J.QUEUED}
-            elif job is None or job["state"] not in J.WAITING:
-                continue
-            if job["dueAt"] > stamp:
-                self._push(job["dueAt"], key, ext)
-                continue
-            if not automatic and not job.get("manualOperation"):
-                continue
-            rollout = self._rollouts.get(job.get("rolloutId") or "")
-            if rollout and rollout["state"] in HELD:
-                held_again.append(entry)  # kept for resume
-                continue
-            if self.window_gate is not None and not job.get("manualOperation") and self.windows_in_use():
-                opens = self.store.view_machine(key, partial(self._window_opens, now=now))
-                if opens is not None:
-                    self._wait_for_window(key, ext, opens, template, wave_rollout, now)
+                if job["dueAt"] > stamp:
+                    self._push(job["dueAt"], key, ext)
                     continue
-                if job.get("blockedReason") == WINDOW_BLOCK:
-                    self._window_opened(key, now)
-            if not reachable and not (
-                template is not None
-                and self.store.view_machine(
-                    key, partial(concludes_without_host, ext=ext, version=template["toVersion"])
-                )
-            ):
-                if template is None:
-                    self._postpone(key, ext, NO_HOST_CONNECTION)
-                else:
-                    due_later = iso(now + self.settings.retry_delay)
-                    later.append((due_later, entry[1], entry[2], entry[3], entry[4]))
-                continue
-            self._submit(key, ext, template=template)
-            dispatched += 1
+                if not automatic and not job.get("manualOperation"):
+                    continue
+                rollout = self._rollouts.get(job.get("rolloutId") or "")
+                if rollout and rollout["state"] in HELD:
+                    held_again.append(entry)  # kept for resume
+                    continue
+                if self.window_gate is not None and not job.get("manualOperation") and self.windows_in_use():
+                    opens = self.store.view_machine(key, partial(self._window_opens, now=now))
+                    if opens is not None:
+                        written.add(key.lower)
+                        self._wait_for_window(key, ext, opens, template, wave_rollout, now)
+                        continue
+                    if job.get("blockedReason") == WINDOW_BLOCK:
+                        written.add(key.lower)
+                        self._window_opened(key, now)
+                if not reachable and not (
+                    template is not None
+                    and self.store.view_machine(
+                        key, partial(concludes_without_host, ext=ext, version=template["toVersion"])
+                    )
+                ):
+                    if template is None:
+                        written.add(key.lower)
+                        self._postpone(key, ext, NO_HOST_CONNECTION)
+                    else:
+                        due_later = iso(now + self.settings.retry_delay)
+                        later.append((due_later, entry[1], entry[2], entry[3], entry[4]))
+                    continue
+                self._submit(key, ext, template=template)
+                dispatched += 1
+        finally:
+            if automatic:  # what a failure left of the run stays due (nothing of it was looked at)
+                for entry in run:
+                    heapq.heappush(self._due, entry)
         self._held.extend(held_again)
         self._manual_queue.extend(manual_again)
         for entry in later:
             heapq.heappush(self._due, entry)
         self._stats["dispatched"] = self._stats.get("dispatched", 0) + dispatched
         return dispatched
+
+    def _due_run(self, stamp: str, pending: list[Entry] | None) -> list[Entry]:
+        """The next entries to dispatch, at most ``DUE_RUN``: from the heap those due by ``stamp``, in its order,
+        or (``pending``: the manual queue being dispatched) from its end."""
+        run: list[Entry] = []
+        if pending is not None:
+            while pending and len(run) < DUE_RUN:
+                run.append(pending.pop())
+        else:
+            while self._due and self._due[0][0] <= stamp and len(run) < DUE_RUN:
+                run.append(heapq.heappop(self._due))
+        return run
+
+    def _look_ahead(self, run: deque[Entry]) -> dict[tuple[str, str], Look]:
+        """The first look at each entry's extension (``_job_and_reach``), the run's machines read together
+        (one query on PostgreSQL). Only the first entry of a target uses it (a second one reads again), and
+        only while the run has not changed its machine; what else changes an extension's record meanwhile
+        is a job on it, and a target whose job runs is not dispatched."""
+        targets: dict[tuple[str, str], MachineKey] = {}
+        for _, _, parts, ext, _ in run:
+            key = MachineKey(*parts)
+            if (key.lower, ext) not in self._inflight:
+                targets.setdefault((key.lower, ext), key)
+        views = [(key, partial(self._job_and_reach, key=key, ext=ext)) for (_, ext), key in targets.items()]
+        return dict(zip(targets, self.store.view_machines(views), strict=True))
 
     def _wave_index(self, rollout: RolloutRecord, key: MachineKey, ext: str) -> int | None:
         for wave in rollout["waves"]:

@@ -11,7 +11,7 @@ continuation token: ``"<resource group>\\0<name>"`` of the last machine of the p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -43,6 +43,25 @@ class MachineTable:
         with self._db.connection() as conn:
             row = conn.execute(f"SELECT doc FROM machines WHERE {_KEY}", key_params(key)).fetchone()
         return row[0] if row else None
+
+    def get_many(self, keys: Iterable[MachineKey], chunk: int = 1000) -> dict[str, MachineDoc | None]:
+        """The documents of ``keys`` by ``MachineKey.lower`` (None for a machine that does not exist), read
+        ``chunk`` keys per query (the key arrays joined with the primary key)."""
+        wanted = {key_params(key): key.lower for key in keys}
+        found: dict[str, MachineDoc | None] = dict.fromkeys(wanted.values())
+        pending = list(wanted)
+        for start in range(0, len(pending), chunk):
+            part = pending[start : start + chunk]
+            with self._db.connection() as conn:
+                rows = conn.execute(
+                    "SELECT m.subscription, m.resource_group, m.name, m.doc FROM machines m"
+                    " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k(s, g, n)"
+                    " ON m.subscription = k.s AND m.resource_group = k.g AND m.name = k.n",
+                    ([p[0] for p in part], [p[1] for p in part], [p[2] for p in part]),
+                ).fetchall()
+            for sub, rg, name, doc in rows:
+                found[wanted[(sub, rg, name)]] = doc
+        return found
 
     def page(
         self, subscription: str, resource_group: str | None, after: str | None, limit: int

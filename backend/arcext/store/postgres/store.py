@@ -10,7 +10,7 @@ timer) are called after the commit, in the writing process only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -71,6 +71,16 @@ class PostgresStore:
         if key.lower not in cache:
             cache[key.lower] = self._machines.get(key)
         return view(cache[key.lower])
+
+    def view_machines(self, views: Sequence[tuple[MachineKey, Callable[[MachineDoc | None], T]]]) -> list[T]:
+        """The documents read together (``MachineTable.get_many``); within ``Database.cached_views`` those
+        cached are not read again and those read are cached."""
+        cache = self.db.views()
+        docs: dict[str, MachineDoc | None] = {} if cache is None else cache
+        missing = [key for key, _ in views if key.lower not in docs]
+        if missing:
+            docs.update(self._machines.get_many(missing))
+        return [view(docs[key.lower]) for key, view in views]
 
     def list_machines(
         self, subscription: str, resource_group: str | None, after: str | None, limit: int
