@@ -7,25 +7,12 @@ advisory locks it held (the leadership), about 11 s later instead of after the s
 
 from __future__ import annotations
 
-from typing import Any
+from ..store.postgres import db
+from ..store.postgres.db import Connection
 
-import psycopg
-
-from ..store.postgres.db import with_server_keepalives
-
-Connection = psycopg.Connection[tuple[Any, ...]]
+__all__ = ["Connection", "dedicated"]
 
 
 def dedicated(url: str) -> Connection:
     """A connection of its own, outside the store's pool, in autocommit mode."""
-    return psycopg.connect(
-        url,
-        autocommit=True,
-        connect_timeout=5,
-        keepalives=1,
-        keepalives_idle=5,
-        keepalives_interval=2,
-        keepalives_count=3,
-        application_name="arcext-cluster",
-        options=with_server_keepalives(url),
-    )
+    return db.dedicated(url, "arcext-cluster")

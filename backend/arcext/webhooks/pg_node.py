@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import psycopg
 
-from ..store.postgres.db import with_server_keepalives
+from ..store.postgres import db
 
 log = logging.getLogger("arcext.webhooks")
 
@@ -38,18 +38,9 @@ MESSAGES_CHANNEL: Final = "arcext_webhook_messages"
 
 
 def dedicated(url: str) -> Connection:
-    """A connection of its own, in autocommit mode, that notices a dead peer (keepalives: about 11 s)."""
-    return psycopg.connect(
-        url,
-        autocommit=True,
-        connect_timeout=5,
-        keepalives=1,
-        keepalives_idle=5,
-        keepalives_interval=2,
-        keepalives_count=3,
-        application_name="arcext-webhooks",
-        options=with_server_keepalives(url),  # the delivery claims and the presence lock go with the session
-    )
+    """A connection of its own, in autocommit mode, that notices a dead peer (keepalives: about 11 s); the
+    delivery claims and the presence lock go with its session."""
+    return db.dedicated(url, "arcext-webhooks")
 
 
 class Claims:

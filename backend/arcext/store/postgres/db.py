@@ -56,6 +56,22 @@ def with_server_keepalives(url: str) -> str:
     return f"{own} {SERVER_KEEPALIVES}" if own else SERVER_KEEPALIVES
 
 
+def dedicated(url: str, application_name: str) -> Connection:
+    """A connection of its own, outside the pool, in autocommit mode, for session state (advisory locks, LISTEN):
+    TCP keepalives at both ends, so this node notices a vanished database and the server a vanished node."""
+    return psycopg.connect(
+        url,
+        autocommit=True,
+        connect_timeout=5,
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=3,
+        application_name=application_name,
+        options=with_server_keepalives(url),
+    )
+
+
 class _Open:
     """The transaction a thread is in: its connection and what to run once it committed."""
 
