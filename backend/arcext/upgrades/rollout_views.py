@@ -128,9 +128,9 @@ class RolloutViews(EngineBase):
 
     def _live_counts(self, rollout_id: str, batch: Batch) -> dict[str, int]:
         counts = {"succeeded": 0, "failed": 0, "skipped": 0}
-        for target in batch["targets"]:
-            key, ext = key_of(target)
-            outcome = self.store.view_machine(key, partial(outcome_of, ext=ext, rollout_id=rollout_id))
+        targets = map(key_of, batch["targets"])
+        views = [(key, partial(outcome_of, ext=ext, rollout_id=rollout_id)) for key, ext in targets]
+        for outcome in self.store.view_machines(views):  # the batch's machines read together (every view, scrape)
             if outcome is not None:
                 counts[count_of(outcome)] += 1
         return counts
