@@ -19,15 +19,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import psycopg
 
 from ..store.postgres import db
+from ..store.postgres.db import Connection
 
 log = logging.getLogger("arcext.webhooks")
 
-Connection = psycopg.Connection[tuple[Any, ...]]
 
 #: the delivery claims' lock class ("arcw" in ASCII; the two-key form, apart from the one-key locks)
 CLAIM_CLASS: Final = 0x61726377
