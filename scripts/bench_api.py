@@ -12,12 +12,19 @@ Three servers, each its own process, started once:
   ``arcext serve`` ran before), for the same requests.
 
 Requests: ``GET`` of a random extension, and ``PATCH`` of an extension's settings and tags (a 202 that starts an
-upgrade operation the simulated host finishes; each client thread PATCHes its own extensions). The load comes
-from a separate client process: ``--connections`` threads, each with its own keep-alive http.client connection,
-for ``--seconds`` per run. Runs alternate over the scenarios for ``--rounds`` rounds after a warm-up; the median of
+upgrade operation the simulated host finishes; each client connection PATCHes its own extensions). The load
+comes from ``--connections`` keep-alive connections for ``--seconds`` per run, sent by ``wrk`` (a load generator
+written in C: ``apt-get install wrk``; one thread per connection, each walking its own share of the URLs) when it
+is on the PATH, else by a Python client process (one http.client connection per thread). The Python client
+spends 100-250 us of CPU per request on the same cores and adds its own GIL waits to every request's latency, so
+it understates the fastest servers (its figures came out 1.25-1.34x for gunicorn/Werkzeug where wrk measures
+1.6-2x on the same build); ``--load-generator python`` forces it. Each run also reports the server's CPU per
+request (user + system time of the server's processes over the run, from /proc), which does not depend on the
+client. Runs alternate over the scenarios for ``--rounds`` rounds after a warm-up; the median of
 the runs is reported: requests/s, p50 and p99 latency, the ratio arcext/minimal (target >= 0.7) and
 gunicorn/Werkzeug (target >= 1.5). Figures, not a test: always exits 0.
 
+    apt-get install wrk                                          # the load generator (else the Python client)
     .venv/bin/python scripts/bench_api.py                        # 100,000 extensions, 16 connections
     .venv/bin/python scripts/bench_api.py --extensions 400 --machines 100 --seconds 1 --rounds 1
 """
@@ -138,6 +145,89 @@ def client_run(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# --- client side, wrk (a C load generator; its Lua script walks this run's URLs) -------------------------------
+
+WRK_SCRIPT = """
+local count, threads = 0, {}
+function setup(thread)
+  count = count + 1
+  thread:set("id", count)
+  table.insert(threads, thread)
+end
+function init(args)
+  local all = {}
+  for line in io.lines(PATHS) do all[#all + 1] = line end
+  own = {}
+  for k = id, #all, CONNECTIONS do own[#own + 1] = all[k] end  -- PATCH: a connection's extensions are its own
+  if #own == 0 then own = all end
+  n, sent, statuses = math.random(#own), 0, {}
+end
+function request()
+  n = n % #own + 1
+  sent = sent + 1
+  local body = nil
+  if BODY ~= "" then body = string.format(BODY, sent) end
+  return wrk.format(METHOD, own[n], HEADERS, body)
+end
+function response(status, headers, body)
+  if status < 200 or status >= 300 then statuses[status] = (statuses[status] or 0) + 1 end
+end
+function done(summary, latency, requests)
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("statuses")) do io.write(string.format("STATUS %d %d\\n", status, n)) end
+  end
+  io.write(string.format("TOTAL %d %d %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def _lua_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string literal is a valid Lua string literal for this text (ASCII, escapes)
+
+
+def wrk_run(spec: dict[str, Any], work: Path) -> dict[str, Any]:
+    """The same load as :func:`client_run`, sent by wrk: one thread per connection."""
+    connections: int = spec["connections"]
+    paths_file = work / "wrk-paths.txt"
+    paths_file.write_text("\n".join(spec["paths"]) + "\n")
+    headers = {"Content-Type": "application/json"}
+    if spec["token"]:
+        headers["Authorization"] = f"Bearer {spec['token']}"
+    body = ""
+    if spec["body"]:  # each request's tags differ ("run": its number on its connection), as client_run's do
+        body = json.dumps(spec["body"] | {"tags": {"run": "RUN"}}).replace("%", "%%").replace('"RUN"', '"%d"')
+    lua_headers = "{" + ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items()) + "}"
+    script = work / "wrk-load.lua"
+    script.write_text(
+        f"PATHS = {_lua_string(str(paths_file))}\nCONNECTIONS = {connections}\nMETHOD = {_lua_string(spec['method'])}\n"
+        f"HEADERS = {lua_headers}\nBODY = {_lua_string(body)}\n" + WRK_SCRIPT
+    )
+    seconds = max(1, round(spec["seconds"]))
+    command = ["wrk", "-t", str(connections), "-c", str(connections), "-d", f"{seconds}s", "-s", str(script)]
+    out = subprocess.run([*command, spec["base"]], capture_output=True, text=True, check=True).stdout
+    statuses: dict[int, int] = {}
+    total = duration_us = p50_us = p99_us = 0
+    for line in out.splitlines():
+        words = line.split()
+        if words[:1] == ["STATUS"]:
+            statuses[int(words[1])] = statuses.get(int(words[1]), 0) + int(words[2])
+        elif words[:1] == ["TOTAL"]:
+            total, duration_us, p50_us, p99_us = (int(w) for w in words[1:5])
+    errors = sum(statuses.values()) + (1 if "Socket errors" in out else 0)
+    ok = total - sum(statuses.values())
+    elapsed = duration_us / 1e6 if duration_us else float(seconds)
+    return {
+        "ok": ok,
+        "errors": errors,
+        "statuses": statuses,
+        "seconds": elapsed,
+        "rps": ok / elapsed,
+        "p50": p50_us / 1000,
+        "p99": p99_us / 1000,
+    }
+
+
 # --- servers (each `bench_api.py --serve-...` in a subprocess, or `arcext serve`) ---------------------------
 
 
@@ -222,8 +312,30 @@ def start(name: str, command: list[str], log_dir: Path) -> Server:
     raise RuntimeError(f"{name} did not start: {(log_dir / f'{name}.err').read_text()[-2000:]}")
 
 
-def load(spec: dict[str, Any]) -> dict[str, Any]:
-    """One load phase in a fresh client process."""
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a server process and its children (gunicorn's workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return float("nan")
+    total = 0
+    for p in pids:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def load(spec: dict[str, Any], generator: str = "python", work: Path | None = None) -> dict[str, Any]:
+    """One load phase: by wrk, or in a fresh Python client process."""
+    if generator == "wrk":
+        assert work is not None
+        return wrk_run(spec, work)
     out = subprocess.run(
         [sys.executable, __file__, "--client"], input=json.dumps(spec), capture_output=True, text=True, check=True
     )
@@ -261,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each scenario")
     parser.add_argument("--urls", type=int, default=2000, help="distinct extensions to GET and PATCH")
+    parser.add_argument(
+        "--load-generator",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="auto: wrk when it is on the PATH, else the Python client",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-minimal", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-werkzeug", type=Path, help=argparse.SUPPRESS)
@@ -279,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     from arcext.app import create_app
     from arcext.auth import Role
 
+    generator = args.load_generator
+    if generator == "auto":
+        generator = "wrk" if shutil.which("wrk") else "python"
+    elif generator == "wrk" and not shutil.which("wrk"):
+        parser.error("wrk is not on the PATH (apt-get install wrk)")
     bench_store = _bench_store()
     machines = args.machines or max(1, args.extensions // 4)
     work = Path(tempfile.mkdtemp(prefix="arcext-bench-api-"))
@@ -327,23 +450,29 @@ def main(argv: list[str] | None = None) -> int:
             Scenario("PATCH minimal Flask app on gunicorn", minimal, ["/item"], "PATCH", None, patch),
         ]
         warm = min(1.0, args.seconds)
+        print(
+            f"  load generator: {generator}" + ("" if generator == "wrk" else " (wrk not found: apt-get install wrk)")
+        )
         for scenario in scenarios:
-            load(scenario.spec(args.connections, warm))
+            load(scenario.spec(args.connections, warm), generator, work)
 
         runs: dict[str, list[dict[str, Any]]] = {s.label: [] for s in scenarios}
         for r in range(args.rounds):
             order = scenarios if r % 2 == 0 else list(reversed(scenarios))
             for scenario in order:
-                res = load(scenario.spec(args.connections, args.seconds))
+                cpu0 = server_cpu(scenario.server.proc.pid)
+                res = load(scenario.spec(args.connections, args.seconds), generator, work)
+                res["cpu_us"] = (server_cpu(scenario.server.proc.pid) - cpu0) / max(res["ok"], 1) * 1e6
                 runs[scenario.label].append(res)
                 print(
                     f"  round {r + 1} {scenario.label:<38} {res['rps']:>8.1f} req/s  p50 {res['p50']:>6.1f} ms  "
-                    f"p99 {res['p99']:>6.1f} ms  ({res['ok']:,} ok, {res['errors']} errors {res['statuses'] or ''})",
+                    f"p99 {res['p99']:>6.1f} ms  server CPU {res['cpu_us']:>6.1f} us/req  "
+                    f"({res['ok']:,} ok, {res['errors']} errors {res['statuses'] or ''})",
                     flush=True,
                 )
 
         median = {
-            label: {k: statistics.median(run[k] for run in results) for k in ("rps", "p50", "p99")}
+            label: {k: statistics.median(run[k] for run in results) for k in ("rps", "p50", "p99", "cpu_us")}
             for label, results in runs.items()
         }
         errors = {label: sum(run["errors"] for run in results) for label, results in runs.items()}
@@ -351,9 +480,12 @@ def main(argv: list[str] | None = None) -> int:
             f"results ({args.connections} keep-alive connections, {args.rounds} x {args.seconds:g} s each, "
             f"median of the runs):"
         )
-        print(f"  {'':<38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"  {'':<38} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/req':>18}")
         for label, figures in median.items():
-            print(f"  {label:<38} {figures['rps']:>9.1f} {figures['p50']:>8.2f} {figures['p99']:>8.2f}")
+            print(
+                f"  {label:<38} {figures['rps']:>9.1f} {figures['p50']:>8.2f} {figures['p99']:>8.2f}"
+                f" {figures['cpu_us']:>18.1f}"
+            )
 
         def ratio(a: str, b: str) -> float:
             return median[a]["rps"] / median[b]["rps"] if median[b]["rps"] else float("nan")
@@ -363,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "PASS" if arcext_vs_minimal >= TARGET_ARCEXT_VS_MINIMAL else "FAIL"
             target = f"target >= {TARGET_ARCEXT_VS_MINIMAL} {verdict}" if verb == "GET" else "(information)"
             print(f"  ratio arcext / minimal ({verb}, gunicorn)       {arcext_vs_minimal:>7.3f}   {target}")
+            cpu = (
+                median[f"{verb} minimal Flask app on gunicorn"]["cpu_us"]
+                / median[f"{verb} extension, arcext on gunicorn"]["cpu_us"]
+            )
+            print(f"    the same by server CPU per request                {cpu:>7.3f}   (information)")
         for verb in ("GET", "PATCH"):
             speedup = ratio(f"{verb} extension, arcext on gunicorn", f"{verb} extension, arcext on Werkzeug")
             verdict = "PASS" if speedup >= TARGET_PRODUCTION_VS_WERKZEUG else "FAIL"
@@ -370,6 +507,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"  ratio gunicorn / Werkzeug ({verb} extension)     {speedup:>7.3f}   "
                 f"target >= {TARGET_PRODUCTION_VS_WERKZEUG} {verdict}"
             )
+            cpu = (
+                median[f"{verb} extension, arcext on Werkzeug"]["cpu_us"]
+                / median[f"{verb} extension, arcext on gunicorn"]["cpu_us"]
+            )
+            print(f"    the same by server CPU per request                {cpu:>7.3f}   (information)")
         if any(errors.values()):
             print(f"  non-2xx answers or errors: {errors}")
     finally:
