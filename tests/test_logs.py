@@ -104,3 +104,13 @@ def test_configure_and_the_serve_option() -> None:
         root.setLevel(level)
     help_text = CliRunner().invoke(main, ["serve", "--help"]).output
     assert "--log-format [text|json]" in help_text
+
+
+def test_text_time_matches_the_stock_formatter_across_seconds() -> None:
+    """TextFormatter formats each second once: its times must still be logging.Formatter's, to the millisecond."""
+    ours, stock = TextFormatter(), logging.Formatter()
+    for created in (1_000_000_000.001, 1_000_000_000.999, 1_000_000_001.0005, 1_000_000_000.5, 1_700_000_123.25):
+        record = logging.LogRecord("arcext.requests", logging.INFO, __file__, 1, "m", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.formatTime(record) == stock.formatTime(record)
+        assert ours.formatTime(record, "%H:%M") == stock.formatTime(record, "%H:%M")
