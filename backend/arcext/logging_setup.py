@@ -139,7 +139,7 @@ def configure(log_format: str = "text", level: int = logging.INFO, stream: Any =
     Neither format shows where a record was logged from, nor its thread or process, so logging is told not to
     look them up for each record (the logging HOWTO's "Optimization": ``_srcfile``, ``logThreads``,
     ``logProcesses``, ``logMultiprocessing``): a third of the cost of a request's log line."""
-    logging._srcfile = None  # type: ignore[attr-defined]  # documented: skips findCaller's walk of the stack
+    logging._srcfile = None  # documented: skips findCaller's walk of the stack
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
