@@ -12,6 +12,8 @@ Figures, not a test (always exits 0). Measured in this process:
   - ``before``: the harness as it was (data on disk, ``Retry-After: 1``, no settling): whether an
     operation costs a second depends on whether it finished before the SDK's first poll;
 * ``mock_arc()`` enter + exit with its own server, and ``ArcextServer`` start + stop;
+* ten user tests through the fixtures as a whole pytest run of their own (tests/harness_user_suite.py),
+  the fastest of ``--user-suite`` runs (target under 3 s: other load only adds time);
 * ``reset()`` of a server holding N machines with one extension each (loaded at start, as a
   session's server that accumulated them), and ``reset()`` after a typical test (10 machines).
 
@@ -35,6 +37,7 @@ from types import ModuleType
 from typing import Any
 
 TARGET_RESET_MS = 250.0  # reset() of a few thousand machines stays cheap
+TARGET_USER_SUITE_S = 3.0  # ten user tests, as a whole pytest run, the fastest of the runs
 RG = "bench-rg"
 EXTENSION = {
     "location": "eastus",
@@ -156,16 +159,46 @@ def bench_reset(fleets: list[int]) -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def bench_user_suite(runs: int) -> None:
+    """Ten user tests through the fixtures as a whole pytest run of their own (tests/harness_user_suite.py):
+    interpreter start, imports, server start and the ten tests; each run its own subprocess."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from harness_user_suite import SUITES, run_inner
+
+    print("ten user tests as a whole pytest run (create a machine and an extension, turn automatic upgrade off):")
+    for label, source in SUITES.items():
+        walls: list[float] = []
+        costs: dict[str, list[float]] = {}
+        for _ in range(runs):
+            work = Path(tempfile.mkdtemp(prefix="arcext-bench-suite-"))
+            try:
+                wall, costs = run_inner(work, source)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            walls.append(wall)
+        spread = ", ".join(f"{w:.2f}" for w in walls)
+        verdict = "PASS" if min(walls) < TARGET_USER_SUITE_S else "FAIL"
+        print(f"  {label}: best {min(walls):.2f} s of {spread} s   target < {TARGET_USER_SUITE_S:g} s {verdict}")
+        for name, values in costs.items():
+            values.sort()
+            print(f"    {name}: median {values[len(values) // 2] * 1000:.1f} ms, max {values[-1] * 1000:.1f} ms")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fleet", type=int, action="append", help="machines held at reset() (repeatable)")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--operations", type=int, default=100)
     parser.add_argument("--before", type=int, default=3, help="LROs timed with the old settings (1 s each)")
+    parser.add_argument(
+        "--user-suite", type=int, default=3, metavar="RUNS", help="runs of the ten-test suite (0: none)"
+    )
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     bench_operations(args.requests, args.operations, args.before)
     bench_reset(args.fleet or [1000, 3000, 5000])
+    if args.user_suite:
+        bench_user_suite(args.user_suite)
     return 0
 
 
