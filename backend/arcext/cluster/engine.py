@@ -125,9 +125,15 @@ class ClusterEngine(Engine):
 
     # --- scheduling: the leader only -------------------------------------------------------------
     def advance(self, automatic: bool = True) -> int:
+        """One pass of the scheduler, its looks at machines cached for the pass (``Database.cached_views``): a
+        wave's start reads its targets' machines together and the dispatch of those same targets, in the same
+        pass, looks at them again; each machine is read once per pass (its writes in the pass drop it). Under
+        the engine's lock nothing else changes a target that is not running meanwhile: a job on it is
+        dispatched by this pass only, and one running elsewhere (``_inflight``) is not dispatched."""
         if not self._leading:
             return 0
-        dispatched = super().advance(automatic)
+        with self.node.db.cached_views():
+            dispatched = super().advance(automatic)
         self._flush_jobs()
         return dispatched
 

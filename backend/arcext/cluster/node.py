@@ -35,7 +35,7 @@ from .clock import CLOCK_COLUMN, SharedManualClock
 from .connect import Connection, dedicated
 from .leader import LeaderLease
 from .settings import ClusterSettings
-from .wire import result_from_json, result_to_json
+from .wire import QUEUED_ROWS, jobs_to_json, result_from_json, result_to_json
 
 log = logging.getLogger(__name__)
 
@@ -215,22 +215,14 @@ class ClusterNode:
 
     # --- jobs: the leader's side -----------------------------------------------------------------
     def enqueue(self, jobs: list[Job]) -> None:
-        """Queue jobs for any node to claim (one statement: the rows as arrays, and the NOTIFY)."""
-        columns = (
-            [k.subscription for k, _, _, _ in jobs],
-            [k.resource_group for k, _, _, _ in jobs],
-            [k.name for k, _, _, _ in jobs],
-            [ext for _, ext, _, _ in jobs],
-            [resume for _, _, resume, _ in jobs],
-            [Jsonb(template) if template else None for _, _, _, template in jobs],
-        )
+        """Queue jobs for any node to claim (one statement: the rows as one JSON array, and the NOTIFY)."""
         with self.db.connection() as conn:
             conn.execute(
                 "WITH i AS (INSERT INTO engine_jobs (subscription, resource_group, name, ext, resume, template)"
-                "  SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[], %s::jsonb[])"
+                f"  {QUEUED_ROWS}"
                 "  ON CONFLICT (subscription, resource_group, name, ext) DO NOTHING)"
                 " SELECT pg_notify(%s, '')",
-                (*columns, JOBS),
+                (Jsonb(jobs_to_json(jobs)), JOBS),
             )
 
     # --- jobs: every node's side -----------------------------------------------------------------
