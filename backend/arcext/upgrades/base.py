@@ -82,6 +82,8 @@ class EngineBase:
         self.window_gate: Callable[[MachineDoc, datetime], datetime | None] | None = None
         self.windows_in_use: Callable[[], bool] = lambda: self.window_gate is not None  # cheap: any assignment?
         self._repairs = 0
+        #: ``_newest_rollouts`` as last computed, with the rollout ids it was computed from (callers only read it)
+        self._newest: tuple[tuple[str, ...], dict[tuple[str, str, str], str]] | None = None
         # The engine is the only writer of rollouts: it keeps them in memory and writes each change through
         # (``rollouts``: the store's, when the caller has read them already).
         self._rollouts: dict[str, RolloutRecord] = {
@@ -139,11 +141,18 @@ class EngineBase:
     def _newest_rollouts(self) -> dict[tuple[str, str, str], str]:
         """The newest rollout's version per (publisher, type, major), lower-case names: a new major is
         never applied automatically, so each major has its own newest version."""
+        with self._lock:
+            ids = tuple(self._rollouts)
+            if self._newest is not None and self._newest[0] == ids:
+                return self._newest[1]  # a rollout's type and version never change: the same rollouts, the same answer
+            rollouts = list(self._rollouts.values())
         newest: dict[tuple[str, str, str], str] = {}
-        for rollout in self._rollout_list():
+        for rollout in rollouts:
             handler = (rollout["publisher"].lower(), rollout["type"].lower(), major(rollout["version"]))
             if handler not in newest or newer(rollout["version"], newest[handler]):
                 newest[handler] = rollout["version"]
+        with self._lock:
+            self._newest = (ids, newest)
         return newest
 
     @staticmethod
