@@ -13,11 +13,13 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from arcext.cluster import extension_reads
 from arcext.cluster.engine import ClusterEngine
 from arcext.cluster.node import ClusterNode, Job
 from arcext.cluster.schema import migrate_cluster
@@ -30,6 +32,7 @@ from arcext.store.base import MachineDoc
 from arcext.store.postgres.db import Database
 from arcext.store.postgres.machines import MachineTable
 from arcext.upgrades.settings import EngineSettings
+from arcext.upgrades.targets import booking_look, outcome_of
 from pgdb import fresh_database
 
 SUB = "00000000-0000-0000-0000-0000000000a7"
@@ -198,3 +201,34 @@ class _Nothing:
 
     def execute_call(self, method: str, args: list[Any]) -> Any:
         raise AssertionError(f"the node asked its engine to run {method}")
+
+
+def test_projected_reads_answer_as_the_whole_documents_do(services: Services) -> None:
+    """``extension_reads``: the outcomes and the single-extension documents read in the database give what the
+    same looks give on the whole documents (a machine missing, an extension missing, no outcome yet)."""
+    keys = fleet(services)
+    rollout_id = "r-projected"
+
+    def remember(doc: MachineDoc | None, outcome: str) -> tuple[MachineDoc | None, None]:
+        assert doc is not None
+        doc["extensions"]["ama"].setdefault("outcomes", {})[rollout_id] = outcome
+        return doc, None
+
+    services.store.mutate_machine(keys[0], partial(remember, outcome="Succeeded"), extension="ama")
+    services.store.mutate_machine(keys[1], partial(remember, outcome="RolledBack"), extension="ama")
+    missing = MachineKey(SUB, "rg-leader", "m-missing")
+    shouting = MachineKey(SUB.upper(), "RG-LEADER", "M-0")  # keys[0], in another case, without that extension
+    targets = [(keys[1], "ama"), (keys[0], "ama"), (missing, "ama"), (keys[2], "ama"), (shouting, "mde")]
+    store = services.store
+    db = services.engine.node.db  # type: ignore[attr-defined]
+    whole = [store.view_machine(key, partial(outcome_of, ext=ext, rollout_id=rollout_id)) for key, ext in targets]
+    assert whole == ["RolledBack", "Succeeded", None, None, None]
+    assert extension_reads.outcomes(db, rollout_id, targets) == whole
+    looks = [partial(booking_look, ext=ext, newest={}, rollout_ids=[rollout_id, "other"]) for _, ext in targets]
+    projected = extension_reads.records(db, targets)
+    assert projected[2] is None and projected[4] == {"extensions": {}}
+    assert [look(doc) for look, doc in zip(looks, projected, strict=True)] == [
+        store.view_machine(key, look) for (key, _), look in zip(targets, looks, strict=True)
+    ]
+    record = store.view_machine(keys[0], lambda doc: doc["extensions"]["ama"] if doc else None)
+    assert projected[1] == {"extensions": {"ama": record}}

@@ -10,8 +10,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 
 from ..activity import ActivityLog
 from ..catalog import Catalog
@@ -26,8 +28,10 @@ from . import job_state as J
 from .jobs import JobRunner
 from .policy import ineligibility, run_ineligibility, supports_auto_upgrade
 from .settings import EngineSettings
-from .targets import Entry
+from .targets import Entry, outcome_of
 from .workers import WorkerPool
+
+T = TypeVar("T")
 
 DriverResolver = Callable[[MachineKey, MachineDoc], HostDriver | None]
 
@@ -137,6 +141,16 @@ class EngineBase:
             self._members[rollout["id"]] = members
         index = members.get((key.lower, ext))
         return None if index is None else rollout["waves"][index]
+
+    def _view_record(self, key: MachineKey, ext: str, view: Callable[[MachineDoc | None], T]) -> T:
+        """A look at one extension's record: ``view`` reads ``doc["extensions"][ext]`` and nothing else of the
+        document (a cluster's leader may hand it a document that holds that record only)."""
+        return self.store.view_machine(key, view)
+
+    def _outcomes(self, rollout_id: str, targets: Sequence[tuple[MachineKey, str]]) -> list[str | None]:
+        """Each target's remembered outcome for the rollout (``outcome_of``), in order, the machines read together."""
+        views = [(key, partial(outcome_of, ext=ext, rollout_id=rollout_id)) for key, ext in targets]
+        return self.store.view_machines(views)
 
     def _newest_rollouts(self) -> dict[tuple[str, str, str], str]:
         """The newest rollout's version per (publisher, type, major), lower-case names: a new major is

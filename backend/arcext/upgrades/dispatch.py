@@ -354,7 +354,7 @@ class Dispatch(Rollouts, ManualUpgrades):
             if rollout_id != wave_rollout and any(target in t for t in waves.values())
         ]
         look = partial(booking_look, ext=ext, newest=self._newest_rollouts(), rollout_ids=opened)
-        due, behind, statuses = self.store.view_machine(key, look)
+        due, behind, statuses = self._view_record(key, ext, look)
         if due is not None:
             self._push(due, key, ext)
         elif behind:
