@@ -83,11 +83,13 @@ def fleet(services: Services) -> list[MachineKey]:
 
 
 class ReadCounter:
-    """The machine documents this thread reads (MachineTable.get and get_many), per machine."""
+    """The machine documents a thread reads (MachineTable.get and get_many), per machine: this thread's, or
+    those of the threads named ``thread_name``."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, thread_name: str | None = None) -> None:
         self.reads: Counter[str] = Counter()
         self.thread = threading.get_ident()
+        self.thread_name = thread_name
         get, get_many = MachineTable.get, MachineTable.get_many
 
         def counted_get(table: MachineTable, key: MachineKey) -> MachineDoc | None:
@@ -105,7 +107,11 @@ class ReadCounter:
         monkeypatch.setattr(MachineTable, "get_many", counted_get_many)
 
     def _count(self, keys: list[MachineKey]) -> None:
-        if threading.get_ident() == self.thread:
+        if self.thread_name is not None:
+            counted = threading.current_thread().name == self.thread_name
+        else:
+            counted = threading.get_ident() == self.thread
+        if counted:
             self.reads.update(key.lower for key in keys)
 
 
@@ -132,6 +138,26 @@ def test_a_pass_that_starts_a_wave_and_dispatches_it_reads_each_machine_once(
         doc = services.store.get_machine(key)
         assert doc is not None
         assert doc["extensions"]["ama"]["resource"]["properties"]["typeHandlerVersion"] == "1.23.0"
+
+
+def test_a_rollout_reads_each_machine_once_and_books_its_results_without_reading_machines(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader reads a target's machine when its wave starts (and dispatches it); a job's end is booked from
+    its extension's record and a wave's completion from its targets' outcomes, neither from machine documents."""
+    engine = leading(services)
+    keys = fleet(services)
+    record, _ = services.catalog.publish_version(PUB, TYPE, "1.23.0", False, services.clock.now())
+    rollout = engine.on_version_published(record)
+    assert rollout is not None and len(rollout["waves"]) > 1
+    scheduler = ReadCounter(monkeypatch)
+    results = ReadCounter(monkeypatch, thread_name="arcext-cluster-results")
+    summary = engine.run_until_idle()
+    assert summary["rollouts"][0]["state"] == "Completed" and summary["succeeded"] == MACHINES
+    assert scheduler.reads == Counter({key.lower: 1 for key in keys})
+    assert not results.reads
+    waves = engine._rollouts[rollout["id"]]["waves"]
+    assert sum(b["succeeded"] for w in waves for b in w["batches"]) == MACHINES
 
 
 def test_a_write_in_the_pass_makes_the_next_look_read_the_machine_again(

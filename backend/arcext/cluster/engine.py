@@ -177,11 +177,11 @@ class ClusterEngine(Engine):
             return
         ended = [(key, ext) for key, ext, result in results if result is not None]
         try:
-            records = extension_reads.records(self.node.db, ended)
+            read = extension_reads.records(self.node.db, ended)
+            self._batch.records = {(key.lower, ext): doc for (key, ext), doc in zip(ended, read, strict=True)}
         except psycopg.Error as exc:  # each look reads on its own: the results are booked anyway
             log.warning("Reading the results' records failed (%s)", type(exc).__name__)
-            records = []
-        self._batch.records = {(key.lower, ext): doc for (key, ext), doc in zip(ended, records, strict=False)}
+            self._batch.records = {}
         try:
             with self.node.db.cached_views():
                 for key, ext, result in results:
