@@ -73,9 +73,9 @@ class Recorder:
             self.abandoned.append((key.name, ext, claims))
         return JobResult(key, ext, "RollbackFailed", {"error": "UpgradeJobCrashed"})
 
-    def job_ended(self, key: MachineKey, ext: str, result: JobResult | None) -> None:
+    def jobs_ended(self, results: list[tuple[MachineKey, str, JobResult | None]]) -> None:
         with self.lock:
-            self.ended.append((key.name, ext, result.outcome if result else None))
+            self.ended += [(key.name, ext, result.outcome if result else None) for key, ext, result in results]
 
     def take_over(self, inflight: set[Target]) -> None:
         self.took_over.append(inflight)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Final, cast
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypeVar, cast
 
 import psycopg
 
@@ -23,7 +24,7 @@ from ..clock import Clock
 from ..crypto import SecretBox
 from ..ids import MachineKey
 from ..records import OperationRecord, RolloutRecord, UpgradeJob, Wave
-from ..store.base import Record
+from ..store.base import MachineDoc, Record
 from ..store.postgres.store import PostgresStore
 from ..upgrades import job_state as J
 from ..upgrades.base import DriverResolver
@@ -32,11 +33,14 @@ from ..upgrades.jobs import JobResult
 from ..upgrades.recovery import Rider
 from ..upgrades.settings import EngineSettings
 from ..upgrades.workers import WorkerPool
+from . import extension_reads
 from .node import ClusterNode, Job, Target
 from .rollout_mirror import RolloutMirror
 from .settings import ClusterSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: the engine methods a follower forwards to the leader
 FORWARDED: Final = frozenset(
@@ -64,6 +68,7 @@ class ClusterEngine(Engine):
         self._rider: Rider | None = None  # rides on the recovery of an election during start()
         self._carried: list[Any] | None = None
         self._outbox: list[Job] = []
+        self._batch = threading.local()  # the results being booked on this thread: their records as read together
         self.node = ClusterNode(store.url, store.db, self, cluster or ClusterSettings(), self.settings.concurrency)
 
     def _new_pool(self) -> WorkerPool | None:
@@ -125,9 +130,15 @@ class ClusterEngine(Engine):
 
     # --- scheduling: the leader only -------------------------------------------------------------
     def advance(self, automatic: bool = True) -> int:
+        """One pass of the scheduler, its looks at machines cached for the pass (``Database.cached_views``): a
+        wave's start reads its targets' machines together and the dispatch of those same targets, in the same
+        pass, looks at them again; each machine is read once per pass (its writes in the pass drop it). Under
+        the engine's lock nothing else changes a target that is not running meanwhile: a job on it is
+        dispatched by this pass only, and one running elsewhere (``_inflight``) is not dispatched."""
         if not self._leading:
             return 0
-        dispatched = super().advance(automatic)
+        with self.node.db.cached_views():
+            dispatched = super().advance(automatic)
         self._flush_jobs()
         return dispatched
 
@@ -156,9 +167,41 @@ class ClusterEngine(Engine):
                 log.warning("Queueing %d jobs failed (%s); trying again", len(batch), type(exc).__name__)
                 self._outbox[:0] = batch
 
+    def jobs_ended(self, results: list[tuple[MachineKey, str, JobResult | None]]) -> None:
+        """Book a batch of jobs' ends, in order (the node's results loop). Each booking's first look at its
+        extension's record (``_view_record``) sees the record as one read for the whole batch left it, after every
+        job of the batch had written its end (``extension_reads.records``: that record only, not the machine).
+        A result's first look concerns its own extension, which nothing else changes until it is booked; later
+        looks read again, the batch's machines cached (``Database.cached_views``: the leader's writes drop them)."""
+        if not self._leading:
+            return
+        ended = [(key, ext) for key, ext, result in results if result is not None]
+        try:
+            read = extension_reads.records(self.node.db, ended)
+            self._batch.records = {(key.lower, ext): doc for (key, ext), doc in zip(ended, read, strict=True)}
+        except psycopg.Error as exc:  # each look reads on its own: the results are booked anyway
+            log.warning("Reading the results' records failed (%s)", type(exc).__name__)
+            self._batch.records = {}
+        try:
+            with self.node.db.cached_views():
+                for key, ext, result in results:
+                    self.job_ended(key, ext, result)
+        finally:
+            self._batch.records = {}
+
     def job_ended(self, key: MachineKey, ext: str, result: JobResult | None) -> None:
         if self._leading:
             self._job_ended(key, ext, result)
+
+    def _view_record(self, key: MachineKey, ext: str, view: Callable[[MachineDoc | None], T]) -> T:
+        records: dict[tuple[str, str], MachineDoc | None] = getattr(self._batch, "records", {})
+        if (key.lower, ext) in records:
+            return view(records.pop((key.lower, ext)))
+        return super()._view_record(key, ext, view)
+
+    def _outcomes(self, rollout_id: str, targets: Sequence[tuple[MachineKey, str]]) -> list[str | None]:
+        """Only the outcomes are read (arcext.cluster.extension_reads), not the targets' machines."""
+        return extension_reads.outcomes(self.node.db, rollout_id, targets)
 
     # --- jobs: every node ------------------------------------------------------------------------
     def run_job(

@@ -27,7 +27,6 @@ from psycopg.types.json import Jsonb
 from ..ids import MachineKey
 from ..records import UpgradeJob
 from ..store.postgres.db import Database
-from ..store.postgres.machines import MachineTable
 from ..upgrades.jobs import JobResult
 from ..upgrades.workers import WorkerPool
 from .calls import CALL_DONE, CALLS, ForwardedCalls
@@ -35,7 +34,7 @@ from .clock import CLOCK_COLUMN, SharedManualClock
 from .connect import Connection, dedicated
 from .leader import LeaderLease
 from .settings import ClusterSettings
-from .wire import result_from_json, result_to_json
+from .wire import QUEUED_ROWS, jobs_to_json, result_from_json, result_to_json
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class NodeEngine(Protocol):
 
     def abandon_job(self, key: MachineKey, ext: str, template: UpgradeJob | None, claims: int) -> JobResult | None: ...
 
-    def job_ended(self, key: MachineKey, ext: str, result: JobResult | None) -> None: ...
+    def jobs_ended(self, results: list[tuple[MachineKey, str, JobResult | None]]) -> None: ...
 
     def take_over(self, inflight: set[Target]) -> None: ...
 
@@ -93,7 +92,6 @@ class ClusterNode:
         self._claim_wake = threading.Event()
         self._results_wake = threading.Event()
         self.calls = ForwardedCalls(db, settings, engine.execute_call, self._serving_pid)
-        self._machines = MachineTable(db)  # the results' machines, read a batch at a time
         self._threads: list[threading.Thread] = []
         self._listening = threading.Event()
 
@@ -215,22 +213,14 @@ class ClusterNode:
 
     # --- jobs: the leader's side -----------------------------------------------------------------
     def enqueue(self, jobs: list[Job]) -> None:
-        """Queue jobs for any node to claim (one statement: the rows as arrays, and the NOTIFY)."""
-        columns = (
-            [k.subscription for k, _, _, _ in jobs],
-            [k.resource_group for k, _, _, _ in jobs],
-            [k.name for k, _, _, _ in jobs],
-            [ext for _, ext, _, _ in jobs],
-            [resume for _, _, resume, _ in jobs],
-            [Jsonb(template) if template else None for _, _, _, template in jobs],
-        )
+        """Queue jobs for any node to claim (one statement: the rows as one JSON array, and the NOTIFY)."""
         with self.db.connection() as conn:
             conn.execute(
                 "WITH i AS (INSERT INTO engine_jobs (subscription, resource_group, name, ext, resume, template)"
-                "  SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::boolean[], %s::jsonb[])"
+                f"  {QUEUED_ROWS}"
                 "  ON CONFLICT (subscription, resource_group, name, ext) DO NOTHING)"
                 " SELECT pg_notify(%s, '')",
-                (*columns, JOBS),
+                (Jsonb(jobs_to_json(jobs)), JOBS),
             )
 
     # --- jobs: every node's side -----------------------------------------------------------------
@@ -354,17 +344,7 @@ class ClusterNode:
                     if not rows:
                         break
                     results = [result_from_json(data) for _id, data in sorted(rows, key=lambda r: int(r[0]))]
-                    # The bookkeeping looks at each result's machine several times: the batch's machines are
-                    # read in one query, after every job of the batch had written its end, and each look sees
-                    # its machine as then (the leader's own writes drop it: the next look reads it again).
-                    # A result's looks concern its own extension, which nothing else changes until it is booked.
-                    with self.db.cached_views() as views:
-                        try:
-                            views.update(self._machines.get_many(key for key, _ext, _result in results))
-                        except psycopg.Error as exc:  # each look reads on its own: the results are booked anyway
-                            log.warning("Reading the results' machines failed (%s)", type(exc).__name__)
-                        for key, ext, result in results:
-                            self.engine.job_ended(key, ext, result)
+                    self.engine.jobs_ended(results)  # booked in order, their records read together
             except psycopg.Error as exc:
                 log.warning("Reading job results failed (%s)", type(exc).__name__)
 

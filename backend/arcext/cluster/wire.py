@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .. import errors
 from ..ids import MachineKey
+from ..records import UpgradeJob
 from ..upgrades.jobs import JobResult
+
+#: a queued job: machine, extension, resume, wave template (arcext.cluster.node.Job)
+QueuedJob = tuple[MachineKey, str, bool, UpgradeJob | None]
+
+#: the rows of ``jobs_to_json`` as engine_jobs columns, in the batch's order (so ids follow it); SQL, with
+#: the one parameter a jsonb array
+QUEUED_ROWS = (
+    "SELECT j->>0, j->>1, j->>2, j->>3, (j->>4)::boolean, nullif(j->5, 'null'::jsonb)"
+    " FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS a(j, n) ORDER BY n"
+)
+
+
+def jobs_to_json(jobs: Iterable[QueuedJob]) -> list[list[Any]]:
+    """Jobs to queue as one JSON array of rows (``QUEUED_ROWS`` reads it): one parameter, encoded at
+    once, instead of six arrays whose elements the driver adapts one by one (a template each)."""
+    return [
+        [key.subscription, key.resource_group, key.name, ext, resume, template or None]
+        for key, ext, resume, template in jobs
+    ]
 
 
 def result_to_json(key: MachineKey, ext: str, result: JobResult | None) -> dict[str, Any]:

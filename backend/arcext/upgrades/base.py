@@ -10,8 +10,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 
 from ..activity import ActivityLog
 from ..catalog import Catalog
@@ -26,8 +28,10 @@ from . import job_state as J
 from .jobs import JobRunner
 from .policy import ineligibility, run_ineligibility, supports_auto_upgrade
 from .settings import EngineSettings
-from .targets import Entry
+from .targets import Entry, outcome_of
 from .workers import WorkerPool
+
+T = TypeVar("T")
 
 DriverResolver = Callable[[MachineKey, MachineDoc], HostDriver | None]
 
@@ -82,6 +86,8 @@ class EngineBase:
         self.window_gate: Callable[[MachineDoc, datetime], datetime | None] | None = None
         self.windows_in_use: Callable[[], bool] = lambda: self.window_gate is not None  # cheap: any assignment?
         self._repairs = 0
+        #: ``_newest_rollouts`` as last computed, with the rollout ids it was computed from (callers only read it)
+        self._newest: tuple[tuple[str, ...], dict[tuple[str, str, str], str]] | None = None
         # The engine is the only writer of rollouts: it keeps them in memory and writes each change through
         # (``rollouts``: the store's, when the caller has read them already).
         self._rollouts: dict[str, RolloutRecord] = {
@@ -136,14 +142,31 @@ class EngineBase:
         index = members.get((key.lower, ext))
         return None if index is None else rollout["waves"][index]
 
+    def _view_record(self, key: MachineKey, ext: str, view: Callable[[MachineDoc | None], T]) -> T:
+        """A look at one extension's record: ``view`` reads ``doc["extensions"][ext]`` and nothing else of the
+        document (a cluster's leader may hand it a document that holds that record only)."""
+        return self.store.view_machine(key, view)
+
+    def _outcomes(self, rollout_id: str, targets: Sequence[tuple[MachineKey, str]]) -> list[str | None]:
+        """Each target's remembered outcome for the rollout (``outcome_of``), in order, the machines read together."""
+        views = [(key, partial(outcome_of, ext=ext, rollout_id=rollout_id)) for key, ext in targets]
+        return self.store.view_machines(views)
+
     def _newest_rollouts(self) -> dict[tuple[str, str, str], str]:
         """The newest rollout's version per (publisher, type, major), lower-case names: a new major is
         never applied automatically, so each major has its own newest version."""
+        with self._lock:
+            ids = tuple(self._rollouts)
+            if self._newest is not None and self._newest[0] == ids:
+                return self._newest[1]  # a rollout's type and version never change: the same rollouts, the same answer
+            rollouts = list(self._rollouts.values())
         newest: dict[tuple[str, str, str], str] = {}
-        for rollout in self._rollout_list():
+        for rollout in rollouts:
             handler = (rollout["publisher"].lower(), rollout["type"].lower(), major(rollout["version"]))
             if handler not in newest or newer(rollout["version"], newest[handler]):
                 newest[handler] = rollout["version"]
+        with self._lock:
+            self._newest = (ids, newest)
         return newest
 
     @staticmethod

@@ -30,10 +30,9 @@ from .targets import (
     WAITING_FOR_WINDOW,
     WINDOW_BLOCK,
     Entry,
+    booking_look,
     concludes_without_host,
-    is_behind_in,
     target_status,
-    waiting_due,
 )
 
 log = logging.getLogger(__name__)
@@ -348,17 +347,29 @@ class Dispatch(Rollouts, ManualUpgrades):
         elif job.get("rolloutId") and job.get("wave") is not None:
             # a wave's job that waited for its maintenance window may end after its wave completed
             self._late_result(str(job["rolloutId"]), key, ext)
-        due = self.store.view_machine(key, partial(waiting_due, ext=ext))
+        # the running waves that have it open look again (besides the wave whose claim waited: its entry is back)
+        opened = [
+            rollout_id
+            for rollout_id, waves in self._open.items()
+            if rollout_id != wave_rollout and any(target in t for t in waves.values())
+        ]
+        look = partial(booking_look, ext=ext, newest=self._newest_rollouts(), rollout_ids=opened)
+        due, behind, statuses = self._view_record(key, ext, look)
         if due is not None:
             self._push(due, key, ext)
-        elif self.store.view_machine(key, partial(is_behind_in, ext=ext, newest=self._newest_rollouts())):
+        elif behind:
             # nothing waits and a newer version of its major rolls out (say an older rollout's wave just
-            # upgraded a target the newer plan never had): it joins that rollout now, not at the next audit
+            # upgraded a target the newer plan never had): it joins that rollout now, not at the next audit;
+            # the waves look at the record as that left it (and a wave it joined looks too)
             self.reconsider(key, ext)
-        for rollout_id, waves in self._open.items():
-            if rollout_id == wave_rollout or not any(target in t for t in waves.values()):
-                continue
-            status = self.store.view_machine(key, partial(target_status, ext=ext, rollout_id=rollout_id))
+            opened = [
+                r for r, waves in self._open.items() if r != wave_rollout and any(target in t for t in waves.values())
+            ]
+            statuses = [
+                self.store.view_machine(key, partial(target_status, ext=ext, rollout_id=rollout_id))
+                for rollout_id in opened
+            ]
+        for rollout_id, status in zip(opened, statuses, strict=True):
             if status == DONE:
                 self._close_target(rollout_id, key, ext)
             elif status == CLAIM:

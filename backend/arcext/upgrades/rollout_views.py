@@ -3,7 +3,6 @@ upgrade an extension next, and whether a rollout is held or stalled."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, cast
 
 from ..clock import iso
@@ -12,7 +11,7 @@ from ..records import Batch, RolloutRecord, Wave
 from ..store.base import Record
 from ..versions import newer, version_key
 from .base import EngineBase
-from .targets import ACTIVE, COMPLETED, HELD, count_of, key_of, outcome_of
+from .targets import ACTIVE, COMPLETED, HELD, count_of, key_of
 
 
 def stored_counts(batch: Batch) -> dict[str, int]:
@@ -128,9 +127,8 @@ class RolloutViews(EngineBase):
 
     def _live_counts(self, rollout_id: str, batch: Batch) -> dict[str, int]:
         counts = {"succeeded": 0, "failed": 0, "skipped": 0}
-        targets = map(key_of, batch["targets"])
-        views = [(key, partial(outcome_of, ext=ext, rollout_id=rollout_id)) for key, ext in targets]
-        for outcome in self.store.view_machines(views):  # the batch's machines read together (every view, scrape)
+        targets = [key_of(target) for target in batch["targets"]]
+        for outcome in self._outcomes(rollout_id, targets):  # the batch's read together (every view, scrape)
             if outcome is not None:
                 counts[count_of(outcome)] += 1
         return counts

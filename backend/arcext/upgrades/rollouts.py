@@ -206,15 +206,9 @@ class Rollouts(EngineBase):
         wave["state"] = "Completed"
         wave["completedAt"] = iso(now)
         tripped: list[str] = []
-        # every target's outcome, its machine read together with the others' (one query per thousand)
-        outcomes = iter(
-            self.store.view_machines(
-                [
-                    (key, partial(outcome_of, ext=ext, rollout_id=rollout["id"]))
-                    for key, ext in (key_of(target) for batch in wave["batches"] for target in batch["targets"])
-                ]
-            )
-        )
+        # every target's outcome, read together with the others'
+        targets = [key_of(target) for batch in wave["batches"] for target in batch["targets"]]
+        outcomes = iter(self._outcomes(rollout["id"], targets))
         for batch in wave["batches"]:
             counts = {"succeeded": 0, "failed": 0, "skipped": 0}
             up_to_date = 0

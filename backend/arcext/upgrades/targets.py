@@ -105,5 +105,21 @@ def is_behind_in(doc: MachineDoc | None, ext: str, newest: dict[tuple[str, str, 
     return is_behind(doc["extensions"].get(ext) if doc else None, newest)
 
 
+#: what the bookkeeping of a job's end looks at on the extension's record (``booking_look``): the due time of the
+#: job waiting on it, whether it is behind a newer rollout (only looked at when nothing waits), and the
+#: ``target_status`` for each rollout asked
+BookingLook = tuple[str | None, bool, list[str]]
+
+
+def booking_look(
+    doc: MachineDoc | None, ext: str, newest: dict[tuple[str, str, str], str], rollout_ids: list[str]
+) -> BookingLook:
+    """``waiting_due``, then ``is_behind_in`` when nothing waits, and ``target_status`` per rollout of
+    ``rollout_ids``: one look at the document instead of one per question."""
+    due = waiting_due(doc, ext)
+    behind = due is None and is_behind_in(doc, ext, newest)
+    return due, behind, [target_status(doc, ext, rollout_id) for rollout_id in rollout_ids]
+
+
 def key_of(target: list[str]) -> tuple[MachineKey, str]:
     return MachineKey(target[0], target[1], target[2]), target[3]
