@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,21 @@ def test_bench_store_prints_every_figure() -> None:
 
 
 @pytest.mark.slow
-def test_bench_api_prints_both_rates_and_ratio() -> None:
+@pytest.mark.parametrize(
+    "generator",
+    [
+        "python",
+        pytest.param(
+            "wrk",
+            marks=pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"),
+        ),
+    ],
+)
+def test_bench_api_prints_both_rates_and_ratio(generator: str) -> None:
     out = run(
         "bench_api.py",
+        "--load-generator",
+        generator,
         # enough extensions that no client thread PATCHes one again while its last PATCH's operation runs
         # (a 409 AnotherOperationInProgress is then an error of the bench, as it would be of a client)
         "--extensions",
@@ -63,7 +76,9 @@ def test_bench_api_prints_both_rates_and_ratio() -> None:
             f"{verb} extension, arcext on Werkzeug",
             f"{verb} minimal Flask app on gunicorn",
         ):
-            assert re.search(rf"{label}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\n", out), (label, out)
+            # req/s, p50, p99, server CPU per request
+            assert re.search(rf"{label}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\n", out), (label, out)
     assert re.search(rf"ratio arcext / minimal \(GET, gunicorn\)\s+{NUMBER}\s+target >= 0.7 (PASS|FAIL)", out), out
     assert re.search(rf"ratio gunicorn / Werkzeug \(GET extension\)\s+{NUMBER}\s+target >= 1.5 (PASS|FAIL)", out), out
+    assert f"load generator: {generator}" in out, out
     assert "errors" not in out.split("results")[1], out
