@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -318,6 +319,8 @@ def bench(args: argparse.Namespace) -> list[B.Figure]:
 
 
 def main(args: argparse.Namespace) -> int:
+    tune_gc_for_serving()
+    logging.basicConfig(level=logging.WARNING)
     figures = bench(args)
     print("results")
     for figure in figures:
@@ -329,4 +332,4 @@ def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "node":
         sys.exit(node_main(sys.argv[2:]))
-    sys.exit(B.main())
+    sys.exit(main(B.build_parser().parse_args()))

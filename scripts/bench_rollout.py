@@ -50,6 +50,7 @@ import os
 import pstats
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -438,8 +439,8 @@ def bench_planning(data_dir: Path, args: argparse.Namespace) -> list[Figure]:
     return [Figure(f"planning time, {rollout['eligible']} extensions (on_version_published)", planned, "s", 2.0)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    tune_gc_for_serving()  # the process settings of 'arcext serve', whose engine this measures
+def build_parser() -> argparse.ArgumentParser:
+    """The options of this bench, and of scripts/bench_cluster.py (``--database``), which takes the same."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--machines", type=int, default=10_000)
     parser.add_argument("--extensions-per-machine", type=int, default=3)
@@ -462,13 +463,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--count-statements", action="store_true", help="with --database: count each node's SQL statements per job"
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    if args.database:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import bench_cluster
+    return parser
 
-        return bench_cluster.main(args)
+
+def main(argv: list[str] | None = None) -> int:
+    tune_gc_for_serving()  # the process settings of 'arcext serve', whose engine this measures
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.database:  # the cluster bench, a script of its own (it imports this one's fleet builders)
+        return subprocess.call([sys.executable, str(Path(__file__).with_name("bench_cluster.py")), *argv])
     if args.no_fsync:
         os.fsync = lambda fd: None
         print("WARNING: --no-fsync: nothing is durable; figures are a what-if, not the measurement")
