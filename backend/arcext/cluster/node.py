@@ -26,8 +26,9 @@ from psycopg.types.json import Jsonb
 
 from ..ids import MachineKey
 from ..records import UpgradeJob
-from ..store.postgres.db import Database
+from ..store.postgres.db import Database, SeenRow
 from ..store.postgres.machines import MachineTable
+from ..store.postgres.records import CATALOG_VERSION
 from ..upgrades.jobs import JobResult
 from ..upgrades.workers import WorkerPool
 from .calls import CALL_DONE, CALLS, ForwardedCalls
@@ -236,16 +237,21 @@ class ClusterNode:
     # --- jobs: every node's side -----------------------------------------------------------------
     def _claim(self, limit: int) -> list[tuple[Any, ...]]:
         """Up to ``limit`` claimable jobs, one statement: each row ends with whether it is reclaimed, its
-        claims so far (this one included) and, on a shared manual clock, the clock as the claim saw it."""
+        claims so far (this one included), on a shared manual clock the clock as the claim saw it, and the
+        job's machine as the claim saw it (its document as text, its row version, the catalog's version: the
+        job's first write starts from it instead of reading it, ``Database.offer_row``)."""
         clock = CLOCK_COLUMN if self._shared_clock() is not None else "NULL::timestamptz"
         with self.db.connection() as conn:
             return conn.execute(
-                "WITH c AS (SELECT id, claimed_by FROM engine_jobs"
+                "WITH c AS (SELECT id, claimed_by, subscription, resource_group, name FROM engine_jobs"
                 "  WHERE claimed_by IS NULL OR lease_until < now() ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
                 " UPDATE engine_jobs j SET claimed_by = %s, lease_until = now() + make_interval(secs => %s),"
-                "  claims = j.claims + 1 FROM c WHERE j.id = c.id"
+                "  claims = j.claims + 1"
+                " FROM c LEFT JOIN machines m ON m.subscription = lower(c.subscription)"
+                "  AND m.resource_group = lower(c.resource_group) AND m.name = lower(c.name)"
+                " WHERE j.id = c.id"
                 " RETURNING j.id, j.subscription, j.resource_group, j.name, j.ext, j.resume, j.template,"
-                f"  c.claimed_by IS NOT NULL, j.claims, {clock}",
+                f"  c.claimed_by IS NOT NULL, j.claims, {clock}, m.doc::text, m.xmin::text, {CATALOG_VERSION}",
                 (limit, self.node_id, self.settings.job_lease),
             ).fetchall()
 
@@ -276,10 +282,12 @@ class ClusterNode:
             self._claim_wake.wait(self.settings.reclaim_poll)
 
     def _run(self, row: tuple[Any, ...]) -> None:
-        job_id, sub, group, name, ext, resume, template, reclaimed, claims, moment = row
+        job_id, sub, group, name, ext, resume, template, reclaimed, claims, moment, doc, xmin, catalog = row
         key = MachineKey(sub, group, name)
         result: JobResult | None = None
         clock = self._shared_clock()
+        if doc is not None:
+            self.db.offer_row(key.lower, SeenRow(doc, xmin, int(catalog)))
         try:
             scope: AbstractContextManager[None] = clock.pinned(moment) if clock is not None else nullcontext()
             with scope:
@@ -294,6 +302,7 @@ class ClusterNode:
         except Exception:
             log.exception("Upgrade job for %s on %s crashed", ext, name)
         finally:
+            self.db.offer_row(key.lower, None)
             self._finish(int(job_id), key, ext, result)
             with self._count_lock:
                 self._running -= 1

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -70,6 +71,16 @@ def dedicated(url: str, application_name: str) -> Connection:
         application_name=application_name,
         options=with_server_keepalives(url),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRow:
+    """A machine's row as one statement saw it: the document as text (a private copy for whoever parses it), the
+    row's version (``xmin``) and the catalog's version then, for a write that holds only if nothing changed."""
+
+    doc: str
+    xmin: str
+    catalog_version: int
 
 
 class _Open:
@@ -192,6 +203,17 @@ class Database:
         cache: dict[Any, Any] | None = getattr(self._local, "views", None)
         return cache
 
+    def offer_row(self, key: str, row: SeenRow | None) -> None:
+        """Keep ``row`` (the machine ``key``'s, just read or written) for this thread's next change of that machine,
+        which may start from it instead of reading it (None: forget what was kept)."""
+        self._local.seen = (key, row) if row is not None else None
+
+    def take_row(self, key: str) -> SeenRow | None:
+        """The row ``offer_row`` kept for ``key`` on this thread, once (None if it kept another machine's)."""
+        kept: tuple[str, SeenRow] | None = getattr(self._local, "seen", None)
+        self._local.seen = None
+        return kept[1] if kept is not None and kept[0] == key else None
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the thread's transaction committed (at once outside a transaction;
         never if it rolls back)."""
@@ -209,6 +231,10 @@ class Database:
             conn.execute("ROLLBACK")
         except psycopg.Error:  # a broken connection: the pool replaces it
             log.debug("Rollback failed", exc_info=True)
+
+    def observe(self, seconds: float) -> None:
+        """Tell the observer a write outside ``transaction()`` (a statement of its own) took ``seconds``."""
+        self._observe(seconds)
 
     def _observe(self, seconds: float) -> None:
         if self.observer is None:
