@@ -36,6 +36,7 @@ from .clock import CLOCK_COLUMN, SharedManualClock
 from .connect import Connection, dedicated
 from .leader import LeaderLease
 from .settings import ClusterSettings
+from .simhosts import offered_key
 from .wire import result_from_json, result_to_json
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,8 @@ class ClusterNode:
         """Up to ``limit`` claimable jobs, one statement: each row ends with whether it is reclaimed, its
         claims so far (this one included), on a shared manual clock the clock as the claim saw it, and the
         job's machine as the claim saw it (its document as text, its row version, the catalog's version: the
-        job's first write starts from it instead of reading it, ``Database.offer_row``)."""
+        job's first write starts from it instead of reading it, ``Database.offer_row``) and its simulated host's
+        row (arcext.cluster.simhosts; none when the host has none yet), which its first host operation starts from."""
         clock = CLOCK_COLUMN if self._shared_clock() is not None else "NULL::timestamptz"
         with self.db.connection() as conn:
             return conn.execute(
@@ -249,9 +251,11 @@ class ClusterNode:
                 "  claims = j.claims + 1"
                 " FROM c LEFT JOIN machines m ON m.subscription = lower(c.subscription)"
                 "  AND m.resource_group = lower(c.resource_group) AND m.name = lower(c.name)"
+                " LEFT JOIN simhosts h ON h.key = lower(c.subscription || '/' || c.resource_group || '/' || c.name)"
                 " WHERE j.id = c.id"
                 " RETURNING j.id, j.subscription, j.resource_group, j.name, j.ext, j.resume, j.template,"
-                f"  c.claimed_by IS NOT NULL, j.claims, {clock}, m.doc::text, m.xmin::text, {CATALOG_VERSION}",
+                f"  c.claimed_by IS NOT NULL, j.claims, {clock}, m.doc::text, m.xmin::text, {CATALOG_VERSION},"
+                "  coalesce(h.doc::text, 'null'), h.xmin::text",
                 (limit, self.node_id, self.settings.job_lease),
             ).fetchall()
 
@@ -282,12 +286,14 @@ class ClusterNode:
             self._claim_wake.wait(self.settings.reclaim_poll)
 
     def _run(self, row: tuple[Any, ...]) -> None:
-        job_id, sub, group, name, ext, resume, template, reclaimed, claims, moment, doc, xmin, catalog = row
+        job_id, sub, group, name, ext, resume, template, reclaimed, claims, moment, doc, xmin, catalog = row[:13]
+        host_doc, host_xmin = row[13:]
         key = MachineKey(sub, group, name)
         result: JobResult | None = None
         clock = self._shared_clock()
         if doc is not None:
             self.db.offer_row(key.lower, SeenRow(doc, xmin, int(catalog)))
+        self.db.offer_row(offered_key(key.lower), SeenRow(host_doc, host_xmin or "", 0))
         try:
             scope: AbstractContextManager[None] = clock.pinned(moment) if clock is not None else nullcontext()
             with scope:
@@ -302,7 +308,7 @@ class ClusterNode:
         except Exception:
             log.exception("Upgrade job for %s on %s crashed", ext, name)
         finally:
-            self.db.offer_row(key.lower, None)
+            self.db.forget_rows()
             self._finish(int(job_id), key, ext, result)
             with self._count_lock:
                 self._running -= 1

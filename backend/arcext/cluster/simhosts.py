@@ -30,6 +30,11 @@ T = TypeVar("T")
 DIGEST_ROW: Final = "#digest-key"  # never a machine key (those hold two slashes)
 
 
+def offered_key(key_lower: str) -> str:
+    """The name under which a host's row is offered to this thread's next operation on it (``Database.offer_row``)."""
+    return f"simhost:{key_lower}"
+
+
 class HostChanged(Exception):
     """The host's row changed between an operation's read and its write (another node's operation on the
     same host): nothing was written; the operation runs again (``DatabaseDriver``)."""
@@ -150,9 +155,16 @@ class DatabaseFleet(SimulatedFleet):
 
     def faults_of(self, key_lower: str, for_write: bool = False) -> dict[str, Any]:
         """The host's faults as stored now (a read: no lock, no write). ``for_write``: the row is kept for
-        this thread's next lock of the host, which then writes only if the row is still as read."""
-        with self.db.connection() as conn:
-            row = conn.execute("SELECT doc, xmin::text FROM simhosts WHERE key = %s", (key_lower,)).fetchone()
+        this thread's next lock of the host, which then writes only if the row is still as read; a row offered
+        for the host (``offered_key``: the job's claim read it) stands for the read."""
+        offered = self.db.take_row(offered_key(key_lower)) if for_write else None
+        row: tuple[Any, ...] | None
+        if offered is not None:  # the row as the job's claim read it a moment ago (ClusterNode._claim)
+            doc = orjson.loads(offered.doc)
+            row = (doc, offered.xmin) if doc is not None else None
+        else:
+            with self.db.connection() as conn:
+                row = conn.execute("SELECT doc, xmin::text FROM simhosts WHERE key = %s", (key_lower,)).fetchone()
         if for_write:
             self._seen.row = (key_lower, row[0] if row else None, row[1] if row else None)
         return dict(row[0].get("faults") or {}) if row else {}

@@ -204,15 +204,24 @@ class Database:
         return cache
 
     def offer_row(self, key: str, row: SeenRow | None) -> None:
-        """Keep ``row`` (the machine ``key``'s, just read or written) for this thread's next change of that machine,
-        which may start from it instead of reading it (None: forget what was kept)."""
-        self._local.seen = (key, row) if row is not None else None
+        """Keep ``row`` (the row ``key`` names, just read or written) for this thread's next change of it, which may
+        start from it instead of reading it (None: forget what was kept for ``key``)."""
+        kept: dict[str, SeenRow] | None = getattr(self._local, "seen", None)
+        if kept is None:
+            kept = self._local.seen = {}
+        if row is None:
+            kept.pop(key, None)
+        else:
+            kept[key] = row
 
     def take_row(self, key: str) -> SeenRow | None:
-        """The row ``offer_row`` kept for ``key`` on this thread, once (None if it kept another machine's)."""
-        kept: tuple[str, SeenRow] | None = getattr(self._local, "seen", None)
+        """The row ``offer_row`` kept for ``key`` on this thread, once."""
+        kept: dict[str, SeenRow] | None = getattr(self._local, "seen", None)
+        return kept.pop(key, None) if kept else None
+
+    def forget_rows(self) -> None:
+        """Forget every row ``offer_row`` kept on this thread."""
         self._local.seen = None
-        return kept[1] if kept is not None and kept[0] == key else None
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the thread's transaction committed (at once outside a transaction;
