@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -278,3 +279,76 @@ def test_reads_outside_a_change_read_the_table(nodes: Callable[..., PostgresStor
     assert second.get_extension_type("pub", "type")["autoUpgradeSupported"] is True  # type: ignore[index]
     first.put_extension_type({"publisher": "Pub", "type": "Type", "autoUpgradeSupported": False})
     assert second.get_extension_type("pub", "type")["autoUpgradeSupported"] is False  # type: ignore[index]
+
+
+# --- the cluster's job ends (group commit) ------------------------------------------------------------
+
+
+def test_job_ends_finishing_together_go_in_one_statement_each_committed_before_it_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from arcext.cluster.node import ClusterNode
+    from arcext.cluster.schema import migrate_cluster
+    from arcext.cluster.settings import ClusterSettings
+    from arcext.store.postgres.db import Database
+    from arcext.upgrades.jobs import JobResult
+
+    url = fresh_database()
+    db = Database(url, max_size=4)
+    try:
+        with db.connection() as conn:
+            migrate_cluster(conn)
+            for table in ("engine_jobs", "engine_results", "engine_calls"):
+                conn.execute(f"DELETE FROM {table}")
+        engine = SimpleNamespace(execute_call=lambda method, args: None)
+        node = ClusterNode(url, db, engine, ClusterSettings(), workers=12)  # type: ignore[arg-type]  # never started
+        with db.connection() as conn:
+            ids = [
+                int(row[0])
+                for row in conn.execute(
+                    "INSERT INTO engine_jobs (subscription, resource_group, name, ext, claimed_by, lease_until)"
+                    " SELECT 'sub', 'rg', 'm' || i, 'ama', %s, now() + interval '1 minute'"
+                    " FROM generate_series(0, 12) AS i RETURNING id",
+                    (node.node_id,),
+                ).fetchall()
+            ]
+            # the last one's lease was lost: the node that took it over reports it, not this one
+            conn.execute("UPDATE engine_jobs SET claimed_by = 'another-node' WHERE id = %s", (ids[-1],))
+        sent: list[int] = []
+        real = db.connection
+        first_sent = threading.Event()
+
+        @contextmanager
+        def slow_first() -> Iterator[Any]:
+            with real() as conn:
+                sent.append(1)
+                if len(sent) == 1:  # the first end's statement is slow: the others pile up behind it
+                    first_sent.set()
+                    threading.Event().wait(0.3)
+                yield conn
+
+        monkeypatch.setattr(db, "connection", slow_first)
+        seen_at_return: dict[int, bool] = {}
+
+        def finish(i: int) -> None:
+            if i:
+                first_sent.wait(5)
+            node._finish(ids[i], MachineKey(SUB, "rg", f"m{i}"), "ama", JobResult(KEY, "ama", "Succeeded", {}))
+            with psycopg.connect(url) as conn:
+                row = conn.execute("SELECT count(*) FROM engine_jobs WHERE id = %s", (ids[i],)).fetchone()
+            seen_at_return[i] = row == (0,)
+
+        threads = [threading.Thread(target=finish, args=(i,)) for i in range(13)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert seen_at_return == {i: i < 12 for i in range(13)}  # each end was committed when its call returned
+        assert len(sent) == 2  # the first end, then the twelve that came while it was on its way
+        with psycopg.connect(url) as conn:
+            results = conn.execute("SELECT count(*) FROM engine_results").fetchone()
+            left = conn.execute("SELECT id FROM engine_jobs").fetchall()
+        assert results == (12,)
+        assert left == [(ids[-1],)]
+    finally:
+        db.close()

@@ -73,6 +73,18 @@ class NodeEngine(Protocol):
     def wake(self) -> None: ...
 
 
+class _End:
+    """A job's end waiting to be sent (``ClusterNode._finish``)."""
+
+    __slots__ = ("done", "job_id", "payload", "what")
+
+    def __init__(self, job_id: int, payload: Jsonb, what: str) -> None:
+        self.job_id = job_id
+        self.payload = payload
+        self.what = what
+        self.done = False  # sent (committed), or given up
+
+
 class ClusterNode:
     def __init__(self, url: str, db: Database, engine: NodeEngine, settings: ClusterSettings, workers: int) -> None:
         self.url = url
@@ -94,6 +106,9 @@ class ClusterNode:
         self._renew_stop = threading.Event()
         self._claim_wake = threading.Event()
         self._results_wake = threading.Event()
+        self._ends: list[_End] = []  # jobs' ends for the next statement (_finish)
+        self._ends_ready = threading.Condition()
+        self._ends_sending = False
         self.calls = ForwardedCalls(db, settings, engine.execute_call, self._serving_pid)
         self._machines = MachineTable(db)  # the results' machines, read a batch at a time
         self._threads: list[threading.Thread] = []
@@ -316,24 +331,52 @@ class ClusterNode:
             self._claim_wake.set()
 
     def _finish(self, job_id: int, key: MachineKey, ext: str, result: JobResult | None) -> None:
-        """The job's row goes and its result goes to the leader, in one statement (retried while the
-        database is away; if the lease was lost meanwhile, the node that took it over reports instead)."""
-        payload = Jsonb(result_to_json(key, ext, result))
+        """The job's row goes and its result goes to the leader, committed before this returns (retried while the
+        database is away; if the lease was lost meanwhile, the node that took it over reports instead).
+
+        Group commit: the ends of the jobs that finish while one statement is on its way go together in the next
+        one (a worker whose end is pending sends the batch, the others wait for it), one statement and one commit
+        for them all instead of one each."""
+        end = _End(job_id, Jsonb(result_to_json(key, ext, result)), f"{ext} on {key.name}")
+        with self._ends_ready:
+            self._ends.append(end)
+            while not end.done:
+                if self._ends_sending:
+                    self._ends_ready.wait()
+                    continue
+                self._ends_sending = True
+                batch, self._ends = self._ends, []
+                self._ends_ready.release()
+                try:
+                    self._send_ends(batch)
+                finally:
+                    self._ends_ready.acquire()
+                    self._ends_sending = False
+                    for sent in batch:
+                        sent.done = True
+                    self._ends_ready.notify_all()
+
+    def _send_ends(self, batch: list[_End]) -> None:
         for attempt in itertools.count():
             try:
                 with self.db.connection() as conn:
                     conn.execute(
-                        "WITH d AS (DELETE FROM engine_jobs WHERE id = %s AND claimed_by = %s RETURNING id),"
-                        " r AS (INSERT INTO engine_results (node, result) SELECT %s, %s FROM d RETURNING id)"
-                        " SELECT pg_notify(%s, '') FROM r",
-                        (job_id, self.node_id, self.node_id, payload, RESULTS),
+                        "WITH e AS (SELECT * FROM unnest(%s::bigint[], %s::jsonb[])"
+                        "  WITH ORDINALITY AS e(id, result, n)),"
+                        " d AS (DELETE FROM engine_jobs j USING e WHERE j.id = e.id AND j.claimed_by = %s"
+                        "  RETURNING j.id),"
+                        " r AS (INSERT INTO engine_results (node, result)"
+                        "  SELECT %s, e.result FROM e JOIN d ON d.id = e.id ORDER BY e.n RETURNING id)"
+                        " SELECT pg_notify(%s, '') FROM r LIMIT 1",
+                        ([e.job_id for e in batch], [e.payload for e in batch], self.node_id, self.node_id, RESULTS),
                     )
                 return
             except psycopg.Error as exc:
                 if self._stop.is_set() or attempt > 600:
-                    log.error("Could not report the end of a job for %s on %s", ext, key.name)
+                    for end in batch:
+                        log.error("Could not report the end of a job for %s", end.what)
                     return
-                log.warning("Reporting a job's end failed (%s); retrying", type(exc).__name__)
+                log.warning("Reporting %d jobs' ends failed (%s); retrying", len(batch), type(exc).__name__)
                 time.sleep(0.5)
 
     def _renew_loop(self) -> None:
