@@ -47,7 +47,7 @@ def nodes() -> Iterator[Callable[..., PostgresStore]]:
 
 
 class Statements:
-    """Counts the statements a store sends outside a transaction (``Database.connection``)."""
+    """Counts the statements a store sends outside a transaction (``Database.connection``, ``Database.grouped``)."""
 
     def __init__(self, store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sent: list[str] = []
@@ -67,7 +67,14 @@ class Statements:
             with real() as conn:
                 yield Counting(conn)
 
+        real_grouped = store.db.grouped
+
+        def grouped(query: str, params: Any) -> Any:
+            counter.sent.append(query)
+            return real_grouped(query, params)
+
         monkeypatch.setattr(store.db, "connection", connection)
+        monkeypatch.setattr(store.db, "grouped", grouped)
 
 
 def set_record(ext: str, value: Any, log: list[dict[str, Any]] | None = None) -> Callable[[Any], Any]:
@@ -350,5 +357,53 @@ def test_job_ends_finishing_together_go_in_one_statement_each_committed_before_i
             left = conn.execute("SELECT id FROM engine_jobs").fetchall()
         assert results == (12,)
         assert left == [(ids[-1],)]
+    finally:
+        db.close()
+
+
+def test_writes_asked_for_together_are_committed_together_and_a_failed_group_runs_each_on_its_own() -> None:
+    from arcext.store.postgres.db import Database
+
+    url = fresh_database()
+    db = Database(url, max_size=4)
+    try:
+        with db.connection() as conn:
+            conn.execute("CREATE TABLE grouped_test (n int, d int)")
+
+        def together(values: list[int]) -> dict[int, Any]:
+            """The first write is slow: the others, asked for meanwhile, go in the next group."""
+            out: dict[int, Any] = {}
+            first_on_its_way = threading.Event()
+
+            def write(i: int) -> None:
+                if i:
+                    first_on_its_way.wait(5)
+                    threading.Event().wait(0.05)
+                    query = "INSERT INTO grouped_test VALUES (%s, 1 / %s) RETURNING n"
+                else:
+                    first_on_its_way.set()
+                    query = "INSERT INTO grouped_test SELECT %s, %s FROM pg_sleep(0.4) RETURNING n"
+                try:
+                    out[i] = db.grouped(query, (i, values[i]))
+                except psycopg.Error as exc:
+                    out[i] = type(exc).__name__
+
+            threads = [threading.Thread(target=write, args=(i,)) for i in range(len(values))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+            return out
+
+        assert together([1, 1, 1, 1, 1]) == {i: [(i,)] for i in range(5)}
+        with db.connection() as conn:
+            versions = conn.execute("SELECT n, xmin::text FROM grouped_test ORDER BY n").fetchall()
+        assert len({xmin for n, xmin in versions if n}) == 1  # the four asked for together: one transaction
+        with db.connection() as conn:
+            conn.execute("DELETE FROM grouped_test")
+        outcome = together([1, 1, 0, 1])  # one of the group fails: the others are written all the same
+        assert outcome == {0: [(0,)], 1: [(1,)], 2: "DivisionByZero", 3: [(3,)]}
+        with db.connection() as conn:
+            assert conn.execute("SELECT n FROM grouped_test ORDER BY n").fetchall() == [(0,), (1,), (3,)]
     finally:
         db.close()

@@ -93,18 +93,18 @@ class _HostLock:
                     (self._key, Jsonb(host)),
                 )
                 return
-            with self._fleet.db.connection() as conn:
-                if self._xmin is None:  # no row when read: made here unless another node made it first
-                    cur = conn.execute(
-                        "INSERT INTO simhosts (key, doc) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
-                        (self._key, Jsonb(host)),
-                    )
-                else:
-                    cur = conn.execute(
-                        "UPDATE simhosts SET doc = %s WHERE key = %s AND xmin = %s::xid",
-                        (Jsonb(host), self._key, self._xmin),
-                    )
-            if cur.rowcount != 1:
+            # sent with other threads' writes (Database.grouped): one commit for them all
+            if self._xmin is None:  # no row when read: made here unless another node made it first
+                written = self._fleet.db.grouped(
+                    "INSERT INTO simhosts (key, doc) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING RETURNING 1",
+                    (self._key, Jsonb(host)),
+                )
+            else:
+                written = self._fleet.db.grouped(
+                    "UPDATE simhosts SET doc = %s WHERE key = %s AND xmin = %s::xid RETURNING 1",
+                    (Jsonb(host), self._key, self._xmin),
+                )
+            if len(written) != 1:
                 self._fleet._hosts.pop(self._key, None)  # what this operation made of a stale copy
                 raise HostChanged(self._key)
         finally:

@@ -129,9 +129,8 @@ class MachineTable:
             ).fetchone()
         return SeenRow(row[0], row[1], int(row[2])) if row is not None else None
 
-    @staticmethod
     def compare_and_set(
-        conn: Connection,
+        self,
         key: MachineKey,
         extension: str,
         record: ExtensionRecord | None,
@@ -142,7 +141,7 @@ class MachineTable:
         """Write one extension's record (None: remove it) only if the row is still the version ``seen`` (and, with
         ``catalog_version``, the catalog still at that version), with ``logged`` (an insert that reads the CTE
         ``along``: the change's events) in the same statement. Returns the row as written, or None when it had
-        changed (nothing was written)."""
+        changed (nothing was written). Sent with other threads' writes (``Database.grouped``): one commit for all."""
         params = key_params(key)
         values: list[Any]
         if record is None:
@@ -161,8 +160,8 @@ class MachineTable:
         if logged is not None:
             query += f", logged AS ({logged[0]})"
             values += logged[1]
-        row = conn.execute(query + " SELECT d, x, v FROM along", values).fetchone()
-        return SeenRow(row[0], row[1], int(row[2])) if row is not None else None
+        rows = self._db.grouped(query + " SELECT d, x, v FROM along", values)
+        return SeenRow(rows[0][0], rows[0][1], int(rows[0][2])) if rows else None
 
     # --- changes (inside the caller's transaction) -------------------------------------------------
     @staticmethod

@@ -190,10 +190,9 @@ class PostgresStore:
         if events and logged is None:
             return False, result  # a new day's partition first: under the lock (mutate_machine)
         started = time.perf_counter()
-        with self.db.connection() as conn:
-            written = self._machines.compare_and_set(
-                conn, key, extension, changed, seen, fence.version if fence.used else None, logged
-            )
+        written = self._machines.compare_and_set(
+            key, extension, changed, seen, fence.version if fence.used else None, logged
+        )
         if written is None:
             return False, result
         self.db.observe(time.perf_counter() - started)
