@@ -166,6 +166,22 @@ def test_a_kept_row_that_is_stale_is_read_again(nodes: Callable[..., PostgresSto
     assert second.get_machine(KEY)["extensions"] == {"a": {"value": 2}, "b": {"value": 1}}  # type: ignore[index]
 
 
+def test_a_change_that_fails_on_a_kept_row_runs_again_on_the_row_as_it_is(nodes: Callable[..., PostgresStore]) -> None:
+    first, second = nodes(), nodes()
+    first.mutate_machine(KEY, lambda _doc: (machine(KEY), None))
+    first.mutate_extension(KEY, "a", set_record("a", 1))  # keeps the row as written for this thread
+    second.mutate_machine(KEY, set_record("b", 1), extension="b")
+
+    def needs_b(doc: Any) -> Any:
+        doc["extensions"]["a"] = {"value": doc["extensions"]["b"]["value"] + 1}  # KeyError on the kept row
+        return doc, "done"
+
+    assert first.mutate_extension(KEY, "a", needs_b) == "done"
+    assert second.get_machine(KEY)["extensions"]["a"] == {"value": 2}  # type: ignore[index]
+    with pytest.raises(KeyError):  # on a row read just now it is the change's own failure
+        first.mutate_extension(KEY, "a", lambda doc: (doc, doc["extensions"]["missing"]))
+
+
 def test_an_offered_row_is_written_without_a_read_and_a_change_that_writes_nothing_reads_afresh(
     nodes: Callable[..., PostgresStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -179,7 +179,14 @@ class PostgresStore:
         doc: MachineDoc = orjson.loads(seen.doc)
         before = doc["extensions"].get(extension)
         with self._catalog.fenced(seen.catalog_version) as fence:
-            new, result = change(doc)
+            try:
+                new, result = change(doc)
+            except Exception:
+                if fresh:
+                    raise
+                # a row kept from before may be stale: what the change makes of it counts for nothing
+                log.debug("A change failed on the row kept for %s; it runs again on the row read now", key.name)
+                return False, cast(T, None)
         if new is None:
             raise ValueError("an extension-scoped change cannot delete the machine")
         changed = new["extensions"].get(extension)
