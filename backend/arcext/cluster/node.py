@@ -1,12 +1,14 @@
 """One node of a cluster: the leadership lease, the job claimer, the results and calls channels.
 
 Every node (the leader included) claims jobs from ``engine_jobs`` (``FOR UPDATE SKIP LOCKED``) up to
-its free worker slots, runs them, renews their leases every third of ``job_lease`` while they run,
-and ends each in one transaction: its row deleted, its result inserted into ``engine_results``,
-``NOTIFY arcext_results``. A row whose lease expired (its node died) is claimed again and reconciled
-with the host (``reclaimed``). The leader feeds results to the engine's bookkeeping and serves the
-engine calls followers forward (``engine_calls``, arcext.cluster.calls). Wake-ups come by LISTEN/NOTIFY on
-one connection; the only timed look is for expired leases, once every ``reclaim_poll`` seconds.
+its free worker slots (the claim reads each job's machine and simulated host too, for its first write and
+host operation), runs them, renews their leases every third of ``job_lease`` while they run, and ends
+each in one statement with the others ending at the same moment (group commit): its row deleted, its
+result inserted into ``engine_results``, ``NOTIFY arcext_results``. A row whose lease expired (its node
+died) is claimed again and reconciled with the host (``reclaimed``). The leader feeds results to the
+engine's bookkeeping and serves the engine calls followers forward (``engine_calls``, arcext.cluster.calls).
+Wake-ups come by LISTEN/NOTIFY on one connection; the only timed look is for expired leases, once every
+``reclaim_poll`` seconds.
 """
 
 from __future__ import annotations

@@ -3,8 +3,12 @@
 Every write is committed (durable, with the server's ``synchronous_commit``) before it returns. A
 machine change runs in one transaction: lock the row, apply the change, write the document (or,
 for an extension-scoped change, only that extension's record), insert the change's activity-log
-events, commit. The observers the operations surface uses (event and rollout listeners, the write
-timer) are called after the commit, in the writing process only.
+events, commit. A job's change of its extension's record (``mutate_extension``) needs no lock when nobody
+changes the machine meanwhile: one statement writes the record and the events if the row is still the
+version the change saw (compare-and-set on ``xmin``), sent with other threads' writes in one transaction
+(``Database.grouped``); otherwise it runs again, at last under the lock. The observers the operations
+surface uses (event and rollout listeners, the write timer) are called after the commit, in the writing
+process only.
 """
 
 from __future__ import annotations
