@@ -1,12 +1,14 @@
 """One node of a cluster: the leadership lease, the job claimer, the results and calls channels.
 
 Every node (the leader included) claims jobs from ``engine_jobs`` (``FOR UPDATE SKIP LOCKED``) up to
-its free worker slots, runs them, renews their leases every third of ``job_lease`` while they run,
-and ends each in one transaction: its row deleted, its result inserted into ``engine_results``,
-``NOTIFY arcext_results``. A row whose lease expired (its node died) is claimed again and reconciled
-with the host (``reclaimed``). The leader feeds results to the engine's bookkeeping and serves the
-engine calls followers forward (``engine_calls``, arcext.cluster.calls). Wake-ups come by LISTEN/NOTIFY on
-one connection; the only timed look is for expired leases, once every ``reclaim_poll`` seconds.
+its free worker slots (the claim reads each job's machine and simulated host too, for its first write and
+host operation), runs them, renews their leases every third of ``job_lease`` while they run, and ends
+each in one statement with the others ending at the same moment (group commit): its row deleted, its
+result inserted into ``engine_results``, ``NOTIFY arcext_results``. A row whose lease expired (its node
+died) is claimed again and reconciled with the host (``reclaimed``). The leader feeds results to the
+engine's bookkeeping and serves the engine calls followers forward (``engine_calls``, arcext.cluster.calls).
+Wake-ups come by LISTEN/NOTIFY on one connection; the only timed look is for expired leases, once every
+``reclaim_poll`` seconds.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from psycopg.types.json import Jsonb
 
 from ..ids import MachineKey
 from ..records import UpgradeJob
-from ..store.postgres.db import Database
+from ..store.postgres.db import Database, SeenRow
+from ..store.postgres.records import CATALOG_VERSION
 from ..upgrades.jobs import JobResult
 from ..upgrades.workers import WorkerPool
 from .calls import CALL_DONE, CALLS, ForwardedCalls
@@ -34,6 +37,7 @@ from .clock import CLOCK_COLUMN, SharedManualClock
 from .connect import Connection, dedicated
 from .leader import LeaderLease
 from .settings import ClusterSettings
+from .simhosts import offered_key
 from .wire import QUEUED_ROWS, jobs_to_json, result_from_json, result_to_json
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,18 @@ class NodeEngine(Protocol):
     def wake(self) -> None: ...
 
 
+class _End:
+    """A job's end waiting to be sent (``ClusterNode._finish``)."""
+
+    __slots__ = ("done", "job_id", "payload", "what")
+
+    def __init__(self, job_id: int, payload: Jsonb, what: str) -> None:
+        self.job_id = job_id
+        self.payload = payload
+        self.what = what
+        self.done = False  # sent (committed), or given up
+
+
 class ClusterNode:
     def __init__(self, url: str, db: Database, engine: NodeEngine, settings: ClusterSettings, workers: int) -> None:
         self.url = url
@@ -91,6 +107,9 @@ class ClusterNode:
         self._renew_stop = threading.Event()
         self._claim_wake = threading.Event()
         self._results_wake = threading.Event()
+        self._ends: list[_End] = []  # jobs' ends for the next statement (_finish)
+        self._ends_ready = threading.Condition()
+        self._ends_sending = False
         self.calls = ForwardedCalls(db, settings, engine.execute_call, self._serving_pid)
         self._threads: list[threading.Thread] = []
         self._listening = threading.Event()
@@ -226,16 +245,24 @@ class ClusterNode:
     # --- jobs: every node's side -----------------------------------------------------------------
     def _claim(self, limit: int) -> list[tuple[Any, ...]]:
         """Up to ``limit`` claimable jobs, one statement: each row ends with whether it is reclaimed, its
-        claims so far (this one included) and, on a shared manual clock, the clock as the claim saw it."""
+        claims so far (this one included), on a shared manual clock the clock as the claim saw it, and the
+        job's machine as the claim saw it (its document as text, its row version, the catalog's version: the
+        job's first write starts from it instead of reading it, ``Database.offer_row``) and its simulated host's
+        row (arcext.cluster.simhosts; none when the host has none yet), which its first host operation starts from."""
         clock = CLOCK_COLUMN if self._shared_clock() is not None else "NULL::timestamptz"
         with self.db.connection() as conn:
             return conn.execute(
-                "WITH c AS (SELECT id, claimed_by FROM engine_jobs"
+                "WITH c AS (SELECT id, claimed_by, subscription, resource_group, name FROM engine_jobs"
                 "  WHERE claimed_by IS NULL OR lease_until < now() ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
                 " UPDATE engine_jobs j SET claimed_by = %s, lease_until = now() + make_interval(secs => %s),"
-                "  claims = j.claims + 1 FROM c WHERE j.id = c.id"
+                "  claims = j.claims + 1"
+                " FROM c LEFT JOIN machines m ON m.subscription = lower(c.subscription)"
+                "  AND m.resource_group = lower(c.resource_group) AND m.name = lower(c.name)"
+                " LEFT JOIN simhosts h ON h.key = lower(c.subscription || '/' || c.resource_group || '/' || c.name)"
+                " WHERE j.id = c.id"
                 " RETURNING j.id, j.subscription, j.resource_group, j.name, j.ext, j.resume, j.template,"
-                f"  c.claimed_by IS NOT NULL, j.claims, {clock}",
+                f"  c.claimed_by IS NOT NULL, j.claims, {clock}, m.doc::text, m.xmin::text, {CATALOG_VERSION},"
+                "  coalesce(h.doc::text, 'null'), h.xmin::text",
                 (limit, self.node_id, self.settings.job_lease),
             ).fetchall()
 
@@ -266,10 +293,14 @@ class ClusterNode:
             self._claim_wake.wait(self.settings.reclaim_poll)
 
     def _run(self, row: tuple[Any, ...]) -> None:
-        job_id, sub, group, name, ext, resume, template, reclaimed, claims, moment = row
+        job_id, sub, group, name, ext, resume, template, reclaimed, claims, moment, doc, xmin, catalog = row[:13]
+        host_doc, host_xmin = row[13:]
         key = MachineKey(sub, group, name)
         result: JobResult | None = None
         clock = self._shared_clock()
+        if doc is not None:
+            self.db.offer_row(key.lower, SeenRow(doc, xmin, int(catalog)))
+        self.db.offer_row(offered_key(key.lower), SeenRow(host_doc, host_xmin or "", 0))
         try:
             scope: AbstractContextManager[None] = clock.pinned(moment) if clock is not None else nullcontext()
             with scope:
@@ -284,6 +315,7 @@ class ClusterNode:
         except Exception:
             log.exception("Upgrade job for %s on %s crashed", ext, name)
         finally:
+            self.db.forget_rows()
             self._finish(int(job_id), key, ext, result)
             with self._count_lock:
                 self._running -= 1
@@ -291,24 +323,52 @@ class ClusterNode:
             self._claim_wake.set()
 
     def _finish(self, job_id: int, key: MachineKey, ext: str, result: JobResult | None) -> None:
-        """The job's row goes and its result goes to the leader, in one statement (retried while the
-        database is away; if the lease was lost meanwhile, the node that took it over reports instead)."""
-        payload = Jsonb(result_to_json(key, ext, result))
+        """The job's row goes and its result goes to the leader, committed before this returns (retried while the
+        database is away; if the lease was lost meanwhile, the node that took it over reports instead).
+
+        Group commit: the ends of the jobs that finish while one statement is on its way go together in the next
+        one (a worker whose end is pending sends the batch, the others wait for it), one statement and one commit
+        for them all instead of one each."""
+        end = _End(job_id, Jsonb(result_to_json(key, ext, result)), f"{ext} on {key.name}")
+        with self._ends_ready:
+            self._ends.append(end)
+            while not end.done:
+                if self._ends_sending:
+                    self._ends_ready.wait()
+                    continue
+                self._ends_sending = True
+                batch, self._ends = self._ends, []
+                self._ends_ready.release()
+                try:
+                    self._send_ends(batch)
+                finally:
+                    self._ends_ready.acquire()
+                    self._ends_sending = False
+                    for sent in batch:
+                        sent.done = True
+                    self._ends_ready.notify_all()
+
+    def _send_ends(self, batch: list[_End]) -> None:
         for attempt in itertools.count():
             try:
                 with self.db.connection() as conn:
                     conn.execute(
-                        "WITH d AS (DELETE FROM engine_jobs WHERE id = %s AND claimed_by = %s RETURNING id),"
-                        " r AS (INSERT INTO engine_results (node, result) SELECT %s, %s FROM d RETURNING id)"
-                        " SELECT pg_notify(%s, '') FROM r",
-                        (job_id, self.node_id, self.node_id, payload, RESULTS),
+                        "WITH e AS (SELECT * FROM unnest(%s::bigint[], %s::jsonb[])"
+                        "  WITH ORDINALITY AS e(id, result, n)),"
+                        " d AS (DELETE FROM engine_jobs j USING e WHERE j.id = e.id AND j.claimed_by = %s"
+                        "  RETURNING j.id),"
+                        " r AS (INSERT INTO engine_results (node, result)"
+                        "  SELECT %s, e.result FROM e JOIN d ON d.id = e.id ORDER BY e.n RETURNING id)"
+                        " SELECT pg_notify(%s, '') FROM r LIMIT 1",
+                        ([e.job_id for e in batch], [e.payload for e in batch], self.node_id, self.node_id, RESULTS),
                     )
                 return
             except psycopg.Error as exc:
                 if self._stop.is_set() or attempt > 600:
-                    log.error("Could not report the end of a job for %s on %s", ext, key.name)
+                    for end in batch:
+                        log.error("Could not report the end of a job for %s", end.what)
                     return
-                log.warning("Reporting a job's end failed (%s); retrying", type(exc).__name__)
+                log.warning("Reporting %d jobs' ends failed (%s); retrying", len(batch), type(exc).__name__)
                 time.sleep(0.5)
 
     def _renew_loop(self) -> None:

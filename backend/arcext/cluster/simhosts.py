@@ -30,6 +30,11 @@ T = TypeVar("T")
 DIGEST_ROW: Final = "#digest-key"  # never a machine key (those hold two slashes)
 
 
+def offered_key(key_lower: str) -> str:
+    """The name under which a host's row is offered to this thread's next operation on it (``Database.offer_row``)."""
+    return f"simhost:{key_lower}"
+
+
 class HostChanged(Exception):
     """The host's row changed between an operation's read and its write (another node's operation on the
     same host): nothing was written; the operation runs again (``DatabaseDriver``)."""
@@ -88,18 +93,18 @@ class _HostLock:
                     (self._key, Jsonb(host)),
                 )
                 return
-            with self._fleet.db.connection() as conn:
-                if self._xmin is None:  # no row when read: made here unless another node made it first
-                    cur = conn.execute(
-                        "INSERT INTO simhosts (key, doc) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
-                        (self._key, Jsonb(host)),
-                    )
-                else:
-                    cur = conn.execute(
-                        "UPDATE simhosts SET doc = %s WHERE key = %s AND xmin = %s::xid",
-                        (Jsonb(host), self._key, self._xmin),
-                    )
-            if cur.rowcount != 1:
+            # sent with other threads' writes (Database.grouped): one commit for them all
+            if self._xmin is None:  # no row when read: made here unless another node made it first
+                written = self._fleet.db.grouped(
+                    "INSERT INTO simhosts (key, doc) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING RETURNING 1",
+                    (self._key, Jsonb(host)),
+                )
+            else:
+                written = self._fleet.db.grouped(
+                    "UPDATE simhosts SET doc = %s WHERE key = %s AND xmin = %s::xid RETURNING 1",
+                    (Jsonb(host), self._key, self._xmin),
+                )
+            if len(written) != 1:
                 self._fleet._hosts.pop(self._key, None)  # what this operation made of a stale copy
                 raise HostChanged(self._key)
         finally:
@@ -150,9 +155,16 @@ class DatabaseFleet(SimulatedFleet):
 
     def faults_of(self, key_lower: str, for_write: bool = False) -> dict[str, Any]:
         """The host's faults as stored now (a read: no lock, no write). ``for_write``: the row is kept for
-        this thread's next lock of the host, which then writes only if the row is still as read."""
-        with self.db.connection() as conn:
-            row = conn.execute("SELECT doc, xmin::text FROM simhosts WHERE key = %s", (key_lower,)).fetchone()
+        this thread's next lock of the host, which then writes only if the row is still as read; a row offered
+        for the host (``offered_key``: the job's claim read it) stands for the read."""
+        offered = self.db.take_row(offered_key(key_lower)) if for_write else None
+        row: tuple[Any, ...] | None
+        if offered is not None:  # the row as the job's claim read it a moment ago (ClusterNode._claim)
+            doc = orjson.loads(offered.doc)
+            row = (doc, offered.xmin) if doc is not None else None
+        else:
+            with self.db.connection() as conn:
+                row = conn.execute("SELECT doc, xmin::text FROM simhosts WHERE key = %s", (key_lower,)).fetchone()
         if for_write:
             self._seen.row = (key_lower, row[0] if row else None, row[1] if row else None)
         return dict(row[0].get("faults") or {}) if row else {}

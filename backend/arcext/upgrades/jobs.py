@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from ..activity import AUTOMATIC_CALLER, upgrade_event
 from ..clock import Clock, iso
@@ -47,6 +47,24 @@ from .job_state import reinstalled as reinstalled  # resources.py imports it fro
 from .policy import ineligibility
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class OptimisticStore(Protocol):
+    """A store that writes an extension's record without locking the machine when nobody changes it meanwhile
+    (arcext.store.postgres.PostgresStore.mutate_extension): ``change`` may then run more than once, so it must
+    change nothing but the document it is given and ``events`` (which the store puts back before a new run).
+    Every change a job makes is of that kind."""
+
+    def mutate_extension(
+        self,
+        key: MachineKey,
+        extension: str,
+        change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
+        events: list[Record] | None = None,
+    ) -> T: ...
 
 
 @dataclass
@@ -117,6 +135,19 @@ class JobRunner:
         self.may_run = may_run
         #: (operationId, since) -> that attempt's events; set by the engine (used after a crash only)
         self.events_for: Callable[[str, str], list[Record]] | None = None
+        self._optimistic = store if isinstance(store, OptimisticStore) else None
+
+    def _write(
+        self,
+        key: MachineKey,
+        ext: str,
+        change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
+        events: list[Record] | None = None,
+    ) -> T:
+        """A job's change of its extension's record (``change`` may run more than once: see OptimisticStore)."""
+        if self._optimistic is not None:
+            return self._optimistic.mutate_extension(key, ext, change, events)
+        return self.store.mutate_machine(key, change, extension=ext, events=events)
 
     def _later(self, seconds: float) -> str:
         from datetime import timedelta
@@ -208,9 +239,7 @@ class JobRunner:
             return doc, (dict(job), doc)
 
         started: list[Record] = []  # the attempt's Started event, durable with the Running job
-        claimed: tuple[UpgradeJob, MachineDoc] | JobResult = self.store.mutate_machine(
-            key, change, extension=ext, events=started
-        )
+        claimed: tuple[UpgradeJob, MachineDoc] | JobResult = self._write(key, ext, change, started)
         return claimed
 
     # --- running -------------------------------------------------------------------------------
@@ -321,7 +350,7 @@ class JobRunner:
             remember_outcome(record, cast(UpgradeJob, gave_up), DROPPED)
             return doc, None
 
-        self.store.mutate_machine(key, never_started, extension=ext)
+        self._write(key, ext, never_started)
         return JobResult(key, ext, DROPPED, {**gave_up, "error": error["code"], "message": error["message"]})
 
     # --- endings -----------------------------------------------------------------------------
@@ -352,7 +381,7 @@ class JobRunner:
             restore_displaced(record, job.get("displaced"))
             return doc, None
 
-        self.store.mutate_machine(key, change, extension=ext, events=events)
+        self._write(key, ext, change, events)
 
     def _succeeded(self, key: MachineKey, ext: str, job: UpgradeJob) -> JobResult:
         now = self.clock.now()
@@ -448,7 +477,7 @@ class JobRunner:
                 running["interrupted"] = interrupted
             return doc, None
 
-        self.store.mutate_machine(key, mark, extension=ext)
+        self._write(key, ext, mark)
         log.warning(
             "Upgrade of %s on %s to %s failed (%s); reinstalling %s",
             spec.name,
@@ -504,7 +533,7 @@ class JobRunner:
                 _apply_to(doc, ext, job, restored)
                 return doc, None
 
-            self.store.mutate_machine(key, restore, extension=ext)
+            self._write(key, ext, restore)
             return self._requeue(key, ext, job, f"{error.message}; {good} was reinstalled")
 
         retry = self._retry_job(job, error)

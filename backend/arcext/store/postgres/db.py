@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -72,6 +73,29 @@ def dedicated(url: str, application_name: str) -> Connection:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SeenRow:
+    """A machine's row as one statement saw it: the document as text (a private copy for whoever parses it), the
+    row's version (``xmin``) and the catalog's version then, for a write that holds only if nothing changed."""
+
+    doc: str
+    xmin: str
+    catalog_version: int
+
+
+class _Grouped:
+    """A statement waiting to be sent with others (``Database.grouped``), then its rows or its error."""
+
+    __slots__ = ("done", "error", "params", "query", "rows")
+
+    def __init__(self, query: str, params: Sequence[Any]) -> None:
+        self.query = query
+        self.params = params
+        self.rows: list[tuple[Any, ...]] = []
+        self.error: BaseException | None = None
+        self.done = False
+
+
 class _Open:
     """The transaction a thread is in: its connection and what to run once it committed."""
 
@@ -102,6 +126,9 @@ class Database:
             name=f"arcext-{redacted(url)}",
         )
         self.pool.open(wait=True, timeout=timeout)
+        self._grouped: list[_Grouped] = []  # statements for the next group (``grouped``)
+        self._group_ready = threading.Condition()
+        self._group_sending = False
 
     def _open(self) -> _Open | None:
         current: _Open | None = getattr(self._local, "open", None)
@@ -168,6 +195,73 @@ class Database:
             except Exception:  # observers never fail a write
                 log.exception("An after-commit callback failed")
 
+    def grouped(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one statement that stands on its own (a write whose effect does not depend on the statements it may
+        be sent with, and that fails only on a broken connection), committed before this returns; its rows.
+
+        Group commit: the statements other threads ask for while one group is on its way go together in the next
+        one, in one transaction (one commit, one round trip). Should the group's transaction fail before its
+        commit (a deadlock with another node's group, say), each of its statements runs again on its own. Inside the
+        thread's transaction the statement is simply a part of that transaction."""
+        current = self._open()
+        if current is not None:  # inside the thread's transaction: a part of it
+            cursor = current.conn.execute(query, params)
+            return cursor.fetchall() if cursor.description is not None else []
+        entry = _Grouped(query, params)
+        with self._group_ready:
+            self._grouped.append(entry)
+            while not entry.done:
+                if self._group_sending:
+                    self._group_ready.wait()
+                    continue
+                self._group_sending = True
+                group, self._grouped = self._grouped, []
+                self._group_ready.release()
+                try:
+                    self._send_group(group)
+                finally:
+                    self._group_ready.acquire()
+                    self._group_sending = False
+                    for sent in group:
+                        sent.done = True
+                    self._group_ready.notify_all()
+        if entry.error is not None:
+            raise entry.error
+        return entry.rows
+
+    def _send_group(self, group: list[_Grouped]) -> None:
+        if len(group) > 1:
+            try:
+                with self.pool.connection() as conn:
+                    try:
+                        with conn.pipeline():
+                            conn.execute("BEGIN")
+                            cursors = [conn.execute(entry.query, entry.params) for entry in group]
+                            conn.execute("COMMIT")
+                    except psycopg.Error:
+                        if conn.closed or conn.info.transaction_status not in (
+                            psycopg.pq.TransactionStatus.INERROR,
+                            psycopg.pq.TransactionStatus.IDLE,
+                        ):
+                            raise  # the commit's outcome is not known: no statement may run again
+                        self._rollback(conn)  # nothing was committed
+                        log.info("A group of %d writes failed; each runs on its own", len(group), exc_info=True)
+                    else:
+                        for entry, cursor in zip(group, cursors, strict=True):
+                            entry.rows = cursor.fetchall() if cursor.description is not None else []
+                        return
+            except BaseException as exc:
+                for entry in group:
+                    entry.error = exc
+                return
+        for entry in group:
+            try:
+                with self.pool.connection() as conn:
+                    cursor = conn.execute(entry.query, entry.params)
+                    entry.rows = cursor.fetchall() if cursor.description is not None else []
+            except BaseException as exc:
+                entry.error = exc
+
     def memo(self) -> dict[Any, Any] | None:
         """A dict that lives as long as the thread's transaction (None outside one): what a transaction
         reads twice it may read once (the catalog's type of the extension a job claims, say)."""
@@ -192,6 +286,26 @@ class Database:
         cache: dict[Any, Any] | None = getattr(self._local, "views", None)
         return cache
 
+    def offer_row(self, key: str, row: SeenRow | None) -> None:
+        """Keep ``row`` (the row ``key`` names, just read or written) for this thread's next change of it, which may
+        start from it instead of reading it (None: forget what was kept for ``key``)."""
+        kept: dict[str, SeenRow] | None = getattr(self._local, "seen", None)
+        if kept is None:
+            kept = self._local.seen = {}
+        if row is None:
+            kept.pop(key, None)
+        else:
+            kept[key] = row
+
+    def take_row(self, key: str) -> SeenRow | None:
+        """The row ``offer_row`` kept for ``key`` on this thread, once."""
+        kept: dict[str, SeenRow] | None = getattr(self._local, "seen", None)
+        return kept.pop(key, None) if kept else None
+
+    def forget_rows(self) -> None:
+        """Forget every row ``offer_row`` kept on this thread."""
+        self._local.seen = None
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the thread's transaction committed (at once outside a transaction;
         never if it rolls back)."""
@@ -209,6 +323,10 @@ class Database:
             conn.execute("ROLLBACK")
         except psycopg.Error:  # a broken connection: the pool replaces it
             log.debug("Rollback failed", exc_info=True)
+
+    def observe(self, seconds: float) -> None:
+        """Tell the observer a write outside ``transaction()`` (a statement of its own) took ``seconds``."""
+        self._observe(seconds)
 
     def _observe(self, seconds: float) -> None:
         if self.observer is None:

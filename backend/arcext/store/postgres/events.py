@@ -39,10 +39,11 @@ COLUMNS: Final[dict[str, str]] = {
 }
 _PARTITION = re.compile(r"^events_(\d{4})(\d{2})(\d{2})$")
 
-_INSERT = (
+_INSERT_COLUMNS = (
     "INSERT INTO events (day, event_timestamp, event_data_id, subscription_id, operation_id, correlation_id,"
-    " caller, resource_id, doc) VALUES "
+    " caller, resource_id, doc)"
 )
+_INSERT = _INSERT_COLUMNS + " VALUES "
 _ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
@@ -101,6 +102,32 @@ class EventTable:
                 params[:0] = along[1]
             conn.execute(query, params)
         return made
+
+    def insert_along(self, events: list[Record]) -> tuple[str, list[Any]] | None:
+        """An insert of ``events`` that writes them only if the CTE ``along`` returned a row, to send in one
+        statement with that change (``MachineTable.compare_and_set``); None when it cannot be one statement (a
+        day's partition this process has not seen, or more events than fit in one)."""
+        if not events or len(events) > ROWS_PER_STATEMENT:
+            return None
+        days = [_day_of(e) for e in events]
+        with self._lock:
+            if not self._known.issuperset(days):
+                return None
+        params: list[Any] = []
+        for day, e in zip(days, events, strict=True):
+            params += (
+                day,
+                e["eventTimestamp"],
+                e["eventDataId"],
+                _text(e, "subscriptionId"),
+                _text(e, "operationId"),
+                _text(e, "correlationId"),
+                _text(e, "caller"),
+                _text(e, "resourceId"),
+                Jsonb(e),
+            )
+        rows = ", ".join([_ROW] * len(events))
+        return f"{_INSERT_COLUMNS} SELECT v.* FROM (VALUES {rows}) AS v, along", params
 
     def made(self, days: Iterable[date]) -> None:
         with self._lock:

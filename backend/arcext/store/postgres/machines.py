@@ -19,7 +19,8 @@ from psycopg.types.json import Jsonb
 from ...ids import MachineKey
 from ...records import ExtensionRecord
 from ..base import MachineDoc
-from .db import Connection, Database
+from .db import Connection, Database, SeenRow
+from .records import CATALOG_VERSION
 
 _SEP = "\x00"
 _KEY = "subscription = %s AND resource_group = %s AND name = %s"
@@ -120,19 +121,63 @@ class MachineTable:
             row = conn.execute("SELECT count(*) FROM machines").fetchone()
         return int(row[0]) if row else 0
 
+    def read_versioned(self, key: MachineKey) -> SeenRow | None:
+        """The document (as text), the row's version and the catalog's version, in one statement (None: no row)."""
+        with self._db.connection() as conn:
+            row = conn.execute(
+                f"SELECT doc::text, xmin::text, {CATALOG_VERSION} FROM machines WHERE {_KEY}", key_params(key)
+            ).fetchone()
+        return SeenRow(row[0], row[1], int(row[2])) if row is not None else None
+
+    def compare_and_set(
+        self,
+        key: MachineKey,
+        extension: str,
+        record: ExtensionRecord | None,
+        seen: SeenRow,
+        catalog_version: int | None,
+        logged: tuple[str, list[Any]] | None,
+    ) -> SeenRow | None:
+        """Write one extension's record (None: remove it) only if the row is still the version ``seen`` (and, with
+        ``catalog_version``, the catalog still at that version), with ``logged`` (an insert that reads the CTE
+        ``along``: the change's events) in the same statement. Returns the row as written, or None when it had
+        changed (nothing was written). Sent with other threads' writes (``Database.grouped``): one commit for all."""
+        params = key_params(key)
+        values: list[Any]
+        if record is None:
+            change, values = "doc #- ARRAY['extensions', %s]", [extension]
+        else:
+            change, values = "jsonb_set(doc, ARRAY['extensions', %s], %s)", [extension, Jsonb(record)]
+        where = f"{_KEY} AND xmin = %s::xid"
+        values += [*params, seen.xmin]
+        if catalog_version is not None:
+            where += f" AND {CATALOG_VERSION} = %s"
+            values.append(catalog_version)
+        query = (
+            f"WITH along AS (UPDATE machines SET doc = {change} WHERE {where}"
+            f" RETURNING doc::text AS d, xmin::text AS x, {CATALOG_VERSION} AS v)"
+        )
+        if logged is not None:
+            query += f", logged AS ({logged[0]})"
+            values += logged[1]
+        rows = self._db.grouped(query + " SELECT d, x, v FROM along", values)
+        return SeenRow(rows[0][0], rows[0][1], int(rows[0][2])) if rows else None
+
     # --- changes (inside the caller's transaction) -------------------------------------------------
     @staticmethod
-    def lock(conn: Connection, key: MachineKey) -> MachineDoc | None:
+    def lock(conn: Connection, key: MachineKey) -> tuple[MachineDoc | None, int]:
         """The document, its row locked until the transaction ends (None when absent: then the key's
-        advisory lock is held instead, so no other writer can create it meanwhile)."""
+        advisory lock is held instead, so no other writer can create it meanwhile), and the catalog's version."""
         params = key_params(key)
-        row = conn.execute(f"SELECT doc FROM machines WHERE {_KEY} FOR UPDATE", params).fetchone()
+        query = f"SELECT doc, {CATALOG_VERSION} FROM machines WHERE {_KEY} FOR UPDATE"
+        row = conn.execute(query, params).fetchone()
         if row is not None:
-            doc: MachineDoc = row[0]
-            return doc
+            return row[0], int(row[1])
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key.lower,))
-        row = conn.execute(f"SELECT doc FROM machines WHERE {_KEY} FOR UPDATE", params).fetchone()
-        return row[0] if row is not None else None
+        row = conn.execute(query, params).fetchone()
+        if row is not None:
+            return row[0], int(row[1])
+        return None, -1
 
     @staticmethod
     def write(conn: Connection, key: MachineKey, existed: bool, new: MachineDoc | None) -> None:

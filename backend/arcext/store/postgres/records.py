@@ -10,8 +10,11 @@ come from ``RETURNING`` rows, not ``rowcount``: inside a machine change's transa
 from __future__ import annotations
 
 import threading
-from typing import Any, cast
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final, cast
 
+import orjson
 from psycopg.types.json import Jsonb
 
 from ...records import OperationRecord, RolloutRecord
@@ -85,11 +88,47 @@ class TokenTable:
             return bool(conn.execute("DELETE FROM tokens WHERE id = %s RETURNING 1", (token_id,)).fetchall())
 
 
+#: the catalog's version (schema migration 2), as an expression to read along another query
+CATALOG_VERSION: Final = "coalesce((SELECT v FROM catalog_version WHERE id = 1), 0)"
+
+
+class CatalogFence:
+    """The catalog version a change works at (``CatalogTables.fenced``): the version read with the machine's row,
+    or, if a type had to be read, the version read with it. ``used``: the change looked at a type, so a write
+    made without a lock must find the catalog still at ``version`` (``MachineTable.compare_and_set``)."""
+
+    __slots__ = ("used", "version")
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.used = False
+
+
 class CatalogTables:
-    """Extension types and their versions, keyed case-insensitively by publisher and type."""
+    """Extension types and their versions, keyed case-insensitively by publisher and type.
+
+    The types read are kept (with the catalog version they were read at) for the job path: a machine change
+    reads the catalog version along the machine's row (``fenced``), and a type looked at within it comes from
+    the kept ones when they are of that version; a type published on any node moved the version on, so the
+    next such read misses and reads again. Reads outside a fence read the table, as before."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._lock = threading.Lock()
+        self._kept_version = -1
+        self._kept: dict[tuple[str, str], bytes | None] = {}  # (publisher, type) -> the record (JSON), None: absent
+        self._local = threading.local()
+
+    @contextmanager
+    def fenced(self, version: int) -> Iterator[CatalogFence]:
+        """Within the block this thread's type reads may use the types kept at ``version``."""
+        fence = CatalogFence(version)
+        outer: CatalogFence | None = getattr(self._local, "fence", None)
+        self._local.fence = fence
+        try:
+            yield fence
+        finally:
+            self._local.fence = outer
 
     def put_type(self, record: Record) -> None:
         memo = self._db.memo()
@@ -103,20 +142,51 @@ class CatalogTables:
             )
 
     def get_type(self, publisher: str, type_: str) -> Record | None:
-        """One type; inside a transaction read once (a job's claim checks its type's policy twice)."""
+        """One type; inside a transaction read once (a job's claim checks its type's policy twice); inside a
+        fence (``fenced``) read only when the kept one is not of the fence's version."""
+        key = _type_key(publisher, type_)
         memo = self._db.memo()
-        memo_key = ("extension_type", *_type_key(publisher, type_))
+        memo_key = ("extension_type", *key)
         if memo is not None and memo_key in memo:
             cached: Record | None = memo[memo_key]
             return cached
-        with self._db.connection() as conn:
-            row = conn.execute(
-                "SELECT doc FROM extension_types WHERE publisher = %s AND type = %s", _type_key(publisher, type_)
-            ).fetchone()
-        found: Record | None = row[0] if row else None
+        fence: CatalogFence | None = getattr(self._local, "fence", None)
+        found: Record | None
+        kept = self._kept_at(fence.version, key) if fence is not None else None
+        if kept is not None:
+            found = orjson.loads(kept[0]) if kept[0] is not None else None
+        else:
+            with self._db.connection() as conn:
+                row = conn.execute(
+                    f"SELECT {CATALOG_VERSION}, (SELECT doc FROM extension_types WHERE publisher = %s AND type = %s)",
+                    key,
+                ).fetchone()
+            assert row is not None
+            version, found = int(row[0]), row[1]
+            self._keep(version, key, found)
+            if fence is not None:
+                # types read at two versions by one change: no version stands for both (its write without a
+                # lock then fails and it runs again)
+                fence.version = version if not fence.used or fence.version == version else -1
+        if fence is not None:
+            fence.used = True
         if memo is not None:
             memo[memo_key] = found
         return found
+
+    def _kept_at(self, version: int, key: tuple[str, str]) -> tuple[bytes | None] | None:
+        with self._lock:
+            if self._kept_version != version or key not in self._kept:
+                return None
+            return (self._kept[key],)
+
+    def _keep(self, version: int, key: tuple[str, str], record: Record | None) -> None:
+        raw = orjson.dumps(record) if record is not None else None
+        with self._lock:
+            if version > self._kept_version:
+                self._kept_version, self._kept = version, {}
+            if version == self._kept_version:
+                self._kept[key] = raw
 
     def list_types(self) -> list[Record]:
         with self._db.connection() as conn:

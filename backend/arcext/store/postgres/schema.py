@@ -105,8 +105,27 @@ CREATE TABLE clock (
 );
 """
 
+# The catalog's version: every statement that changes extension_types moves it on (a statement-level trigger),
+# so a node may keep the types it read and know, from one number read along another query, whether they are
+# still current (store/postgres/records.py CatalogTables).
+_V2 = """
+CREATE TABLE catalog_version (
+    id int PRIMARY KEY CHECK (id = 1),
+    v bigint NOT NULL
+);
+INSERT INTO catalog_version (id, v) VALUES (1, 1);
+CREATE FUNCTION arcext_catalog_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE catalog_version SET v = v + 1 WHERE id = 1;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER extension_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON extension_types
+    FOR EACH STATEMENT EXECUTE FUNCTION arcext_catalog_changed();
+"""
+
 #: (version, SQL); applied in order, each once.
-MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1)]
+MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1), (2, _V2)]
 
 LATEST: Final = MIGRATIONS[-1][0]
 

@@ -3,22 +3,29 @@
 Every write is committed (durable, with the server's ``synchronous_commit``) before it returns. A
 machine change runs in one transaction: lock the row, apply the change, write the document (or,
 for an extension-scoped change, only that extension's record), insert the change's activity-log
-events, commit. The observers the operations surface uses (event and rollout listeners, the write
-timer) are called after the commit, in the writing process only.
+events, commit. A job's change of its extension's record (``mutate_extension``) needs no lock when nobody
+changes the machine meanwhile: one statement writes the record and the events if the row is still the
+version the change saw (compare-and-set on ``xmin``), sent with other threads' writes in one transaction
+(``Database.grouped``); otherwise it runs again, at last under the lock. The observers the operations
+surface uses (event and rollout listeners, the write timer) are called after the commit, in the writing
+process only.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+
+import orjson
 
 from ...ids import MachineKey
 from ...records import OperationRecord, RolloutRecord
 from ..base import MachineDoc, Record
 from .clock import ClockRow
-from .db import Database, redacted
+from .db import Database, SeenRow, redacted
 from .events import EventTable
 from .machines import MachineTable
 from .records import CatalogTables, MaintenanceTable, OperationTable, RolloutTable, TokenTable
@@ -101,26 +108,109 @@ class PostgresStore:
         cache = self.db.views()
         if cache is not None:
             cache.pop(key.lower, None)
+        self.db.offer_row(key.lower, None)  # a row kept for this thread's next change is not current after this one
         with self.db.transaction() as conn:
-            current = self._machines.lock(conn, key)
+            current, catalog_version = self._machines.lock(conn, key)
             along: tuple[str, tuple[Any, ...]] | None = None  # the record's write, sent with the events
-            if extension is not None and current is not None:
-                before = current["extensions"].get(extension)
-                new, result = change(current)
-                if new is None:
-                    raise ValueError("an extension-scoped change cannot delete the machine")
-                changed = new["extensions"].get(extension)
-                if changed is not None or before is not None:
-                    along = self._machines.extension_change(key, extension, changed)
-            else:
-                new, result = change(current)
-                if new is not None or current is not None:
-                    self._machines.write(conn, key, current is not None, new)
+            with self._catalog.fenced(catalog_version):
+                if extension is not None and current is not None:
+                    before = current["extensions"].get(extension)
+                    new, result = change(current)
+                    if new is None:
+                        raise ValueError("an extension-scoped change cannot delete the machine")
+                    changed = new["extensions"].get(extension)
+                    if changed is not None or before is not None:
+                        along = self._machines.extension_change(key, extension, changed)
+                else:
+                    new, result = change(current)
+                    if new is not None or current is not None:
+                        self._machines.write(conn, key, current is not None, new)
             if events:
                 self._log_events(events, along)
             elif along is not None:
                 conn.execute(*along)
         return result
+
+    def mutate_extension(
+        self,
+        key: MachineKey,
+        extension: str,
+        change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
+        events: list[Record] | None = None,
+    ) -> T:
+        """``mutate_machine(key, change, extension=extension, events=events)`` without a lock or a transaction when
+        nobody else changes the machine meanwhile; ``change`` may then run more than once, so it must have no
+        effect but on the document it is given and on ``events`` (put back as they were before each run).
+
+        ``change`` runs on the row as last seen: as this thread's claim or last write of it left it
+        (``Database.offer_row``), else as read now, with its version (``xmin``). One statement then writes the
+        extension's record only if the row is still that version (and, if ``change`` looked at the catalog, the
+        catalog still at the version it looked at), with the events. When it is not, ``change`` runs again on the
+        row read afresh, and after a second miss under the row's lock (``mutate_machine``). A machine that does
+        not exist, a change inside a transaction, or events that need a new day's partition take the lock."""
+        cache = self.db.views()
+        if cache is not None:
+            cache.pop(key.lower, None)
+        mark = len(events) if events is not None else 0
+        if self.db.memo() is None:  # not inside a transaction
+            kept = self.db.take_row(key.lower)
+            if kept is not None:
+                done, result = self._try_compare_and_set(key, extension, change, events, kept, fresh=False)
+                if done:
+                    return result
+                if events is not None:
+                    del events[mark:]
+            seen = self._machines.read_versioned(key)
+            if seen is not None:  # (no machine: the locked path decides what creating it means)
+                done, result = self._try_compare_and_set(key, extension, change, events, seen, fresh=True)
+                if done:
+                    return result
+        if events is not None:
+            del events[mark:]
+        return self.mutate_machine(key, change, extension=extension, events=events)
+
+    def _try_compare_and_set(
+        self,
+        key: MachineKey,
+        extension: str,
+        change: Callable[[MachineDoc | None], tuple[MachineDoc | None, T]],
+        events: list[Record] | None,
+        seen: SeenRow,
+        fresh: bool,
+    ) -> tuple[bool, T]:
+        """One optimistic attempt of ``mutate_extension`` on the row ``seen`` (``fresh``: read just now):
+        (True, the result) if it stands, (False, ...) if it must run again."""
+        doc: MachineDoc = orjson.loads(seen.doc)
+        before = doc["extensions"].get(extension)
+        with self._catalog.fenced(seen.catalog_version) as fence:
+            try:
+                new, result = change(doc)
+            except Exception:
+                if fresh:
+                    raise
+                # a row kept from before may be stale: what the change makes of it counts for nothing
+                log.debug("A change failed on the row kept for %s; it runs again on the row read now", key.name)
+                return False, cast(T, None)
+        if new is None:
+            raise ValueError("an extension-scoped change cannot delete the machine")
+        changed = new["extensions"].get(extension)
+        if changed is None and before is None and not events:
+            # nothing to write: the result holds for the row as read now, not for one kept from before
+            return fresh, result
+        logged = self._events.insert_along(events) if events else None
+        if events and logged is None:
+            return False, result  # a new day's partition first: under the lock (mutate_machine)
+        started = time.perf_counter()
+        written = self._machines.compare_and_set(
+            key, extension, changed, seen, fence.version if fence.used else None, logged
+        )
+        if written is None:
+            return False, result
+        self.db.observe(time.perf_counter() - started)
+        self.db.offer_row(key.lower, written)
+        if events:
+            self._tell_events(list(events))
+        return True, result
 
     def iter_machines(self) -> Iterator[MachineDoc]:
         return self._machines.scan()
