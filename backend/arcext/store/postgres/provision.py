@@ -17,6 +17,7 @@ import itertools
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Final
 
@@ -86,7 +87,7 @@ def create(prefix: str = "arcext_t", admin: str | None = None) -> str:
         conn.execute("SELECT pg_advisory_lock(%s)", (_TEMPLATE_LOCK,))
         try:
             template = _ensure_template(conn, admin)
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            _drop_named(conn, name)
             conn.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
             )
@@ -139,7 +140,29 @@ def drop(url: str, admin: str | None = None) -> None:
     if not name:
         return
     with _connect(admin or admin_url()) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+        _drop_named(conn, str(name))
+
+
+def _drop_named(conn: psycopg.Connection[tuple[object, ...]], name: str, attempts: int = 50) -> None:
+    """``DROP DATABASE IF EXISTS name WITH (FORCE)`` on an autocommit connection.
+
+    FORCE ends the other sessions, but a role that is not a superuser may not end a superuser's: an autovacuum
+    worker that happens to be in the database refuses the drop (InsufficientPrivilege). A plain DROP DATABASE
+    cancels autovacuum by itself, so that is tried then, a few times while other sessions stay."""
+    identifier = sql.Identifier(name)
+    forced = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(identifier)
+    plain = sql.SQL("DROP DATABASE IF EXISTS {}").format(identifier)
+    for _ in range(attempts - 1):
+        try:
+            conn.execute(forced)
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            try:
+                conn.execute(plain)
+                return
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.1)
+    conn.execute(forced)  # the last try raises what it meets
 
 
 def _alive(pid: int) -> bool:
@@ -166,7 +189,7 @@ def drop_stale(prefix: str, admin: str | None = None) -> int:
         for name in names:
             m = pattern.match(name)
             if m and not _alive(int(m[1])):
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                _drop_named(conn, name)
                 dropped += 1
     return dropped
 
