@@ -52,6 +52,21 @@ def _text(event: Record, field: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _row_params(day: Any, e: Record) -> tuple[Any, ...]:
+    """The parameters of one event's row (``_ROW``): its day's partition key, the indexed columns, the event."""
+    return (
+        day,
+        e["eventTimestamp"],
+        e["eventDataId"],
+        _text(e, "subscriptionId"),
+        _text(e, "operationId"),
+        _text(e, "correlationId"),
+        _text(e, "caller"),
+        _text(e, "resourceId"),
+        Jsonb(e),
+    )
+
+
 def _day_of(event: Record) -> date:
     return date.fromisoformat(str(event["eventTimestamp"])[:10])
 
@@ -85,17 +100,7 @@ class EventTable:
             chunk = by_day[start : start + ROWS_PER_STATEMENT]
             params: list[Any] = []
             for day, e in chunk:
-                params += (
-                    day,
-                    e["eventTimestamp"],
-                    e["eventDataId"],
-                    _text(e, "subscriptionId"),
-                    _text(e, "operationId"),
-                    _text(e, "correlationId"),
-                    _text(e, "caller"),
-                    _text(e, "resourceId"),
-                    Jsonb(e),
-                )
+                params += _row_params(day, e)
             query = _INSERT + ", ".join([_ROW] * len(chunk))
             if along is not None and start == 0:
                 query = f"WITH along AS ({along[0]}) {query}"
@@ -115,17 +120,7 @@ class EventTable:
                 return None
         params: list[Any] = []
         for day, e in zip(days, events, strict=True):
-            params += (
-                day,
-                e["eventTimestamp"],
-                e["eventDataId"],
-                _text(e, "subscriptionId"),
-                _text(e, "operationId"),
-                _text(e, "correlationId"),
-                _text(e, "caller"),
-                _text(e, "resourceId"),
-                Jsonb(e),
-            )
+            params += _row_params(day, e)
         rows = ", ".join([_ROW] * len(events))
         return f"{_INSERT_COLUMNS} SELECT v.* FROM (VALUES {rows}) AS v, along", params
 
