@@ -17,12 +17,11 @@ comes from ``--connections`` keep-alive connections for ``--seconds`` per run, s
 written in C: ``apt-get install wrk``; one thread per connection, each walking its own share of the URLs) when it
 is on the PATH, else by a Python client process (one http.client connection per thread). The Python client
 spends 100-250 us of CPU per request on the same cores and adds its own GIL waits to every request's latency, so
-it understates the fastest servers (its figures came out 1.25-1.34x for gunicorn/Werkzeug where wrk measures
-1.6-2x on the same build); ``--load-generator python`` forces it. Each run also reports the server's CPU per
-request (user + system time of the server's processes over the run, from /proc), which does not depend on the
-client. Runs alternate over the scenarios for ``--rounds`` rounds after a warm-up; the median of
-the runs is reported: requests/s, p50 and p99 latency, the ratio arcext/minimal (target >= 0.7) and
-gunicorn/Werkzeug (target >= 1.5). Figures, not a test: always exits 0.
+it can understate the fastest servers (the minimal app most); ``--load-generator python`` forces it. Each run
+also reports the server's CPU per request (user + system time of the server's processes over the run, from
+/proc), which does not depend on the client. Runs alternate over the scenarios for ``--rounds`` rounds after a
+warm-up; the median of the runs is reported: requests/s, p50 and p99 latency, the ratio arcext/minimal
+(target >= 0.7) and gunicorn/Werkzeug (target >= 1.5). Figures, not a test: always exits 0.
 
     apt-get install wrk                                          # the load generator (else the Python client)
     .venv/bin/python scripts/bench_api.py                        # 100,000 extensions, 16 connections
