@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 
 from ..ids import MachineKey
 from ..records import UpgradeJob
-from ..store.postgres.db import Database, SeenRow
+from ..store.postgres.db import Database, GroupCommit, SeenRow
 from ..store.postgres.records import CATALOG_VERSION
 from ..upgrades.jobs import JobResult
 from ..upgrades.workers import WorkerPool
@@ -77,13 +77,12 @@ class NodeEngine(Protocol):
 class _End:
     """A job's end waiting to be sent (``ClusterNode._finish``)."""
 
-    __slots__ = ("done", "job_id", "payload", "what")
+    __slots__ = ("job_id", "payload", "what")
 
     def __init__(self, job_id: int, payload: Jsonb, what: str) -> None:
         self.job_id = job_id
         self.payload = payload
         self.what = what
-        self.done = False  # sent (committed), or given up
 
 
 class ClusterNode:
@@ -107,9 +106,7 @@ class ClusterNode:
         self._renew_stop = threading.Event()
         self._claim_wake = threading.Event()
         self._results_wake = threading.Event()
-        self._ends: list[_End] = []  # jobs' ends for the next statement (_finish)
-        self._ends_ready = threading.Condition()
-        self._ends_sending = False
+        self._ends: GroupCommit[_End] = GroupCommit(self._send_ends)  # jobs' ends (_finish)
         self.calls = ForwardedCalls(db, settings, engine.execute_call, self._serving_pid)
         self._threads: list[threading.Thread] = []
         self._listening = threading.Event()
@@ -330,23 +327,7 @@ class ClusterNode:
         one (a worker whose end is pending sends the batch, the others wait for it), one statement and one commit
         for them all instead of one each."""
         end = _End(job_id, Jsonb(result_to_json(key, ext, result)), f"{ext} on {key.name}")
-        with self._ends_ready:
-            self._ends.append(end)
-            while not end.done:
-                if self._ends_sending:
-                    self._ends_ready.wait()
-                    continue
-                self._ends_sending = True
-                batch, self._ends = self._ends, []
-                self._ends_ready.release()
-                try:
-                    self._send_ends(batch)
-                finally:
-                    self._ends_ready.acquire()
-                    self._ends_sending = False
-                    for sent in batch:
-                        sent.done = True
-                    self._ends_ready.notify_all()
+        self._ends.submit(end)
 
     def _send_ends(self, batch: list[_End]) -> None:
         for attempt in itertools.count():

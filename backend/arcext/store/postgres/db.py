@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 import psycopg
@@ -83,17 +83,52 @@ class SeenRow:
     catalog_version: int
 
 
+E = TypeVar("E")
+
+
+class GroupCommit(Generic[E]):
+    """Group commit's hand-off: ``submit`` returns once ``send`` has been called with a batch holding its entry.
+
+    The entries submitted while one batch is on its way go together in the next: the first thread to find no
+    batch on its way sends everything pending (the lock released meanwhile), the others wait for it."""
+
+    def __init__(self, send: Callable[[list[E]], None]) -> None:
+        self._send = send
+        self._ready = threading.Condition()
+        self._pending: list[tuple[E, list[bool]]] = []  # each entry with its "sent" flag
+        self._sending = False
+
+    def submit(self, entry: E) -> None:
+        sent = [False]
+        with self._ready:
+            self._pending.append((entry, sent))
+            while not sent[0]:
+                if self._sending:
+                    self._ready.wait()
+                    continue
+                self._sending = True
+                batch, self._pending = self._pending, []
+                self._ready.release()
+                try:
+                    self._send([e for e, _flag in batch])
+                finally:
+                    self._ready.acquire()
+                    self._sending = False
+                    for _e, flag in batch:
+                        flag[0] = True
+                    self._ready.notify_all()
+
+
 class _Grouped:
     """A statement waiting to be sent with others (``Database.grouped``), then its rows or its error."""
 
-    __slots__ = ("done", "error", "params", "query", "rows")
+    __slots__ = ("error", "params", "query", "rows")
 
     def __init__(self, query: str, params: Sequence[Any]) -> None:
         self.query = query
         self.params = params
         self.rows: list[tuple[Any, ...]] = []
         self.error: BaseException | None = None
-        self.done = False
 
 
 class _Open:
@@ -126,9 +161,7 @@ class Database:
             name=f"arcext-{redacted(url)}",
         )
         self.pool.open(wait=True, timeout=timeout)
-        self._grouped: list[_Grouped] = []  # statements for the next group (``grouped``)
-        self._group_ready = threading.Condition()
-        self._group_sending = False
+        self._groups: GroupCommit[_Grouped] = GroupCommit(self._send_group)  # ``grouped``'s statements
 
     def _open(self) -> _Open | None:
         current: _Open | None = getattr(self._local, "open", None)
@@ -208,23 +241,7 @@ class Database:
             cursor = current.conn.execute(query, params)
             return cursor.fetchall() if cursor.description is not None else []
         entry = _Grouped(query, params)
-        with self._group_ready:
-            self._grouped.append(entry)
-            while not entry.done:
-                if self._group_sending:
-                    self._group_ready.wait()
-                    continue
-                self._group_sending = True
-                group, self._grouped = self._grouped, []
-                self._group_ready.release()
-                try:
-                    self._send_group(group)
-                finally:
-                    self._group_ready.acquire()
-                    self._group_sending = False
-                    for sent in group:
-                        sent.done = True
-                    self._group_ready.notify_all()
+        self._groups.submit(entry)
         if entry.error is not None:
             raise entry.error
         return entry.rows
