@@ -257,6 +257,28 @@ def test_reads_views_scans_and_counts(stores: Stores) -> None:
     assert store.count_machines() == 6 and store.get_machine(keys[0]) is None
 
 
+def test_projection_over_machines_naming_operations(stores: Stores) -> None:
+    """The orphan search's scan: only documents where the machine or an extension names an operation (a
+    non-empty one) reach the projection, across more rows than one batch of the database's scan."""
+    store = stores.open()
+    keys = [MachineKey(SUB, "rg", f"m{i:04d}") for i in range(1203)]
+    named = {7: "machine", 600: "extension", 1202: "both"}
+    for i, key in enumerate(keys):
+        record = doc(key, n=i)
+        record["machine"]["operation"] = "op-m" if named.get(i) in ("machine", "both") else ("" if i == 8 else None)
+        record["extensions"] = {
+            "a": {"name": "a", "operation": "op-e" if named.get(i) in ("extension", "both") else None},
+            "b": {"name": "b", "operation": ""},
+        }
+        store.mutate_machine(key, lambda _old, record=record: (record, None))
+    seen = store.project_machines_naming_operations(lambda d: d["machine"]["name"])
+    assert sorted(seen) == ["m0007", "m0600", "m1202"]
+    kept = store.project_machines_naming_operations(
+        lambda d: d["machine"]["name"] if d["machine"]["operation"] else None
+    )
+    assert sorted(kept) == ["m0007", "m1202"]
+
+
 def test_view_machines_reads_many_machines_as_view_machine_reads_each(stores: Stores) -> None:
     """The batch read: each view on its own machine, in the order asked, absent machines seen as None, a
     key asked twice (or in another case) answered twice, and what changed since the last batch seen."""

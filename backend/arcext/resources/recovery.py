@@ -57,7 +57,8 @@ def orphaned_writes(store: Store, found: list[InFlight] | None = None) -> list[t
 
     ``found``: what ``writes_in_flight`` projected from a scan already made (else the machines are scanned)."""
     orphans: list[tuple[MachineKey, str]] = []
-    for doc, pending in store.project_machines(writes_in_flight) if found is None else found:
+    scanned = found if found is not None else store.project_machines_naming_operations(writes_in_flight)
+    for doc, pending in scanned:
         for op_id in pending:
             if store.get_operation(op_id) is None:
                 orphans.append((_key_of(doc), op_id))

@@ -37,6 +37,12 @@ def jcopy(value: Any) -> Any:
         return _py_copy(value)
 
 
+def names_operation(doc: MachineDoc) -> bool:
+    """Whether the machine or one of its extensions names an operation (``operation`` set: a write in flight,
+    or an upgrade job's). What ``Store.project_machines_naming_operations`` filters on."""
+    return bool(doc["machine"].get("operation")) or any(r.get("operation") for r in doc["extensions"].values())
+
+
 def _py_copy(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _py_copy(v) for k, v in value.items()}
@@ -95,6 +101,12 @@ class Store(Protocol):
         """Apply ``project`` to every machine document without copying it; keep the non-None results.
 
         For fleet-wide scans (planning, start-up recovery): ``project`` must not change the document."""
+        ...
+
+    def project_machines_naming_operations(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
+        """``project_machines`` over only the documents where the machine or one of its extensions names an
+        operation (a non-empty ``operation``): the periodic search for orphaned writes, which a database answers
+        from its own filter instead of sending every document. ``project`` still decides what to keep."""
         ...
 
     def count_machines(self) -> int: ...

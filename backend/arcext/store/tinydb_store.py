@@ -22,7 +22,7 @@ from typing import TypeVar
 from ..ids import MachineKey
 from ..records import ActivityEvent, OperationRecord, RolloutRecord
 from .atomic_storage import fsync_dir
-from .base import MachineDoc, Record
+from .base import MachineDoc, Record, names_operation
 from .eventlog import EventLog, field_fragment
 from .journal import Journal
 from .machines import MachineDocuments
@@ -111,6 +111,9 @@ class TinyDBStore:
 
     def project_machines(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
         return self.machines.project(project)
+
+    def project_machines_naming_operations(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
+        return self.machines.project(lambda doc: project(doc) if names_operation(doc) else None)
 
     def count_machines(self) -> int:
         return self.machines.count()

@@ -25,6 +25,13 @@ from .records import CATALOG_VERSION
 _SEP = "\x00"
 _KEY = "subscription = %s AND resource_group = %s AND name = %s"
 
+#: ``store.base.names_operation`` in SQL: the machine or one of its extensions names an operation. The
+#: database reads every row for it, but sends only the matches (the orphan search's periodic scan).
+NAMES_OPERATION = (
+    """doc @? '$.machine.operation ? (@ != null && @ != "")'"""
+    """ OR doc @? '$.extensions.*.operation ? (@ != null && @ != "")'"""
+)
+
 
 def key_params(key: MachineKey) -> tuple[str, str, str]:
     sub, rg, name = key.subscription.lower(), key.resource_group.lower(), key.name.lower()
@@ -92,21 +99,23 @@ class MachineTable:
         token = page_token(rows[-1][0], rows[-1][1]) if more and rows else None
         return [r[2] for r in rows], token
 
-    def scan(self, batch: int = 500) -> Iterator[MachineDoc]:
-        """Every document, a batch of rows per query (no connection is held between batches)."""
+    def scan(self, batch: int = 500, where: str = "") -> Iterator[MachineDoc]:
+        """Every document (with ``where``: every one that matches that SQL condition on ``doc``, such as
+        NAMES_OPERATION), a batch of rows per query (no connection is held between batches)."""
         last: tuple[str, str, str] | None = None
+        only = f" AND ({where})" if where else ""
         while True:
             with self._db.connection() as conn:
                 if last is None:
                     rows = conn.execute(
-                        "SELECT subscription, resource_group, name, doc FROM machines"
+                        f"SELECT subscription, resource_group, name, doc FROM machines WHERE true{only}"
                         " ORDER BY subscription, resource_group, name LIMIT %s",
                         (batch,),
                     ).fetchall()
                 else:
                     rows = conn.execute(
                         "SELECT subscription, resource_group, name, doc FROM machines"
-                        " WHERE (subscription, resource_group, name) > (%s, %s, %s)"
+                        f" WHERE (subscription, resource_group, name) > (%s, %s, %s){only}"
                         " ORDER BY subscription, resource_group, name LIMIT %s",
                         (*last, batch),
                     ).fetchall()

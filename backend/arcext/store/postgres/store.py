@@ -27,7 +27,7 @@ from ..base import MachineDoc, Record
 from .clock import ClockRow
 from .db import Database, SeenRow, redacted
 from .events import EventTable
-from .machines import MachineTable
+from .machines import NAMES_OPERATION, MachineTable
 from .records import CatalogTables, MaintenanceTable, OperationTable, RolloutTable, TokenTable
 from .schema import migrate
 
@@ -218,6 +218,14 @@ class PostgresStore:
     def project_machines(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
         out: list[T] = []
         for doc in self._machines.scan(batch=1000):
+            value = project(doc)
+            if value is not None:
+                out.append(value)
+        return out
+
+    def project_machines_naming_operations(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
+        out: list[T] = []
+        for doc in self._machines.scan(batch=1000, where=NAMES_OPERATION):
             value = project(doc)
             if value is not None:
                 out.append(value)
