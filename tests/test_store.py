@@ -180,6 +180,53 @@ def test_a_batch_of_ten_thousand_events_is_recorded_whole(stores: Stores) -> Non
     assert sorted(got) == list(range(17_500))
 
 
+def test_activity_log_queries_by_resource_and_caller(stores: Stores) -> None:
+    """The activity log's query (``Store.query_events`` under ``ActivityLog.query``): a resource means it and what
+    is under it, not a sibling whose name starts the same or matches as a LIKE pattern would; resource and caller
+    compare without case; other subscriptions and days stay out."""
+    from arcext.activity import ActivityLog, EventFilter
+
+    base = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.HybridCompute/machines"
+    rows = [
+        (f"{base}/m1", "Alice@example.com", SUB, "2026-11-25"),
+        (f"{base}/m1/extensions/e1", "alice@EXAMPLE.com", SUB, "2026-11-25"),
+        (f"{base.upper()}/M1/EXTENSIONS/E2", "bob", SUB, "2026-11-25"),
+        (f"{base}/m10", "alice@example.com", SUB, "2026-11-25"),
+        (f"{base}/a_b%", "bob", SUB, "2026-11-25"),
+        (f"{base}/axb%", "bob", SUB, "2026-11-25"),
+        (f"{base}/axbx", "bob", SUB, "2026-11-25"),
+        (f"{base}/m1", "alice@example.com", "11111111-1111-1111-1111-111111111111", "2026-11-25"),
+        (f"{base}/m1", "alice@example.com", SUB, "2026-11-20"),
+    ]
+    store = stores.open()
+    store.append_events(
+        [
+            {
+                "eventDataId": f"event-{n}",
+                "eventTimestamp": f"{day}T03:00:00.000000Z",
+                "subscriptionId": sub,
+                "resourceId": rid,
+                "caller": caller,
+                "n": n,
+            }
+            for n, (rid, caller, sub, day) in enumerate(rows)
+        ]
+    )
+    log = ActivityLog(stores.open())
+    window = {"start": "2026-11-24T00:00:00.000000Z", "end": "2026-11-26T00:00:00.000000Z"}
+
+    def found(**narrow: str) -> list[int]:
+        return sorted(e["n"] for e in log.query(SUB, EventFilter(**window, **narrow)))  # type: ignore[arg-type]
+
+    assert found() == [0, 1, 2, 3, 4, 5, 6]
+    assert found(resource_uri=f"{base}/M1/") == [0, 1, 2]
+    assert found(resource_uri=f"{base}/m1/extensions/e1") == [1]
+    assert found(resource_uri=f"{base}/a_b%") == [4]
+    assert found(resource_uri=f"{base}/a") == []
+    assert found(caller="ALICE@example.COM") == [0, 1, 3]
+    assert found(resource_uri=f"{base}/m1", caller="bob") == [2]
+
+
 def test_events_a_change_adds_are_logged_with_it_and_a_failed_change_logs_none(stores: Stores) -> None:
     store = stores.open()
     key = MachineKey(SUB, "rg", "m")

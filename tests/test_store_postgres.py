@@ -300,3 +300,57 @@ def test_a_released_scratch_database_is_given_out_again_empty(tmp_path: Path) ->
     finally:
         store.close()
         provision.release(url)
+
+
+def test_the_activity_query_is_narrowed_by_the_database_with_its_indexes(nodes: Callable[..., PostgresStore]) -> None:
+    """A query for one resource (and what is under it) or one caller returns only those events from the
+    database, and its plan reads them through the subscription's resource and caller indexes: also as the generic
+    plan of a prepared statement (psycopg prepares a query run five times), where a LIKE pattern could not be."""
+    store = nodes()
+    sub = "00000000-0000-0000-0000-000000000000"
+    base = f"/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.HybridCompute/machines"
+    events = [
+        {
+            "eventDataId": f"e{n}",
+            "eventTimestamp": "2026-11-25T01:00:00.000000Z",
+            "subscriptionId": sub,
+            "resourceId": f"{base}/m{n % 500}" + ("/extensions/e" if n % 2 else ""),
+            "caller": f"user{n % 250}@example.com",
+            "n": n,
+        }
+        for n in range(5000)
+    ]
+    store.append_events(events)
+    want = {
+        e["n"]
+        for e in events
+        if e["resourceId"].lower().startswith(f"{base}/m7/".lower()) or e["resourceId"] == f"{base}/m7"
+    }
+    for _ in range(7):  # past the prepare threshold
+        got = {e["n"] for e in store.query_events("2026-11-25", "2026-11-25", sub, resource_id=f"{base.upper()}/M7")}
+        assert got == want and len(want) == 10
+    assert {e["n"] for e in store.query_events("2026-11-25", "2026-11-25", sub, caller="USER3@example.com")} == {
+        n for n in range(5000) if n % 250 == 3
+    }
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        conn.execute("ANALYZE events")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(
+            "PREPARE by_resource(text, text, text, text) AS SELECT doc FROM events WHERE subscription_id = $1"
+            " AND day = '2026-11-25' AND (lower(resource_id) = $2 OR (lower(resource_id) ~>=~ $3"
+            " AND lower(resource_id) ~<~ $4)) ORDER BY day, seq"
+        )
+        m7 = f"{base}/m7".lower()
+        plan = "\n".join(
+            r[0] for r in conn.execute(f"EXPLAIN EXECUTE by_resource('{sub}', '{m7}', '{m7}/', '{m7}0')").fetchall()
+        )
+        assert "Seq Scan" not in plan and "Index Cond: ((subscription_id = " in plan and "~>=~" in plan, plan
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT doc FROM events WHERE subscription_id = %s AND day = '2026-11-25'"
+                " AND lower(caller) = 'user3@example.com'",
+                (sub,),
+            ).fetchall()
+        )
+        assert "Seq Scan" not in plan and "(lower(caller) = " in plan, plan

@@ -242,11 +242,10 @@ class ActivityLog:
 
     def query(self, subscription: str, flt: EventFilter) -> list[ActivityEvent]:
         """Matching events of one subscription, newest first."""
-        found = [
-            e
-            for e in self.store.iter_events(flt.start[:10], flt.end[:10], ("subscriptionId", subscription.lower()))
-            if flt.matches(e)
-        ]
+        candidates = self.store.query_events(
+            flt.start[:10], flt.end[:10], subscription.lower(), resource_id=flt.resource_uri, caller=flt.caller
+        )
+        found = [e for e in candidates if flt.matches(e)]
         found.sort(key=lambda e: e["eventTimestamp"], reverse=True)
         return found
 

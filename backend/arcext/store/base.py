@@ -165,6 +165,15 @@ class Store(Protocol):
         with ``where`` = (field, value) only those whose top-level string field equals value."""
         ...
 
+    def query_events(
+        self, start_day: str, end_day: str, subscription: str, resource_id: str | None = None, caller: str | None = None
+    ) -> Iterator[Record]:
+        """The activity log's query: events of one ``subscription`` (lower case) on the UTC days
+        start_day..end_day, oldest first; with ``resource_id`` only those of that resource or one under it
+        (``<id>/...``), with ``caller`` only that caller's, both compared without case. A store may return more
+        than asked (the caller applies the API's rules again): PostgreSQL narrows with indexes of its own."""
+        ...
+
     def prune_events_before(self, day: str) -> int: ...
 
     # --- housekeeping -------------------------------------------------------------------------

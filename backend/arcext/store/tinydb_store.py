@@ -225,6 +225,11 @@ class TinyDBStore:
         found = self._events.between(start_day, end_day, contains=field_fragment(name, value))
         return (e for e in found if e.get(name) == value)  # the fragment could also sit deeper in an event
 
+    def query_events(
+        self, start_day: str, end_day: str, subscription: str, resource_id: str | None = None, caller: str | None = None
+    ) -> Iterator[Record]:
+        return self.iter_events(start_day, end_day, ("subscriptionId", subscription))  # the caller narrows
+
     def prune_events_before(self, day: str) -> int:
         return self._events.prune_before(day)
 

@@ -166,7 +166,7 @@ class EventTable:
         try:
             first, last = date.fromisoformat(start_day), date.fromisoformat(end_day)
         except ValueError:
-            return
+            return iter(())
         conditions: list[sql.Composable] = [sql.SQL("day BETWEEN %s AND %s")]
         params: list[Any] = [first, last]
         if where is not None:
@@ -178,6 +178,42 @@ class EventTable:
             else:
                 conditions.append(sql.SQL("doc -> %s = %s"))
                 params += [field, Jsonb(value)]
+        return self._pages(conditions, params, batch)
+
+    def of_subscription(
+        self,
+        start_day: str,
+        end_day: str,
+        subscription: str,
+        resource_id: str | None = None,
+        caller: str | None = None,
+        batch: int = 1000,
+    ) -> Iterator[Record]:
+        """``Store.query_events``: a subscription's events of the days, narrowed to one resource and what is under
+        it, and to one caller (both without case), by the indexes ``events_subscription_resource`` and
+        ``events_subscription_caller``."""
+        try:
+            first, last = date.fromisoformat(start_day), date.fromisoformat(end_day)
+        except ValueError:
+            return iter(())
+        conditions: list[sql.Composable] = [sql.SQL("subscription_id = %s"), sql.SQL("day BETWEEN %s AND %s")]
+        params: list[Any] = [subscription, first, last]
+        if resource_id:
+            want = resource_id.lower().rstrip("/")
+            # under it: from "<id>/" up to "<id>0" ("0" follows "/"), in byte order (the pattern operators, which
+            # the text_pattern_ops index serves, with a parameter too, unlike LIKE in a generic plan)
+            conditions.append(
+                sql.SQL("(lower(resource_id) = %s OR (lower(resource_id) ~>=~ %s AND lower(resource_id) ~<~ %s))")
+            )
+            params += [want, want + "/", want + "0"]
+        if caller:
+            conditions.append(sql.SQL("lower(caller) = %s"))
+            params.append(caller.lower())
+        return self._pages(conditions, params, batch)
+
+    def _pages(self, conditions: list[sql.Composable], params: list[Any], batch: int) -> Iterator[Record]:
+        """The rows matching every condition, oldest first, a batch per query (keyset on day and seq): no
+        connection is held while the caller looks at them."""
         base = sql.SQL(" AND ").join(conditions)
         after: tuple[date, int] | None = None
         while True:

@@ -124,8 +124,17 @@ CREATE TRIGGER extension_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNC
     FOR EACH STATEMENT EXECUTE FUNCTION arcext_catalog_changed();
 """
 
+# The activity log's query (Store.query_events): a subscription's events narrowed to a resource and what is under
+# it, or to a caller, both without case. The indexes of migration 1 on the raw columns could not serve those
+# (case, prefix), so such a query read all the subscription's events of the days. These can: the prefix's range
+# is compared in byte order (~>=~, ~<~), which text_pattern_ops serves (the column's collation is not "C").
+_V3 = """
+CREATE INDEX events_subscription_resource ON events (subscription_id, lower(resource_id) text_pattern_ops);
+CREATE INDEX events_subscription_caller ON events (subscription_id, lower(caller));
+"""
+
 #: (version, SQL); applied in order, each once.
-MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1), (2, _V2)]
+MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1), (2, _V2), (3, _V3)]
 
 LATEST: Final = MIGRATIONS[-1][0]
 

@@ -320,6 +320,11 @@ class PostgresStore:
     def iter_events(self, start_day: str, end_day: str, where: tuple[str, str] | None = None) -> Iterator[Record]:
         return self._events.between(start_day, end_day, where)
 
+    def query_events(
+        self, start_day: str, end_day: str, subscription: str, resource_id: str | None = None, caller: str | None = None
+    ) -> Iterator[Record]:
+        return self._events.of_subscription(start_day, end_day, subscription, resource_id, caller)
+
     def prune_events_before(self, day: str) -> int:
         return self._events.prune_before(day)
 
