@@ -13,6 +13,8 @@ Builds a TinyDBStore in a temporary directory holding ``--extensions`` extension
 * the search for orphaned writes each node of a cluster runs once a minute
   (``resources.recovery.orphaned_writes``: only the documents naming an operation, which PostgreSQL filters
   itself), against the baseline of reading and projecting every document as it did before;
+* the activity log's query for one machine and for one caller among ``--events`` events of a day, against the
+  baseline of reading every event of the subscription's day (what it did before PostgreSQL narrowed it);
 * cold start: opening a TinyDBStore on the directory in a fresh Python subprocess (and, for
   information, a whole ``create_app`` in another fresh subprocess).
 
@@ -52,12 +54,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arcext.activity import ActivityLog, EventFilter
 from arcext.clock import SystemClock
 from arcext.crypto import SecretBox
 from arcext.ids import MachineKey
 from arcext.resources import ResourceService
 from arcext.resources.recovery import orphaned_writes, writes_in_flight
 from arcext.store import MachineDoc, Store, TinyDBStore
+from arcext.store.base import Record
 from arcext.store.factory import open_store
 
 SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
@@ -306,6 +310,7 @@ def measure(
     seed: int,
     database_url: str | None = None,
     targets: Targets = EMBEDDED,
+    events: int = 0,
 ) -> list[Figure]:
     rng = random.Random(seed)
     store: Store = open_store(data_dir, database_url)
@@ -350,6 +355,7 @@ def measure(
         lists.append(time.perf_counter() - t0)
     orphan_search, orphan_search_cpu = best_of(3, lambda: orphaned_writes(store))
     every_doc, every_doc_cpu = best_of(3, lambda: store.project_machines(writes_in_flight))
+    activity = activity_figures(store, layout, events)
     store.close()
 
     ms = 1000.0
@@ -371,6 +377,53 @@ def measure(
         Figure("  baseline, every document read and projected: wall", every_doc * ms, "ms"),
         Figure("  baseline CPU in this process", every_doc_cpu * ms, "ms"),
         Figure("  ratio baseline / orphan search (wall)", every_doc / max(orphan_search, 1e-9), "x"),
+        *activity,
+    ]
+
+
+def activity_figures(store: Store, layout: list[tuple[MachineKey, list[str]]], count: int) -> list[Figure]:
+    """``count`` activity-log events of one day in the fleet's subscription (each about 1.5 KB, half of them on
+    a machine, half on one of its extensions, 50 callers), then the API's query (``ActivityLog.query``) for one
+    machine and for one caller, against the baseline: every event of the subscription's day read and filtered
+    by the node, as the query did before the store narrowed it. Best of 3 each."""
+    if count <= 0:
+        return []
+    keys = [key for key, _names in layout]
+    padding = "x" * 1200
+    for first in range(0, count, 5000):
+        store.append_events(
+            [
+                {
+                    "eventDataId": f"bench-{n}",
+                    "eventTimestamp": f"2026-11-25T{n % 24:02d}:00:00.000000Z",
+                    "subscriptionId": SUBSCRIPTION,
+                    "resourceId": keys[n % len(keys)].id + ("/extensions/CustomScriptExtension" if n % 2 else ""),
+                    "caller": f"user{n % 50}@example.com",
+                    "padding": padding,
+                }
+                for n in range(first, min(count, first + 5000))
+            ]
+        )
+    log = ActivityLog(store)
+    window = {"start": "2026-11-25T00:00:00.000000Z", "end": "2026-11-25T23:59:59.999999Z"}
+    by_machine = EventFilter(**window, resource_uri=keys[7].id)
+    by_caller = EventFilter(**window, caller="user7@example.com")
+
+    def baseline(flt: EventFilter) -> list[Record]:
+        return [
+            e for e in store.iter_events("2026-11-25", "2026-11-25", ("subscriptionId", SUBSCRIPTION)) if flt.matches(e)
+        ]
+
+    machine_wall, _ = best_of(3, lambda: log.query(SUBSCRIPTION, by_machine))
+    machine_before, _ = best_of(3, lambda: baseline(by_machine))
+    caller_wall, _ = best_of(3, lambda: log.query(SUBSCRIPTION, by_caller))
+    caller_before, _ = best_of(3, lambda: baseline(by_caller))
+    ms = 1000.0
+    return [
+        Figure(f"activity log, {count:,} events in a day: one machine's", machine_wall * ms, "ms"),
+        Figure("  baseline, the day's events filtered by the node", machine_before * ms, "ms"),
+        Figure("  one caller's", caller_wall * ms, "ms"),
+        Figure("  baseline, the day's events filtered by the node", caller_before * ms, "ms"),
     ]
 
 
@@ -382,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8, help="writer threads for the build")
     parser.add_argument("--data-dir", type=Path, help="build here (must be empty or absent; kept afterwards)")
     parser.add_argument("--seed", type=int, default=2)
+    parser.add_argument("--events", type=int, default=100_000, help="activity-log events for the query figures")
     parser.add_argument(
         "--database",
         metavar="URL",
@@ -425,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({build / max(1, len(layout)) * 1000:.2f} ms per machine document, {args.threads} threads)"
         )
 
-        figures = measure(data_dir, layout, args.samples, args.seed, database_url, targets)
+        figures = measure(data_dir, layout, args.samples, args.seed, database_url, targets, args.events)
         page_cache = "warm (the files had just been written)"
         if args.drop_caches:
             page_cache = drop_page_cache()
