@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import threading
 import time
@@ -30,6 +31,7 @@ from arcext.portal.sessions import PortalStorage
 from arcext.portal.storage import open_portal_storage
 from arcext.store.base import Store
 from arcext.store.factory import open_store
+from arcext.testing import ArcextServer
 from pgdb import fresh_database
 
 LIFETIME = 3600.0
@@ -275,3 +277,37 @@ def test_a_node_opening_sweeps_expired_sessions(pg: Stores) -> None:
     time.sleep(0.4)
     pg.node("b")
     assert pg.refs() == set()
+
+
+def test_a_cut_database_connection_shows_a_503_page_and_the_session_survives(tmp_path: Path) -> None:
+    """Every portal request reads its session from the database: a connection cut under it (a restart, a
+    fail-over) is a 503 page with Retry-After, not a 500, and the reload that follows is signed in still."""
+    url = fresh_database()
+    forget_portal_tables(url)
+    server = ArcextServer(tmp_path / "node", database_url=url).start()
+    try:
+        assert server.app is not None
+        client = server.app.test_client()
+        form = client.get("/portal/signin")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert csrf is not None
+        r = client.post("/portal/signin", data={"token": server.token, "csrf_token": csrf.group(1)})
+        assert r.status_code == 303, r.text
+        statuses: list[int] = []
+        for _ in range(3):
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            for _ in range(25):  # a fresh connection comes back within a few requests
+                r = client.get("/portal/machines")
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    break
+                assert r.status_code == 503, r.text
+                assert "The database cannot be reached" in r.text and r.headers["Retry-After"] == "1"
+            assert statuses[-1] == 200 and "Machines - Azure Arc" in r.text, statuses
+        assert 503 in statuses, f"no request met a cut connection: {statuses}"
+    finally:
+        server.stop()
