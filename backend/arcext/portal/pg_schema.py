@@ -36,7 +36,7 @@ CREATE TABLE portal_signing_key (
 
 MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1)]
 
-#: every table above (a test database's reset empties them)
+#: every table above (what emptying a database for reuse, as the tests do, must also empty)
 TABLES: Final = ("portal_sessions", "portal_signing_key")
 
 
