@@ -115,6 +115,7 @@ def test_the_session_cookie_holds_a_reference_never_the_token(fleet: ArcextServe
         assert "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie and "Path=/portal" in set_cookie
 
 
+@pytest.mark.embedded_store("on PostgreSQL the key is in the database: tests/test_portal_sessions.py")
 def test_the_signing_key_lives_in_the_data_dir_with_mode_0600(fleet: ArcextServer) -> None:
     path = fleet.data_dir / SECRET_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

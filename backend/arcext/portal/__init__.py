@@ -16,8 +16,11 @@ demands for the equivalent request). No business rule lives here: the portal onl
 domain call a button makes and renders the result.
 
 Modules: ``blueprint`` (the Blueprint, app configuration at registration, CSRF, security
-headers, error pages), ``security`` (secret key file, sessions, role checks), and one module of
-views per page family (``auth_views``, ``machines``, ``rollouts``, ``activity_log``).
+headers, error pages), ``security`` (signing key, sessions, role checks), ``sessions`` (what the
+server keeps of signed-in sessions, one implementation per store: ``file_storage`` in the data
+directory, ``pg_storage`` and ``pg_schema`` in the database every node shares; ``storage`` picks
+one), and one module of views per page family (``auth_views``, ``machines``, ``rollouts``,
+``activity_log``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+import psycopg
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 from flask.sansio.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
@@ -133,6 +134,33 @@ def _arm_error(error: errors.ArmError) -> Any:
 def _http_error(error: HTTPException) -> Any:
     status = error.code or 500
     return error_page(status, _TITLES.get(status, error.name), error.description or "")
+
+
+#: seconds before reloading a page whose database connection failed (the API's DATABASE_RETRY_AFTER)
+DATABASE_RETRY_AFTER = 1
+
+
+@bp.errorhandler(psycopg.OperationalError)
+def _database_error(error: psycopg.OperationalError) -> Any:
+    """The database connection failed under the page (a restart, a fail-over, a cut; the pool replaces the broken
+    connection): a 503 saying so, not a 500. The page names nobody: telling who is signed in needs the database too.
+    The log gets the error's first line (server and port, never the password)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    log.error(
+        "Portal: the database connection failed on %s %s: %s %s",
+        request.method,
+        request.path,
+        type(error).__name__,
+        first,
+    )
+    g.principal = None
+    body, status = error_page(
+        503,
+        "The database cannot be reached",
+        "arcext lost its connection to its database while handling this page. Reload it in a moment. If you were "
+        "changing something, look whether the change was made before you try it again.",
+    )
+    return body, status, {"Retry-After": str(DATABASE_RETRY_AFTER)}
 
 
 @bp.errorhandler(Exception)

@@ -6,15 +6,15 @@ bearer token: only the token's id and
 the SHA-256 reference the store already indexes (``auth.hash_token``), which cannot be turned back
 into a token and is useless as one (the API hashes what it is sent). Every request looks the
 reference up again, so revoking a token (even with ``arcext token revoke`` in another process)
-signs its portal sessions out at once. The signing key is generated once and kept in
-``<data-dir>/portal-secret.key`` with mode 0600.
+signs its portal sessions out at once. The signing key is generated once and kept beside the store
+(arcext.portal.storage): ``<data-dir>/portal-secret.key`` (mode 0600) on the embedded store, a row sealed
+with the data key in the database on PostgreSQL, so every node signs and reads the same cookies.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -27,36 +27,15 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, Se
 from .. import errors
 from ..auth import Principal, Role, hash_token
 from ..request_context import services
+from ..services import Services
+from .file_storage import SECRET_FILE as SECRET_FILE  # where the embedded store keeps the key
 from .sessions import PortalSessions
+from .storage import open_portal_storage
 
 log = logging.getLogger(__name__)
 
-SECRET_FILE = "portal-secret.key"
 SESSION_LIFETIME = timedelta(hours=8)
 CSRF_FIELD = "csrf_token"
-
-
-def load_secret_key(data_dir: Path) -> str:
-    """Read the portal's signing key, creating it (mode 0600) on first start."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if path.stat().st_mode & 0o077:
-            log.warning("%s was readable by others; restricting it to mode 0600", path)
-            path.chmod(0o600)
-        key = path.read_text(encoding="ascii").strip()
-        if len(key) >= 32:
-            return key
-        log.warning("%s is too short to be a signing key; writing a new one", path)
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
-    key = secrets.token_hex(32)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(key + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return key
 
 
 class PortalSessionInterface(SecureCookieSessionInterface):
@@ -82,13 +61,16 @@ class PortalSessionInterface(SecureCookieSessionInterface):
 
 
 def configure_app(app: App) -> None:
-    """Give the app its signing key and the portal's cookie settings (run once, at registration)."""
-    app.secret_key = load_secret_key(Path(app.config["ARCEXT_DATA_DIR"]))
+    """Give the app its signing key, its signed-in sessions (in the database on PostgreSQL, else in the data
+    directory) and the portal's cookie settings (run once, at registration)."""
+    opened: Services = app.extensions["arcext"]  # create_app opens the services before it registers the portal
+    storage = open_portal_storage(
+        opened.store, opened.box, Path(app.config["ARCEXT_DATA_DIR"]), SESSION_LIFETIME.total_seconds()
+    )
+    app.secret_key = storage.signing_key
     if isinstance(app, Flask):
         app.session_interface = PortalSessionInterface()
-    app.extensions["arcext_portal_sessions"] = PortalSessions(
-        Path(app.config["ARCEXT_DATA_DIR"]), SESSION_LIFETIME.total_seconds()
-    )
+    app.extensions["arcext_portal_sessions"] = storage.sessions
     app.config.update(
         SESSION_COOKIE_NAME="arcext_portal",
         SESSION_COOKIE_PATH="/portal",
