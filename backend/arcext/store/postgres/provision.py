@@ -107,11 +107,12 @@ _TABLES: Final = (
     "rollouts",
     "clock",
 )
-#: the tables of several nodes sharing the database (arcext.cluster.schema, arcext.webhooks.pg_schema),
-#: emptied when they exist
+#: the tables of several nodes sharing the database (arcext.cluster.schema, arcext.webhooks.pg_schema,
+#: arcext.portal.pg_schema), emptied when they exist
 _CLUSTER_TABLES: Final = (
     *("engine_jobs", "engine_results", "engine_calls", "simhosts"),
     *("webhook_hooks", "webhook_messages", "webhook_state", "webhook_rollouts"),
+    *("portal_sessions", "portal_signing_key"),
 )
 
 
