@@ -158,6 +158,9 @@ def test_jobs_are_claimed_once_across_nodes_and_their_results_reach_the_leader(p
         jobs: list[Job] = [(MachineKey("sub", "rg", f"m{i:02d}"), "ama", False, None) for i in range(40)]
         nodes[1 - leader].enqueue(jobs)  # whoever queues, every node claims
         wait_for(lambda: len(engines[leader].ended) == 40)
+        # a node counts a job it ran once the job's end is written, which is what brought its result to the leader:
+        # the last count may come a moment after the leader booked the last result
+        wait_for(lambda: sum(n.jobs_run for n in nodes) >= 40)
         ran = [name for engine in engines for name, *_ in engine.ran]
         assert sorted(ran) == sorted(f"m{i:02d}" for i in range(40)), "every job ran once"
         assert all(engine.ran for engine in engines), "both nodes ran jobs"
