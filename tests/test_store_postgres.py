@@ -115,6 +115,36 @@ def test_a_database_a_newer_arcext_migrated_is_refused(empty_database: str) -> N
         PostgresStore(empty_database)
 
 
+def test_a_database_migrated_by_a_newer_arcext_is_used_when_its_new_versions_keep_older_releases(
+    empty_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling upgrade: a node of this release restarted after a newer one migrated the database starts when
+    every version it does not know is marked as keeping older releases working, and says so; one unmarked
+    version among them and it is refused. The versions this release applies carry its marks."""
+    from arcext.store.postgres.schema import KEEPS_OLDER
+
+    PostgresStore(empty_database).close()
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        marks = dict(conn.execute("SELECT version, keeps_older FROM schema_version").fetchall())
+        assert marks == {v: v in KEEPS_OLDER for v in range(1, LATEST + 1)}
+        conn.execute(
+            "INSERT INTO schema_version (version, keeps_older) VALUES (%s, true), (%s, true)", (LATEST + 1, LATEST + 2)
+        )
+    with caplog.at_level("WARNING", logger="arcext.store.postgres.schema"):
+        store = PostgresStore(empty_database)
+    try:
+        key = MachineKey(SUB, "rg", "m")
+        store.mutate_machine(key, lambda _old: (doc(key, n=1), None))
+        assert store.get_machine(key) is not None
+    finally:
+        store.close()
+    assert f"version {LATEST + 2}, newer than this arcext's {LATEST}" in caplog.text
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_version (version, keeps_older) VALUES (%s, false)", (LATEST + 3,))
+    with pytest.raises(SchemaTooNew, match=f"version {LATEST + 3} changed it"):
+        PostgresStore(empty_database)
+
+
 def test_two_nodes_changing_one_machine_lose_no_change(nodes: Callable[..., PostgresStore]) -> None:
     first, second = nodes(), nodes()
     key = MachineKey(SUB, "rg", "m")

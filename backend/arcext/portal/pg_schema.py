@@ -36,10 +36,13 @@ CREATE TABLE portal_signing_key (
 
 MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1)]
 
+#: versions older releases work with unchanged (new tables they do not read): apply_migrations
+KEEPS_OLDER: Final = frozenset({1})
+
 #: every table above (what emptying a database for reuse, as the tests do, must also empty)
 TABLES: Final = ("portal_sessions", "portal_signing_key")
 
 
 def migrate_portal(conn: psycopg.Connection[Any]) -> list[int]:
     """Create or update the portal's tables (safe when several nodes start at once); ``conn`` in autocommit."""
-    return apply_migrations(conn, PORTAL_MIGRATION_LOCK, "portal_schema_version", MIGRATIONS)
+    return apply_migrations(conn, PORTAL_MIGRATION_LOCK, "portal_schema_version", MIGRATIONS, KEEPS_OLDER)

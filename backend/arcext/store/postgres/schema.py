@@ -12,9 +12,12 @@ exactly as Python sorts strings, which is the order the embedded store pages in.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 import psycopg
+
+log = logging.getLogger(__name__)
 
 #: The advisory lock every node takes to migrate (any constant; "arcext" in ASCII).
 MIGRATION_LOCK: Final = 0x617263657874
@@ -136,6 +139,9 @@ CREATE INDEX events_subscription_caller ON events (subscription_id, lower(caller
 #: (version, SQL); applied in order, each once.
 MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1), (2, _V2), (3, _V3)]
 
+#: the versions whose change older releases work with unchanged (``apply_migrations``): indexes only
+KEEPS_OLDER: Final = frozenset({3})
+
 LATEST: Final = MIGRATIONS[-1][0]
 
 
@@ -148,14 +154,24 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:
 
     Safe when several nodes call it at once (see the module docstring). ``conn`` must be in
     autocommit mode (the migration is its own transaction)."""
-    return apply_migrations(conn, MIGRATION_LOCK, "schema_version", MIGRATIONS)
+    return apply_migrations(conn, MIGRATION_LOCK, "schema_version", MIGRATIONS, KEEPS_OLDER)
 
 
 def apply_migrations(
-    conn: psycopg.Connection[Any], lock: int, version_table: str, migrations: list[tuple[int, str]]
+    conn: psycopg.Connection[Any],
+    lock: int,
+    version_table: str,
+    migrations: list[tuple[int, str]],
+    keeps_older: frozenset[int] = frozenset(),
 ) -> list[int]:
     """Apply the numbered ``migrations`` not yet recorded in ``version_table``, in one transaction under the
-    advisory lock ``lock``; refuse a database recorded at a version newer than the last one known."""
+    advisory lock ``lock``.
+
+    ``keeps_older``: the versions whose change the code of the releases before it works with unchanged (a new
+    table or index, a storage setting; not a renamed or retyped column). Each version is recorded with that mark,
+    so a node of an older release (from the release that brought these marks on) still starts on a database a
+    newer one migrated when every version it does not know is marked so: a rolling upgrade, node by node. A
+    database with a newer version not marked is refused (SchemaTooNew)."""
     latest = migrations[-1][0]
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
@@ -163,15 +179,38 @@ def apply_migrations(
             f"CREATE TABLE IF NOT EXISTS {version_table} ("
             " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
+        # the mark came after the table: NULL for the versions recorded before it (not known to keep older code)
+        conn.execute(f"ALTER TABLE {version_table} ADD COLUMN IF NOT EXISTS keeps_older boolean")
         row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {version_table}").fetchone()
         current = int(row[0]) if row else 0
         if current > latest:
-            raise SchemaTooNew(f"the database's schema is version {current}; this arcext knows up to {latest}")
+            unknown = conn.execute(
+                f"SELECT version, coalesce(keeps_older, false) FROM {version_table} WHERE version > %s"
+                " ORDER BY version",
+                (latest,),
+            ).fetchall()
+            breaking = [int(v) for v, keeps in unknown if not keeps]
+            if breaking:
+                raise SchemaTooNew(
+                    f"the database's schema is version {current}; this arcext knows up to {latest}, and version "
+                    f"{breaking[0]} changed it in a way this release cannot work with: run the newer arcext"
+                )
+            log.warning(
+                "The database's %s is version %d, newer than this arcext's %d; the newer versions keep older "
+                "releases working (a rolling upgrade): upgrade this node too",
+                version_table,
+                current,
+                latest,
+            )
+            return []
         applied: list[int] = []
         for version, sql in migrations:
             if version <= current:
                 continue
             conn.execute(sql.encode())  # several statements: no parameters, simple query protocol
-            conn.execute(f"INSERT INTO {version_table} (version) VALUES (%s)", (version,))
+            conn.execute(
+                f"INSERT INTO {version_table} (version, keeps_older) VALUES (%s, %s)",
+                (version, version in keeps_older),
+            )
             applied.append(version)
         return applied
