@@ -5,9 +5,10 @@ the writing transaction, under a transaction-level advisory lock (two nodes maki
 would otherwise race between "does it exist" and "create it"). Pruning drops whole partitions: no
 row-by-row delete, no bloat. How long to keep events (90 days) is the caller's rule.
 
-The fields queries filter on are columns with indexes: time (``event_timestamp``), subscription,
-operation, correlation, caller, resource and ``eventDataId``; the event itself is the JSONB ``doc``.
-Events come back oldest first: by day, then in order of writing (``seq``).
+The fields a query may filter on are columns (``COLUMNS``); those the store's callers look events up by have
+indexes: time (``event_timestamp``), subscription and operation (schema migration 3 dropped those of the
+correlation, caller, resource and ``eventDataId``, which no query used: a filter on them reads the days' rows).
+The event itself is the JSONB ``doc``. Events come back oldest first: by day, then in order of writing (``seq``).
 """
 
 from __future__ import annotations
