@@ -146,7 +146,9 @@ def test_a_version_2_database_upgrades_and_keeps_its_data(version_2_database: st
 
 def test_a_machine_document_stays_in_its_row() -> None:
     """A compressed document over 2 KB (as a machine's in the middle of a job in the benchmark) is kept in the row,
-    and so are its key's columns: nothing goes to the TOAST table, and its new versions stay on its page."""
+    and so are its key's columns: nothing goes to the TOAST table. (Whether its new versions stay on their page,
+    HOT updates, depends on pruning the page, which other sessions' snapshots may hold back: the benchmark's figure,
+    not a test's.)"""
     url = fresh_database()
     store = PostgresStore(url)
     try:
@@ -155,13 +157,9 @@ def test_a_machine_document_stays_in_its_row() -> None:
             store.mutate_machine(key, lambda _old, key=key: (machine_doc(key, 9), None))
         with psycopg.connect(url, autocommit=True) as conn:
             sizes = conn.execute("SELECT min(pg_column_size(doc)), max(pg_column_size(doc)) FROM machines").fetchone()
-            assert sizes is not None and 2100 < sizes[0] <= sizes[1] < 2500  # compressed, over 2 KB
-
-            def pages() -> dict[str, int]:
-                rows = conn.execute("SELECT name, (ctid::text::point)[0]::int FROM machines").fetchall()
-                return {str(name): int(page) for name, page in rows}
-
-            before = pages()
+            assert sizes is not None
+            if lz4_available(conn):  # lz4-compressed: over 2 KB (pglz would make it a little smaller)
+                assert 2100 < sizes[0] <= sizes[1] < 2500
             for round_ in range(3):
                 for key in keys:
 
@@ -170,7 +168,6 @@ def test_a_machine_document_stays_in_its_row() -> None:
                         return doc, None
 
                     store.mutate_extension(key, "ext0", change)
-            assert pages() == before  # every update on its page (a HOT update)
             toasted = conn.execute(
                 "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'machines'::regclass"
             ).fetchone()
