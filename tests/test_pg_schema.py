@@ -175,3 +175,31 @@ def test_a_machine_document_stays_in_its_row() -> None:
         assert store.get_machine(keys[0])["extensions"]["ext0"] == extension_record(0, "1.0.2")  # type: ignore[index]
     finally:
         store.close()
+
+
+def test_the_cluster_tables_upgrade_from_version_2(version_2_database: str) -> None:
+    """Cluster migration 3 (arcext.cluster.schema): the claim index no query used is gone, engine_jobs and simhosts
+    leave room on their pages, simhosts' documents are lz4; queued jobs and hosts stay."""
+    from arcext.cluster.schema import CLUSTER_MIGRATION_LOCK, migrate_cluster
+    from arcext.cluster.schema import MIGRATIONS as CLUSTER_MIGRATIONS
+
+    with psycopg.connect(version_2_database, autocommit=True) as conn:
+        earlier = [m for m in CLUSTER_MIGRATIONS if m[0] <= 2]
+        apply_migrations(conn, CLUSTER_MIGRATION_LOCK, "cluster_schema_version", earlier)
+        conn.execute("INSERT INTO engine_jobs (subscription, resource_group, name, ext) VALUES ('s', 'rg', 'm', 'e')")
+        conn.execute("INSERT INTO simhosts (key, doc) VALUES ('s/rg/m', %s)", (Jsonb({"n": 1}),))
+        assert migrate_cluster(conn) == [m[0] for m in CLUSTER_MIGRATIONS if m[0] > 2]
+        assert migrate_cluster(conn) == []  # once
+        indexes = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'engine_jobs'::regclass"
+            )
+        }
+        assert indexes == {"engine_jobs_pkey", "engine_jobs_target"}
+        for table in ("engine_jobs", "simhosts"):
+            options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()
+            assert options is not None and "fillfactor=70" in options[0], table
+        assert column_settings(conn, "simhosts")["doc"] == ("x", "l" if lz4_available(conn) else "")
+        assert conn.execute("SELECT name FROM engine_jobs").fetchall() == [("m",)]
+        assert conn.execute("SELECT doc FROM simhosts").fetchall() == [({"n": 1},)]
