@@ -89,7 +89,8 @@ class SeenRow:
     changes: tuple[tuple[str, bytes | None], ...] = ()
 
     def document(self) -> Any:
-        """The row's document, parsed (a private copy), with ``changes`` made."""
+        """The row's document, parsed (a private copy), with ``changes`` made (a record's keys in the order it was
+        written in, where a read from the database has them in JSONB's order: equal as JSON, as dicts)."""
         doc = orjson.loads(self.doc)
         for extension, record in self.changes:
             if record is None:
