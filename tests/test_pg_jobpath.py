@@ -69,9 +69,9 @@ class Statements:
 
         real_grouped = store.db.grouped
 
-        def grouped(query: str, params: Any) -> Any:
+        def grouped(query: str, params: Any, order: Any = None) -> Any:
             counter.sent.append(query)
-            return real_grouped(query, params)
+            return real_grouped(query, params, order)
 
         monkeypatch.setattr(store.db, "connection", connection)
         monkeypatch.setattr(store.db, "grouped", grouped)

@@ -98,11 +98,13 @@ class _HostLock:
                 written = self._fleet.db.grouped(
                     "INSERT INTO simhosts (key, doc) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING RETURNING 1",
                     (self._key, Jsonb(host)),
+                    order=("simhosts", self._key),
                 )
             else:
                 written = self._fleet.db.grouped(
                     "UPDATE simhosts SET doc = %s WHERE key = %s AND xmin = %s::xid RETURNING 1",
                     (Jsonb(host), self._key, self._xmin),
+                    order=("simhosts", self._key),
                 )
             if len(written) != 1:
                 self._fleet._hosts.pop(self._key, None)  # what this operation made of a stale copy

@@ -76,11 +76,33 @@ def dedicated(url: str, application_name: str) -> Connection:
 @dataclass(frozen=True, slots=True)
 class SeenRow:
     """A machine's row as one statement saw it: the document as text (a private copy for whoever parses it), the
-    row's version (``xmin``) and the catalog's version then, for a write that holds only if nothing changed."""
+    row's version (``xmin``) and the catalog's version then, for a write that holds only if nothing changed.
+
+    A row this process wrote is the document it started from and the extensions' records it wrote into it
+    (``changes``: each extension's record as JSON, None where it removed it), not the document as the database
+    returned it: the write need not send the whole document back (about 5 KB a write in the benchmark), and a
+    job's last write, whose row nobody reads again, costs nothing to keep (``document`` builds it when asked)."""
 
     doc: str
     xmin: str
     catalog_version: int
+    changes: tuple[tuple[str, bytes | None], ...] = ()
+
+    def document(self) -> Any:
+        """The row's document, parsed (a private copy), with ``changes`` made (a record's keys in the order it was
+        written in, where a read from the database has them in JSONB's order: equal as JSON, as dicts)."""
+        doc = orjson.loads(self.doc)
+        for extension, record in self.changes:
+            if record is None:
+                doc["extensions"].pop(extension, None)
+            else:
+                doc["extensions"][extension] = orjson.loads(record)
+        return doc
+
+    def written(self, xmin: str, catalog_version: int, extension: str, record: bytes | None) -> SeenRow:
+        """The row after a write of ``record`` (JSON; None: removed) as ``extension``'s, made at version ``xmin``."""
+        kept = tuple(change for change in self.changes if change[0] != extension)
+        return SeenRow(self.doc, xmin, catalog_version, (*kept, (extension, record)))
 
 
 E = TypeVar("E")
@@ -120,15 +142,26 @@ class GroupCommit(Generic[E]):
 
 
 class _Grouped:
-    """A statement waiting to be sent with others (``Database.grouped``), then its rows or its error."""
+    """A statement waiting to be sent with others (``Database.grouped``), then its rows or its error; ``order``: the
+    row it writes (its table's name, then its key), by which a group's statements go out."""
 
-    __slots__ = ("error", "params", "query", "rows")
+    __slots__ = ("error", "order", "params", "query", "rows")
 
-    def __init__(self, query: str, params: Sequence[Any]) -> None:
+    def __init__(self, query: str, params: Sequence[Any], order: tuple[str, ...] | None = None) -> None:
         self.query = query
         self.params = params
+        self.order = order
         self.rows: list[tuple[Any, ...]] = []
         self.error: BaseException | None = None
+
+
+def in_write_order(group: list[_Grouped]) -> list[_Grouped]:
+    """A group's statements in the order of the rows they write (those that name none last, as they came).
+
+    Two groups (two nodes') that write two rows in opposite orders could each wait for the row the other locked:
+    a deadlock, which PostgreSQL breaks after ``deadlock_timeout`` (1 s) by failing one group, whose writes then
+    run one by one. Every group locking rows in one order (table, then key) never waits in a circle."""
+    return sorted(group, key=lambda entry: (entry.order is None, entry.order or ()))
 
 
 class _Open:
@@ -228,19 +261,20 @@ class Database:
             except Exception:  # observers never fail a write
                 log.exception("An after-commit callback failed")
 
-    def grouped(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def grouped(self, query: str, params: Sequence[Any], order: tuple[str, ...] | None = None) -> list[tuple[Any, ...]]:
         """Run one statement that stands on its own (a write whose effect does not depend on the statements it may
         be sent with, and that fails only on a broken connection), committed before this returns; its rows.
+        ``order`` names the row it writes (its table, then its key; ``in_write_order``).
 
         Group commit: the statements other threads ask for while one group is on its way go together in the next
-        one, in one transaction (one commit, one round trip). Should the group's transaction fail before its
-        commit (a deadlock with another node's group, say), each of its statements runs again on its own. Inside the
+        one, in one transaction (one commit, one round trip), in the order of the rows they write. Should the
+        group's transaction fail before its commit, each of its statements runs again on its own. Inside the
         thread's transaction the statement is simply a part of that transaction."""
         current = self._open()
         if current is not None:  # inside the thread's transaction: a part of it
             cursor = current.conn.execute(query, params)
             return cursor.fetchall() if cursor.description is not None else []
-        entry = _Grouped(query, params)
+        entry = _Grouped(query, params, order)
         self._groups.submit(entry)
         if entry.error is not None:
             raise entry.error
@@ -248,6 +282,7 @@ class Database:
 
     def _send_group(self, group: list[_Grouped]) -> None:
         if len(group) > 1:
+            group = in_write_order(group)
             try:
                 with self.pool.connection() as conn:
                     try:

@@ -2,12 +2,16 @@
 
 A day's partition (``events_YYYYMMDD``) is made the first time an event of that day is written, in
 the writing transaction, under a transaction-level advisory lock (two nodes making one day at once
-would otherwise race between "does it exist" and "create it"). Pruning drops whole partitions: no
+would otherwise race between "does it exist" and "create it"); a writer that finds the day's partition
+made already takes no lock. Pruning drops whole partitions: no
 row-by-row delete, no bloat. How long to keep events (90 days) is the caller's rule.
 
-The fields queries filter on are columns with indexes: time (``event_timestamp``), subscription,
-operation, correlation, caller, resource and ``eventDataId``; the event itself is the JSONB ``doc``.
-Events come back oldest first: by day, then in order of writing (``seq``).
+The fields a query may filter on are columns (``COLUMNS``); those the store's callers look events up by have
+indexes: time (``event_timestamp``), subscription, operation, and for the activity log's query (``of_subscription``)
+a subscription's events by resource (and what is under it) and by caller, both without case. Schema migration 3
+dropped the raw correlation, caller, resource and ``eventDataId`` indexes, which no query used; migration 4 added
+the two by resource and caller. The event itself is the JSONB ``doc``. Events come back oldest first: by day,
+then in order of writing (``seq``).
 """
 
 from __future__ import annotations
@@ -133,6 +137,10 @@ class EventTable:
             missing = days - self._known
         if not missing:
             return set()
+        if missing <= self._partitions(conn):
+            # made (and committed) by another node or thread: no lock. Taken, the lock would be held until this
+            # transaction commits, and every writer of a new day's first events would wait for the one before it
+            return missing
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
         existing = self._partitions(conn)
         for day in sorted(missing - existing):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
 from psycopg.types.json import Jsonb
 
 from ...ids import MachineKey
@@ -31,6 +32,11 @@ NAMES_OPERATION = (
     """doc @? '$.machine.operation ? (@ != null && @ != "")'"""
     """ OR doc @? '$.extensions.*.operation ? (@ != null && @ != "")'"""
 )
+
+
+def _as_is(raw: Any) -> Any:
+    """A JSON parameter already serialised (``Jsonb(raw, dumps=_as_is)``)."""
+    return raw
 
 
 def key_params(key: MachineKey) -> tuple[str, str, str]:
@@ -149,14 +155,17 @@ class MachineTable:
     ) -> SeenRow | None:
         """Write one extension's record (None: remove it) only if the row is still the version ``seen`` (and, with
         ``catalog_version``, the catalog still at that version), with ``logged`` (an insert that reads the CTE
-        ``along``: the change's events) in the same statement. Returns the row as written, or None when it had
-        changed (nothing was written). Sent with other threads' writes (``Database.grouped``): one commit for all."""
+        ``along``: the change's events) in the same statement. Returns the row as written (``seen`` with the record
+        written into it, at the row's new version), or None when it had changed (nothing was written). Sent with
+        other threads' writes (``Database.grouped``): one commit for all."""
         params = key_params(key)
         values: list[Any]
+        raw: bytes | None = None
         if record is None:
             change, values = "doc #- ARRAY['extensions', %s]", [extension]
         else:
-            change, values = "jsonb_set(doc, ARRAY['extensions', %s], %s)", [extension, Jsonb(record)]
+            raw = orjson.dumps(record)  # once: the statement's parameter and the row kept after it
+            change, values = "jsonb_set(doc, ARRAY['extensions', %s], %s)", [extension, Jsonb(raw, dumps=_as_is)]
         where = f"{_KEY} AND xmin = %s::xid"
         values += [*params, seen.xmin]
         if catalog_version is not None:
@@ -164,13 +173,13 @@ class MachineTable:
             values.append(catalog_version)
         query = (
             f"WITH along AS (UPDATE machines SET doc = {change} WHERE {where}"
-            f" RETURNING doc::text AS d, xmin::text AS x, {CATALOG_VERSION} AS v)"
+            f" RETURNING xmin::text AS x, {CATALOG_VERSION} AS v)"
         )
         if logged is not None:
             query += f", logged AS ({logged[0]})"
             values += logged[1]
-        rows = self._db.grouped(query + " SELECT d, x, v FROM along", values)
-        return SeenRow(rows[0][0], rows[0][1], int(rows[0][2])) if rows else None
+        rows = self._db.grouped(query + " SELECT x, v FROM along", values, order=("machines", *params))
+        return seen.written(rows[0][0], int(rows[0][1]), extension, raw) if rows else None
 
     # --- changes (inside the caller's transaction) -------------------------------------------------
     @staticmethod

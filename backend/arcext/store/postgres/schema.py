@@ -127,20 +127,56 @@ CREATE TRIGGER extension_types_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNC
     FOR EACH STATEMENT EXECUTE FUNCTION arcext_catalog_changed();
 """
 
-# The activity log's query (Store.query_events): a subscription's events narrowed to a resource and what is under
-# it, or to a caller, both without case. The indexes of migration 1 on the raw columns could not serve those
-# (case, prefix), so such a query read all the subscription's events of the days. These can: the prefix's range
-# is compared in byte order (~>=~, ~<~), which text_pattern_ops serves (the column's collation is not "C").
+# The job path's cost in the database (docs/multinode.md, "Where a job's cost goes"):
+# - A machine's document (about 5 KB of JSON for three extensions) is a new value on every change of one of its
+#   records. Above about 2 KB a row is compressed, with pglz by default: the largest share of the database's CPU
+#   in the rollout benchmark. lz4 (where the server was built with it) costs a fraction of that. lz4 compresses a
+#   little less, and a document in the middle of its job then no longer fitted the 2 KB a row is kept in: it went
+#   to the TOAST table (another insert, another index, per write). STORAGE MAIN keeps it in the row (out of line
+#   only when a row would not fit a page); the key's columns too, or they would be moved out of line first (any
+#   value over 24 bytes, a subscription id, is). A fillfactor of 75 leaves room on a page for the next version of
+#   its rows, so an update stays on its page (a HOT update: no new entry in the primary key).
+# - An activity-log event (about 2 KB) is compressed too: lz4 as well (new partitions take the parent's setting;
+#   the partitions there are now are set one by one). Its storage stays EXTENDED: compressed, the event fits the
+#   row. Of its eight indexes four served no query: the store looked events up by day and order, subscription,
+#   operation and timestamp only (arcext.activity, arcext.services; the API's other fields filtered the rows
+#   those found), so the others (correlation, caller, resource, event data id) go. Migration 4 adds the two
+#   the activity log's query by resource and by caller can use.
 _V3 = """
+DO $$
+DECLARE
+    part regclass;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+        ALTER TABLE machines ALTER COLUMN doc SET COMPRESSION lz4;
+        ALTER TABLE events ALTER COLUMN doc SET COMPRESSION lz4;
+        FOR part IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'events'::regclass LOOP
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN doc SET COMPRESSION lz4', part);
+        END LOOP;
+    END IF;
+END
+$$;
+ALTER TABLE machines ALTER COLUMN doc SET STORAGE MAIN, ALTER COLUMN subscription SET STORAGE MAIN,
+    ALTER COLUMN resource_group SET STORAGE MAIN, ALTER COLUMN name SET STORAGE MAIN;
+ALTER TABLE machines SET (fillfactor = 75);
+DROP INDEX events_correlation, events_caller, events_resource, events_data_id;
+"""
+
+# The activity log's query (Store.query_events): a subscription's events narrowed to a resource and what is under
+# it, or to a caller, both without case. The indexes of migration 1 on the raw columns (dropped by 3) could not
+# serve those (case, prefix), so such a query read all the subscription's events of the days. These can: the
+# prefix's range is compared in byte order (~>=~, ~<~), which text_pattern_ops serves (the column's collation
+# is not "C").
+_V4 = """
 CREATE INDEX events_subscription_resource ON events (subscription_id, lower(resource_id) text_pattern_ops);
 CREATE INDEX events_subscription_caller ON events (subscription_id, lower(caller));
 """
 
 #: (version, SQL); applied in order, each once.
-MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1), (2, _V2), (3, _V3)]
+MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4)]
 
-#: the versions whose change older releases work with unchanged (``apply_migrations``): indexes only
-KEEPS_OLDER: Final = frozenset({3})
+#: the versions whose change older releases work with unchanged (``apply_migrations``): storage settings, indexes
+KEEPS_OLDER: Final = frozenset({3, 4})
 
 LATEST: Final = MIGRATIONS[-1][0]
 

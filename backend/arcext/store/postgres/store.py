@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-import orjson
-
 from ...ids import MachineKey
 from ...records import OperationRecord, RolloutRecord
 from ..base import MachineDoc, Record
@@ -180,7 +178,7 @@ class PostgresStore:
     ) -> tuple[bool, T]:
         """One optimistic attempt of ``mutate_extension`` on the row ``seen`` (``fresh``: read just now):
         (True, the result) if it stands, (False, ...) if it must run again."""
-        doc: MachineDoc = orjson.loads(seen.doc)
+        doc: MachineDoc = seen.document()
         before = doc["extensions"].get(extension)
         with self._catalog.fenced(seen.catalog_version) as fence:
             try:
