@@ -136,7 +136,10 @@ def test_a_version_2_database_upgrades_and_keeps_its_data(version_2_database: st
             str(r[0])
             for r in conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'events'::regclass")
         }
-        assert indexes == {"events_order", "events_time", "events_subscription", "events_operation"}
+        assert indexes == {
+            *("events_order", "events_time", "events_subscription", "events_operation"),
+            *("events_subscription_resource", "events_subscription_caller"),  # migration 4: the activity query's
+        }
         if lz4:  # values written since are lz4; the row written before keeps pglz until it is rewritten
             methods = conn.execute("SELECT day, pg_column_compression(doc) FROM events ORDER BY day").fetchall()
             assert [m for _day, m in methods] == ["pglz", "lz4"]
