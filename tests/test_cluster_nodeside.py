@@ -110,3 +110,63 @@ def test_a_follower_does_not_listen_for_results_and_a_new_leader_does(pg_url: st
         for node, done in zip(nodes, stopped, strict=True):
             if not done:
                 node.stop()
+
+
+class Counted:
+    """Wraps a node's ``_claim``: the number of claims and of rows they returned."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.claims = 0
+        self.rows = 0
+        own = node._claim
+
+        def claim(limit: int) -> list[tuple[Any, ...]]:
+            rows = own(limit)
+            if rows:
+                self.claims += 1
+                self.rows += len(rows)
+            return rows
+
+        node._claim = claim  # type: ignore[method-assign]
+
+
+def test_a_busy_node_claims_several_jobs_at_once_and_runs_each_once(pg_url: str, db: Database) -> None:
+    engine = Recorder(job_seconds=0.03)
+    node = ClusterNode(pg_url, db, engine, SETTINGS, workers=32)  # claims once 4 slots are free, or 3 ms after one
+    counted = Counted(node)
+    node.enqueue([(MachineKey("sub", "rg", f"m{i:03d}"), "ama", False, None) for i in range(300)])
+    node.start()
+    try:
+        wait_for(lambda: len(engine.ended) == 300, timeout=30)
+        assert sorted(name for name, *_ in engine.ran) == [f"m{i:03d}" for i in range(300)], "each ran once"
+        assert counted.rows == 300
+        # each job's end freed a slot: one claim per end would be 300 claims (less the first full one)
+        assert counted.claims <= 300 / 2, counted.claims
+    finally:
+        node.stop()
+
+
+def test_a_slot_freed_alone_is_filled_at_once_not_at_the_next_poll(pg_url: str, db: Database) -> None:
+    slow = ClusterSettings(leader_poll=0.2, job_lease=5.0, leader_wait=1.0, reclaim_poll=30.0)
+    engine = Recorder(job_seconds=0.0)
+    started: dict[str, float] = {}
+    ran = engine.run_job
+
+    def run_job(key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any) -> JobResult | None:
+        started[key.name] = time.monotonic()
+        time.sleep(1.0 if key.name.startswith("long") else 0.3 if key.name == "short" else 0.0)
+        return ran(key, ext, resume, reclaimed, template)
+
+    engine.run_job = run_job  # type: ignore[method-assign]
+    node = ClusterNode(pg_url, db, engine, slow, workers=16)  # claims once 2 slots are free, or 3 ms after one
+    node.enqueue([(MachineKey("sub", "rg", "short"), "ama", False, None)])
+    node.enqueue([(MachineKey("sub", "rg", f"long{i:02d}"), "ama", False, None) for i in range(15)])
+    node.start()
+    try:
+        wait_for(lambda: len(started) == 16)
+        node.enqueue([(MachineKey("sub", "rg", "next"), "ama", False, None)])  # no slot free: it waits
+        wait_for(lambda: "next" in started, timeout=5)
+        # the short job's end freed one slot, the long ones still ran: the queued job started then, not 30 s later
+        assert started["next"] - started["short"] < 0.3 + 0.25
+    finally:
+        node.stop()

@@ -94,6 +94,7 @@ class ClusterNode:
         self.settings = settings
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.workers = max(1, workers)
+        self._gather = max(1, self.workers // 8)  # free slots worth a claim of their own (_claim_loop)
         self.ready = False  # leading, indexes rebuilt: engine calls run here
         self.jobs_run = 0  # jobs this node ran (any node's dispatch)
         self.election_seconds: float | None = None  # the last take-over: lock taken to ready
@@ -291,11 +292,22 @@ class ClusterNode:
         clock = getattr(self.engine, "clock", None)
         return clock if isinstance(clock, SharedManualClock) else None
 
+    def _free(self) -> int:
+        with self._count_lock:
+            return self.workers - self._running
+
     def _claim_loop(self) -> None:
+        """Claim up to the free worker slots whenever there may be something to claim: woken by new jobs
+        (``JOBS``), by a job's end that frees the first slot or makes ``_gather`` free (``_run``: not by every
+        end, each wake-up of this thread costs CPU), and every ``reclaim_poll`` for expired leases. With fewer
+        than ``_gather`` slots free it waits ``claim_gather`` for more first, so that one claim fills them."""
         while not self._stop.is_set():
             self._claim_wake.clear()
-            with self._count_lock:
-                free = self.workers - self._running
+            free = self._free()
+            if 0 < free < self._gather:
+                self._claim_wake.wait(self.settings.claim_gather)  # cut short once ``_gather`` are free
+                self._claim_wake.clear()
+                free = self._free()
             claimed: list[tuple[Any, ...]] = []
             if free > 0:
                 try:
@@ -341,7 +353,9 @@ class ClusterNode:
             with self._count_lock:
                 self._running -= 1
                 self.jobs_run += 1
-            self._claim_wake.set()
+                free = self.workers - self._running
+            if free in (1, self._gather):  # (_claim_loop)
+                self._claim_wake.set()
 
     def _finish(self, job_id: int, key: MachineKey, ext: str, result: JobResult | None) -> None:
         """The job's row goes and its result goes to the leader, committed before this returns (retried while the
