@@ -12,7 +12,10 @@ and runs ``run_until_idle``; every node claims and runs jobs. Figures:
 * per node: jobs it ran, and engine CPU per job: the node process's CPU over the run minus the CPU spent inside
   the simulated driver's calls, divided by the jobs it ran (node 0's CPU includes the scheduling of every job).
   The simulated hosts live in the database here (arcext.cluster.simhosts), so the driver's CPU includes its
-  transactions.
+  transactions;
+* per node (information): its CPU per job by kind of thread (the job workers, the claim loop, the listener, the
+  leader's results loop and scheduler, ...; each thread's own CPU clock) and the part spent in the kernel, to tell
+  where a node's CPU goes without a profiler's overhead.
 
 Every node is a process of this script (``node`` subcommand), driven through its stdin/stdout by one line each.
 """
@@ -24,10 +27,12 @@ import gc
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -112,6 +117,28 @@ class StatementCounter:
             return dict(self.counts)
 
 
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each live thread of this process so far, by thread id (with its name)."""
+    seconds: dict[int, tuple[str, float]] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            cpu = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, ProcessLookupError):
+            continue  # ended meanwhile
+        seconds[thread.ident] = (re.sub(r"[_-]\d+$", "", thread.name), cpu)
+    return seconds
+
+
+def thread_cpu_since(base: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per kind of thread (its name without a worker's number) since ``base`` (``thread_cpu``)."""
+    spent: dict[str, float] = {}
+    for ident, (name, cpu) in thread_cpu().items():
+        spent[name] = spent.get(name, 0.0) + cpu - base.get(ident, (name, 0.0))[1]
+    return spent
+
+
 def node_main(argv: list[str]) -> int:
     """One node: answers ``publish``, ``mark``, ``run``, ``report`` and ``stop`` on stdin, one JSON line each."""
     parser = argparse.ArgumentParser()
@@ -138,6 +165,7 @@ def node_main(argv: list[str]) -> int:
         time.sleep(0.05)
     print(json.dumps({"ready": True, "node": engine.node.node_id}), flush=True)
     base: dict[str, float] = {}
+    threads0: dict[int, tuple[str, float]] = {}
     for line in sys.stdin:
         command = line.strip()
         answer: dict[str, Any] = {}
@@ -155,11 +183,13 @@ def node_main(argv: list[str]) -> int:
                 services.store.db.pool.pop_stats()
             base = {
                 "cpu": time.process_time(),
+                "system": os.times().system,
                 "host": meter.cpu,
                 "ops": meter.operations,
                 "jobs": engine.node.jobs_run,
             }
             statements0 = counter.snapshot() if counter else {}
+            threads0 = thread_cpu()
             profile_to = os.environ.get("ARCEXT_BENCH_PROFILE")  # diagnosis: a CPU profile of every thread
             if profile_to:
                 import yappi  # type: ignore[import-untyped,import-not-found,unused-ignore]  # pip install yappi
@@ -175,6 +205,8 @@ def node_main(argv: list[str]) -> int:
                 "host": meter.cpu - base["host"],
                 "ops": meter.operations - base["ops"],
                 "jobs": engine.node.jobs_run - base["jobs"],
+                "threads": thread_cpu_since(threads0),
+                "system": os.times().system - base["system"],
             }
             if profile_to:
                 yappi.stop()
@@ -296,6 +328,13 @@ def bench(args: argparse.Namespace) -> list[B.Figure]:
         print(
             f"  node {index} pool: {report['poolSize']} connections, {waits['requests_num']} requests,"
             f" {waits['requests_queued']} waited ({waits['requests_wait_ms']} ms in all)"
+        )
+    for index, report in enumerate(reports):
+        per_job = max(int(report["jobs"]), 1)
+        spent = sorted(report["threads"].items(), key=lambda kv: -kv[1])
+        print(
+            f"  node {index} CPU per job by thread (ms; {report['system'] / per_job * 1000:.3f} of it in the kernel): "
+            + ", ".join(f"{name} {seconds / per_job * 1000:.3f}" for name, seconds in spent if seconds >= 0.005)
         )
     if pg0 is not None and pg1 is not None:
         pg_per_job = (pg1 - pg0) / max(jobs, 1) * 1000

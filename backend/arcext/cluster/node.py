@@ -38,14 +38,15 @@ from .connect import Connection, dedicated
 from .leader import LeaderLease
 from .settings import ClusterSettings
 from .simhosts import offered_key
-from .wire import QUEUED_ROWS, jobs_to_json, result_from_json, result_to_json
+from .wire import ENDED_ROWS, QUEUED_ROWS, ends_to_json, jobs_to_json, result_from_json, result_to_json
 
 log = logging.getLogger(__name__)
 
 JOBS: Final = "arcext_jobs"
 RESULTS: Final = "arcext_results"
 KICK: Final = "arcext_kick"
-CHANNELS: Final = (JOBS, RESULTS, CALLS, CALL_DONE, KICK)
+CHANNELS: Final = frozenset({JOBS, RESULTS, CALLS, CALL_DONE, KICK})  # the leader's
+FOLLOWER_CHANNELS: Final = CHANNELS - {RESULTS}
 #: a job claimed this often without its run ever ending (each run took its node down, or outlived its
 #: lease) is not run again: it ends as failed (a poison job, arcext.upgrades.jobs.JobRunner.abandon)
 MAX_CLAIMS: Final = 3
@@ -75,11 +76,11 @@ class NodeEngine(Protocol):
 
 
 class _End:
-    """A job's end waiting to be sent (``ClusterNode._finish``)."""
+    """A job's end waiting to be sent (``ClusterNode._finish``): its row's id and its result as JSON."""
 
     __slots__ = ("job_id", "payload", "what")
 
-    def __init__(self, job_id: int, payload: Jsonb, what: str) -> None:
+    def __init__(self, job_id: int, payload: dict[str, Any], what: str) -> None:
         self.job_id = job_id
         self.payload = payload
         self.what = what
@@ -93,6 +94,7 @@ class ClusterNode:
         self.settings = settings
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.workers = max(1, workers)
+        self._gather = max(1, self.workers // 8)  # free slots worth a claim of their own (_claim_loop)
         self.ready = False  # leading, indexes rebuilt: engine calls run here
         self.jobs_run = 0  # jobs this node ran (any node's dispatch)
         self.election_seconds: float | None = None  # the last take-over: lock taken to ready
@@ -189,18 +191,31 @@ class ClusterNode:
         self.engine.step_down()
 
     # --- notifications ---------------------------------------------------------------------------
+    def listened(self) -> frozenset[str]:
+        """The channels this node's listener should hear now: a follower does not hear ``RESULTS`` (only the
+        leader books results; one wake-up of the listener per batch of ends in the cluster, for nothing)."""
+        return CHANNELS if self.leading else FOLLOWER_CHANNELS
+
     def _listen(self) -> None:
+        """The listener: every notification handed on as it comes; once a second (``notifies``' timeout), the
+        channels it listens on made to match ``listened()`` (so a new leader hears results within a second; its
+        results loop looks at the table every second besides)."""
         conn: Connection | None = None
+        heard: set[str] = set()
         while not self._stop.is_set():
             try:
                 if conn is None:
                     conn = dedicated(self.url)
-                    for channel in CHANNELS:
-                        conn.execute(f"LISTEN {channel}")
+                    heard = set()
+                    self._listen_to(conn, heard)
                     self._listening.set()
                     for event in (self._claim_wake, self._results_wake):
                         event.set()  # whatever was announced while this node was not listening
                     self.calls.wake()
+                elif heard != self.listened():
+                    if RESULTS not in heard:
+                        self._results_wake.set()  # results announced before it listened
+                    self._listen_to(conn, heard)
                 for note in conn.notifies(timeout=1.0):
                     self._on_notify(note.channel, note.payload)
             except psycopg.Error as exc:
@@ -211,6 +226,16 @@ class ClusterNode:
                 self._stop.wait(0.5)
         if conn is not None:
             conn.close()
+
+    def _listen_to(self, conn: Connection, heard: set[str]) -> None:
+        """LISTEN to the channels of ``listened()`` not in ``heard``, UNLISTEN the others; ``heard`` updated."""
+        want = self.listened()
+        for channel in sorted(want - heard):
+            conn.execute(f"LISTEN {channel}")
+        for channel in sorted(heard - want):
+            conn.execute(f"UNLISTEN {channel}")
+        heard.clear()
+        heard.update(want)
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == JOBS:
@@ -267,11 +292,22 @@ class ClusterNode:
         clock = getattr(self.engine, "clock", None)
         return clock if isinstance(clock, SharedManualClock) else None
 
+    def _free(self) -> int:
+        with self._count_lock:
+            return self.workers - self._running
+
     def _claim_loop(self) -> None:
+        """Claim up to the free worker slots whenever there may be something to claim: woken by new jobs
+        (``JOBS``), by a job's end that frees the first slot or makes ``_gather`` free (``_run``: not by every
+        end, each wake-up of this thread costs CPU), and every ``reclaim_poll`` for expired leases. With fewer
+        than ``_gather`` slots free it waits ``claim_gather`` for more first, so that one claim fills them."""
         while not self._stop.is_set():
             self._claim_wake.clear()
-            with self._count_lock:
-                free = self.workers - self._running
+            free = self._free()
+            if 0 < free < self._gather:
+                self._claim_wake.wait(self.settings.claim_gather)  # cut short once ``_gather`` are free
+                self._claim_wake.clear()
+                free = self._free()
             claimed: list[tuple[Any, ...]] = []
             if free > 0:
                 try:
@@ -317,7 +353,9 @@ class ClusterNode:
             with self._count_lock:
                 self._running -= 1
                 self.jobs_run += 1
-            self._claim_wake.set()
+                free = self.workers - self._running
+            if free in (1, self._gather):  # (_claim_loop)
+                self._claim_wake.set()
 
     def _finish(self, job_id: int, key: MachineKey, ext: str, result: JobResult | None) -> None:
         """The job's row goes and its result goes to the leader, committed before this returns (retried while the
@@ -326,7 +364,7 @@ class ClusterNode:
         Group commit: the ends of the jobs that finish while one statement is on its way go together in the next
         one (a worker whose end is pending sends the batch, the others wait for it), one statement and one commit
         for them all instead of one each."""
-        end = _End(job_id, Jsonb(result_to_json(key, ext, result)), f"{ext} on {key.name}")
+        end = _End(job_id, result_to_json(key, ext, result), f"{ext} on {key.name}")
         self._ends.submit(end)
 
     def _send_ends(self, batch: list[_End]) -> None:
@@ -334,14 +372,18 @@ class ClusterNode:
             try:
                 with self.db.connection() as conn:
                     conn.execute(
-                        "WITH e AS (SELECT * FROM unnest(%s::bigint[], %s::jsonb[])"
-                        "  WITH ORDINALITY AS e(id, result, n)),"
+                        f"WITH e AS ({ENDED_ROWS}),"
                         " d AS (DELETE FROM engine_jobs j USING e WHERE j.id = e.id AND j.claimed_by = %s"
                         "  RETURNING j.id),"
                         " r AS (INSERT INTO engine_results (node, result)"
                         "  SELECT %s, e.result FROM e JOIN d ON d.id = e.id ORDER BY e.n RETURNING id)"
                         " SELECT pg_notify(%s, '') FROM r LIMIT 1",
-                        ([e.job_id for e in batch], [e.payload for e in batch], self.node_id, self.node_id, RESULTS),
+                        (
+                            Jsonb(ends_to_json((e.job_id, e.payload) for e in batch)),
+                            self.node_id,
+                            self.node_id,
+                            RESULTS,
+                        ),
                     )
                 return
             except psycopg.Error as exc:

@@ -30,6 +30,21 @@ def jobs_to_json(jobs: Iterable[QueuedJob]) -> list[list[Any]]:
     ]
 
 
+#: the rows of ``ends_to_json`` as ``(id, result, n)``, n their place in the batch; SQL, with the one parameter a
+#: jsonb array
+ENDED_ROWS = (
+    "SELECT (j->>0)::bigint AS id, j->1 AS result, n FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS a(j, n)"
+)
+
+
+def ends_to_json(ends: Iterable[tuple[int, dict[str, Any]]]) -> list[list[Any]]:
+    """Jobs' ends (each job's row id and its result, ``result_to_json``) as one JSON array of rows
+    (``ENDED_ROWS`` reads it): one parameter encoded at once. A ``jsonb[]`` array's elements are escaped by
+    the driver one quote at a time (a regular expression's replacement per match), which cost more than
+    the rest of the statement."""
+    return [[job_id, result] for job_id, result in ends]
+
+
 def result_to_json(key: MachineKey, ext: str, result: JobResult | None) -> dict[str, Any]:
     return {
         "key": [key.subscription, key.resource_group, key.name],

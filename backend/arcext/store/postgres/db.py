@@ -108,37 +108,59 @@ class SeenRow:
 E = TypeVar("E")
 
 
+class _Waiter(Generic[E]):
+    """One ``GroupCommit.submit``: its entry, and the lock it sleeps on (held from the start; released once, when
+    its batch was sent or when it is to send the next one)."""
+
+    __slots__ = ("entry", "sent", "wake")
+
+    def __init__(self, entry: E) -> None:
+        self.entry = entry
+        self.sent = False
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
 class GroupCommit(Generic[E]):
     """Group commit's hand-off: ``submit`` returns once ``send`` has been called with a batch holding its entry.
 
     The entries submitted while one batch is on its way go together in the next: the first thread to find no
-    batch on its way sends everything pending (the lock released meanwhile), the others wait for it."""
+    batch on its way sends everything pending, the others wait. Each waiter sleeps on a lock of its own and is
+    woken once: when its batch was sent, or (the first waiter of the next batch) to send that batch. A
+    condition's ``notify_all`` would wake every waiter each time, those of the next batch to sleep again, all of
+    them taking the condition's lock and the GIL in turn: with 64 workers a cluster node spent about 0.2 ms of CPU
+    per job on that (the two-node rollout benchmark)."""
 
     def __init__(self, send: Callable[[list[E]], None]) -> None:
         self._send = send
-        self._ready = threading.Condition()
-        self._pending: list[tuple[E, list[bool]]] = []  # each entry with its "sent" flag
-        self._sending = False
+        self._lock = threading.Lock()
+        self._pending: list[_Waiter[E]] = []
+        self._sending = False  # a batch is on its way (or its sender is about to take the pending ones)
 
     def submit(self, entry: E) -> None:
-        sent = [False]
-        with self._ready:
-            self._pending.append((entry, sent))
-            while not sent[0]:
-                if self._sending:
-                    self._ready.wait()
-                    continue
-                self._sending = True
-                batch, self._pending = self._pending, []
-                self._ready.release()
-                try:
-                    self._send([e for e, _flag in batch])
-                finally:
-                    self._ready.acquire()
-                    self._sending = False
-                    for _e, flag in batch:
-                        flag[0] = True
-                    self._ready.notify_all()
+        me = _Waiter(entry)
+        with self._lock:
+            self._pending.append(me)
+            waiting, self._sending = self._sending, True
+        if waiting:
+            me.wake.acquire()
+            if me.sent:
+                return
+        # this thread sends: everything pending (its own entry included), then hands over to the next waiter
+        with self._lock:
+            batch, self._pending = self._pending, []
+        try:
+            self._send([waiter.entry for waiter in batch])
+        finally:
+            with self._lock:
+                following = self._pending[0] if self._pending else None
+                self._sending = following is not None
+            for waiter in batch:
+                if waiter is not me:
+                    waiter.sent = True
+                    waiter.wake.release()
+            if following is not None:
+                following.wake.release()  # not sent: it sends the next batch
 
 
 class _Grouped:

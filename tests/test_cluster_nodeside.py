@@ -1,0 +1,172 @@
+"""A node's own costs per job, and what they must not change: the jobs' ends as one JSON parameter, the
+channels a follower listens on (not the results, which only the leader books) and a new leader hearing them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from arcext.cluster.node import RESULTS, ClusterNode, Job
+from arcext.cluster.schema import migrate_cluster
+from arcext.cluster.settings import ClusterSettings
+from arcext.cluster.wire import ENDED_ROWS, ends_to_json, result_from_json, result_to_json
+from arcext.ids import MachineKey
+from arcext.store.postgres.db import Database
+from arcext.upgrades.jobs import JobResult
+from pgdb import fresh_database
+from test_cluster_parts import Recorder, wait_for
+
+SETTINGS = ClusterSettings(leader_poll=0.2, job_lease=1.5, leader_wait=1.0, reclaim_poll=0.2)
+
+
+@pytest.fixture
+def pg_url() -> str:
+    return fresh_database()
+
+
+@pytest.fixture
+def db(pg_url: str) -> Any:
+    database = Database(pg_url, max_size=8)
+    with database.connection() as conn:
+        migrate_cluster(conn)
+        for table in ("engine_jobs", "engine_results", "engine_calls"):
+            conn.execute(f"DELETE FROM {table}")
+    yield database
+    database.close()
+
+
+def test_ends_travel_as_one_json_array_in_order_quotes_and_backslashes_intact(db: Database) -> None:
+    key = MachineKey("Sub", "RG", 'm"1\\')
+    tricky = JobResult(key, "ama", "Failed", {"message": 'quote " backslash \\ brace { comma , \u00e9', "n": 3})
+    ends = [(7, result_to_json(key, "ama", tricky)), (3, result_to_json(key, "ama", None))]
+    with db.connection() as conn:
+        rows = conn.execute(f"SELECT id, result, n FROM ({ENDED_ROWS}) AS e ORDER BY n", (Jsonb(ends_to_json(ends)),))
+        got = rows.fetchall()
+    assert [(row[0], row[2]) for row in got] == [(7, 1), (3, 2)]
+    assert result_from_json(got[0][1]) == (key, "ama", tricky)
+    assert result_from_json(got[1][1]) == (key, "ama", None)
+
+
+class Heard:
+    """The channels a node's listener handed on (wrapping its ``_on_notify``)."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.channels: list[str] = []
+        self._lock = threading.Lock()
+        own = node._on_notify
+
+        def on_notify(channel: str, payload: str) -> None:
+            with self._lock:
+                self.channels.append(channel)
+            own(channel, payload)
+
+        node._on_notify = on_notify  # type: ignore[method-assign]
+
+    def count(self, channel: str) -> int:
+        with self._lock:
+            return self.channels.count(channel)
+
+
+def notify_results(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_notify(%s, '')", (RESULTS,))
+
+
+def test_a_follower_does_not_listen_for_results_and_a_new_leader_does(pg_url: str, db: Database) -> None:
+    engines = [Recorder(), Recorder()]
+    nodes = [ClusterNode(pg_url, db, engine, SETTINGS, workers=2) for engine in engines]
+    heard = [Heard(node) for node in nodes]
+    nodes[0].start()
+    wait_for(lambda: nodes[0].leading)
+    nodes[1].start()
+    stopped = [False, False]
+    try:
+        time.sleep(1.5)  # the leader's listener has matched its channels to its leading (within a second)
+        notify_results(pg_url)
+        wait_for(lambda: heard[0].count(RESULTS) >= 1)
+        time.sleep(0.3)
+        assert heard[1].count(RESULTS) == 0, "a follower is not woken by results"
+        # jobs still reach both nodes, and their results the leader
+        jobs: list[Job] = [(MachineKey("sub", "rg", f"m{i:02d}"), "ama", False, None) for i in range(12)]
+        nodes[1].enqueue(jobs)
+        wait_for(lambda: len(engines[0].ended) == 12)
+        assert heard[1].count(RESULTS) == 0
+        nodes[0].stop()  # the follower takes over: it books results from now on
+        stopped[0] = True
+        wait_for(lambda: nodes[1].leading)
+        nodes[1].enqueue([(MachineKey("sub", "rg", "after"), "ama", False, None)])
+        wait_for(lambda: ("after", "ama", "Succeeded") in engines[1].ended, timeout=5)
+        deadline = time.monotonic() + 3
+        while heard[1].count(RESULTS) == 0 and time.monotonic() < deadline:
+            notify_results(pg_url)  # once its listener listens for them, the new leader hears them
+            time.sleep(0.1)
+        assert heard[1].count(RESULTS) >= 1
+    finally:
+        for node, done in zip(nodes, stopped, strict=True):
+            if not done:
+                node.stop()
+
+
+class Counted:
+    """Wraps a node's ``_claim``: the number of claims and of rows they returned."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.claims = 0
+        self.rows = 0
+        own = node._claim
+
+        def claim(limit: int) -> list[tuple[Any, ...]]:
+            rows = own(limit)
+            if rows:
+                self.claims += 1
+                self.rows += len(rows)
+            return rows
+
+        node._claim = claim  # type: ignore[method-assign]
+
+
+def test_a_busy_node_claims_several_jobs_at_once_and_runs_each_once(pg_url: str, db: Database) -> None:
+    engine = Recorder(job_seconds=0.03)
+    node = ClusterNode(pg_url, db, engine, SETTINGS, workers=32)  # claims once 4 slots are free, or 3 ms after one
+    counted = Counted(node)
+    node.enqueue([(MachineKey("sub", "rg", f"m{i:03d}"), "ama", False, None) for i in range(300)])
+    node.start()
+    try:
+        wait_for(lambda: len(engine.ended) == 300, timeout=30)
+        assert sorted(name for name, *_ in engine.ran) == [f"m{i:03d}" for i in range(300)], "each ran once"
+        assert counted.rows == 300
+        # each job's end freed a slot: one claim per end would be 300 claims (less the first full one)
+        assert counted.claims <= 300 / 2, counted.claims
+    finally:
+        node.stop()
+
+
+def test_a_slot_freed_alone_is_filled_at_once_not_at_the_next_poll(pg_url: str, db: Database) -> None:
+    slow = ClusterSettings(leader_poll=0.2, job_lease=5.0, leader_wait=1.0, reclaim_poll=30.0)
+    engine = Recorder(job_seconds=0.0)
+    started: dict[str, float] = {}
+    ran = engine.run_job
+
+    def run_job(key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any) -> JobResult | None:
+        started[key.name] = time.monotonic()
+        time.sleep(1.0 if key.name.startswith("long") else 0.3 if key.name == "short" else 0.0)
+        return ran(key, ext, resume, reclaimed, template)
+
+    engine.run_job = run_job  # type: ignore[method-assign]
+    node = ClusterNode(pg_url, db, engine, slow, workers=16)  # claims once 2 slots are free, or 3 ms after one
+    node.enqueue([(MachineKey("sub", "rg", "short"), "ama", False, None)])
+    node.enqueue([(MachineKey("sub", "rg", f"long{i:02d}"), "ama", False, None) for i in range(15)])
+    node.start()
+    try:
+        wait_for(lambda: len(started) == 16)
+        node.enqueue([(MachineKey("sub", "rg", "next"), "ama", False, None)])  # no slot free: it waits
+        wait_for(lambda: "next" in started, timeout=5)
+        # the short job's end freed one slot, the long ones still ran: the queued job started then, not 30 s later
+        assert started["next"] - started["short"] < 0.3 + 0.25
+    finally:
+        node.stop()
