@@ -154,16 +154,16 @@ def test_a_slot_freed_alone_is_filled_at_once_not_at_the_next_poll(pg_url: str, 
 
     def run_job(key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any) -> JobResult | None:
         started[key.name] = time.monotonic()
-        time.sleep(1.0 if key.name.startswith("long") else 0.3 if key.name == "short" else 0.0)
+        time.sleep(1.5 if key.name.startswith("long") else 0.3 if key.name == "short" else 0.0)
         return ran(key, ext, resume, reclaimed, template)
 
     engine.run_job = run_job  # type: ignore[method-assign]
-    node = ClusterNode(pg_url, db, engine, slow, workers=16)  # claims once 2 slots are free, or 3 ms after one
+    node = ClusterNode(pg_url, db, engine, slow, workers=32)  # claims once 4 slots are free, or 3 ms after one
     node.enqueue([(MachineKey("sub", "rg", "short"), "ama", False, None)])
-    node.enqueue([(MachineKey("sub", "rg", f"long{i:02d}"), "ama", False, None) for i in range(15)])
+    node.enqueue([(MachineKey("sub", "rg", f"long{i:02d}"), "ama", False, None) for i in range(31)])
     node.start()
     try:
-        wait_for(lambda: len(started) == 16)
+        wait_for(lambda: len(started) == 32)
         node.enqueue([(MachineKey("sub", "rg", "next"), "ama", False, None)])  # no slot free: it waits
         wait_for(lambda: "next" in started, timeout=5)
         # the short job's end freed one slot, the long ones still ran: the queued job started then, not 30 s later

@@ -12,8 +12,8 @@ class ClusterSettings:
     leader_wait: float = 5.0  # seconds a forwarded engine call waits for a leader to take it, then 503
     call_timeout: float = 600.0  # seconds a forwarded engine call may run on the leader
     reclaim_poll: float = 1.0  # seconds between looks for jobs whose lease expired (besides NOTIFY wake-ups)
-    #: seconds the claim loop, woken by a job's end with fewer than an eighth of its workers free, waits for more
-    #: to free up so that one claim fills them (a claim costs the node and the database the same for 1 job as for 8)
+    #: seconds the claim loop of a node of 32 workers or more, woken by a job's end with fewer than an eighth of them
+    #: free, waits for more to free up so that one claim fills them (a claim costs about as much for 1 job as for 8)
     claim_gather: float = 0.003
     call_workers: int = 4  # forwarded engine calls the leader runs at once (the others wait their turn)
     call_poll: float = 2.0  # seconds between a caller's looks at its call (the answer comes by NOTIFY before)
