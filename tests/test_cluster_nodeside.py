@@ -170,3 +170,70 @@ def test_a_slot_freed_alone_is_filled_at_once_not_at_the_next_poll(pg_url: str, 
         assert started["next"] - started["short"] < 0.3 + 0.25
     finally:
         node.stop()
+
+
+def test_jobs_ends_and_lease_renewals_of_one_node_do_not_deadlock(pg_url: str, db: Database) -> None:
+    """A batch of jobs' ends and the node's lease renewal lock the same rows: both lock them in id order, so ends
+    sent in any order while the leases are renewed over and over never meet PostgreSQL's deadlock detector (with
+    the ends' rows locked in the batch's order and the renewal's in the table's, they did)."""
+    from arcext.cluster.node import _End
+
+    node = ClusterNode(pg_url, db, Recorder(), SETTINGS, workers=4)  # not started: the test drives it
+    key = MachineKey("sub", "rg", "m")
+    with db.connection() as conn:
+        ids = [
+            int(r[0])
+            for r in conn.execute(
+                "INSERT INTO engine_jobs (subscription, resource_group, name, ext, claimed_by, lease_until)"
+                " SELECT 'sub', 'rg', 'm' || n, 'ama', %s, now() + interval '1 hour' FROM generate_series(1, 1200) n"
+                " RETURNING id",
+                (node.node_id,),
+            )
+        ]
+        # a fleet's queue around them (another node's claims), as in a rollout: the ends then find their rows by
+        # id, one by one in the batch's order, and the renewal by a scan in the table's order
+        conn.execute(
+            "INSERT INTO engine_jobs (subscription, resource_group, name, ext, claimed_by, lease_until)"
+            " SELECT 'sub', 'rg', 'q' || n, 'ama', 'other-node', now() + interval '1 hour'"
+            " FROM generate_series(1, 20000) n"
+        )
+        conn.execute("ANALYZE engine_jobs")
+        (deadlocks_before,) = conn.execute(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone() or (0,)
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.is_set():
+            node.renew_leases()
+
+    renewers = [threading.Thread(target=renew) for _ in range(2)]
+    for thread in renewers:
+        thread.start()
+    try:
+        batches = [sorted(ids[i : i + 20], reverse=True) for i in range(0, len(ids), 20)]  # against the table's order
+        senders = [
+            threading.Thread(
+                target=node._send_ends,
+                args=([_End(job_id, result_to_json(key, "ama", None), "ama on m") for job_id in batch],),
+            )
+            for batch in batches
+        ]
+        for thread in senders:
+            thread.start()
+        for thread in senders:
+            thread.join(timeout=60)
+    finally:
+        done.set()
+        for thread in renewers:
+            thread.join(timeout=10)
+    with db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM engine_jobs WHERE claimed_by = %s", (node.node_id,)).fetchone() == (
+            0,
+        )
+        assert conn.execute("SELECT count(*) FROM engine_results").fetchone() == (len(ids),)
+        time.sleep(0.6)  # the statistics collector's report (stats_fetch_consistency: snapshot per transaction)
+        (deadlocks_after,) = conn.execute(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone() or (0,)
+    assert deadlocks_after == deadlocks_before

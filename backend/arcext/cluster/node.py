@@ -143,9 +143,10 @@ class ClusterNode:
             thread.join(timeout=5)
         try:  # ... and handed back at once, not after their leases expire
             with self.db.connection() as conn:
+                # never started here: the claim does not count against the job (rows locked in id order, as below)
                 conn.execute(
                     "UPDATE engine_jobs SET claimed_by = NULL, lease_until = NULL, claims = greatest(claims - 1, 0)"
-                    " WHERE claimed_by = %s",  # never started here: the claim does not count against the job
+                    " WHERE id IN (SELECT id FROM engine_jobs WHERE claimed_by = %s ORDER BY id FOR UPDATE)",
                     (self.node_id,),
                 )
         except psycopg.Error:
@@ -375,8 +376,10 @@ class ClusterNode:
                 with self.db.connection() as conn:
                     conn.execute(
                         f"WITH e AS ({ENDED_ROWS}),"
-                        " d AS (DELETE FROM engine_jobs j USING e WHERE j.id = e.id AND j.claimed_by = %s"
-                        "  RETURNING j.id),"
+                        # the rows locked in id order, as the lease renewal locks them: the two cannot deadlock
+                        " l AS (SELECT j.id FROM engine_jobs j WHERE j.id IN (SELECT id FROM e) AND j.claimed_by = %s"
+                        "  ORDER BY j.id FOR UPDATE),"
+                        " d AS (DELETE FROM engine_jobs j USING l WHERE j.id = l.id RETURNING j.id),"
                         " r AS (INSERT INTO engine_results (node, result)"
                         "  SELECT %s, e.result FROM e JOIN d ON d.id = e.id ORDER BY e.n RETURNING id)"
                         " SELECT pg_notify(%s, '') FROM r LIMIT 1",
@@ -404,13 +407,19 @@ class ClusterNode:
             if not running:
                 continue
             try:
-                with self.db.connection() as conn:
-                    conn.execute(
-                        "UPDATE engine_jobs SET lease_until = now() + make_interval(secs => %s) WHERE claimed_by = %s",
-                        (self.settings.job_lease, self.node_id),
-                    )
+                self.renew_leases()
             except psycopg.Error as exc:
                 log.warning("Renewing job leases failed (%s)", type(exc).__name__)
+
+    def renew_leases(self) -> None:
+        """Extend the lease of every job this node holds (its rows locked in id order, as a batch of jobs' ends
+        locks them: the two cannot deadlock)."""
+        with self.db.connection() as conn:
+            conn.execute(
+                "UPDATE engine_jobs SET lease_until = now() + make_interval(secs => %s) WHERE id IN"
+                " (SELECT id FROM engine_jobs WHERE claimed_by = %s ORDER BY id FOR UPDATE)",
+                (self.settings.job_lease, self.node_id),
+            )
 
     # --- results: the leader's side --------------------------------------------------------------
     def _results_loop(self) -> None:
