@@ -237,3 +237,39 @@ def test_jobs_ends_and_lease_renewals_of_one_node_do_not_deadlock(pg_url: str, d
             "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone() or (0,)
     assert deadlocks_after == deadlocks_before
+
+
+def test_the_leader_reads_results_that_come_together_in_one_batch(pg_url: str, db: Database) -> None:
+    """Woken by a result, the leader waits ``results_gather`` before it reads: results written meanwhile are read
+    and booked together (one statement and one batch), and none is left behind or booked twice."""
+
+    class Batches(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+
+        def jobs_ended(self, results: list[Any]) -> None:
+            self.batches.append(len(results))
+            super().jobs_ended(results)
+
+    engine = Batches()
+    settings = ClusterSettings(leader_poll=0.2, job_lease=1.5, leader_wait=1.0, reclaim_poll=0.2, results_gather=0.3)
+    node = ClusterNode(pg_url, db, engine, settings, workers=1)
+    node.start()
+    try:
+        wait_for(lambda: node.leading)
+        time.sleep(1.5)  # its listener has matched its channels to its leading (within a second): it hears results
+        for i in range(8):  # eight jobs ending 10 ms apart, each with its NOTIFY, as other nodes' ends come
+            with db.connection() as conn:
+                conn.execute(
+                    "INSERT INTO engine_results (node, result) VALUES ('other-node', %s)",
+                    (Jsonb(result_to_json(MachineKey("sub", "rg", f"m{i}"), "ama", None)),),
+                )
+                conn.execute("SELECT pg_notify(%s, '')", (RESULTS,))
+            time.sleep(0.01)
+        wait_for(lambda: len(engine.ended) == 8)
+        time.sleep(0.5)
+        assert engine.batches == [8], engine.batches
+        assert [name for name, _ext, _outcome in engine.ended] == [f"m{i}" for i in range(8)]
+    finally:
+        node.stop()

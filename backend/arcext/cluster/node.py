@@ -75,6 +75,10 @@ class NodeEngine(Protocol):
     def wake(self) -> None: ...
 
 
+#: results the leader reads at once
+RESULTS_BATCH = 500
+
+
 class _End:
     """A job's end waiting to be sent (``ClusterNode._finish``): its row's id and its result as JSON."""
 
@@ -424,21 +428,26 @@ class ClusterNode:
     # --- results: the leader's side --------------------------------------------------------------
     def _results_loop(self) -> None:
         while not self._stop.is_set():
-            self._results_wake.wait(1.0)
-            self._results_wake.clear()
+            woken = self._results_wake.wait(1.0)
             if not self.leading:
+                self._results_wake.clear()
                 continue
+            if woken and self._stop.wait(self.settings.results_gather):
+                return  # the results that come together are read together; stopping: nothing more to book
+            # cleared before the read: a result's NOTIFY that comes after it wakes the next round
+            self._results_wake.clear()
             try:
                 while self.leading:
                     with self.db.connection() as conn:
                         rows = conn.execute(
                             "DELETE FROM engine_results WHERE id IN"
-                            " (SELECT id FROM engine_results ORDER BY id LIMIT 500) RETURNING id, result"
+                            f" (SELECT id FROM engine_results ORDER BY id LIMIT {RESULTS_BATCH}) RETURNING id, result"
                         ).fetchall()
-                    if not rows:
-                        break
-                    results = [result_from_json(data) for _id, data in sorted(rows, key=lambda r: int(r[0]))]
-                    self.engine.jobs_ended(results)  # booked in order, their records read together
+                    if rows:
+                        results = [result_from_json(data) for _id, data in sorted(rows, key=lambda r: int(r[0]))]
+                        self.engine.jobs_ended(results)  # booked in order, their records read together
+                    if len(rows) < RESULTS_BATCH:
+                        break  # all read (a result written since has woken the next round)
             except psycopg.Error as exc:
                 log.warning("Reading job results failed (%s)", type(exc).__name__)
 

@@ -15,6 +15,9 @@ class ClusterSettings:
     #: seconds the claim loop of a node of 32 workers or more, woken by a job's end with fewer than an eighth of them
     #: free, waits for more to free up so that one claim fills them (a claim costs about as much for 1 job as for 8)
     claim_gather: float = 0.003
+    #: seconds the leader, woken by a job's result, waits before it reads the results, so that those that come
+    #: together are read and booked together (one statement and one batch for several instead of one each)
+    results_gather: float = 0.005
     call_workers: int = 4  # forwarded engine calls the leader runs at once (the others wait their turn)
     call_poll: float = 2.0  # seconds between a caller's looks at its call (the answer comes by NOTIFY before)
     call_keep: float = 60.0  # seconds a call's row outlives the longest a call may wait, then it is swept
