@@ -31,6 +31,7 @@ from arcext.portal.sessions import PortalStorage
 from arcext.portal.storage import open_portal_storage
 from arcext.store.base import Store
 from arcext.store.factory import open_store
+from arcext.store.postgres import PostgresStore
 from arcext.testing import ArcextServer
 from pgdb import fresh_database
 
@@ -60,7 +61,8 @@ class Stores:
         if self.database_url and name != "a" and not own_key and first_key.exists():
             shutil.copy2(first_key, directory / KEY_FILE)
         store = open_store(directory, self.database_url)
-        portal = open_portal_storage(store, SecretBox.from_data_dir(directory), directory, lifetime_s)
+        shared_db = store.db if isinstance(store, PostgresStore) else None  # as Services.shared_db
+        portal = open_portal_storage(shared_db, SecretBox.from_data_dir(directory), directory, lifetime_s)
         made = Node(store, portal)
         self.opened.append(made)
         return made

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .activity import ActivityLog
 from .auth import TokenService
@@ -28,6 +29,9 @@ from .upgrades.settings import EngineSettings
 from .webhooks import Settings as WebhookSettings
 from .webhooks import WebhookService
 
+if TYPE_CHECKING:
+    from .store.postgres.db import Database
+
 
 @dataclass
 class Services:
@@ -47,6 +51,9 @@ class Services:
     webhooks: WebhookService
     maintenance: MaintenanceService
     lookups: Lookups
+    #: the database every node shares (PostgreSQL), None on the embedded store: for the parts that keep tables of
+    #: their own in it (the webhooks here, the portal's sessions)
+    shared_db: Database | None = None
 
     @classmethod
     def open(
@@ -85,10 +92,11 @@ class Services:
         # the operations surface (arcext.telemetry): observers on the store's event and rollout writes,
         # and a timing wrapper around the engine's host drivers
         metrics = Metrics()
+        shared_db = shared.store.db if shared else None
         rollouts = shared.rollouts.read() if shared else store.list_rollouts()  # read once, for all of these
         telemetry = Telemetry(metrics, clock.now, rollouts, settings.breaker_fraction)
         webhooks = WebhookService.open(  # on a database: its tables, shared with every node
-            data_dir, box, clock.now, metrics, webhook_settings, shared.store.db if shared else None
+            data_dir, box, clock.now, metrics, webhook_settings, shared_db
         )
         telemetry.event_sinks.append(webhooks.on_events)
         if isinstance(store, ObservableStore):
@@ -149,6 +157,7 @@ class Services:
             webhooks=webhooks,
             maintenance=maintenance,
             lookups=Lookups(store),
+            shared_db=shared_db,
         )
 
     def start(self) -> None:

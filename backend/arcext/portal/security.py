@@ -65,7 +65,7 @@ def configure_app(app: App) -> None:
     directory) and the portal's cookie settings (run once, at registration)."""
     opened: Services = app.extensions["arcext"]  # create_app opens the services before it registers the portal
     storage = open_portal_storage(
-        opened.store, opened.box, Path(app.config["ARCEXT_DATA_DIR"]), SESSION_LIFETIME.total_seconds()
+        opened.shared_db, opened.box, Path(app.config["ARCEXT_DATA_DIR"]), SESSION_LIFETIME.total_seconds()
     )
     app.secret_key = storage.signing_key
     if isinstance(app, Flask):
