@@ -51,6 +51,14 @@ _INSERT = _INSERT_COLUMNS + " VALUES "
 _ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
+def _days(start_day: str, end_day: str) -> tuple[date, date] | None:
+    """The first and last day (YYYY-MM-DD) of a query; None when either is not a date (nothing matches)."""
+    try:
+        return date.fromisoformat(start_day), date.fromisoformat(end_day)
+    except ValueError:
+        return None
+
+
 def _text(event: Record, field: str) -> str | None:
     value = event.get(field)
     return value if isinstance(value, str) else None
@@ -171,12 +179,11 @@ class EventTable:
         """Events of the days ``start_day``..``end_day`` (YYYY-MM-DD), oldest first; with ``where`` only those
         whose top-level ``field`` is the string ``value``. Read a batch per query: no connection is held
         while the caller looks at them."""
-        try:
-            first, last = date.fromisoformat(start_day), date.fromisoformat(end_day)
-        except ValueError:
+        days = _days(start_day, end_day)
+        if days is None:
             return iter(())
         conditions: list[sql.Composable] = [sql.SQL("day BETWEEN %s AND %s")]
-        params: list[Any] = [first, last]
+        params: list[Any] = [*days]
         if where is not None:
             field, value = where
             column = COLUMNS.get(field)
@@ -200,12 +207,11 @@ class EventTable:
         """``Store.query_events``: a subscription's events of the days, narrowed to one resource and what is under
         it, and to one caller (both without case), by the indexes ``events_subscription_resource`` and
         ``events_subscription_caller``."""
-        try:
-            first, last = date.fromisoformat(start_day), date.fromisoformat(end_day)
-        except ValueError:
+        days = _days(start_day, end_day)
+        if days is None:
             return iter(())
         conditions: list[sql.Composable] = [sql.SQL("subscription_id = %s"), sql.SQL("day BETWEEN %s AND %s")]
-        params: list[Any] = [subscription, first, last]
+        params: list[Any] = [subscription, *days]
         if resource_id:
             want = resource_id.lower().rstrip("/")
             # under it: from "<id>/" up to "<id>0" ("0" follows "/"), in byte order (the pattern operators, which

@@ -214,16 +214,14 @@ class PostgresStore:
         return self._machines.scan()
 
     def project_machines(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
-        out: list[T] = []
-        for doc in self._machines.scan(batch=1000):
-            value = project(doc)
-            if value is not None:
-                out.append(value)
-        return out
+        return self._project(project)
 
     def project_machines_naming_operations(self, project: Callable[[MachineDoc], T | None]) -> list[T]:
+        return self._project(project, where=NAMES_OPERATION)
+
+    def _project(self, project: Callable[[MachineDoc], T | None], where: str = "") -> list[T]:
         out: list[T] = []
-        for doc in self._machines.scan(batch=1000, where=NAMES_OPERATION):
+        for doc in self._machines.scan(batch=1000, where=where):
             value = project(doc)
             if value is not None:
                 out.append(value)
