@@ -30,8 +30,9 @@ class ClusterSettings:
 
     @property
     def orphan_sweep(self) -> float:
-        """Seconds between a node's scans of the machines for writes a node gone left without a record (a scan
-        reads every machine, so it is rarer than the look at the operations' records)."""
+        """Seconds between a node's scans of the machines for writes a node gone left without a record (the database
+        reads every machine row for it, though it sends only those naming an operation, so it is rarer than the
+        look at the operations' records)."""
         return 12 * self.operation_sweep
 
     @property
