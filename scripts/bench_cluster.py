@@ -15,7 +15,11 @@ and runs ``run_until_idle``; every node claims and runs jobs. Figures:
   transactions;
 * per node (information): its CPU per job by kind of thread (the job workers, the claim loop, the listener, the
   leader's results loop and scheduler, ...; each thread's own CPU clock) and the part spent in the kernel, to tell
-  where a node's CPU goes without a profiler's overhead.
+  where a node's CPU goes without a profiler's overhead;
+* per node (information): how much of its worker slots' time jobs' runs took (from a job's start to its run's end;
+  its end's commit overlaps the next job's claim), the part of a run spent in host operations (their latency
+  included) and around them (the job's writes and logic), and how long a slot stood idle per job (waiting for a
+  claim, a wave, the end of the rollout).
 
 Every node is a process of this script (``node`` subcommand), driven through its stdin/stdout by one line each.
 """
@@ -187,6 +191,8 @@ def node_main(argv: list[str]) -> int:
                 "host": meter.cpu,
                 "ops": meter.operations,
                 "jobs": engine.node.jobs_run,
+                "busy": engine.node.busy_seconds,
+                "hostWall": meter.wall,
             }
             statements0 = counter.snapshot() if counter else {}
             threads0 = thread_cpu()
@@ -205,6 +211,8 @@ def node_main(argv: list[str]) -> int:
                 "host": meter.cpu - base["host"],
                 "ops": meter.operations - base["ops"],
                 "jobs": engine.node.jobs_run - base["jobs"],
+                "busy": engine.node.busy_seconds - base["busy"],
+                "hostWall": meter.wall - base["hostWall"],
                 "threads": thread_cpu_since(threads0),
                 "system": os.times().system - base["system"],
             }
@@ -328,6 +336,15 @@ def bench(args: argparse.Namespace) -> list[B.Figure]:
         print(
             f"  node {index} pool: {report['poolSize']} connections, {waits['requests_num']} requests,"
             f" {waits['requests_queued']} waited ({waits['requests_wait_ms']} ms in all)"
+        )
+    for index, report in enumerate(reports):
+        per_job = max(int(report["jobs"]), 1)
+        capacity = wall * args.concurrency
+        print(
+            f"  node {index} worker slots: {report['busy'] / capacity:.1%} taken by jobs' runs; per job"
+            f" {report['busy'] / per_job * 1000:.1f} ms of run, {report['hostWall'] / per_job * 1000:.1f} ms of it in"
+            f" host operations, {(report['busy'] - report['hostWall']) / per_job * 1000:.1f} ms around them;"
+            f" a slot idle {(capacity - report['busy']) / per_job * 1000:.1f} ms per job"
         )
     for index, report in enumerate(reports):
         per_job = max(int(report["jobs"]), 1)

@@ -212,12 +212,14 @@ class HostMeter:
     def __init__(self) -> None:
         self.operations = 0
         self.cpu = 0.0
+        self.wall = 0.0  # seconds inside the calls (the simulated latency included)
         self._lock = threading.Lock()
 
-    def add(self, cpu: float) -> None:
+    def add(self, cpu: float, wall: float = 0.0) -> None:
         with self._lock:
             self.operations += 1
             self.cpu += cpu
+            self.wall += wall
 
 
 class MeteredDriver:
@@ -228,11 +230,11 @@ class MeteredDriver:
         self.meter = meter
 
     def _timed(self, call: Callable[[], Any]) -> Any:
-        t = time.thread_time()
+        t, w = time.thread_time(), time.perf_counter()
         try:
             return call()
         finally:
-            self.meter.add(time.thread_time() - t)
+            self.meter.add(time.thread_time() - t, time.perf_counter() - w)
 
     def installed(self, name: str) -> InstalledExtension | None:
         found: InstalledExtension | None = self._timed(lambda: self.inner.installed(name))

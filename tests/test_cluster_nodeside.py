@@ -273,3 +273,71 @@ def test_the_leader_reads_results_that_come_together_in_one_batch(pg_url: str, d
         assert [name for name, _ext, _outcome in engine.ended] == [f"m{i}" for i in range(8)]
     finally:
         node.stop()
+
+
+def test_a_jobs_slot_is_claimed_for_while_its_end_is_committed(pg_url: str, db: Database) -> None:
+    """A job's slot is claimed for as soon as its run is over: the next job starts while the ended job's end is still
+    being committed (the claim and the end overlap), and no more jobs run at once than the node has workers."""
+    engine = Recorder(job_seconds=0.0)
+    started: dict[str, float] = {}
+    ran_until: dict[str, float] = {}
+    running = [0, 0]  # now, most at once
+    lock = threading.Lock()
+    ran = engine.run_job
+
+    def run_job(key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any) -> JobResult | None:
+        with lock:
+            started[key.name] = time.monotonic()
+            running[0] += 1
+            running[1] = max(running)
+        time.sleep(0.1)
+        result = ran(key, ext, resume, reclaimed, template)
+        with lock:
+            running[0] -= 1
+            ran_until[key.name] = time.monotonic()
+        return result
+
+    engine.run_job = run_job  # type: ignore[method-assign]
+    node = ClusterNode(pg_url, db, engine, SETTINGS, workers=1)
+    send = node._ends._send
+
+    def slow_send(batch: list[Any]) -> None:
+        time.sleep(0.4)  # an end's commit that takes long (a busy database)
+        send(batch)
+
+    node._ends._send = slow_send  # type: ignore[method-assign]
+    node.enqueue([(MachineKey("sub", "rg", f"m{i}"), "ama", False, None) for i in range(3)])
+    node.start()
+    try:
+        wait_for(lambda: len(engine.ended) == 3, timeout=10)
+        order = sorted(started, key=started.__getitem__)
+        assert order == ["m0", "m1", "m2"]
+        for before, after in zip(order, order[1:], strict=False):
+            # without the overlap the next job waited for the end's 0.4 s commit (and the claim after it)
+            assert started[after] - ran_until[before] < 0.3, (before, after, started[after] - ran_until[before])
+        assert running[1] == 1, "one worker: one job runs at a time"
+    finally:
+        node.stop()
+
+
+def test_the_claim_is_planned_once_not_at_every_call(pg_url: str) -> None:
+    """The claim's statement (with its limit written in) gets the server's generic plan once prepared; with the limit
+    as a parameter every call was planned again (each call's own plan looked cheaper than a generic one)."""
+    one = Database(pg_url, max_size=1)  # one connection: its prepared statements are the ones the claims made
+    try:
+        with one.connection() as conn:
+            migrate_cluster(conn)
+            conn.execute("DELETE FROM engine_jobs")
+        node = ClusterNode(pg_url, one, Recorder(), SETTINGS, workers=4)  # not started: the test claims
+        node.enqueue([(MachineKey("sub", "rg", f"m{i:03d}"), "ama", False, None) for i in range(40)])
+        for _ in range(14):  # psycopg prepares a statement at its 6th run; the server plans generically from the 6th
+            assert len(node._claim(2)) == 2
+        with one.connection() as conn:
+            plans = conn.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%%engine_jobs%%'"
+                " AND statement LIKE '%%SKIP LOCKED%%'"
+            ).fetchall()
+        assert plans, "the claim was prepared"
+        assert sum(generic for generic, _custom in plans) >= 1, plans
+    finally:
+        one.close()

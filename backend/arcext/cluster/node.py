@@ -103,10 +103,16 @@ class ClusterNode:
         self._gather = self.workers // 8 if self.workers >= 32 else 1
         self.ready = False  # leading, indexes rebuilt: engine calls run here
         self.jobs_run = 0  # jobs this node ran (any node's dispatch)
+        self.busy_seconds = 0.0  # worker slots' time taken by jobs' runs (their ends' commits not included)
         self.election_seconds: float | None = None  # the last take-over: lock taken to ready
         self._lease = LeaderLease(url, settings.leader_poll, self._elected, self._deposed)
-        self._pool = WorkerPool(self.workers, "arcext-job")
-        self._running = 0
+        self._running = 0  # jobs claimed here and not ended (queued for a worker, running, or ending)
+        #: of those, jobs whose run is over and whose end is being committed: their slots are claimed for again
+        #: already (_run), so the next job is there when the worker frees, not a claim's round trip later
+        self._ending = 0
+        #: threads for twice the slots: a job claimed for an ending job's slot starts while that job's thread still
+        #: waits for its end's commit (at most ``workers`` jobs run; the others are ending)
+        self._pool = WorkerPool(2 * self.workers, "arcext-job")
         self._count_lock = threading.Lock()
         self._stop = threading.Event()
         #: set once the jobs running here have ended: until then their leases are renewed, even while stopping (a
@@ -282,7 +288,11 @@ class ClusterNode:
         with self.db.connection() as conn:
             return conn.execute(
                 "WITH c AS (SELECT id, claimed_by, subscription, resource_group, name FROM engine_jobs"
-                "  WHERE claimed_by IS NULL OR lease_until < now() ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                # the limit written in: with a parameter there, the server planned the statement again at every call
+                # (a generic plan's guess of the limit costs more than each call's own plan); one prepared
+                # statement per limit instead, each planned once
+                "  WHERE claimed_by IS NULL OR lease_until < now()"
+                f"  ORDER BY id LIMIT {int(limit)} FOR UPDATE SKIP LOCKED)"
                 " UPDATE engine_jobs j SET claimed_by = %s, lease_until = now() + make_interval(secs => %s),"
                 "  claims = j.claims + 1"
                 " FROM c LEFT JOIN machines m ON m.subscription = lower(c.subscription)"
@@ -292,7 +302,7 @@ class ClusterNode:
                 " RETURNING j.id, j.subscription, j.resource_group, j.name, j.ext, j.resume, j.template,"
                 f"  c.claimed_by IS NOT NULL, j.claims, {clock}, m.doc::text, m.xmin::text, {CATALOG_VERSION},"
                 "  coalesce(h.doc::text, 'null'), h.xmin::text",
-                (limit, self.node_id, self.settings.job_lease),
+                (self.node_id, self.settings.job_lease),
             ).fetchall()
 
     def _shared_clock(self) -> SharedManualClock | None:
@@ -300,8 +310,13 @@ class ClusterNode:
         return clock if isinstance(clock, SharedManualClock) else None
 
     def _free(self) -> int:
+        """Slots free for a claim: neither taken by a claimed job nor by one whose run is over (its end being sent).
+
+        A slot is claimed for as soon as its job's run is over, while the job's end is committed, so the claim's
+        round trip and the end's overlap (a worker slot stood idle for both, one after the other: about 3 ms per job
+        at 16 workers, 5% of a 50 ms host operation)."""
         with self._count_lock:
-            return self.workers - self._running
+            return self.workers - self._running + self._ending
 
     def _claim_loop(self) -> None:
         """Claim up to the free worker slots whenever there may be something to claim: woken by new jobs
@@ -333,6 +348,7 @@ class ClusterNode:
             self._claim_wake.wait(self.settings.reclaim_poll)
 
     def _run(self, row: tuple[Any, ...]) -> None:
+        began = time.perf_counter()
         job_id, sub, group, name, ext, resume, template, reclaimed, claims, moment, doc, xmin, catalog = row[:13]
         host_doc, host_xmin = row[13:]
         key = MachineKey(sub, group, name)
@@ -356,13 +372,17 @@ class ClusterNode:
             log.exception("Upgrade job for %s on %s crashed", ext, name)
         finally:
             self.db.forget_rows()
+            with self._count_lock:
+                self._ending += 1  # its slot is free for a claim while its end is committed (_free)
+                self.busy_seconds += time.perf_counter() - began
+                free = self.workers - self._running + self._ending
+            if free in (1, self._gather):  # (_claim_loop)
+                self._claim_wake.set()
             self._finish(int(job_id), key, ext, result)
             with self._count_lock:
                 self._running -= 1
+                self._ending -= 1
                 self.jobs_run += 1
-                free = self.workers - self._running
-            if free in (1, self._gather):  # (_claim_loop)
-                self._claim_wake.set()
 
     def _finish(self, job_id: int, key: MachineKey, ext: str, result: JobResult | None) -> None:
         """The job's row goes and its result goes to the leader, committed before this returns (retried while the
