@@ -23,7 +23,7 @@ from arcext.crypto import SecretBox
 from arcext.metrics import Metrics
 from arcext.store.postgres.db import Database
 from arcext.webhooks import Settings, WebhookService
-from arcext.webhooks.pg_node import PRESENCE_CLASS
+from arcext.webhooks.pg_node import NODES_CHANNEL, PRESENCE_CLASS, Listener
 from pgdb import fresh_database
 from webhook_receiver import Receiver
 
@@ -258,3 +258,34 @@ def test_two_nodes_putting_in_the_same_events_in_opposite_orders_at_once_both_su
             added = list(pool.map(lambda job: job[0].enqueue(job[1]), [(one, events), (other, events[::-1])]))
         assert sum(added) == 200, added
     assert one.pending_counts() == {"h": 1000}
+
+
+def test_a_node_that_comes_and_goes_between_two_looks_is_seen_leaving() -> None:
+    """A node whose process dies seconds after it started (a crash loop) leaves events it may not have put in the
+    outbox: the others must see it leave even when it came and went between two of their looks at the presence
+    locks. It announces itself as it takes its lock; a listener that heard it looks for its lock at the next look."""
+    url = fresh_database()
+    wait_until_no_node_is_present(url)
+    looks: list[float] = []
+    gone: list[float] = []
+    listener = Listener(url, 1.5, lambda: looks.append(time.monotonic()), lambda: None, lambda: gone.append(1))
+    listener.start()
+    try:
+        assert wait_for(lambda: len(looks) >= 1), "the listener connected and looked once"
+        time.sleep(0.1)
+        for _ in range(2):  # a node that starts and is killed before the next look, twice
+            with psycopg.connect(url, autocommit=True) as brief:
+                brief.execute("SELECT pg_advisory_lock(%s, pg_backend_pid())", (PRESENCE_CLASS,))
+                brief.execute("SELECT pg_notify(%s, pg_backend_pid()::text)", (NODES_CHANNEL,))
+                time.sleep(0.2)
+            before = len(gone)
+            assert wait_for(lambda b=before: len(gone) > b, timeout=5), "the brief node's leaving was seen"
+        # a node that stays is not reported gone
+        with psycopg.connect(url, autocommit=True) as staying:
+            staying.execute("SELECT pg_advisory_lock(%s, pg_backend_pid())", (PRESENCE_CLASS,))
+            staying.execute("SELECT pg_notify(%s, pg_backend_pid()::text)", (NODES_CHANNEL,))
+            count = len(gone)
+            time.sleep(3.5)  # two looks
+            assert len(gone) == count
+    finally:
+        listener.stop()

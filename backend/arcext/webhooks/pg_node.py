@@ -11,6 +11,10 @@
   holds this node's presence lock (``PRESENCE_CLASS``, its backend pid); when another node's presence
   disappears (its process died, or it stopped), ``on_peer_gone`` runs, so the events that node had recorded
   but not yet put in the outbox (a kill -9 between the two) are put back without waiting for a restart.
+  The others look at the presence locks every ``refresh`` seconds, so a node that came and went between two
+  looks would go unseen: each node announces its presence as it takes the lock (``NODES_CHANNEL``, its backend
+  pid), and a node hearing it counts it present from then on, whether or not its lock is still held by the time
+  it looks (a node crashing within seconds of its start, over and over, is seen leaving each time).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ CLAIM_CLASS: Final = 0x61726377
 PRESENCE_CLASS: Final = 0x61726370
 HOOKS_CHANNEL: Final = "arcext_webhook_hooks"
 MESSAGES_CHANNEL: Final = "arcext_webhook_messages"
+NODES_CHANNEL: Final = "arcext_webhook_nodes"  # a node's presence taken (payload: its listener's backend pid)
 
 
 def dedicated(url: str) -> Connection:
@@ -125,6 +130,7 @@ class Listener:
         self._on_messages = on_messages
         self._on_peer_gone = on_peer_gone
         self._peers: set[int] | None = None  # the presence locks seen at the last look
+        self._arrivals: set[int] = set()  # nodes heard taking their presence lock since the last look
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="arcext-webhook-listener", daemon=True)
 
@@ -141,6 +147,8 @@ class Listener:
                     conn.execute("SELECT pg_advisory_lock(%s, pg_backend_pid())", (PRESENCE_CLASS,))
                     conn.execute(f"LISTEN {HOOKS_CHANNEL}")
                     conn.execute(f"LISTEN {MESSAGES_CHANNEL}")
+                    conn.execute(f"LISTEN {NODES_CHANNEL}")
+                    conn.execute("SELECT pg_notify(%s, pg_backend_pid()::text)", (NODES_CHANNEL,))
                     self._call(self._on_messages)  # whatever was put in while this node was not listening
                     if self._peers is not None:
                         self._call(self._on_peer_gone)  # a node may have died while this one was away
@@ -152,6 +160,8 @@ class Listener:
                         hooks = note.channel == HOOKS_CHANNEL
                         if note.channel == MESSAGES_CHANNEL:
                             self._call(self._on_messages)
+                        elif note.channel == NODES_CHANNEL and note.pid != conn.info.backend_pid:
+                            self._arrived(note.payload)
                 if hooks:
                     last_read = time.monotonic()
                     self._call(self._on_hooks)  # a change, the periodic re-read, or a new connection
@@ -165,6 +175,12 @@ class Listener:
         if conn is not None:
             conn.close()
 
+    def _arrived(self, payload: str) -> None:
+        """Another node took its presence lock: present from now on, so its leaving is seen at the next look even
+        when it leaves before that look (then its lock is gone and ``on_peer_gone`` runs)."""
+        if payload.isdigit():
+            self._arrivals.add(int(payload))
+
     def _look_at_peers(self, conn: Connection) -> None:
         rows = conn.execute(
             "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2 AND granted"
@@ -172,7 +188,9 @@ class Listener:
             (PRESENCE_CLASS,),
         ).fetchall()
         peers = {int(r[0]) for r in rows}
-        if self._peers is not None and self._peers - peers:
+        present = (self._peers or set()) | self._arrivals
+        self._arrivals = set()
+        if present - peers:
             log.info("A node left (its webhook listener's session ended): looking for events it left behind")
             self._call(self._on_peer_gone)
         self._peers = peers
