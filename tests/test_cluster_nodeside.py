@@ -152,7 +152,9 @@ def test_a_slot_freed_alone_is_filled_at_once_not_at_the_next_poll(pg_url: str, 
     started: dict[str, float] = {}
     ran = engine.run_job
 
-    def run_job(key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any) -> JobResult | None:
+    def run_job(
+        key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any, host_done: Any = None
+    ) -> JobResult | None:
         started[key.name] = time.monotonic()
         time.sleep(1.5 if key.name.startswith("long") else 0.3 if key.name == "short" else 0.0)
         return ran(key, ext, resume, reclaimed, template)
@@ -285,7 +287,9 @@ def test_a_jobs_slot_is_claimed_for_while_its_end_is_committed(pg_url: str, db: 
     lock = threading.Lock()
     ran = engine.run_job
 
-    def run_job(key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any) -> JobResult | None:
+    def run_job(
+        key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any, host_done: Any = None
+    ) -> JobResult | None:
         with lock:
             started[key.name] = time.monotonic()
             running[0] += 1
@@ -302,19 +306,19 @@ def test_a_jobs_slot_is_claimed_for_while_its_end_is_committed(pg_url: str, db: 
     send = node._ends._send
 
     def slow_send(batch: list[Any]) -> None:
-        time.sleep(0.4)  # an end's commit that takes long (a busy database)
+        time.sleep(1.0)  # an end's commit that takes long (a busy database)
         send(batch)
 
     node._ends._send = slow_send  # type: ignore[method-assign]
-    node.enqueue([(MachineKey("sub", "rg", f"m{i}"), "ama", False, None) for i in range(3)])
+    # two jobs: the node has threads for twice its slots, so the second starts on the other thread (a third would
+    # wait for a thread while both are still in their slow ends)
+    node.enqueue([(MachineKey("sub", "rg", f"m{i}"), "ama", False, None) for i in range(2)])
     node.start()
     try:
-        wait_for(lambda: len(engine.ended) == 3, timeout=10)
-        order = sorted(started, key=started.__getitem__)
-        assert order == ["m0", "m1", "m2"]
-        for before, after in zip(order, order[1:], strict=False):
-            # without the overlap the next job waited for the end's 0.4 s commit (and the claim after it)
-            assert started[after] - ran_until[before] < 0.3, (before, after, started[after] - ran_until[before])
+        wait_for(lambda: len(engine.ended) == 2, timeout=15)
+        assert sorted(started, key=started.__getitem__) == ["m0", "m1"]
+        # without the overlap the second job waited for the first's 1 s end (and the claim after it)
+        assert started["m1"] - ran_until["m0"] < 0.6, started["m1"] - ran_until["m0"]
         assert running[1] == 1, "one worker: one job runs at a time"
     finally:
         node.stop()
@@ -341,3 +345,44 @@ def test_the_claim_is_planned_once_not_at_every_call(pg_url: str) -> None:
         assert sum(generic for generic, _custom in plans) >= 1, plans
     finally:
         one.close()
+
+
+def test_a_jobs_slot_is_claimed_for_once_its_host_work_is_over(pg_url: str, db: Database) -> None:
+    """The engine tells the node when a job's host work is over (``host_done``): the next job is claimed and starts
+    while the first still records its outcome, and no more jobs work on hosts at once than the node has workers."""
+    engine = Recorder(job_seconds=0.0)
+    started: dict[str, float] = {}
+    host_over: dict[str, float] = {}
+    on_host = [0, 0]  # now, most at once
+    lock = threading.Lock()
+    ran = engine.run_job
+
+    def run_job(
+        key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any, host_done: Any = None
+    ) -> JobResult | None:
+        with lock:
+            started[key.name] = time.monotonic()
+            on_host[0] += 1
+            on_host[1] = max(on_host)
+        time.sleep(0.1)  # the host operation
+        with lock:
+            on_host[0] -= 1
+            host_over[key.name] = time.monotonic()
+        if host_done is not None:
+            host_done()
+        time.sleep(1.0)  # recording the outcome (a slow database)
+        return ran(key, ext, resume, reclaimed, template)
+
+    engine.run_job = run_job  # type: ignore[method-assign]
+    node = ClusterNode(pg_url, db, engine, SETTINGS, workers=1)
+    node.enqueue([(MachineKey("sub", "rg", f"m{i}"), "ama", False, None) for i in range(2)])  # (as above)
+    node.start()
+    try:
+        wait_for(lambda: len(engine.ended) == 2, timeout=15)
+        assert sorted(started, key=started.__getitem__) == ["m0", "m1"]
+        assert [outcome for _name, _ext, outcome in engine.ended] == ["Succeeded", "Succeeded"]
+        # without the signal the second job waited for the first's 1 s of recording (and its end and the claim after)
+        assert started["m1"] - host_over["m0"] < 0.6, started["m1"] - host_over["m0"]
+        assert on_host[1] == 1, "one worker: one job works on a host at a time"
+    finally:
+        node.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -61,7 +62,13 @@ class Recorder:
         self.lock = threading.Lock()
 
     def run_job(
-        self, key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: UpgradeJob | None
+        self,
+        key: MachineKey,
+        ext: str,
+        resume: bool,
+        reclaimed: bool,
+        template: UpgradeJob | None,
+        host_done: Callable[[], None] | None = None,
     ) -> JobResult | None:
         time.sleep(self.job_seconds)
         with self.lock:

@@ -205,11 +205,18 @@ class ClusterEngine(Engine):
 
     # --- jobs: every node ------------------------------------------------------------------------
     def run_job(
-        self, key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: UpgradeJob | None
+        self,
+        key: MachineKey,
+        ext: str,
+        resume: bool,
+        reclaimed: bool,
+        template: UpgradeJob | None,
+        host_done: Callable[[], None] | None = None,
     ) -> JobResult | None:
         """Run a claimed job. One queued for a restart's reconciliation (``resume``), or taken over from a
         node that stopped renewing its lease (``reclaimed``), is reconciled with the host when its record
-        says Running; a reclaimed job that never started runs from the beginning."""
+        says Running; a reclaimed job that never started runs from the beginning. ``host_done``: the job's
+        last host operation is over (arcext.upgrades.jobs.JobRunner.run)."""
         if resume or reclaimed:
             doc = self.store.get_machine(key)
             record = doc["extensions"].get(ext) if doc else None
@@ -217,7 +224,7 @@ class ClusterEngine(Engine):
             if running or resume:
                 driver = self.drivers(key, doc) if doc and running else None
                 return self.runner.resume(key, ext, driver)
-        return self.runner.run(key, ext, template=template)
+        return self.runner.run(key, ext, template=template, host_done=host_done)
 
     def abandon_job(self, key: MachineKey, ext: str, template: UpgradeJob | None, claims: int) -> JobResult | None:
         """A poison job (its runs never ended): given up as failed (arcext.upgrades.jobs.JobRunner.abandon)."""

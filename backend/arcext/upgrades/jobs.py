@@ -244,8 +244,16 @@ class JobRunner:
 
     # --- running -------------------------------------------------------------------------------
     def run(
-        self, key: MachineKey, ext: str, driver: HostDriver | None = None, template: UpgradeJob | None = None
+        self,
+        key: MachineKey,
+        ext: str,
+        driver: HostDriver | None = None,
+        template: UpgradeJob | None = None,
+        host_done: Callable[[], None] | None = None,
     ) -> JobResult:
+        """Run the job. ``host_done`` is called once the host has been worked on for the last time when the job
+        then only has its outcome to record (the upgrade succeeded, or nothing ran): a cluster node claims the
+        next job for the slot meanwhile (arcext.cluster.node)."""
         claimed = self.claim(key, ext, template)
         if isinstance(claimed, JobResult):
             return claimed
@@ -260,8 +268,12 @@ class JobRunner:
                 driver.upgrade(spec, job["fromVersion"], job["toVersion"])
             except HostDriverError as exc:
                 if exc.nothing_ran:  # unreachable, refused credentials, no package, blocked by policy
+                    if host_done is not None:
+                        host_done()
                     return self._not_run(key, ext, job, exc)
                 return self._roll_back(key, ext, job, spec, driver, exc)
+            if host_done is not None:
+                host_done()
             return self._succeeded(key, ext, job)
         finally:
             if driver is not None:
