@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.callers:
                 stats.print_callers(args.callers)
         elif args.profile == "yappi":
-            import yappi
+            import yappi  # type: ignore[import-untyped,import-not-found,unused-ignore]  # pip install yappi
 
             yappi.set_clock_type("cpu")
             yappi.start()

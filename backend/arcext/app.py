@@ -33,6 +33,7 @@ from .api.base import ArmApi
 from .api.jsonbody import ArmJSONProvider
 from .api.middleware import CaseInsensitiveArmPaths
 from .api.openapi import add_path_patterns
+from .api.routing import CachedMatchMap
 from .cluster.settings import ClusterSettings
 from .config import DEFAULTS, coerce
 from .services import Services
@@ -42,7 +43,10 @@ from .webhooks import Settings as WebhookSettings
 
 class ArcextFlask(Flask):
     """Flask, with ``ensure_sync`` answering for plain functions without inspect's unwrapping (it runs for every
-    hook and view of every request; arcext has no async views)."""
+    hook and view of every request; arcext has no async views), and recent paths' rule matches remembered
+    (arcext.api.routing)."""
+
+    url_map_class = CachedMatchMap
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         plain = func.__func__ if type(func) is MethodType else func  # inspect looks through bound methods too
