@@ -137,13 +137,16 @@ def before_request() -> Any:
 def after_request(response: Response) -> Response:
     ctx = g._get_current_object()
     request_id = getattr(ctx, "request_id", None) or new_request_id()
+    correlation_id = getattr(ctx, "correlation_id", request_id)
+    client_id = request.headers.get("x-ms-client-request-id")
     headers = response.headers
     headers["x-ms-request-id"] = request_id
-    headers["x-ms-correlation-request-id"] = getattr(ctx, "correlation_id", request_id)
-    client_id = request.headers.get("x-ms-client-request-id")
+    headers["x-ms-correlation-request-id"] = correlation_id
     if client_id:
         headers["x-ms-client-request-id"] = client_id
-    # the request's log line and metrics: arcext.api.telemetry (one structured line per request)
+    # the request's log line and metrics: arcext.api.telemetry (one structured line per request), which runs
+    # next and logs these ids (as sent; the client's None when it sent none) without looking them up again
+    ctx.sent_ids = (response, request_id, correlation_id, client_id)
     return response
 
 
