@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from types import FunctionType, MethodType
 from typing import Any
 
 from flask import Flask
@@ -29,7 +27,7 @@ from .api import (
     webhooks,
 )
 from .api import telemetry as api_telemetry
-from .api.base import ArmApi
+from .api.base import ArmApi, is_plain_sync
 from .api.jsonbody import ArmJSONProvider
 from .api.middleware import CaseInsensitiveArmPaths
 from .api.openapi import add_path_patterns
@@ -49,17 +47,9 @@ class ArcextFlask(Flask):
     url_map_class = CachedMatchMap
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        plain = func.__func__ if type(func) is MethodType else func  # inspect looks through bound methods too
-        if (
-            type(plain) is FunctionType
-            and not plain.__code__.co_flags & _ASYNC_FLAGS
-            and "_is_coroutine_marker" not in plain.__dict__  # inspect.markcoroutinefunction (Python 3.12)
-        ):
+        if is_plain_sync(func):
             return func
         return super().ensure_sync(func)
-
-
-_ASYNC_FLAGS = inspect.CO_COROUTINE
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
