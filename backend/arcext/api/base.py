@@ -14,6 +14,8 @@ from urllib.parse import urlencode
 import flask
 import flask_smorest
 from flask import current_app, jsonify, request
+from flask.globals import _cv_app
+from flask.views import MethodView
 from flask_smorest.utils import (
     get_appcontext,
     resolve_schema_instance,
@@ -60,7 +62,8 @@ class ArmParser(FlaskParser):
             except KeyError:
                 loader = self._query_loaders.setdefault(argmap, query_loader(self._get_schema(argmap, flask.request)))
             if loader is not None:
-                loaded = loader((req if req is not None else flask.request).args)
+                bound = req if req is not None else flask.request._get_current_object()  # type: ignore[attr-defined]
+                loaded = loader(bound.args)
                 if loaded is not None:
                     return loaded
         return super().parse(argmap, req, **kwargs)
@@ -165,11 +168,17 @@ class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
                     set_status_and_headers_in_response(result_raw, r_status_code, r_headers)
                     return result_raw
                 result_dump = result_raw if schema is None else schema.dump(result_raw)
-                get_appcontext()["result_dump"] = result_dump
-                resp = jsonify(prepare(result_dump))
+                app_ctx = _cv_app.get(None)
+                resp: Any
+                if app_ctx is None:  # no application context: flask-smorest's own lookups, and Flask's error
+                    get_appcontext()["result_dump"] = result_dump
+                    resp = jsonify(prepare(result_dump))
+                else:  # get_appcontext() and jsonify() on the context itself, not through Flask's proxies
+                    app_ctx.g.setdefault("_flask_smorest", {})["result_dump"] = result_dump
+                    resp = app_ctx.app.json.response(prepare(result_dump))
                 set_status_and_headers_in_response(resp, r_status_code, r_headers)
                 if r_status_code is None:
-                    resp.status_code = status_code  # type: ignore[assignment]  # as flask-smorest sets it
+                    resp.status_code = status_code  # as flask-smorest sets it
                 return resp
 
             functools.update_wrapper(answered, wrapped)
@@ -195,6 +204,22 @@ class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
             return self.response(202, description=accepted)(view)
 
         return document
+
+
+class ArmMethodView(MethodView):
+    """Flask's MethodView with one instance per route (the API's views keep nothing on ``self``), and whose dispatch
+    reads the request and the app once (every API request goes through it, issue #12)."""
+
+    init_every_request = False
+
+    def dispatch_request(self, **kwargs: Any) -> Any:
+        """MethodView's: the method named by the request's (HEAD falls back to GET), run through ensure_sync."""
+        method = request._get_current_object().method  # type: ignore[attr-defined]
+        meth = getattr(self, method.lower(), None)
+        if meth is None and method == "HEAD":
+            meth = getattr(self, "get", None)
+        assert meth is not None, f"Unimplemented method {method!r}"
+        return current_app._get_current_object().ensure_sync(meth)(**kwargs)  # type: ignore[attr-defined]
 
 
 #: flask-smorest's own options of ``arguments`` (documentation only)

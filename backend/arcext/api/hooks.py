@@ -101,7 +101,8 @@ def before_request() -> Any:
     if path.startswith(PUBLIC_PATHS) or path.startswith(("/arcext/v1/static", "/portal")):
         return None  # the portal signs people in with its own session cookie (arcext.portal)
     package_upload = PACKAGE_RE.match(path) is not None
-    limit = PACKAGE_MAX_BODY if package_upload else int(current_app.config["ARCEXT_MAX_BODY"])
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    limit = PACKAGE_MAX_BODY if package_upload else int(app.config["ARCEXT_MAX_BODY"])
     req.max_content_length = limit
     content_length = req.content_length
     if content_length is not None and content_length > limit:
@@ -138,7 +139,7 @@ def after_request(response: Response) -> Response:
     ctx = g._get_current_object()
     request_id = getattr(ctx, "request_id", None) or new_request_id()
     correlation_id = getattr(ctx, "correlation_id", request_id)
-    client_id = request.headers.get("x-ms-client-request-id")
+    client_id = request._get_current_object().headers.get("x-ms-client-request-id")  # type: ignore[attr-defined]
     headers = response.headers
     headers["x-ms-request-id"] = request_id
     headers["x-ms-correlation-request-id"] = correlation_id

@@ -26,7 +26,7 @@ def metrics() -> Any:
 
 
 def _start() -> None:
-    g.started = time.perf_counter()
+    g._get_current_object().started = time.perf_counter()
 
 
 def _finish(response: Response) -> Response:
