@@ -1,6 +1,7 @@
 """ArmBlueprint's ``arguments`` and ``response`` (one wrapper each, arcext.api.base) answer and document exactly as
 flask-smorest's own wrappers do, for every shape of view result; async views and webargs' call-changing options keep
-flask-smorest's wrappers. And arcext.api.routing's remembered matches are Werkzeug's matches."""
+flask-smorest's wrappers. And arcext.api.routing's remembered matches are Werkzeug's matches, and ArmResponse reaches
+the server as werkzeug's Response does."""
 
 from __future__ import annotations
 
@@ -176,3 +177,46 @@ def test_remembered_matches_are_werkzeugs() -> None:
     cached.add(Rule("/n/<int:n>/more", endpoint="more"))  # a new rule: the remembered matches are dropped
     assert cached_adapter.match("/n/12/more", "GET")[0] == "more"
     assert cached_adapter.match("/n/12", "GET") == ("number", {"n": 12})
+
+
+def _wsgi(response: Response, method: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder("/a/b?x=1", method=method, base_url="http://example.com/root").get_environ()
+    app_iter, status, headers = response.get_wsgi_response(environ)
+    try:
+        body = b"".join(app_iter)
+    finally:
+        getattr(app_iter, "close", lambda: None)()
+    return status, headers, body
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("status", [100, 200, 201, 202, 204, 304, 400, 412, 500])
+@pytest.mark.parametrize(
+    "shape",
+    ["json", "relative location", "content location", "no length", "stream", "passthrough", "str body"],
+)
+def test_arm_responses_reach_the_server_as_werkzeugs(method: str, status: int, shape: str) -> None:
+    from arcext.api.wsgi_response import ArmResponse
+
+    def build(cls: type[Response]) -> Response:
+        if shape == "stream":
+            r = cls((part for part in [b"a", b"bc"]), status=status)
+        elif shape == "passthrough":
+            r = cls([b"raw"], status=status, direct_passthrough=True)
+        else:
+            r = cls(b'{"a":1}', status=status, mimetype="application/json")
+        r.headers["x-ms-request-id"] = "id-1"
+        if shape == "relative location":
+            r.headers["Location"] = "../other/\u00e9"
+        elif shape == "content location":
+            r.headers["Content-Location"] = "/caf\u00e9"
+        elif shape == "no length":
+            del r.headers["Content-Length"]
+        elif shape == "str body":
+            r.response = ["text \u00e9"]
+            del r.headers["Content-Length"]
+        return r
+
+    assert _wsgi(build(ArmResponse), method) == _wsgi(build(Response), method)

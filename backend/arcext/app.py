@@ -32,6 +32,7 @@ from .api.jsonbody import ArmJSONProvider
 from .api.middleware import CaseInsensitiveArmPaths
 from .api.openapi import add_path_patterns
 from .api.routing import CachedMatchMap
+from .api.wsgi_response import ArmResponse
 from .cluster.settings import ClusterSettings
 from .config import DEFAULTS, coerce
 from .services import Services
@@ -42,9 +43,11 @@ from .webhooks import Settings as WebhookSettings
 class ArcextFlask(Flask):
     """Flask, with ``ensure_sync`` answering for plain functions without inspect's unwrapping (it runs for every
     hook and view of every request; arcext has no async views), and recent paths' rule matches remembered
-    (arcext.api.routing)."""
+    (arcext.api.routing), and responses sent without werkzeug's header fix-ups when they need none
+    (arcext.api.wsgi_response)."""
 
     url_map_class = CachedMatchMap
+    response_class = ArmResponse
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         if is_plain_sync(func):
