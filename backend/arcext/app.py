@@ -8,7 +8,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Request
+from werkzeug.routing import MapAdapter
+from werkzeug.wsgi import get_host
 
 from . import __version__, portal
 from .api import (
@@ -31,7 +33,7 @@ from .api.base import ArmApi, is_plain_sync
 from .api.jsonbody import ArmJSONProvider
 from .api.middleware import CaseInsensitiveArmPaths
 from .api.openapi import add_path_patterns
-from .api.routing import CachedMatchMap
+from .api.routing import CachedMatchMap, bind_request
 from .api.wsgi_response import ArmResponse
 from .cluster.settings import ClusterSettings
 from .config import DEFAULTS, coerce
@@ -48,6 +50,23 @@ class ArcextFlask(Flask):
 
     url_map_class = CachedMatchMap
     response_class = ArmResponse
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        """Flask's; for a request under Flask's default settings, the URL map bound by arcext.api.routing's
+        bind_request (the same adapter as werkzeug's bind_to_environ, in one step)."""
+        config = self.config
+        if (
+            request is None
+            or config["TRUSTED_HOSTS"] is not None
+            or config["SERVER_NAME"] is not None
+            or request.trusted_hosts is not None
+            or self.url_map.host_matching
+            or self.subdomain_matching
+        ):
+            return super().create_url_adapter(request)
+        environ = request.environ
+        request.host = host = get_host(environ)  # as Flask sets it (no trusted hosts to check)
+        return bind_request(self.url_map, environ, host, self.url_map.default_subdomain or "")
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         if is_plain_sync(func):

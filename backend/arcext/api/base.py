@@ -105,6 +105,8 @@ def is_plain_sync(func: Callable[..., Any]) -> bool:
 
 #: the use_args options webargs passes on to parse (the others change how the view is called)
 _PARSE_OPTIONS = frozenset({"unknown", "validate", "error_status_code", "error_headers"})
+#: flask-smorest's own options of ``arguments`` (documentation only)
+_DOC_OPTIONS = frozenset({"content_type", "required", "description", "example", "examples"})
 
 
 class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
@@ -213,17 +215,13 @@ class ArmMethodView(MethodView):
     init_every_request = False
 
     def dispatch_request(self, **kwargs: Any) -> Any:
-        """MethodView's: the method named by the request's (HEAD falls back to GET), run through ensure_sync."""
+        """MethodView's: the view method named by the request method (HEAD falls back to GET), via ensure_sync."""
         method = request._get_current_object().method  # type: ignore[attr-defined]
         meth = getattr(self, method.lower(), None)
         if meth is None and method == "HEAD":
             meth = getattr(self, "get", None)
         assert meth is not None, f"Unimplemented method {method!r}"
         return current_app._get_current_object().ensure_sync(meth)(**kwargs)  # type: ignore[attr-defined]
-
-
-#: flask-smorest's own options of ``arguments`` (documentation only)
-_DOC_OPTIONS = frozenset({"content_type", "required", "description", "example", "examples"})
 
 
 def machine_path(view: Callable[..., Any]) -> Callable[..., Any]:

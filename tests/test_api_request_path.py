@@ -1,7 +1,7 @@
 """ArmBlueprint's ``arguments`` and ``response`` (one wrapper each, arcext.api.base) answer and document exactly as
 flask-smorest's own wrappers do, for every shape of view result; async views and webargs' call-changing options keep
 flask-smorest's wrappers. And arcext.api.routing's remembered matches are Werkzeug's matches, and ArmResponse reaches
-the server as werkzeug's Response does."""
+the server as werkzeug's Response does, and ArcextFlask binds the URL map to a request as Flask does."""
 
 from __future__ import annotations
 
@@ -220,3 +220,50 @@ def test_arm_responses_reach_the_server_as_werkzeugs(method: str, status: int, s
         return r
 
     assert _wsgi(build(ArmResponse), method) == _wsgi(build(Response), method)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"HTTP_HOST": "Example.COM:8443", "wsgi.url_scheme": "https"},
+        {"HTTP_HOST": "b\u00fccher.example"},
+        {"HTTP_HOST": "xn--bcher-kva.example:80"},
+        {"HTTP_HOST": "[::1]:5000"},
+        {"HTTP_CONNECTION": "keep-alive, Upgrade", "HTTP_UPGRADE": "websocket"},
+        {"HTTP_CONNECTION": "upgrade", "HTTP_UPGRADE": "WebSocket", "wsgi.url_scheme": "https"},
+        {"HTTP_CONNECTION": "close"},
+        {"SCRIPT_NAME": "/root", "PATH_INFO": "/caf\u00c3\u00a9/x", "QUERY_STRING": "a=%C3%A9&b=\u00c3\u00a9"},
+        {"SCRIPT_NAME": "/root/", "PATH_INFO": "/x", "REQUEST_METHOD": "PATCH"},
+    ],
+)
+def test_arcext_binds_the_url_map_as_flask_does(environ: dict[str, str]) -> None:
+    """ArcextFlask.create_url_adapter (arcext.api.routing.bind_request) gives Flask's adapter and request host."""
+    from werkzeug.test import EnvironBuilder
+
+    from arcext.app import ArcextFlask
+
+    base = EnvironBuilder("/subscriptions/s/machines/m", query_string="api-version=1").get_environ()
+    full = {**base, **environ}
+    arcext_app, flask_app = ArcextFlask("a"), Flask("f")
+
+    def bound(app: Flask) -> tuple[Any, ...]:
+        request = app.request_class(dict(full))
+        adapter = app.create_url_adapter(request)
+        assert adapter is not None
+        attributes = ("server_name", "script_name", "subdomain", "url_scheme", "path_info", "default_method")
+        return (request.host, adapter.query_args, adapter.websocket, *(getattr(adapter, a) for a in attributes))
+
+    assert bound(arcext_app) == bound(flask_app)
+
+
+def test_a_host_without_an_idna_form_is_refused_as_flask_does() -> None:
+    from werkzeug.exceptions import BadHost
+    from werkzeug.test import EnvironBuilder
+
+    from arcext.app import ArcextFlask
+
+    environ = {**EnvironBuilder("/x").get_environ(), "HTTP_HOST": "x" * 64 + ".example"}  # a label too long
+    for app in (ArcextFlask("a"), Flask("f")):
+        with pytest.raises(BadHost):
+            app.create_url_adapter(app.request_class(dict(environ)))
