@@ -44,9 +44,9 @@ from .webhooks import Settings as WebhookSettings
 
 class ArcextFlask(Flask):
     """Flask, with ``ensure_sync`` answering for plain functions without inspect's unwrapping (it runs for every
-    hook and view of every request; arcext has no async views), and recent paths' rule matches remembered
-    (arcext.api.routing), and responses sent without werkzeug's header fix-ups when they need none
-    (arcext.api.wsgi_response)."""
+    hook and view of every request; arcext has no async views), the URL map bound to a request in one step and
+    recent paths' rule matches remembered (arcext.api.routing), and responses sent without werkzeug's header fix-ups
+    when they need none (arcext.api.wsgi_response): the request path of issue #12."""
 
     url_map_class = CachedMatchMap
     response_class = ArmResponse
