@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument("--callers", help="cProfile: also print the callers of functions matching this regex")
     args = parser.parse_args(argv)
+    if args.profile == "yappi" and importlib.util.find_spec("yappi") is None:
+        parser.error("yappi is not installed (pip install yappi), or use --profile cprofile")
 
     import random
 
