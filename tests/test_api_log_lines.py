@@ -73,3 +73,31 @@ def test_a_stream_without_a_file_takes_the_stock_path() -> None:
     handler.setFormatter(TextFormatter())
     handler.handle(_record("/hello"))
     assert out.getvalue().endswith("arcext.requests: GET /hello -> 200\n")
+
+
+def test_text_lines_are_logging_formatters_text() -> None:
+    """TextFormatter's own path for plain records writes what logging.Formatter writes with the same format (and
+    sets the same record attributes); records with an exception or a stack take logging's path."""
+    stock = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = TextFormatter()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        exc_info = sys.exc_info()
+    records = [
+        logging.LogRecord("arcext.requests", logging.INFO, __file__, 1, "GET %s -> %s", ("/a", 200), None),
+        logging.LogRecord("x", logging.WARNING, __file__, 1, "%d%% done", (50,), None),
+        logging.LogRecord("x", logging.ERROR, __file__, 1, {"not": "a string"}, None, None),
+        logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, exc_info),
+        logging.LogRecord("x", logging.INFO, __file__, 1, "with stack", None, None, sinfo="Stack (most recent)"),
+    ]
+    for record in records:
+        ours_text = ours.format(record)
+        ours_attrs = (record.message, record.asctime)
+        assert ours_text == stock.format(record)
+        assert ours_attrs == (record.message, record.asctime)
+    record = _record("/b")
+    record.fields = {"event": "http.request", "path": "/b", "status": 200, "caller": None}
+    assert ours.format(record) == stock.format(record) + " path=/b status=200 caller=None"

@@ -93,3 +93,31 @@ def test_tokens_are_stored_hashed(seeded: ArcextServer) -> None:
     stored = (seeded.data_dir / "tokens.json").read_text()
     assert token not in stored and seeded.token not in stored
     assert all("hash" not in t for t in seeded.services.tokens.list())
+
+
+def test_a_principal_follows_its_token_record_on_every_request(tmp_path: object) -> None:
+    """TokenService makes each record's Principal once, but reads the record every time: a revoked token is refused
+    on the next call, and a record whose role or scope changed gives the new Principal."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from arcext.auth import Role, TokenService
+    from arcext.errors import ArmError
+    from arcext.store.tinydb_store import TinyDBStore
+
+    store = TinyDBStore(Path(str(tmp_path)))
+    try:
+        tokens = TokenService(store)
+        token, record = tokens.create(Role.READER, "/", "reader", datetime.now(UTC))
+        first = tokens.authenticate(f"Bearer {token}")
+        assert first == tokens.authenticate(f"Bearer {token}")
+        assert (first.role, first.scope, first.name) == (Role.READER, "/", "reader")
+        store.put_token({**record, "role": "Owner", "scope": f"/subscriptions/{SUB}"})
+        changed = tokens.authenticate(f"Bearer {token}")
+        assert (changed.role, changed.scope) == (Role.OWNER, f"/subscriptions/{SUB}")
+        assert tokens.revoke(record["id"])
+        with pytest.raises(ArmError) as refused:
+            tokens.authenticate(f"Bearer {token}")
+        assert refused.value.status == 401
+    finally:
+        store.close()

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from types import FunctionType, MethodType
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Request
+from werkzeug.routing import MapAdapter
+from werkzeug.wsgi import get_host
 
 from . import __version__, portal
 from .api import (
@@ -29,10 +29,12 @@ from .api import (
     webhooks,
 )
 from .api import telemetry as api_telemetry
-from .api.base import ArmApi
+from .api.base import ArmApi, is_plain_sync
 from .api.jsonbody import ArmJSONProvider
 from .api.middleware import CaseInsensitiveArmPaths
 from .api.openapi import add_path_patterns
+from .api.routing import CachedMatchMap, bind_request
+from .api.wsgi_response import ArmResponse
 from .cluster.settings import ClusterSettings
 from .config import DEFAULTS, coerce
 from .services import Services
@@ -42,20 +44,34 @@ from .webhooks import Settings as WebhookSettings
 
 class ArcextFlask(Flask):
     """Flask, with ``ensure_sync`` answering for plain functions without inspect's unwrapping (it runs for every
-    hook and view of every request; arcext has no async views)."""
+    hook and view of every request; arcext has no async views), the URL map bound to a request in one step and
+    recent paths' rule matches remembered (arcext.api.routing), and responses sent without werkzeug's header fix-ups
+    when they need none (arcext.api.wsgi_response): the request path of issue #12."""
+
+    url_map_class = CachedMatchMap
+    response_class = ArmResponse
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        """Flask's; for a request under Flask's default settings, the URL map bound by arcext.api.routing's
+        bind_request (the same adapter as werkzeug's bind_to_environ, in one step)."""
+        config = self.config
+        if (
+            request is None
+            or config["TRUSTED_HOSTS"] is not None
+            or config["SERVER_NAME"] is not None
+            or request.trusted_hosts is not None
+            or self.url_map.host_matching
+            or self.subdomain_matching
+        ):
+            return super().create_url_adapter(request)
+        environ = request.environ
+        request.host = host = get_host(environ)  # as Flask sets it (no trusted hosts to check)
+        return bind_request(self.url_map, environ, host, self.url_map.default_subdomain or "")
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        plain = func.__func__ if type(func) is MethodType else func  # inspect looks through bound methods too
-        if (
-            type(plain) is FunctionType
-            and not plain.__code__.co_flags & _ASYNC_FLAGS
-            and "_is_coroutine_marker" not in plain.__dict__  # inspect.markcoroutinefunction (Python 3.12)
-        ):
+        if is_plain_sync(func):
             return func
         return super().ensure_sync(func)
-
-
-_ASYNC_FLAGS = inspect.CO_COROUTINE
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

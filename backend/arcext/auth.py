@@ -18,6 +18,8 @@ from .clock import iso
 from .store.base import Record, Store
 
 TOKEN_PREFIX = "arcext_"
+#: Principals TokenService keeps (one per token in use; more and it starts again)
+_PRINCIPALS_KEPT = 1024
 
 
 class Role(IntEnum):
@@ -84,6 +86,20 @@ def hash_token(token: str) -> str:
 class TokenService:
     def __init__(self, store: Store) -> None:
         self.store = store
+        # the Principal of each token record's (id, name, role, scope), made once: every request is authenticated,
+        # and a Principal is an immutable value. The record is still read from the store for every request, so a
+        # revoked token is refused at once; a changed record is another key.
+        self._principals: dict[tuple[str, str, str, str], Principal] = {}
+
+    def _principal(self, record: Record) -> Principal:
+        key = (record["id"], record["name"], record["role"], record["scope"])
+        found = self._principals.get(key)
+        if found is None:
+            found = Principal(record["id"], record["name"], Role.parse(record["role"]), record["scope"])
+            if len(self._principals) >= _PRINCIPALS_KEPT:
+                self._principals.clear()
+            self._principals[key] = found
+        return found
 
     def create(self, role: Role, scope: str, name: str | None, now: datetime) -> tuple[str, Record]:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -115,7 +131,7 @@ class TokenService:
             raise errors.authentication_failed(
                 "Authentication failed. The access token is invalid or has been revoked."
             )
-        return Principal(record["id"], record["name"], Role.parse(record["role"]), record["scope"])
+        return self._principal(record)
 
     def by_reference(self, reference: str, token_id: str) -> Principal | None:
         """The principal of the token whose hash is ``reference`` and whose id is ``token_id`` (what a portal
@@ -123,7 +139,7 @@ class TokenService:
         record = self.store.get_token_by_hash(reference)
         if record is None or record.get("id") != token_id or record.get("role") == "Metrics":
             return None
-        return Principal(record["id"], record["name"], Role.parse(record["role"]), record["scope"])
+        return self._principal(record)
 
     def list(self) -> list[Record]:
         return [{k: v for k, v in t.items() if k != "hash"} for t in self.store.list_tokens()]

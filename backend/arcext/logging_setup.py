@@ -42,9 +42,12 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        super().__init__(_TEXT_FORMAT)
         self._second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's
@@ -60,10 +63,17 @@ class TextFormatter(logging.Formatter):
         return f"{second[1]},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        if record.exc_info or record.exc_text or record.stack_info or self._style._fmt != _TEXT_FORMAT:
+            text = super().format(record)
+        else:
+            # what logging.Formatter.format does for this format and a record without exception or stack
+            # (the request lines), without its generic steps: the same text and the same record attributes
+            record.message = record.getMessage()
+            record.asctime = self.formatTime(record, self.datefmt)
+            text = "%s %s %s: %s" % (record.asctime, record.levelname, record.name, record.message)  # noqa: UP031
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
-            text += " " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "event")
+            text += " " + " ".join([f"{k}={v}" for k, v in fields.items() if k != "event"])
         return text
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask.views import MethodView
 from marshmallow import fields
 
 from ..activity import parse_filter
@@ -12,7 +11,7 @@ from ..auth import scope_contains
 from ..ids import validate_subscription
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema
-from .base import ArmBlueprint, page_list
+from .base import ArmBlueprint, ArmMethodView, page_list
 
 blp = ArmBlueprint("activity", __name__, description="Activity log (Azure Monitor event shape)")
 
@@ -24,7 +23,7 @@ class ActivityQuerySchema(ApiVersionQuerySchema):
 
 
 @blp.route("/subscriptions/<subscription_id>/providers/Microsoft.Insights/eventtypes/management/values")
-class ActivityLogValues(MethodView):
+class ActivityLogValues(ArmMethodView):
     @blp.arguments(ActivityQuerySchema, location="query")
     @blp.response(200)
     def get(self, query: dict[str, Any], subscription_id: str) -> Any:

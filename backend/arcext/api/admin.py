@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
-from flask.views import MethodView
 
 from .. import errors, names
 from ..auth import Role
@@ -17,7 +16,7 @@ from ..schemas.metadata import (
     ExtensionVersionBodySchema,
     ExtensionVersionSchema,
 )
-from .base import ArmBlueprint
+from .base import ArmBlueprint, ArmMethodView
 
 blp = ArmBlueprint("admin", __name__, url_prefix="/arcext/v1", description="arcext administration (Owner role)")
 
@@ -33,7 +32,7 @@ def check_names(publisher: str, extension_type: str, version: str | None = None)
 
 
 @blp.route("/catalog")
-class CatalogTypes(MethodView):
+class CatalogTypes(ArmMethodView):
     @blp.response(200, ExtensionTypeSchema(many=True))
     def get(self) -> Any:
         """Every extension type in the catalog, with whether it supports automatic upgrade"""
@@ -41,7 +40,7 @@ class CatalogTypes(MethodView):
 
 
 @blp.route("/catalog/<publisher>/<extension_type>")
-class CatalogType(MethodView):
+class CatalogType(ArmMethodView):
     @blp.response(200, ExtensionTypeSchema)
     def get(self, publisher: str, extension_type: str) -> Any:
         """One extension type"""
@@ -60,7 +59,7 @@ class CatalogType(MethodView):
 
 
 @blp.route("/catalog/<publisher>/<extension_type>/versions/<version>")
-class CatalogVersion(MethodView):
+class CatalogVersion(ArmMethodView):
     @blp.arguments(ExtensionVersionBodySchema)
     @blp.response(200, ExtensionVersionSchema)
     @blp.alt_response(201, schema=ExtensionVersionSchema, description="Newly published")
@@ -79,7 +78,7 @@ class CatalogVersion(MethodView):
 
 
 @blp.route("/health")
-class Health(MethodView):
+class Health(ArmMethodView):
     @blp.alt_response(200, schema=HealthSchema, description="The server is up")
     def get(self) -> Any:
         """Liveness: answers without a token; the fleet's size only to an Owner's token"""

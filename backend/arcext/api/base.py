@@ -5,17 +5,27 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
+from types import FunctionType, MethodType
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import flask
 import flask_smorest
-from flask import current_app, request
-from flask_smorest.utils import resolve_schema_instance
+from flask import current_app, jsonify, request
+from flask.globals import _cv_app
+from flask.views import MethodView
+from flask_smorest.utils import (
+    get_appcontext,
+    resolve_schema_instance,
+    set_status_and_headers_in_response,
+    unpack_tuple_response,
+)
 from marshmallow import Schema, missing
 from webargs.core import _UNKNOWN_DEFAULT_PARAM
 from webargs.flaskparser import FlaskParser, is_json_request
+from werkzeug import Response as WerkzeugResponse
 from werkzeug.exceptions import HTTPException
 
 from .. import errors
@@ -52,7 +62,8 @@ class ArmParser(FlaskParser):
             except KeyError:
                 loader = self._query_loaders.setdefault(argmap, query_loader(self._get_schema(argmap, flask.request)))
             if loader is not None:
-                loaded = loader((req if req is not None else flask.request).args)
+                bound = req if req is not None else flask.request._get_current_object()  # type: ignore[attr-defined]
+                loaded = loader(bound.args)
                 if loaded is not None:
                     return loaded
         return super().parse(argmap, req, **kwargs)
@@ -81,16 +92,100 @@ class ArmParser(FlaskParser):
             raise errors.invalid_request_content(str(exc)) from None
 
 
+def is_plain_sync(func: Callable[..., Any]) -> bool:
+    """True when ``func`` is a plain (not async) function or a method of one: what Flask's ``ensure_sync`` hands
+    back unchanged, without inspect's unwrapping."""
+    plain = func.__func__ if type(func) is MethodType else func  # inspect looks through bound methods too
+    return (
+        type(plain) is FunctionType
+        and not plain.__code__.co_flags & inspect.CO_COROUTINE
+        and "_is_coroutine_marker" not in plain.__dict__  # inspect.markcoroutinefunction (Python 3.12)
+    )
+
+
+#: the use_args options webargs passes on to parse (the others change how the view is called)
+_PARSE_OPTIONS = frozenset({"unknown", "validate", "error_status_code", "error_headers"})
+#: flask-smorest's own options of ``arguments`` (documentation only)
+_DOC_OPTIONS = frozenset({"content_type", "required", "description", "example", "examples"})
+
+
 class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
+    """flask-smorest's Blueprint whose ``arguments`` and ``response`` document the same and run the same, each as
+    one wrapper around the view instead of flask-smorest's and webargs' two and their lookups of the app (every
+    API request goes through them, issue #12). An async view, or webargs options that change the view's call
+    (``as_kwargs``, ``arg_name``), keep flask-smorest's wrappers."""
+
     ARGUMENTS_PARSER = ArmParser()
 
+    def arguments(self, schema: Any, *, location: str = "json", **kwargs: Any) -> Callable[[ViewT], ViewT]:
+        """flask-smorest's ``arguments``: what it documents, and webargs' ``use_args`` parse of the request,
+        passed to the view after its positional arguments."""
+        documented: Callable[[ViewT], ViewT] = super().arguments(schema, location=location, **kwargs)
+        parser = self.ARGUMENTS_PARSER
+        use_args = {k: v for k, v in kwargs.items() if k not in _DOC_OPTIONS}
+        if not set(use_args) <= _PARSE_OPTIONS or isinstance(schema, Mapping):
+            return documented
+        # what webargs' use_args wrapper passes to parse (its defaults for the options not given)
+        options: dict[str, Any] = {
+            "location": location or parser.location,
+            "unknown": use_args.get("unknown", _UNKNOWN_DEFAULT_PARAM),
+            "validate": use_args.get("validate"),
+            "error_status_code": use_args.get("error_status_code"),
+            "error_headers": use_args.get("error_headers"),
+        }
+        parse = parser.parse
+
+        def decorator(func: ViewT) -> ViewT:
+            wrapped = documented(func)  # webargs' wrapper of flask-smorest's: it carries the documentation
+            if not is_plain_sync(func):
+                return wrapped
+
+            def parsed_into(*args: Any, **view_args: Any) -> Any:
+                return func(*args, parse(schema, None, **options), **view_args)
+
+            functools.update_wrapper(parsed_into, wrapped)
+            return parsed_into  # type: ignore[return-value]
+
+        return decorator
+
     def response(self, status_code: int | str, schema: Any = None, **kwargs: Any) -> Callable[[ViewT], ViewT]:
-        """flask-smorest's response, dumped by the schema compiled once (arcext.schemas.fastdump: same output)."""
+        """flask-smorest's response (the same documentation, the same answer), dumped by the schema compiled once
+        (arcext.schemas.fastdump: same output)."""
         if schema is not None:
             schema = resolve_schema_instance(schema)
             # the instance is this response's own (or shared with others: the compiled dump is the same dump)
             setattr(schema, "dump", compile_dump(schema))  # noqa: B010
-        decorator: Callable[[ViewT], ViewT] = super().response(status_code, schema, **kwargs)
+        documented: Callable[[ViewT], ViewT] = super().response(status_code, schema, **kwargs)
+        prepare = self._prepare_response_content
+
+        def decorator(func: ViewT) -> ViewT:
+            wrapped = documented(func)
+            if not is_plain_sync(func):
+                return wrapped
+
+            def answered(*args: Any, **view_args: Any) -> Any:
+                # flask-smorest's response wrapper, step by step
+                result_raw, r_status_code, r_headers = unpack_tuple_response(func(*args, **view_args))
+                if isinstance(result_raw, WerkzeugResponse):
+                    set_status_and_headers_in_response(result_raw, r_status_code, r_headers)
+                    return result_raw
+                result_dump = result_raw if schema is None else schema.dump(result_raw)
+                app_ctx = _cv_app.get(None)
+                resp: Any
+                if app_ctx is None:  # no application context: flask-smorest's own lookups, and Flask's error
+                    get_appcontext()["result_dump"] = result_dump
+                    resp = jsonify(prepare(result_dump))
+                else:  # get_appcontext() and jsonify() on the context itself, not through Flask's proxies
+                    app_ctx.g.setdefault("_flask_smorest", {})["result_dump"] = result_dump
+                    resp = app_ctx.app.json.response(prepare(result_dump))
+                set_status_and_headers_in_response(resp, r_status_code, r_headers)
+                if r_status_code is None:
+                    resp.status_code = status_code  # as flask-smorest sets it
+                return resp
+
+            functools.update_wrapper(answered, wrapped)
+            return answered  # type: ignore[return-value]
+
         return decorator
 
     def long_running(
@@ -111,6 +206,22 @@ class ArmBlueprint(flask_smorest.Blueprint):  # type: ignore[misc]
             return self.response(202, description=accepted)(view)
 
         return document
+
+
+class ArmMethodView(MethodView):
+    """Flask's MethodView with one instance per route (the API's views keep nothing on ``self``), and whose dispatch
+    reads the request and the app once (every API request goes through it, issue #12)."""
+
+    init_every_request = False
+
+    def dispatch_request(self, **kwargs: Any) -> Any:
+        """MethodView's: the view method named by the request method (HEAD falls back to GET), via ensure_sync."""
+        method = request._get_current_object().method  # type: ignore[attr-defined]
+        meth = getattr(self, method.lower(), None)
+        if meth is None and method == "HEAD":
+            meth = getattr(self, "get", None)
+        assert meth is not None, f"Unimplemented method {method!r}"
+        return current_app._get_current_object().ensure_sync(meth)(**kwargs)  # type: ignore[attr-defined]
 
 
 def machine_path(view: Callable[..., Any]) -> Callable[..., Any]:

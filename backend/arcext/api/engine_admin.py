@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
-from flask.views import MethodView
 from marshmallow import fields, validate
 
 from .. import errors
@@ -15,7 +14,7 @@ from ..request_context import services
 from ..schemas.common import ArmSchema, StrictBoolean
 from ..store.base import MachineDoc
 from ..upgrades.views import history_view, pending_view
-from .base import ArmBlueprint
+from .base import ArmBlueprint, ArmMethodView
 
 blp = ArmBlueprint("engine_admin", __name__, url_prefix="/arcext/v1", description="Upgrade engine administration")
 
@@ -33,7 +32,7 @@ class FaultsSchema(ArmSchema):
 
 
 @blp.route("/clock/advance")
-class ClockAdvance(MethodView):
+class ClockAdvance(ArmMethodView):
     @blp.arguments(AdvanceSchema)
     @blp.response(200)
     def post(self, body: dict[str, Any]) -> Any:
@@ -52,7 +51,7 @@ class ClockAdvance(MethodView):
 
 
 @blp.route("/clock")
-class Clock(MethodView):
+class Clock(ArmMethodView):
     @blp.response(200)
     def get(self) -> Any:
         """The server's current time and whether it is a manual clock"""
@@ -61,7 +60,7 @@ class Clock(MethodView):
 
 
 @blp.route("/engine/run")
-class EngineRun(MethodView):
+class EngineRun(ArmMethodView):
     @blp.response(200)
     def post(self) -> Any:
         """Run the engine until nothing more is due now; returns what it did"""
@@ -69,7 +68,7 @@ class EngineRun(MethodView):
 
 
 @blp.route("/cluster")
-class ClusterNode(MethodView):
+class ClusterNode(ArmMethodView):
     @blp.response(200)
     def get(self) -> Any:
         """This node: whether it leads the upgrade engine, and how many upgrade jobs it ran"""
@@ -81,7 +80,7 @@ class ClusterNode(MethodView):
 
 
 @blp.route("/simulated-hosts/<machine_name>/faults")
-class SimulatedFaults(MethodView):
+class SimulatedFaults(ArmMethodView):
     @blp.arguments(FaultsSchema)
     @blp.response(200)
     def put(self, body: dict[str, Any], machine_name: str) -> Any:
@@ -96,7 +95,7 @@ class SimulatedFaults(MethodView):
 
 
 @blp.route("/simulated-hosts/<machine_name>")
-class SimulatedHost(MethodView):
+class SimulatedHost(ArmMethodView):
     @blp.response(200)
     def get(self, machine_name: str) -> Any:
         """The simulated host's own model: installed versions, settings, handler commands, faults"""
@@ -127,7 +126,7 @@ def _machines_named(machine_name: str) -> list[MachineKey]:
 
 
 @blp.route("/rollouts")
-class Rollouts(MethodView):
+class Rollouts(ArmMethodView):
     @blp.response(200)
     def get(self) -> Any:
         """Every rollout: phase, waves and batches, counts, state and next action"""
@@ -135,7 +134,7 @@ class Rollouts(MethodView):
 
 
 @blp.route("/rollouts/<rollout_id>")
-class Rollout(MethodView):
+class Rollout(ArmMethodView):
     @blp.response(200)
     def get(self, rollout_id: str) -> Any:
         """One rollout: phases, waves and batches with counts, state and next action (`?$expand=targets`:
@@ -148,7 +147,7 @@ class Rollout(MethodView):
 
 
 @blp.route("/rollouts/<rollout_id>/<action>")
-class RolloutAction(MethodView):
+class RolloutAction(ArmMethodView):
     @blp.response(200)
     def post(self, rollout_id: str, action: str) -> Any:
         """pause, resume or freeze one rollout (a version of an extension type)"""
@@ -161,7 +160,7 @@ MACHINE = "/subscriptions/<subscription_id>/resourceGroups/<resource_group>/mach
 
 
 @blp.route(f"{MACHINE}/pending")
-class Pending(MethodView):
+class Pending(ArmMethodView):
     @blp.response(200)
     def get(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
         """What is queued on this machine, at which version, when it is due and why it waits"""
@@ -176,7 +175,7 @@ class Pending(MethodView):
 
 
 @blp.route(f"{MACHINE}/extensions/<extension_name>/history")
-class History(MethodView):
+class History(ArmMethodView):
     @blp.response(200)
     def get(self, subscription_id: str, resource_group: str, machine_name: str, extension_name: str) -> Any:
         """Upgrade attempts of one extension (from → to, outcome, attempt), from the activity log"""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask.views import MethodView
-
 from ..ids import MachineKey
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
@@ -14,7 +12,7 @@ from ..schemas.extension import (
     MachineExtensionSchema,
     MachineExtensionUpdateSchema,
 )
-from .base import ArmBlueprint, empty, machine_path, page_list, require_location
+from .base import ArmBlueprint, ArmMethodView, empty, machine_path, page_list, require_location
 from .lro import accepted
 from .machines import MACHINES
 
@@ -24,7 +22,7 @@ EXTENSIONS = f"{MACHINES}/<machine_name>/extensions"
 
 
 @blp.route(f"{EXTENSIONS}/<extension_name>")
-class Extension(MethodView):
+class Extension(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200, MachineExtensionSchema)
     @machine_path
@@ -61,7 +59,7 @@ class Extension(MethodView):
 
 
 @blp.route(EXTENSIONS)
-class Extensions(MethodView):
+class Extensions(ArmMethodView):
     @blp.arguments(ListQuerySchema, location="query")
     @blp.response(200, MachineExtensionListSchema)
     @machine_path

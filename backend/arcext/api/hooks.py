@@ -94,19 +94,20 @@ def before_request() -> Any:
     # the request and g bound once: each use of Flask's proxies is a context-variable lookup (issue #12)
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     ctx = g._get_current_object()
-    headers = req.headers
+    environ = req.environ  # a request header X-Y is environ["HTTP_X_Y"]: what req.headers.get reads, directly
     ctx.request_id = new_request_id()
-    ctx.correlation_id = headers.get("x-ms-correlation-request-id") or new_request_id()
+    ctx.correlation_id = environ.get("HTTP_X_MS_CORRELATION_REQUEST_ID") or new_request_id()
     path = req.path
     if path.startswith(PUBLIC_PATHS) or path.startswith(("/arcext/v1/static", "/portal")):
         return None  # the portal signs people in with its own session cookie (arcext.portal)
     package_upload = PACKAGE_RE.match(path) is not None
-    limit = PACKAGE_MAX_BODY if package_upload else int(current_app.config["ARCEXT_MAX_BODY"])
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    limit = PACKAGE_MAX_BODY if package_upload else int(app.config["ARCEXT_MAX_BODY"])
     req.max_content_length = limit
     content_length = req.content_length
     if content_length is not None and content_length > limit:
         raise errors.request_too_large(limit)
-    ctx.principal = principal = services().tokens.authenticate(headers.get("Authorization"))
+    ctx.principal = principal = services().tokens.authenticate(environ.get("HTTP_AUTHORIZATION"))
     method = req.method
     _authorize(principal, path, method)
     writes = method in ("PUT", "PATCH", "POST")
@@ -137,13 +138,16 @@ def before_request() -> Any:
 def after_request(response: Response) -> Response:
     ctx = g._get_current_object()
     request_id = getattr(ctx, "request_id", None) or new_request_id()
+    correlation_id = getattr(ctx, "correlation_id", request_id)
+    client_id = request._get_current_object().environ.get("HTTP_X_MS_CLIENT_REQUEST_ID")  # type: ignore[attr-defined]
     headers = response.headers
     headers["x-ms-request-id"] = request_id
-    headers["x-ms-correlation-request-id"] = getattr(ctx, "correlation_id", request_id)
-    client_id = request.headers.get("x-ms-client-request-id")
+    headers["x-ms-correlation-request-id"] = correlation_id
     if client_id:
         headers["x-ms-client-request-id"] = client_id
-    # the request's log line and metrics: arcext.api.telemetry (one structured line per request)
+    # the request's log line and metrics: arcext.api.telemetry (one structured line per request), which runs
+    # next and logs these ids (as sent; the client's None when it sent none) without looking them up again
+    ctx.sent_ids = (response, request_id, correlation_id, client_id)
     return response
 
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask.views import MethodView
-
 from ..hosts.connections import HostConnectionService
 from ..ids import machine_key
 from ..request_context import services
 from ..schemas.admin import HostConnectionViewSchema
-from .base import ArmBlueprint, empty
+from .base import ArmBlueprint, ArmMethodView, empty
 from .jsonbody import request_object
 
 blp = ArmBlueprint("host_connection", __name__, url_prefix="/arcext/v1", description="Host connections (psrp, winrm)")
@@ -34,7 +32,7 @@ def _service() -> HostConnectionService:
 
 
 @blp.route(HOST_CONNECTION)
-class HostConnection(MethodView):
+class HostConnection(ArmMethodView):
     @blp.alt_response(200, schema=HostConnectionViewSchema, description="The public settings")
     def get(self, subscription_id: str, resource_group: str, machine_name: str) -> Any:
         """The machine's host-connection settings (never its credentials)"""

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app
-from flask.views import MethodView
 
 from ..ids import MachineKey, validate_subscription
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.machine import MachineListSchema, MachineSchema, MachineUpdateSchema
-from .base import ArmBlueprint, decode_token, empty, machine_path, page, require_location
+from .base import ArmBlueprint, ArmMethodView, decode_token, empty, machine_path, page, require_location
 from .lro import accepted
 
 blp = ArmBlueprint("machines", __name__, description="Microsoft.HybridCompute/machines")
@@ -23,7 +22,7 @@ LRO_DELETE_FROM = "2025-01-01"
 
 
 @blp.route(f"{MACHINES}/<machine_name>")
-class Machine(MethodView):
+class Machine(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200, MachineSchema)
     @machine_path
@@ -66,7 +65,7 @@ class Machine(MethodView):
 
 
 @blp.route(MACHINES)
-class MachinesInGroup(MethodView):
+class MachinesInGroup(ArmMethodView):
     @blp.arguments(ListQuerySchema, location="query")
     @blp.response(200, MachineListSchema)
     def get(self, query: dict[str, Any], subscription_id: str, resource_group: str) -> Any:
@@ -76,7 +75,7 @@ class MachinesInGroup(MethodView):
 
 
 @blp.route("/subscriptions/<subscription_id>/providers/Microsoft.HybridCompute/machines")
-class MachinesInSubscription(MethodView):
+class MachinesInSubscription(ArmMethodView):
     @blp.arguments(ListQuerySchema, location="query")
     @blp.response(200, MachineListSchema)
     def get(self, query: dict[str, Any], subscription_id: str) -> Any:

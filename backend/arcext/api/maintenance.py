@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask.views import MethodView
 from marshmallow import fields
 
 from .. import errors
@@ -17,7 +16,7 @@ from ..maintenance import MaintenanceError, config_id, configuration_named
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ArmSchema
 from ..store.base import Record
-from .base import ArmBlueprint, empty
+from .base import ArmBlueprint, ArmMethodView, empty
 
 blp = ArmBlueprint("maintenance", __name__, description="Microsoft.Maintenance (maintenance windows)")
 
@@ -63,7 +62,7 @@ def _delete_answer(found: Record | None, delete: Callable[[], bool]) -> Any:
 
 
 @blp.route(f"{RG}/{NS}/maintenanceConfigurations/<name>")
-class Configuration(MethodView):
+class Configuration(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200)
     def get(self, _query: dict[str, Any], subscription_id: str, resource_group: str, name: str) -> Any:
@@ -102,7 +101,7 @@ class Configuration(MethodView):
 
 
 @blp.route(f"{RG}/{NS}/maintenanceConfigurations")
-class ConfigurationsInGroup(MethodView):
+class ConfigurationsInGroup(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200)
     def get(self, _query: dict[str, Any], subscription_id: str, resource_group: str) -> Any:
@@ -111,7 +110,7 @@ class ConfigurationsInGroup(MethodView):
 
 
 @blp.route(f"{SUB}/{NS}/maintenanceConfigurations")
-class ConfigurationsInSubscription(MethodView):
+class ConfigurationsInSubscription(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200)
     def get(self, _query: dict[str, Any], subscription_id: str) -> Any:
@@ -170,7 +169,7 @@ def _check_linked_read(body: dict[str, Any], scope: str) -> None:
     )
 
 
-class _Assignment(MethodView):
+class _Assignment(ArmMethodView):
     def _get(self, name: str, sub: str, rg: str | None = None, machine: str | None = None) -> Any:
         found = services().maintenance.get_assignment(_scope(sub, rg, machine), name)
         if found is None:
@@ -226,7 +225,7 @@ class MachineAssignment(_Assignment):
 
 
 @blp.route(f"{MACHINE}/{NS}/configurationAssignments")
-class MachineAssignments(MethodView):
+class MachineAssignments(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200)
     def get(self, _q: dict[str, Any], subscription_id: str, resource_group: str, machine_name: str) -> Any:
@@ -303,7 +302,7 @@ class SubscriptionAssignment(_Assignment):
 
 
 @blp.route(f"{SUB}/{NS}/configurationAssignments")
-class AssignmentsInSubscription(MethodView):
+class AssignmentsInSubscription(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200)
     def get(self, _q: dict[str, Any], subscription_id: str) -> Any:

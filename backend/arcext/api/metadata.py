@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask.views import MethodView
-
 from .. import errors
 from ..ids import validate_subscription
 from ..request_context import services
 from ..schemas.common import ApiVersionQuerySchema, ListQuerySchema
 from ..schemas.metadata import ExtensionValueListSchema, ExtensionValueSchema
 from ..store.base import Record
-from .base import ArmBlueprint, page_list
+from .base import ArmBlueprint, ArmMethodView, page_list
 
 blp = ArmBlueprint("extension_metadata", __name__, description="Extension metadata (published versions)")
 
@@ -40,7 +38,7 @@ def extension_value(subscription_id: str, location: str, record: Record) -> dict
 
 
 @blp.route(VERSIONS)
-class ExtensionVersions(MethodView):
+class ExtensionVersions(ArmMethodView):
     @blp.arguments(ListQuerySchema, location="query")
     @blp.response(200, ExtensionValueListSchema)
     def get(
@@ -54,7 +52,7 @@ class ExtensionVersions(MethodView):
 
 
 @blp.route(f"{VERSIONS}/<version>")
-class ExtensionVersion(MethodView):
+class ExtensionVersion(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200, ExtensionValueSchema)
     def get(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app
-from flask.views import MethodView
 
 from .. import errors
 from ..auth import scope_contains
@@ -14,7 +13,7 @@ from ..records import OperationRecord
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema
 from ..schemas.metadata import OperationListSchema, OperationStatusSchema
-from .base import ArmBlueprint, empty
+from .base import ArmBlueprint, ArmMethodView, empty
 from .lro import operation_urls
 
 blp = ArmBlueprint("operations", __name__, description="Provider operations and long-running operation status")
@@ -45,7 +44,7 @@ _OPERATIONS = [
 
 
 @blp.route("/providers/Microsoft.HybridCompute/operations")
-class Operations(MethodView):
+class Operations(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200, OperationListSchema)
     def get(self, _query: dict[str, Any]) -> Any:
@@ -81,7 +80,7 @@ def _visible_operation(subscription_id: str, operation_id: str) -> OperationReco
 
 
 @blp.route(f"{LOCATION}/operationstatus/<operation_id>")
-class OperationStatus(MethodView):
+class OperationStatus(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200, OperationStatusSchema)
     def get(self, _query: dict[str, Any], subscription_id: str, location: str, operation_id: str) -> Any:
@@ -94,7 +93,7 @@ class OperationStatus(MethodView):
 
 
 @blp.route(f"{LOCATION}/operationresults/<operation_id>")
-class OperationResult(MethodView):
+class OperationResult(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.response(200)
     @blp.alt_response(202, description="Still running")

@@ -13,14 +13,13 @@ import binascii
 from typing import Any
 
 from flask import request
-from flask.views import MethodView
 
 from .. import errors
 from ..hosts.packages import PackageStore
 from ..request_context import services
 from ..schemas.admin import PackageSchema
 from .admin import check_names
-from .base import ArmBlueprint, empty
+from .base import ArmBlueprint, ArmMethodView, empty
 from .jsonbody import request_object
 
 blp = ArmBlueprint("packages", __name__, url_prefix="/arcext/v1", description="Extension packages (Owner role)")
@@ -34,7 +33,7 @@ def _store() -> PackageStore:
 
 
 @blp.route(PACKAGE)
-class Package(MethodView):
+class Package(ArmMethodView):
     @blp.alt_response(200, schema=PackageSchema, description="The package record")
     def get(self, publisher: str, extension_type: str, version: str) -> Any:
         """The package attached to a version: SHA-256, size, handlerManifest"""

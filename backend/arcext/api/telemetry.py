@@ -26,7 +26,7 @@ def metrics() -> Any:
 
 
 def _start() -> None:
-    g.started = time.perf_counter()
+    g._get_current_object().started = time.perf_counter()
 
 
 def _finish(response: Response) -> Response:
@@ -46,9 +46,14 @@ def _finish(response: Response) -> Response:
     if log.isEnabledFor(logging.INFO):
         who = ctx.get("principal")
         path = req.path
-        headers = response.headers
-        request_id = headers.get("x-ms-request-id") or ctx.get("request_id")
-        correlation_id = headers.get("x-ms-correlation-request-id") or ctx.get("correlation_id")
+        sent = ctx.get("sent_ids")
+        if sent is not None and sent[0] is response:  # the ids arcext.api.hooks.after_request just set
+            _response, request_id, correlation_id, client_id = sent
+        else:
+            headers = response.headers
+            request_id = headers.get("x-ms-request-id") or ctx.get("request_id")
+            correlation_id = headers.get("x-ms-correlation-request-id") or ctx.get("correlation_id")
+            client_id = req.headers.get("x-ms-client-request-id")
         caller = who.name if who else None
         log.info(
             "%s %s -> %s (request %s, caller %s)",
@@ -67,7 +72,7 @@ def _finish(response: Response) -> Response:
                     "durationMs": round(seconds * 1000, 3),
                     "x-ms-request-id": request_id,
                     "x-ms-correlation-request-id": correlation_id,
-                    "x-ms-client-request-id": req.headers.get("x-ms-client-request-id"),
+                    "x-ms-client-request-id": client_id,
                     "caller": caller,
                 }
             },

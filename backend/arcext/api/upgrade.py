@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask.views import MethodView
 from marshmallow import Schema, fields
 
 from ..ids import MachineKey
 from ..request_context import principal, services
 from ..schemas.common import ApiVersionQuerySchema, ArmSchema, version_field
-from .base import ArmBlueprint, machine_path
+from .base import ArmBlueprint, ArmMethodView, machine_path
 from .lro import accepted
 from .machines import MACHINES
 
@@ -35,7 +34,7 @@ class _Empty(Schema):
 
 
 @blp.route(f"{MACHINES}/<machine_name>/upgradeExtensions")
-class UpgradeExtensions(MethodView):
+class UpgradeExtensions(ArmMethodView):
     @blp.arguments(ApiVersionQuerySchema, location="query")
     @blp.arguments(MachineExtensionUpgradeSchema)
     @blp.long_running("the result is []")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask.views import MethodView
 from marshmallow import fields, validate
 
 from .. import errors
 from ..request_context import services
 from ..schemas.common import ArmSchema
 from ..webhooks import EVENT_TYPES, WebhookError
-from .base import ArmBlueprint
+from .base import ArmBlueprint, ArmMethodView
 
 blp = ArmBlueprint("webhooks", __name__, url_prefix="/arcext/v1", description="Signed webhooks (Owner role)")
 
@@ -36,7 +35,7 @@ def _not_found(name: str) -> errors.ArmError:
 
 
 @blp.route("/webhooks")
-class Webhooks(MethodView):
+class Webhooks(ArmMethodView):
     @blp.response(200)
     def get(self) -> Any:
         """Every webhook (never its secret)"""
@@ -44,7 +43,7 @@ class Webhooks(MethodView):
 
 
 @blp.route("/webhooks/<name>")
-class WebhookItem(MethodView):
+class WebhookItem(ArmMethodView):
     @blp.response(200)
     def get(self, name: str) -> Any:
         """One webhook (never its secret)"""
@@ -76,7 +75,7 @@ class WebhookItem(MethodView):
 
 
 @blp.route("/webhooks/<name>/deliveries")
-class WebhookDeliveries(MethodView):
+class WebhookDeliveries(ArmMethodView):
     @blp.response(200)
     def get(self, name: str) -> Any:
         """The webhook's deliveries, newest first: pending ones and the last 500 finished, with their outcome"""
