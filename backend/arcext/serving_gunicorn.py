@@ -12,7 +12,10 @@ What arcext adds here:
 * SIGINT (Ctrl-C, which reaches the master and its workers) is a graceful stop like SIGTERM, not gunicorn's
   immediate one;
 * the app is built per worker by ``factory(WorkerContext)`` and its ``close`` runs when the worker exits, after
-  the in-flight requests finished (the engine hands running jobs back there).
+  the in-flight requests finished (the engine hands running jobs back there);
+* a response whose whole body comes in one piece (every API answer) goes out with its head in one write
+  (``OneWriteResponse``): gunicorn sends the head and then the body, two system calls, each giving up and
+  taking back the GIL among the worker's threads, and two TCP segments.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 from gunicorn.http import errors as http_errors
-from gunicorn.util import write_nonblock
+from gunicorn.http import wsgi as gunicorn_wsgi
+from gunicorn.util import to_bytestring, write_nonblock
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .serving import ssl_context
@@ -160,8 +164,55 @@ class _TimedConn(TConn):  # type: ignore[misc]  # gunicorn is untyped
         self.sock.settimeout(self.io_timeout)
 
 
+#: bodies up to this size go out in one write with their head (a larger one is not copied to join it)
+ONE_WRITE_MAX = 256 * 1024
+
+
+class OneWriteResponse(gunicorn_wsgi.Response):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's response, whose head goes out with the body in one write when the app hands the whole body in one
+    piece with its Content-Length (every API answer): the same bytes on the wire (tests/test_serving_one_write.py
+    compares them with gunicorn's own) in one system call and one TCP segment instead of two. Anything else (a body
+    in pieces or chunked, none for HEAD/204/304, a large one) takes gunicorn's path. On this 2-core machine the
+    minimal app of scripts/bench_api.py went from about 370 to 310 us of server CPU per request with it."""
+
+    # gunicorn's attributes this reads and sets
+    headers_sent: bool
+    chunked: bool
+    _omits_body: bool
+    response_length: int | None
+    sent: int
+    headers: list[tuple[str, str]]
+    sock: Any
+
+    def write(self, arg: bytes) -> None:
+        if (
+            not self.headers_sent
+            and not self.chunked
+            and not self._omits_body
+            and type(arg) is bytes
+            and 0 < len(arg) <= ONE_WRITE_MAX
+            and len(arg) == self.response_length
+        ):
+            # gunicorn's send_headers, the head kept to go with the body
+            tosend = self.default_headers()
+            tosend.extend(["%s: %s\r\n" % (k, v) for k, v in self.headers])  # noqa: UP031  # gunicorn's own format
+            head = to_bytestring("%s\r\n" % "".join(tosend), "latin-1")  # noqa: UP031
+            self.headers_sent = True
+            self.sent = len(arg)
+            self.sock.sendall(head + arg)
+            return
+        super().write(arg)
+
+
 class ArmThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
-    """gunicorn's gthread worker with ARM-shaped protocol errors, a graceful SIGINT and client I/O timeouts."""
+    """gunicorn's gthread worker with ARM-shaped protocol errors, a graceful SIGINT, client I/O timeouts and a
+    response's head and body in one write (``OneWriteResponse``)."""
+
+    def init_process(self) -> None:
+        # gthread makes each response with gunicorn.http.wsgi.create, whose class is that module's Response (looked
+        # up at each call); this process is a worker of arcext's own (after the fork)
+        gunicorn_wsgi.Response = OneWriteResponse
+        super().init_process()
 
     def enqueue_req(self, conn: Any) -> None:
         if type(conn) is TConn:
