@@ -13,6 +13,8 @@ import requests
 
 from arcext.testing import ArcextServer
 
+pytest_plugins = ("pgdb",)  # its fixtures: pg_url, db (tests/pgdb.py)
+
 API = "2026-07-15"
 SUB = "00000000-0000-0000-0000-000000000000"
 

@@ -9,6 +9,9 @@ The server is the one ``scripts/start-postgres`` starts (``./scripts/test`` runs
 ``$ARCEXT_TEST_DATABASE_URL`` (a role that may create databases). Without one, tests that need it
 skip and say why. ``ARCEXT_TEST_STORE=postgres`` runs the server suites (every ``ArcextServer``) on
 PostgreSQL as well: each server gets a database of its own (see arcext.testing.server).
+
+Its fixtures (``pg_url``, and ``db`` for the cluster's tests) reach every test module through conftest.py's
+``pytest_plugins``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ import atexit
 import functools
 import os
 import threading
+from collections.abc import Iterator
 
 import pytest
 
+from arcext.cluster.schema import migrate_cluster
 from arcext.store.postgres import provision
+from arcext.store.postgres.db import Database
 
 _lock = threading.Lock()
 _database: list[str] = []  # this process's database, once made
@@ -58,3 +64,15 @@ def fresh_database() -> str:
 def pg_url() -> str:
     """An empty database with the current schema, for this test."""
     return fresh_database()
+
+
+@pytest.fixture
+def db(pg_url: str) -> Iterator[Database]:
+    """A pool on ``pg_url`` with the cluster's tables (arcext.cluster.schema) made and empty: the cluster's tests."""
+    database = Database(pg_url, max_size=8)
+    with database.connection() as conn:
+        migrate_cluster(conn)
+        for table in ("engine_jobs", "engine_results", "engine_calls"):
+            conn.execute(f"DELETE FROM {table}")
+    yield database
+    database.close()

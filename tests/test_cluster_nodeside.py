@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg.types.json import Jsonb
 
 from arcext.cluster.node import RESULTS, ClusterNode, Job
@@ -18,26 +17,7 @@ from arcext.cluster.wire import ENDED_ROWS, ends_to_json, result_from_json, resu
 from arcext.ids import MachineKey
 from arcext.store.postgres.db import Database
 from arcext.upgrades.jobs import JobResult
-from pgdb import fresh_database
-from test_cluster_parts import Recorder, wait_for
-
-SETTINGS = ClusterSettings(leader_poll=0.2, job_lease=1.5, leader_wait=1.0, reclaim_poll=0.2)
-
-
-@pytest.fixture
-def pg_url() -> str:
-    return fresh_database()
-
-
-@pytest.fixture
-def db(pg_url: str) -> Any:
-    database = Database(pg_url, max_size=8)
-    with database.connection() as conn:
-        migrate_cluster(conn)
-        for table in ("engine_jobs", "engine_results", "engine_calls"):
-            conn.execute(f"DELETE FROM {table}")
-    yield database
-    database.close()
+from test_cluster_parts import SETTINGS, Recorder, wait_for
 
 
 def test_ends_travel_as_one_json_array_in_order_quotes_and_backslashes_intact(db: Database) -> None:

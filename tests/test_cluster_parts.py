@@ -18,7 +18,6 @@ import pytest
 from arcext import errors
 from arcext.cluster.leader import LeaderLease, leader_backend
 from arcext.cluster.node import ClusterNode, Job, Target
-from arcext.cluster.schema import migrate_cluster
 from arcext.cluster.settings import ClusterSettings
 from arcext.cluster.wire import decode, encode, result_from_json, result_to_json
 from arcext.hosts.base import ExtensionSpec
@@ -26,25 +25,8 @@ from arcext.ids import MachineKey
 from arcext.records import UpgradeJob
 from arcext.store.postgres.db import Database
 from arcext.upgrades.jobs import JobResult
-from pgdb import fresh_database
 
 SETTINGS = ClusterSettings(leader_poll=0.2, job_lease=1.5, leader_wait=1.0, reclaim_poll=0.2)
-
-
-@pytest.fixture
-def pg_url() -> str:
-    return fresh_database()
-
-
-@pytest.fixture
-def db(pg_url: str) -> Any:
-    database = Database(pg_url, max_size=8)
-    with database.connection() as conn:
-        migrate_cluster(conn)
-        for table in ("engine_jobs", "engine_results", "engine_calls"):
-            conn.execute(f"DELETE FROM {table}")
-    yield database
-    database.close()
 
 
 class Recorder:
