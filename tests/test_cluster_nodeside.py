@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -260,31 +261,63 @@ def test_the_leader_reads_results_that_come_together_in_one_batch(pg_url: str, d
         node.stop()
 
 
-def test_a_jobs_slot_is_claimed_for_while_its_end_is_committed(pg_url: str, db: Database) -> None:
-    """A job's slot is claimed for as soon as its run is over: the next job starts while the ended job's end is still
-    being committed (the claim and the end overlap), and no more jobs run at once than the node has workers."""
-    engine = Recorder(job_seconds=0.0)
-    started: dict[str, float] = {}
-    ran_until: dict[str, float] = {}
-    running = [0, 0]  # now, most at once
-    lock = threading.Lock()
-    ran = engine.run_job
+class HostTimed(Recorder):
+    """An engine whose jobs work on the host for 0.1 s, say so through ``host_done`` when ``signals`` (as
+    JobRunner.run does), then record their outcome for ``recording`` seconds; it notes when each job started and
+    when its host work ended, and the most jobs on a host at once."""
+
+    def __init__(self, recording: float, signals: bool) -> None:
+        super().__init__(job_seconds=0.0)
+        self.recording = recording
+        self.signals = signals
+        self.started: dict[str, float] = {}
+        self.host_over: dict[str, float] = {}
+        self.on_host = [0, 0]  # now, most at once
 
     def run_job(
-        key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any, host_done: Any = None
+        self,
+        key: MachineKey,
+        ext: str,
+        resume: bool,
+        reclaimed: bool,
+        template: Any,
+        host_done: Callable[[], None] | None = None,
     ) -> JobResult | None:
-        with lock:
-            started[key.name] = time.monotonic()
-            running[0] += 1
-            running[1] = max(running)
-        time.sleep(0.1)
-        result = ran(key, ext, resume, reclaimed, template)
-        with lock:
-            running[0] -= 1
-            ran_until[key.name] = time.monotonic()
-        return result
+        with self.lock:
+            self.started[key.name] = time.monotonic()
+            self.on_host[0] += 1
+            self.on_host[1] = max(self.on_host)
+        time.sleep(0.1)  # the host operation
+        with self.lock:
+            self.on_host[0] -= 1
+            self.host_over[key.name] = time.monotonic()
+        if self.signals and host_done is not None:
+            host_done()
+        time.sleep(self.recording)  # recording the outcome
+        return super().run_job(key, ext, resume, reclaimed, template)
 
-    engine.run_job = run_job  # type: ignore[method-assign]
+
+def run_two_jobs(node: ClusterNode, engine: HostTimed) -> float:
+    """Two jobs on a node of one worker; the seconds from the first's host work's end to the second's start. Two:
+    the node has threads for twice its slots, so the second starts on the other thread (a third would wait for a
+    thread while both are still ending). Queued once the node leads (results of jobs ended before are dropped)."""
+    node.start()
+    try:
+        wait_for(lambda: node.leading)
+        node.enqueue([(MachineKey("sub", "rg", f"m{i}"), "ama", False, None) for i in range(2)])
+        wait_for(lambda: len(engine.ended) == 2, timeout=15)
+    finally:
+        node.stop()
+    assert sorted(engine.started, key=engine.started.__getitem__) == ["m0", "m1"]
+    assert [outcome for _name, _ext, outcome in engine.ended] == ["Succeeded", "Succeeded"]
+    assert engine.on_host[1] == 1, "one worker: one job works on a host at a time"
+    return engine.started["m1"] - engine.host_over["m0"]
+
+
+def test_a_jobs_slot_is_claimed_for_while_its_end_is_committed(pg_url: str, db: Database) -> None:
+    """A job's slot is claimed for as soon as its run is over: the next job starts while the ended job's end is still
+    being committed (the claim and the end overlap)."""
+    engine = HostTimed(recording=0.0, signals=False)
     node = ClusterNode(pg_url, db, engine, SETTINGS, workers=1)
     send = node._ends._send
 
@@ -293,19 +326,8 @@ def test_a_jobs_slot_is_claimed_for_while_its_end_is_committed(pg_url: str, db: 
         send(batch)
 
     node._ends._send = slow_send  # type: ignore[method-assign]
-    # two jobs: the node has threads for twice its slots, so the second starts on the other thread (a third would
-    # wait for a thread while both are still in their slow ends)
-    node.start()
-    try:
-        wait_for(lambda: node.leading)  # (as above: results of jobs ended before it leads are dropped)
-        node.enqueue([(MachineKey("sub", "rg", f"m{i}"), "ama", False, None) for i in range(2)])
-        wait_for(lambda: len(engine.ended) == 2, timeout=15)
-        assert sorted(started, key=started.__getitem__) == ["m0", "m1"]
-        # without the overlap the second job waited for the first's 1 s end (and the claim after it)
-        assert started["m1"] - ran_until["m0"] < 0.6, started["m1"] - ran_until["m0"]
-        assert running[1] == 1, "one worker: one job runs at a time"
-    finally:
-        node.stop()
+    gap = run_two_jobs(node, engine)
+    assert gap < 0.6, f"without the overlap the second job waited for the first's 1 s end (and the claim): {gap}"
 
 
 def test_the_claim_is_planned_once_not_at_every_call(pg_url: str) -> None:
@@ -333,41 +355,7 @@ def test_the_claim_is_planned_once_not_at_every_call(pg_url: str) -> None:
 
 def test_a_jobs_slot_is_claimed_for_once_its_host_work_is_over(pg_url: str, db: Database) -> None:
     """The engine tells the node when a job's host work is over (``host_done``): the next job is claimed and starts
-    while the first still records its outcome, and no more jobs work on hosts at once than the node has workers."""
-    engine = Recorder(job_seconds=0.0)
-    started: dict[str, float] = {}
-    host_over: dict[str, float] = {}
-    on_host = [0, 0]  # now, most at once
-    lock = threading.Lock()
-    ran = engine.run_job
-
-    def run_job(
-        key: MachineKey, ext: str, resume: bool, reclaimed: bool, template: Any, host_done: Any = None
-    ) -> JobResult | None:
-        with lock:
-            started[key.name] = time.monotonic()
-            on_host[0] += 1
-            on_host[1] = max(on_host)
-        time.sleep(0.1)  # the host operation
-        with lock:
-            on_host[0] -= 1
-            host_over[key.name] = time.monotonic()
-        if host_done is not None:
-            host_done()
-        time.sleep(1.0)  # recording the outcome (a slow database)
-        return ran(key, ext, resume, reclaimed, template)
-
-    engine.run_job = run_job  # type: ignore[method-assign]
-    node = ClusterNode(pg_url, db, engine, SETTINGS, workers=1)
-    node.start()
-    try:
-        wait_for(lambda: node.leading)  # (as above)
-        node.enqueue([(MachineKey("sub", "rg", f"m{i}"), "ama", False, None) for i in range(2)])  # (as above)
-        wait_for(lambda: len(engine.ended) == 2, timeout=15)
-        assert sorted(started, key=started.__getitem__) == ["m0", "m1"]
-        assert [outcome for _name, _ext, outcome in engine.ended] == ["Succeeded", "Succeeded"]
-        # without the signal the second job waited for the first's 1 s of recording (and its end and the claim after)
-        assert started["m1"] - host_over["m0"] < 0.6, started["m1"] - host_over["m0"]
-        assert on_host[1] == 1, "one worker: one job works on a host at a time"
-    finally:
-        node.stop()
+    while the first still records its outcome."""
+    engine = HostTimed(recording=1.0, signals=True)
+    gap = run_two_jobs(ClusterNode(pg_url, db, engine, SETTINGS, workers=1), engine)
+    assert gap < 0.6, f"without the signal the second job waited for the first's 1 s of recording (and more): {gap}"
