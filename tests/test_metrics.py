@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,40 @@ def test_a_hung_host_counts_as_timed_out() -> None:
         after = scrape(server, server.token)
     assert value(after, "arcext_upgrade_jobs_total", outcome="timed_out", driver="simulated") == 1
     assert total(after, "arcext_host_operation_errors_total", code="HostOperationTimedOut", step="upgrade") == 1
+
+
+def test_requests_counted_by_many_threads_are_all_in_the_next_scrape() -> None:
+    """Request threads only queue their observations (Metrics.http_request); the scrape, or a thread that finds
+    the queue full, counts them: none is lost or counted twice, whichever threads count at once."""
+    from prometheus_client import generate_latest
+
+    from arcext.metrics import HTTP_PENDING_LIMIT, Metrics
+
+    metrics = Metrics()
+    threads_n, per_thread = 8, HTTP_PENDING_LIMIT  # together far more than the queue holds before counting
+    durations = [0.0005, 0.003, 0.02, 0.4]
+
+    def observe(t: int) -> None:
+        for n in range(per_thread):
+            metrics.http_request("GET", f"/route/{t % 2}", 200 if n % 5 else 404, durations[n % 4])
+
+    workers = [threading.Thread(target=observe, args=(t,)) for t in range(threads_n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for text in (metrics.render().decode(), generate_latest(metrics.registry).decode()):  # both count the queue
+        samples = {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        assert total(samples, "arcext_http_requests_total") == threads_n * per_thread
+        assert total(samples, "arcext_http_requests_total", status="404") == threads_n * len(range(0, per_thread, 5))
+        assert total(samples, "arcext_http_request_duration_seconds_count", route="/route/1") == 4 * per_thread
+        expected_sum = threads_n * per_thread / 4 * sum(durations)
+        assert total(samples, "arcext_http_request_duration_seconds_sum") == pytest.approx(expected_sum)
+        assert (
+            value(samples, "arcext_http_request_duration_seconds_bucket", method="GET", route="/route/0", le="0.001")
+            == 4 * per_thread / 4
+        )
