@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_api = _script("bench_api")
     work = Path(tempfile.mkdtemp(prefix="arcext-profile-api-"))
     log_file = open(work / "server.log", "w")  # noqa: SIM115 - open for the run
+    handler = configure(args.log_format, level=logging.WARNING if args.no_log else logging.INFO, stream=log_file)
     try:
-        configure(args.log_format, level=logging.WARNING if args.no_log else logging.INFO, stream=log_file)
         tune_gc_for_serving()
         layout = bench_store.build_store(work / "data", args.machines, args.extensions)
         picks = [(key, name) for key, names in layout for name in names]
@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         svc.close()
     finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()  # its queued lines go to the file before the file closes
         log_file.close()
         shutil.rmtree(work, ignore_errors=True)
     return 0
