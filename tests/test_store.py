@@ -142,6 +142,57 @@ def test_tokens_written_by_another_process_are_seen(stores: Stores) -> None:
     assert server_view.get_token_by_hash("h1") is None
 
 
+def test_a_token_revoked_by_another_process_fails_once_the_revocation_returns_under_load(stores: Stores) -> None:
+    """The embedded server looks at the tokens file at most every TOKENS_RECHECK_SECONDS, not on every lookup; the
+    command's write waits that long, so even while other requests keep the server looking, the first lookup after
+    the revocation returns no longer finds the token (and the same on PostgreSQL, which has no such wait)."""
+    server_view = stores.open()
+    cli_view = stores.open(tokens_only=True)
+    stop = threading.Event()
+    looked = [0]
+
+    def other_requests() -> None:
+        while not stop.is_set():
+            server_view.get_token_by_hash("h-other")
+            looked[0] += 1
+
+    busy = threading.Thread(target=other_requests)
+    busy.start()
+    try:
+        for n in range(5):
+            cli_view.put_token(
+                {"id": f"t{n}", "hash": f"h{n}", "name": "n", "role": "Reader", "scope": "/", "createdAt": "x"}
+            )
+            assert server_view.get_token_by_hash(f"h{n}") is not None
+            assert cli_view.delete_token(f"t{n}")
+            assert server_view.get_token_by_hash(f"h{n}") is None
+    finally:
+        stop.set()
+        busy.join()
+    assert looked[0] > 10  # the server kept looking up tokens throughout
+
+
+def test_the_embedded_server_does_not_stat_the_tokens_file_on_every_lookup(tmp_path: Path, monkeypatch: Any) -> None:
+    from arcext.store import metadata
+
+    stats: list[Path] = []
+    real = metadata._file_identity
+
+    def counted(path: Path) -> tuple[int, int, int]:
+        stats.append(path)
+        return real(path)
+
+    store = TinyDBStore(tmp_path)
+    monkeypatch.setattr(metadata, "_file_identity", counted)
+    started = time.monotonic()
+    lookups = 0
+    while time.monotonic() - started < 0.3:
+        store.get_token_by_hash("absent")
+        lookups += 1
+    assert lookups > 1000
+    assert 1 <= len(stats) <= 0.3 / metadata.TOKENS_RECHECK_SECONDS + 2
+
+
 def test_concurrent_writers_lose_nothing(stores: Stores) -> None:
     store = stores.open()
     keys = [MachineKey(SUB, "rg", f"m{i}") for i in range(32)]

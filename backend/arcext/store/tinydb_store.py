@@ -45,7 +45,7 @@ class TinyDBStore:
         self.operations = OperationFiles(self.data_dir / "operations")
         self.rollouts = RolloutFiles(self.data_dir / "rollouts")
         self._events = EventLog(self.data_dir / "activity")
-        self.metadata = MetadataTables(self.data_dir)
+        self.metadata = MetadataTables(self.data_dir, peer_of_server=tokens_only)
         self._machines: MachineDocuments | None = None
         if not tokens_only:
             self._machines = MachineDocuments(self.data_dir / "machines", self.data_dir / "journal", self._events)
