@@ -18,9 +18,11 @@ written in C: ``apt-get install wrk``; one thread per connection, each walking i
 is on the PATH, else by a Python client process (one http.client connection per thread). The Python client
 spends 100-250 us of CPU per request on the same cores and adds its own GIL waits to every request's latency, so
 it can understate the fastest servers (the minimal app most); ``--load-generator python`` forces it. Each run
-also reports the server's CPU per request (user + system time of the server's processes over the run, from
-/proc), which does not depend on the client. Runs alternate over the scenarios for ``--rounds`` rounds after a
-warm-up; the median of the runs is reported: requests/s, p50 and p99 latency, the ratio arcext/minimal
+also reports the server's CPU per request (user + system time of the server's processes from the run's start
+until the server has gone quiet after it, from /proc: a PATCH's upgrade, which runs after its 202, is billed to
+that PATCH's run), which does not depend on the client. Each run starts once every server has gone quiet, so no
+run shares the cores with the work another run left behind. Runs alternate over the scenarios for ``--rounds``
+rounds after a warm-up; the median of the runs is reported: requests/s, p50 and p99 latency, the ratio arcext/minimal
 (target >= 0.7) and gunicorn/Werkzeug (target >= 1.5). Figures, not a test: always exits 0.
 
     apt-get install wrk                                          # the load generator (else the Python client)
@@ -330,6 +332,20 @@ def server_cpu(pid: int) -> float:
     return total / ticks
 
 
+def settled_cpu(pid: int, limit: float = 60.0) -> float:
+    """The server's CPU seconds once it has gone quiet (under 2% of a core for half a second, at most ``limit``
+    seconds of waiting): a PATCH's upgrade runs after its 202, and its CPU belongs to that PATCH's run, not to
+    whichever run comes next."""
+    deadline = time.monotonic() + limit
+    before = server_cpu(pid)
+    while True:
+        time.sleep(0.5)
+        now = server_cpu(pid)
+        if now - before < 0.01 or time.monotonic() > deadline:
+            return now
+        before = now
+
+
 def load(spec: dict[str, Any], generator: str = "python", work: Path | None = None) -> dict[str, Any]:
     """One load phase: by wrk, or in a fresh Python client process."""
     if generator == "wrk":
@@ -459,9 +475,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             order = scenarios if r % 2 == 0 else list(reversed(scenarios))
             for scenario in order:
+                for server in servers:  # no run shares the cores with another server's leftover work
+                    settled_cpu(server.proc.pid)
                 cpu0 = server_cpu(scenario.server.proc.pid)
                 res = load(scenario.spec(args.connections, args.seconds), generator, work)
-                res["cpu_us"] = (server_cpu(scenario.server.proc.pid) - cpu0) / max(res["ok"], 1) * 1e6
+                res["cpu_us"] = (settled_cpu(scenario.server.proc.pid) - cpu0) / max(res["ok"], 1) * 1e6
                 runs[scenario.label].append(res)
                 print(
                     f"  round {r + 1} {scenario.label:<38} {res['rps']:>8.1f} req/s  p50 {res['p50']:>6.1f} ms  "
