@@ -115,6 +115,7 @@ def test_protected_settings_never_returned(
     seen += [s.get(deleted.headers["Azure-AsyncOperation"]), s.get(deleted.headers["Location"])]
     for r in seen:
         _check(r)
+    server.services.request_log.flush()  # the request lines are handed to logging by the log's own thread
     assert SECRET not in caplog.text
     logged = log_output.getvalue()
     assert '"event":"http.request"' in logged, "the structured request log was captured"

@@ -18,6 +18,7 @@ from .hosts.simulated import SimulatedFleet
 from .lookups import Lookups
 from .maintenance import MaintenanceService
 from .metrics import Metrics
+from .request_log import RequestLog
 from .resources import ResourceService
 from .resources.recovery import writes_in_flight
 from .store import Store
@@ -51,6 +52,8 @@ class Services:
     webhooks: WebhookService
     maintenance: MaintenanceService
     lookups: Lookups
+    #: one line per HTTP request, handed to logging by a thread of its own (arcext.request_log)
+    request_log: RequestLog
     #: the database every node shares (PostgreSQL), None on the embedded store: for the parts that keep tables of
     #: their own in it (the webhooks here, the portal's sessions)
     shared_db: Database | None = None
@@ -157,6 +160,7 @@ class Services:
             webhooks=webhooks,
             maintenance=maintenance,
             lookups=Lookups(store),
+            request_log=RequestLog(),
             shared_db=shared_db,
         )
 
@@ -177,6 +181,7 @@ class Services:
         self.webhooks.start()
 
     def close(self) -> None:
+        self.request_log.close()  # the lines of the last requests, before anything else stops
         self.fleet.shutdown()
         self.engine.stop()
         self.resources.stop()

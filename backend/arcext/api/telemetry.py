@@ -1,4 +1,4 @@
-"""Per-request metrics and one structured log line per request; ``GET /metrics``."""
+"""Per-request metrics and one structured log line per request (arcext.request_log); ``GET /metrics``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, request
 
 from ..request_context import services
+from ..request_log import RequestLine
 
 log = logging.getLogger("arcext.requests")
 
@@ -43,9 +44,9 @@ def _finish(response: Response) -> Response:
         services().metrics.http_request(method, route, status, seconds)
     except Exception:  # telemetry never fails a request
         log.exception("Could not count a request")
-    if log.isEnabledFor(logging.INFO):
+    request_log = services().request_log
+    if request_log.enabled():
         who = ctx.get("principal")
-        path = req.path
         sent = ctx.get("sent_ids")
         if sent is not None and sent[0] is response:  # the ids arcext.api.hooks.after_request just set
             _response, request_id, correlation_id, client_id = sent
@@ -54,28 +55,19 @@ def _finish(response: Response) -> Response:
             request_id = headers.get("x-ms-request-id") or ctx.get("request_id")
             correlation_id = headers.get("x-ms-correlation-request-id") or ctx.get("correlation_id")
             client_id = req.headers.get("x-ms-client-request-id")
-        caller = who.name if who else None
-        log.info(
-            "%s %s -> %s (request %s, caller %s)",
-            method,
-            path,
-            status,
-            request_id,
-            caller if who else "-",
-            extra={
-                "fields": {
-                    "event": "http.request",
-                    "method": method,
-                    "route": route,
-                    "path": path,
-                    "status": status,
-                    "durationMs": round(seconds * 1000, 3),
-                    "x-ms-request-id": request_id,
-                    "x-ms-correlation-request-id": correlation_id,
-                    "x-ms-client-request-id": client_id,
-                    "caller": caller,
-                }
-            },
+        request_log.add(
+            RequestLine(
+                time.time(),
+                method,
+                req.path,
+                route,
+                status,
+                seconds,
+                request_id,
+                correlation_id,
+                client_id,
+                who.name if who else None,
+            )
         )
     return response
 
