@@ -195,6 +195,29 @@ def test_connections_beyond_the_limit_wait_and_idle_ones_are_closed(tmp_path: Pa
         server.kill()
 
 
+def test_a_kept_alive_client_too_slow_to_send_its_next_request_is_cut_off(tmp_path: Path) -> None:
+    """The read timeout also holds on a kept-alive connection's later requests (the worker sets it again for each,
+    after gunicorn made the socket blocking)."""
+    server = Serve(tmp_path / "d", tmp_path, "--threads", "1", "--timeout", "2")
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    other = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        for _ in range(2):
+            assert _request_on(slow).startswith(b"HTTP/1.1 200 ")
+        slow.sendall(b"GET /arcext/v1/health HT")  # the third request, never finished: it holds the only thread
+        started = time.monotonic()
+        time.sleep(0.3)
+        other.sendall(b"GET /arcext/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(other).startswith(b"HTTP/1.1 200 "), "served once the slow client was cut off"
+        assert slow.recv(65536) == b""
+        assert 1.5 < time.monotonic() - started < 6
+        assert "Traceback" not in server.output()
+    finally:
+        slow.close()
+        other.close()
+        server.kill()
+
+
 def test_a_client_too_slow_to_send_its_request_is_cut_off(tmp_path: Path) -> None:
     server = Serve(tmp_path / "d", tmp_path, "--threads", "1", "--timeout", "2")
     slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)

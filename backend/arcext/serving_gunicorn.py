@@ -160,8 +160,10 @@ class _TimedConn(TConn):  # type: ignore[misc]  # gunicorn is untyped
 
     def init(self) -> None:
         self.sock.settimeout(self.io_timeout)  # also bounds the TLS handshake, which init() runs
+        if self.initialized:  # a kept-alive connection: gunicorn's init() does nothing more
+            return
         super().init()
-        self.sock.settimeout(self.io_timeout)
+        self.sock.settimeout(self.io_timeout)  # init() made the socket blocking, and TLS wraps it anew
 
 
 #: bodies up to this size go out in one write with their head (a larger one is not copied to join it)
