@@ -9,6 +9,7 @@ or headers other than the request ids), upgrade steps log versions and ids (neve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -193,7 +194,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
             wake.clear()  # before the queue is taken: a line queued after this wakes the next round
             target = self._fd_target()
             if target is not None and not self._closed:
-                self._write_pending(target)
+                self._write_pending(target)  # reports its own errors: the thread goes on, the queue never grows
 
     def _write_pending(self, target: _Target) -> None:
         pending = self._pending
@@ -215,7 +216,8 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
                         _write_all(target.fd, piece)
             except Exception:  # noqa: BLE001 - as logging does: report it on stderr, never fail the caller
                 if logging.raiseExceptions:
-                    traceback.print_exc()
+                    with contextlib.suppress(Exception):  # stderr may be the stream that failed (a closed pipe)
+                        traceback.print_exc()
 
     def flush(self) -> None:
         target = None if self._closed else self._fd_target()
