@@ -195,6 +195,19 @@ def test_connections_beyond_the_limit_wait_and_idle_ones_are_closed(tmp_path: Pa
         server.kill()
 
 
+def _stall_and_be_cut_off(server: Serve, slow: socket.socket, other: socket.socket) -> None:
+    """``slow`` sends half a request and never the rest, holding the server's only thread; ``other`` is served once
+    the read timeout (2 s) cut ``slow`` off."""
+    slow.sendall(b"GET /arcext/v1/health HT")
+    started = time.monotonic()
+    time.sleep(0.3)
+    other.sendall(b"GET /arcext/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(other).startswith(b"HTTP/1.1 200 "), "served once the slow client was cut off"
+    assert slow.recv(65536) == b""
+    assert 1.5 < time.monotonic() - started < 6
+    assert "Traceback" not in server.output()
+
+
 def test_a_kept_alive_client_too_slow_to_send_its_next_request_is_cut_off(tmp_path: Path) -> None:
     """The read timeout also holds on a kept-alive connection's later requests (the worker sets it again for each,
     after gunicorn made the socket blocking)."""
@@ -204,14 +217,7 @@ def test_a_kept_alive_client_too_slow_to_send_its_next_request_is_cut_off(tmp_pa
     try:
         for _ in range(2):
             assert _request_on(slow).startswith(b"HTTP/1.1 200 ")
-        slow.sendall(b"GET /arcext/v1/health HT")  # the third request, never finished: it holds the only thread
-        started = time.monotonic()
-        time.sleep(0.3)
-        other.sendall(b"GET /arcext/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_response(other).startswith(b"HTTP/1.1 200 "), "served once the slow client was cut off"
-        assert slow.recv(65536) == b""
-        assert 1.5 < time.monotonic() - started < 6
-        assert "Traceback" not in server.output()
+        _stall_and_be_cut_off(server, slow, other)  # its third request
     finally:
         slow.close()
         other.close()
@@ -223,14 +229,7 @@ def test_a_client_too_slow_to_send_its_request_is_cut_off(tmp_path: Path) -> Non
     slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     other = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     try:
-        slow.sendall(b"GET /arcext/v1/health HT")  # and never the rest: it holds the only thread for a while
-        started = time.monotonic()
-        time.sleep(0.3)
-        other.sendall(b"GET /arcext/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_response(other).startswith(b"HTTP/1.1 200 "), "served once the slow client was cut off"
-        assert slow.recv(65536) == b""
-        assert 1.5 < time.monotonic() - started < 6
-        assert "Traceback" not in server.output()
+        _stall_and_be_cut_off(server, slow, other)
     finally:
         slow.close()
         other.close()
