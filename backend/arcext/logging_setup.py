@@ -16,7 +16,6 @@ import select
 import stat
 import sys
 import threading
-import time
 import traceback
 import weakref
 from collections import deque
@@ -26,6 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from .delayed_drain import DelayedDrain
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "fields"}
 
@@ -135,9 +136,8 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _fresh_queue(self) -> None:
         """A new queue and no writer thread (also in a forked child: the parent writes what it had queued)."""
         self._pending: deque[bytes] = deque()
-        self._wake = threading.Event()
         self._write_lock = threading.Lock()
-        self._writer: threading.Thread | None = None
+        self._writer = DelayedDrain("arcext-log-writer", self.batch_seconds, self._write_batch)
 
     def _fd_target(self) -> _Target | None:
         stream = self.stream
@@ -173,28 +173,13 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if record.levelno >= logging.WARNING or self.batch_seconds <= 0:
             self._write_pending(target)
         else:
-            if self._writer is None:
-                self._start_writer()
-            if not self._wake.is_set():
-                self._wake.set()
+            self._writer.poke()
         return rv
 
-    def _start_writer(self) -> None:
-        with self._write_lock:
-            if self._writer is None:
-                writer = threading.Thread(target=self._write_batches, name="arcext-log-writer", daemon=True)
-                self._writer = writer
-                writer.start()
-
-    def _write_batches(self) -> None:
-        wake = self._wake
-        while not self._closed:
-            wake.wait()
-            time.sleep(self.batch_seconds)  # the lines of the next few milliseconds join this write
-            wake.clear()  # before the queue is taken: a line queued after this wakes the next round
-            target = self._fd_target()
-            if target is not None and not self._closed:
-                self._write_pending(target)  # reports its own errors: the thread goes on, the queue never grows
+    def _write_batch(self) -> None:
+        target = None if self._closed else self._fd_target()
+        if target is not None:
+            self._write_pending(target)  # reports its own errors: the writer goes on, the queue never grows
 
     def _write_pending(self, target: _Target) -> None:
         pending = self._pending
@@ -220,15 +205,13 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
                         traceback.print_exc()
 
     def flush(self) -> None:
-        target = None if self._closed else self._fd_target()
-        if target is not None:
-            self._write_pending(target)
+        self._write_batch()
         super().flush()
 
     def close(self) -> None:
         self.flush()
         self._closed = True
-        self._wake.set()
+        self._writer.stop()
         super().close()
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from typing import NamedTuple
+
+from .delayed_drain import DelayedDrain
 
 #: How long a request's line may wait for the lines of the requests after it, to be handed over together.
 DELAY_SECONDS = 0.01
@@ -44,42 +45,20 @@ class RequestLine(NamedTuple):
 class RequestLog:
     def __init__(self, logger: logging.Logger | None = None, delay: float = DELAY_SECONDS) -> None:
         self.logger = logger or logging.getLogger("arcext.requests")
-        self.delay = delay
         self._queue: deque[RequestLine] = deque()
-        self._wake = threading.Event()
-        self._start_lock = threading.Lock()
         self._hand_lock = threading.Lock()  # one thread hands lines over at a time: they keep their order
-        self._writer: threading.Thread | None = None
+        self._writer = DelayedDrain("arcext-request-log", delay, self.flush)
         self._closed = False
 
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
 
     def add(self, line: RequestLine) -> None:
-        if self._closed:
-            self._queue.append(line)
-            self.flush()
-            return
         self._queue.append(line)
-        if self._writer is None:
-            self._start_writer()
-        if not self._wake.is_set():
-            self._wake.set()
-
-    def _start_writer(self) -> None:
-        with self._start_lock:
-            if self._writer is None and not self._closed:
-                writer = threading.Thread(target=self._hand_over_batches, name="arcext-request-log", daemon=True)
-                self._writer = writer
-                writer.start()
-
-    def _hand_over_batches(self) -> None:
-        wake = self._wake
-        while not self._closed:
-            wake.wait()
-            time.sleep(self.delay)
-            wake.clear()  # before the queue is taken: a line queued after this wakes the next round
+        if self._closed:  # a stopping server: at once
             self.flush()
+        else:
+            self._writer.poke()
 
     def flush(self) -> None:
         """Hand every queued line to logging now."""
@@ -97,7 +76,7 @@ class RequestLog:
 
     def close(self) -> None:
         self._closed = True
-        self._wake.set()
+        self._writer.stop()
         self.flush()
 
 
