@@ -85,6 +85,30 @@ class NodeEngine(Protocol):
 #: results the leader reads at once
 RESULTS_BATCH = 500
 
+#: The leader's read of the jobs' results: the oldest ``RESULTS_BATCH``, taken (deleted) as they are read. The ids go
+#: as an array, so the primary key's index finds the rows; ``id IN (SELECT ...)`` was planned as a hash join over a
+#: scan of the whole table, dead rows included (tests/test_cluster_plans.py).
+TAKE_RESULTS: Final = (
+    f"DELETE FROM engine_results WHERE id = ANY(ARRAY(SELECT id FROM engine_results ORDER BY id LIMIT {RESULTS_BATCH}))"
+    " RETURNING id, result"
+)
+
+#: A batch of jobs' ends (``ClusterNode._send_ends``), one statement: the jobs' rows go (only those this node still
+#: holds), their results go to the leader, and a NOTIFY wakes it. Parameters: the ends (``ends_to_json``), their ids
+#: as an array, this node's id twice, the channel. The rows are found by the id array (the primary key's index): a
+#: join with ``e`` was planned as a hash join over a scan of the whole queue, dead rows included, which took about a
+#: fifth of PostgreSQL's CPU in the two-node rollout benchmark (tests/test_cluster_plans.py).
+SEND_ENDS: Final = (
+    f"WITH e AS ({ENDED_ROWS}),"
+    # the rows locked in id order, as the lease renewal locks them: the two cannot deadlock
+    " l AS (SELECT j.id FROM engine_jobs j WHERE j.id = ANY(%s::bigint[]) AND j.claimed_by = %s"
+    "  ORDER BY j.id FOR UPDATE),"
+    " d AS (DELETE FROM engine_jobs j USING l WHERE j.id = l.id RETURNING j.id),"
+    " r AS (INSERT INTO engine_results (node, result)"
+    "  SELECT %s, e.result FROM e JOIN d ON d.id = e.id ORDER BY e.n RETURNING id)"
+    " SELECT pg_notify(%s, '') FROM r LIMIT 1"
+)
+
 
 class _End:
     """A job's end waiting to be sent (``ClusterNode._finish``): its row's id and its result as JSON."""
@@ -417,16 +441,10 @@ class ClusterNode:
             try:
                 with self.db.connection() as conn:
                     conn.execute(
-                        f"WITH e AS ({ENDED_ROWS}),"
-                        # the rows locked in id order, as the lease renewal locks them: the two cannot deadlock
-                        " l AS (SELECT j.id FROM engine_jobs j WHERE j.id IN (SELECT id FROM e) AND j.claimed_by = %s"
-                        "  ORDER BY j.id FOR UPDATE),"
-                        " d AS (DELETE FROM engine_jobs j USING l WHERE j.id = l.id RETURNING j.id),"
-                        " r AS (INSERT INTO engine_results (node, result)"
-                        "  SELECT %s, e.result FROM e JOIN d ON d.id = e.id ORDER BY e.n RETURNING id)"
-                        " SELECT pg_notify(%s, '') FROM r LIMIT 1",
+                        SEND_ENDS,
                         (
                             Jsonb(ends_to_json((e.job_id, e.payload) for e in batch)),
+                            [e.job_id for e in batch],
                             self.node_id,
                             self.node_id,
                             RESULTS,
@@ -477,10 +495,7 @@ class ClusterNode:
             try:
                 while self.leading:
                     with self.db.connection() as conn:
-                        rows = conn.execute(
-                            "DELETE FROM engine_results WHERE id IN"
-                            f" (SELECT id FROM engine_results ORDER BY id LIMIT {RESULTS_BATCH}) RETURNING id, result"
-                        ).fetchall()
+                        rows = conn.execute(TAKE_RESULTS).fetchall()
                     if rows:
                         results = [result_from_json(data) for _id, data in sorted(rows, key=lambda r: int(r[0]))]
                         self.engine.jobs_ended(results)  # booked in order, their records read together
