@@ -355,6 +355,37 @@ def test_reads_views_scans_and_counts(stores: Stores) -> None:
     assert store.count_machines() == 6 and store.get_machine(keys[0]) is None
 
 
+def test_a_part_a_view_returned_is_never_changed_by_later_writes(stores: Stores) -> None:
+    """``view_machine``'s promise (a GET serves the stored resource without a copy): a write replaces the
+    document, or the one extension's record it changes, and never changes what a view already returned."""
+    store = stores.open()
+    key = MachineKey(SUB, "rg", "m")
+    first = doc(key, n=1)
+    first["extensions"] = {"a": {"resource": {"properties": {"v": "1.0"}, "tags": {"t": "1"}}}, "b": {"resource": {}}}
+    store.mutate_machine(key, lambda _old: (first, None))
+    held = store.view_machine(key, lambda d: (d["machine"], d["extensions"]["a"]["resource"]) if d else None)
+    assert held is not None
+    before = orjson.dumps(held)
+
+    def change_a(d: Any) -> tuple[Any, None]:
+        d["extensions"]["a"]["resource"]["properties"]["v"] = "2.0"
+        d["extensions"]["a"]["resource"]["tags"]["t"] = "2"
+        return d, None
+
+    store.mutate_machine(key, change_a, extension="a")  # the job path: one extension's record
+
+    def change_all(d: Any) -> tuple[Any, None]:
+        d["machine"]["properties"]["n"] = 2
+        d["extensions"]["a"]["resource"]["properties"]["v"] = "3.0"
+        return d, None
+
+    store.mutate_machine(key, change_all)
+    assert orjson.dumps(held) == before
+    now = store.get_machine(key)
+    assert now is not None and now["extensions"]["a"]["resource"]["properties"]["v"] == "3.0"
+    assert now["machine"]["properties"]["n"] == 2
+
+
 def test_projection_over_machines_naming_operations(stores: Stores) -> None:
     """The orphan search's scan: only documents where the machine or an extension names an operation (a
     non-empty one) reach the projection, across more rows than one batch of the database's scan."""

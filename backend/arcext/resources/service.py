@@ -337,7 +337,10 @@ class ResourceService:
             record: ExtensionRecord | None = doc["extensions"].get(name.lower())
             if record is None:
                 raise _not_found_extension(key, name)
-            return self.extension_view(record)
+            # the stored resource itself, not a copy (about 10 us of a GET's 400 under load): a store replaces a
+            # document or record when it changes, never changes one in place, and the response's dump builds
+            # new dicts; the caller only reads it
+            return record["resource"]
 
         return self.store.view_machine(key, view)
 

@@ -58,7 +58,10 @@ class Store(Protocol):
     def view_machine(self, key: MachineKey, view: Callable[[MachineDoc | None], T]) -> T:
         """Apply ``view`` to the document (None when absent) without copying it, under the machine's lock.
 
-        ``view`` must not change the document and must copy whatever it returns."""
+        ``view`` must not change the document. What it returns may share the document's parts only if nobody
+        changes them afterwards: a store replaces a document, or one extension's record, when it writes it and
+        never changes a stored one in place, so a part read here stays as it was (a GET's response is dumped from
+        the stored resource; tests/test_store.py checks the promise); anything a caller may change must be a copy."""
         ...
 
     def view_machines(self, views: Sequence[tuple[MachineKey, Callable[[MachineDoc | None], T]]]) -> list[T]:
