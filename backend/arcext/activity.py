@@ -255,3 +255,9 @@ class ActivityLog:
 
     def prune(self, now: datetime) -> int:
         return self.store.prune_events_before(iso(now - RETENTION)[:10])
+
+    def prepare(self, now: datetime) -> bool:
+        """Make room for today's and tomorrow's events ahead of them (PostgreSQL: their day partitions, whose making
+        would otherwise stop every write of the log for as long as a transaction reading it ran, store/postgres/
+        events.py); False when the store could not now (it tries again later)."""
+        return self.store.prepare_event_days([iso(now)[:10], iso(now + timedelta(days=1))[:10]])

@@ -166,6 +166,7 @@ class Services:
 
     def start(self) -> None:
         self.activity.prune(self.clock.now())
+        self.activity.prepare(self.clock.now())
         # one scan of the machines at start: the engine's recovery, with the writes a crash left in flight riding
         # along (a cluster's follower does not recover: the resources scan for theirs themselves)
         in_flight = self.engine.start(rider=writes_in_flight)

@@ -179,6 +179,12 @@ class Store(Protocol):
 
     def prune_events_before(self, day: str) -> int: ...
 
+    def prepare_event_days(self, days: Sequence[str]) -> bool:
+        """Make room for the activity log's events of these UTC days (``YYYY-MM-DD``) ahead of them, without
+        waiting long for a lock; True when it is made, False when it could not be now (call again later). A
+        store that needs nothing ahead returns True."""
+        ...
+
     # --- housekeeping -------------------------------------------------------------------------
     def clear(self, keep_tokens: bool = True) -> None:
         """Forget every machine, operation and catalog entry (tests' reset)."""

@@ -233,6 +233,10 @@ class TinyDBStore:
     def prune_events_before(self, day: str) -> int:
         return self._events.prune_before(day)
 
+    def prepare_event_days(self, days: Sequence[str]) -> bool:
+        """A day's events go to a file made when its first event is written: nothing to make ahead."""
+        return True
+
     # --- housekeeping -----------------------------------------------------------------------
     def clear(self, keep_tokens: bool = True) -> None:
         with self.operations.lock:

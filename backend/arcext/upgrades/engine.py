@@ -79,6 +79,10 @@ class Engine(Recovery, RolloutViews):
                     self.audit()
             except Exception:  # the scheduler must outlive one bad tick
                 log.exception("Engine tick failed")
+            try:
+                self.activity.prepare(self.clock.now())  # tomorrow's activity-log partition, a day early
+            except Exception:
+                log.exception("Making room for the activity log's next days failed")
             self._wake.wait(self.settings.tick_seconds)
             self._wake.clear()
 

@@ -1,10 +1,18 @@
 """The activity log as a table partitioned by UTC day.
 
-A day's partition (``events_YYYYMMDD``) is made the first time an event of that day is written, in
-the writing transaction, under a transaction-level advisory lock (two nodes making one day at once
-would otherwise race between "does it exist" and "create it"); a writer that finds the day's partition
-made already takes no lock. Pruning drops whole partitions: no
-row-by-row delete, no bloat. How long to keep events (90 days) is the caller's rule.
+A day's partition (``events_YYYYMMDD``) is made ahead of its day (``prepare``: today's and tomorrow's, by the
+engine's tick), and otherwise the first time an event of that day is written, in the writing transaction;
+either way under a transaction-level advisory lock (two nodes making one day at once would otherwise race
+between "does it exist" and "create it"); a writer that finds the day's partition made already takes no lock.
+Pruning drops whole partitions: no row-by-row delete, no bloat. How long to keep events (90 days) is the
+caller's rule.
+
+Making or dropping a partition needs the whole ``events`` table to itself for a moment (ACCESS EXCLUSIVE): it
+waits for every transaction that read or wrote the log, and while it waits every later reader and writer of
+the log waits behind it, every job's and API write's included (they carry their events). An activity query
+that runs for a minute at midnight would hold the whole control plane for that minute. So the partitions are
+made a day early and dropped with a short ``lock_timeout`` (``AHEAD_LOCK_TIMEOUT_MS``): a busy log is tried
+again later (``AHEAD_RETRY_SECONDS``; tomorrow's partition has a whole day), never waited for.
 
 The fields a query may filter on are columns (``COLUMNS``); those the store's callers look events up by have
 indexes: time (``event_timestamp``), subscription, operation, and for the activity log's query (``of_subscription``)
@@ -16,12 +24,15 @@ then in order of writing (``seq``).
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from datetime import date, timedelta
 from typing import Any, Final
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -30,6 +41,13 @@ from .db import Connection, Database
 
 #: taken by every transaction that makes or drops partitions ("arcext:events" would not fit 64 bits)
 PARTITION_LOCK: Final = 0x617263657602
+
+#: how long making a partition ahead of its day, or dropping an old one, waits for its locks (the module's docstring)
+AHEAD_LOCK_TIMEOUT_MS: Final = 100
+#: after an attempt to make partitions ahead found the log busy, the next one comes this much later
+AHEAD_RETRY_SECONDS: Final = 60.0
+
+log = logging.getLogger(__name__)
 
 #: event field -> the column that holds it (strings only; anything else is NULL there)
 COLUMNS: Final[dict[str, str]] = {
@@ -83,6 +101,12 @@ def _day_of(event: Record) -> date:
     return date.fromisoformat(str(event["eventTimestamp"])[:10])
 
 
+def _create_partition(day: date) -> sql.Composed:
+    return sql.SQL("CREATE TABLE {} PARTITION OF events FOR VALUES FROM ({}) TO ({})").format(
+        sql.Identifier(partition_name(day)), sql.Literal(day), sql.Literal(day + timedelta(days=1))
+    )
+
+
 def partition_name(day: date) -> str:
     return f"events_{day:%Y%m%d}"
 
@@ -96,6 +120,7 @@ class EventTable:
         self._db = db
         self._lock = threading.Lock()
         self._known: set[date] = set()  # days whose partition this process has seen committed
+        self._ahead_at = 0.0  # time.monotonic() before which ``prepare`` does not try again
 
     # --- writing (inside the caller's transaction) -------------------------------------------------
     def insert(
@@ -136,6 +161,38 @@ class EventTable:
         rows = ", ".join([_ROW] * len(events))
         return f"{_INSERT_COLUMNS} SELECT v.* FROM (VALUES {rows}) AS v, along", params
 
+    def prepare(self, days: Iterable[date]) -> bool:
+        """Make the partitions of ``days`` ahead of their events, waiting at most ``AHEAD_LOCK_TIMEOUT_MS`` for the
+        locks; True when they all exist. False when the log was busy (tried again ``AHEAD_RETRY_SECONDS`` later:
+        until then this returns False at once)."""
+        wanted = set(days)
+        with self._lock:
+            missing = wanted - self._known
+            if not missing:
+                return True
+            if time.monotonic() < self._ahead_at:
+                return False
+        try:
+            with self._db.transaction() as conn:
+                if not missing <= self._partitions(conn):
+                    conn.execute(f"SET LOCAL lock_timeout = '{AHEAD_LOCK_TIMEOUT_MS}ms'")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+                    for day in sorted(missing - self._partitions(conn)):
+                        conn.execute(_create_partition(day))
+        except psycopg.errors.LockNotAvailable:
+            with self._lock:
+                self._ahead_at = time.monotonic() + AHEAD_RETRY_SECONDS
+            log.warning(
+                "Could not make the activity log's partition for %s ahead of time: a transaction on the log held it"
+                " for over %d ms; trying again in %d s",
+                ", ".join(str(d) for d in sorted(missing)),
+                AHEAD_LOCK_TIMEOUT_MS,
+                AHEAD_RETRY_SECONDS,
+            )
+            return False
+        self.made(missing)
+        return True
+
     def made(self, days: Iterable[date]) -> None:
         with self._lock:
             self._known.update(days)
@@ -152,11 +209,7 @@ class EventTable:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
         existing = self._partitions(conn)
         for day in sorted(missing - existing):
-            conn.execute(
-                sql.SQL("CREATE TABLE {} PARTITION OF events FOR VALUES FROM ({}) TO ({})").format(
-                    sql.Identifier(partition_name(day)), sql.Literal(day), sql.Literal(day + timedelta(days=1))
-                )
-            )
+            conn.execute(_create_partition(day))
         return missing
 
     @staticmethod
@@ -244,13 +297,26 @@ class EventTable:
 
     # --- pruning and clearing --------------------------------------------------------------------------
     def prune_before(self, day: str) -> int:
-        """Drop the partitions of the days before ``day``; returns how many days went."""
+        """Drop the partitions of the days before ``day``; returns how many days went (none when the log was busy
+        for over ``AHEAD_LOCK_TIMEOUT_MS``: they go at a later pruning)."""
         cutoff = date.fromisoformat(day)
-        with self._db.transaction() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
-            old = sorted(d for d in self._partitions(conn) if d < cutoff)
-            for d in old:
-                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(d))))
+        try:
+            with self._db.transaction() as conn:
+                old = sorted(d for d in self._partitions(conn) if d < cutoff)
+                if old:
+                    conn.execute(f"SET LOCAL lock_timeout = '{AHEAD_LOCK_TIMEOUT_MS}ms'")
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+                    old = sorted(d for d in self._partitions(conn) if d < cutoff)
+                for d in old:
+                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(d))))
+        except psycopg.errors.LockNotAvailable:
+            log.warning(
+                "Could not drop the activity log's partitions before %s: a transaction on the log held it for over"
+                " %d ms; they go at a later pruning",
+                day,
+                AHEAD_LOCK_TIMEOUT_MS,
+            )
+            return 0
         with self._lock:
             self._known.difference_update(old)
         return len(old)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar, cast
 
 from ...ids import MachineKey
@@ -323,6 +323,9 @@ class PostgresStore:
 
     def prune_events_before(self, day: str) -> int:
         return self._events.prune_before(day)
+
+    def prepare_event_days(self, days: Sequence[str]) -> bool:
+        return self._events.prepare(date.fromisoformat(d) for d in days)
 
     # --- observers (the optional capabilities of store/capabilities.py) -------------------------------
     def set_event_listener(self, listener: Callable[[list[Record]], None] | None) -> None:
