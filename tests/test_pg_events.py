@@ -168,3 +168,53 @@ def test_a_server_makes_today_and_tomorrow_at_start_and_the_next_days_as_its_clo
         assert {str(today + timedelta(days=2)), str(later)} <= days_made(url)
     finally:
         services.close()
+
+
+def test_a_job_write_whose_day_another_node_dropped_makes_the_day_again() -> None:
+    """A node remembers the days whose partitions it saw, and a job's write sends its events with the change in
+    one statement on that knowledge. When another node dropped the day meanwhile (its pruning after a clock
+    moved, a test harness's reset), the statement fails on the missing partition; nothing is written, the node
+    forgets the day, and the write goes through the locked path, which makes the day again."""
+    from arcext.ids import MachineKey
+
+    url = fresh_database()
+    node, other = PostgresStore(url), PostgresStore(url)
+    key = MachineKey("00000000-0000-0000-0000-000000000000", "rg", "m")
+    try:
+        node.mutate_machine(
+            key, lambda _d: ({"machine": {"id": key.id, "name": "m"}, "extensions": {"e": {"v": 0}}}, None)
+        )
+        node.append_events([event(1)])  # the node knows the day now
+        assert other.prune_events_before("2026-11-26") == 1  # ... which the other node drops
+
+        def change(doc: Any) -> tuple[Any, None]:
+            doc["extensions"]["e"] = {"v": 1}
+            return doc, None
+
+        node.mutate_extension(key, "e", change, events=[event(2)])
+        stored = node.get_machine(key)
+        assert stored is not None and stored["extensions"]["e"] == {"v": 1}
+        assert [e["n"] for e in other.iter_events("2026-11-25", "2026-11-25")] == [2]
+    finally:
+        node.close()
+        other.close()
+
+
+def test_a_day_seen_before_this_process_dropped_partitions_is_not_remembered_after() -> None:
+    """The race a test harness's reset ran into (the engine's tick made today's partition while the reset dropped
+    every partition): a making that looked before a drop and finished after it must not leave the day known."""
+    from datetime import date
+
+    url = fresh_database()
+    store = PostgresStore(url)
+    try:
+        table = store._events
+        seen_at = table.generation()
+        with store.db.transaction() as conn:
+            table.drop_all(conn)
+        table.made({date(2026, 11, 25)}, seen_at)
+        assert table.insert_along([event(1)]) is None, "a dropped day is still taken as made"
+        table.made({date(2026, 11, 25)}, table.generation())
+        assert table.insert_along([event(1)]) is not None
+    finally:
+        store.close()

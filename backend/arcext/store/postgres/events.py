@@ -101,6 +101,11 @@ def _day_of(event: Record) -> date:
     return date.fromisoformat(str(event["eventTimestamp"])[:10])
 
 
+def event_days(events: Iterable[Record]) -> set[date]:
+    """The UTC days of ``events`` (their partitions' keys)."""
+    return {_day_of(e) for e in events}
+
+
 def _create_partition(day: date) -> sql.Composed:
     return sql.SQL("CREATE TABLE {} PARTITION OF events FOR VALUES FROM ({}) TO ({})").format(
         sql.Identifier(partition_name(day)), sql.Literal(day), sql.Literal(day + timedelta(days=1))
@@ -120,6 +125,9 @@ class EventTable:
         self._db = db
         self._lock = threading.Lock()
         self._known: set[date] = set()  # days whose partition this process has seen committed
+        #: moves whenever this process drops partitions: days seen before a drop are not remembered after it
+        #: (``made``), so a making that raced a drop (tests' reset, a pruning) leaves no day known that is gone
+        self._generation = 0
         self._ahead_at = 0.0  # time.monotonic() before which ``prepare`` does not try again
 
     # --- writing (inside the caller's transaction) -------------------------------------------------
@@ -172,6 +180,7 @@ class EventTable:
                 return True
             if time.monotonic() < self._ahead_at:
                 return False
+            generation = self._generation
         try:
             with self._db.transaction() as conn:
                 if not missing <= self._partitions(conn):
@@ -190,12 +199,25 @@ class EventTable:
                 AHEAD_RETRY_SECONDS,
             )
             return False
-        self.made(missing)
+        self.made(missing, generation)
         return True
 
-    def made(self, days: Iterable[date]) -> None:
+    def generation(self) -> int:
+        """Pass to ``made`` what this returned before the partitions were looked for."""
         with self._lock:
-            self._known.update(days)
+            return self._generation
+
+    def made(self, days: Iterable[date], generation: int) -> None:
+        """Remember ``days`` as made (their partitions committed), unless partitions were dropped since
+        ``generation``."""
+        with self._lock:
+            if generation == self._generation:
+                self._known.update(days)
+
+    def forget(self, days: Iterable[date]) -> None:
+        """Days whose partitions turned out to be gone (another node dropped them): made again when written."""
+        with self._lock:
+            self._known.difference_update(days)
 
     def _ensure(self, conn: Connection, days: set[date]) -> set[date]:
         with self._lock:
@@ -319,6 +341,7 @@ class EventTable:
             return 0
         with self._lock:
             self._known.difference_update(old)
+            self._generation += 1
         return len(old)
 
     def drop_all(self, conn: Connection) -> None:
@@ -328,3 +351,4 @@ class EventTable:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(d))))
         with self._lock:
             self._known.clear()
+            self._generation += 1

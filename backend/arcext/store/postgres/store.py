@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar, cast
 
+import psycopg
+
 from ...ids import MachineKey
 from ...records import OperationRecord, RolloutRecord
 from ..base import MachineDoc, Record
 from .clock import ClockRow
 from .db import Database, SeenRow, redacted
-from .events import EventTable
+from .events import EventTable, event_days
 from .machines import NAMES_OPERATION, MachineTable
 from .records import CatalogTables, MaintenanceTable, OperationTable, RolloutTable, TokenTable
 from .schema import migrate
@@ -199,9 +201,17 @@ class PostgresStore:
         if events and logged is None:
             return False, result  # a new day's partition first: under the lock (mutate_machine)
         started = time.perf_counter()
-        written = self._machines.compare_and_set(
-            key, extension, changed, seen, fence.version if fence.used else None, logged
-        )
+        try:
+            written = self._machines.compare_and_set(
+                key, extension, changed, seen, fence.version if fence.used else None, logged
+            )
+        except psycopg.errors.CheckViolation as exc:
+            if events is None or not str(exc.diag.message_primary or "").startswith("no partition of relation"):
+                raise
+            # the day's partition this node knew is gone (another node pruned or reset the log): nothing was
+            # written; the locked path makes the partition again
+            self._events.forget(event_days(events))
+            return False, result
         if written is None:
             return False, result
         self.db.observe(time.perf_counter() - started)
@@ -303,12 +313,13 @@ class PostgresStore:
     def _log_events(self, events: list[Record], along: tuple[str, tuple[Any, ...]] | None = None) -> None:
         """Insert ``events`` (with the change ``along``, in one statement) in the thread's transaction; once it
         committed, remember the partitions it made and tell the listener."""
+        generation = self._events.generation()
         with self.db.connection() as conn:
             made = self._events.insert(conn, events, along)
         logged = list(events)
 
         def committed() -> None:
-            self._events.made(made)
+            self._events.made(made, generation)
             self._tell_events(logged)
 
         self.db.after_commit(committed)
