@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import pytest
 
 from arcext.store.postgres import PostgresStore
 from arcext.store.postgres import events as events_module
@@ -218,3 +219,18 @@ def test_a_day_seen_before_this_process_dropped_partitions_is_not_remembered_aft
         assert table.insert_along([event(1)]) is not None
     finally:
         store.close()
+
+
+def test_a_write_whose_day_another_node_dropped_fails_once_and_the_next_one_makes_the_day() -> None:
+    url = fresh_database()
+    node, other = PostgresStore(url), PostgresStore(url)
+    try:
+        node.append_events([event(1)])
+        assert other.prune_events_before("2026-11-26") == 1
+        with pytest.raises(psycopg.errors.CheckViolation):
+            node.append_events([event(2)])  # the transaction that finds the day gone
+        node.append_events([event(3)])
+        assert [e["n"] for e in other.iter_events("2026-11-25", "2026-11-25")][-1] == 3
+    finally:
+        node.close()
+        other.close()

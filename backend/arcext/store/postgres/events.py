@@ -101,6 +101,11 @@ def _day_of(event: Record) -> date:
     return date.fromisoformat(str(event["eventTimestamp"])[:10])
 
 
+def missing_partition(error: psycopg.errors.CheckViolation) -> bool:
+    """Whether ``error`` is an insert into a day with no partition."""
+    return str(error.diag.message_primary or "").startswith("no partition of relation")
+
+
 def event_days(events: Iterable[Record]) -> set[date]:
     """The UTC days of ``events`` (their partitions' keys)."""
     return {_day_of(e) for e in events}

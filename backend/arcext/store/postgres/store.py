@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any, TypeVar, cast
 
@@ -26,7 +27,7 @@ from ...records import OperationRecord, RolloutRecord
 from ..base import MachineDoc, Record
 from .clock import ClockRow
 from .db import Database, SeenRow, redacted
-from .events import EventTable, event_days
+from .events import EventTable, event_days, missing_partition
 from .machines import NAMES_OPERATION, MachineTable
 from .records import CatalogTables, MaintenanceTable, OperationTable, RolloutTable, TokenTable
 from .schema import migrate
@@ -109,7 +110,7 @@ class PostgresStore:
         if cache is not None:
             cache.pop(key.lower, None)
         self.db.offer_row(key.lower, None)  # a row kept for this thread's next change is not current after this one
-        with self.db.transaction() as conn:
+        with self._dropped_days_forgotten(events), self.db.transaction() as conn:
             current, catalog_version = self._machines.lock(conn, key)
             along: tuple[str, tuple[Any, ...]] | None = None  # the record's write, sent with the events
             with self._catalog.fenced(catalog_version):
@@ -206,7 +207,7 @@ class PostgresStore:
                 key, extension, changed, seen, fence.version if fence.used else None, logged
             )
         except psycopg.errors.CheckViolation as exc:
-            if events is None or not str(exc.diag.message_primary or "").startswith("no partition of relation"):
+            if not events or not missing_partition(exc):
                 raise
             # the day's partition this node knew is gone (another node pruned or reset the log): nothing was
             # written; the locked path makes the partition again
@@ -307,8 +308,20 @@ class PostgresStore:
     def append_events(self, events: list[Record]) -> None:
         if not events:
             return
-        with self.db.transaction():
+        with self._dropped_days_forgotten(events), self.db.transaction():
             self._log_events(events)
+
+    @contextmanager
+    def _dropped_days_forgotten(self, events: list[Record] | None) -> Iterator[None]:
+        """A transaction whose events found their day's partition gone (another node dropped it after this one saw
+        it: its pruning, a test harness's reset) fails; the days are forgotten, so the next write of them makes
+        them again."""
+        try:
+            yield
+        except psycopg.errors.CheckViolation as exc:
+            if events and missing_partition(exc):
+                self._events.forget(event_days(events))
+            raise
 
     def _log_events(self, events: list[Record], along: tuple[str, tuple[Any, ...]] | None = None) -> None:
         """Insert ``events`` (with the change ``along``, in one statement) in the thread's transaction; once it
