@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -206,3 +207,54 @@ def test_the_cluster_tables_upgrade_from_version_2(version_2_database: str) -> N
         assert column_settings(conn, "simhosts")["doc"] == ("x", "l" if lz4_available(conn) else "")
         assert conn.execute("SELECT name FROM engine_jobs").fetchall() == [("m",)]
         assert conn.execute("SELECT doc FROM simhosts").fetchall() == [({"n": 1},)]
+
+
+def test_a_migration_gives_way_to_a_long_transaction_and_applies_once_it_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A migration that alters a table waits for every transaction using it, and every later user of the table
+    waits behind the migration: the running nodes' writes would stop for as long as a backup or a long query
+    ran. It waits at most ``MIGRATION_LOCK_TIMEOUT_MS`` per attempt (the running nodes' writes go on between
+    attempts) and applies once the table is free."""
+    from arcext.store.postgres import schema
+
+    url = fresh_database()
+    monkeypatch.setattr(schema, "MIGRATION_LOCK_TIMEOUT_MS", 200)
+    monkeypatch.setattr(schema, "MIGRATION_RETRY_SECONDS", 0.3)
+    table = f"mig_probe_{threading.get_native_id()}"
+    steps = [
+        (1, f"CREATE TABLE {table} (n int)"),
+        (2, f"ALTER TABLE {table} ADD COLUMN m int"),
+    ]
+    lock = 0x6D6967726174  # a lock of this test's own
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_version")
+        apply_migrations(conn, lock, f"{table}_version", steps[:1])
+    reader = psycopg.connect(url)  # a long transaction that read the table
+    reader.execute(f"SELECT count(*) FROM {table}").fetchall()
+    applied: list[list[int]] = []
+
+    def migrate() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            applied.append(apply_migrations(conn, lock, f"{table}_version", steps))
+
+    migrating = threading.Thread(target=migrate, daemon=True)
+    try:
+        migrating.start()
+        time.sleep(0.8)  # the migration has tried and given up at least once
+        writes_ran = 0
+        with psycopg.connect(url, autocommit=True) as writer:
+            writer.execute("SET lock_timeout = '3s'")  # longer than one attempt: fails only if a migration never yields
+            for n in range(5):
+                writer.execute(f"INSERT INTO {table} (n) VALUES (%s)", (n,))
+                writes_ran += 1
+                time.sleep(0.1)
+        assert writes_ran == 5
+        assert not applied, "the migration ran while the long transaction still held the table"
+    finally:
+        reader.close()
+    migrating.join(10)
+    assert applied == [[2]]
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute(f"SELECT count(m) FROM {table}").fetchone() == (0,)
+        conn.execute(f"DROP TABLE {table}, {table}_version")

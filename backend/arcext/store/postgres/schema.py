@@ -12,7 +12,9 @@ exactly as Python sorts strings, which is the order the embedded store pages in.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 from typing import Any, Final
 
 import psycopg
@@ -181,6 +183,15 @@ KEEPS_OLDER: Final = frozenset({3, 4})
 LATEST: Final = MIGRATIONS[-1][0]
 
 
+#: How long a migration waits for the locks of the tables it changes, per attempt. A migration that alters a table
+#: needs it to itself, waits for every transaction that uses it (a long activity query, a ``pg_dump`` running), and
+#: while it waits every other user of the table waits behind it: the running nodes' writes. So it gives up after
+#: this long, lets them go on, and tries again ``MIGRATION_RETRY_SECONDS`` later (the starting node waits, saying
+#: why), as many times as it takes.
+MIGRATION_LOCK_TIMEOUT_MS = 2000
+MIGRATION_RETRY_SECONDS = 5.0
+
+
 class SchemaTooNew(RuntimeError):
     """The database was migrated by a newer arcext than this one."""
 
@@ -207,10 +218,39 @@ def apply_migrations(
     table or index, a storage setting; not a renamed or retyped column). Each version is recorded with that mark,
     so a node of an older release (from the release that brought these marks on) still starts on a database a
     newer one migrated when every version it does not know is marked so: a rolling upgrade, node by node. A
-    database with a newer version not marked is refused (SchemaTooNew)."""
+    database with a newer version not marked is refused (SchemaTooNew).
+
+    An attempt that waits for a table's lock longer than ``MIGRATION_LOCK_TIMEOUT_MS`` applies nothing and is made
+    again ``MIGRATION_RETRY_SECONDS`` later, until one succeeds."""
+    for attempt in itertools.count(1):
+        try:
+            return _apply_once(conn, lock, version_table, migrations, keeps_older)
+        except psycopg.errors.LockNotAvailable:
+            log.warning(
+                "A schema migration (%s) waited over %d ms for a table a transaction holds (a long query, a"
+                " backup); it let the running nodes go on and tries again in %g s (attempt %d)",
+                version_table,
+                MIGRATION_LOCK_TIMEOUT_MS,
+                MIGRATION_RETRY_SECONDS,
+                attempt,
+            )
+            time.sleep(MIGRATION_RETRY_SECONDS)
+    raise AssertionError("unreachable")
+
+
+def _apply_once(
+    conn: psycopg.Connection[Any],
+    lock: int,
+    version_table: str,
+    migrations: list[tuple[int, str]],
+    keeps_older: frozenset[int],
+) -> list[int]:
+    """One attempt of ``apply_migrations``: LockNotAvailable when a table was held for longer than
+    ``MIGRATION_LOCK_TIMEOUT_MS`` (nothing applied)."""
     latest = migrations[-1][0]
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))  # another node migrating: as long as it takes
+        conn.execute(f"SET LOCAL lock_timeout = '{int(MIGRATION_LOCK_TIMEOUT_MS)}ms'")
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {version_table} ("
             " version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
