@@ -28,10 +28,21 @@ log = logging.getLogger(__name__)
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 
+#: How long the server keeps a pooled session that sits inside a transaction doing nothing before it ends it
+#: (rolling the transaction back). arcext's transactions last milliseconds; one that idles this long belongs to a
+#: node that froze (a paused VM, a stopped process) or vanished without closing its socket (a host that lost
+#: power: the server's TCP keepalives notice after hours). Until then its row locks would stop every write of
+#: those machines on every other node.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
+
+
 def _configure(conn: Connection) -> None:
     set_json_dumps(orjson.dumps, conn)
     set_json_loads(orjson.loads, conn)
     conn.autocommit = True
+    conn.execute(
+        "SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (str(IDLE_IN_TRANSACTION_TIMEOUT_MS),)
+    )
 
 
 def redacted(url: str) -> str:
