@@ -36,3 +36,23 @@ def test_a_node_frozen_in_a_transaction_lets_go_of_its_row_locks(monkeypatch: py
     finally:
         frozen.close()
         other.close()
+
+
+def test_pooled_connections_give_up_on_a_silent_database_unless_the_url_says_otherwise() -> None:
+    """The settings that end a wait on a database gone silent (keepalives, ``tcp_user_timeout``,
+    ``connect_timeout``) are on every pooled connection; a URL's own values win. What they do when packets stop
+    (a fail-over that moved the address) needs a network this machine cannot cut: the kernel's and libpq's
+    documented behaviour, not tested here."""
+    from arcext.store.postgres.db import POOLED_CONNECTION_DEFAULTS, Database
+
+    url = fresh_database()
+    own = psycopg.conninfo.make_conninfo(url, keepalives_idle="30")
+    for given, wanted in ((url, POOLED_CONNECTION_DEFAULTS), (own, {"keepalives_idle": "30"})):
+        database = Database(given, max_size=1)
+        try:
+            with database.pool.connection() as conn:
+                active = {opt.keyword.decode(): (opt.val or b"").decode() for opt in conn.pgconn.info}
+        finally:
+            database.close()
+        for name, value in wanted.items():
+            assert active[name] == value, (name, active[name])
