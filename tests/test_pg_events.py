@@ -13,7 +13,6 @@ import psycopg
 import pytest
 
 from arcext.store.postgres import PostgresStore
-from arcext.store.postgres import events as events_module
 from arcext.store.postgres.events import PARTITION_LOCK
 from pgdb import fresh_database
 
@@ -101,7 +100,7 @@ def test_a_day_made_ahead_is_written_while_a_long_reader_holds_the_log() -> None
         second.close()
 
 
-def test_making_a_day_ahead_gives_way_to_a_long_reader_and_tries_again_later(monkeypatch: Any) -> None:
+def test_making_a_day_ahead_gives_way_to_a_long_reader_and_tries_again_later() -> None:
     """While a transaction reads the log, the partition's making waits at most ``AHEAD_LOCK_TIMEOUT_MS`` (writers
     queue behind a waiting DDL: they wait that long at most), returns False, and does not try again for
     ``AHEAD_RETRY_SECONDS``; once the reader is gone, the next attempt makes it."""
@@ -119,14 +118,12 @@ def test_making_a_day_ahead_gives_way_to_a_long_reader_and_tries_again_later(mon
                 returned, _ = within(2.0, lambda: writer.append_events([event(2)]))
                 assert returned
             finally:
-                reader.close()
                 writer.close()
         finally:
             reader.close()
         assert "2026-11-27" not in days_made(url)
         assert store.prepare_event_days(["2026-11-27"]) is False  # not before AHEAD_RETRY_SECONDS
-        monkeypatch.setattr(events_module, "AHEAD_RETRY_SECONDS", 0.0)
-        store._events._ahead_at = 0.0
+        store._events._ahead_at = 0.0  # AHEAD_RETRY_SECONDS later
         assert store.prepare_event_days(["2026-11-27"]) is True
         assert "2026-11-27" in days_made(url)
     finally:

@@ -117,6 +117,10 @@ def _create_partition(day: date) -> sql.Composed:
     )
 
 
+def _drop_partition(day: date) -> sql.Composed:
+    return sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(day)))
+
+
 def partition_name(day: date) -> str:
     return f"events_{day:%Y%m%d}"
 
@@ -188,11 +192,8 @@ class EventTable:
             generation = self._generation
         try:
             with self._db.transaction() as conn:
-                if not missing <= self._partitions(conn):
-                    conn.execute(f"SET LOCAL lock_timeout = '{AHEAD_LOCK_TIMEOUT_MS}ms'")
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
-                    for day in sorted(missing - self._partitions(conn)):
-                        conn.execute(_create_partition(day))
+                conn.execute(f"SET LOCAL lock_timeout = '{AHEAD_LOCK_TIMEOUT_MS}ms'")
+                self._ensure(conn, missing)  # the write path's making, with the short wait
         except psycopg.errors.LockNotAvailable:
             with self._lock:
                 self._ahead_at = time.monotonic() + AHEAD_RETRY_SECONDS
@@ -335,7 +336,7 @@ class EventTable:
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
                     old = sorted(d for d in self._partitions(conn) if d < cutoff)
                 for d in old:
-                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(d))))
+                    conn.execute(_drop_partition(d))
         except psycopg.errors.LockNotAvailable:
             log.warning(
                 "Could not drop the activity log's partitions before %s: a transaction on the log held it for over"
@@ -344,16 +345,17 @@ class EventTable:
                 AHEAD_LOCK_TIMEOUT_MS,
             )
             return 0
-        with self._lock:
-            self._known.difference_update(old)
-            self._generation += 1
+        if old:
+            with self._lock:
+                self._known.difference_update(old)
+                self._generation += 1
         return len(old)
 
     def drop_all(self, conn: Connection) -> None:
         """Drop every partition (tests' reset); in the caller's transaction."""
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
         for d in sorted(self._partitions(conn)):
-            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition_name(d))))
+            conn.execute(_drop_partition(d))
         with self._lock:
             self._known.clear()
             self._generation += 1

@@ -12,7 +12,6 @@ exactly as Python sorts strings, which is the order the embedded store pages in.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from typing import Any, Final
@@ -222,7 +221,9 @@ def apply_migrations(
 
     An attempt that waits for a table's lock longer than ``MIGRATION_LOCK_TIMEOUT_MS`` applies nothing and is made
     again ``MIGRATION_RETRY_SECONDS`` later, until one succeeds."""
-    for attempt in itertools.count(1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return _apply_once(conn, lock, version_table, migrations, keeps_older)
         except psycopg.errors.LockNotAvailable:
@@ -235,7 +236,6 @@ def apply_migrations(
                 attempt,
             )
             time.sleep(MIGRATION_RETRY_SECONDS)
-    raise AssertionError("unreachable")
 
 
 def _apply_once(
