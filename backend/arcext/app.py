@@ -124,6 +124,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             leader_wait=float(cfg["ARCEXT_LEADER_WAIT"]),
             operation_sweep=float(cfg["ARCEXT_OPERATION_SWEEP"]),
         ),
+        watchdog_seconds=float(cfg["ARCEXT_WATCHDOG_SECONDS"]),
     )
     app.extensions["arcext"] = services
 

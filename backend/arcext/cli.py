@@ -132,6 +132,14 @@ def default_public_url(host: str, port: int, tls: bool) -> str:
     type=click.IntRange(min=0),
     help="On SIGTERM/SIGINT: seconds to finish the requests in flight before the services close.",
 )
+@click.option(
+    "--worker-timeout",
+    default=120,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Seconds a worker may go without its heartbeat to the master (a stopped or stuck process) before the "
+    "master kills it and starts another.",
+)
 def serve(
     host: str,
     port: int,
@@ -151,6 +159,7 @@ def serve(
     keepalive: int,
     timeout: int,
     graceful_timeout: int,
+    worker_timeout: int,
 ) -> None:
     """Run the server (embedded store in DATA_DIR; no other service needed)."""
     from .api.urls import validate_public_url
@@ -183,6 +192,7 @@ def serve(
         keepalive=keepalive,
         timeout=timeout,
         graceful_timeout=graceful_timeout,
+        worker_timeout=worker_timeout,
         tls_cert=tls_cert,
         tls_key=tls_key,
         shared_store=bool(database_url),  # several workers need a database they share
@@ -245,7 +255,7 @@ class ServedSettings:
             click.echo(f"arcext listening on {context.url} (data in {where})")
             click.echo(f"Public URL (for absolute URLs in responses): {app.config['ARCEXT_PUBLIC_URL']}")
             sys.stdout.flush()
-        return WorkerApp(app, services.close)
+        return WorkerApp(app, services.close, services.stalled_loops)
 
 
 @main.group()

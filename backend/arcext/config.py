@@ -22,6 +22,9 @@ DEFAULTS: dict[str, object] = {
     "ARCEXT_HOST_TIMEOUT": 600,  # seconds a host operation may take before it counts as hung
     "ARCEXT_SIM_LATENCY_MS": 0,  # added to every simulated host operation
     "ARCEXT_ENGINE_TICK": 1.0,  # seconds between scheduler passes
+    #: seconds a background loop (the scheduler, a cluster node's) may stay silent before it counts as stalled: health
+    #: answers 503 and the worker leaves, to be replaced (arcext.heartbeat); 0: never
+    "ARCEXT_WATCHDOG_SECONDS": 120.0,
     "ARCEXT_LEADER_POLL": 1.0,  # with a database: seconds between a follower's tries to become the engine's leader
     "ARCEXT_JOB_LEASE": 30.0,  # with a database: seconds a node's claim on a job lasts without renewal
     "ARCEXT_OPERATION_SWEEP": 5.0,  # with a database: seconds between looks for operations of nodes gone

@@ -12,6 +12,7 @@ from .catalog import Catalog
 from .clock import Clock, ManualClock, SystemClock
 from .cluster.settings import ClusterSettings
 from .crypto import SecretBox
+from .heartbeat import DEFAULT_BOUND, Watchdog
 from .hosts.connections import HostConnectionService
 from .hosts.registry import HostResolver
 from .hosts.simulated import SimulatedFleet
@@ -57,6 +58,12 @@ class Services:
     #: the database every node shares (PostgreSQL), None on the embedded store: for the parts that keep tables of
     #: their own in it (the webhooks here, the portal's sessions)
     shared_db: Database | None = None
+    #: names the background loops that stopped coming round (arcext.heartbeat): health answers 503 while one has
+    watchdog: Watchdog | None = None
+
+    def stalled_loops(self) -> list[str]:
+        """The names of the loops the watchdog finds stalled now (none without a watchdog; each stall logged once)."""
+        return [stall.loop for stall in self.watchdog.check()] if self.watchdog is not None else []
 
     @classmethod
     def open(
@@ -71,6 +78,7 @@ class Services:
         webhook_settings: WebhookSettings | None = None,
         database_url: str | None = None,
         cluster_settings: ClusterSettings | None = None,
+        watchdog_seconds: float = DEFAULT_BOUND,
     ) -> Services:
         store = open_store(data_dir, database_url)
         box = SecretBox.from_data_dir(data_dir)
@@ -162,6 +170,7 @@ class Services:
             lookups=Lookups(store),
             request_log=RequestLog(),
             shared_db=shared_db,
+            watchdog=Watchdog(engine.heartbeats, watchdog_seconds),
         )
 
     def start(self) -> None:

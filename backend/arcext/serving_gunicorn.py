@@ -26,6 +26,7 @@ import os
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,8 @@ class WorkerApp:
 
     wsgi: WSGIApp
     close: Callable[[], None] = field(default=lambda: None)
+    #: the names of the app's background loops that stopped coming round (arcext.heartbeat): the worker then leaves
+    stalled: Callable[[], list[str]] = field(default=lambda: [])
 
 
 AppFactory = Callable[[WorkerContext], WorkerApp]
@@ -218,9 +221,37 @@ class OneWriteResponse(gunicorn_wsgi.Response):  # type: ignore[misc]  # gunicor
         sock.sendall(b"".join(held.parts))
 
 
+#: seconds between a worker's looks at its app's stalled loops (``ArmThreadWorker.notify``)
+STALL_LOOK_SECONDS = 1.0
+
+
 class ArmThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
-    """gunicorn's gthread worker with ARM-shaped protocol errors, a graceful SIGINT, client I/O timeouts and a
-    response's head and body in one write (``OneWriteResponse``)."""
+    """gunicorn's gthread worker with ARM-shaped protocol errors, a graceful SIGINT, client I/O timeouts, a
+    response's head and body in one write (``OneWriteResponse``), and a watchdog: a worker whose app has a stalled
+    background loop leaves (``notify``)."""
+
+    _looked_at = 0.0
+    alive: bool  # gunicorn's: False once the worker is to leave
+
+    def notify(self) -> None:
+        """gunicorn's heartbeat to the master, from the worker's main loop; once a second, first a look at the app's
+        background loops. One that stopped coming round (a deadlock, a call that never returns) would leave a
+        process that answers requests and, on a cluster's leader, keeps the leadership lock while no wave is
+        planned: the worker leaves instead, as on SIGTERM (its requests finish, its jobs are handed back), and the
+        master starts a fresh one. Should leaving hang on the stuck loop, the heartbeats stop with the main loop
+        and the master kills the worker after --worker-timeout."""
+        now = time.monotonic()
+        if self.alive and now - self._looked_at >= STALL_LOOK_SECONDS:
+            self._looked_at = now
+            stalled = self.app.stalled_loops()
+            if stalled:
+                self.log.error(
+                    "Worker %s leaves: its %s loop stopped coming round; the master starts a fresh worker",
+                    self.pid,
+                    " and ".join(stalled),
+                )
+                self.alive = False
+        super().notify()
 
     def init_process(self) -> None:
         # gthread makes each response with gunicorn.http.wsgi.create, whose class is that module's Response (looked
@@ -411,6 +442,10 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn is untype
         assert self._context is not None, "post_fork runs before the worker loads the app"
         self._served = self._factory(self._context)
         return chunked_body_errors_as_value_errors(self._served.wsgi)
+
+    def stalled_loops(self) -> list[str]:
+        """The served app's stalled background loops (``ArmThreadWorker.notify``)."""
+        return self._served.stalled() if self._served is not None else []
 
     def _worker_exit(self, _arbiter: Any, _worker: Any) -> None:
         # In the worker, once its requests finished (or the grace period ran out).

@@ -80,8 +80,13 @@ class CatalogVersion(ArmMethodView):
 @blp.route("/health")
 class Health(ArmMethodView):
     @blp.alt_response(200, schema=HealthSchema, description="The server is up")
+    @blp.alt_response(503, schema=HealthSchema, description="A background loop of this node stopped coming round")
     def get(self) -> Any:
-        """Liveness: answers without a token; the fleet's size only to an Owner's token"""
+        """Liveness: answers without a token (503 while a loop of the engine or the cluster node is stalled, naming
+        it); the fleet's size only to an Owner's token"""
+        stalled = services().stalled_loops()
+        if stalled:
+            return {"status": "stalled", "stalled": stalled}, 503
         body: dict[str, Any] = {"status": "ok"}
         header = request.headers.get("Authorization")
         if header:

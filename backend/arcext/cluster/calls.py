@@ -24,6 +24,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from .. import errors
+from ..heartbeat import Heartbeat
 from ..store.postgres.db import Database
 from ..upgrades.workers import WorkerPool
 from .leader import leader_backend
@@ -62,6 +63,7 @@ class ForwardedCalls:
         self._busy = 0  # calls taken and not answered yet: at most call_workers (the rest stay untaken)
         self._busy_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.heartbeat = Heartbeat("forwarded engine calls", min(1.0, settings.call_sweep))  # the serving loop's
         self.served = 0  # calls this node answered as the leader
         self.looks = 0  # looks at a call's row by its caller (a figure for the tests)
         self.swept = 0  # rows the sweep deleted
@@ -98,6 +100,7 @@ class ForwardedCalls:
     def _serve_loop(self) -> None:
         swept_at = 0.0
         while not self._stop.is_set():
+            self.heartbeat.beat()
             self._wake.wait(min(1.0, self.settings.call_sweep))
             self._wake.clear()
             pid = self._leader_pid()
@@ -121,7 +124,9 @@ class ForwardedCalls:
                 try:
                     self._pool.submit(self._serve, int(call_id), str(method), args)
                 except RuntimeError:  # stopping: the caller sees this leader go and answers 503
+                    self.heartbeat.rest()
                     return
+        self.heartbeat.rest()
 
     def _take(self, pid: int, limit: int) -> list[tuple[Any, ...]]:
         with self.db.connection() as conn:

@@ -22,6 +22,7 @@ from ..activity import ActivityLog
 from ..catalog import Catalog
 from ..clock import Clock
 from ..crypto import SecretBox
+from ..heartbeat import Heartbeat
 from ..ids import MachineKey
 from ..records import OperationRecord, RolloutRecord, UpgradeJob, Wave
 from ..store.base import MachineDoc, Record
@@ -70,6 +71,9 @@ class ClusterEngine(Engine):
         self._outbox: list[Job] = []
         self._batch = threading.local()  # the results being booked on this thread: their records as read together
         self.node = ClusterNode(store.url, store.db, self, cluster or ClusterSettings(), self.settings.concurrency)
+
+    def heartbeats(self) -> list[Heartbeat]:
+        return [*super().heartbeats(), *self.node.heartbeats()]
 
     def _new_pool(self) -> WorkerPool | None:
         return None  # jobs go to engine_jobs; every node's ClusterNode runs the ones it claims

@@ -17,6 +17,7 @@ from typing import Final
 
 import psycopg
 
+from ..heartbeat import Heartbeat
 from .connect import Connection, dedicated
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class LeaderLease:
         self._thread: threading.Thread | None = None
         self.leading = False
         self.backend_pid: int | None = None  # the lock connection's backend, while leading
+        self.heartbeat = Heartbeat("leadership", poll)  # the loop's (arcext.heartbeat)
 
     def start(self) -> None:
         """Try the lock once in the caller's thread (a node that can lead at once is elected before this returns),
@@ -70,8 +72,11 @@ class LeaderLease:
         self._lose()
 
     def _run(self) -> None:
+        self.heartbeat.beat()
         while not self._stop.wait(self.poll):
+            self.heartbeat.beat()
             self._attempt()
+        self.heartbeat.rest()
 
     def _attempt(self) -> None:
         try:

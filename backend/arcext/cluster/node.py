@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol
 import psycopg
 from psycopg.types.json import Jsonb
 
+from ..heartbeat import Heartbeat
 from ..ids import MachineKey
 from ..records import UpgradeJob
 from ..store.postgres.db import Database, GroupCommit, SeenRow
@@ -155,6 +156,16 @@ class ClusterNode:
         self.calls = ForwardedCalls(db, settings, engine.execute_call, self._serving_pid)
         self._threads: list[threading.Thread] = []
         self._listening = threading.Event()
+        # the loops' heartbeats (arcext.heartbeat), each with the longest it waits between two rounds by design
+        self._listen_beat = Heartbeat("cluster listener", 1.0)
+        self._claim_beat = Heartbeat("job claims", settings.reclaim_poll)
+        self._renew_beat = Heartbeat("job lease renewal", settings.job_lease / 3)
+        self._results_beat = Heartbeat("job results", 1.0)
+
+    def heartbeats(self) -> list[Heartbeat]:
+        """The heartbeats of this node's loops: its own, its leadership's and its forwarded calls'."""
+        own = [self._listen_beat, self._claim_beat, self._renew_beat, self._results_beat]
+        return [*own, self._lease.heartbeat, self.calls.heartbeat]
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -247,6 +258,7 @@ class ClusterNode:
         conn: Connection | None = None
         heard: set[str] = set()
         while not self._stop.is_set():
+            self._listen_beat.beat()
             try:
                 if conn is None:
                     conn = dedicated(self.url)
@@ -261,6 +273,7 @@ class ClusterNode:
                         self._results_wake.set()  # results announced before it listened
                     self._listen_to(conn, heard)
                 for note in conn.notifies(timeout=1.0):
+                    self._listen_beat.beat()
                     self._on_notify(note.channel, note.payload)
             except psycopg.Error as exc:
                 log.warning("Cluster listener connection failed (%s); reconnecting", type(exc).__name__)
@@ -268,6 +281,7 @@ class ClusterNode:
                     conn.close()
                 conn = None
                 self._stop.wait(0.5)
+        self._listen_beat.rest()
         if conn is not None:
             conn.close()
 
@@ -355,6 +369,7 @@ class ClusterNode:
         end, each wake-up of this thread costs CPU), and every ``reclaim_poll`` for expired leases. With fewer
         than ``_gather`` slots free it waits ``claim_gather`` for more first, so that one claim fills them."""
         while not self._stop.is_set():
+            self._claim_beat.beat()
             self._claim_wake.clear()
             free = self._free()
             if 0 < free < self._gather:
@@ -373,10 +388,12 @@ class ClusterNode:
                 try:
                     self._pool.submit(self._run, row)
                 except RuntimeError:  # shutting down: the lease will expire, another node takes it
+                    self._claim_beat.rest()
                     return
             if claimed and not self._stop.is_set():
                 continue  # there may be more (or, full, a job's end wakes the loop)
             self._claim_wake.wait(self.settings.reclaim_poll)
+        self._claim_beat.rest()
 
     def _run(self, row: tuple[Any, ...]) -> None:
         began = time.perf_counter()
@@ -461,7 +478,9 @@ class ClusterNode:
 
     def _renew_loop(self) -> None:
         period = self.settings.job_lease / 3
+        self._renew_beat.beat()
         while not self._renew_stop.wait(period):
+            self._renew_beat.beat()
             with self._count_lock:
                 running = self._running
             if not running:
@@ -470,6 +489,7 @@ class ClusterNode:
                 self.renew_leases()
             except psycopg.Error as exc:
                 log.warning("Renewing job leases failed (%s)", type(exc).__name__)
+        self._renew_beat.rest()
 
     def renew_leases(self) -> None:
         """Extend the lease of every job this node holds (its rows locked in id order, as a batch of jobs' ends
@@ -484,12 +504,13 @@ class ClusterNode:
     # --- results: the leader's side --------------------------------------------------------------
     def _results_loop(self) -> None:
         while not self._stop.is_set():
+            self._results_beat.beat()
             woken = self._results_wake.wait(1.0)
             if not self.leading:
                 self._results_wake.clear()
                 continue
             if woken and self._stop.wait(self.settings.results_gather):
-                return  # the results that come together are read together; stopping: nothing more to book
+                break  # the results that come together are read together; stopping: nothing more to book
             # cleared before the read: a result's NOTIFY that comes after it wakes the next round
             self._results_wake.clear()
             try:
@@ -503,6 +524,7 @@ class ClusterNode:
                         break  # all read (a result written since has woken the next round)
             except psycopg.Error as exc:
                 log.warning("Reading job results failed (%s)", type(exc).__name__)
+        self._results_beat.rest()
 
     # --- engine calls (arcext.cluster.calls) -----------------------------------------------------
     def call(self, method: str, args: list[Any]) -> Any:

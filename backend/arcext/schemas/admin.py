@@ -11,7 +11,11 @@ class _Open(Schema):
 
 
 class HealthSchema(_Open):
-    status = fields.String(metadata={"description": '"ok"'})
+    status = fields.String(metadata={"description": '"ok", or "stalled" (503) while a background loop is stalled'})
+    stalled = fields.List(
+        fields.String(),
+        metadata={"description": 'The loops that stopped coming round (with "stalled"), e.g. "engine scheduler".'},
+    )
     machines = fields.Integer(metadata={"description": "How many machines exist (only for an Owner's token)."})
 
 

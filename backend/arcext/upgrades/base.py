@@ -19,6 +19,7 @@ from ..activity import ActivityLog
 from ..catalog import Catalog
 from ..clock import Clock, iso
 from ..crypto import SecretBox
+from ..heartbeat import Heartbeat
 from ..hosts.base import HostDriver
 from ..ids import MachineKey
 from ..records import ExtensionRecord, RolloutRecord, UpgradeJob, Wave
@@ -76,6 +77,7 @@ class EngineBase:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.heartbeat = Heartbeat("engine scheduler", self.settings.tick_seconds)  # the background loop's
         self._stats: dict[str, int] = {}
         self._held: list[Entry] = []
         self._manual_queue: list[Entry] = []

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from ..clock import iso
+from ..heartbeat import Heartbeat
 from . import job_state as J
 from .base import DriverResolver
 from .recovery import Recovery, Repair, Rider
@@ -68,6 +69,7 @@ class Engine(Recovery, RolloutViews):
         pruned_on = ""
         audit_at = time.monotonic() + self.settings.audit_seconds
         while not self._stop.is_set():
+            self.heartbeat.beat()
             try:
                 today = iso(self.clock.now())[:10]
                 if today != pruned_on:  # the activity log keeps 90 days
@@ -85,6 +87,11 @@ class Engine(Recovery, RolloutViews):
                 log.exception("Making room for the activity log's next days failed")
             self._wake.wait(self.settings.tick_seconds)
             self._wake.clear()
+        self.heartbeat.rest()
+
+    def heartbeats(self) -> list[Heartbeat]:
+        """The heartbeats of the loops this engine runs (arcext.heartbeat)."""
+        return [self.heartbeat]
 
     def reset(self) -> None:
         """Forget every index (tests' reset; the store is cleared by the caller)."""
