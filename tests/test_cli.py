@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from click.testing import CliRunner
 
@@ -139,3 +141,38 @@ def test_serve_self_signed_prints_where_the_owner_token_is(tmp_path: Path) -> No
         if proc.stdout is not None:
             proc.stdout.close()
     assert proc.returncode == 0
+
+
+def test_a_replacement_worker_waits_for_the_database_to_answer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that fails to boot makes gunicorn's master stop the node: a replacement worker (one that left, was
+    killed or died) started while the database does not answer tries again until it does, instead."""
+    import psycopg
+
+    from arcext import cli
+
+    tries: list[dict[str, object]] = []
+    built = object()
+
+    def create_app(config: dict[str, object]) -> object:
+        tries.append(config)
+        if len(tries) < 3:
+            raise psycopg.OperationalError("connection failed: Connection refused")
+        return built
+
+    monkeypatch.setattr("arcext.app.create_app", create_app)
+    monkeypatch.setattr(cli, "REOPEN_SECONDS", 0.01)
+    with caplog.at_level(logging.WARNING, logger="arcext.cli"):
+        assert cli.ServedSettings._create_app_patiently({"ARCEXT_DATABASE_URL": "postgresql://x"}) is built
+    assert len(tries) == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "This new worker cannot open the database (OperationalError); trying again in 0.01 s"
+    ] * 2
+
+    def broken(config: dict[str, object]) -> object:
+        raise ValueError("not the database")
+
+    monkeypatch.setattr("arcext.app.create_app", broken)
+    with pytest.raises(ValueError):  # anything else fails the worker at once
+        cli.ServedSettings._create_app_patiently({})

@@ -136,6 +136,41 @@ def test_one_leader_at_a_time_and_a_follower_takes_over_within_the_poll(pg_url: 
             lease.stop()
 
 
+def test_a_graceful_stop_steps_down_while_it_still_holds_the_lock(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's last pass ends (``on_deposed``) before the lock goes: no other node schedules meanwhile. A step
+    down that does not end (a stuck pass) lets go of the lock after ``STEP_DOWN_WAIT`` all the same."""
+    holders: list[int | None] = []
+    release = threading.Event()
+
+    def deposed() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            holders.append(leader_backend(conn))
+        release.wait(10)
+
+    monkeypatch.setattr("arcext.cluster.leader.STEP_DOWN_WAIT", 0.5)
+    for stuck in (False, True):
+        holders.clear()
+        if not stuck:
+            release.set()
+        else:
+            release.clear()
+        lease = LeaderLease(pg_url, 0.2, lambda _pid: None, deposed)
+        lease.start()
+        try:
+            wait_for(lambda lease=lease: lease.leading)  # type: ignore[misc]
+            pid = lease.backend_pid
+            started = time.monotonic()
+            lease.stop()
+            took = time.monotonic() - started
+            assert holders == [pid], "stepping down ran while this node still held the lock"
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                assert leader_backend(conn) is None  # and then it went
+            assert (took >= 0.5) if stuck else (took < 0.5), took
+        finally:
+            release.set()
+            lease.stop()
+
+
 def test_jobs_are_claimed_once_across_nodes_and_their_results_reach_the_leader(pg_url: str, db: Database) -> None:
     engines = [Recorder(), Recorder()]
     nodes = [ClusterNode(pg_url, db, engine, SETTINGS, workers=3) for engine in engines]

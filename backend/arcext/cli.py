@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
@@ -16,7 +18,11 @@ from .auth import Role, TokenService, normalise_scope
 from .clock import SystemClock
 from .store.factory import open_store
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
+    from flask import Flask
+
     from .serving_gunicorn import WorkerApp, WorkerContext
 
 OWNER_TOKEN_FILE = "owner-token"
@@ -205,8 +211,33 @@ def serve(
     serve_http(settings.build, options)
 
 
+#: seconds between a replacement worker's tries to open a database that does not answer
+REOPEN_SECONDS = 5.0
+
+
 class ServedSettings:
     """What every worker of `arcext serve` builds its app from (the factory runs after the fork)."""
+
+    @staticmethod
+    def _create_app_patiently(config: dict[str, Any]) -> Flask:
+        """``create_app``, tried again every ``REOPEN_SECONDS`` while the database does not answer: for a worker that
+        replaces another (one that left, was killed or died). A worker that fails to boot makes gunicorn's master
+        stop the whole node, which is right for the node's first worker (a wrong URL or password says so at once),
+        not for a replacement during a database outage: the node would not come back with the database."""
+        import psycopg
+
+        from .app import create_app
+
+        while True:
+            try:
+                return create_app(config)
+            except psycopg.OperationalError as exc:
+                log.warning(
+                    "This new worker cannot open the database (%s); trying again in %g s",
+                    type(exc).__name__,
+                    REOPEN_SECONDS,
+                )
+                time.sleep(REOPEN_SECONDS)
 
     def __init__(
         self,
@@ -230,14 +261,13 @@ class ServedSettings:
         from .serving_gunicorn import WorkerApp
 
         tune_gc_for_serving()
-        app = create_app(
-            {
-                "ARCEXT_DATA_DIR": str(self.data_dir),
-                "ARCEXT_MANUAL_CLOCK": self.manual_clock,
-                "ARCEXT_SIMULATE": self.simulate,
-                "ARCEXT_DATABASE_URL": self.database_url or "",
-            }
-        )
+        config = {
+            "ARCEXT_DATA_DIR": str(self.data_dir),
+            "ARCEXT_MANUAL_CLOCK": self.manual_clock,
+            "ARCEXT_SIMULATE": self.simulate,
+            "ARCEXT_DATABASE_URL": self.database_url or "",
+        }
+        app = create_app(config) if context.first or not self.database_url else self._create_app_patiently(config)
         services = app.extensions["arcext"]
         if self.tls:
             app.config["SESSION_COOKIE_SECURE"] = True  # the portal's session cookie travels over https only
@@ -255,7 +285,7 @@ class ServedSettings:
             click.echo(f"arcext listening on {context.url} (data in {where})")
             click.echo(f"Public URL (for absolute URLs in responses): {app.config['ARCEXT_PUBLIC_URL']}")
             sys.stdout.flush()
-        return WorkerApp(app, services.close, services.stalled_loops)
+        return WorkerApp(app, services.close, services.stalled_loops, services.resign)
 
 
 @main.group()

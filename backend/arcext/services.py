@@ -65,6 +65,14 @@ class Services:
         """The names of the loops the watchdog finds stalled now (none without a watchdog; each stall logged once)."""
         return [stall.loop for stall in self.watchdog.check()] if self.watchdog is not None else []
 
+    def loops_waiting_for_database(self) -> list[str]:
+        """The loops silent past the watchdog's bound while they wait for the database (not stalls)."""
+        return self.watchdog.waiting_for_database() if self.watchdog is not None else []
+
+    def resign(self) -> None:
+        """Give up the engine's leadership now, if this node holds it (a worker about to leave)."""
+        self.engine.resign()
+
     @classmethod
     def open(
         cls,

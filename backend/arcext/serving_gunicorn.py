@@ -130,6 +130,8 @@ class WorkerApp:
     close: Callable[[], None] = field(default=lambda: None)
     #: the names of the app's background loops that stopped coming round (arcext.heartbeat): the worker then leaves
     stalled: Callable[[], list[str]] = field(default=lambda: [])
+    #: gives up what only one worker may hold at a time (the engine's leadership), before the worker leaves
+    resign: Callable[[], None] = field(default=lambda: None)
 
 
 AppFactory = Callable[[WorkerContext], WorkerApp]
@@ -243,14 +245,23 @@ class ArmThreadWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         now = time.monotonic()
         if self.alive and now - self._looked_at >= STALL_LOOK_SECONDS:
             self._looked_at = now
-            stalled = self.app.stalled_loops()
+            try:
+                stalled = self.app.stalled_loops()
+            except Exception:  # a look that fails is no reason to leave (nor to stop the worker's main loop)
+                self.log.exception("Looking at the background loops failed")
+                stalled = []
             if stalled:
                 self.log.error(
-                    "Worker %s leaves: its %s loop stopped coming round; the master starts a fresh worker",
+                    "Worker %s leaves: its %s loop stopped coming round; it gives up the engine's leadership now "
+                    "and the master starts a fresh worker once its requests have finished",
                     self.pid,
                     " and ".join(stalled),
                 )
                 self.alive = False
+                try:
+                    self.app.resign()
+                except Exception:
+                    self.log.exception("Giving up the leadership failed; it goes when the worker exits")
         super().notify()
 
     def init_process(self) -> None:
@@ -446,6 +457,10 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn is untype
     def stalled_loops(self) -> list[str]:
         """The served app's stalled background loops (``ArmThreadWorker.notify``)."""
         return self._served.stalled() if self._served is not None else []
+
+    def resign(self) -> None:
+        if self._served is not None:
+            self._served.resign()
 
     def _worker_exit(self, _arbiter: Any, _worker: Any) -> None:
         # In the worker, once its requests finished (or the grace period ran out).

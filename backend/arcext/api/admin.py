@@ -84,10 +84,14 @@ class Health(ArmMethodView):
     def get(self) -> Any:
         """Liveness: answers without a token (503 while a loop of the engine or the cluster node is stalled, naming
         it); the fleet's size only to an Owner's token"""
-        stalled = services().stalled_loops()
+        svc = services()
+        stalled = svc.stalled_loops()
         if stalled:
             return {"status": "stalled", "stalled": stalled}, 503
         body: dict[str, Any] = {"status": "ok"}
+        waiting = svc.loops_waiting_for_database()
+        if waiting:
+            body = {"status": "waiting", "waitingForDatabase": waiting}
         header = request.headers.get("Authorization")
         if header:
             try:

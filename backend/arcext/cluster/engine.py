@@ -75,6 +75,9 @@ class ClusterEngine(Engine):
     def heartbeats(self) -> list[Heartbeat]:
         return [*super().heartbeats(), *self.node.heartbeats()]
 
+    def resign(self) -> None:
+        self.node.resign()
+
     def _new_pool(self) -> WorkerPool | None:
         return None  # jobs go to engine_jobs; every node's ClusterNode runs the ones it claims
 

@@ -22,6 +22,10 @@ from .connect import Connection, dedicated
 
 log = logging.getLogger(__name__)
 
+#: seconds a graceful stop waits for the engine to step down (its scheduler's pass to end) before it lets go of the
+#: lock anyway: a pass that does not end is stuck (arcext.heartbeat), and the others should lead meanwhile
+STEP_DOWN_WAIT: Final = 10.0
+
 #: the engine's leadership lock ("arclea" in ASCII); pg_locks shows it as classid/objid (high/low 32 bits)
 ENGINE_LOCK: Final = 0x6172636C6561
 
@@ -66,10 +70,12 @@ class LeaderLease:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop leading (a graceful stop): ``on_deposed`` runs while the lock is still held, and the lock goes only
+        after it returned, so the next leader never schedules while this one's last pass is still writing."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._lose()
+        self._lose(step_down_first=True)
 
     def _run(self) -> None:
         self.heartbeat.beat()
@@ -105,9 +111,19 @@ class LeaderLease:
             return
         self.leading = True
 
-    def _lose(self) -> None:
+    def _lose(self, step_down_first: bool = False) -> None:
+        """Not the leader any more: the session ends (the lock is free for the others) and ``on_deposed`` runs.
+        ``step_down_first``: ``on_deposed`` first (a graceful stop; otherwise the connection failed, and the lock
+        is gone already)."""
         was_leading = self.leading
         self.leading = False
+        if was_leading and step_down_first:
+            stepping = threading.Thread(target=self._deposed, name="arcext-step-down", daemon=True)
+            stepping.start()
+            stepping.join(STEP_DOWN_WAIT)
+            if stepping.is_alive():  # the scheduler's pass does not end (stuck): the others may lead meanwhile
+                log.warning("Stepping down takes over %g s; letting go of the leadership anyway", STEP_DOWN_WAIT)
+            was_leading = False
         self.backend_pid = None
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -116,8 +132,11 @@ class LeaderLease:
             except psycopg.Error:
                 pass
         if was_leading:
-            log.warning("This node no longer leads the upgrade engine")
-            try:
-                self._on_deposed()
-            except Exception:
-                log.exception("Stepping down failed")
+            self._deposed()
+
+    def _deposed(self) -> None:
+        log.warning("This node no longer leads the upgrade engine")
+        try:
+            self._on_deposed()
+        except Exception:
+            log.exception("Stepping down failed")

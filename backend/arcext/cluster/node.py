@@ -204,6 +204,11 @@ class ClusterNode:
         except psycopg.Error:
             log.warning("Could not hand back the jobs this node had claimed; their leases will expire")
 
+    def resign(self) -> None:
+        """Stop leading and trying to (a worker leaving because a loop of its is stuck): the engine steps down, then
+        the lock goes, at once rather than after the worker's requests drained. Jobs go on running until ``stop``."""
+        self._lease.stop()
+
     @property
     def leading(self) -> bool:
         return self._lease.leading and self.ready
@@ -515,6 +520,7 @@ class ClusterNode:
             self._results_wake.clear()
             try:
                 while self.leading:
+                    self._results_beat.beat()  # (a stream of full batches keeps the loop here)
                     with self.db.connection() as conn:
                         rows = conn.execute(TAKE_RESULTS).fetchall()
                     if rows:

@@ -11,7 +11,15 @@ class _Open(Schema):
 
 
 class HealthSchema(_Open):
-    status = fields.String(metadata={"description": '"ok", or "stalled" (503) while a background loop is stalled'})
+    status = fields.String(
+        metadata={
+            "description": '"ok"; "stalled" (503) while a background loop is stuck; "waiting" while one has waited '
+            "past the watchdog's bound for the database"
+        }
+    )
+    waitingForDatabase = fields.List(
+        fields.String(), metadata={"description": 'The loops waiting for the database (with "waiting").'}
+    )
     stalled = fields.List(
         fields.String(),
         metadata={"description": 'The loops that stopped coming round (with "stalled"), e.g. "engine scheduler".'},

@@ -89,6 +89,9 @@ class Engine(Recovery, RolloutViews):
             self._wake.clear()
         self.heartbeat.rest()
 
+    def resign(self) -> None:
+        """Give up leading the engine (a node of a cluster); one engine alone leads nothing to give up."""
+
     def heartbeats(self) -> list[Heartbeat]:
         """The heartbeats of the loops this engine runs (arcext.heartbeat)."""
         return [self.heartbeat]
