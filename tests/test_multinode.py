@@ -28,6 +28,7 @@ import requests
 
 from arcext.store.postgres import provision
 from pgdb import skip_reason
+from sshd import make_package
 
 pytestmark = pytest.mark.slow
 
@@ -296,6 +297,20 @@ def test_a_write_on_one_node_is_read_on_the_others(cluster: Cluster) -> None:
     assert r.status_code == 200, r.text
     r = s.get(f"{c.url}{machine_path('shared-1', 'rg-rw')}", params={"api-version": API})
     assert r.status_code == 200 and r.json()["tags"] == {"k": "b"}
+
+
+def test_a_package_put_through_one_node_is_read_through_another(cluster: Cluster) -> None:
+    a, b, c = cluster.nodes
+    s = cluster.session
+    url = "/arcext/v1/catalog/Contoso/Agent/versions/4.0.0/package"
+    data = make_package("Contoso.Agent", "4.0.0")
+    r = s.put(f"{a.url}{url}", data=data, headers={"Content-Type": "application/zip"})
+    assert r.status_code == 201, r.text
+    for node in (b, c):
+        got = s.get(f"{node.url}{url}")
+        assert got.status_code == 200 and got.json() == r.json()
+    assert s.delete(f"{c.url}{url}").status_code == 200
+    assert s.get(f"{a.url}{url}").status_code == 404
 
 
 def test_another_operation_in_progress_holds_across_nodes_and_operations_poll_anywhere(cluster: Cluster) -> None:

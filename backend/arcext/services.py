@@ -105,7 +105,12 @@ class Services:
         catalog = Catalog(store)
         if seed_catalog:
             catalog.seed(clock.now())
-        hosts = HostResolver(fleet, simulate, box, now=clock.now)
+        packages = None
+        if shared:  # every node attaches and reads the same packages (arcext.hosts.pg_packages)
+            from .hosts.pg_packages import DatabasePackageStore
+
+            packages = DatabasePackageStore(shared.store.db, data_dir / "packages")
+        hosts = HostResolver(fleet, simulate, box, now=clock.now, packages=packages)
         activity = ActivityLog(store)
         settings = engine_settings or EngineSettings()
         # the operations surface (arcext.telemetry): observers on the store's event and rollout writes,

@@ -98,6 +98,8 @@ def create(prefix: str = "arcext_t", admin: str | None = None) -> str:
 
 #: every table the store keeps data in (the activity log's partitions go as well)
 _TABLES: Final = (
+    "packages",
+    "package_chunks",
     "machines",
     "operations",
     "tokens",

@@ -173,11 +173,22 @@ CREATE INDEX events_subscription_resource ON events (subscription_id, lower(reso
 CREATE INDEX events_subscription_caller ON events (subscription_id, lower(caller));
 """
 
-#: (version, SQL); applied in order, each once.
-MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4)]
+# Extension packages (arcext.hosts.pg_packages): every node attaches and reads the same ones. A package is its
+# record (keyed publisher/type/version, lower case) and its zip, content-addressed, in chunks of a MiB (up to 512
+# of them): a zip is compressed already, so its chunks are stored as they are (STORAGE EXTERNAL).
+_V5 = """
+CREATE TABLE packages (key text PRIMARY KEY, sha256 text NOT NULL, record jsonb NOT NULL);
+CREATE INDEX packages_sha256 ON packages (sha256);
+CREATE TABLE package_chunks (sha256 text NOT NULL, n integer NOT NULL, data bytea NOT NULL, PRIMARY KEY (sha256, n));
+ALTER TABLE package_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+"""
 
-#: the versions whose change older releases work with unchanged (``apply_migrations``): storage settings, indexes
-KEEPS_OLDER: Final = frozenset({3, 4})
+#: (version, SQL); applied in order, each once.
+MIGRATIONS: Final[list[tuple[int, str]]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5)]
+
+#: the versions whose change older releases work with unchanged (``apply_migrations``): storage settings, indexes,
+#: new tables
+KEEPS_OLDER: Final = frozenset({3, 4, 5})
 
 LATEST: Final = MIGRATIONS[-1][0]
 

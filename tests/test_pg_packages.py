@@ -1,0 +1,133 @@
+"""Extension packages on PostgreSQL (arcext.hosts.pg_packages): one node attaches a package, every node has it.
+
+Two package stores on one scratch database, each with a data directory of its own, stand for two nodes; the API
+test (a package put through one real `arcext serve --database` node, read through the others) is in
+tests/test_multinode.py."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from arcext.errors import ArmError
+from arcext.hosts import pg_packages
+from arcext.hosts.pg_packages import DatabasePackageStore
+from arcext.store.postgres.db import Database
+from arcext.store.postgres.store import PostgresStore
+from sshd import make_package
+
+NOW = datetime(2026, 12, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def nodes(pg_url: str, tmp_path: Path) -> tuple[DatabasePackageStore, DatabasePackageStore]:
+    PostgresStore(pg_url).close()  # the schema (migration 5: the packages' tables)
+    db = Database(pg_url, max_size=4)
+    yield DatabasePackageStore(db, tmp_path / "a" / "packages"), DatabasePackageStore(db, tmp_path / "b" / "packages")
+    db.close()
+
+
+def chunks(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM package_chunks").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_package_attached_through_one_node_is_read_whole_by_another(
+    nodes: tuple[DatabasePackageStore, DatabasePackageStore],
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = nodes
+    monkeypatch.setattr(pg_packages, "CHUNK_BYTES", 300)  # a zip of several chunks, read a few at a time
+    monkeypatch.setattr(pg_packages, "FETCH_CHUNKS", 3)
+    data = make_package("Contoso.Agent", "1.1.0")
+    assert len(data) > 3 * 300, "more chunks than one fetch reads"
+    record = a.put("Contoso", "Agent", "1.1.0", data, NOW)
+    assert record["sha256"] == hashlib.sha256(data).hexdigest() and record["size"] == len(data)
+    assert b.record("contoso", "agent", "1.1.0") == record  # names without case, as on the embedded store
+    ref = b.get("Contoso", "Agent", "1.1.0")
+    assert ref is not None and ref.path.parent == b.blobs
+    assert ref.path.read_bytes() == data and ref.manifest == record["handlerManifest"]
+    assert chunks(pg_url) == -(-len(data) // 300)
+    assert not list(b.blobs.glob("*.tmp"))
+
+
+def test_replacing_and_detaching_a_package_reaches_every_node_and_frees_its_zip(
+    nodes: tuple[DatabasePackageStore, DatabasePackageStore],
+    pg_url: str,
+) -> None:
+    a, b = nodes
+    old, new = make_package("Contoso.Agent", "1.1.0"), make_package("Contoso.Agent", "1.1.0", {"quiet": True})
+    a.put("Contoso", "Agent", "1.1.0", old, NOW)
+    a.put("Contoso", "Agent", "1.2.0", old, NOW)  # one zip, two versions
+    first = b.get("Contoso", "Agent", "1.1.0")
+    assert first is not None and first.path.read_bytes() == old
+    b.put("Contoso", "Agent", "1.1.0", new, NOW)  # replaced through the other node
+    again = a.get("Contoso", "Agent", "1.1.0")
+    assert again is not None and again.path.read_bytes() == new
+    still = a.get("Contoso", "Agent", "1.2.0")
+    assert still is not None and still.path.read_bytes() == old  # its zip is still used: kept
+    assert b.delete("Contoso", "Agent", "1.2.0")
+    assert a.get("Contoso", "Agent", "1.2.0") is None and a.record("Contoso", "Agent", "1.2.0") is None
+    assert not b.delete("Contoso", "Agent", "1.2.0")
+    assert chunks(pg_url) == -(-len(new) // pg_packages.CHUNK_BYTES)  # the old zip's chunks went with its last user
+
+
+def test_a_zip_its_store_lost_is_not_served(
+    nodes: tuple[DatabasePackageStore, DatabasePackageStore],
+    pg_url: str,
+) -> None:
+    """A copy is made only of the whole zip its name says: chunks missing or changed give no package at all."""
+    a, b = nodes
+    data = make_package("Contoso.Agent", "1.1.0")
+    record = a.put("Contoso", "Agent", "1.1.0", data, NOW)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE package_chunks SET data = %s WHERE sha256 = %s", (b"not the zip", record["sha256"]))
+    assert b.get("Contoso", "Agent", "1.1.0") is None
+    assert not (b.blobs / f"{record['sha256']}.zip").exists()
+    assert a.get("Contoso", "Agent", "1.1.0") is not None  # the node that was given it kept its own copy
+
+
+def test_an_upload_waits_for_the_deletion_of_its_zip_s_last_user_and_writes_the_zip_again(
+    nodes: tuple[DatabasePackageStore, DatabasePackageStore],
+    pg_url: str,
+) -> None:
+    """The interleaving that would lose a zip: a deletion found no other user of the zip and is about to drop its
+    chunks (it holds the zip's lock, as ``delete`` does) while an upload of the same zip finds the chunks there.
+    The upload waits for the deletion, then writes the chunks again: the package it attached is whole."""
+    a, b = nodes
+    data = make_package("Contoso.Agent", "1.1.0")
+    sha = hashlib.sha256(data).hexdigest()
+    a.put("Contoso", "Agent", "1.0.0", data, NOW)  # the zip's chunks are there
+    with psycopg.connect(pg_url) as deleter:
+        deleter.execute("DELETE FROM packages WHERE key = 'contoso/agent/1.0.0'")
+        deleter.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (pg_packages.ZIP_LOCK_CLASS, sha))
+        done = threading.Event()
+        upload = threading.Thread(target=lambda: (b.put("Contoso", "Agent", "1.1.0", data, NOW), done.set()))
+        upload.start()
+        assert not done.wait(0.5), "the upload did not wait for the deletion holding the zip's lock"
+        deleter.execute("DELETE FROM package_chunks WHERE sha256 = %s", (sha,))  # no user left, as it saw
+        deleter.commit()
+        upload.join(10)
+    assert done.is_set()
+    for store in (a, b):
+        (store.blobs / f"{sha}.zip").unlink(missing_ok=True)  # read from the database
+        ref = store.get("Contoso", "Agent", "1.1.0")
+        assert ref is not None and ref.path.read_bytes() == data
+
+
+def test_a_bad_package_is_refused_and_changes_nothing(
+    nodes: tuple[DatabasePackageStore, DatabasePackageStore],
+    pg_url: str,
+) -> None:
+    a, b = nodes
+    with pytest.raises(ArmError) as refused:
+        a.put("Contoso", "Agent", "1.1.0", b"PK\x03\x04 not a zip", NOW)
+    assert refused.value.status == 400
+    assert b.record("Contoso", "Agent", "1.1.0") is None and chunks(pg_url) == 0
