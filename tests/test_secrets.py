@@ -6,14 +6,17 @@ import base64
 import io
 import json
 import logging
+import multiprocessing
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
+from arcext.crypto import SecretBox
 from arcext.logging_setup import JsonFormatter, TextFormatter
 from arcext.testing import ArcextServer
 from conftest import API, SUB, ext_url, machine_url, put_extension, put_machine, rg_url, wait_operation
@@ -197,3 +200,31 @@ def test_protected_settings_encrypted_at_rest(arcext_server: ArcextServer, arcex
     wait_operation(arcext_session, r)
     assert key_obj.protected_settings(MachineKey(SUB, "rg1", "m1"), "cse") is None
     assert json.loads((data / "tokens.json").read_text())  # sanity: the data dir is the live one
+
+
+def _open_box(data_dir: str, barrier: Any, answers: Any) -> None:
+    barrier.wait()
+    try:
+        box = SecretBox.from_data_dir(Path(data_dir))
+        answers.put(box.open(box.seal({"k": "v"}))["k"] + " " + (Path(data_dir) / "secret.key").read_text().strip())
+    except Exception as exc:
+        answers.put(f"failed: {exc!r}")
+
+
+def test_workers_starting_at_once_on_a_new_data_directory_share_one_whole_key(tmp_path: Path) -> None:
+    """`arcext serve --workers N` on a new data directory: every worker makes or reads the key at the same moment.
+    None may read a key half written (its boot would fail, and gunicorn's master with it), and all share one."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        data_dir = tmp_path / f"d{attempt}"
+        barrier, answers = context.Barrier(6), context.Queue()
+        processes = [context.Process(target=_open_box, args=(str(data_dir), barrier, answers)) for _ in range(6)]
+        for process in processes:
+            process.start()
+        got = [answers.get(timeout=30) for _ in processes]
+        for process in processes:
+            process.join(30)
+        key = (data_dir / "secret.key").read_text().strip()
+        assert got == [f"v {key}"] * 6, got
+        assert sorted(p.name for p in data_dir.iterdir()) == ["secret.key"]  # no process's own file left behind
+        assert stat.S_IMODE((data_dir / "secret.key").stat().st_mode) == 0o600
