@@ -176,3 +176,55 @@ def test_a_replacement_worker_waits_for_the_database_to_answer(
     monkeypatch.setattr("arcext.app.create_app", broken)
     with pytest.raises(ValueError):  # anything else fails the worker at once
         cli.ServedSettings._create_app_patiently({})
+
+
+def test_serve_and_token_read_their_settings_from_the_environment_too(tmp_path: Path) -> None:
+    """ARCEXT_DATA_DIR, ARCEXT_PUBLIC_URL, ARCEXT_MANUAL_CLOCK and ARCEXT_SIMULATE do what their flags do."""
+    data_dir = tmp_path / "from-env"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARCEXT_")} | {
+        "ARCEXT_DATA_DIR": str(data_dir),
+        "ARCEXT_PUBLIC_URL": "https://arc.example.test",
+        "ARCEXT_MANUAL_CLOCK": "1",
+        "ARCEXT_SIMULATE": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    created = CliRunner().invoke(main, ["token", "create", "--role", "Owner", "--scope", "/"], env=env)
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip().splitlines()[-1]
+    out_path = tmp_path / "serve.out"
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "arcext.cli", "serve", "--port", str(_free_port())], stdout=out, env=env
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (listening := re.search(r"arcext listening on (\S+) \(data in (\S+)\)", out_path.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, out_path.read_text()
+            time.sleep(0.05)
+        assert Path(listening.group(2)) == data_dir.resolve()
+        assert "Public URL (for absolute URLs in responses): https://arc.example.test" in out_path.read_text()
+        with requests.Session() as s:
+            s.trust_env = False
+            s.headers["Authorization"] = f"Bearer {token}"  # made in the same data directory
+            advanced = s.post(f"{listening.group(1)}/arcext/v1/clock/advance", json={"seconds": 60})
+            assert advanced.status_code == 200, advanced.text  # the manual clock
+            body = {"location": "eastus", "properties": {"osType": "windows"}}
+            machine = f"{listening.group(1)}/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.HybridCompute"
+            r = s.put(f"{machine}/machines/m1", params={"api-version": API}, json=body)
+            assert r.status_code in (200, 201), r.text
+            ext = {"location": "eastus", "properties": {"publisher": "Microsoft.Azure.Monitor"}}
+            ext["properties"] |= {"type": "AzureMonitorWindowsAgent", "typeHandlerVersion": "1.0.0"}
+            r = s.put(f"{machine}/machines/m1/extensions/ama", params={"api-version": API}, json=ext)
+            assert r.status_code in (201, 202), r.text
+            assert r.headers["Azure-AsyncOperation"].startswith("https://arc.example.test/")
+            deadline = time.monotonic() + 20
+            while s.get(f"{machine}/machines/m1/extensions/ama", params={"api-version": API}).json()["properties"][
+                "provisioningState"
+            ] not in ("Succeeded", "Failed"):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            state = s.get(f"{machine}/machines/m1/extensions/ama", params={"api-version": API}).json()
+            assert state["properties"]["provisioningState"] == "Succeeded", state  # a simulated host installed it
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -40,6 +40,17 @@ database_option = click.option(
 )
 
 
+#: ``--data-dir`` of every command: the same directory for the server and for the token commands
+data_dir_option = click.option(
+    "--data-dir",
+    default="./.arcext",
+    show_default=True,
+    envvar="ARCEXT_DATA_DIR",
+    type=click.Path(path_type=Path),
+    help="Where the embedded store, secret.key and owner-token live. Env: ARCEXT_DATA_DIR.",
+)
+
+
 @click.group()
 @click.version_option(package_name="arcext")
 def main() -> None:
@@ -77,18 +88,29 @@ def default_public_url(host: str, port: int, tls: bool) -> str:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=int, help="Port (0 picks a free one).")
-@click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
-@click.option("--manual-clock", is_flag=True, help="Time moves only through POST /arcext/v1/clock/advance.")
-@click.option("--simulate", is_flag=True, help="Machines without host-connection settings are simulated hosts.")
+@data_dir_option
+@click.option(
+    "--manual-clock",
+    is_flag=True,
+    envvar="ARCEXT_MANUAL_CLOCK",
+    help="Time moves only through POST /arcext/v1/clock/advance. Env: ARCEXT_MANUAL_CLOCK=1.",
+)
+@click.option(
+    "--simulate",
+    is_flag=True,
+    envvar="ARCEXT_SIMULATE",
+    help="Machines without host-connection settings are simulated hosts. Env: ARCEXT_SIMULATE=1.",
+)
 @click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="PEM certificate (chain).")
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), help="PEM private key.")
 @click.option("--tls-self-signed", is_flag=True, help="Serve https with a certificate made for localhost.")
 @click.option(
     "--public-url",
     default=None,
+    envvar="ARCEXT_PUBLIC_URL",
     help="Base URL clients reach this server at (behind a proxy or load balancer), used for every absolute URL "
     "in responses (Azure-AsyncOperation, Location, nextLink). Default: from --host, --port and TLS. The "
-    "request's Host header is never used.",
+    "request's Host header is never used. Env: ARCEXT_PUBLIC_URL.",
 )
 @click.option(
     "--log-format",
@@ -311,7 +333,7 @@ def _tokens(data_dir: Path, database_url: str | None) -> Iterator[TokenService]:
 
 
 @token.command("create")
-@click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
+@data_dir_option
 @click.option(
     "--role", required=True, type=click.Choice(["Owner", "Contributor", "Reader", "Metrics"], case_sensitive=False)
 )
@@ -331,7 +353,7 @@ def token_create(data_dir: Path, role: str, scope: str, name: str | None, databa
 
 
 @token.command("list")
-@click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
+@data_dir_option
 @database_option
 def token_list(data_dir: Path, database_url: str | None) -> None:
     """List tokens (id, name, role, scope; never the token)."""
@@ -342,7 +364,7 @@ def token_list(data_dir: Path, database_url: str | None) -> None:
 
 
 @token.command("revoke")
-@click.option("--data-dir", default="./.arcext", show_default=True, type=click.Path(path_type=Path))
+@data_dir_option
 @click.argument("token_id")
 @database_option
 def token_revoke(data_dir: Path, token_id: str, database_url: str | None) -> None:
