@@ -176,3 +176,16 @@ def test_health_answers_503_naming_a_stuck_engine_loop_and_200_once_it_comes_rou
             assert time.monotonic() < deadline, r.text
             time.sleep(0.02)
         assert r.json() == {"status": "ok"}
+
+
+def test_every_loop_rests_once_its_server_has_closed() -> None:
+    """A closed server's loops are not watched any more (else a stopped node would look stalled), and a busy,
+    healthy node's are all beating."""
+    with ArcextServer(config={"ARCEXT_ENGINE_TICK": 0.05}) as arc:
+        beats = arc.services.engine.heartbeats()
+        deadline = time.monotonic() + 10
+        while any(b.at is None for b in beats):  # every loop has come round once
+            assert time.monotonic() < deadline, [b.name for b in beats if b.at is None]
+            time.sleep(0.02)
+        assert arc.services.stalled_loops() == []
+    assert [b.name for b in beats if b.at is not None] == []
