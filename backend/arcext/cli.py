@@ -229,6 +229,10 @@ def serve(
         options.check()
     except ServeError as exc:
         raise click.UsageError(str(exc)) from None
+    if workers > 1:
+        from .metrics import share_across_processes
+
+        share_across_processes()  # a scrape answered by any worker counts every worker's requests and jobs
     settings = ServedSettings(data_dir, manual_clock, simulate, public_url, tls_cert is not None, database_url)
     serve_http(settings.build, options)
 

@@ -8,15 +8,49 @@ names an Owner gave them.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: prometheus-client's directory for the figures of several processes (its multi-process mode)
+SHARED_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_across_processes() -> str:
+    """From now on, metrics made in this process and the processes it forks keep their figures in files of a new
+    directory (prometheus-client's multi-process mode), and a scrape answered by any of them adds up all of
+    theirs: ``arcext serve --workers N`` answers a scrape from whichever worker takes it, and each worker counts
+    only what it served. The directory is this server's own (nodes sharing a data directory must not add up each
+    other's figures), removed when the process exits. Call it before the workers exist; returns the directory."""
+    directory = tempfile.mkdtemp(prefix="arcext-metrics-")
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:  # not in a forked worker that exits (it inherits this hook)
+            shutil.rmtree(directory, ignore_errors=True)
+
+    atexit.register(remove)
+    os.environ[SHARED_DIR_VARIABLE] = directory
+    # chosen when prometheus-client was imported, before the variable was set: chosen again
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    return directory
+
+
+def worker_gone(pid: int) -> None:
+    """A worker process ended (the master's hook): its live figures leave the sums, its counts stay in them."""
+    if os.environ.get(SHARED_DIR_VARIABLE):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
 
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HOST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -131,6 +165,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        #: figures shared with other worker processes (``share_across_processes``): a scrape here adds up theirs
+        self.shared = bool(os.environ.get(SHARED_DIR_VARIABLE)) and getattr(values.ValueClass, "_multiprocess", False)
         self._http_pending: deque[tuple[str, str, int, float]] = deque()
         r.register(_CountPendingFirst(self))
         self.http_requests = Counter(
@@ -207,7 +243,7 @@ class Metrics:
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         pending = self._http_pending
         pending.append((method, route, status, seconds))
-        if len(pending) >= HTTP_PENDING_LIMIT:
+        if len(pending) >= HTTP_PENDING_LIMIT or self.shared:  # (a scrape in another worker cannot count these)
             self.count_pending_requests()
 
     def count_pending_requests(self) -> None:
@@ -229,4 +265,10 @@ class Metrics:
             children[1].observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.shared:
+            return generate_latest(self.registry)
+        self.count_pending_requests()
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]  # every worker's, added up
+        every_worker.register(_StateCollector(self))  # what the store holds, read here
+        return generate_latest(every_worker)

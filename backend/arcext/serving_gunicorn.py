@@ -40,6 +40,7 @@ from gunicorn.http import wsgi as gunicorn_wsgi
 from gunicorn.util import write_nonblock
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from .metrics import worker_gone
 from .serving import ssl_context
 from .serving_errors import protocol_error
 
@@ -429,6 +430,7 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn is untype
             "proc_name": "arcext",
             "post_fork": self._post_fork,
             "worker_exit": self._worker_exit,
+            "child_exit": self._child_exit,
         }
         if opts.tls_cert and opts.tls_key:
             settings.update(
@@ -461,6 +463,11 @@ class _Application(BaseApplication):  # type: ignore[misc]  # gunicorn is untype
     def resign(self) -> None:
         if self._served is not None:
             self._served.resign()
+
+    @staticmethod
+    def _child_exit(_arbiter: Any, worker: Any) -> None:
+        # In the master, once a worker process has ended.
+        worker_gone(int(worker.pid))
 
     def _worker_exit(self, _arbiter: Any, _worker: Any) -> None:
         # In the worker, once its requests finished (or the grace period ran out).
