@@ -143,39 +143,45 @@ def test_serve_self_signed_prints_where_the_owner_token_is(tmp_path: Path) -> No
     assert proc.returncode == 0
 
 
-def test_a_replacement_worker_waits_for_the_database_to_answer(
+def test_a_replacement_worker_leaves_quietly_while_the_database_is_away(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A worker that fails to boot makes gunicorn's master stop the node: a replacement worker (one that left, was
-    killed or died) started while the database does not answer tries again until it does, instead."""
+    killed or died) started while the database does not answer leaves with an ordinary failure instead, after a
+    pause, and the master starts another."""
     import psycopg
 
     from arcext import cli
 
-    tries: list[dict[str, object]] = []
-    built = object()
+    class Left(Exception):
+        pass
 
-    def create_app(config: dict[str, object]) -> object:
-        tries.append(config)
-        if len(tries) < 3:
-            raise psycopg.OperationalError("connection failed: Connection refused")
-        return built
+    def refused(config: dict[str, object]) -> object:
+        raise psycopg.OperationalError("connection failed: Connection refused")
 
-    monkeypatch.setattr("arcext.app.create_app", create_app)
-    monkeypatch.setattr(cli, "REOPEN_SECONDS", 0.01)
-    with caplog.at_level(logging.WARNING, logger="arcext.cli"):
-        assert cli.ServedSettings._create_app_patiently({"ARCEXT_DATABASE_URL": "postgresql://x"}) is built
-    assert len(tries) == 3
+    def leave(status: int) -> None:
+        raise Left(status)
+
+    slept: list[float] = []
+    monkeypatch.setattr("arcext.app.create_app", refused)
+    monkeypatch.setattr(cli.os, "_exit", leave)
+    monkeypatch.setattr(cli.time, "sleep", slept.append)
+    with caplog.at_level(logging.WARNING, logger="arcext.cli"), pytest.raises(Left) as left:
+        cli.ServedSettings._create_app_or_leave({"ARCEXT_DATABASE_URL": "postgresql://x"})
+    assert left.value.args == (1,) and slept == [cli.REOPEN_SECONDS]
     assert [r.getMessage() for r in caplog.records] == [
-        "This new worker cannot open the database (OperationalError); trying again in 0.01 s"
-    ] * 2
+        "This new worker cannot open the database (OperationalError); it leaves in 5 s and the master starts another"
+    ]
 
     def broken(config: dict[str, object]) -> object:
         raise ValueError("not the database")
 
     monkeypatch.setattr("arcext.app.create_app", broken)
-    with pytest.raises(ValueError):  # anything else fails the worker at once
-        cli.ServedSettings._create_app_patiently({})
+    with pytest.raises(ValueError):  # anything else fails the worker's boot as before
+        cli.ServedSettings._create_app_or_leave({})
+    built = object()
+    monkeypatch.setattr("arcext.app.create_app", lambda config: built)
+    assert cli.ServedSettings._create_app_or_leave({}) is built
 
 
 def test_serve_and_token_read_their_settings_from_the_environment_too(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import requests
 
-from arcext.heartbeat import Heartbeat, Watchdog
+from arcext.heartbeat import Heartbeat, Watchdog, progress
 from arcext.testing import ArcextServer
 
 
@@ -55,17 +55,28 @@ def test_a_loop_is_stalled_once_silent_past_its_bound_and_not_before_its_first_b
     assert Watchdog(lambda: [quick], bound=0).check() == []  # 0: no watchdog
 
 
-def test_progress_counts_on_the_loop_s_own_thread_only(clock: Clock) -> None:
-    beat = Heartbeat("engine scheduler", 1.0)
-    dog = Watchdog(lambda: [beat], bound=10)
-    beat.beat()
-    clock.now += 8
-    other = threading.Thread(target=beat.progress)  # a pass another thread runs says nothing about the loop
+def test_progress_counts_for_the_loop_running_on_the_thread(clock: Clock) -> None:
+    """A long pass (a scan) beats for whichever loop runs it: the scheduler's on its thread, the leadership's when
+    an election's take-over runs the same scan there; on a thread that runs no loop it counts for none."""
+    scheduler, leadership = Heartbeat("engine scheduler", 1.0), Heartbeat("leadership", 1.0)
+    dog = Watchdog(lambda: [scheduler, leadership], bound=10)
+    scheduler.beat()
+
+    def take_over() -> None:
+        leadership.beat()
+        clock.now += 8
+        progress()  # the scan, on the leadership loop's thread
+
+    other = threading.Thread(target=take_over)
     other.start()
     other.join()
     clock.now += 8
     assert [s.loop for s in dog.check()] == ["engine scheduler"]
-    beat.progress()
+    loose = threading.Thread(target=progress)  # a thread that runs no loop
+    loose.start()
+    loose.join()
+    assert [s.loop for s in dog.check()] == ["engine scheduler"]
+    progress()  # this thread runs the scheduler's loop (its last beat)
     assert dog.check() == []
 
 

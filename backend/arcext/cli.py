@@ -237,33 +237,36 @@ def serve(
     serve_http(settings.build, options)
 
 
-#: seconds between a replacement worker's tries to open a database that does not answer
+#: seconds a replacement worker that cannot open the database waits before it leaves (and the master starts another)
 REOPEN_SECONDS = 5.0
+#: its exit status: not gunicorn's boot error (3), which would stop the master
+EXIT_DATABASE_AWAY = 1
 
 
 class ServedSettings:
     """What every worker of `arcext serve` builds its app from (the factory runs after the fork)."""
 
     @staticmethod
-    def _create_app_patiently(config: dict[str, Any]) -> Flask:
-        """``create_app``, tried again every ``REOPEN_SECONDS`` while the database does not answer: for a worker that
-        replaces another (one that left, was killed or died). A worker that fails to boot makes gunicorn's master
-        stop the whole node, which is right for the node's first worker (a wrong URL or password says so at once),
-        not for a replacement during a database outage: the node would not come back with the database."""
+    def _create_app_or_leave(config: dict[str, Any]) -> Flask:
+        """``create_app`` for a worker that replaces another (one that left, was killed or died). A worker that fails
+        to boot makes gunicorn's master stop the whole node: right for the node's first worker (a wrong URL or
+        password says so at once), not for a replacement during a database outage, or the node would not come
+        back with the database. Such a worker waits ``REOPEN_SECONDS`` and leaves with an ordinary failure instead
+        (the process goes, and whatever it had opened with it), and the master starts another."""
         import psycopg
 
         from .app import create_app
 
-        while True:
-            try:
-                return create_app(config)
-            except psycopg.OperationalError as exc:
-                log.warning(
-                    "This new worker cannot open the database (%s); trying again in %g s",
-                    type(exc).__name__,
-                    REOPEN_SECONDS,
-                )
-                time.sleep(REOPEN_SECONDS)
+        try:
+            return create_app(config)
+        except psycopg.OperationalError as exc:
+            log.warning(
+                "This new worker cannot open the database (%s); it leaves in %g s and the master starts another",
+                type(exc).__name__,
+                REOPEN_SECONDS,
+            )
+            time.sleep(REOPEN_SECONDS)
+            os._exit(EXIT_DATABASE_AWAY)
 
     def __init__(
         self,
@@ -293,7 +296,7 @@ class ServedSettings:
             "ARCEXT_SIMULATE": self.simulate,
             "ARCEXT_DATABASE_URL": self.database_url or "",
         }
-        app = create_app(config) if context.first or not self.database_url else self._create_app_patiently(config)
+        app = create_app(config) if context.first or not self.database_url else self._create_app_or_leave(config)
         services = app.extensions["arcext"]
         if self.tls:
             app.config["SESSION_COOKIE_SECURE"] = True  # the portal's session cookie travels over https only

@@ -3,8 +3,9 @@
 A loop that goes silent (a deadlock between two locks, a thread stuck in a call that never returns) leaves the
 process alive: it answers HTTP, its sessions stay open, and on a cluster's leader it keeps the leadership lock, so
 no wave is planned anywhere until someone kills it. Each loop the engine and a cluster node run beats once per
-round (``Heartbeat.beat``; a long pass shows its progress with ``progress``); ``Watchdog.check`` finds those
-silent for longer than their bound and logs each once, with the stack its thread is in.
+round (``Heartbeat.beat``); a long pass shows its progress with ``progress()``, for whichever loop runs it.
+``Watchdog.check`` finds the loops silent for longer than their bound and logs each once, with the stack its thread
+is in.
 
 A loop whose thread is inside a call to the database (psycopg, its pool) is waiting for the database: a table
 another session locked (maintenance, a migration), a database that does not answer. A fresh worker would wait
@@ -36,6 +37,15 @@ DEFAULT_BOUND: Final = 120.0
 _DATABASE_PACKAGES: Final = tuple(f"{os.sep}{name}{os.sep}" for name in ("psycopg", "psycopg_pool"))
 
 _now = time.monotonic  # (the tests' clock replaces this one, not the time module's)
+_running = threading.local()  # .loop: the heartbeat of the loop this thread runs (its last ``beat``)
+
+
+def progress() -> None:
+    """A long pass moves on (a scan of the fleet): the loop running on this thread counts as having come round,
+    whichever it is (the scheduler's pass, or an election's take-over on the leadership loop); none: nothing."""
+    loop: Heartbeat | None = getattr(_running, "loop", None)
+    if loop is not None and loop.at is not None:
+        loop.at = _now()
 
 
 class Heartbeat:
@@ -54,12 +64,7 @@ class Heartbeat:
         """A round of the loop, on the loop's thread."""
         self.at = _now()
         self._thread = threading.current_thread()
-
-    def progress(self) -> None:
-        """A long pass of the loop moves on (counted only on the loop's own thread: a pass another thread runs
-        for it says nothing about the loop)."""
-        if self._thread is threading.current_thread():
-            self.at = _now()
+        _running.loop = self
 
     def rest(self) -> None:
         """The loop ended (stopping): no longer watched."""

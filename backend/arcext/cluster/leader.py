@@ -61,6 +61,9 @@ class LeaderLease:
         self.leading = False
         self.backend_pid: int | None = None  # the lock connection's backend, while leading
         self.heartbeat = Heartbeat("leadership", poll)  # the loop's (arcext.heartbeat)
+        #: held by an attempt (an election's take-over included) and by losing the lead: a stop never lets the lock
+        #: go under a take-over still running, which would then lead without it
+        self._turn = threading.Lock()
 
     def start(self) -> None:
         """Try the lock once in the caller's thread (a node that can lead at once is elected before this returns),
@@ -85,6 +88,11 @@ class LeaderLease:
         self.heartbeat.rest()
 
     def _attempt(self) -> None:
+        with self._turn:
+            if not self._stop.is_set():
+                self._attempt_now()
+
+    def _attempt_now(self) -> None:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = dedicated(self.url)
@@ -94,7 +102,7 @@ class LeaderLease:
                 self._try_take(self._conn)
         except psycopg.Error as exc:
             log.warning("Leadership connection failed (%s)", type(exc).__name__)
-            self._lose()
+            self._lose_now(False)
 
     def _try_take(self, conn: Connection) -> None:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (ENGINE_LOCK,)).fetchone()
@@ -109,12 +117,16 @@ class LeaderLease:
             conn.execute("SELECT pg_advisory_unlock(%s)", (ENGINE_LOCK,))
             self.backend_pid = None
             return
-        self.leading = True
+        self.leading = True  # (a stop asked for meanwhile steps down at once: it waited for this attempt)
 
     def _lose(self, step_down_first: bool = False) -> None:
         """Not the leader any more: the session ends (the lock is free for the others) and ``on_deposed`` runs.
         ``step_down_first``: ``on_deposed`` first (a graceful stop; otherwise the connection failed, and the lock
         is gone already)."""
+        with self._turn:
+            self._lose_now(step_down_first)
+
+    def _lose_now(self, step_down_first: bool) -> None:
         was_leading = self.leading
         self.leading = False
         if was_leading and step_down_first:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypedDict
 
+from .. import heartbeat
 from ..activity import repair_event
 from ..clock import iso, parse_iso
 from ..ids import MachineKey, parse_resource_id
@@ -59,7 +60,7 @@ class Recovery(Dispatch):
         carried: list[Any] = []
 
         def project(doc: MachineDoc) -> list[tuple[MachineKey, str, str, str]] | None:
-            self.heartbeat.progress()  # a scan of a large fleet: the scheduler's pass moves on
+            heartbeat.progress()  # a scan of a large fleet: the scheduler's pass moves on
             if rider is not None and (value := rider(doc)) is not None:
                 carried.append(value)
             parsed = parse_resource_id(doc["machine"]["id"])
@@ -109,7 +110,7 @@ class Recovery(Dispatch):
                     for target in batch["targets"]:
                         key, ext = key_of(target)
                         status = self.store.view_machine(key, partial(target_status, ext=ext, rollout_id=rollout["id"]))
-                        self.heartbeat.progress()  # a read per target of a large wave: the pass moves on
+                        heartbeat.progress()  # a read per target of a large wave: the pass moves on
                         if status == DONE:
                             if repair and (key.lower, ext) in before:
                                 found.append(
@@ -176,7 +177,7 @@ class Recovery(Dispatch):
         newest = self._newest_rollouts()
 
         def project(doc: MachineDoc) -> list[_Seen] | None:
-            self.heartbeat.progress()
+            heartbeat.progress()
             parsed = parse_resource_id(doc["machine"]["id"])
             if parsed is None:
                 return None
