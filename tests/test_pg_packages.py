@@ -7,7 +7,10 @@ tests/test_multinode.py."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import pytest
 
 from arcext.errors import ArmError
 from arcext.hosts import pg_packages
+from arcext.hosts.packages import PackageStore
 from arcext.hosts.pg_packages import DatabasePackageStore
 from arcext.store.postgres.db import Database
 from arcext.store.postgres.store import PostgresStore
@@ -131,3 +135,66 @@ def test_a_bad_package_is_refused_and_changes_nothing(
         a.put("Contoso", "Agent", "1.1.0", b"PK\x03\x04 not a zip", NOW)
     assert refused.value.status == 400
     assert b.record("Contoso", "Agent", "1.1.0") is None and chunks(pg_url) == 0
+
+
+def test_an_upload_repairs_a_damaged_zip_and_first_uploads_at_once_leave_no_orphan_chunks(
+    nodes: tuple[DatabasePackageStore, DatabasePackageStore],
+    pg_url: str,
+) -> None:
+    a, b = nodes
+    data = make_package("Contoso.Agent", "1.1.0")
+    record = a.put("Contoso", "Agent", "1.1.0", data, NOW)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute("UPDATE package_chunks SET data = %s WHERE sha256 = %s", (b"cut short", record["sha256"]))
+    assert b.get("Contoso", "Agent", "1.1.0") is None
+    a.put("Contoso", "Agent", "1.1.0", data, NOW)  # the same zip again: written whole
+    ref = b.get("Contoso", "Agent", "1.1.0")
+    assert ref is not None and ref.path.read_bytes() == data
+    for round_ in range(5):  # two first uploads of one new version at once, each with a zip of its own
+        zips = [make_package("Contoso.Agent", f"{round_}.{n}", {"slow": {"install": n}}) for n in (1, 2)]
+        threads = [
+            threading.Thread(target=store.put, args=("Contoso", "Agent", f"9.{round_}", z, NOW))
+            for store, z in zip((a, b), zips, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    with psycopg.connect(pg_url) as conn:
+        orphans = conn.execute(
+            "SELECT count(DISTINCT sha256) FROM package_chunks c"
+            " WHERE NOT EXISTS (SELECT 1 FROM packages p WHERE p.sha256 = c.sha256)"
+        ).fetchone()
+    assert orphans == (0,)
+
+
+def test_packages_a_node_attached_before_are_put_in_the_database_once(
+    pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Upgrading a cluster whose nodes kept packages in their data directories: each node's are put in the
+    database when it first opens it; a version another node put there first stays as it is."""
+    PostgresStore(pg_url).close()
+    first, second = make_package("Contoso.Agent", "1.0.0"), make_package("Contoso.Agent", "1.0.0", {"quiet": True})
+    PackageStore(tmp_path / "a").put("Contoso", "Agent", "1.0.0", first, NOW)
+    PackageStore(tmp_path / "a").put("Contoso", "Agent", "2.0.0", first, NOW)
+    PackageStore(tmp_path / "b").put("Contoso", "Agent", "1.0.0", second, NOW)
+    (tmp_path / "b" / "blobs" / ".stale.tmp").write_bytes(b"left by a process that died")
+    os.utime(tmp_path / "b" / "blobs" / ".stale.tmp", (time.time() - 7200,) * 2)
+    (tmp_path / "b" / "blobs" / ".fresh.tmp").write_bytes(b"another node writing now")
+    db = Database(pg_url, max_size=4)
+    try:
+        a = DatabasePackageStore(db, tmp_path / "a")
+        with caplog.at_level(logging.WARNING, logger="arcext.hosts.pg_packages"):
+            b = DatabasePackageStore(db, tmp_path / "b")
+        for version in ("1.0.0", "2.0.0"):
+            ref = b.get("Contoso", "Agent", version)
+            assert ref is not None and ref.path.read_bytes() == first  # a's, put first
+        assert any("the database's stays" in r.getMessage() for r in caplog.records)
+        assert not (tmp_path / "a" / "index.json").exists() and (tmp_path / "a" / "index.json.imported").exists()
+        assert not (tmp_path / "b" / "blobs" / ".stale.tmp").exists()
+        assert (tmp_path / "b" / "blobs" / ".fresh.tmp").exists()
+        a.delete("Contoso", "Agent", "2.0.0")
+        DatabasePackageStore(db, tmp_path / "a")  # opened again: nothing is put in again
+        assert b.record("Contoso", "Agent", "2.0.0") is None
+    finally:
+        db.close()
