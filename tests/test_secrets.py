@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
 import logging
 import multiprocessing
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -211,13 +213,27 @@ def _open_box(data_dir: str, barrier: Any, answers: Any) -> None:
         answers.put(f"failed: {exc!r}")
 
 
-def test_workers_starting_at_once_on_a_new_data_directory_share_one_whole_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hard_links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_workers_starting_at_once_on_a_new_data_directory_share_one_whole_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard_links: bool
+) -> None:
     """`arcext serve --workers N` on a new data directory: every worker makes or reads the key at the same moment.
-    None may read a key half written (its boot would fail, and gunicorn's master with it), and all share one."""
+    None may read a key half written (its boot would fail, and gunicorn's master with it), and all share one; also
+    on a file system without hard links (some network shares), where the key is made in place."""
+    if not hard_links:
+
+        def no_link(source: object, target: object) -> None:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_link)  # (the forked processes inherit it)
+    leftover = tmp_path / "d0" / ".secret.key.4242.deadbeef"  # a process killed between writing and removing it
+    leftover.parent.mkdir()
+    leftover.write_bytes(b"a copy of a key")
+    os.utime(leftover, (time.time() - 3600,) * 2)
     context = multiprocessing.get_context("fork")
     for attempt in range(10):
         data_dir = tmp_path / f"d{attempt}"
-        barrier, answers = context.Barrier(6), context.Queue()
+        barrier, answers = context.Barrier(6, timeout=30), context.Queue()
         processes = [context.Process(target=_open_box, args=(str(data_dir), barrier, answers)) for _ in range(6)]
         for process in processes:
             process.start()
