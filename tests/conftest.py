@@ -154,3 +154,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker is not None:
             why = marker.args[0] if marker.args else "about the embedded store"
             item.add_marker(pytest.mark.skip(reason=f"embedded store only: {why}"))
+
+
+#: what `arcext serve` reads from the environment as its flags (--data-dir, --public-url, --manual-clock, --simulate,
+#: --database): a test that starts it gives those itself, whatever the shell running the tests exported
+SERVE_FLAG_VARIABLES = (
+    "ARCEXT_DATA_DIR",
+    "ARCEXT_PUBLIC_URL",
+    "ARCEXT_MANUAL_CLOCK",
+    "ARCEXT_SIMULATE",
+    "ARCEXT_DATABASE_URL",
+)
+
+
+def serve_environment(**extra: str) -> dict[str, str]:
+    """The environment for an `arcext serve` subprocess: this one without ``SERVE_FLAG_VARIABLES``, plus ``extra``."""
+    return {k: v for k, v in os.environ.items() if k not in SERVE_FLAG_VARIABLES} | extra

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from conftest import serve_environment
 from pgdb import fresh_database
 
 pytestmark = pytest.mark.slow
@@ -50,7 +51,7 @@ class ServeProcess:
                 [sys.executable, "-m", "arcext.cli", "serve", "--port", "0", "--data-dir", str(data_dir), *database],
                 stdout=out,
                 stderr=err,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=serve_environment(PYTHONUNBUFFERED="1"),
             )
         self.url, self.token_path = self._wait_listening(timeout=30)
 

@@ -34,6 +34,7 @@ import pytest
 import requests
 
 from arcext.store import TinyDBStore
+from conftest import serve_environment
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +70,7 @@ class ServeProcess:
     def __init__(self, data_dir: Path, log_dir: Path, generation: int, env: dict[str, str]) -> None:
         self.stdout_path = log_dir / f"serve-{generation}.out"
         self.stderr_path = log_dir / f"serve-{generation}.err"
-        env = {**os.environ, **ENGINE_ENV, **env, "PYTHONUNBUFFERED": "1"}
+        env = serve_environment(**{**ENGINE_ENV, **env, "PYTHONUNBUFFERED": "1"})
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "arcext.cli", "serve", "--simulate", "--port", "0", "--data-dir", str(data_dir)],

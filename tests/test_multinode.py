@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from arcext.store.postgres import provision
+from conftest import serve_environment
 from pgdb import skip_reason
 from sshd import make_package
 
@@ -67,7 +68,7 @@ class Node:
         command = [sys.executable, "-m", "arcext.cli", "serve", "--port", "0", "--data-dir", str(data_dir)]
         command += ["--database", database, "--manual-clock", "--simulate"]
         with open(self.out, "ab") as out, open(self.err, "ab") as err:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, **env})
+            self.proc = subprocess.Popen(command, stdout=out, stderr=err, env=serve_environment(**env))
         self.url = ""
         self.token_path: Path | None = None
 

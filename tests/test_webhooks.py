@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from arcext.testing import ArcextServer
-from conftest import API, ext_url, machine_url, wait_operation
+from conftest import API, ext_url, machine_url, serve_environment, wait_operation
 from test_durability import ServeProcess
 from webhook_receiver import Receiver
 
@@ -336,7 +336,7 @@ class Serve(ServeProcess):
         self.stderr_path = log_dir / f"serve-{generation}.err"
         command = [sys.executable, "-m", "arcext.cli", "serve", "--port", "0", "--data-dir", str(data_dir), *options]
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.proc = subprocess.Popen(command, stdout=out, stderr=err, env=serve_environment(PYTHONUNBUFFERED="1"))
         self.url, self.token_path = self._wait_listening(timeout=30)
 
 

@@ -24,6 +24,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: prometheus-client's directory for the figures of several processes (its multi-process mode)
 SHARED_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+_shared: list[str] = []  # the directory ``share_across_processes`` made (a variable set by anyone else is not ours)
 
 
 def share_across_processes() -> str:
@@ -41,6 +42,7 @@ def share_across_processes() -> str:
 
     atexit.register(remove)
     os.environ[SHARED_DIR_VARIABLE] = directory
+    _shared[:] = [directory]
     # chosen when prometheus-client was imported, before the variable was set: chosen again
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     return directory
@@ -48,8 +50,8 @@ def share_across_processes() -> str:
 
 def worker_gone(pid: int) -> None:
     """A worker process ended (the master's hook): its live figures leave the sums, its counts stay in them."""
-    if os.environ.get(SHARED_DIR_VARIABLE):
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    if _shared:
+        multiprocess.mark_process_dead(pid, _shared[0])  # type: ignore[no-untyped-call]
 
 
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -166,7 +168,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         #: figures shared with other worker processes (``share_across_processes``): a scrape here adds up theirs
-        self.shared = bool(os.environ.get(SHARED_DIR_VARIABLE)) and getattr(values.ValueClass, "_multiprocess", False)
+        self.shared = bool(_shared) and getattr(values.ValueClass, "_multiprocess", False)
         self._http_pending: deque[tuple[str, str, int, float]] = deque()
         r.register(_CountPendingFirst(self))
         self.http_requests = Counter(
@@ -269,6 +271,6 @@ class Metrics:
             return generate_latest(self.registry)
         self.count_pending_requests()
         every_worker = CollectorRegistry()
-        multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]  # every worker's, added up
+        multiprocess.MultiProcessCollector(every_worker, _shared[0])  # type: ignore[no-untyped-call]  # every worker's, added up
         every_worker.register(_StateCollector(self))  # what the store holds, read here
         return generate_latest(every_worker)
