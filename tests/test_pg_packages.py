@@ -42,6 +42,12 @@ def chunks(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def damage(url: str, sha: str) -> None:
+    """The zip's chunks in the database made something else (a damaged or cut-short copy)."""
+    with psycopg.connect(url) as conn:
+        conn.execute("UPDATE package_chunks SET data = %s WHERE sha256 = %s", (b"not the zip", sha))
+
+
 def test_a_package_attached_through_one_node_is_read_whole_by_another(
     nodes: tuple[DatabasePackageStore, DatabasePackageStore],
     pg_url: str,
@@ -91,8 +97,7 @@ def test_a_zip_its_store_lost_is_not_served(
     a, b = nodes
     data = make_package("Contoso.Agent", "1.1.0")
     record = a.put("Contoso", "Agent", "1.1.0", data, NOW)
-    with psycopg.connect(pg_url) as conn:
-        conn.execute("UPDATE package_chunks SET data = %s WHERE sha256 = %s", (b"not the zip", record["sha256"]))
+    damage(pg_url, record["sha256"])
     assert b.get("Contoso", "Agent", "1.1.0") is None
     assert not (b.blobs / f"{record['sha256']}.zip").exists()
     assert a.get("Contoso", "Agent", "1.1.0") is not None  # the node that was given it kept its own copy
@@ -144,8 +149,7 @@ def test_an_upload_repairs_a_damaged_zip_and_first_uploads_at_once_leave_no_orph
     a, b = nodes
     data = make_package("Contoso.Agent", "1.1.0")
     record = a.put("Contoso", "Agent", "1.1.0", data, NOW)
-    with psycopg.connect(pg_url) as conn:
-        conn.execute("UPDATE package_chunks SET data = %s WHERE sha256 = %s", (b"cut short", record["sha256"]))
+    damage(pg_url, record["sha256"])
     assert b.get("Contoso", "Agent", "1.1.0") is None
     a.put("Contoso", "Agent", "1.1.0", data, NOW)  # the same zip again: written whole
     ref = b.get("Contoso", "Agent", "1.1.0")

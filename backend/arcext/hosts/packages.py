@@ -111,6 +111,23 @@ def read_manifest(data: bytes) -> dict[str, Any]:
     return manifest
 
 
+def new_record(publisher: str, type_: str, version: str, data: bytes, now: datetime) -> dict[str, Any]:
+    """The record of a package about to be attached, its zip checked first (its size, entries and manifest: an
+    ArmError saying what is wrong)."""
+    if len(data) > MAX_PACKAGE_BYTES:
+        raise errors.request_too_large(MAX_PACKAGE_BYTES)
+    manifest = read_manifest(data)
+    return {
+        "publisher": publisher,
+        "type": type_,
+        "version": version,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "handlerManifest": manifest,
+        "uploadedAt": iso(now),
+    }
+
+
 class PackageStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -129,10 +146,8 @@ class PackageStore:
         return data
 
     def put(self, publisher: str, type_: str, version: str, data: bytes, now: datetime) -> dict[str, Any]:
-        if len(data) > MAX_PACKAGE_BYTES:
-            raise errors.request_too_large(MAX_PACKAGE_BYTES)
-        manifest = read_manifest(data)
-        sha = hashlib.sha256(data).hexdigest()
+        record = new_record(publisher, type_, version, data, now)
+        sha = record["sha256"]
         with self._lock:
             self.blobs.mkdir(parents=True, exist_ok=True)
             blob = self.blobs / f"{sha}.zip"
@@ -144,15 +159,6 @@ class PackageStore:
                     os.fsync(fh.fileno())
                 os.replace(tmp, blob)
             index = self._index()
-            record = {
-                "publisher": publisher,
-                "type": type_,
-                "version": version,
-                "sha256": sha,
-                "size": len(data),
-                "handlerManifest": manifest,
-                "uploadedAt": iso(now),
-            }
             index[self._key(publisher, type_, version)] = record
             tmp_index = self.index_path.with_suffix(".tmp")
             tmp_index.write_text(json.dumps(index, indent=1))

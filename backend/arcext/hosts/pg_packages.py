@@ -26,10 +26,8 @@ from typing import Any, Final
 
 from psycopg.types.json import Jsonb
 
-from .. import errors
-from ..clock import iso
 from ..store.postgres.db import Database
-from .packages import MAX_PACKAGE_BYTES, PackageRef, PackageStore, read_manifest
+from .packages import PackageRef, PackageStore, new_record
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +55,9 @@ class DatabasePackageStore(PackageStore):
 
     # --- the Store's operations --------------------------------------------------------------------
     def put(self, publisher: str, type_: str, version: str, data: bytes, now: datetime) -> dict[str, Any]:
-        if len(data) > MAX_PACKAGE_BYTES:
-            raise errors.request_too_large(MAX_PACKAGE_BYTES)
-        manifest = read_manifest(data)
-        sha = hashlib.sha256(data).hexdigest()
-        record = {
-            "publisher": publisher,
-            "type": type_,
-            "version": version,
-            "sha256": sha,
-            "size": len(data),
-            "handlerManifest": manifest,
-            "uploadedAt": iso(now),
-        }
+        record = new_record(publisher, type_, version, data, now)
         self._store(self._key(publisher, type_, version), record, data, replace=True)
-        self._keep_copy(sha, data)
+        self._keep_copy(str(record["sha256"]), data)
         return record
 
     def record(self, publisher: str, type_: str, version: str) -> dict[str, Any] | None:
