@@ -203,6 +203,37 @@ def test_a_stop_during_a_take_over_waits_for_it_and_then_steps_down(pg_url: str)
         lease.stop()
 
 
+def test_a_stop_gives_up_on_a_take_over_that_does_not_end_and_the_take_over_steps_down_after(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A take-over stuck (on the engine's lock, say) does not hold a stop for ever: after ``STEP_DOWN_WAIT`` the stop
+    ends the session, so the others may lead; when the take-over ends after all, it steps down, never leading."""
+    monkeypatch.setattr("arcext.cluster.leader.STEP_DOWN_WAIT", 0.5)
+    taking_over, finish = threading.Event(), threading.Event()
+    deposed: list[bool] = []
+
+    def elected(_pid: int) -> None:
+        taking_over.set()
+        finish.wait(10)
+
+    lease = LeaderLease(pg_url, 0.2, elected, lambda: deposed.append(True))
+    starting = threading.Thread(target=lease.start)
+    starting.start()
+    try:
+        assert taking_over.wait(10)
+        started = time.monotonic()
+        lease.stop()
+        assert 0.5 <= time.monotonic() - started < 5
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            assert leader_backend(conn) is None  # the lock went with the session
+        finish.set()
+        starting.join(10)
+        assert not lease.leading and deposed == [True]
+    finally:
+        finish.set()
+        starting.join(10)
+
+
 def test_jobs_are_claimed_once_across_nodes_and_their_results_reach_the_leader(pg_url: str, db: Database) -> None:
     engines = [Recorder(), Recorder()]
     nodes = [ClusterNode(pg_url, db, engine, SETTINGS, workers=3) for engine in engines]

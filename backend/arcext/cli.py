@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -237,9 +236,8 @@ def serve(
     serve_http(settings.build, options)
 
 
-#: seconds a replacement worker that cannot open the database waits before it leaves (and the master starts another)
-REOPEN_SECONDS = 5.0
-#: its exit status: not gunicorn's boot error (3), which would stop the master
+#: the exit status of a replacement worker that cannot open the database: not gunicorn's boot error (3), which would
+#: stop the master
 EXIT_DATABASE_AWAY = 1
 
 
@@ -251,8 +249,9 @@ class ServedSettings:
         """``create_app`` for a worker that replaces another (one that left, was killed or died). A worker that fails
         to boot makes gunicorn's master stop the whole node: right for the node's first worker (a wrong URL or
         password says so at once), not for a replacement during a database outage, or the node would not come
-        back with the database. Such a worker waits ``REOPEN_SECONDS`` and leaves with an ordinary failure instead
-        (the process goes, and whatever it had opened with it), and the master starts another."""
+        back with the database. Such a worker leaves at once with an ordinary failure instead (the process goes, and
+        whatever it had started with it: a half-started node must not lead or run jobs meanwhile), and the master
+        starts another. A try that fails waits out the pool's timeout first, so tries do not come in a tight loop."""
         import psycopg
 
         from .app import create_app
@@ -261,11 +260,10 @@ class ServedSettings:
             return create_app(config)
         except psycopg.OperationalError as exc:
             log.warning(
-                "This new worker cannot open the database (%s); it leaves in %g s and the master starts another",
+                "This new worker cannot open the database (%s); it leaves and the master starts another",
                 type(exc).__name__,
-                REOPEN_SECONDS,
             )
-            time.sleep(REOPEN_SECONDS)
+            logging.shutdown()  # (os._exit flushes nothing)
             os._exit(EXIT_DATABASE_AWAY)
 
     def __init__(

@@ -78,7 +78,16 @@ class LeaderLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._lose(step_down_first=True)
+        if not self._turn.acquire(timeout=STEP_DOWN_WAIT):
+            # the current try does not end (a take-over or a step down stuck, say on the engine's lock): the session
+            # ends under it, so the others may lead; should the take-over end after all, it steps down (_try_take)
+            log.warning("The leadership's current try does not end; letting go of the lock anyway")
+            self._close_session()
+            return
+        try:
+            self._lose_now(step_down_first=True)
+        finally:
+            self._turn.release()
 
     def _run(self) -> None:
         self.heartbeat.beat()
@@ -88,11 +97,15 @@ class LeaderLease:
         self.heartbeat.rest()
 
     def _attempt(self) -> None:
+        lost = False
         with self._turn:
             if not self._stop.is_set():
-                self._attempt_now()
+                lost = self._attempt_now()
+        if lost:
+            self._deposed()  # outside the turn: stepping down waits for the engine's pass, a stop need not
 
-    def _attempt_now(self) -> None:
+    def _attempt_now(self) -> bool:
+        """One try; True when it found the leadership lost (the caller steps down)."""
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = dedicated(self.url)
@@ -102,7 +115,8 @@ class LeaderLease:
                 self._try_take(self._conn)
         except psycopg.Error as exc:
             log.warning("Leadership connection failed (%s)", type(exc).__name__)
-            self._lose_now(False)
+            return self._lose_now(False)
+        return False
 
     def _try_take(self, conn: Connection) -> None:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (ENGINE_LOCK,)).fetchone()
@@ -117,16 +131,14 @@ class LeaderLease:
             conn.execute("SELECT pg_advisory_unlock(%s)", (ENGINE_LOCK,))
             self.backend_pid = None
             return
-        self.leading = True  # (a stop asked for meanwhile steps down at once: it waited for this attempt)
+        if self._stop.is_set():  # a stop gave up waiting for this take-over and let the lock go: not the leader
+            self.backend_pid = None
+            self._deposed()
+            return
+        self.leading = True  # (a stop asked for meanwhile, still waiting, steps down at once)
 
-    def _lose(self, step_down_first: bool = False) -> None:
-        """Not the leader any more: the session ends (the lock is free for the others) and ``on_deposed`` runs.
-        ``step_down_first``: ``on_deposed`` first (a graceful stop; otherwise the connection failed, and the lock
-        is gone already)."""
-        with self._turn:
-            self._lose_now(step_down_first)
-
-    def _lose_now(self, step_down_first: bool) -> None:
+    def _lose_now(self, step_down_first: bool) -> bool:
+        """Not the leader any more; True when the caller is to step down (``on_deposed``) once out of the turn."""
         was_leading = self.leading
         self.leading = False
         if was_leading and step_down_first:
@@ -137,14 +149,16 @@ class LeaderLease:
                 log.warning("Stepping down takes over %g s; letting go of the leadership anyway", STEP_DOWN_WAIT)
             was_leading = False
         self.backend_pid = None
+        self._close_session()
+        return was_leading
+
+    def _close_session(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
                 conn.close()  # ends the session: the lock is free for the others
             except psycopg.Error:
                 pass
-        if was_leading:
-            self._deposed()
 
     def _deposed(self) -> None:
         log.warning("This node no longer leads the upgrade engine")
