@@ -13,6 +13,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -202,3 +203,61 @@ def test_packages_a_node_attached_before_are_put_in_the_database_once(
         assert b.record("Contoso", "Agent", "2.0.0") is None
     finally:
         db.close()
+
+
+def test_workers_starting_at_once_put_the_node_s_former_packages_in_once(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every worker of a node opens the package store as it boots: one puts the old packages in, the others find
+    the index gone, and none fails to start or complains."""
+    PostgresStore(pg_url).close()
+    store = DatabasePackageStore._store
+
+    def slow_store(self: DatabasePackageStore, *args: Any, **kwargs: Any) -> bool:
+        time.sleep(0.1)  # large zips: the workers' imports overlap
+        return store(self, *args, **kwargs)
+
+    monkeypatch.setattr(DatabasePackageStore, "_store", slow_store)
+    data = make_package("Contoso.Agent", "1.0.0")
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        PackageStore(tmp_path / "packages").put("Contoso", "Agent", version, data, NOW)
+    db = Database(pg_url, max_size=8)
+    try:
+        opened: list[DatabasePackageStore] = []
+        failed: list[BaseException] = []
+
+        def open_store() -> None:
+            try:
+                opened.append(DatabasePackageStore(db, tmp_path / "packages"))
+            except BaseException as exc:  # (reported below)
+                failed.append(exc)
+
+        workers = [threading.Thread(target=open_store) for _ in range(4)]
+        with caplog.at_level(logging.WARNING, logger="arcext.hosts.pg_packages"):
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+        assert failed == [] and len(opened) == 4
+        assert [r.getMessage() for r in caplog.records] == []  # one import, no "the database's stays", no error
+        assert [opened[0].record("Contoso", "Agent", v) is not None for v in ("1.0.0", "1.1.0", "1.2.0")] == [True] * 3
+        assert (tmp_path / "packages" / "index.json.imported").exists()
+    finally:
+        db.close()
+
+
+def test_attaching_again_repairs_a_zip_damaged_in_place(
+    nodes: tuple[DatabasePackageStore, DatabasePackageStore], pg_url: str
+) -> None:
+    """Bytes changed without changing the length: the upload compares the zip's digest, not only its size."""
+    a, b = nodes
+    data = make_package("Contoso.Agent", "1.1.0")
+    sha = a.put("Contoso", "Agent", "1.1.0", data, NOW)["sha256"]
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "UPDATE package_chunks SET data = overlay(data placing '\\x00'::bytea from 40) WHERE sha256 = %s", (sha,)
+        )
+    assert b.get("Contoso", "Agent", "1.1.0") is None
+    a.put("Contoso", "Agent", "1.1.0", data, NOW)
+    ref = b.get("Contoso", "Agent", "1.1.0")
+    assert ref is not None and ref.path.read_bytes() == data

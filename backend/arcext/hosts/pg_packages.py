@@ -39,6 +39,9 @@ CHUNK_BYTES: Final = 1024 * 1024
 #: the deletion of the zip's last user (else the deletion could drop the chunks the upload had found there)
 KEY_LOCK_CLASS: Final = 0x61706B6B  # "apkk"
 ZIP_LOCK_CLASS: Final = 0x61706B67  # "apkg"
+#: the session lock under which one process at a time puts its node's former packages in the database (the workers
+#: of a node, and nodes sharing a data directory, start at once)
+IMPORT_LOCK: Final = 0x61706B69  # "apki"
 #: chunks read at once when a node fetches its copy of a zip
 FETCH_CHUNKS: Final = 8
 #: a temporary file in the copies' folder older than this is a leftover of a process that died while writing it
@@ -109,12 +112,13 @@ class DatabasePackageStore(PackageStore):
             replaced = str(row[0]) if row else None
             for zip_sha in sorted({sha, replaced or sha}):  # in one order: two uploads never wait in a circle
                 self._advisory(conn, ZIP_LOCK_CLASS, zip_sha)
-            chunks = -(-len(data) // CHUNK_BYTES)
             held = conn.execute(
-                "SELECT count(*), coalesce(sum(length(data)), 0) FROM package_chunks WHERE sha256 = %s", (sha,)
+                "SELECT encode(sha256(string_agg(data, ''::bytea ORDER BY n)), 'hex') FROM package_chunks"
+                " WHERE sha256 = %s",
+                (sha,),
             ).fetchone()
-            if held is None or (int(held[0]), int(held[1])) != (chunks, len(data)):
-                # none yet, or not the zip's (damaged, cut short): written whole, so an upload repairs it
+            if held is None or held[0] != sha:
+                # none yet, or not the zip (damaged, cut short): written whole, so attaching it again repairs it
                 conn.execute("DELETE FROM package_chunks WHERE sha256 = %s", (sha,))
                 for n, start in enumerate(range(0, len(data), CHUNK_BYTES)):
                     conn.execute(
@@ -218,11 +222,32 @@ class DatabasePackageStore(PackageStore):
     def _import_local_index(self) -> None:
         """Put the packages of ``index.json`` (attached to this node before packages lived in the database) in the
         database, those whose zip is here whole and whose version the database has none of yet; then the index is
-        renamed ``index.json.imported`` so that it is read once."""
+        renamed ``index.json.imported`` so that it is read once. One process at a time (``IMPORT_LOCK``); an index
+        that cannot be read is logged and left (a node starts without it)."""
         if not self.index_path.exists():
             return
+        with self.db.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (IMPORT_LOCK,))
+            try:
+                self._import_index_now()
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.error(
+                    "The packages this node kept before (%s) could not be put in the database: %s: %s; "
+                    "attach them again",
+                    self.index_path,
+                    type(exc).__name__,
+                    exc,
+                )
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (IMPORT_LOCK,))
+
+    def _import_index_now(self) -> None:
+        try:
+            index = self._index()  # another worker of this node may have put them in and renamed it meanwhile
+        except FileNotFoundError:
+            return
         imported = kept = 0
-        for key, record in sorted(self._index().items()):
+        for key, record in sorted(index.items()):
             blob = self.blobs / f"{record['sha256']}.zip"
             try:
                 data = blob.read_bytes()
@@ -241,5 +266,8 @@ class DatabasePackageStore(PackageStore):
                     "has that version already (from another node): the database's stays",
                     key,
                 )
-        self.index_path.rename(self.index_path.with_name("index.json.imported"))
+        try:
+            self.index_path.rename(self.index_path.with_name("index.json.imported"))
+        except FileNotFoundError:
+            return  # (a node sharing this data directory renamed it)
         log.info("Packages of this node put in the database: %d (%d the database had already)", imported, kept)
