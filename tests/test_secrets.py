@@ -244,3 +244,12 @@ def test_workers_starting_at_once_on_a_new_data_directory_share_one_whole_key(
         assert got == [f"v {key}"] * 6, got
         assert sorted(p.name for p in data_dir.iterdir()) == ["secret.key"]  # no process's own file left behind
         assert stat.S_IMODE((data_dir / "secret.key").stat().st_mode) == 0o600
+
+
+def test_a_key_file_left_incomplete_says_so_and_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Made in place (no hard links) and cut short by a crash: every start says which file and what to do, not a
+    bare Fernet error."""
+    monkeypatch.setattr("arcext.crypto.KEY_WAIT_SECONDS", 0.1)
+    (tmp_path / "secret.key").write_bytes(b"cut-short")
+    with pytest.raises(RuntimeError, match=r"secret.key is incomplete \(9 bytes; a key is 44\).*delete it"):
+        SecretBox.from_data_dir(tmp_path)

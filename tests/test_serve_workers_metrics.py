@@ -85,3 +85,20 @@ def test_a_scrape_answered_by_any_worker_counts_every_worker_s_requests(tmp_path
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_prometheus_directory_in_the_environment_leaves_a_server_s_metrics_its_own(tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR set by someone else (prometheus-client reads it when imported): one arcext process
+    keeps its figures in memory, as without it, and writes nothing there (a missing directory broke its start)."""
+    code = (
+        "from arcext.metrics import Metrics\n"
+        "m = Metrics()\n"
+        "m.http_request('GET', '/x', 200, 0.01)\n"
+        "print(m.render().decode())\n"
+    )
+    elsewhere = tmp_path / "not-ours"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(elsewhere)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert 'arcext_http_requests_total{method="GET",route="/x",status="200"} 1.0' in run.stdout
+    assert not elsewhere.exists()

@@ -6,6 +6,7 @@ Fernet tokens (AES-128-CBC + HMAC-SHA256), so a copied store file reveals nothin
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -27,6 +28,9 @@ def _sync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
+            raise  # (some network and FUSE file systems cannot sync a directory: nothing to do there)
     finally:
         os.close(fd)
 
@@ -84,8 +88,14 @@ class SecretBox:
         deadline = time.monotonic() + KEY_WAIT_SECONDS
         while True:
             key = path.read_bytes().strip()
-            if len(key) >= KEY_LENGTH or time.monotonic() > deadline:
-                return key  # (a key of another length fails Fernet with its own message)
+            if len(key) >= KEY_LENGTH:
+                return key
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{path} is incomplete ({len(key)} bytes; a key is {KEY_LENGTH}): a process making it was "
+                    "interrupted. If nothing was sealed with it yet (a new data directory), delete it and start again; "
+                    "otherwise restore it from your backup."
+                )
             time.sleep(0.01)
 
     @staticmethod

@@ -168,7 +168,11 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         #: figures shared with other worker processes (``share_across_processes``): a scrape here adds up theirs
-        self.shared = bool(_shared) and getattr(values.ValueClass, "_multiprocess", False)
+        if not _shared and getattr(values.ValueClass, "_multiprocess", False):
+            # prometheus-client took PROMETHEUS_MULTIPROC_DIR from the environment at import; arcext did not set it
+            # up (``share_across_processes``): this server's figures stay in memory, its own
+            values.ValueClass = values.MutexValue
+        self.shared = bool(_shared)
         self._http_pending: deque[tuple[str, str, int, float]] = deque()
         r.register(_CountPendingFirst(self))
         self.http_requests = Counter(
