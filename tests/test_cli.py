@@ -144,11 +144,12 @@ def test_serve_self_signed_prints_where_the_owner_token_is(tmp_path: Path) -> No
 
 
 def test_a_replacement_worker_leaves_quietly_while_the_database_is_away(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """A worker that fails to boot makes gunicorn's master stop the node: a replacement worker (one that left, was
-    killed or died) started while the database does not answer leaves at once with an ordinary failure instead, and
-    the master starts another."""
+    killed or died) started while the database does not answer leaves at once with an ordinary failure instead (a
+    half-started worker must not run jobs or lead), and the next one waits until 5 s after it, before it opens
+    anything, so the tries do not come in a tight loop."""
     import psycopg
 
     from arcext import cli
@@ -162,25 +163,32 @@ def test_a_replacement_worker_leaves_quietly_while_the_database_is_away(
     def leave(status: int) -> None:
         raise Left(status)
 
+    slept: list[float] = []
+    config = {"ARCEXT_DATABASE_URL": "postgresql://x", "ARCEXT_DATA_DIR": str(tmp_path)}
     monkeypatch.setattr("arcext.app.create_app", refused)
     monkeypatch.setattr(cli.os, "_exit", leave)
     monkeypatch.setattr(cli.logging, "shutdown", lambda: None)  # (the test's own log handlers stay)
+    monkeypatch.setattr(cli.time, "sleep", slept.append)
     with caplog.at_level(logging.WARNING, logger="arcext.cli"), pytest.raises(Left) as left:
-        cli.ServedSettings._create_app_or_leave({"ARCEXT_DATABASE_URL": "postgresql://x"})
-    assert left.value.args == (1,)
+        cli.ServedSettings._create_app_or_leave(config)
+    assert left.value.args == (1,) and slept == []  # the first one: at once, no pause
     assert [r.getMessage() for r in caplog.records] == [
         "This new worker cannot open the database (OperationalError); it leaves and the master starts another"
     ]
+    with pytest.raises(Left):  # the next one, a moment later: waits first
+        cli.ServedSettings._create_app_or_leave(config)
+    assert len(slept) == 1 and 4 < slept[0] <= cli.REOPEN_SECONDS
 
     def broken(config: dict[str, object]) -> object:
         raise ValueError("not the database")
 
     monkeypatch.setattr("arcext.app.create_app", broken)
     with pytest.raises(ValueError):  # anything else fails the worker's boot as before
-        cli.ServedSettings._create_app_or_leave({})
+        cli.ServedSettings._create_app_or_leave(config)
     built = object()
     monkeypatch.setattr("arcext.app.create_app", lambda config: built)
-    assert cli.ServedSettings._create_app_or_leave({}) is built
+    assert cli.ServedSettings._create_app_or_leave(config) is built
+    assert not (tmp_path / cli.LEFT_MARK).exists()  # the database answered: the next one need not wait
 
 
 def test_serve_and_token_read_their_settings_from_the_environment_too(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -239,6 +240,9 @@ def serve(
 #: the exit status of a replacement worker that cannot open the database: not gunicorn's boot error (3), which would
 #: stop the master
 EXIT_DATABASE_AWAY = 1
+#: a file in the data directory a worker that left so touches: the next one waits until ``REOPEN_SECONDS`` after it
+LEFT_MARK = ".worker-left-database"
+REOPEN_SECONDS = 5.0
 
 
 class ServedSettings:
@@ -251,20 +255,34 @@ class ServedSettings:
         password says so at once), not for a replacement during a database outage, or the node would not come
         back with the database. Such a worker leaves at once with an ordinary failure instead (the process goes, and
         whatever it had started with it: a half-started node must not lead or run jobs meanwhile), and the master
-        starts another. A try that fails waits out the pool's timeout first, so tries do not come in a tight loop."""
+        starts another. The next one starts no sooner than ``REOPEN_SECONDS`` after (``LEFT_MARK``), before it
+        opens anything, so the tries do not come in a tight loop taking the database's connections."""
         import psycopg
 
         from .app import create_app
 
+        mark = Path(str(config.get("ARCEXT_DATA_DIR") or ".")) / LEFT_MARK
         try:
-            return create_app(config)
+            since = time.time() - mark.stat().st_mtime
+        except OSError:
+            since = None  # no worker left so
+        if since is not None and 0 <= since < REOPEN_SECONDS:
+            time.sleep(REOPEN_SECONDS - since)
+        try:
+            app = create_app(config)
         except psycopg.OperationalError as exc:
             log.warning(
                 "This new worker cannot open the database (%s); it leaves and the master starts another",
                 type(exc).__name__,
             )
+            try:
+                mark.touch()
+            except OSError:
+                pass
             logging.shutdown()  # (os._exit flushes nothing)
             os._exit(EXIT_DATABASE_AWAY)
+        mark.unlink(missing_ok=True)
+        return app
 
     def __init__(
         self,

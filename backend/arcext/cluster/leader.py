@@ -11,6 +11,8 @@ dying (a network partition) TCP keepalives (idle 5 s, 3 probes 2 s apart) end th
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from typing import Final
@@ -80,9 +82,9 @@ class LeaderLease:
             self._thread.join(timeout=5)
         if not self._turn.acquire(timeout=STEP_DOWN_WAIT):
             # the current try does not end (a take-over or a step down stuck, say on the engine's lock): the session
-            # ends under it, so the others may lead; should the take-over end after all, it steps down (_try_take)
+            # is cut under it, so the others may lead; should the take-over end after all, it steps down (_try_take)
             log.warning("The leadership's current try does not end; letting go of the lock anyway")
-            self._close_session()
+            self._cut_session()
             return
         try:
             self._lose_now(step_down_first=True)
@@ -107,12 +109,16 @@ class LeaderLease:
     def _attempt_now(self) -> bool:
         """One try; True when it found the leadership lost (the caller steps down)."""
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = dedicated(self.url)
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = self._conn = dedicated(self.url)
+                if self._stop.is_set():  # a stop gave up waiting for this try meanwhile
+                    self._close_session()
+                    return False
             if self.leading:
-                self._conn.execute("SELECT 1")  # still connected: still the holder of the lock
+                conn.execute("SELECT 1")  # still connected: still the holder of the lock
             else:
-                self._try_take(self._conn)
+                self._try_take(conn)
         except psycopg.Error as exc:
             log.warning("Leadership connection failed (%s)", type(exc).__name__)
             return self._lose_now(False)
@@ -131,8 +137,9 @@ class LeaderLease:
             conn.execute("SELECT pg_advisory_unlock(%s)", (ENGINE_LOCK,))
             self.backend_pid = None
             return
-        if self._stop.is_set():  # a stop gave up waiting for this take-over and let the lock go: not the leader
+        if self._stop.is_set():  # a stop gave up waiting for this take-over and cut the session: not the leader
             self.backend_pid = None
+            self._close_session()  # (if the cut came before this session had the lock, it has it now)
             self._deposed()
             return
         self.leading = True  # (a stop asked for meanwhile, still waiting, steps down at once)
@@ -151,6 +158,20 @@ class LeaderLease:
         self.backend_pid = None
         self._close_session()
         return was_leading
+
+    def _cut_session(self) -> None:
+        """End the lock's session from a thread that does not own its connection (a stop that gave up waiting for
+        the current try): its socket is shut down, so the server ends the session and frees the lock, and the
+        owning thread, whose statement fails, closes the connection itself (closing it from here could pull the
+        connection from under a statement in progress)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return
+        try:
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error):
+            log.debug("Could not cut the leadership session", exc_info=True)
 
     def _close_session(self) -> None:
         conn, self._conn = self._conn, None

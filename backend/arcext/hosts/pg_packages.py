@@ -112,12 +112,17 @@ class DatabasePackageStore(PackageStore):
             replaced = str(row[0]) if row else None
             for zip_sha in sorted({sha, replaced or sha}):  # in one order: two uploads never wait in a circle
                 self._advisory(conn, ZIP_LOCK_CLASS, zip_sha)
-            held = conn.execute(
-                "SELECT encode(sha256(string_agg(data, ''::bytea ORDER BY n)), 'hex') FROM package_chunks"
-                " WHERE sha256 = %s",
-                (sha,),
-            ).fetchone()
-            if held is None or held[0] != sha:
+            # each chunk's digest, not the whole zip's: a whole 512 MiB zip would be built in the server's memory
+            held = [
+                bytes(digest)
+                for _n, digest in conn.execute(
+                    "SELECT n, sha256(data) FROM package_chunks WHERE sha256 = %s ORDER BY n", (sha,)
+                ).fetchall()
+            ]
+            wanted = [
+                hashlib.sha256(data[start : start + CHUNK_BYTES]).digest() for start in range(0, len(data), CHUNK_BYTES)
+            ]
+            if held != wanted:
                 # none yet, or not the zip (damaged, cut short): written whole, so attaching it again repairs it
                 conn.execute("DELETE FROM package_chunks WHERE sha256 = %s", (sha,))
                 for n, start in enumerate(range(0, len(data), CHUNK_BYTES)):
