@@ -225,7 +225,8 @@ def test_a_stop_gives_up_on_a_take_over_that_does_not_end_and_the_take_over_step
         lease.stop()
         assert 0.5 <= time.monotonic() - started < 5
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            wait_for(lambda: leader_backend(conn) is None)  # the lock went with the session (the server ends it)
+            # the lock went with the session the stop cut (the take-over would end its session only at its end)
+            wait_for(lambda: leader_backend(conn) is None, timeout=2)
         finish.set()
         starting.join(10)
         assert not lease.leading and deposed == [True]

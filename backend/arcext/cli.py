@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -240,7 +241,8 @@ def serve(
 #: the exit status of a replacement worker that cannot open the database: not gunicorn's boot error (3), which would
 #: stop the master
 EXIT_DATABASE_AWAY = 1
-#: a file in the data directory a worker that left so touches: the next one waits until ``REOPEN_SECONDS`` after it
+#: a file in the data directory (one per master: nodes may share the directory) where a worker that left so writes
+#: when; the next one waits until ``REOPEN_SECONDS`` after it
 LEFT_MARK = ".worker-left-database"
 REOPEN_SECONDS = 5.0
 
@@ -261,10 +263,10 @@ class ServedSettings:
 
         from .app import create_app
 
-        mark = Path(str(config.get("ARCEXT_DATA_DIR") or ".")) / LEFT_MARK
+        mark = Path(str(config.get("ARCEXT_DATA_DIR") or ".")) / f"{LEFT_MARK}.{socket.gethostname()}.{os.getppid()}"
         try:
-            since = time.time() - mark.stat().st_mtime
-        except OSError:
+            since = time.time() - float(mark.read_text())  # (this host's clock wrote it, not a file server's)
+        except (OSError, ValueError):
             since = None  # no worker left so
         if since is not None and 0 <= since < REOPEN_SECONDS:
             time.sleep(REOPEN_SECONDS - since)
@@ -276,12 +278,15 @@ class ServedSettings:
                 type(exc).__name__,
             )
             try:
-                mark.touch()
-            except OSError:
-                pass
+                mark.write_text(repr(time.time()))
+            except OSError as error:
+                log.warning("Could not note when this worker left (%s): the next one starts at once", error)
             logging.shutdown()  # (os._exit flushes nothing)
             os._exit(EXIT_DATABASE_AWAY)
-        mark.unlink(missing_ok=True)
+        try:
+            mark.unlink(missing_ok=True)
+        except OSError:  # (a directory this worker may not write: nothing to undo)
+            pass
         return app
 
     def __init__(

@@ -66,6 +66,7 @@ class LeaderLease:
         #: held by an attempt (an election's take-over included) and by losing the lead: a stop never lets the lock
         #: go under a take-over still running, which would then lead without it
         self._turn = threading.Lock()
+        self._closing = threading.Lock()  # a connection's close, and a stop's cut of its socket, one at a time
 
     def start(self) -> None:
         """Try the lock once in the caller's thread (a node that can lead at once is elected before this returns),
@@ -164,22 +165,24 @@ class LeaderLease:
         the current try): its socket is shut down, so the server ends the session and frees the lock, and the
         owning thread, whose statement fails, closes the connection itself (closing it from here could pull the
         connection from under a statement in progress)."""
-        conn = self._conn
-        if conn is None or conn.closed:
-            return
-        try:
-            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-        except (OSError, psycopg.Error):
-            log.debug("Could not cut the leadership session", exc_info=True)
+        with self._closing:  # (its socket's number is not reused by another socket under this)
+            conn = self._conn
+            if conn is None or conn.closed:
+                return
+            try:
+                with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, psycopg.Error):
+                log.debug("Could not cut the leadership session", exc_info=True)
 
     def _close_session(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()  # ends the session: the lock is free for the others
-            except psycopg.Error:
-                pass
+        with self._closing:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.close()  # ends the session: the lock is free for the others
+                except psycopg.Error:
+                    pass
 
     def _deposed(self) -> None:
         log.warning("This node no longer leads the upgrade engine")
