@@ -67,6 +67,9 @@ class LeaderLease:
         #: go under a take-over still running, which would then lead without it
         self._turn = threading.Lock()
         self._closing = threading.Lock()  # a connection's close, and a stop's cut of its socket, one at a time
+        #: a duplicate of the lock connection's socket, this object's own: a stop that gives up on the current try
+        #: shuts the session down through it, whatever libpq does with its own descriptor meanwhile
+        self._cut_sock: socket.socket | None = None
 
     def start(self) -> None:
         """Try the lock once in the caller's thread (a node that can lead at once is elected before this returns),
@@ -112,7 +115,9 @@ class LeaderLease:
         try:
             conn = self._conn
             if conn is None or conn.closed:
+                self._close_session()  # (a connection libpq closed by itself: its socket's duplicate too)
                 conn = self._conn = dedicated(self.url)
+                self._keep_socket(conn)
                 if self._stop.is_set():  # a stop gave up waiting for this try meanwhile
                     self._close_session()
                     return False
@@ -165,24 +170,32 @@ class LeaderLease:
         the current try): its socket is shut down, so the server ends the session and frees the lock, and the
         owning thread, whose statement fails, closes the connection itself (closing it from here could pull the
         connection from under a statement in progress)."""
-        with self._closing:  # (its socket's number is not reused by another socket under this)
-            conn = self._conn
-            if conn is None or conn.closed:
+        with self._closing:
+            if self._cut_sock is None:
                 return
             try:
-                with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except (OSError, psycopg.Error):
+                self._cut_sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
                 log.debug("Could not cut the leadership session", exc_info=True)
+
+    def _keep_socket(self, conn: Connection) -> None:
+        with self._closing:
+            try:
+                self._cut_sock = socket.socket(fileno=os.dup(conn.fileno()))
+            except (OSError, psycopg.Error):
+                log.debug("No duplicate of the leadership socket: a stop cannot cut its session", exc_info=True)
 
     def _close_session(self) -> None:
         with self._closing:
             conn, self._conn = self._conn, None
+            sock, self._cut_sock = self._cut_sock, None
             if conn is not None:
                 try:
-                    conn.close()  # ends the session: the lock is free for the others
+                    conn.close()
                 except psycopg.Error:
                     pass
+            if sock is not None:
+                sock.close()  # the last descriptor of the socket: the session ends, the lock is free for the others
 
     def _deposed(self) -> None:
         log.warning("This node no longer leads the upgrade engine")
